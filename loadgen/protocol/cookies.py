@@ -1,0 +1,51 @@
+"""Stateless DTLS cookies (RFC 6347 4.2.1): HMAC of the peer address, rotating secret.
+
+The server answers a cookieless ClientHello with a HelloVerifyRequest and keeps no
+state; only a ClientHello that echoes a valid cookie for its source address creates
+per-peer state. Secrets rotate so a captured cookie expires; the previous secret is
+still accepted so a rotation never fails a handshake in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import Callable
+
+COOKIE_LEN = 16
+
+
+class CookieJar:
+    """Makes and checks cookies bound to a peer address."""
+
+    def __init__(self, rotate_every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rotate_every = rotate_every
+        self._clock = clock
+        self._current = os.urandom(32)
+        self._previous = self._current
+        self._rotated_at = clock()
+
+    def _maybe_rotate(self) -> None:
+        now = self._clock()
+        if now - self._rotated_at >= self._rotate_every:
+            self._previous, self._current = self._current, os.urandom(32)
+            self._rotated_at = now
+
+    @staticmethod
+    def _mac(secret: bytes, peer: bytes) -> bytes:
+        return hmac.new(secret, peer, hashlib.sha256).digest()[:COOKIE_LEN]
+
+    def make(self, peer: bytes) -> bytes:
+        """Cookie for ``peer`` (an address rendered as bytes, e.g. ``b"127.0.0.1:4433"``)."""
+        self._maybe_rotate()
+        return self._mac(self._current, peer)
+
+    def check(self, peer: bytes, cookie: bytes) -> bool:
+        """True when ``cookie`` was made for ``peer`` with the current or previous secret."""
+        self._maybe_rotate()
+        return any(
+            hmac.compare_digest(cookie, self._mac(secret, peer))
+            for secret in (self._current, self._previous)
+        )

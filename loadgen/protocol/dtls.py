@@ -1,0 +1,372 @@
+"""DTLS 1.2 engines over pyOpenSSL memory BIOs (no sockets, no gevent).
+
+Shape borrowed from aioquic: ``receive_datagram()`` / ``datagrams_to_send()`` /
+``get_timer()`` / ``handle_timer()`` plus ``next_event()``. The transport moves bytes
+and re-arms the timer; everything else happens here, which is what lets tests wire a
+client and a server back to back in memory and drop chosen datagrams.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from OpenSSL import SSL
+
+from .. import psk
+from ..credentials import KeyStore, Secret
+from ..errors import (
+    HandshakeTimeout,
+    LoadgenError,
+    LocalProtocolError,
+    PskKeyMismatch,
+    error_from_openssl,
+)
+from . import records
+from .cookies import CookieJar
+from .events import ConnectionFailed, DataReceived, Event, HandshakeCompleted, PeerClosed
+
+#: PSK suites with AEAD ciphers (CCM8 is the common IoT/CoAP choice).
+DEFAULT_PSK_CIPHERS = (
+    "PSK-AES128-GCM-SHA256:PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305:"
+    "PSK-AES128-CCM:PSK-AES128-CCM8"
+)
+#: UDP payload budget: fits IPv6's 1280-byte minimum path MTU (1280 - 40 - 8 = 1232).
+DEFAULT_MTU = 1200
+#: Wrong-key verdicts need this many undecryptable Finished flights (one could be corruption).
+BAD_FINISHED_LIMIT = 2
+#: A client that sent its Finished this many times without an answer probably has the wrong key.
+UNANSWERED_FINISHED_LIMIT = 3
+
+#: ``choose(hint) -> (identity, key)`` for one client connection.
+PskChooser = Callable[["bytes | None"], "tuple[bytes, Secret]"]
+
+
+def client_context(ciphers: str = DEFAULT_PSK_CIPHERS) -> SSL.Context:
+    """A DTLS 1.2 client context whose PSK comes from each connection's chooser.
+
+    One context serves thousands of associations; each connection's app data is its
+    :data:`PskChooser`.
+    """
+    ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
+    _common_setup(ctx, ciphers)
+
+    def choose(conn: SSL.Connection, hint: bytes | None) -> tuple[bytes, bytes] | None:
+        identity, key = conn.get_app_data()(hint)
+        return identity, key.value
+
+    psk.set_client_psk(ctx, choose)
+    return ctx
+
+
+@dataclass
+class ServerPeer:
+    """What the server knows about one peer: its address and, later, its PSK identity."""
+
+    address: bytes
+    identity: bytes | None = None
+
+
+def server_context(
+    keys: KeyStore,
+    *,
+    hint: bytes | None = None,
+    ciphers: str = DEFAULT_PSK_CIPHERS,
+    cookies: CookieJar | None = None,
+) -> SSL.Context:
+    """A DTLS 1.2 server context: PSK lookup in ``keys``, HMAC cookies bound to the peer."""
+    ctx = SSL.Context(SSL.DTLS_SERVER_METHOD)
+    _common_setup(ctx, ciphers)
+    jar = cookies or CookieJar()
+
+    def lookup(conn: SSL.Connection, identity: bytes) -> bytes | None:
+        peer: ServerPeer = conn.get_app_data()
+        peer.identity = identity
+        key = keys.key_for(identity)
+        return key.value if key is not None else None
+
+    psk.set_server_psk(ctx, lookup, hint)
+    # The cookie callbacks cannot see the peer address with memory BIOs: the server
+    # puts it in the connection's app data before it feeds the datagram.
+    ctx.set_cookie_generate_callback(lambda conn: jar.make(conn.get_app_data().address))
+    ctx.set_cookie_verify_callback(lambda conn, c: jar.check(conn.get_app_data().address, c))
+    return ctx
+
+
+def _common_setup(ctx: SSL.Context, ciphers: str) -> None:
+    ctx.set_min_proto_version(records.DTLS_1_2)
+    ctx.set_max_proto_version(records.DTLS_1_2)
+    # Our MTU is set explicitly; never let OpenSSL query a (memory) BIO for one.
+    ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET)
+    try:
+        ctx.set_cipher_list(ciphers.encode())
+    except SSL.Error:
+        raise LocalProtocolError(f"no usable cipher in {ciphers!r}") from None
+
+
+def _reason(exc: SSL.Error) -> str:
+    errors = exc.args[0] if exc.args else []
+    if errors and isinstance(errors, list) and isinstance(errors[0], tuple):
+        return errors[-1][2] or "unknown TLS error"
+    return str(exc) or "unknown TLS error"
+
+
+class DtlsEngine:
+    """One DTLS association (client or server side) over memory BIOs."""
+
+    def __init__(self, connection: SSL.Connection, *, is_client: bool, mtu: int = DEFAULT_MTU) -> None:
+        self._conn = connection
+        self.is_client = is_client
+        self.mtu = mtu
+        connection.set_ciphertext_mtu(mtu)
+        self._events: deque[Event] = deque()
+        self._outgoing = bytearray()
+        self.handshake_done = False
+        self.closed = False
+        self.retransmits = 0
+        self.error: LoadgenError | None = None
+        # Bookkeeping that turns silent DTLS failures into a clear error code.
+        self._finished_sent = 0  # client: flights carrying our ChangeCipherSpec
+        self._bad_finished = 0  # server: client Finished that did not decrypt
+        self._last_epoch0_seq = -1  # server: for our own plaintext alert
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def client(cls, context: SSL.Context, choose: PskChooser, *, mtu: int = DEFAULT_MTU) -> DtlsEngine:
+        """A client engine; call :meth:`start` to send the ClientHello."""
+        conn = SSL.Connection(context, None)
+        conn.set_app_data(choose)
+        conn.set_connect_state()
+        return cls(conn, is_client=True, mtu=mtu)
+
+    def start(self) -> None:
+        """Begin the handshake (client): queues the ClientHello."""
+        self._advance_handshake(None)
+
+    # -- inputs -------------------------------------------------------------
+
+    def receive_datagram(self, datagram: bytes) -> None:
+        """Feed one datagram from the peer; read events with :meth:`next_event`."""
+        if self.closed:
+            return
+        try:
+            self._conn.bio_write(datagram)
+        except SSL.Error:
+            return
+        if not self.handshake_done:
+            self._advance_handshake(datagram)
+        if self.handshake_done and not self.closed:
+            self._read_application_data()
+        self._pull_outgoing()
+
+    def get_timer(self) -> float | None:
+        """Seconds until :meth:`handle_timer` is due (handshake retransmission), or None."""
+        if self.closed:
+            return None
+        return self._conn.DTLSv1_get_timeout()
+
+    def handle_timer(self) -> None:
+        """Retransmit the last flight if OpenSSL's timer has expired."""
+        if self.closed:
+            return
+        try:
+            if self._conn.DTLSv1_handle_timeout():
+                self.retransmits += 1
+        except SSL.Error as exc:
+            self._fail(error_from_openssl(_reason(exc), remote=False))
+        self._pull_outgoing()
+
+    def send(self, data: bytes) -> None:
+        """Encrypt application data into one record (must fit the MTU)."""
+        if not self.handshake_done or self.closed:
+            raise LocalProtocolError("cannot send: association not established")
+        try:
+            self._conn.send(data)
+        except SSL.Error as exc:
+            raise LocalProtocolError(f"cannot send {len(data)} bytes: {_reason(exc)}") from None
+        self._pull_outgoing()
+
+    def close(self) -> None:
+        """Send close_notify (Qt: shutdown alert) and stop."""
+        if self.closed:
+            return
+        try:
+            self._conn.shutdown()
+        except SSL.Error:
+            pass
+        self._pull_outgoing()
+        self.closed = True
+
+    # -- outputs ------------------------------------------------------------
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def datagrams_to_send(self) -> list[bytes]:
+        """Pending records packed into datagrams of at most ``mtu`` bytes."""
+        if not self._outgoing:
+            return []
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        datagrams: list[bytes] = []
+        start = end = 0
+        # The memory BIO is a byte stream: cut it at record boundaries so no datagram
+        # exceeds the MTU (OpenSSL already sized each record for it).
+        for rec in records.records(data):
+            size = records.HEADER_LEN + rec.length
+            if end - start + size > self.mtu and end > start:
+                datagrams.append(data[start:end])
+                start = end
+            end += size
+        if end < len(data):  # not record-shaped (cannot happen with OpenSSL): send as is
+            end = len(data)
+        if end > start:
+            datagrams.append(data[start:end])
+        return datagrams
+
+    @property
+    def cipher(self) -> str | None:
+        return self._conn.get_cipher_name()
+
+    @property
+    def peer_identity(self) -> bytes | None:
+        """Server side: the PSK identity the client presented."""
+        data = self._conn.get_app_data()
+        return data.identity if isinstance(data, ServerPeer) else None
+
+    @property
+    def cleartext_mtu(self) -> int:
+        return self._conn.get_cleartext_mtu()
+
+    def timeout_error(self) -> LoadgenError:
+        """The error to report when the transport's handshake deadline passes.
+
+        DTLS drops records it cannot decrypt, so a wrong key looks like silence after
+        our Finished; say so rather than "timeout" once it is the likely cause.
+        """
+        if self._finished_sent >= UNANSWERED_FINISHED_LIMIT:
+            return PskKeyMismatch(
+                f"peer never answered our Finished ({self._finished_sent} transmissions): "
+                "the pre-shared key is probably wrong"
+            )
+        return HandshakeTimeout(f"no handshake after {self.retransmits} retransmissions")
+
+    # -- internals ----------------------------------------------------------
+
+    def _advance_handshake(self, datagram: bytes | None) -> None:
+        try:
+            self._conn.do_handshake()
+        except SSL.WantReadError:
+            if datagram is not None and not self.is_client:
+                self._check_client_finished(datagram)
+            self._pull_outgoing()
+            return
+        except SSL.Error as exc:
+            reason = _reason(exc)
+            self._fail(error_from_openssl(reason, remote="alert" in reason))
+            return
+        self.handshake_done = True
+        ident = self.peer_identity if not self.is_client else None
+        self._events.append(
+            HandshakeCompleted(
+                cipher=self.cipher or "",
+                version=self._conn.get_protocol_version_name(),
+                psk_identity=ident,
+                retransmits=self.retransmits,
+            )
+        )
+
+    def _check_client_finished(self, datagram: bytes) -> None:
+        recs = list(records.records(datagram))
+        has_ccs = any(r.content_type == records.CHANGE_CIPHER_SPEC and r.epoch == 0 for r in recs)
+        has_finished = any(r.content_type == records.HANDSHAKE and r.epoch == 1 for r in recs)
+        if not (has_ccs and has_finished):
+            return
+        # The whole final flight arrived and the handshake still did not complete:
+        # its Finished did not decrypt, which with PSK means the keys differ.
+        self._bad_finished += 1
+        if self._bad_finished >= BAD_FINISHED_LIMIT:
+            self._outgoing += records.plaintext_alert(records.ALERT_DECRYPT_ERROR, self._last_epoch0_seq + 1)
+            self._fail(PskKeyMismatch("client Finished did not decrypt: the pre-shared keys differ"))
+
+    def _read_application_data(self) -> None:
+        while True:
+            try:
+                data = self._conn.recv(65536)
+            except SSL.WantReadError:
+                return
+            except SSL.ZeroReturnError:
+                self.closed = True
+                self._events.append(PeerClosed())
+                return
+            except SSL.Error as exc:
+                reason = _reason(exc)
+                self._fail(error_from_openssl(reason, remote="alert" in reason))
+                return
+            if data:
+                self._events.append(DataReceived(data))
+
+    def _pull_outgoing(self) -> None:
+        while True:
+            try:
+                chunk = self._conn.bio_read(65536)
+            except SSL.WantReadError:
+                break
+            if not chunk:
+                break
+            self._note_outgoing(chunk)
+            self._outgoing += chunk
+
+    def _note_outgoing(self, chunk: bytes) -> None:
+        for rec in records.records(chunk):
+            if rec.epoch == 0:
+                if rec.content_type == records.CHANGE_CIPHER_SPEC and self.is_client:
+                    self._finished_sent += 1
+                self._last_epoch0_seq = max(self._last_epoch0_seq, rec.sequence)
+
+    def _fail(self, error: LoadgenError) -> None:
+        self._pull_outgoing()
+        self.closed = True
+        self.error = error
+        self._events.append(ConnectionFailed(error))
+
+
+def accept(
+    context: SSL.Context, datagram: bytes, peer: bytes, *, mtu: int = DEFAULT_MTU
+) -> tuple[DtlsEngine | None, list[bytes]]:
+    """Handle a datagram from a peer the server keeps no state for.
+
+    Returns ``(engine, datagrams)``: a new server engine when the datagram is a
+    ClientHello with a valid cookie, otherwise ``None`` and the HelloVerifyRequest to
+    send back (empty for anything that is not a ClientHello). No state is kept for a
+    client before its cookie is verified, and the answer is never larger than the
+    request (no amplification).
+    """
+    if not records.is_client_hello(datagram):
+        return None, []
+    conn = SSL.Connection(context, None)
+    conn.set_app_data(ServerPeer(peer))
+    conn.set_accept_state()
+    try:
+        conn.bio_write(datagram)
+        conn.DTLSv1_listen()
+    except SSL.WantReadError:
+        reply = _drain(conn)
+        return None, [reply] if reply and len(reply) <= len(datagram) else []
+    except SSL.Error:
+        return None, []
+    engine = DtlsEngine(conn, is_client=False, mtu=mtu)
+    engine._advance_handshake(None)
+    engine._pull_outgoing()
+    return engine, engine.datagrams_to_send()
+
+
+def _drain(conn: SSL.Connection) -> bytes:
+    out = bytearray()
+    while True:
+        try:
+            out += conn.bio_read(65536)
+        except SSL.WantReadError:
+            return bytes(out)

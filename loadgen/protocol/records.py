@@ -1,0 +1,62 @@
+"""Just enough of the DTLS 1.2 record layer (RFC 6347 4.1) to look at headers.
+
+OpenSSL does the real work; we peek at headers only to classify what arrived
+(e.g. an encrypted Finished that OpenSSL silently discarded) and to build the one
+plaintext alert the server sends when a client's Finished does not decrypt.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import NamedTuple
+
+HEADER = struct.Struct("!BHHIHH")  # type, version, epoch, seq (48 bits as 32+16), length
+HEADER_LEN = 13
+
+CHANGE_CIPHER_SPEC = 20
+ALERT = 21
+HANDSHAKE = 22
+APPLICATION_DATA = 23
+
+DTLS_1_2 = 0xFEFD
+DTLS_1_0 = 0xFEFF
+
+ALERT_FATAL = 2
+ALERT_DECRYPT_ERROR = 51
+
+
+class Record(NamedTuple):
+    content_type: int
+    version: int
+    epoch: int
+    sequence: int
+    length: int
+
+
+def records(datagram: bytes) -> Iterator[Record]:
+    """Yield the record headers in ``datagram``; stops quietly at the first malformed one."""
+    offset = 0
+    while offset + HEADER_LEN <= len(datagram):
+        ctype, version, epoch, seq_hi, seq_lo, length = HEADER.unpack_from(datagram, offset)
+        if offset + HEADER_LEN + length > len(datagram):
+            return
+        yield Record(ctype, version, epoch, (seq_hi << 16) | seq_lo, length)
+        offset += HEADER_LEN + length
+
+
+def is_client_hello(datagram: bytes) -> bool:
+    """True when ``datagram`` starts with an epoch-0 handshake record holding a ClientHello."""
+    return (
+        len(datagram) > HEADER_LEN
+        and datagram[0] == HANDSHAKE
+        and datagram[3:5] == b"\x00\x00"
+        and datagram[HEADER_LEN] == 1  # handshake type client_hello
+    )
+
+
+def plaintext_alert(description: int, sequence: int, version: int = DTLS_1_2) -> bytes:
+    """A fatal epoch-0 alert record with the given record sequence number."""
+    return HEADER.pack(ALERT, version, 0, sequence >> 16, sequence & 0xFFFF, 2) + bytes(
+        (ALERT_FATAL, description)
+    )

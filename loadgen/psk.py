@@ -1,0 +1,102 @@
+"""PSK callbacks for pyOpenSSL contexts.
+
+pyOpenSSL has no PSK API, but the cffi bindings it is built on (cryptography's
+OpenSSL binding) expose ``SSL_CTX_set_psk_client_callback``,
+``SSL_CTX_set_psk_server_callback`` and ``SSL_CTX_use_psk_identity_hint``. This is
+the ONLY module that reaches into those private bindings; ``REQUIRED_SYMBOLS`` is
+checked by a test so that an upgrade that removes them fails loudly.
+
+The cffi callback objects must outlive the context, otherwise OpenSSL calls freed
+memory: they are stored on the context object itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from OpenSSL import SSL
+from OpenSSL._util import ffi, lib  # the binding pyOpenSSL itself uses
+
+REQUIRED_SYMBOLS = (
+    "SSL_CTX_set_psk_client_callback",
+    "SSL_CTX_set_psk_server_callback",
+    "SSL_CTX_use_psk_identity_hint",
+)
+
+#: ``choose(connection, hint) -> (identity, key)``, or ``None`` to abort the handshake.
+ClientChooser = Callable[[SSL.Connection, "bytes | None"], "tuple[bytes, bytes] | None"]
+#: ``lookup(connection, identity) -> key``, or ``None`` for an unknown identity.
+ServerLookup = Callable[[SSL.Connection, bytes], "bytes | None"]
+
+_CLIENT_CB = "unsigned int(*)(SSL *, char *, char *, unsigned int, unsigned char *, unsigned int)"
+_SERVER_CB = "unsigned int(*)(SSL *, char *, unsigned char *, unsigned int)"
+
+
+def missing_symbols() -> list[str]:
+    """Names from ``REQUIRED_SYMBOLS`` the installed binding lacks (empty when all good)."""
+    return [name for name in REQUIRED_SYMBOLS if not hasattr(lib, name)]
+
+
+def _connection(ssl: Any) -> SSL.Connection:
+    # pyOpenSSL keeps SSL* -> Connection in this (private) weak mapping for its own callbacks.
+    return SSL.Connection._reverse_mapping[ssl]
+
+
+def _keep_alive(context: SSL.Context, callback: Any) -> None:
+    kept = getattr(context, "_loadgen_psk_callbacks", None)
+    if kept is None:
+        kept = []
+        context._loadgen_psk_callbacks = kept  # type: ignore[attr-defined]
+    kept.append(callback)
+
+
+def set_client_psk(context: SSL.Context, choose: ClientChooser) -> None:
+    """Install a PSK client callback on ``context``.
+
+    OpenSSL hands us the server's identity hint (or NULL); ``choose`` returns the
+    identity and key for that connection. Exceptions in ``choose`` abort the handshake
+    (an exception must never propagate through C code).
+    """
+
+    @ffi.callback(_CLIENT_CB)
+    def callback(ssl: Any, hint: Any, identity: Any, max_identity: int, psk: Any, max_psk: int) -> int:
+        try:
+            chosen = choose(_connection(ssl), ffi.string(hint) if hint != ffi.NULL else None)
+            if chosen is None:
+                return 0
+            ident, key = chosen
+            if len(ident) + 1 > max_identity or len(key) > max_psk or not key:
+                return 0
+            ffi.memmove(identity, ident + b"\0", len(ident) + 1)
+            ffi.memmove(psk, key, len(key))
+            return len(key)
+        except Exception:  # noqa: BLE001 - must not cross the C boundary
+            return 0
+
+    _keep_alive(context, callback)
+    lib.SSL_CTX_set_psk_client_callback(context._context, callback)
+
+
+def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | None = None) -> None:
+    """Install a PSK server callback (identity -> key) and an optional identity hint.
+
+    Returning ``None`` from ``lookup`` makes OpenSSL fail the handshake with an
+    ``unknown_psk_identity`` alert.
+    """
+
+    @ffi.callback(_SERVER_CB)
+    def callback(ssl: Any, identity: Any, psk: Any, max_psk: int) -> int:
+        try:
+            key = lookup(_connection(ssl), ffi.string(identity))
+            if not key or len(key) > max_psk:
+                return 0
+            ffi.memmove(psk, key, len(key))
+            return len(key)
+        except Exception:  # noqa: BLE001 - must not cross the C boundary
+            return 0
+
+    _keep_alive(context, callback)
+    lib.SSL_CTX_set_psk_server_callback(context._context, callback)
+    if hint is not None and not lib.SSL_CTX_use_psk_identity_hint(context._context, hint):
+        raise ValueError("OpenSSL refused the PSK identity hint")
