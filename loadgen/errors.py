@@ -94,7 +94,8 @@ def error_from_openssl(reason: str, *, remote: bool) -> HandshakeFailed:
     (alert received from the peer) or ``"psk identity not found"`` (our own check).
     """
     text = reason.lower()
-    for prefix in ("tlsv1 alert ", "sslv3 alert ", "tlsv13 alert "):
+    # OpenSSL 3.2+ names SSLv3-era alerts "ssl/tls alert ..." (4.x: "tls alert ...").
+    for prefix in ("tlsv1 alert ", "sslv3 alert ", "tlsv13 alert ", "ssl/tls alert ", "tls alert "):
         if text.startswith(prefix):
             text = text[len(prefix) :]
             break

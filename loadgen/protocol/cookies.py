@@ -29,8 +29,13 @@ class CookieJar:
 
     def _maybe_rotate(self) -> None:
         now = self._clock()
-        if now - self._rotated_at >= self._rotate_every:
-            self._previous, self._current = self._current, os.urandom(32)
+        elapsed = now - self._rotated_at
+        if elapsed >= self._rotate_every:
+            fresh = os.urandom(32)
+            # Rotation is lazy: after two or more idle periods the current secret is
+            # itself more than one rotation old and must not be accepted either.
+            self._previous = self._current if elapsed < 2 * self._rotate_every else fresh
+            self._current = fresh
             self._rotated_at = now
 
     @staticmethod

@@ -34,6 +34,9 @@ DEFAULT_PSK_CIPHERS = (
 )
 #: UDP payload budget: fits IPv6's 1280-byte minimum path MTU (1280 - 40 - 8 = 1232).
 DEFAULT_MTU = 1200
+#: OpenSSL ignores a smaller MTU on memory BIOs (its smallest probe size, 256), and the
+#: handshake then fails with an unhelpful "unexpected EOF": refuse it up front instead.
+MIN_MTU = 256
 #: Wrong-key verdicts need this many undecryptable Finished flights (one could be corruption).
 BAD_FINISHED_LIMIT = 2
 #: A client that sent its Finished this many times without an answer probably has the wrong key.
@@ -116,6 +119,7 @@ class DtlsEngine:
     """One DTLS association (client or server side) over memory BIOs."""
 
     def __init__(self, connection: SSL.Connection, *, is_client: bool, mtu: int = DEFAULT_MTU) -> None:
+        _check_mtu(mtu)
         self._conn = connection
         self.is_client = is_client
         self.mtu = mtu
@@ -128,7 +132,9 @@ class DtlsEngine:
         self.error: LoadgenError | None = None
         # Bookkeeping that turns silent DTLS failures into a clear error code.
         self._finished_sent = 0  # client: flights carrying our ChangeCipherSpec
+        self._ccs_sent = 0  # both: our epoch-0 ChangeCipherSpec records
         self._bad_finished = 0  # server: client Finished that did not decrypt
+        self._ccs_seen = False  # server: the client's ChangeCipherSpec arrived
         self._last_epoch0_seq = -1  # server: for our own plaintext alert
 
     # -- construction -------------------------------------------------------
@@ -155,11 +161,17 @@ class DtlsEngine:
             self._conn.bio_write(datagram)
         except SSL.Error:
             return
+        was_done = self.handshake_done
+        ccs_before = self._ccs_sent
         if not self.handshake_done:
             self._advance_handshake(datagram)
         if self.handshake_done and not self.closed:
             self._read_application_data()
         self._pull_outgoing()
+        if was_done and self._ccs_sent > ccs_before:
+            # OpenSSL re-sent our final flight because the peer retransmitted its own
+            # (our CCS+Finished was lost): a retransmission, without a timer.
+            self.retransmits += 1
 
     def get_timer(self) -> float | None:
         """Seconds until :meth:`handle_timer` is due (handshake retransmission), or None."""
@@ -182,6 +194,11 @@ class DtlsEngine:
         """Encrypt application data into one record (must fit the MTU)."""
         if not self.handshake_done or self.closed:
             raise LocalProtocolError("cannot send: association not established")
+        if len(data) > self.cleartext_mtu:
+            # OpenSSL would build one record larger than the MTU (IP fragmentation).
+            raise LocalProtocolError(
+                f"cannot send {len(data)} bytes: at most {self.cleartext_mtu} fit one datagram"
+            )
         try:
             self._conn.send(data)
         except SSL.Error as exc:
@@ -279,13 +296,18 @@ class DtlsEngine:
         )
 
     def _check_client_finished(self, datagram: bytes) -> None:
-        recs = list(records.records(datagram))
-        has_ccs = any(r.content_type == records.CHANGE_CIPHER_SPEC and r.epoch == 0 for r in recs)
-        has_finished = any(r.content_type == records.HANDSHAKE and r.epoch == 1 for r in recs)
-        if not (has_ccs and has_finished):
+        finished = False
+        for rec in records.records(datagram):
+            if rec.content_type == records.CHANGE_CIPHER_SPEC and rec.epoch == 0:
+                self._ccs_seen = True
+            elif rec.content_type == records.HANDSHAKE and rec.epoch == 1:
+                finished = True
+        # After the client's ChangeCipherSpec, an epoch-1 handshake record is its
+        # Finished; if the handshake still did not complete, it did not decrypt,
+        # which with PSK means the keys differ. (Peers may send CCS and Finished in
+        # separate datagrams; a Finished that overtakes its CCS is buffered, not counted.)
+        if not (finished and self._ccs_seen):
             return
-        # The whole final flight arrived and the handshake still did not complete:
-        # its Finished did not decrypt, which with PSK means the keys differ.
         self._bad_finished += 1
         if self._bad_finished >= BAD_FINISHED_LIMIT:
             self._outgoing += records.plaintext_alert(records.ALERT_DECRYPT_ERROR, self._last_epoch0_seq + 1)
@@ -322,8 +344,10 @@ class DtlsEngine:
     def _note_outgoing(self, chunk: bytes) -> None:
         for rec in records.records(chunk):
             if rec.epoch == 0:
-                if rec.content_type == records.CHANGE_CIPHER_SPEC and self.is_client:
-                    self._finished_sent += 1
+                if rec.content_type == records.CHANGE_CIPHER_SPEC:
+                    self._ccs_sent += 1
+                    if self.is_client:
+                        self._finished_sent += 1
                 self._last_epoch0_seq = max(self._last_epoch0_seq, rec.sequence)
 
     def _fail(self, error: LoadgenError) -> None:
@@ -344,6 +368,7 @@ def accept(
     client before its cookie is verified, and the answer is never larger than the
     request (no amplification).
     """
+    _check_mtu(mtu)
     if not records.is_client_hello(datagram):
         return None, []
     conn = SSL.Connection(context, None)
@@ -361,6 +386,11 @@ def accept(
     engine._advance_handshake(None)
     engine._pull_outgoing()
     return engine, engine.datagrams_to_send()
+
+
+def _check_mtu(mtu: int) -> None:
+    if mtu < MIN_MTU:
+        raise LocalProtocolError(f"MTU {mtu} is below the DTLS minimum of {MIN_MTU} bytes")
 
 
 def _drain(conn: SSL.Connection) -> bytes:

@@ -1,0 +1,139 @@
+"""The ``loadgen`` command: run, serve, validate.
+
+Errors in user input end with a one-line message naming the place and exit status
+2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from .credentials import KeyStore, Secret, derive_key, key_from_env, key_from_file, parse_hex
+from .errors import ConfigError
+
+EXIT_USAGE = 2
+
+
+def _key_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pre-shared keys (one of)")
+    keys = group.add_mutually_exclusive_group()
+    keys.add_argument("--psk-hex", metavar="HEX", help="one key for every identity (visible in ps: prefer --psk-env)")
+    keys.add_argument("--psk-env", metavar="VAR", help="environment variable holding a hex key")
+    keys.add_argument("--psk-file", metavar="PATH", help="file holding the key (hex text or raw bytes)")
+    keys.add_argument("--psk-csv", metavar="PATH", help="CSV of identity,hex-key rows")
+    keys.add_argument("--psk-master-env", metavar="VAR",
+                      help="derive per-identity keys: HMAC-SHA256(master, identity) with the master from VAR")
+    group.add_argument("--derive-length", type=int, default=16, metavar="N", help="derived key length in bytes")
+
+
+def key_store_from_args(args: argparse.Namespace) -> KeyStore:
+    """The KeyStore the key options describe (default: the quickstart key)."""
+    if args.psk_csv:
+        return KeyStore.from_csv(args.psk_csv)
+    if args.psk_master_env:
+        master = key_from_env(args.psk_master_env)
+        derive_key(master, b"check", args.derive_length)  # validates the length early
+        return KeyStore(master=master, derived_length=args.derive_length)
+    if args.psk_hex:
+        return KeyStore(shared=parse_hex(args.psk_hex, where="--psk-hex"))
+    if args.psk_env:
+        return KeyStore(shared=key_from_env(args.psk_env))
+    if args.psk_file:
+        return KeyStore(shared=key_from_file(args.psk_file))
+    return KeyStore(shared=QUICKSTART_KEY)
+
+
+#: The key quickstart scenarios use with the built-in server. Not a secret: a demo value.
+QUICKSTART_KEY = Secret(bytes.fromhex("1a2b3c4d5e6f1a2b3c4d5e6f1a2b3c4d"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loadgen", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a reference server")
+    serve_sub = serve.add_subparsers(dest="protocol", required=True)
+    sdtls = serve_sub.add_parser("dtls", help="reference DTLS-PSK server (echo)")
+    sdtls.add_argument("--host", default="127.0.0.1")
+    sdtls.add_argument("--port", type=int, default=5684, help="0 picks a free port (printed)")
+    sdtls.add_argument("--hint", default="loadgen", help="PSK identity hint ('' for none)")
+    sdtls.add_argument("--reply", choices=("echo", "qt"), default="echo",
+                       help="echo each ping, or answer like Qt's server: 'to IDENTITY: PING'")
+    sdtls.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS")
+    sdtls.add_argument("--mtu", type=int, default=None)
+    sdtls.add_argument("--ciphers", default=None)
+    _key_options(sdtls)
+
+    validate = sub.add_parser("validate", help="check a scenario file without running it")
+    validate.add_argument("scenario")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.captureWarnings(True)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "validate":
+            return _validate(args)
+    except ConfigError as exc:
+        print(f"loadgen: {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    print(f"{args.scenario}: scenario {scenario.name!r} is valid")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import gevent
+    from gevent.event import Event
+
+    from .protocol import dtls
+    from .transport.dtls_server import DtlsServer
+
+    server = DtlsServer(
+        key_store_from_args(args),
+        host=args.host,
+        port=args.port,
+        hint=args.hint.encode() or None,
+        reply=args.reply,
+        ciphers=args.ciphers or dtls.DEFAULT_PSK_CIPHERS,
+        mtu=args.mtu or dtls.DEFAULT_MTU,
+        idle_timeout=args.idle_timeout,
+    )
+    try:
+        server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    host, port = server.address
+    print(f"loadgen: DTLS server listening on {host}:{port}", flush=True)
+    done = Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, done.set)
+    done.wait()
+    stats = server.stats
+    server.stop()
+    print(
+        f"loadgen: DTLS server stopped: {stats.handshakes} handshakes, {stats.pings} pings answered, "
+        f"{sum(stats.failures.values())} failures {dict(stats.failures)}",
+        flush=True,
+    )
+    return 0

@@ -1,0 +1,247 @@
+"""The scenario model: frozen dataclasses that :mod:`loadgen.scenario.loader` builds and validates.
+
+Everything here is already checked and resolved: durations are float seconds, paths
+are absolute, key sources have been read into :class:`~loadgen.credentials.Secret`
+values. Constructing these classes directly (in tests or code) skips validation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..credentials import KeyStore, Secret
+from ..protocol.dtls import DEFAULT_MTU, DEFAULT_PSK_CIPHERS
+
+#: What :meth:`Scenario.redacted` writes in place of every secret.
+REDACTED = "<redacted>"
+
+#: The default ping text (Qt's DTLS client example sends this).
+DEFAULT_PING_TEXT = "I am {name}, please, accept our ping {seq}"
+
+KeySourceName = Literal["key", "key_env", "key_file", "derive", "csv"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One server under test."""
+
+    name: str
+    host: str
+    port: int
+    protocol: Literal["dtls", "tls"] = "dtls"
+    weight: float = 1.0  # relative share of clients when clients.connect is "one"
+    server_name: str | None = None  # SNI / hostname to verify for tls
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    """How many simulated devices, how fast they start and which peers they talk to."""
+
+    count: int
+    spawn_rate: float  # clients started per second
+    connect: Literal["one", "all"] = "one"
+    source_addresses: tuple[str, ...] = ()  # expanded pool, used round-robin
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One step of a ramp: reach ``clients`` at ``spawn_rate`` and hold for ``duration`` seconds."""
+
+    duration: float
+    clients: int
+    spawn_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class PskConfig:
+    """Pre-shared keys: identity template plus exactly one (already resolved) key source."""
+
+    identity: str  # str.format template with field n (client index, 0-based)
+    hint: str
+    source: KeySourceName  # which YAML key supplied the key
+    store: KeyStore = field(repr=False, compare=False)
+    # Env var name or absolute path that held the key (derive: that of the master); None for inline hex.
+    location: str | None = None
+    master_source: Literal["master", "master_env", "master_file"] | None = None  # derive only
+    length: int = 16  # derived key length in bytes (derive only)
+
+    def key_store(self) -> KeyStore:
+        """The identity -> key store shared by the clients and the built-in server."""
+        return self.store
+
+    def identity_for(self, n: int) -> bytes:
+        """The PSK identity of client ``n`` (0-based)."""
+        return self.identity.format(n=n).encode()
+
+    def redacted(self) -> dict[str, Any]:
+        """This section in its YAML shape, with inline keys and masters replaced by ``<redacted>``."""
+
+        def ref(name: str) -> str | None:
+            return REDACTED if name in ("key", "master") else self.location
+
+        out: dict[str, Any] = {"identity": self.identity, "hint": self.hint}
+        if self.source == "derive":
+            assert self.master_source is not None
+            out["derive"] = {self.master_source: ref(self.master_source), "length": self.length}
+        else:
+            out[self.source] = ref(self.source)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DtlsConfig:
+    """DTLS client knobs."""
+
+    version: Literal["1.2"] = "1.2"
+    ciphers: str = DEFAULT_PSK_CIPHERS
+    mtu: int = DEFAULT_MTU
+    handshake_timeout: float = 30.0
+    max_retransmits: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS client knobs (for targets with ``protocol: tls``)."""
+
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    max_version: Literal["1.2", "1.3"] = "1.3"
+    ciphers: str | None = None  # None = OpenSSL's defaults
+    resumption: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    verify: Literal["none", "peer"] = "none"
+    handshake_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """What one ping carries: a text template, or binary bytes with an optional sequence number."""
+
+    text: str | None = DEFAULT_PING_TEXT  # fields: name, seq, n, target
+    data: bytes | None = None
+    seq_offset: int | None = None  # big-endian sequence number written here (binary only)
+    seq_width: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """How a ping reply is judged: any reply, an echo, a regex match or a byte prefix."""
+
+    kind: Literal["any", "echo", "regex", "prefix"] = "any"
+    regex: re.Pattern[bytes] | None = None
+    prefix: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PingConfig:
+    """Application traffic once an association is up."""
+
+    interval: float = 5.0
+    jitter: float = 0.1  # fraction of the interval, applied +-
+    timeout: float | None = None  # None = the interval (filled in on construction)
+    payload: Payload = field(default_factory=Payload)
+    expect: Expect = field(default_factory=Expect)
+
+    def __post_init__(self) -> None:
+        if self.timeout is None:
+            object.__setattr__(self, "timeout", self.interval)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectConfig:
+    """What an association does after it ends or fails."""
+
+    policy: Literal["never", "on-failure", "always"] = "on-failure"
+    delay: float = 1.0
+    max_attempts: int | None = None  # None = unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Pass/fail criteria for the run; None means not checked."""
+
+    handshake_p95: float | None = None
+    handshake_p99: float | None = None
+    ping_p99: float | None = None
+    error_ratio: float | None = None
+    min_handshake_rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusConfig:
+    """Where to serve a Prometheus /metrics endpoint."""
+
+    host: str = "127.0.0.1"
+    port: int = 9646
+
+
+@dataclass(frozen=True, slots=True)
+class StatsdConfig:
+    """Where to send StatsD metrics."""
+
+    host: str = "127.0.0.1"
+    port: int = 8125
+    prefix: str = "loadgen"
+
+
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    """What the run writes and exports."""
+
+    results_dir: Path = Path("results")  # relative to the working directory at run time
+    csv: bool = True
+    json: bool = True
+    report: bool = True
+    prometheus: PrometheusConfig | None = None
+    statsd: StatsdConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A whole load test, as read from one YAML file."""
+
+    name: str
+    clients: Clients
+    run_time: float
+    psk: PskConfig | None  # None only when every target is tls
+    description: str = ""
+    targets: tuple[Target, ...] = ()  # empty: start the built-in reference server on loopback
+    stages: tuple[Stage, ...] = ()
+    dtls: DtlsConfig = field(default_factory=DtlsConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    ping: PingConfig = field(default_factory=PingConfig)
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    outputs: Outputs = field(default_factory=Outputs)
+    source: Path | None = None  # absolute path of the YAML file
+
+    @property
+    def builtin_server(self) -> bool:
+        """True when no targets are given and the run starts its own reference server."""
+        return not self.targets
+
+    def redacted(self) -> dict[str, Any]:
+        """The scenario as JSON-ready plain data, every secret replaced by ``<redacted>``."""
+        return _plain(self)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Secret | KeyStore):
+        return REDACTED
+    if isinstance(value, PskConfig):
+        return value.redacted()
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, re.Pattern):
+        return value.pattern.decode("utf-8", "replace")
+    return value

@@ -1,0 +1,1 @@
+"""Transport layer: the only place that touches sockets and gevent."""
