@@ -25,6 +25,7 @@ def _key_options(parser: argparse.ArgumentParser) -> None:
     keys.add_argument("--psk-env", metavar="VAR", help="environment variable holding a hex key")
     keys.add_argument("--psk-file", metavar="PATH", help="file holding the key (hex text or raw bytes)")
     keys.add_argument("--psk-csv", metavar="PATH", help="CSV of identity,hex-key rows")
+    keys.add_argument("--scenario", metavar="FILE", help="take the keys and identity hint from a scenario's psk section")
     keys.add_argument("--psk-master-env", metavar="VAR",
                       help="derive per-identity keys: HMAC-SHA256(master, identity) with the master from VAR")
     group.add_argument("--derive-length", type=int, default=16, metavar="N", help="derived key length in bytes")
@@ -32,6 +33,14 @@ def _key_options(parser: argparse.ArgumentParser) -> None:
 
 def key_store_from_args(args: argparse.Namespace) -> KeyStore:
     """The KeyStore the key options describe (default: the quickstart key)."""
+    if getattr(args, "scenario", None):
+        from .scenario import load_scenario
+
+        psk = load_scenario(args.scenario).psk
+        if psk is None:
+            raise ConfigError(f"{args.scenario}: the scenario has no psk section")
+        args.hint = psk.hint
+        return psk.store
     if args.psk_csv:
         return KeyStore.from_csv(args.psk_csv)
     if args.psk_master_env:
@@ -69,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     sdtls.add_argument("--ciphers", default=None)
     _key_options(sdtls)
 
+    run = sub.add_parser("run", help="run a scenario headless (progress, summary, results/)")
+    run.add_argument("scenario")
+
     validate = sub.add_parser("validate", help="check a scenario file without running it")
     validate.add_argument("scenario")
     return parser
@@ -84,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "run":
+            return _run(args)
         if args.command == "validate":
             return _validate(args)
     except ConfigError as exc:
@@ -92,6 +106,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    import locust  # noqa: F401 - monkey-patches the standard library for gevent; must come first
+
+    from .runner import run_headless
+    from .scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    run_headless(scenario)
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -109,8 +134,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .protocol import dtls
     from .transport.dtls_server import DtlsServer
 
+    keys = key_store_from_args(args)
     server = DtlsServer(
-        key_store_from_args(args),
+        keys,
         host=args.host,
         port=args.port,
         hint=args.hint.encode() or None,

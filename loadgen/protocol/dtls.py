@@ -102,6 +102,10 @@ def _common_setup(ctx: SSL.Context, ciphers: str) -> None:
     ctx.set_max_proto_version(records.DTLS_1_2)
     # Our MTU is set explicitly; never let OpenSSL query a (memory) BIO for one.
     ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET)
+    if "CCM8" in ciphers.upper() and "@SECLEVEL" not in ciphers.upper():
+        # OpenSSL 3.2+ allows CCM8 (8-byte tag) only at security level 0; otherwise it
+        # stays in the list but is silently never offered nor accepted.
+        ciphers += ":@SECLEVEL=0"
     try:
         ctx.set_cipher_list(ciphers.encode())
     except SSL.Error:

@@ -106,6 +106,17 @@ class DtlsAssociation:
             self._close()
         return None  # pragma: no cover - the ping loop only ends by an error
 
+    def handshake_once(self) -> LoadgenError | None:
+        """Connect, handshake, close with close_notify: one handshake's worth of work."""
+        try:
+            self._connect()
+            self._handshake()
+        except LoadgenError as exc:
+            return exc
+        finally:
+            self._close()
+        return None
+
     # -- phases -------------------------------------------------------------
 
     def _connect(self) -> None:

@@ -1,0 +1,140 @@
+"""DTLS benchmark: client CPU per handshake and pings per client core.
+
+Prints each figure with the same-run baseline (both engines in memory, no sockets)
+and the ratio. The reference server runs in a separate process so it has its own
+core; client CPU is this process's CPU time (user + system).
+
+    python benchmarks/bench_dtls.py [--handshakes 3000] [--concurrency 100]
+                                    [--ping-associations 200] [--ping-seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import gevent
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loadgen.builtin_server import ServerProcess  # noqa: E402
+from loadgen.cli import QUICKSTART_KEY  # noqa: E402
+from loadgen.credentials import KeyStore  # noqa: E402
+from loadgen.payloads import ReplyRule  # noqa: E402
+from loadgen.protocol import dtls  # noqa: E402
+from loadgen.recorder import Tally  # noqa: E402
+from loadgen.transport.association import DtlsAssociation, PingPlan  # noqa: E402
+
+
+def cpu() -> float:
+    return time.process_time()
+
+
+def engine_only(n: int) -> tuple[float, float]:
+    """CPU seconds per handshake for both engines in memory, and the client engine's share."""
+    sctx = dtls.server_context(KeyStore(shared=QUICKSTART_KEY), hint=b"loadgen")
+    cctx = dtls.client_context()
+    client_cpu = 0.0
+    start = cpu()
+    for i in range(n):
+        t0 = cpu()
+        client = dtls.DtlsEngine.client(cctx, lambda hint: (b"bench", QUICKSTART_KEY))
+        client.start()
+        to_server = client.datagrams_to_send()
+        client_cpu += cpu() - t0
+        server = None
+        peer = b"127.0.0.1:%d" % i
+        while not client.handshake_done:
+            to_client: list[bytes] = []
+            for d in to_server:
+                if server is None:
+                    server, replies = dtls.accept(sctx, d, peer)
+                    to_client += replies
+                else:
+                    server.receive_datagram(d)
+                    to_client += server.datagrams_to_send()
+            t0 = cpu()
+            to_server = []
+            for d in to_client:
+                client.receive_datagram(d)
+                to_server += client.datagrams_to_send()
+            client_cpu += cpu() - t0
+        if server is not None:
+            for d in to_server:
+                server.receive_datagram(d)
+    total = cpu() - start
+    return total / n, client_cpu / n
+
+
+def socket_handshakes(address: tuple[str, int], n: int, concurrency: int) -> tuple[float, float, Tally]:
+    """Client CPU seconds per completed handshake over loopback, and handshakes per wall second."""
+    ctx = dtls.client_context()
+    tally = Tally()
+    todo = iter(range(n))
+
+    def worker() -> None:
+        for i in todo:
+            DtlsAssociation(f"bench-{i}", "bench", address, ctx, tally, identity=b"bench-%d" % i,
+                            key=QUICKSTART_KEY).handshake_once()
+
+    c0, w0 = cpu(), time.perf_counter()
+    gevent.joinall([gevent.spawn(worker) for _ in range(concurrency)])
+    c1, w1 = cpu(), time.perf_counter()
+    done = max(tally.handshakes.completed, 1)
+    return (c1 - c0) / done, done / (w1 - w0), tally
+
+
+def pings(address: tuple[str, int], associations: int, seconds: float) -> tuple[float, float, Tally]:
+    """Completed pings per client CPU second and per wall second, with handshakes excluded."""
+    ctx = dtls.client_context()
+    tally = Tally()
+    plan = PingPlan(interval=0.0, timeout=2.0, reply=ReplyRule("echo"))  # back-to-back pings
+    assocs = [DtlsAssociation(f"ping-{i}", "bench", address, ctx, tally, identity=b"ping-%d" % i,
+                              key=QUICKSTART_KEY, ping=plan) for i in range(associations)]
+    greenlets = [gevent.spawn(a.run) for a in assocs]
+    while tally.handshakes.completed + tally.handshakes.failed < associations:
+        gevent.sleep(0.05)
+    p0, c0, w0 = tally.pings.completed, cpu(), time.perf_counter()
+    gevent.sleep(seconds)
+    p1, c1, w1 = tally.pings.completed, cpu(), time.perf_counter()
+    gevent.killall(greenlets)
+    return (p1 - p0) / max(c1 - c0, 1e-9), (p1 - p0) / (w1 - w0), tally
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--handshakes", type=int, default=3000)
+    parser.add_argument("--engine-handshakes", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--ping-associations", type=int, default=200)
+    parser.add_argument("--ping-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    command = "python benchmarks/bench_dtls.py " + " ".join(sys.argv[1:])
+
+    both, client_engine = engine_only(args.engine_handshakes)
+    with ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex()]) as address:
+        per_hs, hs_rate, ht = socket_handshakes(address, args.handshakes, args.concurrency)
+        per_cpu, per_wall, pt = pings(address, args.ping_associations, args.ping_seconds)
+
+    us = 1e6
+    print(f"# {command}")
+    print(f"engine-only handshake (client+server engines, memory): {both * us:8.1f} us CPU   [baseline]")
+    print(f"  of which the client engine                         : {client_engine * us:8.1f} us CPU")
+    print(f"socket handshake, client process CPU                 : {per_hs * us:8.1f} us CPU"
+          f"   ratio {per_hs / both:.2f}x baseline, {per_hs / client_engine:.2f}x client engine")
+    print(f"  handshakes completed {ht.handshakes.completed}/{args.handshakes}, failed {ht.handshakes.failed}"
+          f" {dict(ht.handshakes.failures)}, {hs_rate:.0f} handshakes/s wall ({args.concurrency} concurrent)")
+    print(f"pings per client CPU second                          : {per_cpu:8.0f}"
+          f"   ({us / per_cpu:.1f} us CPU per ping; {per_wall:.0f} pings/s wall,"
+          f" {args.ping_associations} associations)")
+    print(f"  pings completed {pt.pings.completed}, failed {pt.pings.failed} {dict(pt.pings.failures)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

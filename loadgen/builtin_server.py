@@ -1,0 +1,70 @@
+"""Start and stop the reference server as a child process.
+
+A separate process so that the server gets the other core: in the client's process
+it would halve the rate a run can offer.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from .errors import LocalProtocolError
+
+
+class ServerProcess:
+    """``with ServerProcess(["--scenario", path]) as (host, port): ...`` runs ``loadgen serve dtls``.
+
+    Keys are passed by reference (scenario file, env var, key file), never on the
+    command line where ``ps`` would show them, except when the caller chooses ``--psk-hex``.
+    """
+
+    def __init__(self, options: Sequence[str], host: str = "127.0.0.1", startup_timeout: float = 20.0) -> None:
+        self._args = [sys.executable, "-m", "loadgen", "serve", "dtls", "--host", host, "--port", "0", *options]
+        self._timeout = startup_timeout
+        self._proc: subprocess.Popen[str] | None = None
+        self.summary = ""
+
+    def __enter__(self) -> tuple[str, int]:
+        env = dict(os.environ)
+        # Works uninstalled too: the child must import the same loadgen as we do.
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        self._proc = subprocess.Popen(self._args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=env)
+        assert self._proc.stdout is not None
+        deadline = time.monotonic() + self._timeout
+        line = ""
+        while time.monotonic() < deadline:
+            line = self._proc.stdout.readline()
+            if "listening on" in line or not line:
+                break
+        if "listening on" not in line:
+            self.__exit__(None, None, None)
+            raise LocalProtocolError(f"reference server did not start: {self.summary or 'no output'}")
+        host, _, port = line.rsplit(" ", 1)[1].strip().rpartition(":")
+        return host, int(port)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        lines = (out.strip() or err.strip()).splitlines()
+        self.summary = lines[-1] if lines else ""
+
+
+def builtin_server(scenario_path: Path) -> ServerProcess:
+    """The reference server for a scenario without targets: keys and hint from the scenario."""
+    return ServerProcess(["--scenario", str(scenario_path)])

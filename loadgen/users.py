@@ -1,0 +1,193 @@
+"""Locust adapter: one Locust user = one simulated device owning 1..n associations.
+
+Associations report facts to a sink; :class:`LocustSink` turns finished attempts into
+``environment.events.request`` (request_type DTLS/TLS, name "<target> handshake" or
+"<target> ping", response time in ms, the stable error code as the exception). Users
+never touch stats themselves, as in locust's ``contrib/dns.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gevent
+from gevent.pool import Group
+from locust import User, constant, task
+from locust.env import Environment
+
+from .errors import LoadgenError, LocalProtocolError
+from .payloads import PayloadMaker, ReplyRule, binary_payload, text_payload
+from .protocol import dtls
+from .recorder import FanOut, Finished, LogSink, Sink, Tally
+from .scenario import Scenario, Target
+from .transport.association import DtlsAssociation, DtlsSettings, PingPlan
+
+
+class LocustSink:
+    """Fires one Locust request event per finished handshake or ping."""
+
+    def __init__(self, request_event: Any, request_type: str) -> None:
+        self._fire = request_event.fire
+        self._request_type = request_type
+
+    def record(self, fact: object) -> None:
+        if type(fact) is not Finished:
+            return
+        self._fire(
+            request_type=self._request_type,
+            name=f"{fact.target} {fact.kind}",
+            response_time=fact.elapsed * 1000.0,
+            response_length=fact.received_bytes,
+            exception=fact.error,
+            context={},
+        )
+
+
+def payload_maker(scenario: Scenario) -> PayloadMaker:
+    payload = scenario.ping.payload
+    if payload.data is not None:
+        return binary_payload(payload.data, payload.seq_offset, payload.seq_width)
+    return text_payload(payload.text or "")
+
+
+def reply_rule(scenario: Scenario) -> ReplyRule:
+    expect = scenario.ping.expect
+    if expect.kind == "regex" and expect.regex is not None:
+        return ReplyRule("regex", expect.regex.pattern)
+    if expect.kind == "prefix" and expect.prefix is not None:
+        return ReplyRule("prefix", expect.prefix)
+    return ReplyRule(expect.kind)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A target with a resolved address (the built-in server's port is known only at run time)."""
+
+    target: Target
+    address: tuple[str, int]
+
+
+class Session:
+    """What all users of one process share: contexts, sinks, the device counter."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        environment: Environment,
+        endpoints: list[Endpoint],
+        *,
+        index_offset: int = 0,
+        index_stride: int = 1,
+        extra_sinks: tuple[Sink, ...] = (),
+    ) -> None:
+        if scenario.psk is None:
+            raise LocalProtocolError("a DTLS target needs psk credentials in the scenario")
+        self.scenario = scenario
+        self.endpoints = endpoints
+        self.tally = Tally()
+        self.sinks = {
+            protocol: FanOut([LocustSink(environment.events.request, protocol.upper()), self.tally,
+                              LogSink(), *extra_sinks])
+            for protocol in ("dtls", "tls")
+        }
+        self.dtls_context = dtls.client_context(scenario.dtls.ciphers)
+        self.settings = DtlsSettings(
+            mtu=scenario.dtls.mtu,
+            handshake_timeout=scenario.dtls.handshake_timeout,
+            max_retransmits=scenario.dtls.max_retransmits,
+        )
+        ping = scenario.ping
+        self.ping = PingPlan(
+            interval=ping.interval, jitter=ping.jitter, timeout=ping.timeout,
+            payload=payload_maker(scenario), reply=reply_rule(scenario),
+        )
+        self._counter = itertools.count()
+        self._offset = index_offset
+        self._stride = index_stride
+
+    def next_device(self) -> int:
+        """Index of the next device in this process (unique across worker processes)."""
+        return next(self._counter) * self._stride + self._offset
+
+    def endpoints_for(self, n: int) -> list[Endpoint]:
+        """One endpoint picked by weight (``connect: one``) or all of them (``connect: all``)."""
+        if self.scenario.clients.connect == "all" or len(self.endpoints) == 1:
+            return self.endpoints
+        rng = random.Random(n)  # deterministic: device n always talks to the same target
+        return rng.choices(self.endpoints, weights=[e.target.weight for e in self.endpoints])
+
+    def association_factory(self, n: int, endpoint: Endpoint) -> Callable[[], DtlsAssociation]:
+        assert self.scenario.psk is not None
+        identity = self.scenario.psk.identity_for(n)
+        key = self.scenario.psk.store.key_for(identity)
+        if key is None:
+            raise LocalProtocolError(f"no pre-shared key for identity {identity!r}")
+        pool = self.scenario.clients.source_addresses
+        source = pool[n % len(pool)] if pool else None
+        name = identity.decode(errors="replace")
+        if len(self.endpoints) > 1 and self.scenario.clients.connect == "all":
+            name = f"{name}@{endpoint.target.name}"
+        if endpoint.target.protocol != "dtls":
+            raise LocalProtocolError(f"target {endpoint.target.name}: protocol {endpoint.target.protocol} "
+                                     "is not supported yet")
+
+        def make() -> DtlsAssociation:
+            return DtlsAssociation(
+                name, endpoint.target.name, endpoint.address, self.dtls_context,
+                self.sinks[endpoint.target.protocol], identity=identity, key=key,
+                settings=self.settings, ping=self.ping, source_address=source,
+            )
+
+        return make
+
+
+def keep_alive(make: Callable[[], DtlsAssociation], scenario: Scenario) -> None:
+    """Run associations one after another per the reconnect policy until killed."""
+    policy = scenario.reconnect
+    attempts = 0
+    while True:
+        error: LoadgenError | None = make().run()
+        attempts += 1
+        if policy.policy == "never" or (policy.max_attempts is not None and attempts > policy.max_attempts):
+            break
+        if policy.policy == "on-failure" and error is None:
+            break
+        gevent.sleep(policy.delay)
+    gevent.sleep(float("inf"))  # stay a (quiet) user so Locust's user count stays as asked
+
+
+class DeviceUser(User):
+    """One simulated device. Subclassed per run with ``session`` set (see :func:`user_class`)."""
+
+    abstract = True
+    wait_time = constant(0)
+    session: ClassVar[Session]
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self.device = self.session.next_device()
+        self.factories = [self.session.association_factory(self.device, e)
+                          for e in self.session.endpoints_for(self.device)]
+
+    @task
+    def live(self) -> None:
+        scenario = self.session.scenario
+        if len(self.factories) == 1:
+            keep_alive(self.factories[0], scenario)
+            return
+        group = Group()
+        try:
+            for make in self.factories:
+                group.spawn(keep_alive, make, scenario)
+            group.join()
+        finally:
+            group.kill()
+
+
+def user_class(session: Session) -> type[DeviceUser]:
+    """A concrete DeviceUser subclass bound to ``session`` (Locust instantiates classes)."""
+    return type("Device", (DeviceUser,), {"session": session, "abstract": False})
