@@ -104,7 +104,9 @@ class KeyStore:
     def from_csv(cls, path: str | Path) -> KeyStore:
         """A CSV of ``identity,hex-key`` rows (a header row ``identity,key`` is allowed)."""
         path = Path(path)
-        text = _read_key_file(path).decode("utf-8", "replace")
+        # utf-8-sig: spreadsheets save "CSV UTF-8" with a BOM, which would otherwise
+        # hide the header row or become part of the first identity.
+        text = _read_key_file(path).decode("utf-8-sig", "replace")
         table: dict[bytes, Secret] = {}
         for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
             if not row or row[0].startswith("#") or (lineno == 1 and row[0].strip() == "identity"):

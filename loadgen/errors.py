@@ -78,7 +78,7 @@ class ConfigError(LocalProtocolError):
 
 
 # Alert descriptions (RFC 5246 / 4279) that map to their own codes. Anything else
-# becomes "alert-<description with dashes>" so new alerts still get a stable code.
+# becomes "tls-<description with dashes>" so new alerts still get a stable code.
 _ALERT_CODES = {
     "unknown psk identity": PskUnknownIdentity,
     "psk identity not found": PskUnknownIdentity,

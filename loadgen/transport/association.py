@@ -193,7 +193,11 @@ class DtlsAssociation:
                 self._sink.record(Started(PING, self.target))
                 sent_at = now
                 deadline = now + timeout
-                engine.send(pending)
+                try:
+                    engine.send(pending)
+                except LoadgenError as exc:  # e.g. a payload larger than the MTU allows
+                    self._sink.record(Finished(PING, self.target, 0.0, exc))
+                    raise
                 sent_bytes = self._flush()
                 self.pings_sent += 1
                 spread = plan.interval * plan.jitter
