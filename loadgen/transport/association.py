@@ -86,6 +86,8 @@ class DtlsAssociation:
         self._sock: socket.socket | None = None
         self._engine: dtls.DtlsEngine | None = None
         self.pings_sent = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     # -- public -------------------------------------------------------------
 
@@ -160,12 +162,14 @@ class DtlsAssociation:
             self._say(ERROR, f"handshake error - {exc}")
             self._sink.record(
                 Finished(HANDSHAKE, self.target, time.perf_counter() - started, exc,
+                         sent_bytes=self.bytes_sent, received_bytes=self.bytes_received,
                          retransmits=engine.retransmits)
             )
             raise
         self._say(INFO, "encrypted connection established!")
         self._sink.record(
-            Finished(HANDSHAKE, self.target, time.perf_counter() - started, retransmits=engine.retransmits)
+            Finished(HANDSHAKE, self.target, time.perf_counter() - started, sent_bytes=self.bytes_sent,
+                     received_bytes=self.bytes_received, retransmits=engine.retransmits)
         )
 
     def _ping_loop(self) -> None:
@@ -265,6 +269,7 @@ class DtlsAssociation:
         if not data:
             self._say(WARNING, "zero-length datagram received?")
             return None
+        self.bytes_received += len(data)
         return data
 
     def _flush(self) -> int:
@@ -276,6 +281,7 @@ class DtlsAssociation:
                 total += self._sock.send(datagram)
             except ConnectionRefusedError:
                 raise self._refused() from None
+        self.bytes_sent += total
         return total
 
     def _refused(self) -> ConnectionRefused:
