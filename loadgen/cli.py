@@ -56,8 +56,8 @@ def key_store_from_args(args: argparse.Namespace) -> KeyStore:
     return KeyStore(shared=QUICKSTART_KEY)
 
 
-#: The key quickstart scenarios use with the built-in server. Not a secret: a demo value.
-QUICKSTART_KEY = Secret(bytes.fromhex("1a2b3c4d5e6f1a2b3c4d5e6f1a2b3c4d"))
+#: The demo key of scenarios/quickstart.yaml, used by `serve` when no key option is given. Not a secret.
+QUICKSTART_KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 
 
 def build_parser() -> argparse.ArgumentParser:

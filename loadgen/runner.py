@@ -58,7 +58,17 @@ def endpoints(scenario: Scenario) -> Iterator[tuple[list[Endpoint], ServerProces
         yield [Endpoint(BUILTIN_TARGET, address)], server
 
 
+class _HighSpawnRateFilter(logging.Filter):
+    """Locust warns about spawn rates above 100/s (meant for heavy HTTP users); ours are cheap."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "spawn rate is very high" not in record.getMessage()
+
+
 def make_environment(scenario: Scenario, eps: list[Endpoint]) -> tuple[Environment, Session]:
+    runners_log = logging.getLogger("locust.runners")
+    if not any(isinstance(f, _HighSpawnRateFilter) for f in runners_log.filters):
+        runners_log.addFilter(_HighSpawnRateFilter())
     env = Environment(shape_class=StagesShape(scenario.stages) if scenario.stages else None)
     session = Session(scenario, env, eps)
     env.user_classes = [user_class(session)]
