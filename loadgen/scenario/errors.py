@@ -13,16 +13,18 @@ class ScenarioError(ConfigError):
     """
 
     def __init__(self, file: str, line: int, key_path: str, message: str) -> None:
-        super().__init__(message)
+        where = f"{file}:{line}" if line else file
+        # args[0] is the whole located text: callers that print ``exc.args[0]`` (as the CLI
+        # does for every ConfigError, to drop the code prefix) still show file and line.
+        super().__init__(f"{where}: {key_path}: {message}" if key_path else f"{where}: {message}")
         self.file = file
         self.line = line  # 1-based; 0 when the problem is not on a line (unreadable file)
         self.key_path = key_path  # e.g. "targets[1].port"; "" for the document itself
-        self.message = message
+        self.message = message  # without the location
 
     def __reduce__(self) -> tuple[type[ScenarioError], tuple[str, int, str, str]]:
         # Custom __init__ arguments: without this the error cannot cross a process boundary.
         return type(self), (self.file, self.line, self.key_path, self.message)
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.key_path}: {self.message}" if self.key_path else f"{where}: {self.message}"
+        return str(self.args[0])  # no "config-error: " prefix: the location says enough

@@ -22,6 +22,8 @@ REDACTED = "<redacted>"
 DEFAULT_PING_TEXT = "I am {name}, please, accept our ping {seq}"
 
 KeySourceName = Literal["key", "key_env", "key_file", "derive", "csv"]
+MasterSourceName = Literal["master", "master_env", "master_file"]
+ExpectKind = Literal["any", "echo", "regex", "prefix"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,7 @@ class PskConfig:
     store: KeyStore = field(repr=False, compare=False)
     # Env var name or absolute path that held the key (derive: that of the master); None for inline hex.
     location: str | None = None
-    master_source: Literal["master", "master_env", "master_file"] | None = None  # derive only
+    master_source: MasterSourceName | None = None  # derive only
     length: int = 16  # derived key length in bytes (derive only)
 
     def key_store(self) -> KeyStore:
@@ -131,7 +133,7 @@ class Payload:
 class Expect:
     """How a ping reply is judged: any reply, an echo, a regex match or a byte prefix."""
 
-    kind: Literal["any", "echo", "regex", "prefix"] = "any"
+    kind: ExpectKind = "any"
     regex: re.Pattern[bytes] | None = None
     prefix: bytes | None = None
 
