@@ -83,6 +83,10 @@ class DtlsServer:
     def peer_count(self) -> int:
         return len(self._peers)
 
+    def peer_addresses(self) -> list[tuple]:
+        """Addresses of the peers the server holds state for (after their cookie checked out)."""
+        return list(self._peers)
+
     def start(self) -> DtlsServer:
         family = _stdsocket.AF_INET6 if ":" in self._host else _stdsocket.AF_INET
         sock = socket.socket(family, _stdsocket.SOCK_DGRAM)

@@ -1,0 +1,102 @@
+"""DtlsAssociation and DtlsServer over real loopback sockets, in one process."""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+
+from loadgen.credentials import KeyStore, Secret
+from loadgen.payloads import ReplyRule, binary_payload
+from loadgen.protocol import dtls
+from loadgen.recorder import Message, Tally
+from loadgen.transport.association import DtlsAssociation, PingPlan
+from loadgen.transport.dtls_server import DtlsServer
+
+KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
+
+
+class Recorder(Tally):
+    """A Tally that also keeps the messages (Qt's info/warning/error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def record(self, fact: object) -> None:
+        super().record(fact)  # type: ignore[arg-type]
+        if isinstance(fact, Message):
+            self.messages.append(fact.text)
+
+
+@pytest.fixture
+def server():
+    srv = DtlsServer(KeyStore(shared=KEY), reply="qt").start()
+    yield srv
+    srv.stop()
+
+
+def run_for(assoc: DtlsAssociation, seconds: float) -> None:
+    g = gevent.spawn(assoc.run)
+    gevent.sleep(seconds)
+    g.kill()
+
+
+def test_source_address_and_qt_style_reply(server: DtlsServer) -> None:
+    rec = Recorder()
+    assoc = DtlsAssociation(
+        "dev-1", "local", server.address, dtls.client_context(), rec, identity=b"dev-1", key=KEY,
+        source_address="127.0.0.5", ping=PingPlan(interval=0.2, reply=ReplyRule("prefix", b"to dev-1: I am dev-1")),
+    )
+    run_for(assoc, 1.0)
+    assert rec.handshakes.completed == 1
+    assert rec.pings.completed >= 4 and rec.pings.failed == 0
+    assert server.stats.handshakes == 1
+    assert rec.messages[:4] == [
+        "dev-1: connecting UDP socket first ...",
+        "dev-1: starting a handshake",
+        "dev-1: providing pre-shared key ...",
+        "dev-1: encrypted connection established!",
+    ]
+
+
+def test_server_keeps_peer_by_source_address(server: DtlsServer) -> None:
+    rec = Recorder()
+    assocs = [
+        DtlsAssociation(f"d{i}", "local", server.address, dtls.client_context(), rec, identity=b"d%d" % i,
+                        key=KEY, source_address=f"127.0.0.{10 + i}", ping=PingPlan(interval=5))
+        for i in range(3)
+    ]
+    greenlets = [gevent.spawn(a.run) for a in assocs]
+    gevent.sleep(0.5)
+    assert sorted(a[0] for a in server.peer_addresses()) == ["127.0.0.10", "127.0.0.11", "127.0.0.12"]
+    gevent.killall(greenlets)
+    gevent.sleep(0.2)
+    # Killing an association sends close_notify: the server drops its state.
+    assert server.peer_count == 0 and server.stats.closed_by_peer == 3
+
+
+def test_server_shutdown_alert_stops_pinging() -> None:
+    srv = DtlsServer(KeyStore(shared=KEY)).start()
+    rec = Recorder()
+    assoc = DtlsAssociation("dev", "local", srv.address, dtls.client_context(), rec, identity=b"dev", key=KEY,
+                            ping=PingPlan(interval=0.1, reply=ReplyRule("echo")))
+    g = gevent.spawn(assoc.run)
+    gevent.sleep(0.5)
+    srv.stop()
+    error = g.get(timeout=2)
+    assert error is not None and error.code == "peer-closed"
+    assert "dev: shutdown alert received" in rec.messages
+    assert rec.pings.in_flight == 0  # an outstanding ping is failed, not left hanging
+
+
+def test_binary_ping_sequence_field() -> None:
+    srv = DtlsServer(KeyStore(shared=KEY)).start()  # echo server
+    rec = Recorder()
+    coap_ping = binary_payload(bytes.fromhex("40000000"), seq_offset=2, seq_width=2)
+    assoc = DtlsAssociation("dev", "local", srv.address, dtls.client_context(), rec, identity=b"dev", key=KEY,
+                            ping=PingPlan(interval=0.1, payload=coap_ping, reply=ReplyRule("echo")))
+    run_for(assoc, 0.6)
+    srv.stop()
+    assert coap_ping("dev", 258) == bytes.fromhex("40000102")
+    assert rec.pings.completed >= 3 and rec.pings.failed == 0
+    assert rec.pings.received_bytes > 0
