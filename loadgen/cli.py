@@ -11,11 +11,13 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .credentials import KeyStore, Secret, derive_key, key_from_env, key_from_file, parse_hex
 from .errors import ConfigError
 
 EXIT_USAGE = 2
+EXIT_THRESHOLD = 1
 
 
 def _key_options(parser: argparse.ArgumentParser) -> None:
@@ -78,8 +80,27 @@ def build_parser() -> argparse.ArgumentParser:
     sdtls.add_argument("--ciphers", default=None)
     _key_options(sdtls)
 
-    run = sub.add_parser("run", help="run a scenario headless (progress, summary, results/)")
+    run = sub.add_parser("run", help="run a scenario: headless (default), --web, or distributed")
     run.add_argument("scenario")
+    run.add_argument("--web", action="store_true", help="serve Locust's web UI instead of starting at once")
+    run.add_argument("--web-host", default="127.0.0.1")
+    run.add_argument("--web-port", type=int, default=8089)
+    run.add_argument("--processes", type=int, default=0, metavar="N",
+                     help="start N Locust worker processes on this machine and act as their master")
+    run.add_argument("--master", action="store_true", help="be a Locust master; workers connect to it")
+    run.add_argument("--expect-workers", type=int, default=1, metavar="N",
+                     help="master: wait for N workers before a headless run starts")
+    run.add_argument("--master-port", type=int, default=5557)
+    run.add_argument("--worker", action="store_true", help="be a Locust worker of a master")
+    run.add_argument("--master-host", default="127.0.0.1")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="worker: how many workers there are (keeps device numbers dense: n = index + k*N)")
+    run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--builtin-address", default=None, metavar="HOST:PORT",
+                     help="worker: the master's built-in server (printed by the master)")
+    run.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
+
+    sub.add_parser("locustfile", help="print the path of loadgen's locustfile (for plain `locust -f`)")
 
     validate = sub.add_parser("validate", help="check a scenario file without running it")
     validate.add_argument("scenario")
@@ -98,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "locustfile":
+            from . import locustfile
+
+            print(locustfile.__file__)
+            return 0
         if args.command == "validate":
             return _validate(args)
     except ConfigError as exc:
@@ -111,12 +137,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     import locust  # noqa: F401 - monkey-patches the standard library for gevent; must come first
 
-    from .runner import run_headless
+    from .runner import RunOptions, run
     from .scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
-    run_headless(scenario)
-    return 0
+    if args.processes < 0 or (args.workers is not None and args.workers < 1):
+        raise ConfigError("--processes and --workers must be positive")
+    builtin = None
+    if args.builtin_address:
+        host, _, port = args.builtin_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--builtin-address: expected HOST:PORT, got {args.builtin_address!r}")
+        builtin = (host.strip("[]"), int(port))
+    options = RunOptions(
+        web=args.web, web_host=args.web_host, web_port=args.web_port, processes=args.processes,
+        master=args.master, worker=args.worker, master_host=args.master_host, master_port=args.master_port,
+        expect_workers=args.expect_workers, worker_index=args.worker_index,
+        workers=args.workers, builtin_address=builtin,
+        run_dir=Path(args.run_dir) if args.run_dir else None,
+    )
+    outcome = run(scenario, options)
+    return 0 if outcome.passed else EXIT_THRESHOLD
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -12,7 +12,9 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from hdrh.histogram import HdrHistogram
 
 from .errors import LoadgenError
 
@@ -79,9 +81,17 @@ class LogSink:
             log.log(fact.level, "%s", fact.text)
 
 
+#: Latencies are kept in microseconds, 1 us .. 1 h, to 3 significant digits.
+_HDR_RANGE = (1, 3_600_000_000, 3)
+
+
+def _histogram() -> HdrHistogram:
+    return HdrHistogram(*_HDR_RANGE)
+
+
 @dataclass
 class KindTally:
-    """Counts and latencies of one kind of attempt (handshake or ping)."""
+    """Counts and an exact (HDR) latency histogram of one kind of attempt."""
 
     attempted: int = 0
     completed: int = 0
@@ -90,7 +100,7 @@ class KindTally:
     resumed: int = 0
     sent_bytes: int = 0
     received_bytes: int = 0
-    latencies: list[float] = field(default_factory=list)  # seconds, arrival order
+    histogram: HdrHistogram = field(default_factory=_histogram)
 
     @property
     def failed(self) -> int:
@@ -101,19 +111,39 @@ class KindTally:
         return self.attempted - self.completed - self.failed
 
     def percentile(self, p: float) -> float | None:
-        """Nearest-rank percentile (``p`` in 0..100) of completed latencies, seconds."""
-        if not self.latencies:
+        """Latency at percentile ``p`` (0..100) of completed attempts, in seconds."""
+        if self.histogram.get_total_count() == 0:
             return None
-        ordered = sorted(self.latencies)
-        rank = max(1, -(-len(ordered) * p // 100))
-        return ordered[int(rank) - 1]
+        return self.histogram.get_value_at_percentile(p) / 1e6
+
+    _COUNTERS = ("attempted", "completed", "retransmits", "resumed", "sent_bytes", "received_bytes")
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain data for Locust's messages (msgpack): counters, failures, encoded histogram."""
+        data: dict[str, Any] = {name: getattr(self, name) for name in self._COUNTERS}
+        data["failures"] = dict(self.failures)
+        data["histogram"] = self.histogram.encode() if self.histogram.get_total_count() else b""
+        return data
+
+    def merge_wire(self, data: dict[str, Any]) -> None:
+        """Add another process's :meth:`to_wire` data; percentiles stay exact."""
+        for name in self._COUNTERS:
+            setattr(self, name, getattr(self, name) + data[name])
+        self.failures.update(data["failures"])
+        if data["histogram"]:
+            self.histogram.add(HdrHistogram.decode(data["histogram"]))
 
 
 class Tally:
     """Exact in-process totals per kind; enough for a headless summary and for tests."""
 
     def __init__(self) -> None:
-        self.kinds: dict[str, KindTally] = {HANDSHAKE: KindTally(), PING: KindTally()}
+        self.kinds: dict[str, KindTally] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Start counting afresh (sinks keep their reference to this object)."""
+        self.kinds = {HANDSHAKE: KindTally(), PING: KindTally()}
 
     def record(self, fact: Fact) -> None:
         if isinstance(fact, Started):
@@ -126,9 +156,16 @@ class Tally:
             if fact.error is None:
                 tally.completed += 1
                 tally.resumed += fact.resumed
-                tally.latencies.append(fact.elapsed)
+                tally.histogram.record_value(max(1, int(fact.elapsed * 1e6)))
             else:
                 tally.failures[fact.error.code] += 1
+
+    def to_wire(self) -> dict[str, Any]:
+        return {kind: t.to_wire() for kind, t in self.kinds.items()}
+
+    def merge_wire(self, data: dict[str, Any]) -> None:
+        for kind, wire in data.items():
+            self.kinds[kind].merge_wire(wire)
 
     @property
     def handshakes(self) -> KindTally:

@@ -1,7 +1,7 @@
-"""Run a scenario through Locust's real runner: headless, web UI, or distributed.
+"""Run a scenario through Locust's real runners: headless, web UI, or master + workers.
 
-This module wires the pieces together; it owns no protocol logic and no stats
-arithmetic beyond formatting what Locust and the Tally collected.
+This module wires the pieces together; it owns no protocol logic and no statistics
+beyond merging and printing what the sinks collected.
 """
 
 from __future__ import annotations
@@ -9,6 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,18 +22,47 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import gevent
+from gevent.event import Event
+from locust import argument_parser
 from locust.env import Environment
-from locust.stats import StatsEntry
+from locust.runners import STATE_STOPPED, MasterRunner, Runner
 
 from .builtin_server import ServerProcess, builtin_server
-from .recorder import Tally
+from .recorder import HANDSHAKE, PING, Tally
 from .scenario import Scenario, Target
 from .shape import StagesShape
+from .thresholds import Verdict, evaluate
 from .users import Endpoint, Session, user_class
 
 log = logging.getLogger("loadgen")
 
 BUILTIN_TARGET = Target(name="builtin", host="127.0.0.1", port=0, protocol="dtls")
+#: Locust custom message carrying a worker's Tally (counters + HDR histograms) to the master.
+TALLY_MESSAGE = "loadgen_tally"
+WORKERS_READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: headless or web; local, master (with or without child workers) or worker."""
+
+    web: bool = False
+    web_host: str = "127.0.0.1"
+    web_port: int = 8089
+    processes: int = 0  # > 0: start this many worker processes and be their master
+    master: bool = False
+    worker: bool = False
+    master_host: str = "127.0.0.1"
+    master_port: int = 5557
+    expect_workers: int = 1
+    worker_index: int | None = None  # device numbering: n = index + k * workers
+    workers: int | None = None
+    builtin_address: tuple[str, int] | None = None  # the master's built-in server, for workers
+    run_dir: Path | None = None  # workers write worker-<index>.json here
+
+    @property
+    def distributed(self) -> bool:
+        return self.master or self.processes > 0
 
 
 @dataclass
@@ -40,22 +73,13 @@ class RunOutcome:
     environment: Environment
     tally: Tally
     elapsed: float
+    verdicts: list[Verdict] = field(default_factory=list)
     results_dir: Path | None = None
     server_summary: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
-
-@contextlib.contextmanager
-def endpoints(scenario: Scenario) -> Iterator[tuple[list[Endpoint], ServerProcess | None]]:
-    """The scenario's targets, or the built-in server started for the run and stopped after."""
-    if scenario.targets:
-        yield [Endpoint(t, (t.host, t.port)) for t in scenario.targets], None
-        return
-    if scenario.source is None:
-        raise ValueError("a scenario without targets needs its file (the built-in server reads its keys)")
-    server = builtin_server(scenario.source)
-    with server as address:
-        yield [Endpoint(BUILTIN_TARGET, address)], server
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.verdicts)
 
 
 class _HighSpawnRateFilter(logging.Filter):
@@ -65,53 +89,221 @@ class _HighSpawnRateFilter(logging.Filter):
         return "spawn rate is very high" not in record.getMessage()
 
 
-def make_environment(scenario: Scenario, eps: list[Endpoint]) -> tuple[Environment, Session]:
+@contextlib.contextmanager
+def endpoints(scenario: Scenario, options: RunOptions) -> Iterator[tuple[list[Endpoint], ServerProcess | None]]:
+    """The scenario's targets, or the built-in server (started here for the run, or the master's)."""
+    if scenario.targets:
+        yield [Endpoint(t, (t.host, t.port)) for t in scenario.targets], None
+        return
+    if options.builtin_address is not None:
+        yield [Endpoint(BUILTIN_TARGET, options.builtin_address)], None
+        return
+    if options.worker:
+        raise ValueError("a worker for a scenario without targets needs --builtin-address (the master prints it)")
+    if scenario.source is None:
+        raise ValueError("a scenario without targets needs its file (the built-in server reads its keys)")
+    server = builtin_server(scenario.source)
+    with server as address:
+        yield [Endpoint(BUILTIN_TARGET, address)], server
+
+
+def make_environment(scenario: Scenario, eps: list[Endpoint], options: RunOptions = RunOptions()
+                     ) -> tuple[Environment, Session]:
+    """A Locust Environment whose one user class is a device bound to a fresh Session."""
     runners_log = logging.getLogger("locust.runners")
     if not any(isinstance(f, _HighSpawnRateFilter) for f in runners_log.filters):
         runners_log.addFilter(_HighSpawnRateFilter())
     env = Environment(shape_class=StagesShape(scenario.stages) if scenario.stages else None)
-    session = Session(scenario, env, eps)
+    # Defaults the web UI shows in its start form.
+    parser = argument_parser.get_empty_argument_parser()
+    argument_parser.setup_parser_arguments(parser)
+    env.parsed_options = parser.parse_args(
+        ["--users", str(scenario.clients.count), "--spawn-rate", str(scenario.clients.spawn_rate)]
+    )
+    session = Session(scenario, env, eps, index_offset=options.worker_index,
+                      index_stride=options.workers or 1)
     env.user_classes = [user_class(session)]
     return env, session
 
 
-def run_headless(scenario: Scenario, *, out: TextIO = sys.stdout, progress_every: float = 2.0) -> RunOutcome:
-    """Run ``scenario`` to its end in this process, printing progress and a summary."""
-    with endpoints(scenario) as (eps, server):
-        env, session = make_environment(scenario, eps)
-        runner = env.create_local_runner()
+def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sys.stdout) -> RunOutcome:
+    """Run ``scenario`` as ``options`` say; returns when the run is over (or the worker is told to quit)."""
+    if options.worker:
+        return _run_worker(scenario, options, out)
+    stop = _stop_on_signals()
+    run_dir = new_run_dir(scenario)
+    with endpoints(scenario, options) as (eps, server), contextlib.ExitStack() as children:
+        env, session = make_environment(scenario, eps, options)
+        runner: Runner
+        if options.distributed:
+            runner = env.create_master_runner("127.0.0.1" if options.processes else "*", options.master_port
+                                              if not options.processes else _free_tcp_port())
+            runner.register_message(TALLY_MESSAGE, lambda msg, **_: session.tally.merge_wire(msg.data))
+            if options.processes:
+                children.enter_context(_worker_processes(scenario, options, runner, eps, run_dir))
+            elif server is not None:
+                host, port = eps[0].address
+                print(f"loadgen: built-in server at {host}:{port}; start workers with: loadgen run "
+                      f"{scenario.source} --worker --master-host HOST --builtin-address {host}:{port}", file=out)
+        else:
+            runner = env.create_local_runner()
         where = ", ".join(f"{e.target.name}={e.address[0]}:{e.address[1]}" for e in eps)
-        print(f"loadgen: running {scenario.name!r} against {where} for {scenario.run_time:g} s", file=out)
+        print(f"loadgen: running {scenario.name!r} against {where}", file=out, flush=True)
         started = time.monotonic()
-        ticker = gevent.spawn(_progress, runner, session.tally, started, progress_every, out)
         try:
-            if scenario.stages:
-                runner.start_shape()
-                runner.shape_greenlet.join(timeout=scenario.run_time + 5)
+            if options.web:
+                _drive_web(env, options, stop, out)
             else:
-                runner.start(scenario.clients.count, scenario.clients.spawn_rate)
-                gevent.sleep(max(0.0, scenario.run_time - (time.monotonic() - started)))
+                if options.distributed:
+                    _wait_for_workers(runner, options.processes or options.expect_workers, stop)
+                started = time.monotonic()
+                _drive_headless(runner, scenario, stop, started, out)
         finally:
-            ticker.kill()
-            runner.quit()
+            _stop(runner)
         elapsed = time.monotonic() - started
-    outcome = RunOutcome(scenario, env, session.tally, elapsed, server_summary=server.summary if server else "")
+    outcome = RunOutcome(scenario, env, session.tally, elapsed,
+                         verdicts=evaluate(scenario.thresholds, session.tally, elapsed),
+                         server_summary=server.summary if server else "")
     print_summary(outcome, out)
-    outcome.results_dir = write_results(outcome)
+    outcome.results_dir = write_results(outcome, run_dir)
     print(f"loadgen: results written to {outcome.results_dir}", file=out)
     return outcome
 
 
-def _progress(runner: Any, tally: Tally, started: float, every: float, out: TextIO) -> None:
+def _stop_on_signals() -> Event:
+    """An event set by SIGINT / SIGTERM, so a run stops cleanly and still writes its results."""
+    stop = Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, stop.set)
+    return stop
+
+
+def _drive_headless(runner: Runner, scenario: Scenario, stop: Event, started: float, out: TextIO) -> None:
+    ticker = gevent.spawn(_progress, runner.environment, runner, started, out)
+    try:
+        if scenario.stages:
+            runner.start_shape()
+            shape = runner.shape_greenlet
+            while shape is not None and not shape.ready() and not stop.is_set():
+                stop.wait(0.2)
+        else:
+            runner.start(scenario.clients.count, scenario.clients.spawn_rate)
+            stop.wait(max(0.0, scenario.run_time - (time.monotonic() - started)))
+    finally:
+        ticker.kill()
+
+
+def _drive_web(env: Environment, options: RunOptions, stop: Event, out: TextIO) -> None:
+    # Locust's web UI re-parses sys.argv with Locust's own parser on every page render;
+    # our arguments (already parsed) would make it exit, so leave it only the program name.
+    sys.argv[1:] = []
+    web_ui = env.create_web_ui(options.web_host, options.web_port)
+    gevent.sleep(0.1)
+    print(f"loadgen: web UI at http://{options.web_host}:{options.web_port} (Ctrl-C to end)", file=out, flush=True)
+    try:
+        stop.wait()
+    finally:
+        web_ui.stop()
+
+
+def _wait_for_workers(runner: Runner, expected: int, stop: Event) -> None:
+    assert isinstance(runner, MasterRunner)
+    deadline = time.monotonic() + WORKERS_READY_TIMEOUT
+    while len(runner.clients.ready) < expected:
+        if time.monotonic() > deadline or stop.is_set():
+            raise RuntimeError(f"only {len(runner.clients.ready)} of {expected} workers connected")
+        gevent.sleep(0.1)
+
+
+def _stop(runner: Runner) -> None:
+    """Stop users; for a master, wait until every worker reported its final counts, then quit."""
+    runner.stop()
+    if isinstance(runner, MasterRunner):
+        deadline = time.monotonic() + 30
+        while runner.state != STATE_STOPPED and runner.clients and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+    runner.quit()
+
+
+def _progress(env: Environment, runner: Runner, started: float, out: TextIO, every: float = 2.0) -> None:
+    """Every few seconds: clients and Locust's running totals (a master sees its workers' reports)."""
     while True:
         gevent.sleep(every)
-        h, p = tally.handshakes, tally.pings
-        print(
-            f"[{time.monotonic() - started:5.0f}s] clients {runner.user_count:>6}  "
-            f"handshakes {h.completed:>7} ok {h.failed:>5} failed  "
-            f"pings {p.completed:>8} ok {p.failed:>5} failed",
-            file=out, flush=True,
-        )
+        counts = {HANDSHAKE: [0, 0], PING: [0, 0]}
+        for entry in env.stats.entries.values():
+            kind = entry.name.rsplit(" ", 1)[-1]
+            if kind in counts:
+                counts[kind][0] += entry.num_requests - entry.num_failures
+                counts[kind][1] += entry.num_failures
+        (h_ok, h_fail), (p_ok, p_fail) = counts[HANDSHAKE], counts[PING]
+        print(f"[{time.monotonic() - started:5.0f}s] clients {runner.user_count:>6}  "
+              f"handshakes {h_ok:>7} ok {h_fail:>5} failed  pings {p_ok:>8} ok {p_fail:>5} failed",
+              file=out, flush=True)
+
+
+# -- workers ------------------------------------------------------------------
+
+
+def _run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutcome:
+    with endpoints(scenario, options) as (eps, _):
+        env, session = make_environment(scenario, eps, options)
+        runner = env.create_worker_runner(options.master_host, options.master_port)
+        totals = Tally()
+
+        def flush(**_: Any) -> None:
+            # Hand this run's counts to the master before the worker reports "stopped", and
+            # start afresh so a second run from the web UI is not counted twice.
+            wire = session.tally.to_wire()
+            runner.send_message(TALLY_MESSAGE, wire)
+            totals.merge_wire(wire)
+            session.tally.reset()
+            # Locust reports request stats every 3 s; send the last ones now so the
+            # master's totals are complete when this worker says it stopped.
+            runner._send_stats()  # noqa: SLF001 - what Locust itself does on quit
+
+        env.events.test_stop.add_listener(flush)
+        started = time.monotonic()
+        runner.greenlet.join()
+    outcome = RunOutcome(scenario, env, totals, time.monotonic() - started)
+    if options.run_dir is not None:
+        index = options.worker_index if options.worker_index is not None else runner.worker_index
+        (options.run_dir / f"worker-{index}.json").write_text(json.dumps(summary_data(outcome), indent=2) + "\n")
+    return outcome
+
+
+@contextlib.contextmanager
+def _worker_processes(scenario: Scenario, options: RunOptions, runner: Runner, eps: list[Endpoint],
+                      run_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start ``options.processes`` workers of this scenario on this machine; reap them after."""
+    assert isinstance(runner, MasterRunner)
+    base = [sys.executable, "-m", "loadgen", "run", str(scenario.source), "--worker",
+            "--master-host", "127.0.0.1", "--master-port", str(runner.master_bind_port),
+            "--workers", str(options.processes), "--run-dir", str(run_dir)]
+    if not scenario.targets:
+        host, port = eps[0].address
+        base += ["--builtin-address", f"{host}:{port}"]
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    procs = [subprocess.Popen([*base, "--worker-index", str(i)], env=env) for i in range(options.processes)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- summary and results --------------------------------------------------------
 
 
 def _ms(value: float | None) -> str:
@@ -119,12 +311,11 @@ def _ms(value: float | None) -> str:
 
 
 def print_summary(outcome: RunOutcome, out: TextIO) -> None:
-    """A table per request name (Locust's view) and our exact totals with error codes."""
+    """Locust's table per request name, our exact totals with error codes, the thresholds."""
     stats = outcome.environment.stats
     print(f"\n{'name':<28}{'type':<6}{'count':>9}{'fail':>7}{'med ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
           f"{'max ms':>9}{'per s':>9}", file=out)
-    entries: list[StatsEntry] = sorted(stats.entries.values(), key=lambda e: (e.name, e.method))
-    for e in entries:
+    for e in sorted(stats.entries.values(), key=lambda e: (e.name, e.method)):
         print(f"{e.name:<28}{e.method:<6}{e.num_requests:>9}{e.num_failures:>7}"
               f"{e.get_response_time_percentile(0.5):>9.1f}{e.get_response_time_percentile(0.95):>9.1f}"
               f"{e.get_response_time_percentile(0.99):>9.1f}{e.max_response_time or 0:>9.1f}"
@@ -136,10 +327,17 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
               f" errors: {codes}", file=out)
     if outcome.server_summary:
         print(outcome.server_summary, file=out)
+    for verdict in outcome.verdicts:
+        print(f"threshold {verdict.describe()}", file=out)
+    if outcome.verdicts:
+        failed = sum(not v.passed for v in outcome.verdicts)
+        verdict = f"FAILED: {failed} of {len(outcome.verdicts)} thresholds not met" if failed else \
+            "passed: every threshold met"
+        print(f"loadgen: {verdict}", file=out)
 
 
 def summary_data(outcome: RunOutcome) -> dict[str, Any]:
-    """The JSON summary: totals, percentiles (ms) and error codes per kind."""
+    """The JSON summary: totals, percentiles (ms), error codes per kind, thresholds."""
     kinds = {}
     for kind, t in outcome.tally.kinds.items():
         kinds[kind] = {
@@ -150,20 +348,36 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
             "latency_ms": {f"p{p:g}": (None if (v := t.percentile(p)) is None else v * 1000)
                            for p in (50, 90, 95, 99, 99.9, 100)},
         }
-    return {"scenario": outcome.scenario.name, "elapsed_s": outcome.elapsed, **kinds,
-            "server": outcome.server_summary}
+    locust_view = {
+        f"{e.method} {e.name}": {"requests": e.num_requests, "failures": e.num_failures,
+                                 "p50_ms": e.get_response_time_percentile(0.5),
+                                 "p99_ms": e.get_response_time_percentile(0.99)}
+        for e in outcome.environment.stats.entries.values()
+    }
+    return {
+        "scenario": outcome.scenario.name, "elapsed_s": outcome.elapsed, **kinds,
+        "locust": locust_view,
+        "thresholds": [{"name": v.name, "limit": v.limit, "actual": v.actual, "passed": v.passed}
+                       for v in outcome.verdicts],
+        "server": outcome.server_summary,
+    }
 
 
-def write_results(outcome: RunOutcome) -> Path:
-    """``results/<run-id>/``: summary.json and the scenario with secrets removed."""
+def new_run_dir(scenario: Scenario) -> Path:
+    """A fresh ``results/<UTC time>-<scenario name>/`` directory."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = outcome.scenario.outputs.results_dir
-    run_dir = base / f"{stamp}-{outcome.scenario.name}"
+    base = scenario.outputs.results_dir
+    run_dir = base / f"{stamp}-{scenario.name}"
     suffix = 1
     while run_dir.exists():
         suffix += 1
-        run_dir = base / f"{stamp}-{outcome.scenario.name}-{suffix}"
+        run_dir = base / f"{stamp}-{scenario.name}-{suffix}"
     run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def write_results(outcome: RunOutcome, run_dir: Path) -> Path:
+    """summary.json and the scenario with its secrets removed."""
     (run_dir / "summary.json").write_text(json.dumps(summary_data(outcome), indent=2) + "\n")
     (run_dir / "scenario.json").write_text(json.dumps(outcome.scenario.redacted(), indent=2, default=str) + "\n")
     return run_dir

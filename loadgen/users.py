@@ -80,7 +80,7 @@ class Session:
         environment: Environment,
         endpoints: list[Endpoint],
         *,
-        index_offset: int = 0,
+        index_offset: int | None = 0,
         index_stride: int = 1,
         extra_sinks: tuple[Sink, ...] = (),
     ) -> None:
@@ -106,12 +106,19 @@ class Session:
             payload=payload_maker(scenario), reply=reply_rule(scenario),
         )
         self._counter = itertools.count()
+        self._environment = environment
         self._offset = index_offset
         self._stride = index_stride
 
     def next_device(self) -> int:
-        """Index of the next device in this process (unique across worker processes)."""
-        return next(self._counter) * self._stride + self._offset
+        """Index of the next device: ``offset + k * stride``, unique across worker processes.
+
+        Without an explicit offset, a worker uses the index its master assigned it.
+        """
+        offset = self._offset
+        if offset is None:
+            offset = getattr(self._environment.runner, "worker_index", 0)
+        return next(self._counter) * self._stride + offset
 
     def endpoints_for(self, n: int) -> list[Endpoint]:
         """One endpoint picked by weight (``connect: one``) or all of them (``connect: all``)."""

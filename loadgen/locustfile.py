@@ -1,0 +1,56 @@
+"""loadgen devices for plain ``locust``: the web UI, headless runs and workers as Locust users know them.
+
+    locust -f "$(loadgen locustfile)" --scenario scenarios/quickstart.yaml
+    LOADGEN_SCENARIO=scenarios/quickstart.yaml locust -f "$(loadgen locustfile)" --headless -u 100 -r 50 -t 30s
+
+A scenario without targets gets the built-in server, started by each process that
+runs users (so with plain Locust workers, give targets, or use ``loadgen run --processes``).
+Ramp stages become the run's LoadTestShape.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from locust import events
+from locust.runners import MasterRunner
+
+from loadgen.builtin_server import builtin_server
+from loadgen.scenario import load_scenario
+from loadgen import shape  # not the class itself: Locust instantiates every shape class it finds here
+from loadgen.users import DeviceUser, Endpoint, Session
+
+
+class Device(DeviceUser):
+    """A simulated device of the scenario given with --scenario / LOADGEN_SCENARIO."""
+
+    abstract = False
+
+
+@events.init_command_line_parser.add_listener
+def _add_scenario_option(parser: Any) -> None:
+    parser.add_argument("--scenario", default=os.environ.get("LOADGEN_SCENARIO", ""),
+                        help="loadgen scenario YAML (or set LOADGEN_SCENARIO)", include_in_web_ui=False)
+
+
+@events.init.add_listener
+def _bind_scenario(environment: Any, runner: Any = None, **_: Any) -> None:
+    path = getattr(environment.parsed_options, "scenario", "") or os.environ.get("LOADGEN_SCENARIO", "")
+    if not path:
+        raise SystemExit("loadgen: give --scenario FILE or set LOADGEN_SCENARIO")
+    scenario = load_scenario(path)
+    if scenario.stages and environment.shape_class is None:
+        environment.shape_class = shape.StagesShape(scenario.stages)
+        environment.shape_class.runner = runner
+    if isinstance(runner, MasterRunner):
+        return  # the master runs no users
+    if scenario.targets:
+        endpoints = [Endpoint(t, (t.host, t.port)) for t in scenario.targets]
+    else:
+        from loadgen.runner import BUILTIN_TARGET
+
+        server = builtin_server(scenario.source or os.path.abspath(path))
+        endpoints = [Endpoint(BUILTIN_TARGET, server.__enter__())]
+        environment.events.quitting.add_listener(lambda **_: server.__exit__(None, None, None))
+    Device.session = Session(scenario, environment, endpoints)
