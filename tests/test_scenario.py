@@ -426,7 +426,7 @@ def test_anchors_and_aliases_are_allowed(tmp_path: Path) -> None:
 
 
 def docs_example() -> str:
-    text = (ROOT / "docs" / "scenarios.md").read_text()
+    text = (ROOT / "README.md").read_text()
     return text.split("## A complete example", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
 
 
