@@ -4,6 +4,7 @@
     python3 tasks.py run     # quickstart: a short headless run against the built-in server
     python3 tasks.py test    # the test suite
     python3 tasks.py bench   # benchmarks (figures, not pass/fail)
+    python3 tasks.py lint    # ruff;  python3 tasks.py typecheck  # mypy
 
 Each creates .venv and installs loadgen with its test dependencies on first use
 (again whenever pyproject.toml changes). Extra arguments are passed on.
@@ -43,6 +44,8 @@ def main(argv: list[str]) -> int:
         "run": [str(BIN / "loadgen"), "run", "scenarios/quickstart.yaml"],
         "test": [str(BIN / "python"), "-m", "pytest"],
         "bench": [str(BIN / "python"), "benchmarks/bench_dtls.py"],
+        "lint": [str(BIN / "ruff"), "check", "loadgen", "benchmarks", "tests", "tasks.py"],
+        "typecheck": [str(BIN / "mypy"), "loadgen"],
     }
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)

@@ -27,7 +27,8 @@ def _key_options(parser: argparse.ArgumentParser) -> None:
     keys.add_argument("--psk-env", metavar="VAR", help="environment variable holding a hex key")
     keys.add_argument("--psk-file", metavar="PATH", help="file holding the key (hex text or raw bytes)")
     keys.add_argument("--psk-csv", metavar="PATH", help="CSV of identity,hex-key rows")
-    keys.add_argument("--scenario", metavar="FILE", help="take the keys and identity hint from a scenario's psk section")
+    keys.add_argument("--scenario", metavar="FILE",
+                      help="take the keys and identity hint from a scenario's psk section")
     keys.add_argument("--psk-master-env", metavar="VAR",
                       help="derive per-identity keys: HMAC-SHA256(master, identity) with the master from VAR")
     group.add_argument("--derive-length", type=int, default=16, metavar="N", help="derived key length in bytes")

@@ -11,14 +11,15 @@ Ramp stages become the run's LoadTestShape.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from locust import events
 from locust.runners import MasterRunner
 
+from loadgen import shape  # not the class itself: Locust instantiates every shape class it finds here
 from loadgen.builtin_server import builtin_server
 from loadgen.scenario import load_scenario
-from loadgen import shape  # not the class itself: Locust instantiates every shape class it finds here
 from loadgen.users import DeviceUser, Endpoint, Session
 
 
@@ -50,7 +51,7 @@ def _bind_scenario(environment: Any, runner: Any = None, **_: Any) -> None:
     else:
         from loadgen.runner import BUILTIN_TARGET
 
-        server = builtin_server(scenario.source or os.path.abspath(path))
+        server = builtin_server(scenario.source or Path(path).resolve())
         endpoints = [Endpoint(BUILTIN_TARGET, server.__enter__())]
         environment.events.quitting.add_listener(lambda **_: server.__exit__(None, None, None))
     Device.session = Session(scenario, environment, endpoints)

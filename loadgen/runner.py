@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,6 +28,7 @@ from locust.env import Environment
 from locust.runners import STATE_STOPPED, MasterRunner, Runner
 
 from .builtin_server import ServerProcess, builtin_server
+from .errors import ConfigError
 from .recorder import HANDSHAKE, PING, Tally
 from .scenario import Scenario, Target
 from .shape import StagesShape
@@ -128,6 +129,10 @@ def make_environment(scenario: Scenario, eps: list[Endpoint], options: RunOption
 
 def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sys.stdout) -> RunOutcome:
     """Run ``scenario`` as ``options`` say; returns when the run is over (or the worker is told to quit)."""
+    unsupported = [t.name for t in scenario.targets if t.protocol != "dtls"]
+    if unsupported:
+        raise ConfigError(f"{scenario.source}: targets {', '.join(unsupported)}: TLS targets cannot be run yet "
+                          "(only DTLS)")
     if options.worker:
         return _run_worker(scenario, options, out)
     stop = _stop_on_signals()
@@ -327,13 +332,13 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
               f" errors: {codes}", file=out)
     if outcome.server_summary:
         print(outcome.server_summary, file=out)
-    for verdict in outcome.verdicts:
-        print(f"threshold {verdict.describe()}", file=out)
+    for v in outcome.verdicts:
+        print(f"threshold {v.describe()}", file=out)
     if outcome.verdicts:
         failed = sum(not v.passed for v in outcome.verdicts)
-        verdict = f"FAILED: {failed} of {len(outcome.verdicts)} thresholds not met" if failed else \
+        result = f"FAILED: {failed} of {len(outcome.verdicts)} thresholds not met" if failed else \
             "passed: every threshold met"
-        print(f"loadgen: {verdict}", file=out)
+        print(f"loadgen: {result}", file=out)
 
 
 def summary_data(outcome: RunOutcome) -> dict[str, Any]:
@@ -365,7 +370,7 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
 
 def new_run_dir(scenario: Scenario) -> Path:
     """A fresh ``results/<UTC time>-<scenario name>/`` directory."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     base = scenario.outputs.results_dir
     run_dir = base / f"{stamp}-{scenario.name}"
     suffix = 1

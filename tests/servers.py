@@ -299,7 +299,7 @@ def start_openssl_server(
         server = OpensslServer("127.0.0.1", port, key_hex, identity, process, stdout_path, stderr_path)
         try:
             # s_server prints ACCEPT once its socket is bound.
-            _wait_for(lambda: "ACCEPT" in server.output or process.poll() is not None, timeout)
+            _wait_for(lambda: "ACCEPT" in server.output or process.poll() is not None, timeout)  # noqa: B023 - called within this iteration
             if "ACCEPT" in server.output and process.poll() is None:
                 return server
         except BaseException:
