@@ -4,27 +4,28 @@ It connects a UDP socket to the server first (so the server sees one peer addres
 per client and ICMP errors reach us), handshakes with retransmission and an overall
 timeout, then pings on an interval, decrypting and checking each response. Everything
 it learns goes to a :class:`~loadgen.recorder.Sink` as facts.
+
+Like Qt's class it is event driven: a read watcher and one timer on gevent's loop
+call back into it, so thousands of associations cost no greenlet switches, no
+per-ping timeout objects and no stacks. :meth:`run` is the blocking face for a
+greenlet that wants to wait for the association to end.
 """
 
 from __future__ import annotations
 
+import _socket  # the C socket type: never monkey-patched, no wrapper on the hot path
 import logging
+import math
 import random
-import socket as _stdsocket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from gevent import socket
+from gevent import get_hub
+from gevent.event import AsyncResult
 
 from ..credentials import Secret
-from ..errors import (
-    BadReply,
-    ConnectionRefused,
-    LoadgenError,
-    LocalProtocolError,
-    PeerClosed,
-    PingTimeout,
-)
+from ..errors import BadReply, ConnectionRefused, LoadgenError, LocalProtocolError, PeerClosed, PingTimeout
 from ..payloads import PayloadMaker, ReplyRule, text_payload
 from ..protocol import dtls
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
@@ -32,6 +33,10 @@ from ..protocol.events import PeerClosed as PeerClosedEvent
 from ..recorder import HANDSHAKE, PING, Finished, Message, Sink, Started
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
+_READ = 1  # libev EV_READ
+
+# Association states.
+_NEW, _HANDSHAKING, _ESTABLISHED, _DONE = range(4)
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,12 @@ class DtlsSettings:
 
 
 class DtlsAssociation:
-    """A client association to one DTLS server. Call :meth:`run` in its own greenlet."""
+    """A client association to one DTLS server.
+
+    ``run()`` (or ``start()`` then ``wait()``) drives it until it fails or the waiting
+    greenlet is killed, which closes it with close_notify; attempts under way then
+    stay "in flight" in the accounting.
+    """
 
     def __init__(
         self,
@@ -81,10 +91,23 @@ class DtlsAssociation:
         self._key = key
         self._settings = settings
         self._ping = ping
+        self._ping_timeout = ping.timeout if ping.timeout is not None else ping.interval
         self._source = source_address
         self._rng = rng or random.Random()
-        self._sock: socket.socket | None = None
+        self._sock: Any = None
         self._engine: dtls.DtlsEngine | None = None
+        self._reader: Any = None
+        self._timer: Any = None
+        self._done: AsyncResult = AsyncResult()
+        self._state = _NEW
+        self._handshake_only = False
+        self._started_at = self._deadline = 0.0
+        # The ping awaiting its reply (one at a time, as Qt's timer-driven client).
+        self._seq = 0
+        self._pending: bytes | None = None
+        self._late: bytes | None = None  # last timed-out payload: its reply is late, not bad
+        self._sent_at = self._ping_deadline = self._next_ping = 0.0
+        self._ping_bytes = 0
         self.pings_sent = 0
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -92,41 +115,60 @@ class DtlsAssociation:
     # -- public -------------------------------------------------------------
 
     def run(self) -> LoadgenError | None:
-        """Connect, handshake, ping until killed or failed.
-
-        Returns the error that ended the association. Killing the greenlet
-        (``GreenletExit``) closes it with close_notify; attempts under way stay
-        "in flight" in the accounting.
-        """
-        try:
-            self._connect()
-            self._handshake()
-            self._ping_loop()
-        except LoadgenError as exc:
-            return exc
-        finally:
-            self._close()
-        return None  # pragma: no cover - the ping loop only ends by an error
+        """Start, then wait until the association ends; returns the error that ended it."""
+        self.start()
+        return self.wait()
 
     def handshake_once(self) -> LoadgenError | None:
         """Connect, handshake, close with close_notify: one handshake's worth of work."""
+        self._handshake_only = True
+        return self.run()
+
+    def start(self) -> None:
+        """Connect the UDP socket and send the ClientHello; returns at once."""
+        if self._state != _NEW:
+            raise LocalProtocolError(f"{self.name}: association already started")
+        self._say(INFO, "connecting UDP socket first ...")
         try:
             self._connect()
-            self._handshake()
         except LoadgenError as exc:
-            return exc
+            self._finish(exc)
+            return
+        self._reader = get_hub().loop.io(self._sock.fileno(), _READ)
+        self._reader.start(self._guarded, self._on_readable)
+        self._guarded(self._begin_handshake)
+
+    def wait(self) -> LoadgenError | None:
+        """Block this greenlet until the association ends; closes it on the way out."""
+        try:
+            return self._done.get()
         finally:
-            self._close()
-        return None
+            self.close()
+
+    def close(self) -> None:
+        """Stop, send close_notify if established, close the socket. Idempotent."""
+        self._stop_watchers()
+        if self._sock is not None:
+            if self._engine is not None and not self._engine.closed:
+                self._engine.close()
+                try:
+                    self._flush()
+                except LoadgenError:
+                    pass  # the peer is gone already: nobody to say goodbye to
+            self._sock.close()
+            self._sock = None
+        self._state = _DONE
+        if not self._done.ready():
+            self._done.set(None)
 
     # -- phases -------------------------------------------------------------
 
     def _connect(self) -> None:
-        self._say(INFO, "connecting UDP socket first ...")
         host, port = self.address
-        family = _stdsocket.AF_INET6 if ":" in host else _stdsocket.AF_INET
-        sock = socket.socket(family, _stdsocket.SOCK_DGRAM)
+        family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
+        sock = _socket.socket(family, _socket.SOCK_DGRAM)
         try:
+            sock.setblocking(False)
             if self._source:
                 sock.bind((self._source, 0))
             sock.connect((host, port))
@@ -135,150 +177,183 @@ class DtlsAssociation:
             raise LocalProtocolError(f"{self.name}: cannot connect UDP socket to {host}:{port}: {exc}") from None
         self._sock = sock
 
-    def _handshake(self) -> None:
-        started = time.perf_counter()
-        deadline = started + self._settings.handshake_timeout
+    def _begin_handshake(self) -> None:
+        self._state = _HANDSHAKING
+        self._started_at = time.perf_counter()
+        self._deadline = self._started_at + self._settings.handshake_timeout
         self._sink.record(Started(HANDSHAKE, self.target))
-        engine = dtls.DtlsEngine.client(self._context, self._choose_psk, mtu=self._settings.mtu)
-        self._engine = engine
-        try:
-            self._say(INFO, "starting a handshake")
-            engine.start()
-            self._flush()
-            while not engine.handshake_done:
-                now = time.perf_counter()
-                if now >= deadline or engine.retransmits > self._settings.max_retransmits:
-                    raise engine.timeout_error()
-                timer = engine.get_timer()
-                wait = deadline - now if timer is None else min(timer, deadline - now)
-                data = self._recv(wait)
-                if data is None:
-                    engine.handle_timer()
-                else:
-                    engine.receive_datagram(data)
-                    self._handle_events()
-                self._flush()
-        except LoadgenError as exc:
-            self._say(ERROR, f"handshake error - {exc}")
-            self._sink.record(
-                Finished(HANDSHAKE, self.target, time.perf_counter() - started, exc,
-                         sent_bytes=self.bytes_sent, received_bytes=self.bytes_received,
-                         retransmits=engine.retransmits)
-            )
-            raise
+        self._engine = dtls.DtlsEngine.client(self._context, self._choose_psk, mtu=self._settings.mtu)
+        self._say(INFO, "starting a handshake")
+        self._engine.start()
+        self._flush()
+        self._arm()
+
+    def _handshake_completed(self) -> None:
+        assert self._engine is not None
         self._say(INFO, "encrypted connection established!")
         self._sink.record(
-            Finished(HANDSHAKE, self.target, time.perf_counter() - started, sent_bytes=self.bytes_sent,
-                     received_bytes=self.bytes_received, retransmits=engine.retransmits)
+            Finished(HANDSHAKE, self.target, time.perf_counter() - self._started_at, sent_bytes=self.bytes_sent,
+                     received_bytes=self.bytes_received, retransmits=self._engine.retransmits)
         )
+        if self._handshake_only:
+            self._finish(None)
+            return
+        self._state = _ESTABLISHED
+        self._next_ping = time.perf_counter()  # Qt pings at once, then on the timer
+        self._send_ping(self._next_ping)
 
-    def _ping_loop(self) -> None:
+    def _send_ping(self, now: float) -> None:
+        assert self._engine is not None
         plan = self._ping
-        timeout = plan.timeout if plan.timeout is not None else plan.interval
+        self._seq += 1
+        payload = plan.payload(self.name, self._seq)
+        self._sink.record(Started(PING, self.target))
+        self._pending = payload
+        self._sent_at = now
+        self._ping_deadline = now + self._ping_timeout
+        try:
+            self._engine.send(payload)
+        except LoadgenError as exc:  # e.g. a payload larger than the MTU allows
+            self._pending = None
+            self._sink.record(Finished(PING, self.target, 0.0, exc))
+            raise
+        self._ping_bytes = self._flush()
+        self.pings_sent += 1
+        spread = plan.interval * plan.jitter
+        jitter = self._rng.uniform(-spread, spread) if spread else 0.0
+        self._next_ping = max(self._next_ping + plan.interval + jitter, now)
+
+    def _on_reply(self, reply: bytes, size: int) -> None:
+        pending, rule = self._pending, self._ping.reply
+        if pending is None or (reply == self._late and not rule.accepts(pending, reply)):
+            self._say(WARNING, f"unexpected or late reply of {len(reply)} bytes")
+            return
+        error = None if rule.accepts(pending, reply) else BadReply(
+            f"reply of {len(reply)} bytes does not match rule {rule.kind}")
+        self._sink.record(Finished(PING, self.target, time.perf_counter() - self._sent_at, error,
+                                   sent_bytes=self._ping_bytes, received_bytes=size))
+        self._pending = None
+
+    # -- callbacks from the loop --------------------------------------------
+
+    def _guarded(self, callback: Any, *args: Any) -> None:
+        """Run a loop callback; an error ends this association, never the event loop."""
+        try:
+            callback(*args)
+        except LoadgenError as exc:
+            self._fail(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must not take the hub down
+            self._fail(LocalProtocolError(f"{self.name}: internal error: {exc!r}"))
+
+    def _on_readable(self) -> None:
         engine = self._engine
-        assert engine is not None
-        next_ping = time.perf_counter()  # Qt pings at once, then on the timer
-        pending: bytes | None = None  # payload of the ping awaiting its reply
-        sent_at = deadline = 0.0
-        sent_bytes = 0
-        late: bytes | None = None  # the last timed-out payload: its reply is not "bad"
-        seq = 0
-        while True:
-            now = time.perf_counter()
-            if pending is not None and now >= deadline:
-                self._sink.record(
-                    Finished(PING, self.target, now - sent_at, PingTimeout(f"no reply in {timeout:g} s"),
-                             sent_bytes=sent_bytes)
-                )
-                late, pending = pending, None
-            if pending is None and now >= next_ping:
-                seq += 1
-                pending = plan.payload(self.name, seq)
-                self._sink.record(Started(PING, self.target))
-                sent_at = now
-                deadline = now + timeout
-                try:
-                    engine.send(pending)
-                except LoadgenError as exc:  # e.g. a payload larger than the MTU allows
-                    self._sink.record(Finished(PING, self.target, 0.0, exc))
-                    raise
-                sent_bytes = self._flush()
-                self.pings_sent += 1
-                spread = plan.interval * plan.jitter
-                next_ping = max(next_ping + plan.interval + self._rng.uniform(-spread, spread), now)
-            wake = min(deadline, next_ping) if pending is not None else next_ping
-            data = self._recv(max(0.0, wake - time.perf_counter()))
-            if data is None:
+        while self._state in (_HANDSHAKING, _ESTABLISHED) and engine is not None:
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                return
+            except ConnectionRefusedError:
+                raise self._refused() from None
+            if not data:
+                self._say(WARNING, "zero-length datagram received?")
                 continue
+            self.bytes_received += len(data)
             engine.receive_datagram(data)
             self._flush()
-            for reply in self._handle_events():
-                if pending is None or (reply == late and not plan.reply.accepts(pending, reply)):
-                    self._say(WARNING, f"unexpected or late reply of {len(reply)} bytes")
-                    continue
-                elapsed = time.perf_counter() - sent_at
-                error = None
-                if not plan.reply.accepts(pending, reply):
-                    error = BadReply(f"reply of {len(reply)} bytes does not match rule {plan.reply.kind}")
-                self._sink.record(
-                    Finished(PING, self.target, elapsed, error, sent_bytes=sent_bytes,
-                             received_bytes=len(data))
-                )
-                pending = None
-            if engine.closed:
-                if pending is not None:
-                    self._sink.record(
-                        Finished(PING, self.target, time.perf_counter() - sent_at,
-                                 PeerClosed("peer closed with a ping outstanding"), sent_bytes=sent_bytes)
-                    )
-                raise engine.error or PeerClosed("shutdown alert received")
+            while (event := engine.next_event()) is not None:
+                if isinstance(event, DataReceived):
+                    self._on_reply(event.data, len(data))
+                elif isinstance(event, HandshakeCompleted):
+                    self._handshake_completed()
+                elif isinstance(event, PeerClosedEvent):
+                    self._say(ERROR, "shutdown alert received")
+                    raise PeerClosed("shutdown alert received")
+                elif isinstance(event, ConnectionFailed):
+                    raise event.error
+            if self._state == _DONE:
+                return
+            self._arm()
+
+    def _on_timer(self) -> None:
+        now = time.perf_counter()
+        engine = self._engine
+        assert engine is not None
+        if self._state == _HANDSHAKING:
+            if now >= self._deadline or engine.retransmits > self._settings.max_retransmits:
+                raise engine.timeout_error()
+            engine.handle_timer()
+            self._flush()
+        elif self._state == _ESTABLISHED:
+            if self._pending is not None and now >= self._ping_deadline:
+                self._sink.record(Finished(PING, self.target, now - self._sent_at,
+                                           PingTimeout(f"no reply in {self._ping_timeout:g} s"),
+                                           sent_bytes=self._ping_bytes))
+                self._late, self._pending = self._pending, None
+            if self._pending is None and now >= self._next_ping:
+                self._send_ping(now)
+        self._arm()
 
     # -- helpers ------------------------------------------------------------
+
+    def _arm(self) -> None:
+        """Re-arm the one timer for the next thing due (retransmit, deadline, ping)."""
+        if self._state == _HANDSHAKING:
+            assert self._engine is not None
+            timer = self._engine.get_timer()
+            wake = self._deadline if timer is None else min(self._deadline, time.perf_counter() + timer)
+        elif self._state == _ESTABLISHED:
+            wake = self._next_ping if self._pending is None else min(self._next_ping, self._ping_deadline)
+        else:
+            return
+        if self._timer is not None:
+            self._timer.stop()
+        delay = wake - time.perf_counter()
+        self._timer = get_hub().loop.timer(max(delay, 0.0) if math.isfinite(delay) else 3600.0)
+        self._timer.start(self._guarded, self._on_timer)
+
+    def _fail(self, error: LoadgenError) -> None:
+        """End with ``error``, closing the attempt under way with the same error."""
+        now = time.perf_counter()
+        if self._state == _HANDSHAKING:
+            self._say(ERROR, f"handshake error - {error}")
+            retransmits = self._engine.retransmits if self._engine is not None else 0
+            self._sink.record(Finished(HANDSHAKE, self.target, now - self._started_at, error,
+                                       sent_bytes=self.bytes_sent, received_bytes=self.bytes_received,
+                                       retransmits=retransmits))
+        elif self._state == _ESTABLISHED and self._pending is not None:
+            if isinstance(error, PeerClosed):
+                error = PeerClosed("peer closed with a ping outstanding")
+            self._sink.record(Finished(PING, self.target, now - self._sent_at, error, sent_bytes=self._ping_bytes))
+            self._pending = None
+        self._finish(error)
+
+    def _finish(self, result: LoadgenError | None) -> None:
+        self._state = _DONE
+        self._stop_watchers()
+        if not self._done.ready():
+            self._done.set(result)
+
+    def _stop_watchers(self) -> None:
+        for watcher in (self._reader, self._timer):
+            if watcher is not None:
+                watcher.stop()
+                watcher.close()
+        self._reader = self._timer = None
 
     def _choose_psk(self, hint: bytes | None) -> tuple[bytes, Secret]:
         self._say(INFO, "providing pre-shared key ...")
         return self._identity, self._key
 
-    def _handle_events(self) -> list[bytes]:
-        """Drain engine events; return application data, raise on failure."""
-        engine = self._engine
-        assert engine is not None
-        received: list[bytes] = []
-        while (event := engine.next_event()) is not None:
-            if isinstance(event, DataReceived):
-                received.append(event.data)
-            elif isinstance(event, PeerClosedEvent):
-                self._say(ERROR, "shutdown alert received")
-            elif isinstance(event, ConnectionFailed):
-                raise event.error
-            elif isinstance(event, HandshakeCompleted):
-                pass
-        return received
-
-    def _recv(self, timeout: float) -> bytes | None:
-        """One datagram, or None when ``timeout`` passes first."""
-        assert self._sock is not None
-        # A zero timeout would make the socket non-blocking (EAGAIN): wait a tick instead.
-        self._sock.settimeout(max(timeout, 0.0005))
-        try:
-            data = self._sock.recv(65536)
-        except (TimeoutError, BlockingIOError):
-            return None
-        except ConnectionRefusedError:
-            raise self._refused() from None
-        if not data:
-            self._say(WARNING, "zero-length datagram received?")
-            return None
-        self.bytes_received += len(data)
-        return data
-
     def _flush(self) -> int:
         """Send what the engine has queued; returns the bytes sent."""
-        assert self._sock is not None and self._engine is not None
+        if self._engine is None or self._sock is None:
+            return 0
         total = 0
         for datagram in self._engine.datagrams_to_send():
             try:
                 total += self._sock.send(datagram)
+            except BlockingIOError:
+                pass  # socket buffer full: the datagram is lost, as on a congested network
             except ConnectionRefusedError:
                 raise self._refused() from None
         self.bytes_sent += total
@@ -287,17 +362,6 @@ class DtlsAssociation:
     def _refused(self) -> ConnectionRefused:
         host, port = self.address
         return ConnectionRefused(f"{self.name}: {host}:{port} refused (ICMP port unreachable)")
-
-    def _close(self) -> None:
-        if self._engine is not None and self._sock is not None and not self._engine.closed:
-            self._engine.close()
-            try:
-                self._flush()
-            except (OSError, LoadgenError):
-                pass
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
     def _say(self, level: int, text: str) -> None:
         self._sink.record(Message(level, self.name, f"{self.name}: {text}"))
