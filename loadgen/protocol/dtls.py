@@ -102,6 +102,9 @@ def _common_setup(ctx: SSL.Context, ciphers: str) -> None:
     ctx.set_max_proto_version(records.DTLS_1_2)
     # Our MTU is set explicitly; never let OpenSSL query a (memory) BIO for one.
     ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET)
+    # Idle associations hold no 16 KiB read/write buffers: memory per association is
+    # what limits how many one process holds.
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     if "CCM8" in ciphers.upper() and "@SECLEVEL" not in ciphers.upper():
         # OpenSSL 3.2+ allows CCM8 (8-byte tag) only at security level 0; otherwise it
         # stays in the list but is silently never offered nor accepted.
@@ -170,7 +173,7 @@ class DtlsEngine:
         if not self.handshake_done:
             self._advance_handshake(datagram)
         if self.handshake_done and not self.closed:
-            self._read_application_data()
+            self._read_application_data(single_record=_is_one_record(datagram))
         self._pull_outgoing()
         if was_done and self._ccs_sent > ccs_before:
             # OpenSSL re-sent our final flight because the peer retransmitted its own
@@ -231,6 +234,8 @@ class DtlsEngine:
             return []
         data = bytes(self._outgoing)
         self._outgoing.clear()
+        if len(data) <= self.mtu:
+            return [data]  # the common case: one record or one small flight
         datagrams: list[bytes] = []
         start = end = 0
         # The memory BIO is a byte stream: cut it at record boundaries so no datagram
@@ -317,7 +322,7 @@ class DtlsEngine:
             self._outgoing += records.plaintext_alert(records.ALERT_DECRYPT_ERROR, self._last_epoch0_seq + 1)
             self._fail(PskKeyMismatch("client Finished did not decrypt: the pre-shared keys differ"))
 
-    def _read_application_data(self) -> None:
+    def _read_application_data(self, single_record: bool = False) -> None:
         while True:
             try:
                 data = self._conn.recv(65536)
@@ -333,19 +338,23 @@ class DtlsEngine:
                 return
             if data:
                 self._events.append(DataReceived(data))
+                if single_record:
+                    return  # the datagram held one record and we have it: skip the read that would fail
 
     def _pull_outgoing(self) -> None:
         while True:
             try:
-                chunk = self._conn.bio_read(65536)
+                chunk = self._conn.bio_read(_BIO_READ_SIZE)
             except SSL.WantReadError:
-                break
-            if not chunk:
                 break
             self._note_outgoing(chunk)
             self._outgoing += chunk
+            if len(chunk) < _BIO_READ_SIZE:
+                break  # a memory BIO hands over everything pending at once
 
     def _note_outgoing(self, chunk: bytes) -> None:
+        if self.handshake_done and chunk[0] == records.APPLICATION_DATA and _is_one_record(chunk):
+            return  # the hot path: one encrypted record, nothing to learn from its header
         for rec in records.records(chunk):
             if rec.epoch == 0:
                 if rec.content_type == records.CHANGE_CIPHER_SPEC:
@@ -359,6 +368,14 @@ class DtlsEngine:
         self.closed = True
         self.error = error
         self._events.append(ConnectionFailed(error))
+
+
+_BIO_READ_SIZE = 65536
+
+
+def _is_one_record(data: bytes) -> bool:
+    """True when ``data`` is exactly one DTLS record (header length field covers the rest)."""
+    return len(data) == records.HEADER_LEN + int.from_bytes(data[11:13], "big")
 
 
 def accept(
