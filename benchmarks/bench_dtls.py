@@ -11,6 +11,7 @@ core; client CPU is this process's CPU time (user + system).
 from __future__ import annotations
 
 import argparse
+import logging
 import resource
 import sys
 import time
@@ -78,7 +79,7 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int) -> tup
     def worker() -> None:
         for i in todo:
             DtlsAssociation(f"bench-{i}", "bench", address, ctx, tally, identity=b"bench-%d" % i,
-                            key=QUICKSTART_KEY).handshake_once()
+                            key=QUICKSTART_KEY, message_level=logging.WARNING).handshake_once()
 
     c0, w0 = cpu(), time.perf_counter()
     gevent.joinall([gevent.spawn(worker) for _ in range(concurrency)])
@@ -93,7 +94,8 @@ def pings(address: tuple[str, int], associations: int, seconds: float) -> tuple[
     tally = Tally()
     plan = PingPlan(interval=0.0, timeout=2.0, reply=ReplyRule("echo"))  # back-to-back pings
     assocs = [DtlsAssociation(f"ping-{i}", "bench", address, ctx, tally, identity=b"ping-%d" % i,
-                              key=QUICKSTART_KEY, ping=plan) for i in range(associations)]
+                              key=QUICKSTART_KEY, ping=plan, message_level=logging.WARNING)
+              for i in range(associations)]
     greenlets = [gevent.spawn(a.run) for a in assocs]
     while tally.handshakes.completed + tally.handshakes.failed < associations:
         gevent.sleep(0.05)

@@ -9,6 +9,7 @@ never touch stats themselves, as in locust's ``contrib/dns.py``.
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +106,8 @@ class Session:
             interval=ping.interval, jitter=ping.jitter, timeout=ping.timeout,
             payload=payload_maker(scenario), reply=reply_rule(scenario),
         )
+        # Qt-style info messages are only built when the log would show them (-v).
+        self.message_level = logging.getLogger("loadgen").getEffectiveLevel()
         self._counter = itertools.count()
         self._environment = environment
         self._offset = index_offset
@@ -147,6 +150,7 @@ class Session:
                 name, endpoint.target.name, endpoint.address, self.dtls_context,
                 self.sinks[endpoint.target.protocol], identity=identity, key=key,
                 settings=self.settings, ping=self.ping, source_address=source,
+                message_level=self.message_level,
             )
 
         return make

@@ -81,6 +81,7 @@ class DtlsAssociation:
         ping: PingPlan = PingPlan(),
         source_address: str | None = None,
         rng: random.Random | None = None,
+        message_level: int = INFO,
     ) -> None:
         self.name = name
         self.target = target
@@ -93,7 +94,10 @@ class DtlsAssociation:
         self._ping = ping
         self._ping_timeout = ping.timeout if ping.timeout is not None else ping.interval
         self._source = source_address
-        self._rng = rng or random.Random()
+        # Seeding a Random costs more than a ping: only a caller that wants a seed brings one.
+        self._uniform = rng.uniform if rng is not None else random.uniform
+        # Messages below this level are not even formatted (a run logs warnings and up).
+        self._message_level = message_level
         self._sock: Any = None
         self._engine: dtls.DtlsEngine | None = None
         self._reader: Any = None
@@ -220,7 +224,7 @@ class DtlsAssociation:
         self._ping_bytes = self._flush()
         self.pings_sent += 1
         spread = plan.interval * plan.jitter
-        jitter = self._rng.uniform(-spread, spread) if spread else 0.0
+        jitter = self._uniform(-spread, spread) if spread else 0.0
         self._next_ping = max(self._next_ping + plan.interval + jitter, now)
 
     def _on_reply(self, reply: bytes, size: int) -> None:
@@ -359,9 +363,27 @@ class DtlsAssociation:
         self.bytes_sent += total
         return total
 
-    def _refused(self) -> ConnectionRefused:
+    def _refused(self) -> LoadgenError:
+        """The error for an ICMP port unreachable, unless the server said goodbye first.
+
+        A server that shuts down sends close_notify and closes its socket; our next ping
+        then draws an ICMP error that the kernel may report before we read the
+        close_notify waiting in the queue. Read the queue: a close_notify wins.
+        """
+        engine = self._engine
+        while engine is not None and not engine.closed and self._sock is not None:
+            try:
+                data = self._sock.recv(65536)
+            except (BlockingIOError, ConnectionRefusedError):
+                break
+            engine.receive_datagram(data)
+        while engine is not None and (event := engine.next_event()) is not None:
+            if isinstance(event, PeerClosedEvent):
+                self._say(ERROR, "shutdown alert received")
+                return PeerClosed("shutdown alert received")
         host, port = self.address
         return ConnectionRefused(f"{self.name}: {host}:{port} refused (ICMP port unreachable)")
 
     def _say(self, level: int, text: str) -> None:
-        self._sink.record(Message(level, self.name, f"{self.name}: {text}"))
+        if level >= self._message_level:
+            self._sink.record(Message(level, self.name, f"{self.name}: {text}"))
