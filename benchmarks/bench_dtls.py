@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+import locust  # noqa: F401 - as in a real run: gevent's monkey-patching first
 import gevent
+from locust.env import Environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -26,12 +28,21 @@ from loadgen.cli import QUICKSTART_KEY  # noqa: E402
 from loadgen.credentials import KeyStore  # noqa: E402
 from loadgen.payloads import ReplyRule  # noqa: E402
 from loadgen.protocol import dtls  # noqa: E402
-from loadgen.recorder import Tally  # noqa: E402
+from loadgen.recorder import FanOut, Tally  # noqa: E402
+from loadgen.users import LocustSink  # noqa: E402
 from loadgen.transport.association import DtlsAssociation, PingPlan  # noqa: E402
 
 
 def cpu() -> float:
     return time.process_time()
+
+
+def run_sink(tally: Tally) -> FanOut:
+    """What a real run's associations report to: Locust's request events (with Locust's
+    own stats listening) and loadgen's exact tally."""
+    env = Environment()
+    env.create_local_runner()  # wires Locust's stats to the request event
+    return FanOut([LocustSink(env.events.request, "DTLS"), tally])
 
 
 def engine_only(n: int) -> tuple[float, float]:
@@ -74,11 +85,12 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int) -> tup
     """Client CPU seconds per completed handshake over loopback, and handshakes per wall second."""
     ctx = dtls.client_context()
     tally = Tally()
+    sink = run_sink(tally)
     todo = iter(range(n))
 
     def worker() -> None:
         for i in todo:
-            DtlsAssociation(f"bench-{i}", "bench", address, ctx, tally, identity=b"bench-%d" % i,
+            DtlsAssociation(f"bench-{i}", "bench", address, ctx, sink, identity=b"bench-%d" % i,
                             key=QUICKSTART_KEY, message_level=logging.WARNING).handshake_once()
 
     c0, w0 = cpu(), time.perf_counter()
@@ -93,7 +105,8 @@ def pings(address: tuple[str, int], associations: int, seconds: float) -> tuple[
     ctx = dtls.client_context()
     tally = Tally()
     plan = PingPlan(interval=0.0, timeout=2.0, reply=ReplyRule("echo"))  # back-to-back pings
-    assocs = [DtlsAssociation(f"ping-{i}", "bench", address, ctx, tally, identity=b"ping-%d" % i,
+    sink = run_sink(tally)
+    assocs = [DtlsAssociation(f"ping-{i}", "bench", address, ctx, sink, identity=b"ping-%d" % i,
                               key=QUICKSTART_KEY, ping=plan, message_level=logging.WARNING)
               for i in range(associations)]
     greenlets = [gevent.spawn(a.run) for a in assocs]
@@ -127,7 +140,7 @@ def main() -> int:
     print(f"# {command}")
     print(f"engine-only handshake (client+server engines, memory): {both * us:8.1f} us CPU   [baseline]")
     print(f"  of which the client engine                         : {client_engine * us:8.1f} us CPU")
-    print(f"socket handshake, client process CPU                 : {per_hs * us:8.1f} us CPU"
+    print(f"socket handshake + Locust events, client process CPU: {per_hs * us:8.1f} us CPU"
           f"   ratio {per_hs / both:.2f}x baseline, {per_hs / client_engine:.2f}x client engine")
     print(f"  handshakes completed {ht.handshakes.completed}/{args.handshakes}, failed {ht.handshakes.failed}"
           f" {dict(ht.handshakes.failures)}, {hs_rate:.0f} handshakes/s wall ({args.concurrency} concurrent)")
