@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-import locust  # noqa: F401 - as in a real run: gevent's monkey-patching first
 import gevent
+import locust  # noqa: F401 - as in a real run: gevent's monkey-patching first
 from locust.env import Environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,8 +29,8 @@ from loadgen.credentials import KeyStore  # noqa: E402
 from loadgen.payloads import ReplyRule  # noqa: E402
 from loadgen.protocol import dtls  # noqa: E402
 from loadgen.recorder import FanOut, Tally  # noqa: E402
-from loadgen.users import LocustSink  # noqa: E402
 from loadgen.transport.association import DtlsAssociation, PingPlan  # noqa: E402
+from loadgen.users import LocustSink  # noqa: E402
 
 
 def cpu() -> float:
