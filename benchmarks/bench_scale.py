@@ -1,0 +1,102 @@
+"""Scale benchmark: many concurrent DTLS associations in ONE client process.
+
+Ramps up N associations (each pinging every --interval seconds, as devices do),
+holds them for --hold seconds, and prints: handshakes, pings answered (ratio), ping
+RTT percentiles, client memory per association beyond the process baseline (RSS
+measured before the first association and after the hold), client CPU, and the
+server's own summary. The reference server runs in its own process.
+
+    python benchmarks/bench_scale.py --associations 19000 --ramp-rate 1000 --hold 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+
+import locust  # noqa: F401 - as in a real run: gevent's monkey-patching first
+import gevent
+from locust.env import Environment
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loadgen.builtin_server import ServerProcess  # noqa: E402
+from loadgen.cli import QUICKSTART_KEY  # noqa: E402
+from loadgen.payloads import ReplyRule  # noqa: E402
+from loadgen.protocol import dtls  # noqa: E402
+from loadgen.recorder import FanOut, Tally  # noqa: E402
+from loadgen.transport.association import DtlsAssociation, PingPlan  # noqa: E402
+from loadgen.users import LocustSink  # noqa: E402
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--associations", type=int, default=19000)
+    parser.add_argument("--ramp-rate", type=float, default=1000.0, help="associations started per second")
+    parser.add_argument("--interval", type=float, default=5.0, help="ping interval, seconds")
+    parser.add_argument("--hold", type=float, default=30.0, help="seconds to hold every association up")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.associations > hard - 100:
+        print(f"at most {hard - 100} associations fit under the open-file limit ({hard})", file=sys.stderr)
+        return 2
+    n = args.associations
+    tally = Tally()
+    env = Environment()
+    env.create_local_runner()
+    sink = FanOut([LocustSink(env.events.request, "DTLS"), tally])
+    plan = PingPlan(interval=args.interval, jitter=0.1, reply=ReplyRule("echo"))
+    server = ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex(), "--idle-timeout", "120"])
+    with server as address:
+        ctx = dtls.client_context()
+        gevent.sleep(0.5)
+        base = rss_bytes()
+        c0, w0 = time.process_time(), time.perf_counter()
+        assocs = []
+        for i in range(n):
+            assoc = DtlsAssociation(f"s{i}", "scale", address, ctx, sink, identity=b"scale-%d" % i,
+                                    key=QUICKSTART_KEY, ping=plan, message_level=logging.WARNING)
+            assoc.start()
+            assocs.append(assoc)
+            behind = (i + 1) / args.ramp_rate - (time.perf_counter() - w0)
+            if behind > 0:
+                gevent.sleep(behind)
+        while tally.handshakes.completed + tally.handshakes.failed < n and time.perf_counter() - w0 < 600:
+            gevent.sleep(0.5)
+        ramped = time.perf_counter() - w0
+        pings_before = tally.pings.completed + tally.pings.failed
+        tally.pings.histogram.reset()  # RTTs while holding, not while the ramp loads the server
+        gevent.sleep(args.hold)
+        after = rss_bytes()
+        c1 = time.process_time()
+        held = tally.pings.completed + tally.pings.failed - pings_before
+        for assoc in assocs:
+            assoc.close()
+    hs, pings = tally.handshakes, tally.pings
+    answered = pings.completed / max(pings.completed + pings.failed, 1)
+    print(f"# python benchmarks/bench_scale.py {' '.join(sys.argv[1:])}")
+    print(f"associations {n}: handshakes completed {hs.completed}, failed {hs.failed} {dict(hs.failures)}, "
+          f"ramp {ramped:.1f} s")
+    print(f"pings: {pings.completed} answered, {pings.failed} failed {dict(pings.failures)} -> {answered:.4%} "
+          f"answered; {held} ended during the {args.hold:g} s hold")
+    p50, p99 = pings.percentile(50), pings.percentile(99)
+    print(f"ping RTT during the hold: p50 {p50 * 1000 if p50 else 0:.2f} ms, p99 {p99 * 1000 if p99 else 0:.2f} ms")
+    print(f"client memory: {(after - base) / n / 1024:.1f} KiB per association beyond the baseline "
+          f"({base / 2**20:.0f} MiB -> {after / 2**20:.0f} MiB)")
+    print(f"client CPU: {c1 - c0:.1f} s over {time.perf_counter() - w0:.1f} s wall")
+    print(f"server: {server.summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
