@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-import locust  # noqa: F401 - as in a real run: gevent's monkey-patching first
 import gevent
+import locust  # noqa: F401 - as in a real run: gevent's monkey-patching first
 from locust.env import Environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
