@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from hdrh.histogram import HdrHistogram
 
 from .errors import LoadgenError
+from .throttle import ThrottledLog
 
 log = logging.getLogger("loadgen")
 
@@ -55,7 +56,17 @@ class Message:
     text: str
 
 
-Fact = Started | Finished | Message
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """An established association (its handshake completed) ended: error, close_notify or stop.
+
+    Active associations of a target = its completed handshakes - its ``Ended`` facts.
+    """
+
+    target: str
+
+
+Fact = Started | Finished | Message | Ended
 
 
 class Sink(Protocol):
@@ -74,11 +85,18 @@ class FanOut:
 
 
 class LogSink:
-    """Messages go to the ``loadgen`` logger (at their own level); other facts are ignored."""
+    """Messages go to the ``loadgen`` logger at their own level, rate-limited per level and
+    message kind (thousands of associations hitting the same problem make one line a
+    few seconds with a count); other facts are ignored."""
+
+    def __init__(self) -> None:
+        self._log = ThrottledLog(log, interval=5.0, burst=10)
 
     def record(self, fact: Fact) -> None:
         if isinstance(fact, Message):
-            log.log(fact.level, "%s", fact.text)
+            # The kind of message is its text without the association's name.
+            kind = fact.text.removeprefix(f"{fact.association}: ")[:40]
+            self._log.log(fact.level, f"{fact.level}:{kind}", "%s", fact.text)
 
 
 #: Latencies are kept in microseconds, 1 us .. 1 h, to 3 significant digits.

@@ -21,6 +21,7 @@ from ..errors import LoadgenError
 from ..protocol import dtls
 from ..protocol.cookies import CookieJar
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted, PeerClosed
+from ..throttle import ThrottledLog
 
 log = logging.getLogger("loadgen.server")
 
@@ -34,6 +35,7 @@ class ServerStats:
     pings: int = 0
     closed_by_peer: int = 0
     expired: int = 0
+    ignored: int = 0  # datagrams from unknown peers that were not a ClientHello we could answer
     failures: Counter[str] = field(default_factory=Counter)
 
 
@@ -72,6 +74,7 @@ class DtlsServer:
         self._sock: socket.socket | None = None
         self._greenlets: list[gevent.Greenlet] = []
         self.stats = ServerStats()
+        self._log = ThrottledLog(log)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -163,6 +166,7 @@ class DtlsServer:
                 self._sendto(reply, addr)
             if engine is None:
                 self.stats.hello_verify_sent += bool(replies)
+                self.stats.ignored += not replies
                 return
             if peer is not None:
                 self._drop(addr, None)
@@ -191,7 +195,7 @@ class DtlsServer:
                 self.stats.closed_by_peer += 1
             elif isinstance(event, ConnectionFailed):
                 self.stats.failures[event.error.code] += 1
-                log.debug("%s: %s", _peer_text(addr), event.error)
+                self._log.log(logging.WARNING, event.error.code, "%s: %s", _peer_text(addr), event.error)
         self._send(engine, addr)
         if engine.closed:
             self._drop(addr, None)
@@ -218,7 +222,7 @@ class DtlsServer:
         try:
             self._sock.sendto(datagram, addr)
         except OSError as exc:  # a full buffer or a vanished peer must not stop the server
-            log.debug("send to %s failed: %s", _peer_text(addr), exc)
+            self._log.log(logging.WARNING, "send", "send to %s failed: %s", _peer_text(addr), exc)
 
 
 def _peer_key(addr: tuple) -> bytes:
