@@ -44,6 +44,7 @@ class Wire:
         peer: bytes = b"192.0.2.1:40000",
         drop: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset(),
         server_mtu: int = dtls.DEFAULT_MTU,
+        server_light: bool = True,
     ) -> None:
         self.server_context = server_context
         self.client = client
@@ -51,6 +52,7 @@ class Wire:
         self.peer = peer
         self.drop = set(drop)
         self.server_mtu = server_mtu
+        self.server_light = server_light
         self.log: list[Sent] = []
         self.client_events: list[Event] = []
         self.server_events: list[Event] = []
@@ -86,7 +88,8 @@ class Wire:
         if direction == S2C:
             self.client.receive_datagram(datagram)
         elif self.server is None:
-            engine, replies = dtls.accept(self.server_context, datagram, self.peer, mtu=self.server_mtu)
+            engine, replies = dtls.accept(self.server_context, datagram, self.peer, mtu=self.server_mtu,
+                                          light=self.server_light)
             self.server = engine
             self._queues[S2C].extend(replies)
         else:

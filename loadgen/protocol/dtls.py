@@ -23,9 +23,10 @@ from ..errors import (
     PskKeyMismatch,
     error_from_openssl,
 )
-from . import records
+from . import record_layer, records
 from .cookies import CookieJar
 from .events import ConnectionFailed, DataReceived, Event, HandshakeCompleted, PeerClosed
+from .record_layer import RecordLayer
 
 #: PSK suites with AEAD ciphers (CCM8 is the common IoT/CoAP choice).
 DEFAULT_PSK_CIPHERS = (
@@ -125,9 +126,10 @@ def _reason(exc: SSL.Error) -> str:
 class DtlsEngine:
     """One DTLS association (client or server side) over memory BIOs."""
 
-    def __init__(self, connection: SSL.Connection, *, is_client: bool, mtu: int = DEFAULT_MTU) -> None:
+    def __init__(self, connection: SSL.Connection, *, is_client: bool, mtu: int = DEFAULT_MTU,
+                 light: bool = True) -> None:
         _check_mtu(mtu)
-        self._conn = connection
+        self._conn: SSL.Connection = connection
         self.is_client = is_client
         self.mtu = mtu
         connection.set_ciphertext_mtu(mtu)
@@ -143,16 +145,25 @@ class DtlsEngine:
         self._bad_finished = 0  # server: client Finished that did not decrypt
         self._ccs_seen = False  # server: the client's ChangeCipherSpec arrived
         self._last_epoch0_seq = -1  # server: for our own plaintext alert
+        # After the handshake, application data can run through our own record layer
+        # and the (large) OpenSSL connection is dropped: see record_layer.py.
+        self._light = light
+        self._records: RecordLayer | None = None
+        self._epoch1_sent = -1  # highest epoch-1 sequence number we sent (our Finished)
+        self._epoch1_seen = -1  # highest epoch-1 sequence number the peer sent
+        self._final_flight = b""  # server: CCS+Finished, re-sent if the client repeats its flight
+        self._established: tuple[str, str, bytes | None, int] | None = None  # cipher, version, identity, mtu
 
     # -- construction -------------------------------------------------------
 
     @classmethod
-    def client(cls, context: SSL.Context, choose: PskChooser, *, mtu: int = DEFAULT_MTU) -> DtlsEngine:
+    def client(cls, context: SSL.Context, choose: PskChooser, *, mtu: int = DEFAULT_MTU,
+               light: bool = True) -> DtlsEngine:
         """A client engine; call :meth:`start` to send the ClientHello."""
         conn = SSL.Connection(context, None)
         conn.set_app_data(choose)
         conn.set_connect_state()
-        return cls(conn, is_client=True, mtu=mtu)
+        return cls(conn, is_client=True, mtu=mtu, light=light)
 
     def start(self) -> None:
         """Begin the handshake (client): queues the ClientHello."""
@@ -164,10 +175,15 @@ class DtlsEngine:
         """Feed one datagram from the peer; read events with :meth:`next_event`."""
         if self.closed:
             return
+        if self._records is not None:
+            self._receive_light(datagram)
+            return
         try:
             self._conn.bio_write(datagram)
         except SSL.Error:
             return
+        if not self.handshake_done:
+            self._note_incoming(datagram)
         was_done = self.handshake_done
         ccs_before = self._ccs_sent
         if not self.handshake_done:
@@ -179,16 +195,18 @@ class DtlsEngine:
             # OpenSSL re-sent our final flight because the peer retransmitted its own
             # (our CCS+Finished was lost): a retransmission, without a timer.
             self.retransmits += 1
+        if self.handshake_done and not was_done and not self.closed:
+            self._go_light()
 
     def get_timer(self) -> float | None:
         """Seconds until :meth:`handle_timer` is due (handshake retransmission), or None."""
-        if self.closed:
+        if self.closed or self._records is not None:
             return None
         return self._conn.DTLSv1_get_timeout()
 
     def handle_timer(self) -> None:
         """Retransmit the last flight if OpenSSL's timer has expired."""
-        if self.closed:
+        if self.closed or self._records is not None:
             return
         try:
             if self._conn.DTLSv1_handle_timeout():
@@ -206,6 +224,9 @@ class DtlsEngine:
             raise LocalProtocolError(
                 f"cannot send {len(data)} bytes: at most {self.cleartext_mtu} fit one datagram"
             )
+        if self._records is not None:
+            self._outgoing += self._records.seal(records.APPLICATION_DATA, data)
+            return
         try:
             self._conn.send(data)
         except SSL.Error as exc:
@@ -216,12 +237,15 @@ class DtlsEngine:
         """Send close_notify (Qt: shutdown alert) and stop."""
         if self.closed:
             return
+        self.closed = True
+        if self._records is not None:
+            self._outgoing += self._records.seal(records.ALERT, bytes((records.ALERT_WARNING, records.CLOSE_NOTIFY)))
+            return
         try:
             self._conn.shutdown()
         except SSL.Error:
             pass
         self._pull_outgoing()
-        self.closed = True
 
     # -- outputs ------------------------------------------------------------
 
@@ -254,17 +278,28 @@ class DtlsEngine:
 
     @property
     def cipher(self) -> str | None:
+        if self._established is not None:
+            return self._established[0]
         return self._conn.get_cipher_name()
 
     @property
     def peer_identity(self) -> bytes | None:
         """Server side: the PSK identity the client presented."""
+        if self._established is not None:
+            return self._established[2]
         data = self._conn.get_app_data()
         return data.identity if isinstance(data, ServerPeer) else None
 
     @property
     def cleartext_mtu(self) -> int:
+        if self._established is not None:
+            return self._established[3]
         return self._conn.get_cleartext_mtu()
+
+    @property
+    def light(self) -> bool:
+        """True once application data runs through loadgen's record layer (OpenSSL's object freed)."""
+        return self._records is not None
 
     def timeout_error(self) -> LoadgenError:
         """The error to report when the transport's handshake deadline passes.
@@ -322,6 +357,63 @@ class DtlsEngine:
             self._outgoing += records.plaintext_alert(records.ALERT_DECRYPT_ERROR, self._last_epoch0_seq + 1)
             self._fail(PskKeyMismatch("client Finished did not decrypt: the pre-shared keys differ"))
 
+    def _note_incoming(self, datagram: bytes) -> None:
+        for rec in records.records(datagram):
+            if rec.epoch == 1:
+                self._epoch1_seen = max(self._epoch1_seen, rec.sequence)
+
+    def _go_light(self) -> None:
+        """Hand application data to our record layer and free OpenSSL's connection."""
+        conn = self._conn
+        self._established = (conn.get_cipher_name() or "", conn.get_protocol_version_name(),
+                             self.peer_identity, conn.get_cleartext_mtu())
+        suite = record_layer.SUITES.get(self._established[0])
+        if not self._light or suite is None or self._epoch1_sent < 0 or self._epoch1_seen < 0:
+            self._established = None
+            return
+        master, client_random, server_random = conn.master_key(), conn.client_random(), conn.server_random()
+        if master is None or client_random is None or server_random is None:
+            self._established = None
+            return
+        self._records = RecordLayer(
+            suite, master_key=master, client_random=client_random,
+            server_random=server_random, is_client=self.is_client,
+            write_seq=self._epoch1_sent + 1, read_seq=self._epoch1_seen,
+        )
+        if not self.is_client:
+            self._final_flight = bytes(self._outgoing)
+        del self._conn  # the SSL object and its buffers go with the last reference
+
+    def _receive_light(self, datagram: bytes) -> None:
+        assert self._records is not None
+        for rec, raw in records.record_slices(datagram):
+            if rec.epoch == 1 and rec.content_type in (records.APPLICATION_DATA, records.ALERT):
+                opened = self._records.open(raw)
+                if opened is None:
+                    continue  # replayed, forged or corrupted: dropped silently, as DTLS does
+                content_type, plaintext = opened
+                if content_type == records.APPLICATION_DATA:
+                    if plaintext:
+                        self._events.append(DataReceived(plaintext))
+                elif len(plaintext) == 2:
+                    self._on_alert(plaintext[0], plaintext[1])
+                    return
+            elif rec.epoch == 0 and rec.content_type == records.HANDSHAKE and self._final_flight:
+                # The client repeated its last flight: our CCS+Finished was lost. Once
+                # per datagram, however many of its records arrived.
+                self._outgoing += self._final_flight
+                self.retransmits += 1
+                return
+
+    def _on_alert(self, level: int, description: int) -> None:
+        self.closed = True
+        if description == records.CLOSE_NOTIFY:
+            self._events.append(PeerClosed())
+            return
+        name = records.ALERT_NAMES.get(description, f"alert {description}")
+        self.error = error_from_openssl(f"tlsv1 alert {name}", remote=True)
+        self._events.append(ConnectionFailed(self.error))
+
     def _read_application_data(self, single_record: bool = False) -> None:
         while True:
             try:
@@ -342,6 +434,8 @@ class DtlsEngine:
                     return  # the datagram held one record and we have it: skip the read that would fail
 
     def _pull_outgoing(self) -> None:
+        if self._records is not None:
+            return  # no OpenSSL connection any more: records are sealed straight into _outgoing
         while True:
             try:
                 chunk = self._conn.bio_read(_BIO_READ_SIZE)
@@ -356,6 +450,8 @@ class DtlsEngine:
         if self.handshake_done and chunk[0] == records.APPLICATION_DATA and _is_one_record(chunk):
             return  # the hot path: one encrypted record, nothing to learn from its header
         for rec in records.records(chunk):
+            if rec.epoch == 1:
+                self._epoch1_sent = max(self._epoch1_sent, rec.sequence)
             if rec.epoch == 0:
                 if rec.content_type == records.CHANGE_CIPHER_SPEC:
                     self._ccs_sent += 1
@@ -379,7 +475,7 @@ def _is_one_record(data: bytes) -> bool:
 
 
 def accept(
-    context: SSL.Context, datagram: bytes, peer: bytes, *, mtu: int = DEFAULT_MTU
+    context: SSL.Context, datagram: bytes, peer: bytes, *, mtu: int = DEFAULT_MTU, light: bool = True
 ) -> tuple[DtlsEngine | None, list[bytes]]:
     """Handle a datagram from a peer the server keeps no state for.
 
@@ -403,7 +499,7 @@ def accept(
         return None, [reply] if reply and len(reply) <= len(datagram) else []
     except SSL.Error:
         return None, []
-    engine = DtlsEngine(conn, is_client=False, mtu=mtu)
+    engine = DtlsEngine(conn, is_client=False, mtu=mtu, light=light)
     engine._advance_handshake(None)
     engine._pull_outgoing()
     return engine, engine.datagrams_to_send()

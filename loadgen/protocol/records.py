@@ -22,8 +22,16 @@ APPLICATION_DATA = 23
 DTLS_1_2 = 0xFEFD
 DTLS_1_0 = 0xFEFF
 
+ALERT_WARNING = 1
 ALERT_FATAL = 2
+CLOSE_NOTIFY = 0
 ALERT_DECRYPT_ERROR = 51
+#: Alert descriptions (RFC 5246 7.2, RFC 4279) by number, in OpenSSL's wording.
+ALERT_NAMES = {
+    0: "close notify", 10: "unexpected message", 20: "bad record mac", 22: "record overflow",
+    40: "handshake failure", 47: "illegal parameter", 50: "decode error", 51: "decrypt error",
+    70: "protocol version", 80: "internal error", 90: "user canceled", 115: "unknown psk identity",
+}
 
 
 class Record(NamedTuple):
@@ -43,6 +51,15 @@ def records(datagram: bytes) -> Iterator[Record]:
             return
         yield Record(ctype, version, epoch, (seq_hi << 16) | seq_lo, length)
         offset += HEADER_LEN + length
+
+
+def record_slices(datagram: bytes) -> Iterator[tuple[Record, bytes]]:
+    """Like :func:`records`, with each record's bytes (header included)."""
+    offset = 0
+    for rec in records(datagram):
+        end = offset + HEADER_LEN + rec.length
+        yield rec, datagram[offset:end]
+        offset = end
 
 
 def is_client_hello(datagram: bytes) -> bool:

@@ -1,0 +1,140 @@
+"""The DTLS 1.2 record layer for application data, after OpenSSL finished the handshake.
+
+Why: an established OpenSSL DTLS connection holds about 50 KiB (record-layer buffers
+it keeps for the connection's lifetime), which caps how many associations a process
+can hold. Once the handshake is over, all an association needs is its keys, two
+sequence numbers and a replay window. We take the negotiated secrets from the
+connection, derive the key block (RFC 5246 5, 6.3), drop the ``SSL`` object, and seal
+and open records here with ``cryptography``'s AEAD ciphers (RFC 6347 4.1, RFC 5288,
+RFC 6655, RFC 7905). Only AEAD suites are handled; anything else stays in OpenSSL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
+
+from . import records
+
+_EPOCH_SEQ = struct.Struct("!HHI")  # epoch, then the 48-bit sequence number as 16 + 32 bits
+_AAD_TAIL = struct.Struct("!BHH")  # type, version, plaintext length
+WINDOW = 64  # replay window (RFC 6347 4.1.2.6)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What the record layer needs to know about one AEAD cipher suite."""
+
+    key_len: int
+    fixed_iv_len: int  # 4 (salt; 8-byte explicit nonce per record) or 12 (ChaCha20: no explicit nonce)
+    tag_len: int
+    aead: Any  # factory(key) -> AEAD object
+    prf_hash: Any = hashlib.sha256
+
+
+def _ccm(tag: int) -> Any:
+    return lambda key: AESCCM(key, tag_length=tag)
+
+
+#: OpenSSL cipher names -> suite parameters. Both PSK and ECDHE/DHE variants share them.
+SUITES: dict[str, Suite] = {}
+for _kx in ("PSK", "DHE-PSK", "ECDHE-PSK", "RSA-PSK", "ECDHE-ECDSA", "ECDHE-RSA", "DHE-RSA"):
+    SUITES[f"{_kx}-AES128-GCM-SHA256"] = Suite(16, 4, 16, AESGCM)
+    SUITES[f"{_kx}-AES256-GCM-SHA384"] = Suite(32, 4, 16, AESGCM, hashlib.sha384)
+    SUITES[f"{_kx}-CHACHA20-POLY1305"] = Suite(32, 12, 16, ChaCha20Poly1305)
+    SUITES[f"{_kx}-AES128-CCM"] = Suite(16, 4, 16, _ccm(16))
+    SUITES[f"{_kx}-AES256-CCM"] = Suite(32, 4, 16, _ccm(16))
+    SUITES[f"{_kx}-AES128-CCM8"] = Suite(16, 4, 8, _ccm(8))
+    SUITES[f"{_kx}-AES256-CCM8"] = Suite(32, 4, 8, _ccm(8))
+
+
+def prf(secret: bytes, label: bytes, seed: bytes, length: int, hash_fn: Any = hashlib.sha256) -> bytes:
+    """The TLS 1.2 PRF: P_hash(secret, label + seed) (RFC 5246 5)."""
+    seed = label + seed
+    out = b""
+    a = seed
+    while len(out) < length:
+        a = hmac.new(secret, a, hash_fn).digest()
+        out += hmac.new(secret, a + seed, hash_fn).digest()
+    return out[:length]
+
+
+class RecordLayer:
+    """Seals and opens epoch-1 records for one side of an established association."""
+
+    def __init__(self, suite: Suite, *, master_key: bytes, client_random: bytes, server_random: bytes,
+                 is_client: bool, write_seq: int, read_seq: int, version: int = records.DTLS_1_2) -> None:
+        n_key, n_iv = suite.key_len, suite.fixed_iv_len
+        block = prf(master_key, b"key expansion", server_random + client_random, 2 * (n_key + n_iv),
+                    suite.prf_hash)
+        client_key, server_key = block[:n_key], block[n_key : 2 * n_key]
+        client_iv, server_iv = block[2 * n_key : 2 * n_key + n_iv], block[2 * n_key + n_iv :]
+        write_key, read_key = (client_key, server_key) if is_client else (server_key, client_key)
+        self._write_iv, self._read_iv = (client_iv, server_iv) if is_client else (server_iv, client_iv)
+        self._sealer = suite.aead(write_key)
+        self._opener = suite.aead(read_key)
+        self._explicit = n_iv == 4
+        self._tag_len = suite.tag_len
+        self._version = version
+        self._epoch = 1
+        self._write_seq = write_seq  # next sequence number to use
+        self._read_top = read_seq  # highest sequence number accepted so far
+        self._read_window = 1  # bit i set: (read_top - i) seen
+
+    def _nonce(self, iv: bytes, epoch_seq: bytes, explicit: bytes) -> bytes:
+        if self._explicit:
+            return iv + explicit
+        # RFC 7905: the 64-bit record sequence number, left-padded, XORed into the 12-byte IV.
+        return bytes(a ^ b for a, b in zip(iv, b"\x00\x00\x00\x00" + epoch_seq, strict=True))
+
+    def seal(self, content_type: int, plaintext: bytes) -> bytes:
+        """One encrypted record carrying ``plaintext``."""
+        seq = self._write_seq
+        self._write_seq += 1
+        epoch_seq = _EPOCH_SEQ.pack(self._epoch, seq >> 32, seq & 0xFFFFFFFF)
+        aad = epoch_seq + _AAD_TAIL.pack(content_type, self._version, len(plaintext))
+        explicit = epoch_seq if self._explicit else b""
+        sealed = explicit + self._sealer.encrypt(self._nonce(self._write_iv, epoch_seq, explicit), plaintext, aad)
+        return struct.pack("!BH", content_type, self._version) + epoch_seq + struct.pack("!H", len(sealed)) + sealed
+
+    def open(self, record: bytes) -> tuple[int, bytes] | None:
+        """``(content_type, plaintext)`` of one epoch-1 record, or None if it must be dropped
+        (wrong epoch, replayed, or failing authentication: DTLS drops such records silently)."""
+        if len(record) < records.HEADER_LEN or record[3:5] != b"\x00\x01":
+            return None
+        seq = int.from_bytes(record[5:11], "big")
+        if not self._fresh(seq):
+            return None
+        epoch_seq = record[3:11]
+        body = record[records.HEADER_LEN :]
+        explicit = body[:8] if self._explicit else b""
+        ciphertext = body[len(explicit) :]
+        if len(ciphertext) < self._tag_len:
+            return None
+        aad = epoch_seq + _AAD_TAIL.pack(record[0], self._version, len(ciphertext) - self._tag_len)
+        try:
+            plaintext = self._opener.decrypt(self._nonce(self._read_iv, epoch_seq, explicit), ciphertext, aad)
+        except InvalidTag:
+            return None
+        self._accept(seq)
+        return record[0], plaintext
+
+    def _fresh(self, seq: int) -> bool:
+        if seq > self._read_top:
+            return True
+        offset = self._read_top - seq
+        return offset < WINDOW and not (self._read_window >> offset) & 1
+
+    def _accept(self, seq: int) -> None:
+        if seq > self._read_top:
+            shift = seq - self._read_top
+            self._read_window = ((self._read_window << shift) | 1) & ((1 << WINDOW) - 1)
+            self._read_top = seq
+        else:
+            self._read_window |= 1 << (self._read_top - seq)
