@@ -35,8 +35,10 @@ class ServerProcess:
         # Works uninstalled too: the child must import the same loadgen as we do.
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        # Its own process group: Ctrl-C in the terminal must stop the clients first; we stop
+        # the server after them (otherwise it says goodbye to every client mid-run).
         self._proc = subprocess.Popen(self._args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=env)
+                                      env=env, process_group=0)
         assert self._proc.stdout is not None
         deadline = time.monotonic() + self._timeout
         line = ""
