@@ -7,6 +7,7 @@ it would halve the rate a run can offer.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ class ServerProcess:
         # Its own process group: Ctrl-C in the terminal must stop the clients first; we stop
         # the server after them (otherwise it says goodbye to every client mid-run).
         self._proc = subprocess.Popen(self._args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=env, process_group=0)
+                                      env=env, process_group=0, preexec_fn=_die_with_parent)
         assert self._proc.stdout is not None
         deadline = time.monotonic() + self._timeout
         line = ""
@@ -65,6 +66,17 @@ class ServerProcess:
             out, err = proc.communicate()
         lines = (out.strip() or err.strip()).splitlines()
         self.summary = lines[-1] if lines else ""
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, even by SIGKILL (Linux), so that a
+    server in its own process group is never left behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def builtin_server(scenario_path: Path) -> ServerProcess:
