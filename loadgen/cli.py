@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import cli_stats
 from .credentials import KeyStore, Secret, derive_key, key_from_env, key_from_file, parse_hex
 from .errors import ConfigError
 
@@ -63,6 +64,26 @@ def key_store_from_args(args: argparse.Namespace) -> KeyStore:
 QUICKSTART_KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 
 
+def _tls_serve_options(stls: argparse.ArgumentParser) -> None:
+    stls.add_argument("--host", default="127.0.0.1")
+    stls.add_argument("--port", type=int, default=4433, help="0 picks a free port (printed)")
+    stls.add_argument("--cert", metavar="PATH", help="PEM certificate (chain); may hold the key too")
+    stls.add_argument("--key", metavar="PATH", help="PEM private key (default: in --cert)")
+    stls.add_argument("--ca-file", metavar="PATH", help="CAs for client certificates (used first)")
+    stls.add_argument("--ca-dir", metavar="PATH", help="directory of CAs under hashed names (openssl rehash)")
+    stls.add_argument("--require-client-cert", action="store_true", help="refuse clients without a valid certificate")
+    stls.add_argument("--min-version", choices=("1.2", "1.3"), default="1.2")
+    stls.add_argument("--max-version", choices=("1.2", "1.3"), default="1.3")
+    stls.add_argument("--ciphers", default=None, help="TLS 1.2 cipher list (OpenSSL syntax)")
+    stls.add_argument("--ciphersuites", default=None, help="TLS 1.3 ciphersuites")
+    stls.add_argument("--no-resumption", action="store_true", help="no session tickets, no session cache")
+    stls.add_argument("--hint", default="loadgen", help="PSK identity hint, TLS 1.2 ('' for none)")
+    stls.add_argument("--reply", choices=("echo", "qt"), default="echo",
+                      help="echo each line, or answer like Qt's server: 'to IDENTITY: LINE'")
+    stls.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS")
+    _key_options(stls)  # PSK mode: without --cert, or with --cert when a key option is given too
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loadgen", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
@@ -80,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     sdtls.add_argument("--mtu", type=int, default=None)
     sdtls.add_argument("--ciphers", default=None)
     _key_options(sdtls)
+    cli_stats.add_throttle_options(sdtls)
+    _tls_serve_options(serve_sub.add_parser("tls", help="reference TLS server (line echo): "
+                                            "certificate and key, or PSK"))
 
     run = sub.add_parser("run", help="run a scenario: headless (default), --web, or distributed")
     run.add_argument("scenario")
@@ -100,11 +124,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--builtin-address", default=None, metavar="HOST:PORT",
                      help="worker: the master's built-in server (printed by the master)")
     run.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
+    cli_stats.add_workload_options(run)
+    cli_stats.add_output_options(run)
+    cli_stats.add_commands(sub)  # capacity, report
 
     sub.add_parser("locustfile", help="print the path of loadgen's locustfile (for plain `locust -f`)")
 
     validate = sub.add_parser("validate", help="check a scenario file without running it")
     validate.add_argument("scenario")
+
+    from .impair import OPTIONS as IMPAIR_OPTIONS
+
+    impair = sub.add_parser("impair", help="UDP impairment proxy: loss, delay, duplication, reordering, corruption")
+    impair.add_argument("--listen", default="127.0.0.1:6000", metavar="HOST:PORT", help="port 0 picks a free port")
+    impair.add_argument("--to", required=True, metavar="HOST:PORT", help="where datagrams go (the server)")
+    impair.add_argument("--seed", default=None, help="seed for reproducible runs (default: random, printed)")
+    impair.add_argument("--max-clients", default="10000", metavar="N", help="client mappings kept at most")
+    impair.add_argument("--idle-timeout", default="60s", metavar="TIME", help="a client mapping idle this long expires")
+    both = impair.add_argument_group("impairments, both directions (--up-X / --down-X: client->server / back only)")
+    for name, (metavar, text) in IMPAIR_OPTIONS.items():
+        flag = name.replace("_", "-")
+        both.add_argument(f"--{flag}", metavar=metavar, help=text)
+        both.add_argument(f"--up-{flag}", metavar=metavar, help=argparse.SUPPRESS)
+        both.add_argument(f"--down-{flag}", metavar=metavar, help=argparse.SUPPRESS)
     return parser
 
 
@@ -127,6 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "validate":
             return _validate(args)
+        if args.command == "capacity":
+            return cli_stats.capacity(args)
+        if args.command == "report":
+            return cli_stats.report(args)
+        if args.command == "impair":
+            return _impair(args)
     except ConfigError as exc:
         print(f"loadgen: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
@@ -141,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
     from .runner import RunOptions, run
     from .scenario import load_scenario
 
-    scenario = load_scenario(args.scenario)
+    scenario = cli_stats.apply_output_options(load_scenario(args.scenario), args)
     if args.processes < 0 or (args.workers is not None and args.workers < 1):
         raise ConfigError("--processes and --workers must be positive")
     builtin = None
@@ -155,7 +203,7 @@ def _run(args: argparse.Namespace) -> int:
         master=args.master, worker=args.worker, master_host=args.master_host, master_port=args.master_port,
         expect_workers=args.expect_workers, worker_index=args.worker_index,
         workers=args.workers, builtin_address=builtin,
-        run_dir=Path(args.run_dir) if args.run_dir else None,
+        run_dir=Path(args.run_dir) if args.run_dir else None, workload=args.workload, period=args.period,
     )
     outcome = run(scenario, options)
     return 0 if outcome.passed else EXIT_THRESHOLD
@@ -169,7 +217,49 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_tls(args: argparse.Namespace) -> int:
+    import gevent
+    from gevent.event import Event
+
+    from .protocol import tls
+    from .transport.tls_server import TlsServer
+
+    psk_given = any(getattr(args, name, None) for name in (
+        "psk_hex", "psk_env", "psk_file", "psk_csv", "scenario", "psk_master_env"))
+    keys = key_store_from_args(args) if psk_given or not args.cert else None
+    if args.require_client_cert and not (args.cert and (args.ca_file or args.ca_dir)):
+        raise ConfigError("--require-client-cert needs --cert and --ca-file or --ca-dir")
+    options = tls.TlsOptions(
+        min_version=args.min_version, max_version=args.max_version, ciphers=args.ciphers,
+        ciphersuites=args.ciphersuites, ca_file=args.ca_file, ca_dir=args.ca_dir, cert_file=args.cert,
+        key_file=args.key, verify="require" if args.require_client_cert else "none",
+        resumption=not args.no_resumption,
+    )
+    context = tls.server_context(options, keys=keys, hint=args.hint.encode() or None)
+    server = TlsServer(context, host=args.host, port=args.port, reply=args.reply, idle_timeout=args.idle_timeout)
+    try:
+        server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    host, port = server.address
+    print(f"loadgen: TLS server listening on {host}:{port}", flush=True)
+    done = Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, done.set)
+    done.wait()
+    stats = server.stats
+    server.stop()
+    print(
+        f"loadgen: TLS server stopped: {stats.handshakes} handshakes ({stats.resumed} resumed), "
+        f"{stats.pings} pings answered, {sum(stats.failures.values())} failures {dict(stats.failures)}",
+        flush=True,
+    )
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
+    if args.protocol == "tls":
+        return _serve_tls(args)
     import gevent
     from gevent.event import Event
 
@@ -186,6 +276,8 @@ def _serve(args: argparse.Namespace) -> int:
         ciphers=args.ciphers or dtls.DEFAULT_PSK_CIPHERS,
         mtu=args.mtu or dtls.DEFAULT_MTU,
         idle_timeout=args.idle_timeout,
+        max_handshake_rate=args.max_handshake_rate,
+        max_ping_rate=args.max_ping_rate,
     )
     try:
         server.start()
@@ -201,7 +293,49 @@ def _serve(args: argparse.Namespace) -> int:
     server.stop()
     print(
         f"loadgen: DTLS server stopped: {stats.handshakes} handshakes, {stats.pings} pings answered, "
-        f"{sum(stats.failures.values())} failures {dict(stats.failures)}",
+        f"{sum(stats.failures.values())} failures {dict(stats.failures)}"
+        + (f", throttled {stats.throttled_handshakes} handshakes, {stats.throttled_pings} pings"
+           if args.max_handshake_rate or args.max_ping_rate else ""),
         flush=True,
     )
+    return 0
+
+
+def _impair(args: argparse.Namespace) -> int:
+    import time
+
+    import gevent
+    from gevent.event import Event
+
+    from . import impair
+
+    up, down = impair.impairments_from_options(vars(args))
+    listen = impair.parse_address(args.listen, "--listen", any_port=True)
+    target = impair.parse_address(args.to, "--to")
+    if args.seed is not None and not args.seed.isdigit():
+        raise ConfigError(f"--seed: expected a whole number >= 0, got {args.seed!r}")
+    max_clients = impair.parse_size(args.max_clients, "--max-clients")
+    idle_timeout = impair.parse_duration(args.idle_timeout, "--idle-timeout")
+    if idle_timeout <= 0:
+        raise ConfigError(f"--idle-timeout: expected a time > 0, got {args.idle_timeout!r}")
+    proxy = impair.ImpairmentProxy(target, listen=listen, up=up, down=down, max_clients=max_clients,
+                                   seed=int(args.seed) if args.seed is not None else None, idle_timeout=idle_timeout)
+    try:
+        proxy.start()
+    except OSError as exc:
+        raise ConfigError(f"--listen: cannot listen on {args.listen}: {exc.strerror}") from None
+    started = time.monotonic()
+    print(f"loadgen: impairment proxy on {impair.format_address(proxy.address)} -> {impair.format_address(target)}",
+          flush=True)
+    print(f"loadgen: seed {proxy.seed}; up: {up.describe()}; down: {down.describe()}", flush=True)
+    done = Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, done.set)
+    done.wait()
+    proxy.stop()
+    stats = proxy.stats
+    print(f"loadgen: impairment proxy stopped after {time.monotonic() - started:.1f} s, {stats.clients} clients "
+          f"({stats.expired} expired, {stats.evicted} evicted)", flush=True)
+    for direction in ("up", "down"):
+        print(f"loadgen: {impair.counters_line(direction, getattr(stats, direction))}", flush=True)
     return 0

@@ -77,6 +77,54 @@ class ConfigError(LocalProtocolError):
     code = "config-error"
 
 
+class HostNotFound(LocalProtocolError):
+    """The target's host name did not resolve."""
+
+    code = "host-not-found"
+
+
+class ConnectTimeout(LoadgenError):
+    """TCP connect did not complete in time."""
+
+    code = "connect-timeout"
+
+
+class ConnectionReset(RemoteProtocolError):
+    """The peer reset the TCP connection (or it broke) without a TLS close_notify."""
+
+    code = "connection-reset"
+
+
+class SocketError(LoadgenError):
+    """Any other socket-level failure; the message carries the OS error."""
+
+    code = "socket-error"
+
+
+class ClientCertRequired(HandshakeFailed):
+    """The server requires a client certificate and we sent none (or the client sent none)."""
+
+    code = "cert-required"
+
+
+class CertificateCheckFailed(HandshakeFailed):
+    """Peer certificate verification failed (QtSSLSocket's certCheckFailed).
+
+    ``verify_code`` is OpenSSL's X509 verify result (e.g. 10 = expired), ``description``
+    OpenSSL's text for it, ``depth`` the position in the chain (0 = the peer's own).
+    ``code`` is one of the stable ``cert-*`` codes from :func:`cert_error`.
+    """
+
+    code = "cert-invalid"
+
+    def __init__(self, message: str = "", *, code: str | None = None, verify_code: int = 0,
+                 description: str = "", depth: int = 0) -> None:
+        super().__init__(message, code=code)
+        self.verify_code = verify_code
+        self.description = description
+        self.depth = depth
+
+
 # Alert descriptions (RFC 5246 / 4279) that map to their own codes. Anything else
 # becomes "tls-<description with dashes>" so new alerts still get a stable code.
 _ALERT_CODES = {
@@ -84,6 +132,10 @@ _ALERT_CODES = {
     "psk identity not found": PskUnknownIdentity,
     "decrypt error": PskKeyMismatch,
     "bad record mac": PskKeyMismatch,
+    "decryption failed or bad record mac": PskKeyMismatch,
+    "binder does not verify": PskKeyMismatch,  # TLS 1.3 external PSK with the wrong key
+    "certificate required": ClientCertRequired,  # TLS 1.3 alert 116
+    "peer did not return a certificate": ClientCertRequired,
 }
 
 
@@ -104,3 +156,33 @@ def error_from_openssl(reason: str, *, remote: bool) -> HandshakeFailed:
     if cls is not None:
         return cls(f"{reason} ({who})")
     return HandshakeFailed(f"{reason} ({who})", code="tls-" + text.replace(" ", "-"))
+
+
+# X509 verify result codes (OpenSSL's X509_V_ERR_*) with a stable code of their own.
+# Anything else is "cert-invalid"; the verify code and OpenSSL's description travel along.
+_VERIFY_CODES = {
+    2: "cert-untrusted",  # unable to get issuer certificate
+    7: "cert-signature-invalid",
+    9: "cert-not-yet-valid",
+    10: "cert-expired",
+    18: "cert-self-signed",  # depth zero self-signed certificate
+    19: "cert-untrusted",  # self-signed certificate in chain (a root we do not trust)
+    20: "cert-untrusted",  # unable to get local issuer certificate (unknown CA)
+    21: "cert-untrusted",  # unable to verify the first certificate
+    23: "cert-revoked",
+    24: "cert-invalid-ca",
+    26: "cert-invalid-purpose",
+    27: "cert-untrusted",
+    28: "cert-rejected",
+    62: "cert-hostname-mismatch",
+    64: "cert-hostname-mismatch",  # IP address mismatch
+}
+
+
+def cert_error(verify_code: int, description: str, depth: int = 0) -> CertificateCheckFailed:
+    """The coded error for an X509 verify result of our check of the peer's certificate."""
+    return CertificateCheckFailed(
+        f"certificate check failed at depth {depth}: {description} (verify code {verify_code})",
+        code=_VERIFY_CODES.get(verify_code, CertificateCheckFailed.code),
+        verify_code=verify_code, description=description, depth=depth,
+    )

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from locust import events
-from locust.runners import MasterRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import shape  # not the class itself: Locust instantiates every shape class it finds here
 from loadgen.builtin_server import builtin_server
 from loadgen.scenario import load_scenario
+from loadgen.stats.live import LiveStats, Role
+from loadgen.stats.run import RunStats
+from loadgen.stats.sink import StatsSink
 from loadgen.users import DeviceUser, Endpoint, Session
 
 
@@ -36,7 +39,7 @@ def _add_scenario_option(parser: Any) -> None:
 
 
 @events.init.add_listener
-def _bind_scenario(environment: Any, runner: Any = None, **_: Any) -> None:
+def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any) -> None:
     path = getattr(environment.parsed_options, "scenario", "") or os.environ.get("LOADGEN_SCENARIO", "")
     if not path:
         raise SystemExit("loadgen: give --scenario FILE or set LOADGEN_SCENARIO")
@@ -45,7 +48,8 @@ def _bind_scenario(environment: Any, runner: Any = None, **_: Any) -> None:
         environment.shape_class = shape.StagesShape(scenario.stages)
         environment.shape_class.runner = runner
     if isinstance(runner, MasterRunner):
-        return  # the master runs no users
+        _live_stats(environment, None, "master", web_ui)  # the master runs no users, it merges their seconds
+        return
     if scenario.targets:
         endpoints = [Endpoint(t, (t.host, t.port)) for t in scenario.targets]
     else:
@@ -55,3 +59,14 @@ def _bind_scenario(environment: Any, runner: Any = None, **_: Any) -> None:
         endpoints = [Endpoint(BUILTIN_TARGET, server.__enter__())]
         environment.events.quitting.add_listener(lambda **_: server.__exit__(None, None, None))
     Device.session = Session(scenario, environment, endpoints)
+    _live_stats(environment, Device.session.tally, "worker" if isinstance(runner, WorkerRunner) else "local", web_ui)
+
+
+def _live_stats(environment: Any, sink: StatsSink | None, role: Role, web_ui: Any) -> None:
+    """Per-second stats (merged at a master) and the web UI's DTLS/TLS tab, as ``loadgen run`` has them."""
+    stats = RunStats()
+    LiveStats(environment, stats, sink, role).install()
+    if web_ui is not None:
+        from loadgen.webui import install
+
+        install(web_ui, stats)

@@ -100,3 +100,51 @@ def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | Non
     lib.SSL_CTX_set_psk_server_callback(context._context, callback)
     if hint is not None and not lib.SSL_CTX_use_psk_identity_hint(context._context, hint):
         raise ValueError("OpenSSL refused the PSK identity hint")
+
+
+# -- TLS helpers (same private binding, so they live here too) ---------------------------
+
+#: Symbols the TLS engine needs beyond pyOpenSSL's public API (checked by a test).
+TLS_SYMBOLS = (
+    "SSL_session_reused",
+    "SSL_get0_param",
+    "X509_VERIFY_PARAM_set1_host",
+    "X509_VERIFY_PARAM_set1_ip",
+    "X509_verify_cert_error_string",
+)
+
+
+def missing_tls_symbols() -> list[str]:
+    """Names from ``TLS_SYMBOLS`` the installed binding lacks (empty when all good)."""
+    return [name for name in TLS_SYMBOLS if not hasattr(lib, name)]
+
+
+def session_reused(connection: SSL.Connection) -> bool:
+    """True when the connection's handshake resumed a session (pyOpenSSL does not expose this)."""
+    return bool(lib.SSL_session_reused(connection._ssl))
+
+
+def set_verify_host(connection: SSL.Connection, host: str) -> None:
+    """Make certificate verification check ``host`` (a DNS name or an IP address literal).
+
+    OpenSSL then fails verification with X509_V_ERR_HOSTNAME_MISMATCH (62) or
+    X509_V_ERR_IP_ADDRESS_MISMATCH (64), reported through the verify callback like any
+    other verify error.
+    """
+    import ipaddress
+
+    param = lib.SSL_get0_param(connection._ssl)
+    try:
+        packed = ipaddress.ip_address(host.strip("[]")).packed
+    except ValueError:
+        ok = lib.X509_VERIFY_PARAM_set1_host(param, host.encode("idna"), 0)
+    else:
+        ok = lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
+    if not ok:
+        raise ValueError(f"OpenSSL refused {host!r} as the name to verify")
+
+
+def verify_error_string(code: int) -> str:
+    """OpenSSL's description of an X509 verify result code, e.g. 10 -> "certificate has expired"."""
+    text = lib.X509_verify_cert_error_string(code)
+    return ffi.string(text).decode("ascii", "replace") if text != ffi.NULL else f"verify error {code}"

@@ -28,18 +28,20 @@ from locust.env import Environment
 from locust.runners import STATE_STOPPED, MasterRunner, Runner
 
 from .builtin_server import ServerProcess, builtin_server
-from .errors import ConfigError
-from .recorder import HANDSHAKE, PING, Tally
+from .capacity import Analysis, Workload, analyze
+from .capacity.workload import churn_user_class
+from .outputs import Exporters, targets_summary, write_files
+from .recorder import HANDSHAKE, PING
 from .scenario import Scenario, Target
 from .shape import StagesShape
+from .stats.live import LiveStats
+from .stats.run import RunStats
 from .thresholds import Verdict, evaluate
 from .users import Endpoint, Session, user_class
 
 log = logging.getLogger("loadgen")
 
 BUILTIN_TARGET = Target(name="builtin", host="127.0.0.1", port=0, protocol="dtls")
-#: Locust custom message carrying a worker's Tally (counters + HDR histograms) to the master.
-TALLY_MESSAGE = "loadgen_tally"
 WORKERS_READY_TIMEOUT = 60.0
 
 
@@ -60,6 +62,8 @@ class RunOptions:
     workers: int | None = None
     builtin_address: tuple[str, int] | None = None  # the master's built-in server, for workers
     run_dir: Path | None = None  # workers write worker-<index>.json here
+    workload: Workload = "steady"  # steady: connect and ping; churn: a handshake per client per period
+    period: float = 1.0  # churn: seconds between one client's handshakes
 
     @property
     def distributed(self) -> bool:
@@ -72,11 +76,12 @@ class RunOutcome:
 
     scenario: Scenario
     environment: Environment
-    tally: Tally
+    tally: RunStats  # exact totals per kind and target, and the per-second series
     elapsed: float
     verdicts: list[Verdict] = field(default_factory=list)
     results_dir: Path | None = None
     server_summary: str = ""
+    analysis: Analysis | None = None  # steps, knee, verdict sentence (not on workers)
 
     @property
     def passed(self) -> bool:
@@ -123,16 +128,13 @@ def make_environment(scenario: Scenario, eps: list[Endpoint], options: RunOption
     )
     session = Session(scenario, env, eps, index_offset=options.worker_index,
                       index_stride=options.workers or 1)
-    env.user_classes = [user_class(session)]
+    env.user_classes = [churn_user_class(session, options.period) if options.workload == "churn"
+                        else user_class(session)]
     return env, session
 
 
 def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sys.stdout) -> RunOutcome:
     """Run ``scenario`` as ``options`` say; returns when the run is over (or the worker is told to quit)."""
-    unsupported = [t.name for t in scenario.targets if t.protocol != "dtls"]
-    if unsupported:
-        raise ConfigError(f"{scenario.source}: targets {', '.join(unsupported)}: TLS targets cannot be run yet "
-                          "(only DTLS)")
     if options.worker:
         return _run_worker(scenario, options, out)
     stop = _stop_on_signals()
@@ -143,7 +145,6 @@ def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sy
         if options.distributed:
             runner = env.create_master_runner("127.0.0.1" if options.processes else "*", options.master_port
                                               if not options.processes else _free_tcp_port())
-            runner.register_message(TALLY_MESSAGE, lambda msg, **_: session.tally.merge_wire(msg.data))
             if options.processes:
                 children.enter_context(_worker_processes(scenario, options, runner, eps, run_dir))
             elif server is not None:
@@ -152,12 +153,16 @@ def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sy
                       f"{scenario.source} --worker --master-host HOST --builtin-address {host}:{port}", file=out)
         else:
             runner = env.create_local_runner()
+        stats = RunStats()
+        LiveStats(env, stats, None if options.distributed else session.tally,
+                  "master" if options.distributed else "local").install()
+        children.enter_context(_exporters(scenario, stats, runner, out))
         where = ", ".join(f"{e.target.name}={e.address[0]}:{e.address[1]}" for e in eps)
         print(f"loadgen: running {scenario.name!r} against {where}", file=out, flush=True)
         started = time.monotonic()
         try:
             if options.web:
-                _drive_web(env, options, stop, out)
+                _drive_web(env, options, stop, out, stats)
             else:
                 if options.distributed:
                     _wait_for_workers(runner, options.processes or options.expect_workers, stop)
@@ -166,9 +171,11 @@ def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sy
         finally:
             _stop(runner)
         elapsed = time.monotonic() - started
-    outcome = RunOutcome(scenario, env, session.tally, elapsed,
-                         verdicts=evaluate(scenario.thresholds, session.tally, elapsed),
-                         server_summary=server.summary if server else "")
+    verdicts = evaluate(scenario.thresholds, stats, elapsed)
+    outcome = RunOutcome(scenario, env, stats, elapsed, verdicts=verdicts,
+                         server_summary=server.summary if server else "",
+                         analysis=analyze(stats, scenario, elapsed, sum(not v.passed for v in verdicts), len(verdicts),
+                                          options.workload, options.period))
     print_summary(outcome, out)
     outcome.results_dir = write_results(outcome, run_dir)
     print(f"loadgen: results written to {outcome.results_dir}", file=out)
@@ -198,11 +205,14 @@ def _drive_headless(runner: Runner, scenario: Scenario, stop: Event, started: fl
         ticker.kill()
 
 
-def _drive_web(env: Environment, options: RunOptions, stop: Event, out: TextIO) -> None:
+def _drive_web(env: Environment, options: RunOptions, stop: Event, out: TextIO, stats: RunStats) -> None:
     # Locust's web UI re-parses sys.argv with Locust's own parser on every page render;
     # our arguments (already parsed) would make it exit, so leave it only the program name.
     sys.argv[1:] = []
     web_ui = env.create_web_ui(options.web_host, options.web_port)
+    from .webui import install as install_loadgen_page
+
+    install_loadgen_page(web_ui, stats)  # the DTLS/TLS tab and /loadgen
     gevent.sleep(0.1)
     print(f"loadgen: web UI at http://{options.web_host}:{options.web_port} (Ctrl-C to end)", file=out, flush=True)
     try:
@@ -218,6 +228,16 @@ def _wait_for_workers(runner: Runner, expected: int, stop: Event) -> None:
         if time.monotonic() > deadline or stop.is_set():
             raise RuntimeError(f"only {len(runner.clients.ready)} of {expected} workers connected")
         gevent.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _exporters(scenario: Scenario, stats: RunStats, runner: Runner, out: TextIO) -> Iterator[Exporters]:
+    """Prometheus / StatsD for the run; stopped after the runner, so the last counts go out too."""
+    exporters = Exporters(scenario, stats, lambda: runner.user_count).start(out)
+    try:
+        yield exporters
+    finally:
+        exporters.stop()
 
 
 def _stop(runner: Runner) -> None:
@@ -250,20 +270,21 @@ def _progress(env: Environment, runner: Runner, started: float, out: TextIO, eve
 
 
 def _run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutcome:
+    if options.run_dir is not None:
+        # Started by a local master (--processes): Ctrl-C reaches the whole process group,
+        # and the master stops its workers in order (final tallies first); dying of
+        # KeyboardInterrupt here would lose this worker's counts.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     with endpoints(scenario, options) as (eps, _):
         env, session = make_environment(scenario, eps, options)
         runner = env.create_worker_runner(options.master_host, options.master_port)
-        totals = Tally()
+        totals = RunStats()
+        LiveStats(env, totals, session.tally, "worker").install()  # ships each second to the master
 
         def flush(**_: Any) -> None:
-            # Hand this run's counts to the master before the worker reports "stopped", and
-            # start afresh so a second run from the web UI is not counted twice.
-            wire = session.tally.to_wire()
-            runner.send_message(TALLY_MESSAGE, wire)
-            totals.merge_wire(wire)
-            session.tally.reset()
-            # Locust reports request stats every 3 s; send the last ones now so the
-            # master's totals are complete when this worker says it stopped.
+            # LiveStats sent this run's last second to the master already. Locust reports request
+            # stats every 3 s; send the last ones now so the master's totals are complete when this
+            # worker says it stopped.
             runner._send_stats()  # noqa: SLF001 - what Locust itself does on quit
 
         env.events.test_stop.add_listener(flush)
@@ -287,6 +308,8 @@ def _worker_processes(scenario: Scenario, options: RunOptions, runner: Runner, e
     if not scenario.targets:
         host, port = eps[0].address
         base += ["--builtin-address", f"{host}:{port}"]
+    if options.workload != "steady":
+        base += ["--workload", options.workload, "--period", repr(options.period)]
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -339,6 +362,8 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
         result = f"FAILED: {failed} of {len(outcome.verdicts)} thresholds not met" if failed else \
             "passed: every threshold met"
         print(f"loadgen: {result}", file=out)
+    if outcome.analysis is not None:
+        print(f"loadgen: verdict: {outcome.analysis.verdict}", file=out)
 
 
 def summary_data(outcome: RunOutcome) -> dict[str, Any]:
@@ -348,7 +373,7 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
         kinds[kind] = {
             "attempted": t.attempted, "completed": t.completed, "failed": t.failed,
             "in_flight": t.in_flight, "errors": dict(t.failures), "retransmits": t.retransmits,
-            "sent_bytes": t.sent_bytes, "received_bytes": t.received_bytes,
+            "resumed": t.resumed, "sent_bytes": t.sent_bytes, "received_bytes": t.received_bytes,
             "rate_per_s": t.completed / max(outcome.elapsed, 1e-9),
             "latency_ms": {f"p{p:g}": (None if (v := t.percentile(p)) is None else v * 1000)
                            for p in (50, 90, 95, 99, 99.9, 100)},
@@ -365,7 +390,17 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
         "thresholds": [{"name": v.name, "limit": v.limit, "actual": v.actual, "passed": v.passed}
                        for v in outcome.verdicts],
         "server": outcome.server_summary,
+        # Issue 5: exact figures per target, the run's start, the steps / knee / verdict.
+        "targets": targets_summary(outcome.tally, outcome.elapsed),
+        "active_associations": outcome.tally.active(),
+        "started_utc": _started_utc(outcome.tally),
+        "analysis": outcome.analysis.to_json() if outcome.analysis is not None else None,
     }
+
+
+def _started_utc(stats: RunStats) -> str | None:
+    first = min(stats.seconds.values(), key=lambda row: row.index, default=None)
+    return datetime.fromtimestamp(first.wall, UTC).isoformat(timespec="seconds") if first else None
 
 
 def new_run_dir(scenario: Scenario) -> Path:
@@ -382,7 +417,8 @@ def new_run_dir(scenario: Scenario) -> Path:
 
 
 def write_results(outcome: RunOutcome, run_dir: Path) -> Path:
-    """summary.json and the scenario with its secrets removed."""
-    (run_dir / "summary.json").write_text(json.dumps(summary_data(outcome), indent=2) + "\n")
-    (run_dir / "scenario.json").write_text(json.dumps(outcome.scenario.redacted(), indent=2, default=str) + "\n")
+    """The scenario with its secrets removed, and what ``outputs`` asks for (see :mod:`loadgen.outputs`)."""
+    scenario_json = json.loads(json.dumps(outcome.scenario.redacted(), default=str))
+    (run_dir / "scenario.json").write_text(json.dumps(scenario_json, indent=2) + "\n")
+    write_files(run_dir, outcome.scenario, outcome.tally, summary_data(outcome), scenario_json)
     return run_dir

@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from .recorder import Tally
 from .scenario import Thresholds
+
+
+class KindTotals(Protocol):
+    """Totals of one kind of attempt (a recorder.KindTally or a stats Cell)."""
+
+    completed: int
+
+    @property
+    def failed(self) -> int: ...
+
+    def percentile(self, p: float) -> float | None: ...
+
+
+class Totals(Protocol):
+    """What thresholds are judged on: handshake and ping totals (a recorder.Tally or stats.RunStats)."""
+
+    @property
+    def handshakes(self) -> KindTotals: ...
+
+    @property
+    def pings(self) -> KindTotals: ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +60,7 @@ class Verdict:
                 f"off by {fmt(off)}{ratio}")
 
 
-def evaluate(thresholds: Thresholds, tally: Tally, elapsed: float) -> list[Verdict]:
+def evaluate(thresholds: Thresholds, tally: Totals, elapsed: float) -> list[Verdict]:
     """Verdicts for every threshold the scenario sets, in a stable order."""
     hs, pings = tally.handshakes, tally.pings
     ended = hs.completed + hs.failed + pings.completed + pings.failed

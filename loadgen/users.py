@@ -22,10 +22,16 @@ from locust.env import Environment
 
 from .errors import LoadgenError, LocalProtocolError
 from .payloads import PayloadMaker, ReplyRule, binary_payload, text_payload
-from .protocol import dtls
-from .recorder import FanOut, Finished, LogSink, Sink, Tally
+from .protocol import dtls, tls
+from .protocol.tls import SessionCache, TlsOptions
+from .recorder import FanOut, Finished, LogSink, Sink
 from .scenario import Scenario, Target
+from .stats.sink import StatsSink
 from .transport.association import DtlsAssociation, DtlsSettings, PingPlan
+from .transport.tls_association import TlsAssociation, TlsSettings
+
+#: Either kind of client association: same constructor shape, same facts, same run().
+Association = DtlsAssociation | TlsAssociation
 
 
 class LocustSink:
@@ -38,9 +44,11 @@ class LocustSink:
     def record(self, fact: object) -> None:
         if type(fact) is not Finished:
             return
+        # A resumed handshake costs the server far less: its own row, so both can be measured.
+        kind = f"resumed {fact.kind}" if fact.resumed else fact.kind
         self._fire(
             request_type=self._request_type,
-            name=f"{fact.target} {fact.kind}",
+            name=f"{fact.target} {kind}",
             response_time=fact.elapsed * 1000.0,
             response_length=fact.received_bytes,
             exception=fact.error,
@@ -85,17 +93,28 @@ class Session:
         index_stride: int = 1,
         extra_sinks: tuple[Sink, ...] = (),
     ) -> None:
-        if scenario.psk is None:
+        protocols = {e.target.protocol for e in endpoints}
+        if scenario.psk is None and "dtls" in protocols:
             raise LocalProtocolError("a DTLS target needs psk credentials in the scenario")
         self.scenario = scenario
         self.endpoints = endpoints
-        self.tally = Tally()
+        # Exact per-target counts and histograms, rolled into a time series every second.
+        self.tally = StatsSink()
         self.sinks = {
             protocol: FanOut([LocustSink(environment.events.request, protocol.upper()), self.tally,
                               LogSink(), *extra_sinks])
             for protocol in ("dtls", "tls")
         }
-        self.dtls_context = dtls.client_context(scenario.dtls.ciphers)
+        self.dtls_context = dtls.client_context(scenario.dtls.ciphers) if "dtls" in protocols else None
+        t = scenario.tls
+        # TLS targets use the scenario's PSK unless it sets up certificates.
+        self.tls_psk = scenario.psk is not None and t.cert_file is None and t.ca_file is None and t.verify == "none"
+        self.tls_context = tls.client_context(
+            TlsOptions(min_version=t.min_version, max_version=t.max_version, ciphers=t.ciphers, ca_file=t.ca_file,
+                       cert_file=t.cert_file, key_file=t.key_file, verify=t.verify, resumption=t.resumption),
+            psk_mode=self.tls_psk,
+        ) if "tls" in protocols else None
+        self.tls_settings = TlsSettings(handshake_timeout=t.handshake_timeout)
         self.settings = DtlsSettings(
             mtu=scenario.dtls.mtu,
             handshake_timeout=scenario.dtls.handshake_timeout,
@@ -130,25 +149,43 @@ class Session:
         rng = random.Random(n)  # deterministic: device n always talks to the same target
         return rng.choices(self.endpoints, weights=[e.target.weight for e in self.endpoints])
 
-    def association_factory(self, n: int, endpoint: Endpoint) -> Callable[[], DtlsAssociation]:
-        assert self.scenario.psk is not None
-        identity = self.scenario.psk.identity_for(n)
-        key = self.scenario.psk.store.key_for(identity)
-        if key is None:
+    def association_factory(self, n: int, endpoint: Endpoint) -> Callable[[], Association]:
+        """A function making device ``n``'s association to ``endpoint`` (again, on each reconnect)."""
+        psk = self.scenario.psk
+        identity = psk.identity_for(n) if psk is not None else None
+        key = psk.store.key_for(identity) if psk is not None and identity is not None else None
+        if identity is not None and key is None:
             raise LocalProtocolError(f"no pre-shared key for identity {identity!r}")
         pool = self.scenario.clients.source_addresses
         source = pool[n % len(pool)] if pool else None
-        name = identity.decode(errors="replace")
+        name = identity.decode(errors="replace") if identity is not None else f"client-{n:05d}"
         if len(self.endpoints) > 1 and self.scenario.clients.connect == "all":
             name = f"{name}@{endpoint.target.name}"
-        if endpoint.target.protocol != "dtls":
-            raise LocalProtocolError(f"target {endpoint.target.name}: protocol {endpoint.target.protocol} "
-                                     "is not supported yet")
+        target = endpoint.target
+        sink = self.sinks[target.protocol]
+
+        if target.protocol == "tls":
+            tls_context = self.tls_context
+            assert tls_context is not None
+            sessions = SessionCache(maxsize=1)  # this device's session, resumed by its reconnects
+            use_psk = self.tls_psk
+
+            def make_tls() -> TlsAssociation:
+                return TlsAssociation(
+                    name, target.name, endpoint.address, tls_context, sink,
+                    identity=identity if use_psk else None, key=key if use_psk else None,
+                    server_name=target.server_name, sessions=sessions, settings=self.tls_settings,
+                    ping=self.ping, source_address=source, message_level=self.message_level,
+                )
+
+            return make_tls
+
+        dtls_context = self.dtls_context
+        assert dtls_context is not None and identity is not None and key is not None
 
         def make() -> DtlsAssociation:
             return DtlsAssociation(
-                name, endpoint.target.name, endpoint.address, self.dtls_context,
-                self.sinks[endpoint.target.protocol], identity=identity, key=key,
+                name, target.name, endpoint.address, dtls_context, sink, identity=identity, key=key,
                 settings=self.settings, ping=self.ping, source_address=source,
                 message_level=self.message_level,
             )
@@ -156,7 +193,7 @@ class Session:
         return make
 
 
-def keep_alive(make: Callable[[], DtlsAssociation], scenario: Scenario) -> None:
+def keep_alive(make: Callable[[], Association], scenario: Scenario) -> None:
     """Run associations one after another per the reconnect policy until killed."""
     policy = scenario.reconnect
     attempts = 0

@@ -8,6 +8,7 @@ client and a server back to back in memory and drop chosen datagrams.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ DEFAULT_MTU = 1200
 #: OpenSSL ignores a smaller MTU on memory BIOs (its smallest probe size, 256), and the
 #: handshake then fails with an unhelpful "unexpected EOF": refuse it up front instead.
 MIN_MTU = 256
+#: Client: the longest an unanswered handshake flight waits before it is sent again.
+DEFAULT_RETRANSMIT_CAP = 2.0
 #: Wrong-key verdicts need this many undecryptable Finished flights (one could be corruption).
 BAD_FINISHED_LIMIT = 2
 #: A client that sent its Finished this many times without an answer probably has the wrong key.
@@ -127,7 +130,7 @@ class DtlsEngine:
     """One DTLS association (client or server side) over memory BIOs."""
 
     def __init__(self, connection: SSL.Connection, *, is_client: bool, mtu: int = DEFAULT_MTU,
-                 light: bool = True) -> None:
+                 light: bool = True, retransmit_cap: float | None = None) -> None:
         _check_mtu(mtu)
         self._conn: SSL.Connection = connection
         self.is_client = is_client
@@ -141,6 +144,7 @@ class DtlsEngine:
         self.error: LoadgenError | None = None
         # Bookkeeping that turns silent DTLS failures into a clear error code.
         self._finished_sent = 0  # client: flights carrying our ChangeCipherSpec
+        self._retransmits_before_finished = 0  # client: retransmissions before our first Finished
         self._ccs_sent = 0  # both: our epoch-0 ChangeCipherSpec records
         self._bad_finished = 0  # server: client Finished that did not decrypt
         self._ccs_seen = False  # server: the client's ChangeCipherSpec arrived
@@ -153,20 +157,30 @@ class DtlsEngine:
         self._epoch1_seen = -1  # highest epoch-1 sequence number the peer sent
         self._final_flight = b""  # server: CCS+Finished, re-sent if the client repeats its flight
         self._established: tuple[str, str, bytes | None, int] | None = None  # cipher, version, identity, mtu
+        # Our latest handshake flight, re-sent as is (1) when the peer repeats a flight we
+        # already answered (its copy, or a duplicate: our answer was probably lost), and
+        # (2) on the client, whenever the flight went unanswered for ``retransmit_cap``
+        # seconds: OpenSSL's timer doubles 1, 2, 4 ... 32 s, too slow for lossy paths.
+        self._flight = bytearray()
+        self._flight_fresh = True
+        self._last_tx = 0.0
+        self._retransmit_cap = retransmit_cap
+        self._peer_epoch0_top = -1
 
     # -- construction -------------------------------------------------------
 
     @classmethod
     def client(cls, context: SSL.Context, choose: PskChooser, *, mtu: int = DEFAULT_MTU,
-               light: bool = True) -> DtlsEngine:
+               light: bool = True, retransmit_cap: float | None = DEFAULT_RETRANSMIT_CAP) -> DtlsEngine:
         """A client engine; call :meth:`start` to send the ClientHello."""
         conn = SSL.Connection(context, None)
         conn.set_app_data(choose)
         conn.set_connect_state()
-        return cls(conn, is_client=True, mtu=mtu, light=light)
+        return cls(conn, is_client=True, mtu=mtu, light=light, retransmit_cap=retransmit_cap)
 
     def start(self) -> None:
         """Begin the handshake (client): queues the ClientHello."""
+        self._flight_fresh = True
         self._advance_handshake(None)
 
     # -- inputs -------------------------------------------------------------
@@ -182,9 +196,12 @@ class DtlsEngine:
             self._conn.bio_write(datagram)
         except SSL.Error:
             return
+        repeated = False
         if not self.handshake_done:
-            self._note_incoming(datagram)
+            repeated = self._note_incoming(datagram)
+            self._flight_fresh = True
         was_done = self.handshake_done
+        pending_before = len(self._outgoing)
         ccs_before = self._ccs_sent
         if not self.handshake_done:
             self._advance_handshake(datagram)
@@ -195,6 +212,8 @@ class DtlsEngine:
             # OpenSSL re-sent our final flight because the peer retransmitted its own
             # (our CCS+Finished was lost): a retransmission, without a timer.
             self.retransmits += 1
+        if repeated and not self.handshake_done and not self.closed and len(self._outgoing) == pending_before:
+            self._resend_flight()  # the peer repeated itself and OpenSSL stayed silent
         if self.handshake_done and not was_done and not self.closed:
             self._go_light()
 
@@ -202,18 +221,28 @@ class DtlsEngine:
         """Seconds until :meth:`handle_timer` is due (handshake retransmission), or None."""
         if self.closed or self._records is not None:
             return None
-        return self._conn.DTLSv1_get_timeout()
+        timer: float | None = self._conn.DTLSv1_get_timeout()
+        if self._retransmit_cap is not None and self._flight and not self.handshake_done:
+            copy_due = self._last_tx + self._retransmit_cap - time.monotonic()
+            timer = copy_due if timer is None else min(timer, copy_due)
+        return timer
 
     def handle_timer(self) -> None:
         """Retransmit the last flight if OpenSSL's timer has expired."""
         if self.closed or self._records is not None:
             return
+        self._flight_fresh = True
         try:
             if self._conn.DTLSv1_handle_timeout():
                 self.retransmits += 1
+                self._pull_outgoing()  # OpenSSL's renumbered retransmission becomes the flight
+                return
         except SSL.Error as exc:
             self._fail(error_from_openssl(_reason(exc), remote=False))
-        self._pull_outgoing()
+            return
+        if (self._retransmit_cap is not None and self._flight and not self.handshake_done
+                and time.monotonic() >= self._last_tx + self._retransmit_cap):
+            self._resend_flight()
 
     def send(self, data: bytes) -> None:
         """Encrypt application data into one record (must fit the MTU)."""
@@ -307,7 +336,9 @@ class DtlsEngine:
         DTLS drops records it cannot decrypt, so a wrong key looks like silence after
         our Finished; say so rather than "timeout" once it is the likely cause.
         """
-        if self._finished_sent >= UNANSWERED_FINISHED_LIMIT:
+        # Only when the peer answered our earlier flights at once: after loss on the
+        # way, an unanswered Finished is more likely loss than a wrong key.
+        if self._finished_sent >= UNANSWERED_FINISHED_LIMIT and self._retransmits_before_finished == 0:
             return PskKeyMismatch(
                 f"peer never answered our Finished ({self._finished_sent} transmissions): "
                 "the pre-shared key is probably wrong"
@@ -357,10 +388,21 @@ class DtlsEngine:
             self._outgoing += records.plaintext_alert(records.ALERT_DECRYPT_ERROR, self._last_epoch0_seq + 1)
             self._fail(PskKeyMismatch("client Finished did not decrypt: the pre-shared keys differ"))
 
-    def _note_incoming(self, datagram: bytes) -> None:
+    def _note_incoming(self, datagram: bytes) -> bool:
+        """Track the peer's record numbers; True when it repeated a handshake record."""
+        repeated = False
         for rec in records.records(datagram):
             if rec.epoch == 1:
                 self._epoch1_seen = max(self._epoch1_seen, rec.sequence)
+            elif rec.content_type == records.HANDSHAKE:
+                repeated |= rec.sequence <= self._peer_epoch0_top
+                self._peer_epoch0_top = max(self._peer_epoch0_top, rec.sequence)
+        return repeated
+
+    def _resend_flight(self) -> None:
+        self._outgoing += self._flight
+        self.retransmits += 1
+        self._last_tx = time.monotonic()
 
     def _go_light(self) -> None:
         """Hand application data to our record layer and free OpenSSL's connection."""
@@ -443,6 +485,12 @@ class DtlsEngine:
                 break
             self._note_outgoing(chunk)
             self._outgoing += chunk
+            if not self.handshake_done:
+                if self._flight_fresh:
+                    self._flight = bytearray()
+                    self._flight_fresh = False
+                self._flight += chunk
+                self._last_tx = time.monotonic()
             if len(chunk) < _BIO_READ_SIZE:
                 break  # a memory BIO hands over everything pending at once
 
@@ -456,6 +504,8 @@ class DtlsEngine:
                 if rec.content_type == records.CHANGE_CIPHER_SPEC:
                     self._ccs_sent += 1
                     if self.is_client:
+                        if self._finished_sent == 0:
+                            self._retransmits_before_finished = self.retransmits
                         self._finished_sent += 1
                 self._last_epoch0_seq = max(self._last_epoch0_seq, rec.sequence)
 

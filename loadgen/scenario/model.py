@@ -100,8 +100,10 @@ class DtlsConfig:
     version: Literal["1.2"] = "1.2"
     ciphers: str = DEFAULT_PSK_CIPHERS
     mtu: int = DEFAULT_MTU
-    handshake_timeout: float = 30.0
-    max_retransmits: int = 8
+    # RFC 6347's timer doubles from 1 s to 60 s; 60 s leaves room for 6 transmissions
+    # of a flight, which a handshake needs on a lossy path (20% each way: 99%+ complete).
+    handshake_timeout: float = 60.0
+    max_retransmits: int = 16
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from ..payloads import PayloadMaker, ReplyRule, text_payload
 from ..protocol import dtls
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
 from ..protocol.events import PeerClosed as PeerClosedEvent
-from ..recorder import HANDSHAKE, PING, Finished, Message, Sink, Started
+from ..recorder import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 _READ = 1  # libev EV_READ
@@ -48,6 +48,9 @@ class PingPlan:
     timeout: float | None = None  # default: the interval
     payload: PayloadMaker = field(default_factory=text_payload)
     reply: ReplyRule = field(default_factory=ReplyRule)
+    # This many unanswered pings in a row end the association (the server is gone
+    # without a word, e.g. restarted behind a silent network), so it can reconnect.
+    max_missed: int = 3
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,12 @@ class DtlsSettings:
     """Per-association DTLS knobs (the context carries ciphers and PSK callbacks)."""
 
     mtu: int = dtls.DEFAULT_MTU
-    handshake_timeout: float = 30.0
-    max_retransmits: int = 8
+    # RFC 6347's timer doubles from 1 s to 60 s; 60 s leaves room for 6 transmissions
+    # of a flight, which a handshake needs on a lossy path (20% each way: 99%+ complete).
+    handshake_timeout: float = 60.0
+    max_retransmits: int = 16
+    # Longest wait before an unanswered flight goes out again (None: RFC 6347's doubling only).
+    retransmit_cap: float | None = dtls.DEFAULT_RETRANSMIT_CAP
 
 
 class DtlsAssociation:
@@ -112,6 +119,7 @@ class DtlsAssociation:
         self._late: bytes | None = None  # last timed-out payload: its reply is late, not bad
         self._sent_at = self._ping_deadline = self._next_ping = 0.0
         self._ping_bytes = 0
+        self._missed = 0  # unanswered pings in a row
         self.pings_sent = 0
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -161,7 +169,7 @@ class DtlsAssociation:
                     pass  # the peer is gone already: nobody to say goodbye to
             self._sock.close()
             self._sock = None
-        self._state = _DONE
+        self._mark_done()
         if not self._done.ready():
             self._done.set(None)
 
@@ -186,7 +194,8 @@ class DtlsAssociation:
         self._started_at = time.perf_counter()
         self._deadline = self._started_at + self._settings.handshake_timeout
         self._sink.record(Started(HANDSHAKE, self.target))
-        self._engine = dtls.DtlsEngine.client(self._context, self._choose_psk, mtu=self._settings.mtu)
+        self._engine = dtls.DtlsEngine.client(self._context, self._choose_psk, mtu=self._settings.mtu,
+                                              retransmit_cap=self._settings.retransmit_cap)
         self._say(INFO, "starting a handshake")
         self._engine.start()
         self._flush()
@@ -237,6 +246,7 @@ class DtlsAssociation:
         self._sink.record(Finished(PING, self.target, time.perf_counter() - self._sent_at, error,
                                    sent_bytes=self._ping_bytes, received_bytes=size))
         self._pending = None
+        self._missed = 0
 
     # -- callbacks from the loop --------------------------------------------
 
@@ -293,6 +303,9 @@ class DtlsAssociation:
                                            PingTimeout(f"no reply in {self._ping_timeout:g} s"),
                                            sent_bytes=self._ping_bytes))
                 self._late, self._pending = self._pending, None
+                self._missed += 1
+                if self._missed >= self._ping.max_missed:
+                    raise PingTimeout(f"{self._missed} pings in a row unanswered: the server is gone")
             if self._pending is None and now >= self._next_ping:
                 self._send_ping(now)
         self._arm()
@@ -332,10 +345,16 @@ class DtlsAssociation:
         self._finish(error)
 
     def _finish(self, result: LoadgenError | None) -> None:
-        self._state = _DONE
+        self._mark_done()
         self._stop_watchers()
         if not self._done.ready():
             self._done.set(result)
+
+    def _mark_done(self) -> None:
+        """Enter the final state, once; an association that was up reports that it ended."""
+        if self._state != _DONE and self._engine is not None and self._engine.handshake_done:
+            self._sink.record(Ended(self.target))  # active associations = handshakes - ended
+        self._state = _DONE
 
     def _stop_watchers(self) -> None:
         for watcher in (self._reader, self._timer):

@@ -22,6 +22,7 @@ from ..protocol import dtls
 from ..protocol.cookies import CookieJar
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted, PeerClosed
 from ..throttle import ThrottledLog
+from .ratelimit import TokenBucket, client_hello_has_cookie
 
 log = logging.getLogger("loadgen.server")
 
@@ -36,6 +37,8 @@ class ServerStats:
     closed_by_peer: int = 0
     expired: int = 0
     ignored: int = 0  # datagrams from unknown peers that were not a ClientHello we could answer
+    throttled_handshakes: int = 0  # ClientHellos with a cookie dropped over --max-handshake-rate
+    throttled_pings: int = 0  # application-data records dropped over --max-ping-rate
     failures: Counter[str] = field(default_factory=Counter)
 
 
@@ -60,6 +63,8 @@ class DtlsServer:
         mtu: int = dtls.DEFAULT_MTU,
         idle_timeout: float = 60.0,
         handshake_timeout: float = 30.0,
+        max_handshake_rate: float | None = None,
+        max_ping_rate: float | None = None,
     ) -> None:
         if reply not in ("echo", "qt"):
             raise ValueError(f"reply must be 'echo' or 'qt', not {reply!r}")
@@ -75,6 +80,10 @@ class DtlsServer:
         self._greenlets: list[gevent.Greenlet] = []
         self.stats = ServerStats()
         self._log = ThrottledLog(log)
+        # Capacity limits for testing capacity planning: over-limit datagrams are dropped silently.
+        now = time.monotonic()
+        self._handshake_bucket = TokenBucket(max_handshake_rate, now=now) if max_handshake_rate else None
+        self._ping_bucket = TokenBucket(max_ping_rate, now=now) if max_ping_rate else None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -161,6 +170,10 @@ class DtlsServer:
         if peer is None or (peer.engine.handshake_done and dtls.records.is_client_hello(datagram)):
             # Unknown peer, or a known one starting over (client restarted on the
             # same port): stateless cookie exchange first.
+            if self._handshake_bucket is not None and client_hello_has_cookie(datagram) \
+                    and not self._handshake_bucket.take(now):
+                self.stats.throttled_handshakes += 1
+                return
             engine, replies = dtls.accept(self._context, datagram, _peer_key(addr), mtu=self._mtu)
             for reply in replies:
                 self._sendto(reply, addr)
@@ -176,6 +189,10 @@ class DtlsServer:
             self._after_input(peer, addr)
             return
         peer.last_seen = now
+        if self._ping_bucket is not None and datagram[:1] == b"\x17" and peer.engine.handshake_done \
+                and not self._ping_bucket.take(now):
+            self.stats.throttled_pings += 1  # 0x17: application data, i.e. a ping
+            return
         peer.engine.receive_datagram(datagram)
         self._after_input(peer, addr)
 

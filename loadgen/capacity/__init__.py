@@ -1,0 +1,100 @@
+"""Capacity planning: stepped load, per-step measurements, the knee and a one-sentence verdict.
+
+``loadgen capacity SCENARIO`` turns a scenario into stepped stages (:func:`stepped`)
+and runs it; any run whose scenario has stages is analysed the same way afterwards
+(:func:`analyze`), and a run without stages still gets a verdict sentence from its
+totals and thresholds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..scenario import Scenario, Stage, Thresholds
+from ..stats.run import RunStats
+from .knee import Knee, find_knee, unit_of
+from .steps import StepResult, Workload, measure_steps, settle_time
+
+__all__ = ["Analysis", "Knee", "StepResult", "Workload", "analyze", "run_verdict", "settle_time", "stepped"]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Steps (empty without stages), the knee (None without stages) and the verdict sentence."""
+
+    verdict: str
+    workload: Workload = "steady"
+    period: float = 1.0
+    steps: tuple[StepResult, ...] = ()
+    knee: Knee | None = None
+    stages: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "workload": self.workload, "period": self.period,
+                "unit": unit_of(self.workload), "stages": list(self.stages),
+                "steps": [s.to_json() for s in self.steps], "knee": self.knee.to_json() if self.knee else None}
+
+
+def stepped(scenario: Scenario, *, start: int, step: int, steps: int, step_time: float,
+            spawn_rate: float | None = None) -> Scenario:
+    """``scenario`` with ``steps`` stages of ``start, start + step, ...`` clients, ``step_time`` each."""
+    if start < 1 or step < 0 or steps < 1 or step_time <= 0:
+        raise ValueError("capacity steps need start >= 1, step >= 0, steps >= 1 and a step time > 0")
+    counts = [start + k * step for k in range(steps)]
+    # New clients of a step should all be there within its settle time, so the step is measured at full load.
+    rate = spawn_rate or max(scenario.clients.spawn_rate, max(step, start) / max(settle_time(step_time) / 2, 0.5))
+    stages = tuple(Stage(step_time, n, rate) for n in counts)
+    clients = dataclasses.replace(scenario.clients, count=max(counts), spawn_rate=rate)
+    return dataclasses.replace(scenario, stages=stages, clients=clients, run_time=step_time * steps)
+
+
+def is_stepped(stages: tuple[Stage, ...]) -> bool:
+    """Whether the stages raise the load step by step (what a knee can be found in)."""
+    return len(stages) >= 2 and all(b.clients > a.clients for a, b in zip(stages, stages[1:], strict=False))
+
+
+def analyze(stats: RunStats, scenario: Scenario, elapsed: float, failed_thresholds: int, total_thresholds: int,
+            workload: Workload = "steady", period: float = 1.0) -> Analysis:
+    """Per-step figures and the knee for stepped runs; otherwise a verdict from the run's totals."""
+    stages = tuple({"duration": s.duration, "clients": s.clients, "spawn_rate": s.spawn_rate}
+                   for s in scenario.stages)
+    if not is_stepped(scenario.stages):
+        return Analysis(run_verdict(stats, elapsed, failed_thresholds, total_thresholds, workload), workload,
+                        period, stages=stages)
+    steps = tuple(measure_steps(stats, scenario.stages, scenario, workload, period))
+    knee = find_knee(list(steps), scenario.thresholds, workload)
+    return Analysis(knee.verdict, workload, period, steps, knee, stages)
+
+
+def reanalyze(stats: RunStats, scenario: Scenario, data: dict[str, Any], thresholds: Thresholds) -> Analysis:
+    """The analysis of a saved run (``loadgen report``): same stages, workload and thresholds."""
+    stages = tuple(Stage(float(s["duration"]), int(s["clients"]), float(s["spawn_rate"]))
+                   for s in data.get("stages", []))
+    scenario = dataclasses.replace(scenario, stages=stages, thresholds=thresholds)
+    workload: Workload = "churn" if data.get("workload") == "churn" else "steady"
+    if not is_stepped(stages):
+        return Analysis(str(data.get("verdict", "")), workload, float(data.get("period", 1.0)), stages=tuple(
+            data.get("stages", [])))
+    return analyze(stats, scenario, 0.0, 0, 0, workload, float(data.get("period", 1.0)))
+
+
+def run_verdict(stats: RunStats, elapsed: float, failed: int, total: int, workload: Workload = "steady") -> str:
+    """One sentence for a run without steps: what was held, how fast, and the thresholds."""
+    hs, pings = stats.handshakes, stats.pings
+    seconds = max(elapsed, 1e-9)
+    ended = hs.completed + hs.failed + pings.completed + pings.failed
+    errors = (hs.failed + pings.failed) / ended if ended else 0.0
+    rows = stats.rows()
+    peak_active = max((r["active"] for r in rows), default=stats.active())
+    p99 = pings.percentile(99) if pings.completed else hs.percentile(99)
+    which = "ping" if pings.completed else "handshake"
+    latency = f", {which} p99 {p99 * 1000:.1f} ms" if p99 is not None else ""
+    judged = "no thresholds set" if not total else "every threshold met" if not failed else \
+        f"{failed} of {total} thresholds FAILED"
+    cpu = max((r["cpu_max"] for r in rows if r["duration"] >= 0.5), default=0.0)  # not the last instant
+    load = f"{hs.completed / seconds:.1f} handshakes/s" if workload == "churn" else \
+        f"{peak_active} associations up at peak, {pings.completed / seconds:.1f} pings/s"
+    return (f"Held {load}{latency}, errors {errors:.1%} over {elapsed:.0f} s: {judged} "
+            f"(no stepped stages, so no knee; generator CPU at most {cpu:.0f}% of a core).")

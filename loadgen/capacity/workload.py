@@ -1,0 +1,57 @@
+"""The churn workload: every client handshakes once per period and closes again.
+
+The scenario's own behaviour (connect once, then ping) measures how many associations
+and pings a server holds; a server's handshake capacity needs handshakes all along.
+A churn client opens an association to each of its targets, completes the handshake,
+closes it with close_notify, and starts the next one a ``period`` after the last one
+started, so ``clients / period`` is the handshake rate offered. A client whose
+handshake took longer than the period (a dropped flight waits for a retransmission)
+starts the next one at once but does not catch up on the ones it missed: an
+overloaded server is not hammered harder than the clients would in real life.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import ClassVar
+
+import gevent
+from locust import User, constant, task
+from locust.env import Environment
+
+from ..users import Session
+
+
+class ChurnUser(User):
+    """One churning device; subclassed per run with ``session`` and ``period`` (see :func:`churn_user_class`)."""
+
+    abstract = True
+    wait_time = constant(0)
+    session: ClassVar[Session]
+    period: ClassVar[float] = 1.0
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self.device = self.session.next_device()
+        self.factories = [self.session.association_factory(self.device, e)
+                          for e in self.session.endpoints_for(self.device)]
+
+    @task
+    def churn(self) -> None:
+        period = self.period
+        # Spread the first handshakes of a step's new clients over one period, not one instant.
+        gevent.sleep(random.Random(self.device).uniform(0.0, period))
+        next_start = time.monotonic()
+        while True:
+            for make in self.factories:
+                make().handshake_once()
+            next_start = max(next_start + period, time.monotonic())
+            gevent.sleep(next_start - time.monotonic())
+
+
+def churn_user_class(session: Session, period: float) -> type[ChurnUser]:
+    """A concrete ChurnUser bound to ``session`` (Locust instantiates classes)."""
+    if period <= 0:
+        raise ValueError("the churn period must be > 0")
+    return type("ChurnDevice", (ChurnUser,), {"session": session, "period": period, "abstract": False})

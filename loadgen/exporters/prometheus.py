@@ -1,0 +1,109 @@
+"""A Prometheus ``/metrics`` endpoint computed from the run's RunStats at every scrape.
+
+A custom collector (no prometheus_client module-level registry, no second copy of the
+counts): each scrape reads the same totals the JSON summary is written from, so the
+last scrape after a run and ``summary.json`` agree exactly. Served by gevent's WSGI
+server, so it lives on the load generator's event loop and stops cleanly.
+
+Metrics (labels ``kind`` = handshake | ping, ``target``):
+
+- ``loadgen_attempts_total``, ``loadgen_successes_total``, ``loadgen_failures_total{code}``,
+  ``loadgen_retransmissions_total``, ``loadgen_sent_bytes_total``, ``loadgen_received_bytes_total``
+- ``loadgen_in_flight``, ``loadgen_active_associations{target}``, ``loadgen_users``,
+  ``loadgen_generator_cpu_percent{process="busiest"|"all"}`` (last whole second)
+- ``loadgen_latency_seconds{kind,target,quantile}`` with ``_count`` and ``_sum``: a summary
+  whose quantiles come from the exact HDR histogram (``_sum`` is count x HDR mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from gevent.pywsgi import WSGIServer
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+
+from ..recorder import HANDSHAKE
+from ..stats.run import RunStats
+
+QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
+
+
+class RunStatsCollector:
+    """prometheus_client collector over a :class:`RunStats` (see the module doc)."""
+
+    def __init__(self, stats: RunStats, users: Callable[[], int]) -> None:
+        self._stats = stats
+        self._users = users
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        labels = ["kind", "target"]
+        counters = {
+            "attempts": ("Attempts started", lambda c: c.attempted),
+            "successes": ("Attempts completed successfully", lambda c: c.completed),
+            "retransmissions": ("Handshake flights retransmitted", lambda c: c.retransmits),
+            "sent_bytes": ("UDP payload bytes sent", lambda c: c.sent_bytes),
+            "received_bytes": ("UDP payload bytes received", lambda c: c.received_bytes),
+        }
+        items = sorted(stats.totals.items())
+        for name, (doc, value) in counters.items():
+            family = CounterMetricFamily(f"loadgen_{name}", doc, labels=labels)
+            for (kind, target), cell in items:
+                family.add_metric([kind, target], value(cell))
+            yield family
+        failures = CounterMetricFamily("loadgen_failures", "Attempts failed, by error code",
+                                       labels=[*labels, "code"])
+        in_flight = GaugeMetricFamily("loadgen_in_flight", "Attempts under way", labels=labels)
+        latency = SummaryMetricFamily("loadgen_latency_seconds", "Latency of completed attempts (exact HDR)",
+                                      labels=labels)
+        for (kind, target), cell in items:
+            for code, count in sorted(cell.failures.items()):
+                failures.add_metric([kind, target, code], count)
+            in_flight.add_metric([kind, target], cell.in_flight)
+            mean = cell.mean()
+            latency.add_metric([kind, target], cell.completed, cell.completed * (mean or 0.0))
+            if cell.completed:
+                for q in QUANTILES:
+                    seconds = cell.percentile(q * 100)
+                    if seconds is not None:
+                        latency.add_sample("loadgen_latency_seconds",
+                                           {"kind": kind, "target": target, "quantile": f"{q:g}"}, seconds)
+        yield failures
+        yield in_flight
+        yield latency
+        active = GaugeMetricFamily("loadgen_active_associations",
+                                   "Associations up: handshakes completed minus associations ended", labels=["target"])
+        for (kind, target), cell in items:
+            if kind == HANDSHAKE:
+                active.add_metric([target], cell.completed - cell.ended)
+        yield active
+        yield GaugeMetricFamily("loadgen_users", "Simulated clients running", value=self._users())
+        cpu = GaugeMetricFamily("loadgen_generator_cpu_percent",
+                                "Load generator CPU in the last whole second, % of one core", labels=["process"])
+        whole = [row for row in stats.seconds.values() if row.duration >= 0.5]
+        last = max(whole, key=lambda r: r.index) if whole else None
+        cpu.add_metric(["busiest"], last.cpu_max if last else 0.0)
+        cpu.add_metric(["all"], last.cpu_total if last else 0.0)
+        yield cpu
+
+
+class PrometheusEndpoint:
+    """``/metrics`` (any path, in fact) on ``host:port``; ``start()`` / ``stop()``."""
+
+    def __init__(self, stats: RunStats, host: str, port: int, users: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(RunStatsCollector(stats, users))  # type: ignore[arg-type]
+        self._server = WSGIServer((host, port), make_wsgi_app(self.registry), log=None)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.address[:2]
+        return str(host), int(port)
+
+    def start(self) -> PrometheusEndpoint:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(timeout=1)

@@ -1,0 +1,264 @@
+"""The capacity-planning report: one self-contained ``report.html`` (inline SVG, no scripts, no links out).
+
+:func:`render_report` works from plain data only (the JSON summary, the per-second
+rows, the redacted scenario), so ``loadgen report RUN_DIR`` rebuilds exactly what the
+run wrote from its saved files (:func:`rebuild`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .svg import Series, bar_chart, line_chart
+
+KIND_NAMES = {"handshake": "handshakes", "ping": "pings"}
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1000px;
+color:#222;padding:0 12px}
+h1{font-size:22px;margin:0 0 6px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+.verdict{font-size:16px;background:#f3f7fb;border-left:4px solid #1f77b4;padding:10px 14px;margin:12px 0}
+.verdict.fail{border-color:#d62728;background:#fdf3f3}
+table{border-collapse:collapse;margin:8px 0;font-size:13px} td,th{border:1px solid #ddd;padding:3px 8px;
+text-align:right} th{background:#f6f6f6} td.l,th.l{text-align:left} .muted{color:#777}
+svg.chart{display:block;margin:10px 0;background:#fff;max-width:100%;height:auto} .knee td{background:#fff6d6}
+"""
+
+
+def rebuild(run_dir: Path) -> Path:
+    """Write ``RUN_DIR/report.html`` again from ``summary.json``, ``series.json`` and ``scenario.json``."""
+    from ..stats.run import RunStats
+
+    summary_path, series_path = run_dir / "summary.json", run_dir / "series.json"
+    for path in (summary_path, series_path):
+        if not path.is_file():
+            raise ConfigError(f"{path}: not found (the run must have been made with json output on)")
+    try:
+        summary = json.loads(summary_path.read_text())
+        stats = RunStats.from_json(json.loads(series_path.read_text()))
+        scenario_path = run_dir / "scenario.json"
+        scenario = json.loads(scenario_path.read_text()) if scenario_path.is_file() else {}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{run_dir}: cannot read the saved run: {exc}") from None
+    out = run_dir / "report.html"
+    out.write_text(render_report(summary, stats.rows(), scenario), encoding="utf-8")
+    return out
+
+
+def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], scenario: dict[str, Any]) -> str:
+    """The whole HTML page (see the module doc)."""
+    analysis = summary.get("analysis") or {}
+    steps = analysis.get("steps") or []
+    knee = analysis.get("knee") or {}
+    verdict = analysis.get("verdict") or "No verdict recorded."
+    failed = any(not t.get("passed", True) for t in summary.get("thresholds", []))
+    name = str(summary.get("scenario", "run"))
+    body = [
+        f"<h1>loadgen report: {escape(name)}</h1>",
+        f'<p class="muted">{escape(str(summary.get("started_utc", "")))} &middot; '
+        f'{summary.get("elapsed_s", 0):.0f} s &middot; workload {escape(str(analysis.get("workload", "steady")))}'
+        "</p>",
+        f'<p id="verdict" class="verdict{" fail" if failed or knee.get("limited_by") == "generator" else ""}">'
+        f"{escape(verdict)}</p>",
+        _thresholds_line(summary),
+        "<h2>Throughput and latency against offered load</h2>",
+        _throughput_vs_load(steps, knee, rows, analysis),
+    ]
+    if steps:
+        body.append(_latency_per_step(steps, knee))
+    bands = _step_bands(analysis)
+    body += [
+        "<h2>Over time</h2>",
+        _throughput_over_time(rows, bands),
+        *[_latency_over_time(rows, kind, bands) for kind in ("handshake", "ping")],
+        _active_over_time(rows, bands),
+        _cpu_over_time(rows, bands),
+        "<h2>Errors</h2>",
+        _errors(summary, rows, bands),
+    ]
+    if steps:
+        body += ["<h2>Steps</h2>", _steps_table(steps, knee, analysis)]
+    body += ["<h2>Per target</h2>", _targets_table(summary),
+             "<h2>Run parameters</h2>", _parameters(scenario, summary)]
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>loadgen: {escape(name)}</title>'
+            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+# -- charts ------------------------------------------------------------------------------
+
+
+def _rate(row: dict[str, Any], kind: str) -> float:
+    return row[kind]["completed"] / row["duration"] if row["duration"] > 0 else 0.0
+
+
+def _step_bands(analysis: dict[str, Any]) -> list[tuple[float, float, str]]:
+    bands, start = [], 0.0
+    for n, stage in enumerate(analysis.get("stages") or [], 1):
+        if n % 2:
+            bands.append((start, start + stage["duration"], f"step {n}: {stage['clients']} clients"))
+        start += stage["duration"]
+    return bands
+
+
+def _throughput_vs_load(steps: list[dict[str, Any]], knee: dict[str, Any], rows: list[dict[str, Any]],
+                        analysis: dict[str, Any]) -> str:
+    unit = analysis.get("unit", "per s")
+    if steps:
+        series = [Series("handshakes/s", [(s["clients"], s["handshake"]["rate"]) for s in steps]),
+                  Series("pings/s", [(s["clients"], s["ping"]["rate"]) for s in steps])]
+        if any(s.get("offered_rate") for s in steps):
+            series.append(Series(f"offered {unit}", [(s["clients"], s.get("offered_rate")) for s in steps],
+                                 color="#999", dashed=True))
+        marks = [(float(knee["knee_clients"]), f"knee {knee['capacity']:.0f} {unit}")] \
+            if knee.get("knee_clients") is not None and knee.get("capacity") is not None else []
+        return line_chart("Throughput vs offered load (per step)", series, x_label="offered clients",
+                          y_label="completed per second", vlines=marks)
+    by_users: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["duration"] >= 0.5:
+            by_users[row["users"]].append(row)
+    points = sorted(by_users.items())
+    series = [Series(KIND_NAMES[kind] + "/s", [(u, sum(_rate(r, kind) for r in rs) / len(rs)) for u, rs in points])
+              for kind in ("handshake", "ping")]
+    return line_chart("Throughput vs offered load (mean per second at each client count)", series,
+                      x_label="running clients", y_label="completed per second")
+
+
+def _latency_per_step(steps: list[dict[str, Any]], knee: dict[str, Any]) -> str:
+    series = []
+    for kind in ("handshake", "ping"):
+        for p in ("p50", "p95", "p99"):
+            series.append(Series(f"{kind} {p}", [(s["clients"], s[kind][f"{p}_ms"]) for s in steps],
+                                 dashed=kind == "ping"))
+    marks = [(float(knee["knee_clients"]), "knee")] if knee.get("knee_clients") is not None else []
+    return line_chart("Latency percentiles per step", series, x_label="offered clients", y_label="ms (log)",
+                      log_y=True, vlines=marks)
+
+
+def _throughput_over_time(rows: list[dict[str, Any]], bands: list[tuple[float, float, str]]) -> str:
+    whole = [r for r in rows if r["duration"] >= 0.5]
+    series = [Series(KIND_NAMES[kind] + "/s", [(r["second"], _rate(r, kind)) for r in whole], markers=False)
+              for kind in ("handshake", "ping")]
+    return line_chart("Throughput per second", series, x_label="seconds", y_label="completed per second",
+                      bands=bands)
+
+
+def _latency_over_time(rows: list[dict[str, Any]], kind: str, bands: list[tuple[float, float, str]]) -> str:
+    series = [Series(f"{kind} {p}", [(r["second"], r[kind][p]) for r in rows], markers=False)
+              for p in ("p50", "p95", "p99", "p100")]
+    return line_chart(f"{kind.capitalize()} latency percentiles per second", series, x_label="seconds",
+                      y_label="ms (log)", log_y=True, bands=bands)
+
+
+def _active_over_time(rows: list[dict[str, Any]], bands: list[tuple[float, float, str]]) -> str:
+    series = [Series("active associations", [(r["second"], r["active"]) for r in rows], markers=False),
+              Series("clients", [(r["second"], r["users"]) for r in rows], markers=False, dashed=True)]
+    return line_chart("Active associations", series, x_label="seconds", y_label="count", bands=bands)
+
+
+def _cpu_over_time(rows: list[dict[str, Any]], bands: list[tuple[float, float, str]]) -> str:
+    whole = [r for r in rows if r["duration"] >= 0.5]
+    series = [Series("busiest load process", [(r["second"], r["cpu_max"]) for r in whole], markers=False),
+              Series("all load processes", [(r["second"], r["cpu_total"]) for r in whole], markers=False,
+                     dashed=True)]
+    return line_chart("Generator CPU (% of one core)", series, x_label="seconds", y_label="%", bands=bands)
+
+
+def _errors(summary: dict[str, Any], rows: list[dict[str, Any]], bands: list[tuple[float, float, str]]) -> str:
+    bars = [(f"{kind}: {code}", float(n)) for kind in ("handshake", "ping")
+            for code, n in (summary.get(kind, {}).get("errors") or {}).items()]
+    chart = bar_chart("Errors by code (whole run)", bars, x_label="failed attempts")
+    series = [Series(f"{kind} failures/s", [(r["second"], float(r[kind]["failed"])) for r in rows], markers=False)
+              for kind in ("handshake", "ping")]
+    series.append(Series("handshake retransmits/s", [(r["second"], float(r["handshake"]["retransmits"]))
+                                                     for r in rows], markers=False, dashed=True))
+    return chart + line_chart("Failures and retransmissions per second", series, x_label="seconds",
+                              y_label="per second", bands=bands)
+
+
+# -- tables -------------------------------------------------------------------------------
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else escape(str(value))
+
+
+def _table(head: list[str], rows: list[list[Any]], classes: list[str] | None = None) -> str:
+    out = ["<table><tr>", *(f'<th class="{"l" if i == 0 else ""}">{escape(h)}</th>' for i, h in enumerate(head)),
+           "</tr>"]
+    for n, row in enumerate(rows):
+        cls = f' class="{classes[n]}"' if classes and classes[n] else ""
+        out.append(f"<tr{cls}>" + "".join(f'<td class="{"l" if i == 0 else ""}">{v if isinstance(v, str) else _num(v)}'
+                                          "</td>" for i, v in enumerate(row)) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _thresholds_line(summary: dict[str, Any]) -> str:
+    items = summary.get("thresholds") or []
+    if not items:
+        return '<p class="muted">No thresholds set.</p>'
+    parts = []
+    for t in items:
+        unit_ms = t["name"].endswith(("p95", "p99"))
+        fmt = (lambda v: "-" if v is None else f"{v * 1000:.1f} ms") if unit_ms else \
+            (lambda v: "-" if v is None else f"{v:.4g}")
+        parts.append(f"{'pass' if t['passed'] else 'FAIL'} {t['name']} {fmt(t['actual'])} (limit {fmt(t['limit'])})")
+    return f"<p>Thresholds: {escape('; '.join(parts))}.</p>"
+
+
+def _steps_table(steps: list[dict[str, Any]], knee: dict[str, Any], analysis: dict[str, Any]) -> str:
+    health = {h["step"]: h for h in knee.get("health") or []}
+    head = ["step", "clients", "measured s", f"offered {analysis.get('unit', '/s')}", "throughput", "handshakes/s",
+            "hs p95 ms", "hs p99 ms", "pings/s", "ping p95 ms", "ping p99 ms", "errors", "loss", "CPU %", "health"]
+    rows, classes = [], []
+    for s in steps:
+        h = health.get(s["index"], {})
+        rows.append([str(s["index"]), s["clients"], s["seconds"], s.get("offered_rate"), s["throughput"],
+                     s["handshake"]["rate"], s["handshake"]["p95_ms"], s["handshake"]["p99_ms"], s["ping"]["rate"],
+                     s["ping"]["p95_ms"], s["ping"]["p99_ms"],
+                     "-" if s["error_ratio"] is None else f"{s['error_ratio']:.2%}",
+                     "-" if s["loss_ratio"] is None else f"{s['loss_ratio']:.2%}", s["cpu_max"],
+                     escape("ok" if h.get("healthy") else "; ".join(h.get("reasons") or []) or "-")])
+        classes.append("knee" if s["index"] == knee.get("knee_step") else "")
+    return _table(head, rows, classes)
+
+
+def _targets_table(summary: dict[str, Any]) -> str:
+    head = ["target", "kind", "attempted", "completed", "failed", "retransmits", "p50 ms", "p95 ms", "p99 ms",
+            "p99.9 ms", "max ms", "errors", "active"]
+    rows = []
+    for target, data in sorted((summary.get("targets") or {}).items()):
+        for kind in ("handshake", "ping"):
+            d = data[kind]
+            lat = d["latency_ms"]
+            errors = ", ".join(f"{c} {n}" for c, n in sorted(d["errors"].items())) or "none"
+            rows.append([escape(target), kind, d["attempted"], d["completed"], d["failed"], d["retransmits"],
+                         lat["p50"], lat["p95"], lat["p99"], lat["p99.9"], lat["p100"], escape(errors),
+                         data["active_associations"] if kind == "handshake" else "-"])
+    return _table(head, rows)
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [item for i, v in enumerate(value) for item in _flatten(v, f"{prefix}[{i}]")]
+    return [(prefix, json.dumps(value) if not isinstance(value, str) else value)]
+
+
+def _parameters(scenario: dict[str, Any], summary: dict[str, Any]) -> str:
+    rows = [[escape(k), f'<span style="text-align:left">{escape(v)}</span>'] for k, v in _flatten(scenario)]
+    server = summary.get("server")
+    if server:
+        rows.append(["built-in server", escape(str(server))])
+    return _table(["parameter", "value"], rows) if rows else '<p class="muted">not recorded</p>'

@@ -1,0 +1,163 @@
+"""One cell of exact statistics: counters and an HDR latency histogram of one kind of attempt.
+
+A :class:`Cell` is what the stats keep per (kind, target) for the whole run, per second
+and per step. Cells add up exactly (counters are sums, HDR histograms merge without
+loss), which is what makes a master's percentiles equal to those of all raw samples.
+
+A cell's histogram is created on the first success (most per-second cells of an idle
+target never need one), and may be *packed* into its compressed encoding: a live HDR
+histogram holds ~190 kB of counts, its encoding a few hundred bytes, so an hour of
+per-second cells fits in memory.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+#: Latencies are kept in microseconds, 1 us .. 1 h, to 3 significant digits.
+HDR_RANGE = (1, 3_600_000_000, 3)
+#: The percentiles reports show, named as in summary.json since issue 3 ("p100" is the maximum).
+PERCENTILES: tuple[tuple[str, float], ...] = tuple((f"p{p:g}", p) for p in (50.0, 90.0, 95.0, 99.0, 99.9, 100.0))
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(*HDR_RANGE)
+
+
+def latency_us(seconds: float) -> int:
+    """The HDR value recorded for a latency: whole microseconds, at least 1."""
+    return max(1, int(seconds * 1e6))
+
+
+class Cell:
+    """Counters and an exact latency histogram; attribute names match :class:`loadgen.recorder.KindTally`."""
+
+    __slots__ = ("attempted", "completed", "failures", "retransmits", "resumed", "sent_bytes", "received_bytes",
+                 "ended", "histogram", "packed")
+
+    #: Plain integer counters, in wire order.
+    COUNTERS = ("attempted", "completed", "retransmits", "resumed", "sent_bytes", "received_bytes", "ended")
+
+    def __init__(self) -> None:
+        self.attempted = 0
+        self.completed = 0
+        self.failures: Counter[str] = Counter()
+        self.retransmits = 0
+        self.resumed = 0
+        self.sent_bytes = 0
+        self.received_bytes = 0
+        self.ended = 0  # handshake cells: established associations that ended
+        self.histogram: HdrHistogram | None = None
+        self.packed: bytes = b""  # the histogram's encoding while ``histogram`` is None
+
+    # -- derived figures -------------------------------------------------------
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    @property
+    def in_flight(self) -> int:
+        return self.attempted - self.completed - self.failed
+
+    def hist(self) -> HdrHistogram | None:
+        """The latency histogram (unpacked if need be), or None when nothing succeeded."""
+        if self.histogram is None and self.packed:
+            self.histogram = HdrHistogram.decode(self.packed)
+            self.packed = b""
+        return self.histogram
+
+    def percentile(self, p: float) -> float | None:
+        """Latency at percentile ``p`` (0..100) of completed attempts, in seconds."""
+        hist = self.hist()
+        if hist is None or hist.get_total_count() == 0:
+            return None
+        return float(hist.get_value_at_percentile(p)) / 1e6
+
+    def percentiles_ms(self) -> dict[str, float | None]:
+        """The report's percentiles (:data:`PERCENTILES`) in milliseconds, None without data."""
+        hist = self.hist()
+        if hist is None or hist.get_total_count() == 0:
+            return {name: None for name, _ in PERCENTILES}
+        values = hist.get_percentile_to_value_dict([p for _, p in PERCENTILES])
+        return {name: values[p] / 1000.0 for name, p in PERCENTILES}
+
+    def mean(self) -> float | None:
+        """Mean latency in seconds (from the histogram, so to its 3 significant digits)."""
+        hist = self.hist()
+        if hist is None or hist.get_total_count() == 0:
+            return None
+        return float(hist.get_mean_value()) / 1e6
+
+    # -- combining ---------------------------------------------------------------
+
+    def add(self, other: Cell) -> None:
+        """Add ``other`` into this cell, exactly."""
+        self.attempted += other.attempted
+        self.completed += other.completed
+        self.retransmits += other.retransmits
+        self.resumed += other.resumed
+        self.sent_bytes += other.sent_bytes
+        self.received_bytes += other.received_bytes
+        self.ended += other.ended
+        if other.failures:
+            self.failures.update(other.failures)
+        theirs = other.hist()
+        if theirs is not None and theirs.get_total_count():
+            mine = self.hist()
+            if mine is None:
+                mine = self.histogram = new_histogram()
+            mine.add(theirs)
+
+    def pack(self) -> None:
+        """Keep the histogram only in its compact encoding until it is needed again."""
+        if self.histogram is not None:
+            self.packed = self.histogram.encode() if self.histogram.get_total_count() else b""
+            self.histogram = None
+
+    def copy(self) -> Cell:
+        twin = Cell()
+        twin.add(self)
+        return twin
+
+    # -- wire (Locust messages are msgpack; JSON files hold the same dict) ------------
+
+    def to_wire(self) -> dict[str, Any]:
+        data: dict[str, Any] = {name: getattr(self, name) for name in self.COUNTERS}
+        data["failures"] = dict(self.failures)
+        if self.histogram is not None:
+            data["hdr"] = self.histogram.encode() if self.histogram.get_total_count() else b""
+        else:
+            data["hdr"] = self.packed
+        return data
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Cell:
+        cell = cls()
+        for name in cls.COUNTERS:
+            setattr(cell, name, int(data.get(name, 0)))
+        cell.failures.update(data.get("failures", {}))
+        hdr = data.get("hdr") or b""
+        cell.packed = hdr.encode("ascii") if isinstance(hdr, str) else bytes(hdr)
+        return cell
+
+    def to_json(self) -> dict[str, Any]:
+        """:meth:`to_wire` with the histogram as text (its encoding is base64 already)."""
+        data = self.to_wire()
+        data["hdr"] = data["hdr"].decode("ascii")
+        return data
+
+    def summary(self, elapsed: float | None = None) -> dict[str, Any]:
+        """Plain figures for JSON summaries and web pages (latencies in ms)."""
+        out: dict[str, Any] = {
+            "attempted": self.attempted, "completed": self.completed, "failed": self.failed,
+            "in_flight": self.in_flight, "errors": dict(self.failures), "retransmits": self.retransmits,
+            "resumed": self.resumed, "sent_bytes": self.sent_bytes, "received_bytes": self.received_bytes,
+        }
+        if elapsed is not None:
+            out["rate_per_s"] = self.completed / max(elapsed, 1e-9)
+        out["latency_ms"] = self.percentiles_ms()
+        return out

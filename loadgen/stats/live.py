@@ -1,0 +1,117 @@
+"""Per-process plumbing: roll the sink every second, and apply the deltas here or ship them to the master.
+
+Roles, as Locust's runners have them:
+
+- ``local``: every second the sink's delta is applied to this process's RunStats.
+- ``worker``: every second the delta goes to the master in a Locust custom message
+  (:data:`SECOND_MESSAGE`) and is applied to the worker's own RunStats too (its
+  ``worker-<i>.json``). The last, partial second goes out from ``test_stop``, which
+  Locust fires before the worker reports "stopped", so the master has every count
+  by the time it sees all workers stopped.
+- ``master``: no sink; each worker's message is applied as it arrives, merged by
+  second index (exact: see :mod:`loadgen.stats.run`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Literal
+
+import gevent
+from gevent.lock import Semaphore
+from locust.env import Environment
+
+from .run import RunStats
+from .sink import SecondDelta, StatsSink
+
+log = logging.getLogger("loadgen")
+
+#: Locust custom message carrying one worker's :class:`SecondDelta` to the master.
+SECOND_MESSAGE = "loadgen_second"
+
+Role = Literal["local", "worker", "master"]
+
+
+class LiveStats:
+    """Ties a :class:`StatsSink` and a :class:`RunStats` to a Locust environment (see the module doc)."""
+
+    def __init__(self, environment: Environment, stats: RunStats, sink: StatsSink | None, role: Role,
+                 interval: float = 1.0) -> None:
+        if role != "master" and sink is None:
+            raise ValueError(f"a {role} needs a sink")
+        self.environment = environment
+        self.stats = stats
+        self.sink = sink
+        self.role = role
+        self.interval = interval
+        self._ticker: gevent.Greenlet | None = None
+        # A delta is rolled and delivered whole: stopping waits for one under way (a send may yield).
+        self._lock = Semaphore()
+
+    def install(self) -> LiveStats:
+        """Register with the environment's events (and, for a master, its runner's messages)."""
+        events = self.environment.events
+        events.test_start.add_listener(self._on_test_start)
+        events.test_stop.add_listener(self._on_test_stop)
+        if self.role == "master":
+            runner = self.environment.runner
+            assert runner is not None, "create the master runner first"
+            runner.register_message(SECOND_MESSAGE, self._on_message)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._ticker is not None
+
+    # -- events ---------------------------------------------------------------------
+
+    def _on_test_start(self, **_: Any) -> None:
+        self.stats.reset()
+        if self.sink is None:
+            return
+        self._stop_ticker()
+        self.sink.reset()
+        self._ticker = gevent.spawn(self._tick)
+
+    def _on_test_stop(self, **_: Any) -> None:
+        if self.sink is None or self._ticker is None:
+            return
+        with self._lock:
+            self._stop_ticker()
+            self._deliver(self.sink.roll(self._users()))  # the last, partial second
+
+    def _on_message(self, msg: Any, **_: Any) -> None:
+        try:
+            self.stats.apply(SecondDelta.from_wire(msg.data))
+        except (KeyError, TypeError, ValueError) as exc:  # a worker of another version: say so, keep going
+            log.warning("loadgen: ignoring a malformed %s message: %r", SECOND_MESSAGE, exc)
+
+    # -- the ticker -----------------------------------------------------------------
+
+    def _tick(self) -> None:
+        assert self.sink is not None
+        start = time.monotonic()
+        n = 0
+        while True:
+            n += 1
+            # Sleep to the next whole interval since the start, so rows do not drift.
+            gevent.sleep(max(0.0, start + n * self.interval - time.monotonic()))
+            with self._lock:
+                self._deliver(self.sink.roll(self._users()))
+
+    def _deliver(self, delta: SecondDelta) -> None:
+        if self.role == "worker":
+            runner = self.environment.runner
+            assert runner is not None
+            runner.send_message(SECOND_MESSAGE, delta.to_wire())  # before apply() unpacks histograms
+        self.stats.apply(delta)
+
+    def _users(self) -> int:
+        runner = self.environment.runner
+        return runner.user_count if runner is not None else 0
+
+    def _stop_ticker(self) -> None:
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.kill(block=True)

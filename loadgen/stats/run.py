@@ -1,0 +1,189 @@
+"""A run's statistics, one source of truth: totals per (kind, target) and a per-second series.
+
+:class:`RunStats` is built only by applying :class:`~loadgen.stats.sink.SecondDelta`
+objects, whether they come from this process's sink (local runs, workers) or from
+workers' messages (a master). Totals are the sum of the deltas, so the summary, the
+time series, the exporters and Locust's counts all describe the same facts. Deltas of
+one second index from several workers merge into one :class:`SecondRow`; percentiles
+of a row come from the merged HDR histogram, hence equal those of all raw samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..recorder import HANDSHAKE, PING
+from .cells import Cell
+from .sink import Key, SecondDelta
+
+KINDS = (HANDSHAKE, PING)
+
+
+@dataclass
+class SecondRow:
+    """One second of the run, merged over targets and processes."""
+
+    index: int
+    wall: float
+    duration: float = 0.0
+    users: int = 0
+    processes: int = 0
+    cpu_max: float = 0.0  # busiest process, % of one core: near 100 means that generator is saturated
+    cpu_total: float = 0.0  # all processes together, % of one core
+    kinds: dict[str, Cell] = field(default_factory=lambda: {kind: Cell() for kind in KINDS})
+    _figures: dict[str, dict[str, Any]] | None = None  # cached per-kind figures
+
+    def merge(self, delta: SecondDelta, per_kind: dict[str, Cell]) -> None:
+        self.wall = min(self.wall, delta.wall)
+        self.duration = max(self.duration, delta.duration)
+        self.users += delta.users
+        self.processes += 1
+        self.cpu_max = max(self.cpu_max, delta.cpu_percent)
+        self.cpu_total += delta.cpu_percent
+        for kind, cell in per_kind.items():
+            mine = self.kinds.setdefault(kind, Cell())
+            mine.add(cell)
+            mine.pack()  # an hour of rows stays small: see loadgen.stats.cells
+        self._figures = None
+
+    def figures(self, kind: str) -> dict[str, Any]:
+        """Counts and percentiles (ms) of ``kind`` in this second."""
+        if self._figures is None:
+            self._figures = {}
+        if kind not in self._figures:
+            cell = self.kinds.get(kind) or Cell()
+            self._figures[kind] = {
+                "attempted": cell.attempted, "completed": cell.completed, "failed": cell.failed,
+                "retransmits": cell.retransmits, "ended": cell.ended, "sent_bytes": cell.sent_bytes,
+                "received_bytes": cell.received_bytes, "errors": dict(cell.failures), **cell.percentiles_ms(),
+            }
+            cell.pack()
+        return self._figures[kind]
+
+
+class RunStats:
+    """Totals per (kind, target) and the per-second series of one run (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[Key, Cell] = {}
+        self.seconds: dict[int, SecondRow] = {}
+        self.deltas = 0
+        self._kinds: dict[str, Cell] | None = None
+
+    def reset(self) -> None:
+        """Forget everything (a new run from the web UI starts from zero, as Locust's stats do)."""
+        self.totals = {}
+        self.seconds = {}
+        self.deltas = 0
+        self._kinds = None
+
+    # -- building --------------------------------------------------------------------
+
+    def apply(self, delta: SecondDelta) -> None:
+        """Add one process's second: to the totals and to the row of its second index."""
+        by_kind: dict[str, list[Cell]] = {}
+        for key, cell in delta.cells.items():
+            total = self.totals.get(key)
+            if total is None:
+                total = self.totals[key] = Cell()
+            total.add(cell)
+            by_kind.setdefault(key[0], []).append(cell)
+        per_kind: dict[str, Cell] = {}
+        for kind, cells in by_kind.items():
+            per_kind[kind] = cells[0]  # usually one target: no copy
+            if len(cells) > 1:
+                per_kind[kind] = Cell()
+                for cell in cells:
+                    per_kind[kind].add(cell)
+        row = self.seconds.get(delta.index)
+        if row is None:
+            row = self.seconds[delta.index] = SecondRow(delta.index, delta.wall)
+        row.merge(delta, per_kind)
+        self.deltas += 1
+        self._kinds = None
+
+    # -- reading: the interface thresholds and summaries use ---------------------------------
+
+    @property
+    def kinds(self) -> dict[str, Cell]:
+        """Totals per kind over all targets (fresh cells; cached until the next delta)."""
+        if self._kinds is None:
+            kinds = {kind: Cell() for kind in KINDS}
+            for (kind, _), cell in self.totals.items():
+                kinds.setdefault(kind, Cell()).add(cell)
+            self._kinds = kinds
+        return self._kinds
+
+    @property
+    def handshakes(self) -> Cell:
+        return self.kinds[HANDSHAKE]
+
+    @property
+    def pings(self) -> Cell:
+        return self.kinds[PING]
+
+    @property
+    def targets(self) -> list[str]:
+        return sorted({target for _, target in self.totals})
+
+    def cell(self, kind: str, target: str) -> Cell:
+        return self.totals.get((kind, target)) or Cell()
+
+    def active(self, target: str | None = None) -> int:
+        """Associations up now: completed handshakes minus associations ended."""
+        cells = [c for (k, t), c in self.totals.items() if k == HANDSHAKE and (target is None or t == target)]
+        return sum(c.completed - c.ended for c in cells)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The per-second series, oldest first, as plain data (latencies in ms)."""
+        out = []
+        active = 0
+        for index in sorted(self.seconds):
+            row = self.seconds[index]
+            hs = row.figures(HANDSHAKE)
+            active += hs["completed"] - hs["ended"]
+            out.append({
+                "second": index, "time": row.wall, "duration": row.duration, "users": row.users,
+                "processes": row.processes, "cpu_max": row.cpu_max, "cpu_total": row.cpu_total,
+                "active": active, **{kind: row.figures(kind) for kind in KINDS},
+            })
+        return out
+
+    def span(self, first: int, end: int) -> tuple[dict[str, Cell], list[SecondRow]]:
+        """Per-kind cells and the rows of seconds ``first <= index < end`` (exact merge)."""
+        rows = [self.seconds[i] for i in sorted(self.seconds) if first <= i < end]
+        cells = {kind: Cell() for kind in KINDS}
+        for row in rows:
+            for kind, cell in row.kinds.items():
+                cells.setdefault(kind, Cell()).add(cell)
+                cell.pack()
+        return cells, rows
+
+    # -- saving -------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything needed to rebuild this object (histograms included): ``series.json``."""
+        return {
+            "version": 1,
+            "totals": [[kind, target, cell.to_json()] for (kind, target), cell in sorted(self.totals.items())],
+            "seconds": [
+                {"second": row.index, "time": row.wall, "duration": row.duration, "users": row.users,
+                 "processes": row.processes, "cpu_max": row.cpu_max, "cpu_total": row.cpu_total,
+                 "kinds": {kind: cell.to_json() for kind, cell in row.kinds.items()}}
+                for row in (self.seconds[i] for i in sorted(self.seconds))
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunStats:
+        stats = cls()
+        for kind, target, wire in data.get("totals", []):
+            stats.totals[(kind, target)] = Cell.from_wire(wire)
+        for item in data.get("seconds", []):
+            row = SecondRow(int(item["second"]), float(item["time"]), float(item["duration"]), int(item["users"]),
+                            int(item["processes"]), float(item["cpu_max"]), float(item["cpu_total"]))
+            row.kinds.update({kind: Cell.from_wire(wire) for kind, wire in item["kinds"].items()})
+            stats.seconds[row.index] = row
+        return stats
+

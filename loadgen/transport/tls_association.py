@@ -1,0 +1,277 @@
+"""TlsAssociation: one simulated TLS client, reporting exactly like DtlsAssociation.
+
+It connects a TCP socket, handshakes (certificates or PSK, as the context says;
+resuming the device's last session when resumption is on), then pings on the interval
+over the stream: each ping is one newline-terminated line, and the server answers with
+one line (the reference server echoes it). Replies are judged with the ping plan's
+:class:`~loadgen.payloads.ReplyRule`. Everything goes to a :class:`~loadgen.recorder.Sink`
+as facts: Started/Finished for each handshake and ping, Qt-style messages, and Ended
+once an established association is over.
+
+The handshake fact covers connection setup, TCP connect included: a refused connection
+(TCP RST) fails it at once with ``connection-refused``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import gevent
+
+from ..credentials import Secret
+from ..errors import BadReply, LoadgenError, LocalProtocolError, PeerClosed, PingTimeout
+from ..protocol.tls import SessionCache, TlsContext
+from ..recorder import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
+from .association import PingPlan
+from .ssl_socket import SslSocket, State
+
+INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
+#: How long handshake_once waits for TLS 1.3 session tickets (sent after the handshake).
+TICKET_WAIT = 1.0
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Per-association TLS knobs (the context carries versions, ciphers, certificates)."""
+
+    handshake_timeout: float = 30.0  # TCP connect + TLS handshake
+
+
+class TlsAssociation:
+    """A client association to one TLS server. ``run()`` in a greenlet; kill it to close."""
+
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        address: tuple[str, int],
+        context: TlsContext,
+        sink: Sink,
+        *,
+        identity: bytes | None = None,
+        key: Secret | None = None,
+        server_name: str | None = None,
+        sessions: SessionCache | None = None,
+        settings: TlsSettings = TlsSettings(),
+        ping: PingPlan = PingPlan(),
+        source_address: str | None = None,
+        rng: random.Random | None = None,
+        message_level: int = INFO,
+    ) -> None:
+        """``identity``/``key``: the PSK, for a PSK context. ``server_name``: SNI and the
+        name the certificate must carry (default: the address's host). ``sessions``: where
+        the device keeps its session between associations (resumption)."""
+        if context.psk and (identity is None or key is None):
+            raise LocalProtocolError(f"{name}: a PSK context needs an identity and a key")
+        self.name = name
+        self.target = target
+        self.address = address
+        self._context = context
+        self._sink = sink
+        self._identity = identity
+        self._key = key
+        self._server_name = server_name
+        self._sessions = sessions if context.options.resumption else None
+        self._settings = settings
+        self._ping = ping
+        self._ping_timeout = ping.timeout if ping.timeout is not None else ping.interval
+        self._source = source_address
+        self._uniform = rng.uniform if rng is not None else random.uniform
+        self._message_level = message_level
+        self._sock: SslSocket | None = None
+        self._greenlet: gevent.Greenlet | None = None
+        self._established = False
+        self._closed = False
+        self.resumed = False
+        self.pings_sent = 0
+        self._bytes = (0, 0)  # sent, received: totals once the socket is gone
+
+    @property
+    def session_key(self) -> Hashable:
+        """Key of this association's session in the session cache."""
+        host, port = self.address
+        return host, port, self._server_name
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._sock.bytes_sent if self._sock is not None else self._bytes[0]
+
+    @property
+    def bytes_received(self) -> int:
+        return self._sock.bytes_received if self._sock is not None else self._bytes[1]
+
+    # -- public -------------------------------------------------------------
+
+    def run(self) -> LoadgenError | None:
+        """Connect, handshake, ping until failed or killed; returns the error that ended it.
+
+        Killing the greenlet (``GreenletExit``) closes it with close_notify; attempts under
+        way then stay "in flight" in the accounting.
+        """
+        try:
+            self._establish()
+            self._ping_loop()
+        except LoadgenError as exc:
+            return exc
+        finally:
+            self.close()
+        return None  # pragma: no cover - the ping loop only ends by an error or close()
+
+    def handshake_once(self) -> LoadgenError | None:
+        """Connect, handshake, close with close_notify: one handshake's worth of work.
+
+        With resumption on and TLS 1.3, waits briefly for the server's session tickets
+        first, so that the next association of this device can resume.
+        """
+        try:
+            self._establish()
+            sock = self._sock
+            if self._sessions is not None and sock is not None and sock.protocol_version == "TLSv1.3":
+                sock.wait_for_input(TICKET_WAIT)
+        except LoadgenError as exc:
+            return exc
+        finally:
+            self.close()
+        return None
+
+    def start(self) -> None:
+        """Run in a new greenlet; :meth:`wait` for the end."""
+        if self._greenlet is not None:
+            raise LocalProtocolError(f"{self.name}: association already started")
+        self._greenlet = gevent.spawn(self.run)
+
+    def wait(self) -> LoadgenError | None:
+        """Block until the association started with :meth:`start` ends; closes it on the way out."""
+        assert self._greenlet is not None, "start() first"
+        try:
+            return self._greenlet.get()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close with close_notify, keep the session for resumption, report Ended. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        sock = self._sock
+        if sock is not None:
+            clean = sock.state is State.CONNECTED or sock.peer_closed
+            sock.close()
+            self._bytes = (sock.bytes_sent, sock.bytes_received)
+            if self._sessions is not None:
+                # A session is resumable only after a clean close; otherwise forget it.
+                self._sessions.put(self.session_key, sock.session if clean else None)
+            self._sock = None
+        if self._established:
+            self._sink.record(Ended(self.target))
+        greenlet = self._greenlet
+        if greenlet is not None and greenlet is not gevent.getcurrent() and not greenlet.ready():
+            greenlet.kill(block=False)
+
+    # -- phases ---------------------------------------------------------------
+
+    def _establish(self) -> None:
+        started = time.perf_counter()
+        self._sink.record(Started(HANDSHAKE, self.target))
+        session = self._sessions.get(self.session_key) if self._sessions is not None else None
+        sock = SslSocket(self._context, server_name=self._server_name, session=session,
+                         psk=self._choose_psk if self._context.psk else None)
+        self._sock = sock
+        sock.state_changed.connect(self._on_state)
+        sock.cert_check_failed.connect(
+            lambda code, text: self._say(ERROR, f"certificate check failed (verify result {code}): {text}"))
+        host, port = self.address
+        self._say(INFO, "connecting TCP socket first ...")
+        if not sock.connect_to_host(host, port, timeout=self._settings.handshake_timeout,
+                                    source_address=self._source):
+            error = sock.last_error or LocalProtocolError("handshake failed")
+            self._say(ERROR, f"handshake error - {error}")
+            self._sink.record(Finished(HANDSHAKE, self.target, time.perf_counter() - started, error,
+                                       sent_bytes=sock.bytes_sent, received_bytes=sock.bytes_received))
+            raise error
+        self._established = True
+        self.resumed = sock.session_reused
+        self._say(INFO, "encrypted connection established!" + (" (session resumed)" if self.resumed else ""))
+        self._sink.record(Finished(HANDSHAKE, self.target, time.perf_counter() - started,
+                                   sent_bytes=sock.bytes_sent, received_bytes=sock.bytes_received,
+                                   resumed=self.resumed))
+
+    def _ping_loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        plan = self._ping
+        next_ping = time.perf_counter()  # Qt pings at once, then on the timer
+        pending: bytes | None = None
+        late: bytes | None = None  # the last timed-out payload: its reply is late, not bad
+        sent_at = deadline = 0.0
+        sent_bytes = received_before = 0
+        seq = 0
+        while True:
+            now = time.perf_counter()
+            if pending is not None and now >= deadline:
+                self._sink.record(Finished(PING, self.target, now - sent_at,
+                                           PingTimeout(f"no reply in {self._ping_timeout:g} s"), sent_bytes=sent_bytes))
+                late, pending = pending, None
+            if pending is None and now >= next_ping:
+                seq += 1
+                pending = plan.payload(self.name, seq)
+                self._sink.record(Started(PING, self.target))
+                sent_at, deadline = now, now + self._ping_timeout
+                if b"\n" in pending:
+                    bad = LocalProtocolError("a TLS ping is one line: the payload must not contain a newline")
+                    self._sink.record(Finished(PING, self.target, 0.0, bad))
+                    raise bad
+                before, received_before = sock.bytes_sent, sock.bytes_received
+                sock.write(pending + b"\n")
+                sent_bytes = sock.bytes_sent - before
+                self.pings_sent += 1
+                spread = plan.interval * plan.jitter
+                next_ping = max(next_ping + plan.interval + (self._uniform(-spread, spread) if spread else 0.0), now)
+            wake = min(deadline, next_ping) if pending is not None else next_ping
+            sock.wait_for_ready_read(max(wake - time.perf_counter(), 0.0))
+            while sock.can_read_line():
+                reply = sock.read_line()[:-1]
+                if pending is None or (reply == late and not plan.reply.accepts(pending, reply)):
+                    self._say(WARNING, f"unexpected or late reply of {len(reply)} bytes")
+                    continue
+                error = None if plan.reply.accepts(pending, reply) else BadReply(
+                    f"reply of {len(reply)} bytes does not match rule {plan.reply.kind}")
+                self._sink.record(Finished(PING, self.target, time.perf_counter() - sent_at, error,
+                                           sent_bytes=sent_bytes, received_bytes=sock.bytes_received - received_before))
+                pending = None
+            if sock.state is not State.CONNECTED:
+                self._ended(sock, pending, sent_at, sent_bytes)
+
+    def _ended(self, sock: SslSocket, pending: bytes | None, sent_at: float, sent_bytes: int) -> None:
+        """The link went down under the ping loop: report and raise why."""
+        if self._closed:  # close() from outside (wait() was killed): not an error
+            raise gevent.GreenletExit
+        if sock.peer_closed:
+            self._say(ERROR, "shutdown alert received")
+            error: LoadgenError = PeerClosed("shutdown alert received")
+        else:
+            error = sock.last_error or PeerClosed("connection lost")
+        if pending is not None:
+            outstanding = PeerClosed("peer closed with a ping outstanding") if sock.peer_closed else error
+            self._sink.record(Finished(PING, self.target, time.perf_counter() - sent_at, outstanding,
+                                       sent_bytes=sent_bytes))
+        raise error
+
+    # -- helpers ------------------------------------------------------------
+
+    def _on_state(self, state: State) -> None:
+        if state is State.HANDSHAKING:
+            self._say(INFO, "starting a handshake")
+
+    def _choose_psk(self, hint: bytes | None) -> tuple[bytes, Secret]:
+        self._say(INFO, "providing pre-shared key ...")
+        assert self._identity is not None and self._key is not None
+        return self._identity, self._key
+
+    def _say(self, level: int, text: str) -> None:
+        if level >= self._message_level:
+            self._sink.record(Message(level, self.name, f"{self.name}: {text}"))

@@ -1,0 +1,174 @@
+"""loadgen's additions to Locust's web UI: a "DTLS/TLS" tab, a live page and its JSON.
+
+- The tab uses Locust's own extension points (``extended_tabs`` / ``extended_tables`` in
+  the template arguments, ``extended_stats`` added to each ``/stats/requests`` poll),
+  so it refreshes with the rest of the UI: one row per target and kind with active
+  associations, completion rate, attempts, failures, retransmissions, exact (HDR)
+  percentiles and failures by error code.
+- ``/loadgen`` is a self-refreshing page with the same figures and charts of the last
+  five minutes; ``/loadgen/stats.json`` its data; ``/loadgen/timeseries.csv`` the
+  per-second series so far. Links to them are in the UI's "Download Data" tab.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from html import escape
+from typing import Any
+
+from flask import Response, request
+from locust.web import WebUI
+
+from .outputs import write_timeseries_csv
+from .recorder import HANDSHAKE
+from .report.svg import Chart, Series, line_chart
+from .stats.run import KINDS, RunStats
+
+TAB_KEY = "loadgen"
+COLUMNS = [("target", "Target"), ("kind", "Kind"), ("active", "Active associations"), ("rate", "Rate /s"),
+           ("attempts", "Attempts"), ("ok", "Completed"), ("failed", "Failed"), ("retrans", "Retransmits"),
+           ("p50", "p50 ms"), ("p95", "p95 ms"), ("p99", "p99 ms"), ("p999", "p99.9 ms"), ("max", "Max ms"),
+           ("errors", "Errors by code")]
+#: Completion rates are measured over the last few whole seconds of the series.
+RATE_WINDOW = 5
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+class LiveView:
+    """Figures for the tab and the page, read from the run's RunStats on each request."""
+
+    def __init__(self, stats: RunStats) -> None:
+        self.stats = stats
+        self._rates: dict[tuple[str, str], tuple[float, int, float]] = {}  # key -> (time, completed, rate)
+
+    def _rate(self, key: tuple[str, str], completed: int) -> float:
+        """Completions per second since the previous look at least a second ago (polls come every 2 s)."""
+        now = time.monotonic()
+        then, before, rate = self._rates.get(key, (now, completed, 0.0))
+        if now - then >= 1.0:
+            rate = max(0, completed - before) / (now - then)
+            self._rates[key] = (now, completed, rate)
+        elif key not in self._rates:
+            self._rates[key] = (now, completed, 0.0)
+        return rate
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per (target, kind), then one per kind over all targets."""
+        stats = self.stats
+        cells = [((target, kind), stats.cell(kind, target)) for target in stats.targets for kind in KINDS]
+        cells += [(("all targets", kind), stats.kinds[kind]) for kind in KINDS]
+        out = []
+        for (target, kind), cell in cells:
+            pct = cell.percentiles_ms()
+            active = (stats.active(None if target == "all targets" else target)) if kind == HANDSHAKE else ""
+            out.append({
+                "target": target, "kind": kind, "active": active,
+                "rate": f"{self._rate((target, kind), cell.completed):.1f}", "attempts": cell.attempted,
+                "ok": cell.completed, "failed": cell.failed, "retrans": cell.retransmits, "p50": _ms(pct["p50"]),
+                "p95": _ms(pct["p95"]), "p99": _ms(pct["p99"]), "p999": _ms(pct["p99.9"]), "max": _ms(pct["p100"]),
+                "errors": ", ".join(f"{code}: {n}" for code, n in cell.failures.most_common()) or "-",
+            })
+        return out
+
+    def data(self) -> dict[str, Any]:
+        """``/loadgen/stats.json``: the table rows, totals and the last five minutes of the series."""
+        rows = self.stats.rows()
+        recent = [r for r in rows if r["duration"] >= 0.5][-RATE_WINDOW:]
+        rates = {kind: (sum(r[kind]["completed"] for r in recent) / sum(r["duration"] for r in recent))
+                 if recent else 0.0 for kind in KINDS}
+        return {
+            "active_associations": self.stats.active(),
+            "users": rows[-1]["users"] if rows else 0,
+            "rates_per_s": rates,
+            "cpu_busiest_pct": recent[-1]["cpu_max"] if recent else 0.0,
+            "totals": {kind: self.stats.kinds[kind].summary() for kind in KINDS},
+            "rows": self.rows(),
+            "series": rows[-300:],
+        }
+
+    def page(self) -> str:
+        """``/loadgen``: the figures and charts, refreshing every two seconds."""
+        data = self.data()
+        series = data["series"]
+        head = "".join(f"<th>{escape(title)}</th>" for _, title in COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{escape(str(row[key]))}</td>" for key, _ in COLUMNS) + "</tr>"
+                       for row in data["rows"])
+        small = Chart(width=620, height=220)
+        charts = [
+            line_chart("Active associations and clients", [
+                Series("active", [(r["second"], r["active"]) for r in series], markers=False),
+                Series("clients", [(r["second"], r["users"]) for r in series], markers=False, dashed=True)],
+                x_label="seconds", y_label="count", chart=small),
+            line_chart("Completed per second", [
+                Series(f"{kind}s", [(r["second"], r[kind]["completed"] / r["duration"]) for r in series
+                                    if r["duration"] >= 0.5], markers=False) for kind in KINDS],
+                x_label="seconds", y_label="per second", chart=Chart(width=620, height=220)),
+            line_chart("p99 latency per second", [
+                Series(f"{kind} p99", [(r["second"], r[kind]["p99"]) for r in series], markers=False)
+                for kind in KINDS], x_label="seconds", y_label="ms (log)", log_y=True,
+                chart=Chart(width=620, height=220)),
+        ]
+        rates = data["rates_per_s"]
+        return (
+            '<!DOCTYPE html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">'
+            "<title>loadgen: DTLS/TLS</title><style>body{font:14px system-ui,sans-serif;margin:16px}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+            ".figs span{margin-right:18px}</style></head><body><h2>loadgen: DTLS/TLS live figures</h2>"
+            f'<p class="figs"><span id="active">active associations <b>{data["active_associations"]}</b></span>'
+            f'<span>clients <b>{data["users"]}</b></span>'
+            f'<span id="handshake-rate">handshakes/s <b>{rates[HANDSHAKE]:.1f}</b></span>'
+            f'<span>pings/s <b>{rates["ping"]:.1f}</b></span>'
+            f'<span>generator CPU <b>{data["cpu_busiest_pct"]:.0f}%</b></span></p>'
+            f'<table id="loadgen-stats"><tr>{head}</tr>{body}</table>{"".join(charts)}'
+            '<p><a href="./">Locust UI</a> &middot; <a href="./loadgen/stats.json">stats.json</a> &middot; '
+            '<a href="./loadgen/timeseries.csv">timeseries.csv</a></p></body></html>'
+        )
+
+
+def install(web_ui: WebUI, stats: RunStats) -> LiveView:
+    """Add the tab, the page and the links to ``web_ui`` (call once, after creating it)."""
+    view = LiveView(stats)
+    app = web_ui.app
+    assert app is not None, "the web UI has no Flask app"
+    web_ui.template_args["extended_tabs"] = [{"title": "DTLS/TLS", "key": TAB_KEY}]
+    web_ui.template_args["extended_tables"] = [
+        {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}]
+    web_ui.template_args["extended_csv_files"] = [
+        {"href": "./loadgen", "title": "loadgen live page: DTLS/TLS figures and charts"},
+        {"href": "./loadgen/timeseries.csv", "title": "loadgen per-second time series (CSV)"},
+        {"href": "./loadgen/stats.json", "title": "loadgen live figures (JSON)"}]
+
+    @app.after_request
+    def add_loadgen_rows(response: Response) -> Response:
+        # Locust's UI polls /stats/requests every 2 s; our rows ride along as extended_stats.
+        if request.path != "/stats/requests" or response.status_code != 200 or not response.is_json:
+            return response
+        payload = response.get_json()
+        payload["extended_stats"] = [*payload.get("extended_stats", []), {"key": TAB_KEY, "data": view.rows()}]
+        response.set_data(json.dumps(payload))
+        return response
+
+    @app.route("/loadgen")
+    @web_ui.auth_required_if_enabled
+    def loadgen_page() -> Response:
+        return Response(view.page(), mimetype="text/html")
+
+    @app.route("/loadgen/stats.json")
+    @web_ui.auth_required_if_enabled
+    def loadgen_stats() -> Response:
+        return Response(json.dumps(view.data()), mimetype="application/json")
+
+    @app.route("/loadgen/timeseries.csv")
+    @web_ui.auth_required_if_enabled
+    def loadgen_csv() -> Response:
+        buffer = io.StringIO()
+        write_timeseries_csv(stats.rows(), buffer)
+        return Response(buffer.getvalue(), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=loadgen-timeseries.csv"})
+
+    return view

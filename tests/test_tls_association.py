@@ -1,0 +1,247 @@
+"""TlsAssociation against ``loadgen serve tls`` in another process: handshakes, pings, resumption, errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import gevent
+import pytest
+from tls_servers import LoadgenTlsServer, Pki, free_tcp_port, make_pki, start_loadgen_tls_server
+
+from loadgen.credentials import Secret
+from loadgen.payloads import ReplyRule, binary_payload
+from loadgen.protocol import tls
+from loadgen.protocol.tls import SessionCache, TlsOptions
+from loadgen.recorder import Ended, Message, Tally
+from loadgen.transport.association import PingPlan
+from loadgen.transport.tls_association import TlsAssociation, TlsSettings
+
+pytestmark = pytest.mark.timeout(120)
+
+KEY_HEX = "000102030405060708090a0b0c0d0e0f"
+KEY = Secret(bytes.fromhex(KEY_HEX))
+
+
+class Recorder(Tally):
+    """A Tally that also keeps the messages and counts Ended facts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+        self.ended = 0
+
+    def record(self, fact: object) -> None:
+        super().record(fact)  # type: ignore[arg-type]
+        if isinstance(fact, Message):
+            self.messages.append(fact.text)
+        elif isinstance(fact, Ended):
+            self.ended += 1
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., LoadgenTlsServer]]:
+    started: list[LoadgenTlsServer] = []
+
+    def start(*args: str, key_hex: str | None = None) -> LoadgenTlsServer:
+        server = start_loadgen_tls_server(*args, key_hex=key_hex, workdir=tmp_path / f"server{len(started)}")
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def verifying(pki: Pki, **options) -> tls.TlsContext:
+    return tls.client_context(TlsOptions(verify="peer", ca_file=pki.ca_file, **options))
+
+
+def run_for(assoc: TlsAssociation, seconds: float) -> None:
+    greenlet = gevent.spawn(assoc.run)
+    gevent.sleep(seconds)
+    greenlet.kill(block=True, timeout=5)
+    assert greenlet.ready()
+
+
+def test_handshake_and_pings_are_counted(start_server, pki: Pki) -> None:
+    server = start_server("--cert", str(pki.server_pem), "--reply", "qt")
+    rec = Recorder()
+    assoc = TlsAssociation("dev-1", "tls-local", server.address, verifying(pki), rec, server_name="server.test",
+                           source_address="127.0.0.7",
+                           ping=PingPlan(interval=0.2, reply=ReplyRule("prefix", b"to ?: I am dev-1")))
+    run_for(assoc, 1.1)
+    assert rec.handshakes.completed == 1 and rec.handshakes.failed == 0 and rec.handshakes.resumed == 0
+    assert rec.pings.completed >= 4 and rec.pings.failed == 0, rec.pings.failures
+    assert rec.pings.sent_bytes > 0 and rec.pings.received_bytes > 0 and rec.handshakes.sent_bytes > 0
+    assert rec.ended == 1
+    assert rec.messages[:3] == [
+        "dev-1: connecting TCP socket first ...",
+        "dev-1: starting a handshake",
+        "dev-1: encrypted connection established!",
+    ]
+    summary = server.stop_and_summarize()
+    assert summary.handshakes == 1 and summary.pings >= 4 and not summary.failures, summary.line
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_psk_association(start_server, version: str) -> None:
+    server = start_server(key_hex=KEY_HEX)
+    rec = Recorder()
+    ctx = tls.client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
+    assoc = TlsAssociation("dev-2", "tls-psk", server.address, ctx, rec, identity=b"dev-2", key=KEY,
+                           ping=PingPlan(interval=0.2, reply=ReplyRule("echo")))
+    run_for(assoc, 0.7)
+    assert rec.handshakes.completed == 1 and rec.pings.completed >= 2 and rec.pings.failed == 0
+    assert "dev-2: providing pre-shared key ..." in rec.messages
+    assert KEY_HEX not in " ".join(rec.messages)
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_reconnect_resumes_the_session(start_server, pki: Pki, version: str) -> None:
+    server = start_server("--cert", str(pki.server_pem))
+    ctx = verifying(pki, max_version=version)
+    sessions = SessionCache()  # one per device: kept across its associations
+    rec = Recorder()
+
+    def make() -> TlsAssociation:
+        return TlsAssociation("dev-3", "t", server.address, ctx, rec, server_name="localhost", sessions=sessions,
+                              ping=PingPlan(interval=0.1, reply=ReplyRule("echo")))
+
+    assert make().handshake_once() is None
+    second = make()
+    assert second.handshake_once() is None and second.resumed
+    run_for(make(), 0.4)  # a pinging association resumes too, and leaves a session behind
+    run_for(make(), 0.4)
+    assert rec.handshakes.completed == 4 and rec.handshakes.resumed == 3
+    assert rec.pings.failed == 0
+    summary = server.stop_and_summarize()
+    assert summary.handshakes == 4 and summary.resumed == 3, summary.line
+
+
+def test_no_resumption_when_off(start_server, pki: Pki) -> None:
+    server = start_server("--cert", str(pki.server_pem))
+    ctx = verifying(pki, resumption=False)
+    sessions = SessionCache()
+    rec = Recorder()
+    for _ in range(2):
+        TlsAssociation("dev-4", "t", server.address, ctx, rec, server_name="localhost",
+                       sessions=sessions).handshake_once()
+    assert rec.handshakes.completed == 2 and rec.handshakes.resumed == 0 and len(sessions) == 0
+
+
+def test_connection_refused_at_once() -> None:
+    rec = Recorder()
+    assoc = TlsAssociation("dev-5", "nowhere", ("127.0.0.1", free_tcp_port()), tls.client_context(), rec,
+                           settings=TlsSettings(handshake_timeout=10))
+    started = time.monotonic()
+    error = assoc.run()
+    assert error is not None and error.code == "connection-refused"
+    assert time.monotonic() - started < 1.0
+    assert dict(rec.handshakes.failures) == {"connection-refused": 1} and rec.handshakes.in_flight == 0
+    assert rec.ended == 0
+
+
+def test_certificate_check_failure_is_reported(start_server, pki: Pki) -> None:
+    server = start_server("--cert", str(pki.other_server_pem))
+    rec = Recorder()
+    error = TlsAssociation("dev-6", "t", server.address, verifying(pki), rec, server_name="localhost").run()
+    assert error is not None and error.code == "cert-untrusted"
+    assert dict(rec.handshakes.failures) == {"cert-untrusted": 1}
+    assert any("certificate check failed (verify result 20): unable to get local issuer certificate" in m
+               for m in rec.messages), rec.messages
+
+
+def test_server_shutdown_ends_the_association(start_server, pki: Pki) -> None:
+    server = start_server("--cert", str(pki.server_pem))
+    rec = Recorder()
+    assoc = TlsAssociation("dev-7", "t", server.address, verifying(pki), rec, server_name="localhost",
+                           ping=PingPlan(interval=0.1, reply=ReplyRule("echo")))
+    greenlet = gevent.spawn(assoc.run)
+    try:
+        gevent.sleep(0.5)
+        server.stop()
+        error = greenlet.get(timeout=5)
+    finally:
+        greenlet.kill()
+    assert error is not None and error.code == "peer-closed"
+    assert "dev-7: shutdown alert received" in rec.messages
+    assert rec.pings.in_flight == 0 and rec.ended == 1
+
+
+def test_payload_with_newline_is_refused(start_server, pki: Pki) -> None:
+    server = start_server("--cert", str(pki.server_pem))
+    rec = Recorder()
+    assoc = TlsAssociation("dev-8", "t", server.address, verifying(pki), rec, server_name="localhost",
+                           ping=PingPlan(interval=0.1, payload=binary_payload(b"a\nb")))
+    error = assoc.run()
+    assert error is not None and error.code == "local-error"
+    assert rec.pings.failed == 1 and rec.pings.in_flight == 0
+
+
+def test_handshake_timeout(start_server) -> None:
+    from gevent import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # the kernel accepts; nobody ever answers
+    rec = Recorder()
+    try:
+        error = TlsAssociation("dev-9", "t", listener.getsockname(), tls.client_context(), rec,
+                               settings=TlsSettings(handshake_timeout=0.3)).run()
+    finally:
+        listener.close()
+    assert error is not None and error.code == "handshake-timeout"
+    assert dict(rec.handshakes.failures) == {"handshake-timeout": 1}
+
+
+def test_start_wait_and_close_from_outside(start_server, pki: Pki) -> None:
+    server = start_server("--cert", str(pki.server_pem))
+    rec = Recorder()
+    assoc = TlsAssociation("dev-10", "t", server.address, verifying(pki), rec, server_name="localhost",
+                           ping=PingPlan(interval=0.1, reply=ReplyRule("echo")))
+    assoc.start()
+    waiter = gevent.spawn(assoc.wait)
+    gevent.sleep(0.4)
+    waiter.kill(block=True, timeout=5)  # killing the waiter closes the association
+    gevent.sleep(0.1)
+    assert rec.handshakes.completed == 1 and rec.pings.completed >= 2 and rec.ended == 1
+    assert not rec.pings.failures and rec.pings.in_flight <= 1
+    summary = server.stop_and_summarize()
+    assert summary.failures == {} and summary.handshakes == 1, summary.line
+
+
+def test_many_concurrent_associations(start_server, pki: Pki) -> None:
+    server = start_server("--cert", str(pki.server_pem))
+    rec = Recorder()
+    ctx = verifying(pki)
+    count = 200
+    assocs = [TlsAssociation(f"d{i}", "t", server.address, ctx, rec, server_name="localhost",
+                             message_level=30, ping=PingPlan(interval=1.0, timeout=5.0, reply=ReplyRule("echo")))
+              for i in range(count)]
+    greenlets = [gevent.spawn(a.run) for a in assocs]
+    try:
+        deadline = time.monotonic() + 30
+        while rec.pings.completed < count and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+    finally:
+        gevent.killall(greenlets, block=True, timeout=10)
+    assert rec.handshakes.completed == count and rec.handshakes.failed == 0, rec.handshakes.failures
+    assert rec.pings.completed >= count and rec.pings.failed == 0, rec.pings.failures
+    summary = server.stop_and_summarize()
+    assert summary.handshakes == count and not summary.failures, summary.line
+
+
+def test_serve_tls_refuses_bad_options(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+    from loadgen.cli import main
+
+    assert main(["serve", "tls", "--port", "0", "--require-client-cert"]) == 2
+    assert "--require-client-cert needs --cert" in capsys.readouterr().err
+    assert main(["serve", "tls", "--port", "0", "--cert", str(pki.root / "missing.pem")]) == 2
+    assert "cannot load certificate" in capsys.readouterr().err
