@@ -220,7 +220,7 @@ def test_quickstart() -> None:
     assert s.psk.identity_for(0) == b"device-00000" and s.psk.identity_for(42) == b"device-00042"
     key = s.psk.key_store().key_for(b"anything")
     assert key is not None and key.value == bytes.fromhex("000102030405060708090a0b0c0d0e0f")
-    assert s.dtls.version == "1.2" and s.dtls.mtu == 1200 and s.dtls.handshake_timeout == 30.0
+    assert s.dtls.version == "1.2" and s.dtls.mtu == 1200 and s.dtls.handshake_timeout == 60.0
     assert s.reconnect.policy == "on-failure" and s.reconnect.max_attempts is None
     assert s.outputs.results_dir == Path("results") and s.outputs.prometheus is None
 
