@@ -19,14 +19,15 @@ from .errors import LocalProtocolError
 
 
 class ServerProcess:
-    """``with ServerProcess(["--scenario", path]) as (host, port): ...`` runs ``loadgen serve dtls``.
+    """``with ServerProcess(["--scenario", path]) as (host, port): ...`` runs ``loadgen serve dtls`` (or tls).
 
     Keys are passed by reference (scenario file, env var, key file), never on the
     command line where ``ps`` would show them, except when the caller chooses ``--psk-hex``.
     """
 
-    def __init__(self, options: Sequence[str], host: str = "127.0.0.1", startup_timeout: float = 20.0) -> None:
-        self._args = [sys.executable, "-m", "loadgen", "serve", "dtls", "--host", host, "--port", "0", *options]
+    def __init__(self, options: Sequence[str], host: str = "127.0.0.1", startup_timeout: float = 20.0,
+                 protocol: str = "dtls") -> None:
+        self._args = [sys.executable, "-m", "loadgen", "serve", protocol, "--host", host, "--port", "0", *options]
         self._timeout = startup_timeout
         self._proc: subprocess.Popen[str] | None = None
         self.summary = ""
