@@ -231,7 +231,9 @@ class TlsAssociation:
                 self.pings_sent += 1
                 spread = plan.interval * plan.jitter
                 next_ping = max(next_ping + plan.interval + (self._uniform(-spread, spread) if spread else 0.0), now)
-            wake = min(deadline, next_ping) if pending is not None else next_ping
+            # One ping at a time: while one is out, only its reply or its deadline matters
+            # (waiting for next_ping instead would spin when the interval is shorter than an RTT).
+            wake = deadline if pending is not None else next_ping
             sock.wait_for_ready_read(max(wake - time.perf_counter(), 0.0))
             while sock.can_read_line():
                 reply = sock.read_line()[:-1]
