@@ -33,8 +33,8 @@ from loadgen.transport.association import DtlsAssociation, PingPlan  # noqa: E40
 from loadgen.users import LocustSink  # noqa: E402
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
+def rss_bytes(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
@@ -61,6 +61,8 @@ def main() -> int:
         ctx = dtls.client_context()
         gevent.sleep(0.5)
         base = rss_bytes()
+        assert server.pid is not None
+        server_base = rss_bytes(server.pid)
         c0, w0 = time.process_time(), time.perf_counter()
         assocs = []
         for i in range(n):
@@ -78,6 +80,7 @@ def main() -> int:
         tally.pings.histogram.reset()  # RTTs while holding, not while the ramp loads the server
         gevent.sleep(args.hold)
         after = rss_bytes()
+        server_after = rss_bytes(server.pid)
         c1 = time.process_time()
         held = tally.pings.completed + tally.pings.failed - pings_before
         for assoc in assocs:
@@ -94,6 +97,8 @@ def main() -> int:
     print(f"client memory: {(after - base) / n / 1024:.1f} KiB per association beyond the baseline "
           f"({base / 2**20:.0f} MiB -> {after / 2**20:.0f} MiB)")
     print(f"client CPU: {c1 - c0:.1f} s over {time.perf_counter() - w0:.1f} s wall")
+    print(f"server memory: {(server_after - server_base) / n / 1024:.1f} KiB per association "
+          f"({server_base / 2**20:.0f} MiB -> {server_after / 2**20:.0f} MiB)")
     print(f"server: {server.summary}")
     return 0
 

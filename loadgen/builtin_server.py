@@ -54,6 +54,11 @@ class ServerProcess:
         host, _, port = line.rsplit(" ", 1)[1].strip().rpartition(":")
         return host, int(port)
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         proc, self._proc = self._proc, None
