@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import cli_stats
 from .credentials import KeyStore, Secret, derive_key, key_from_env, key_from_file, parse_hex
@@ -218,8 +219,6 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _serve_tls(args: argparse.Namespace) -> int:
-    import gevent
-    from gevent.event import Event
 
     from .protocol import tls
     from .transport.tls_server import TlsServer
@@ -237,18 +236,7 @@ def _serve_tls(args: argparse.Namespace) -> int:
     )
     context = tls.server_context(options, keys=keys, hint=args.hint.encode() or None)
     server = TlsServer(context, host=args.host, port=args.port, reply=args.reply, idle_timeout=args.idle_timeout)
-    try:
-        server.start()
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-    host, port = server.address
-    print(f"loadgen: TLS server listening on {host}:{port}", flush=True)
-    done = Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, done.set)
-    done.wait()
-    stats = server.stats
-    server.stop()
+    stats = _serve_until_signal(server, "TLS", args)
     print(
         f"loadgen: TLS server stopped: {stats.handshakes} handshakes ({stats.resumed} resumed), "
         f"{stats.pings} pings answered, {sum(stats.failures.values())} failures {dict(stats.failures)}",
@@ -257,11 +245,34 @@ def _serve_tls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_for_signal() -> None:
+    """Block (cooperatively) until SIGINT or SIGTERM arrives."""
+    import gevent
+    from gevent.event import Event
+
+    done = Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, done.set)
+    done.wait()
+
+
+def _serve_until_signal(server: Any, label: str, args: argparse.Namespace) -> Any:
+    """Start ``server``, say where it listens, serve until SIGINT/SIGTERM, stop it; its stats."""
+    try:
+        server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    host, port = server.address
+    print(f"loadgen: {label} server listening on {host}:{port}", flush=True)
+    _wait_for_signal()
+    stats = server.stats
+    server.stop()
+    return stats
+
+
 def _serve(args: argparse.Namespace) -> int:
     if args.protocol == "tls":
         return _serve_tls(args)
-    import gevent
-    from gevent.event import Event
 
     from .protocol import dtls
     from .transport.dtls_server import DtlsServer
@@ -279,18 +290,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_handshake_rate=args.max_handshake_rate,
         max_ping_rate=args.max_ping_rate,
     )
-    try:
-        server.start()
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-    host, port = server.address
-    print(f"loadgen: DTLS server listening on {host}:{port}", flush=True)
-    done = Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, done.set)
-    done.wait()
-    stats = server.stats
-    server.stop()
+    stats = _serve_until_signal(server, "DTLS", args)
     print(
         f"loadgen: DTLS server stopped: {stats.handshakes} handshakes, {stats.pings} pings answered, "
         f"{sum(stats.failures.values())} failures {dict(stats.failures)}"
@@ -303,9 +303,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _impair(args: argparse.Namespace) -> int:
     import time
-
-    import gevent
-    from gevent.event import Event
 
     from . import impair
 
@@ -328,10 +325,7 @@ def _impair(args: argparse.Namespace) -> int:
     print(f"loadgen: impairment proxy on {impair.format_address(proxy.address)} -> {impair.format_address(target)}",
           flush=True)
     print(f"loadgen: seed {proxy.seed}; up: {up.describe()}; down: {down.describe()}", flush=True)
-    done = Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, done.set)
-    done.wait()
+    _wait_for_signal()
     proxy.stop()
     stats = proxy.stats
     print(f"loadgen: impairment proxy stopped after {time.monotonic() - started:.1f} s, {stats.clients} clients "
