@@ -293,7 +293,11 @@ def _run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutc
     outcome = RunOutcome(scenario, env, totals, time.monotonic() - started)
     if options.run_dir is not None:
         index = options.worker_index if options.worker_index is not None else runner.worker_index
-        (options.run_dir / f"worker-{index}.json").write_text(json.dumps(summary_data(outcome), indent=2) + "\n")
+        data = summary_data(outcome)
+        # Locust empties a worker's request stats after each report to the master: its
+        # view here would read zero. The master's summary.json has Locust's totals.
+        data.pop("locust", None)
+        (options.run_dir / f"worker-{index}.json").write_text(json.dumps(data, indent=2) + "\n")
     return outcome
 
 
