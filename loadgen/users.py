@@ -119,10 +119,11 @@ class Session:
             mtu=scenario.dtls.mtu,
             handshake_timeout=scenario.dtls.handshake_timeout,
             max_retransmits=scenario.dtls.max_retransmits,
+            retransmit_cap=scenario.dtls.retransmit_cap,
         )
         ping = scenario.ping
         self.ping = PingPlan(
-            interval=ping.interval, jitter=ping.jitter, timeout=ping.timeout,
+            interval=ping.interval, jitter=ping.jitter, timeout=ping.timeout, max_missed=ping.max_missed,
             payload=payload_maker(scenario), reply=reply_rule(scenario),
         )
         # Qt-style info messages are only built when the log would show them (-v).

@@ -118,7 +118,7 @@ def test_bad_hex_is_not_echoed() -> None:
 def test_unknown_key_without_close_match_lists_the_keys(tmp_path: Path) -> None:
     err = error_for(tmp_path, MINIMAL + "ping:\n  frobnicate: 1\n")
     assert err.key_path == "ping.frobnicate"
-    assert "expected one of interval, jitter, timeout, payload, expect" in str(err)
+    assert "expected one of interval, jitter, timeout, max_missed, payload, expect" in str(err)
 
 
 def test_secret_of_wrong_type_is_not_echoed(tmp_path: Path) -> None:

@@ -182,6 +182,7 @@ _DTLS = section(
         "mtu": integer(256, 65507),
         "handshake_timeout": duration(),
         "max_retransmits": integer(0),
+        "retransmit_cap": optional(duration()),
     },
     build=m.DtlsConfig,
 )
@@ -213,6 +214,7 @@ _PING = section(
         "interval": duration(),
         "jitter": number(0, 1),
         "timeout": optional(duration()),
+        "max_missed": integer(1),
         "payload": _PAYLOAD,
         "expect": _expect,
     },

@@ -104,6 +104,8 @@ class DtlsConfig:
     # of a flight, which a handshake needs on a lossy path (20% each way: 99%+ complete).
     handshake_timeout: float = 60.0
     max_retransmits: int = 16
+    # An unanswered flight goes out again after at most this long (None: RFC 6347's doubling only).
+    retransmit_cap: float | None = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,7 @@ class PingConfig:
     interval: float = 5.0
     jitter: float = 0.1  # fraction of the interval, applied +-
     timeout: float | None = None  # None = the interval (filled in on construction)
+    max_missed: int = 3  # unanswered pings in a row that end the association (then: reconnect policy)
     payload: Payload = field(default_factory=Payload)
     expect: Expect = field(default_factory=Expect)
 
