@@ -209,8 +209,9 @@ def keep_alive(make: Callable[[], Association], scenario: Scenario) -> None:
     gevent.sleep(float("inf"))  # stay a (quiet) user so Locust's user count stays as asked
 
 
-class DeviceUser(User):
-    """One simulated device. Subclassed per run with ``session`` set (see :func:`user_class`)."""
+class Device(User):
+    """What every kind of simulated device has: its number and one association factory per
+    target it talks to. Workloads subclass it with their task (:class:`DeviceUser`, churn)."""
 
     abstract = True
     wait_time = constant(0)
@@ -221,6 +222,13 @@ class DeviceUser(User):
         self.device = self.session.next_device()
         self.factories = [self.session.association_factory(self.device, e)
                           for e in self.session.endpoints_for(self.device)]
+
+
+class DeviceUser(Device):
+    """One simulated device that connects and pings. Subclassed per run with ``session``
+    set (see :func:`user_class`)."""
+
+    abstract = True
 
     @task
     def live(self) -> None:

@@ -17,25 +17,16 @@ import time
 from typing import ClassVar
 
 import gevent
-from locust import User, constant, task
-from locust.env import Environment
+from locust import task
 
-from ..users import Session
+from ..users import Device, Session
 
 
-class ChurnUser(User):
+class ChurnUser(Device):
     """One churning device; subclassed per run with ``session`` and ``period`` (see :func:`churn_user_class`)."""
 
     abstract = True
-    wait_time = constant(0)
-    session: ClassVar[Session]
     period: ClassVar[float] = 1.0
-
-    def __init__(self, environment: Environment) -> None:
-        super().__init__(environment)
-        self.device = self.session.next_device()
-        self.factories = [self.session.association_factory(self.device, e)
-                          for e in self.session.endpoints_for(self.device)]
 
     @task
     def churn(self) -> None:
