@@ -40,10 +40,10 @@ POLL = 0.02
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="no openssl binary on PATH")
 
-_LISTENING = re.compile(r"^loadgen: DTLS server listening on (?P<host>\S+):(?P<port>\d+)\s*$")
-_SUMMARY = re.compile(
-    r"^loadgen: DTLS server stopped: (?P<handshakes>\d+) handshakes, (?P<pings>\d+) pings answered, "
-    r"(?P<failed>\d+) failures (?P<failures>\{.*\})\s*$"
+_LISTENING = re.compile(r"^loadgen: (?:DTLS|TLS) server listening on (?P<host>\S+):(?P<port>\d+)\s*$")
+_SUMMARY = re.compile(  # serve dtls, and serve tls (which also counts resumed handshakes)
+    r"^loadgen: (?:DTLS|TLS) server stopped: (?P<handshakes>\d+) handshakes(?: \((?P<resumed>\d+) resumed\))?, "
+    r"(?P<pings>\d+) pings answered, (?P<failed>\d+) failures (?P<failures>\{.*\})\s*$"
 )
 
 
@@ -101,6 +101,7 @@ class ServerSummary:
     handshakes: int
     pings: int
     failures: Counter[str]
+    resumed: int = 0  # serve tls only
 
 
 @dataclass
@@ -142,6 +143,7 @@ class LoadgenServer:
                         handshakes=int(match["handshakes"]),
                         pings=int(match["pings"]),
                         failures=Counter(ast.literal_eval(match["failures"])),
+                        resumed=int(match["resumed"] or 0),
                     )
         return self.summary
 
@@ -170,24 +172,26 @@ def start_loadgen_server(
     host: str = "127.0.0.1",
     env: dict[str, str] | None = None,
     timeout: float = START_TIMEOUT,
+    protocol: str = "dtls",
 ) -> LoadgenServer:
-    """Start ``python -m loadgen serve dtls --host HOST --port 0 [keys] ARGS``.
+    """Start ``python -m loadgen serve PROTOCOL --host HOST --port 0 [keys] ARGS``.
 
     Give ``key_hex`` (one shared key, passed with ``--psk-env`` so it stays out of
-    ``ps``) or ``psk_csv`` (identity, hex-key rows, written to a 0600 file). Returns once
-    the server printed its listening line; fails with its stderr otherwise.
+    ``ps``) or ``psk_csv`` (identity, hex-key rows, written to a 0600 file); a TLS server
+    may have neither (certificate mode, in ARGS). Returns once the server printed its
+    listening line; fails with its stderr otherwise.
     """
-    if (key_hex is None) == (psk_csv is None):
+    if key_hex is not None and psk_csv is not None or (protocol == "dtls" and key_hex is None and psk_csv is None):
         raise ValueError("give exactly one of key_hex and psk_csv")
     workdir = Path(workdir or tempfile.mkdtemp(prefix="loadgen-server-"))
     workdir.mkdir(parents=True, exist_ok=True)
     full_env = loadgen_env()
     full_env.update(env or {})
-    command = [sys.executable, "-m", "loadgen", "serve", "dtls", "--host", host, "--port", "0"]
+    command = [sys.executable, "-m", "loadgen", "serve", protocol, "--host", host, "--port", "0"]
     if key_hex is not None:
         full_env["LOADGEN_TEST_PSK"] = key_hex
         command += ["--psk-env", "LOADGEN_TEST_PSK"]
-    else:
+    elif psk_csv is not None:
         csv_path = workdir / "keys.csv"
         csv_path.write_text("identity,key\n" + "".join(f"{i},{k}\n" for i, k in psk_csv or ()))
         csv_path.chmod(0o600)

@@ -11,16 +11,12 @@ Process handling reuses :mod:`servers` (output to files, SIGTERM then SIGKILL).
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
-import re
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +27,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import crypto
-from servers import OPENSSL, START_TIMEOUT, _read, _terminate, _wait_for, loadgen_env
+from servers import (
+    OPENSSL,
+    START_TIMEOUT,
+    LoadgenServer,
+    ServerSummary,
+    _read,
+    _terminate,
+    _wait_for,
+    start_loadgen_server,
+)
 
 SERVER_NAMES = ("localhost", "server.test", "127.0.0.1")
 
-_LISTENING = re.compile(r"^loadgen: TLS server listening on (?P<host>\S+):(?P<port>\d+)\s*$")
-_SUMMARY = re.compile(
-    r"^loadgen: TLS server stopped: (?P<handshakes>\d+) handshakes \((?P<resumed>\d+) resumed\), "
-    r"(?P<pings>\d+) pings answered, (?P<failed>\d+) failures (?P<failures>\{.*\})\s*$"
-)
 
 
 # -- certificates -------------------------------------------------------------------------
@@ -126,100 +126,19 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
 # -- python -m loadgen serve tls ------------------------------------------------------------
 
 
-@dataclass
-class TlsServerSummary:
-    line: str
-    handshakes: int
-    resumed: int
-    pings: int
-    failures: Counter[str]
-
-
-@dataclass
-class LoadgenTlsServer:
-    """A running ``loadgen serve tls`` process."""
-
-    host: str
-    port: int
-    process: subprocess.Popen
-    stdout_path: Path
-    stderr_path: Path
-    summary: TlsServerSummary | None = None
-    _stopped: bool = field(default=False, repr=False)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.host, self.port
-
-    @property
-    def stdout(self) -> str:
-        return _read(self.stdout_path)
-
-    @property
-    def stderr(self) -> str:
-        return _read(self.stderr_path)
-
-    def stop(self) -> TlsServerSummary | None:
-        """SIGTERM, bounded wait (SIGKILL if needed); returns the parsed summary line."""
-        if not self._stopped:
-            self._stopped = True
-            _terminate(self.process, signal.SIGTERM)
-            for line in self.stdout.splitlines():
-                match = _SUMMARY.match(line)
-                if match:
-                    self.summary = TlsServerSummary(
-                        line=line, handshakes=int(match["handshakes"]), resumed=int(match["resumed"]),
-                        pings=int(match["pings"]), failures=Counter(ast.literal_eval(match["failures"])),
-                    )
-        return self.summary
-
-    def stop_and_summarize(self) -> TlsServerSummary:
-        summary = self.stop()
-        assert summary is not None, (
-            f"no summary line after SIGTERM (exit status {self.process.returncode})\n"
-            f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
-        )
-        return summary
+#: ``loadgen serve tls`` runs under the same process handling as ``serve dtls``.
+LoadgenTlsServer = LoadgenServer
+TlsServerSummary = ServerSummary
 
 
 def start_loadgen_tls_server(*args: str, workdir: Path | None = None, key_hex: str | None = None,
-                             host: str = "127.0.0.1", timeout: float = START_TIMEOUT) -> LoadgenTlsServer:
+                             host: str = "127.0.0.1", timeout: float = START_TIMEOUT) -> LoadgenServer:
     """Start ``python -m loadgen serve tls --host HOST --port 0 ARGS`` and wait for its listening line.
 
     ``key_hex`` (one shared PSK) goes through ``--psk-env`` so that it stays out of ``ps``.
     """
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="loadgen-tls-server-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = loadgen_env()
-    command = [sys.executable, "-m", "loadgen", "serve", "tls", "--host", host, "--port", "0", *args]
-    if key_hex is not None:
-        env["LOADGEN_TEST_PSK"] = key_hex
-        command += ["--psk-env", "LOADGEN_TEST_PSK"]
-    stdout_path, stderr_path = workdir / "server.out", workdir / "server.err"
-    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=workdir)
-    server = LoadgenTlsServer(host, 0, process, stdout_path, stderr_path)
-    found: dict[str, str] = {}
-
-    def listening() -> bool:
-        first = server.stdout.split("\n", 1)
-        if len(first) == 2:
-            match = _LISTENING.match(first[0])
-            if match:
-                found.update(match.groupdict())
-            return True
-        return process.poll() is not None
-
-    try:
-        _wait_for(listening, timeout)
-        if not found:
-            raise AssertionError(f"loadgen TLS server did not start: {' '.join(command)}\n"
-                                 f"stdout:\n{server.stdout}\nstderr:\n{server.stderr}")
-        server.host, server.port = found["host"], int(found["port"])
-        return server
-    except BaseException:
-        server.stop()
-        raise
+    return start_loadgen_server(*args, key_hex=key_hex, workdir=workdir, host=host, timeout=timeout,
+                                protocol="tls")
 
 
 # -- openssl s_server / s_client (TLS) ---------------------------------------------------------
