@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from hdrh.histogram import HdrHistogram
 
@@ -134,34 +134,13 @@ class KindTally:
             return None
         return self.histogram.get_value_at_percentile(p) / 1e6
 
-    _COUNTERS = ("attempted", "completed", "retransmits", "resumed", "sent_bytes", "received_bytes")
-
-    def to_wire(self) -> dict[str, Any]:
-        """Plain data for Locust's messages (msgpack): counters, failures, encoded histogram."""
-        data: dict[str, Any] = {name: getattr(self, name) for name in self._COUNTERS}
-        data["failures"] = dict(self.failures)
-        data["histogram"] = self.histogram.encode() if self.histogram.get_total_count() else b""
-        return data
-
-    def merge_wire(self, data: dict[str, Any]) -> None:
-        """Add another process's :meth:`to_wire` data; percentiles stay exact."""
-        for name in self._COUNTERS:
-            setattr(self, name, getattr(self, name) + data[name])
-        self.failures.update(data["failures"])
-        if data["histogram"]:
-            self.histogram.add(HdrHistogram.decode(data["histogram"]))
-
 
 class Tally:
-    """Exact in-process totals per kind; enough for a headless summary and for tests."""
+    """Exact in-process totals per kind, for tests and benchmarks (runs use
+    :class:`loadgen.stats.sink.StatsSink`, which also keeps them per target and per second)."""
 
     def __init__(self) -> None:
-        self.kinds: dict[str, KindTally] = {}
-        self.reset()
-
-    def reset(self) -> None:
-        """Start counting afresh (sinks keep their reference to this object)."""
-        self.kinds = {HANDSHAKE: KindTally(), PING: KindTally()}
+        self.kinds: dict[str, KindTally] = {HANDSHAKE: KindTally(), PING: KindTally()}
 
     def record(self, fact: Fact) -> None:
         if isinstance(fact, Started):
@@ -177,13 +156,6 @@ class Tally:
                 tally.histogram.record_value(max(1, int(fact.elapsed * 1e6)))
             else:
                 tally.failures[fact.error.code] += 1
-
-    def to_wire(self) -> dict[str, Any]:
-        return {kind: t.to_wire() for kind, t in self.kinds.items()}
-
-    def merge_wire(self, data: dict[str, Any]) -> None:
-        for kind, wire in data.items():
-            self.kinds[kind].merge_wire(wire)
 
     @property
     def handshakes(self) -> KindTally:
