@@ -10,20 +10,19 @@ Ramp stages become the run's LoadTestShape.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path
 from typing import Any
 
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import shape  # not the class itself: Locust instantiates every shape class it finds here
-from loadgen.builtin_server import builtin_server
 from loadgen.scenario import load_scenario
 from loadgen.stats.live import LiveStats, Role
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import StatsSink
-from loadgen.users import DeviceUser, Endpoint, Session
+from loadgen.users import DeviceUser, Session
 
 
 class Device(DeviceUser):
@@ -50,15 +49,13 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
     if isinstance(runner, MasterRunner):
         _live_stats(environment, None, "master", web_ui)  # the master runs no users, it merges their seconds
         return
-    if scenario.targets:
-        endpoints = [Endpoint(t, (t.host, t.port)) for t in scenario.targets]
-    else:
-        from loadgen.runner import BUILTIN_TARGET
+    from loadgen.runner import RunOptions, endpoints
 
-        server = builtin_server(scenario.source or Path(path).resolve())
-        endpoints = [Endpoint(BUILTIN_TARGET, server.__enter__())]
-        environment.events.quitting.add_listener(lambda **_: server.__exit__(None, None, None))
-    Device.session = Session(scenario, environment, endpoints)
+    # The scenario's targets, or the built-in server for as long as Locust runs (as `loadgen run` does).
+    stack = contextlib.ExitStack()
+    eps, _server = stack.enter_context(endpoints(scenario, RunOptions()))
+    environment.events.quitting.add_listener(lambda **_: stack.close())
+    Device.session = Session(scenario, environment, eps)
     _live_stats(environment, Device.session.tally, "worker" if isinstance(runner, WorkerRunner) else "local", web_ui)
 
 
