@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from OpenSSL import SSL
 
 from .. import psk
-from ..credentials import KeyStore, Secret
+from ..credentials import KeyStore
 from ..errors import (
-    HandshakeTimeout,
     LoadgenError,
     LocalProtocolError,
     PskKeyMismatch,
@@ -27,6 +25,7 @@ from ..errors import (
 from . import record_layer, records
 from .cookies import CookieJar
 from .events import ConnectionFailed, DataReceived, Event, HandshakeCompleted, PeerClosed
+from .psk_client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser, PskClientEngine, native_suites, timeout_error
 from .record_layer import RecordLayer
 
 #: PSK suites with AEAD ciphers (CCM8 is the common IoT/CoAP choice).
@@ -34,28 +33,30 @@ DEFAULT_PSK_CIPHERS = (
     "PSK-AES128-GCM-SHA256:PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305:"
     "PSK-AES128-CCM:PSK-AES128-CCM8"
 )
-#: UDP payload budget: fits IPv6's 1280-byte minimum path MTU (1280 - 40 - 8 = 1232).
-DEFAULT_MTU = 1200
 #: OpenSSL ignores a smaller MTU on memory BIOs (its smallest probe size, 256), and the
 #: handshake then fails with an unhelpful "unexpected EOF": refuse it up front instead.
 MIN_MTU = 256
-#: Client: the longest an unanswered handshake flight waits before it is sent again.
-DEFAULT_RETRANSMIT_CAP = 2.0
 #: Wrong-key verdicts need this many undecryptable Finished flights (one could be corruption).
 BAD_FINISHED_LIMIT = 2
-#: A client that sent its Finished this many times without an answer probably has the wrong key.
-UNANSWERED_FINISHED_LIMIT = 3
-
-#: ``choose(hint) -> (identity, key)`` for one client connection.
-PskChooser = Callable[["bytes | None"], "tuple[bytes, Secret]"]
 
 
-def client_context(ciphers: str = DEFAULT_PSK_CIPHERS) -> SSL.Context:
-    """A DTLS 1.2 client context whose PSK comes from each connection's chooser.
+@dataclass(frozen=True)
+class ClientContext:
+    """What all client associations to DTLS targets share.
 
-    One context serves thousands of associations; each connection's app data is its
-    :data:`PskChooser`.
+    ``ssl`` is the OpenSSL context, whose connections take their PSK from each
+    connection's :data:`PskChooser` (its app data). ``native_suites`` is set when every
+    configured suite is one :mod:`.psk_client` handshakes itself (much cheaper than
+    OpenSSL); :func:`client_engine` then uses that engine.
     """
+
+    ssl: SSL.Context
+    native_suites: tuple[int, ...] | None
+
+
+def client_context(ciphers: str = DEFAULT_PSK_CIPHERS, *, native: bool = True) -> ClientContext:
+    """A DTLS 1.2 client context for ``ciphers`` (OpenSSL syntax); one serves thousands
+    of associations. ``native=False`` keeps every handshake in OpenSSL."""
     ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
     _common_setup(ctx, ciphers)
 
@@ -64,7 +65,17 @@ def client_context(ciphers: str = DEFAULT_PSK_CIPHERS) -> SSL.Context:
         return identity, key.value
 
     psk.set_client_psk(ctx, choose)
-    return ctx
+    return ClientContext(ctx, native_suites(ciphers) if native else None)
+
+
+def client_engine(context: ClientContext, choose: PskChooser, *, mtu: int = DEFAULT_MTU,
+                  retransmit_cap: float | None = DEFAULT_RETRANSMIT_CAP) -> DtlsEngine | PskClientEngine:
+    """A client engine for one association: loadgen's own PSK handshake when the
+    context's suites allow it, OpenSSL's otherwise. Call ``start()`` to send the ClientHello."""
+    _check_mtu(mtu)
+    if context.native_suites is not None:
+        return PskClientEngine(context.native_suites, choose, mtu=mtu, retransmit_cap=retransmit_cap)
+    return DtlsEngine.client(context, choose, mtu=mtu, retransmit_cap=retransmit_cap)
 
 
 @dataclass
@@ -170,10 +181,10 @@ class DtlsEngine:
     # -- construction -------------------------------------------------------
 
     @classmethod
-    def client(cls, context: SSL.Context, choose: PskChooser, *, mtu: int = DEFAULT_MTU,
+    def client(cls, context: ClientContext | SSL.Context, choose: PskChooser, *, mtu: int = DEFAULT_MTU,
                light: bool = True, retransmit_cap: float | None = DEFAULT_RETRANSMIT_CAP) -> DtlsEngine:
-        """A client engine; call :meth:`start` to send the ClientHello."""
-        conn = SSL.Connection(context, None)
+        """An OpenSSL client engine; call :meth:`start` to send the ClientHello."""
+        conn = SSL.Connection(context.ssl if isinstance(context, ClientContext) else context, None)
         conn.set_app_data(choose)
         conn.set_connect_state()
         return cls(conn, is_client=True, mtu=mtu, light=light, retransmit_cap=retransmit_cap)
@@ -287,23 +298,7 @@ class DtlsEngine:
             return []
         data = bytes(self._outgoing)
         self._outgoing.clear()
-        if len(data) <= self.mtu:
-            return [data]  # the common case: one record or one small flight
-        datagrams: list[bytes] = []
-        start = end = 0
-        # The memory BIO is a byte stream: cut it at record boundaries so no datagram
-        # exceeds the MTU (OpenSSL already sized each record for it).
-        for rec in records.records(data):
-            size = records.HEADER_LEN + rec.length
-            if end - start + size > self.mtu and end > start:
-                datagrams.append(data[start:end])
-                start = end
-            end += size
-        if end < len(data):  # not record-shaped (cannot happen with OpenSSL): send as is
-            end = len(data)
-        if end > start:
-            datagrams.append(data[start:end])
-        return datagrams
+        return records.pack_datagrams(data, self.mtu)
 
     @property
     def cipher(self) -> str | None:
@@ -336,14 +331,7 @@ class DtlsEngine:
         DTLS drops records it cannot decrypt, so a wrong key looks like silence after
         our Finished; say so rather than "timeout" once it is the likely cause.
         """
-        # Only when the peer answered our earlier flights at once: after loss on the
-        # way, an unanswered Finished is more likely loss than a wrong key.
-        if self._finished_sent >= UNANSWERED_FINISHED_LIMIT and self._retransmits_before_finished == 0:
-            return PskKeyMismatch(
-                f"peer never answered our Finished ({self._finished_sent} transmissions): "
-                "the pre-shared key is probably wrong"
-            )
-        return HandshakeTimeout(f"no handshake after {self.retransmits} retransmissions")
+        return timeout_error(self.retransmits, self._finished_sent, self._retransmits_before_finished)
 
     # -- internals ----------------------------------------------------------
 

@@ -62,6 +62,28 @@ def record_slices(datagram: bytes) -> Iterator[tuple[Record, bytes]]:
         offset = end
 
 
+def pack_datagrams(data: bytes, mtu: int) -> list[bytes]:
+    """Cut a run of records into datagrams of at most ``mtu`` bytes, at record boundaries.
+
+    Each record must already fit the MTU (the engines size them so); bytes that are not
+    record-shaped travel as they are in the last datagram.
+    """
+    if len(data) <= mtu:
+        return [data]  # the common case: one record or one small flight
+    datagrams: list[bytes] = []
+    start = end = 0
+    for rec in records(data):
+        size = HEADER_LEN + rec.length
+        if end - start + size > mtu and end > start:
+            datagrams.append(data[start:end])
+            start = end
+        end += size
+    end = len(data)
+    if end > start:
+        datagrams.append(data[start:end])
+    return datagrams
+
+
 def is_client_hello(datagram: bytes) -> bool:
     """True when ``datagram`` starts with an epoch-0 handshake record holding a ClientHello."""
     return (

@@ -79,7 +79,7 @@ class DtlsAssociation:
         name: str,
         target: str,
         address: tuple[str, int],
-        context: dtls.SSL.Context,
+        context: dtls.ClientContext,
         sink: Sink,
         *,
         identity: bytes,
@@ -106,7 +106,7 @@ class DtlsAssociation:
         # Messages below this level are not even formatted (a run logs warnings and up).
         self._message_level = message_level
         self._sock: Any = None
-        self._engine: dtls.DtlsEngine | None = None
+        self._engine: dtls.DtlsEngine | dtls.PskClientEngine | None = None
         self._reader: Any = None
         self._timer: Any = None
         self._done: AsyncResult = AsyncResult()
@@ -194,8 +194,8 @@ class DtlsAssociation:
         self._started_at = time.perf_counter()
         self._deadline = self._started_at + self._settings.handshake_timeout
         self._sink.record(Started(HANDSHAKE, self.target))
-        self._engine = dtls.DtlsEngine.client(self._context, self._choose_psk, mtu=self._settings.mtu,
-                                              retransmit_cap=self._settings.retransmit_cap)
+        self._engine = dtls.client_engine(self._context, self._choose_psk, mtu=self._settings.mtu,
+                                          retransmit_cap=self._settings.retransmit_cap)
         self._say(INFO, "starting a handshake")
         self._engine.start()
         self._flush()
