@@ -66,7 +66,7 @@ def test_callbacks_outlive_garbage_collection():
 
     client_ctx, server_ctx = contexts()
     gc.collect()
-    assert len(client_ctx._loadgen_psk_callbacks) == 1
+    assert len(client_ctx.ssl._loadgen_psk_callbacks) == 1
     assert len(server_ctx._loadgen_psk_callbacks) == 1
     wire = Wire(server_ctx, dtls.DtlsEngine.client(client_ctx, lambda hint: (b"dev", key)))
     wire.handshake()

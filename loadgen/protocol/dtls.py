@@ -24,7 +24,7 @@ from ..errors import (
 )
 from . import record_layer, records
 from .cookies import CookieJar
-from .events import ConnectionFailed, DataReceived, Event, HandshakeCompleted, PeerClosed
+from .events import ConnectionFailed, DataReceived, Event, HandshakeCompleted, PeerClosed, alert_received
 from .psk_client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser, PskClientEngine, native_suites, timeout_error
 from .record_layer import RecordLayer
 
@@ -416,33 +416,25 @@ class DtlsEngine:
 
     def _receive_light(self, datagram: bytes) -> None:
         assert self._records is not None
-        for rec, raw in records.record_slices(datagram):
-            if rec.epoch == 1 and rec.content_type in (records.APPLICATION_DATA, records.ALERT):
-                opened = self._records.open(raw)
-                if opened is None:
-                    continue  # replayed, forged or corrupted: dropped silently, as DTLS does
-                content_type, plaintext = opened
-                if content_type == records.APPLICATION_DATA:
-                    if plaintext:
-                        self._events.append(DataReceived(plaintext))
-                elif len(plaintext) == 2:
-                    self._on_alert(plaintext[0], plaintext[1])
-                    return
-            elif rec.epoch == 0 and rec.content_type == records.HANDSHAKE and self._final_flight:
-                # The client repeated its last flight: our CCS+Finished was lost. Once
-                # per datagram, however many of its records arrived.
-                self._outgoing += self._final_flight
-                self.retransmits += 1
-                return
-
-    def _on_alert(self, level: int, description: int) -> None:
-        self.closed = True
-        if description == records.CLOSE_NOTIFY:
-            self._events.append(PeerClosed())
+        if self._final_flight and datagram[0] == records.HANDSHAKE and datagram[3:5] == b"\x00\x00":
+            # The client repeated its last flight: our CCS+Finished was lost.
+            self._outgoing += self._final_flight
+            self.retransmits += 1
             return
-        name = records.ALERT_NAMES.get(description, f"alert {description}")
-        self.error = error_from_openssl(f"tlsv1 alert {name}", remote=True)
-        self._events.append(ConnectionFailed(self.error))
+        for content_type, plaintext in self._records.open_datagram(datagram):
+            if content_type == records.ALERT:
+                if len(plaintext) == 2:
+                    self._on_alert(plaintext[1])
+                    return
+            elif plaintext:
+                self._events.append(DataReceived(plaintext))
+
+    def _on_alert(self, description: int) -> None:
+        self.closed = True
+        event = alert_received(description)
+        if isinstance(event, ConnectionFailed):
+            self.error = event.error
+        self._events.append(event)
 
     def _read_application_data(self, single_record: bool = False) -> None:
         while True:

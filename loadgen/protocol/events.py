@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import LoadgenError
+from ..errors import LoadgenError, error_from_openssl
+from . import records
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,11 @@ class ConnectionFailed:
 
 
 Event = HandshakeCompleted | DataReceived | PeerClosed | ConnectionFailed
+
+
+def alert_received(description: int) -> PeerClosed | ConnectionFailed:
+    """The event for an alert from the peer: close_notify, or a failure named like OpenSSL's."""
+    if description == records.CLOSE_NOTIFY:
+        return PeerClosed()
+    name = records.ALERT_NAMES.get(description, f"alert {description}")
+    return ConnectionFailed(error_from_openssl(f"tlsv1 alert {name}", remote=True))

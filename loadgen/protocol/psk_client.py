@@ -39,7 +39,7 @@ from typing import Any
 from ..credentials import Secret
 from ..errors import HandshakeTimeout, LoadgenError, LocalProtocolError, PskKeyMismatch, error_from_openssl
 from . import records
-from .events import ConnectionFailed, DataReceived, Event, HandshakeCompleted, PeerClosed
+from .events import ConnectionFailed, DataReceived, Event, HandshakeCompleted, alert_received
 from .record_layer import SUITES, RecordLayer, prf
 
 #: ``choose(hint) -> (identity, key)`` for one client connection.
@@ -476,12 +476,10 @@ class PskClientEngine:
             return
         self.closed = True
         self._due = None
-        if alert[1] == records.CLOSE_NOTIFY:
-            self._events.append(PeerClosed())
-            return
-        name = records.ALERT_NAMES.get(alert[1], f"alert {alert[1]}")
-        self.error = error_from_openssl(f"tlsv1 alert {name}", remote=True)
-        self._events.append(ConnectionFailed(self.error))
+        event = alert_received(alert[1])
+        if isinstance(event, ConnectionFailed):
+            self.error = event.error
+        self._events.append(event)
 
     def _fail_local(self, reason: str, alert: int) -> None:
         """A fatal local error: tell the server with a plaintext alert, then stop."""
@@ -497,13 +495,7 @@ class PskClientEngine:
 
     def _receive_established(self, datagram: bytes) -> None:
         assert self._records is not None
-        for rec, raw in records.record_slices(datagram):
-            if rec.epoch != 1 or rec.content_type not in (records.APPLICATION_DATA, records.ALERT):
-                continue  # e.g. the server's repeated Finished: nothing left to do
-            opened = self._records.open(raw)
-            if opened is None:
-                continue  # replayed, forged or corrupted: dropped silently, as DTLS does
-            content_type, plaintext = opened
+        for content_type, plaintext in self._records.open_datagram(datagram):
             if content_type == records.ALERT:
                 self._on_alert(plaintext)
                 return

@@ -149,6 +149,19 @@ class RecordLayer:
         self._accept(seq)
         return record[0], plaintext
 
+    def open_datagram(self, datagram: bytes) -> list[tuple[int, bytes]]:
+        """``(content_type, plaintext)`` of each application-data or alert record in
+        ``datagram`` that is fresh and authentic; everything else is dropped."""
+        if datagram[0] == records.APPLICATION_DATA and len(datagram) == records.HEADER_LEN + int.from_bytes(
+                datagram[11:13], "big"):
+            opened = self.open(datagram)  # the hot path: one record, one ping or reply
+            return [opened] if opened is not None else []
+        found = []
+        for rec, raw in records.record_slices(datagram):
+            if rec.content_type in (records.APPLICATION_DATA, records.ALERT) and (opened := self.open(raw)):
+                found.append(opened)
+        return found
+
     def _fresh(self, seq: int) -> bool:
         if seq > self._read_top:
             return True
