@@ -1,0 +1,401 @@
+"""What loadgen's own DTLS 1.2 PSK handshakes (client and server) share.
+
+Why our own handshake: through pyOpenSSL, each side of an OpenSSL DTLS handshake costs
+about 200 us of CPU (``SSL_new``, several ``SSL_do_handshake`` calls, BIO copies, cffi
+callbacks), which caps a client process near 3,000 handshakes per second and the
+reference server below that. A plain-PSK handshake with an AEAD suite is four small
+flights, a dozen HMACs and two AEAD operations per side; done here with hashlib and
+``cryptography``'s AEADs it costs a fraction of that, and the association ends up on
+:class:`~loadgen.protocol.record_layer.RecordLayer` directly. Other suites (CBC,
+ECDHE-PSK, ...) keep going through OpenSSL (:class:`loadgen.protocol.dtls.DtlsEngine`);
+both kinds of engine present the same interface (aioquic's shape).
+
+The exchange (RFC 6347 4.2, RFC 4279 2)::
+
+    ClientHello                 -->
+                                <--  HelloVerifyRequest (cookie)
+    ClientHello (cookie)        -->
+                                <--  ServerHello, [ServerKeyExchange (hint)], ServerHelloDone
+    ClientKeyExchange (identity),
+    ChangeCipherSpec, Finished  -->
+                                <--  ChangeCipherSpec, Finished
+
+Shared here: message framing and reassembly (fragmented, reordered, repeated), flights
+re-sent with fresh record numbers on RFC 6347's doubling timer (RFC 6347 4.2.4),
+the key schedule (RFC 4279 2, RFC 7627 extended master secret), alerts, and the
+record layer once established.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from ..errors import LoadgenError, LocalProtocolError, error_from_openssl
+from . import records
+from .events import ConnectionFailed, DataReceived, Event, alert_received
+from .record_layer import SUITES, RecordLayer, Suite, prf
+
+#: UDP payload budget: fits IPv6's 1280-byte minimum path MTU (1280 - 40 - 8 = 1232).
+DEFAULT_MTU = 1200
+#: RFC 6347 4.2.4.1: the timer starts at 1 s and doubles up to 60 s.
+INITIAL_TIMEOUT = 1.0
+MAX_TIMEOUT = 60.0
+#: A repeat of the peer's flight that arrives this soon after we sent ours crossed it on the wire.
+CROSSING_WINDOW = INITIAL_TIMEOUT / 2
+
+#: IANA numbers of the PSK AEAD suites handled natively, by OpenSSL name.
+NATIVE_SUITES = {
+    "PSK-AES128-GCM-SHA256": 0x00A8,
+    "PSK-AES256-GCM-SHA384": 0x00A9,
+    "PSK-CHACHA20-POLY1305": 0xCCAB,
+    "PSK-AES128-CCM": 0xC0A4,
+    "PSK-AES256-CCM": 0xC0A5,
+    "PSK-AES128-CCM8": 0xC0A8,
+    "PSK-AES256-CCM8": 0xC0A9,
+}
+SUITE_NAMES = {code: name for name, code in NATIVE_SUITES.items()}
+
+# Handshake message types (RFC 5246 7.4, RFC 6347 4.3.2).
+CLIENT_HELLO, SERVER_HELLO, HELLO_VERIFY_REQUEST = 1, 2, 3
+SERVER_KEY_EXCHANGE, SERVER_HELLO_DONE, CLIENT_KEY_EXCHANGE, FINISHED = 12, 14, 16, 20
+HS_HEADER_LEN = 12  # type, length (3), message_seq (2), fragment_offset (3), fragment_length (3)
+EXT_EXTENDED_MASTER_SECRET = 0x0017
+EXT_RENEGOTIATION_INFO = 0xFF01
+RENEGOTIATION_SCSV = 0x00FF
+VERSION = records.DTLS_1_2.to_bytes(2, "big")
+VERIFY_DATA_LEN = 12
+
+# Alert descriptions we send (RFC 5246 7.2, RFC 4279).
+UNEXPECTED_MESSAGE, HANDSHAKE_FAILURE, ILLEGAL_PARAMETER = 10, 40, 47
+DECODE_ERROR, DECRYPT_ERROR, PROTOCOL_VERSION, UNKNOWN_PSK_IDENTITY = 50, 51, 70, 115
+
+#: Handshake messages are small with PSK; refuse to buffer anything larger, or many.
+_MAX_MESSAGE = 16384
+_MAX_BUFFERED = 16
+
+
+def native_suites(ciphers: str) -> tuple[int, ...] | None:
+    """The suites of an OpenSSL cipher list when loadgen handles every one, else None."""
+    names = [n.strip() for n in ciphers.split(":") if n.strip() and not n.strip().startswith("@")]
+    if not names or any(n.upper() not in NATIVE_SUITES for n in names):
+        return None
+    return tuple(dict.fromkeys(NATIVE_SUITES[n.upper()] for n in names))
+
+
+def suite(code: int) -> Suite:
+    return SUITES[SUITE_NAMES[code]]
+
+
+def handshake_message(msg_type: int, seq: int, body: bytes) -> bytes:
+    """One unfragmented DTLS handshake message (also its form in the transcript hash)."""
+    n = len(body).to_bytes(3, "big")
+    return bytes((msg_type,)) + n + seq.to_bytes(2, "big") + b"\x00\x00\x00" + n + body
+
+
+def premaster_secret(psk: bytes) -> bytes:
+    """RFC 4279 2: with plain PSK the "other secret" is as many zero bytes as the key."""
+    n = len(psk).to_bytes(2, "big")
+    return n + bytes(len(psk)) + n + psk
+
+
+def master_secret(psk: bytes, hash_fn: Any, *, session_hash: bytes | None, randoms: bytes) -> bytes:
+    """RFC 7627 4 when both sides agreed to the extended master secret, else RFC 5246 8.1."""
+    if session_hash is not None:
+        return prf(premaster_secret(psk), b"extended master secret", session_hash, 48, hash_fn)
+    return prf(premaster_secret(psk), b"master secret", randoms, 48, hash_fn)
+
+
+def parse_extensions(data: bytes) -> set[int]:
+    """Extension types in a hello's extension block (which may be absent)."""
+    if not data:
+        return set()
+    total = int.from_bytes(data[:2], "big")
+    if total != len(data) - 2:
+        raise ValueError("extension block length")
+    found = set()
+    offset = 2
+    while offset < len(data):
+        ext_type = int.from_bytes(data[offset : offset + 2], "big")
+        size = int.from_bytes(data[offset + 2 : offset + 4], "big")
+        offset += 4 + size
+        if offset > len(data):
+            raise ValueError("extension length")
+        found.add(ext_type)
+    return found
+
+
+class Fragment(NamedTuple):
+    msg_type: int
+    length: int  # of the whole message
+    seq: int
+    offset: int
+    body: bytes
+
+
+def fragments(data: bytes) -> Iterator[Fragment]:
+    """The handshake fragments in one record's payload; stops quietly at a malformed one."""
+    offset = 0
+    while offset + HS_HEADER_LEN <= len(data):
+        length = int.from_bytes(data[offset + 1 : offset + 4], "big")
+        frag_offset = int.from_bytes(data[offset + 6 : offset + 9], "big")
+        frag_len = int.from_bytes(data[offset + 9 : offset + 12], "big")
+        start = offset + HS_HEADER_LEN
+        if start + frag_len > len(data) or frag_offset + frag_len > length or length > _MAX_MESSAGE:
+            return
+        yield Fragment(data[offset], length, int.from_bytes(data[offset + 4 : offset + 6], "big"), frag_offset,
+                       data[start : start + frag_len])
+        offset = start + frag_len
+
+
+class Reassembler:
+    """The peer's handshake fragments in, whole messages out in message_seq order.
+
+    ``next_seq`` is the message to hand out next; a side that does not know it yet
+    (the client before the ServerHello) leaves it None and calls :meth:`start_at`.
+    """
+
+    def __init__(self, next_seq: int | None = None) -> None:
+        self.next_seq = next_seq
+        self._complete: dict[int, tuple[int, bytes]] = {}
+        self._partial: dict[int, tuple[int, bytearray, bytearray]] = {}  # type, body, missing-byte mask
+
+    def add(self, fragment: Fragment) -> bool:
+        """File one fragment; True when it belongs to a message already handed out."""
+        seq = fragment.seq
+        if self.next_seq is not None and seq < self.next_seq:
+            return True
+        if seq in self._complete or len(self._complete) + len(self._partial) >= _MAX_BUFFERED:
+            return False
+        if fragment.offset == 0 and len(fragment.body) == fragment.length:
+            self._complete[seq] = (fragment.msg_type, fragment.body)  # the common case: not fragmented
+            self._partial.pop(seq, None)
+            return False
+        msg_type, body, missing = self._partial.setdefault(
+            seq, (fragment.msg_type, bytearray(fragment.length), bytearray(b"\x01" * fragment.length)))
+        if msg_type != fragment.msg_type or len(body) != fragment.length:
+            return False
+        end = fragment.offset + len(fragment.body)
+        body[fragment.offset : end] = fragment.body
+        missing[fragment.offset : end] = bytes(len(fragment.body))
+        if not any(missing):
+            self._complete[seq] = (msg_type, bytes(body))
+            del self._partial[seq]
+        return False
+
+    def start_at(self, msg_type: int) -> bool:
+        """Start handing out at the buffered message of ``msg_type``; False if none is complete."""
+        seq = next((s for s, (t, _) in self._complete.items() if t == msg_type), None)
+        if seq is None:
+            return False
+        self.next_seq = seq
+        for early in [s for s in self._complete if s < seq]:
+            del self._complete[early]
+        return True
+
+    def pop(self) -> tuple[int, int, bytes] | None:
+        """``(type, message_seq, body)`` of the next message once it is complete."""
+        if self.next_seq is None or (message := self._complete.pop(self.next_seq, None)) is None:
+            return None
+        self.next_seq += 1
+        return message[0], self.next_seq - 1, message[1]
+
+
+class HandshakeEngine:
+    """Flights, timer, record numbering, alerts, events and established data for one side.
+
+    Subclasses handle the peer's handshake messages (:meth:`_on_handshake_record`,
+    :meth:`_advance`) and build flights with :meth:`_new_flight`.
+    """
+
+    is_client: bool
+
+    def __init__(self, *, mtu: int, retransmit_cap: float | None) -> None:
+        self.mtu = mtu
+        self._retransmit_cap = retransmit_cap
+        self._events: deque[Event] = deque()
+        self._outgoing = bytearray()
+        self.handshake_done = False
+        self.closed = False
+        self.retransmits = 0
+        self.error: LoadgenError | None = None
+        self._epoch0_seq = 0  # next record sequence number in epoch 0
+        self._flight: list[tuple[int, int, bytes]] = []  # (content type, epoch, payload)
+        self._interval = INITIAL_TIMEOUT
+        self._due: float | None = None  # when the flight goes out again unless answered
+        self._sent_at = 0.0  # when the current flight last went out
+        self._suite_code = 0
+        self._records: RecordLayer | None = None  # epoch 1, once keys are known
+
+    # -- inputs -------------------------------------------------------------
+
+    def receive_datagram(self, datagram: bytes) -> None:
+        """Feed one datagram from the peer; read events with :meth:`next_event`."""
+        if self.closed:
+            return
+        if self.handshake_done:
+            self._receive_established(datagram)
+            return
+        state = self._state_key()
+        repeated = False
+        for rec, raw in records.record_slices(datagram):
+            if rec.epoch == 0:
+                if rec.content_type == records.HANDSHAKE:
+                    repeated |= self._on_handshake_record(raw[records.HEADER_LEN :], encrypted=False)
+                    self._advance()  # before the next record: it may need the keys this one brings
+                elif rec.content_type == records.ALERT:
+                    self._on_alert(raw[records.HEADER_LEN :])
+                # ChangeCipherSpec needs no action: the epoch-1 Finished authenticates itself.
+            elif rec.epoch == 1 and rec.content_type in (records.HANDSHAKE, records.ALERT):
+                opened = self._records.open(raw) if self._records is not None else None
+                if opened is None:
+                    self._on_undecryptable(raw)
+                elif opened[0] == records.ALERT:
+                    self._on_alert(opened[1])
+                else:
+                    repeated |= self._on_handshake_record(opened[1], encrypted=True)
+                    self._advance()
+            if self.closed or self.handshake_done:
+                return
+        if (repeated and self._state_key() == state and self._flight
+                and time.monotonic() - self._sent_at >= CROSSING_WINDOW):
+            # The peer repeated a flight we already answered: our answer was lost
+            # (RFC 6347 4.2.4). A repeat that arrives right after we sent ours
+            # crossed it on the wire and needs no answer.
+            self._transmit_flight(retransmission=True)
+
+    def get_timer(self) -> float | None:
+        """Seconds until :meth:`handle_timer` is due (flight retransmission), or None."""
+        if self._due is None or self.closed or self.handshake_done:
+            return None
+        return max(self._due - time.monotonic(), 0.0)
+
+    def handle_timer(self) -> None:
+        """Send the unanswered flight again if its timer has expired."""
+        if self._due is None or self.closed or self.handshake_done or time.monotonic() < self._due:
+            return
+        self._interval = min(self._interval * 2, MAX_TIMEOUT, self._retransmit_cap or MAX_TIMEOUT)
+        self._transmit_flight(retransmission=True)
+
+    def send(self, data: bytes) -> None:
+        """Encrypt application data into one record (must fit the MTU)."""
+        if not self.handshake_done or self.closed or self._records is None:
+            raise LocalProtocolError("cannot send: association not established")
+        if len(data) > self.cleartext_mtu:
+            raise LocalProtocolError(f"cannot send {len(data)} bytes: at most {self.cleartext_mtu} fit one datagram")
+        self._outgoing += self._records.seal(records.APPLICATION_DATA, data)
+
+    def close(self) -> None:
+        """Send close_notify if established, and stop."""
+        if self.closed:
+            return
+        self.closed = True
+        self._due = None
+        if self.handshake_done and self._records is not None:
+            self._outgoing += self._records.seal(records.ALERT, bytes((records.ALERT_WARNING, records.CLOSE_NOTIFY)))
+
+    # -- outputs ------------------------------------------------------------
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def datagrams_to_send(self) -> list[bytes]:
+        """Pending records packed into datagrams of at most ``mtu`` bytes."""
+        if not self._outgoing:
+            return []
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return records.pack_datagrams(data, self.mtu)
+
+    @property
+    def cipher(self) -> str | None:
+        return SUITE_NAMES.get(self._suite_code)
+
+    @property
+    def cleartext_mtu(self) -> int:
+        overhead = self._records.overhead if self._records is not None else 0
+        return self.mtu - records.HEADER_LEN - overhead
+
+    @property
+    def light(self) -> bool:
+        """True once application data runs through loadgen's record layer (always, after the handshake)."""
+        return self.handshake_done
+
+    # -- for subclasses -----------------------------------------------------
+
+    def _state_key(self) -> object:
+        """Changes whenever the handshake moves on (a repeat that moved nothing is a repeat)."""
+        raise NotImplementedError
+
+    def _on_handshake_record(self, payload: bytes, *, encrypted: bool) -> bool:
+        """File the handshake fragments of one record; True if one repeats a processed message."""
+        raise NotImplementedError
+
+    def _advance(self) -> None:
+        """Process whatever complete messages are ready."""
+        raise NotImplementedError
+
+    def _on_undecryptable(self, record: bytes) -> None:
+        """An epoch-1 handshake or alert record that did not decrypt (or came before the keys)."""
+
+    def _new_flight(self, flight: list[tuple[int, int, bytes]]) -> None:
+        self._flight = flight
+        self._interval = INITIAL_TIMEOUT
+        self._transmit_flight(retransmission=False)
+
+    def _transmit_flight(self, *, retransmission: bool) -> None:
+        """Queue the current flight with fresh record sequence numbers (RFC 6347 4.2.4)."""
+        if retransmission:
+            self.retransmits += 1
+        out = self._outgoing
+        for content_type, epoch, payload in self._flight:
+            if epoch == 0:
+                seq = self._epoch0_seq
+                self._epoch0_seq += 1
+                out += records.HEADER.pack(content_type, records.DTLS_1_2, 0, seq >> 16, seq & 0xFFFF, len(payload))
+                out += payload
+            else:
+                assert self._records is not None
+                out += self._records.seal(content_type, payload)
+        self._sent_at = time.monotonic()
+        self._due = self._sent_at + self._interval
+
+    def _established(self, completed: Event) -> None:
+        self.handshake_done = True
+        self._flight = []
+        self._due = None
+        self._events.append(completed)
+
+    def _on_alert(self, alert: bytes) -> None:
+        if len(alert) != 2:
+            return
+        self.closed = True
+        self._due = None
+        event = alert_received(alert[1])
+        if isinstance(event, ConnectionFailed):
+            self.error = event.error
+        self._events.append(event)
+
+    def _fail(self, error: LoadgenError, alert: int) -> None:
+        """A fatal error: tell the peer with a plaintext alert (it may lack our keys), then stop."""
+        seq = self._epoch0_seq
+        self._epoch0_seq += 1
+        self._outgoing += records.plaintext_alert(alert, seq)
+        self.closed = True
+        self._due = None
+        self.error = error
+        self._events.append(ConnectionFailed(error))
+
+    def _fail_local(self, reason: str, alert: int) -> None:
+        self._fail(error_from_openssl(reason, remote=False), alert)
+
+    def _receive_established(self, datagram: bytes) -> None:
+        assert self._records is not None
+        for content_type, plaintext in self._records.open_datagram(datagram):
+            if content_type == records.ALERT:
+                self._on_alert(plaintext)
+                return
+            if plaintext:
+                self._events.append(DataReceived(plaintext))
