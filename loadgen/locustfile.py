@@ -42,7 +42,10 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
     path = getattr(environment.parsed_options, "scenario", "") or os.environ.get("LOADGEN_SCENARIO", "")
     if not path:
         raise SystemExit("loadgen: give --scenario FILE or set LOADGEN_SCENARIO")
+    from loadgen.runner import spread_sources
+
     scenario = load_scenario(path)
+    scenario = spread_sources(scenario, builtin=not scenario.targets)  # past one address's ephemeral ports
     if scenario.stages and environment.shape_class is None:
         environment.shape_class = shape.StagesShape(scenario.stages)
         environment.shape_class.runner = runner
