@@ -1,7 +1,8 @@
 """Client and server engines back to back in memory: real OpenSSL, no sockets.
 
-Every client test runs twice: with loadgen's own PSK handshake (``native``, what runs
-use for PSK AEAD suites) and with OpenSSL's (``openssl``); the server is OpenSSL's.
+Every test runs with loadgen's own PSK handshake (``native``, what runs use for PSK
+AEAD suites) and with OpenSSL's (``openssl``), on the client and on the server side,
+in all four pairings.
 
 Retransmission tests sleep for real (OpenSSL's DTLS timer starts at 1 s), one timer
 period each; the whole module runs in a few seconds.
@@ -81,9 +82,14 @@ def client_ctx(request):
     return dtls.client_context(native=request.param == "native")
 
 
+@pytest.fixture(scope="module", params=["native-server", "openssl-server"])
+def server_native(request):
+    return request.param == "native-server"
+
+
 @pytest.fixture(scope="module")
-def server_ctx():
-    return dtls.server_context(KeyStore(table={IDENTITY: KEY}), hint=HINT)
+def server_ctx(server_native):
+    return dtls.server_context(KeyStore(table={IDENTITY: KEY}), hint=HINT, native=server_native)
 
 
 def client_engine(ctx, identity=IDENTITY, key=KEY, *, mtu=dtls.DEFAULT_MTU):
@@ -251,10 +257,10 @@ def test_handshake_survives_one_lost_flight(
     assert wire.client.get_timer() is None and wire.server.get_timer() is None
 
 
-def test_small_mtu_fragment_loss_is_not_mistaken_for_a_wrong_key(client_ctx):
+def test_small_mtu_fragment_loss_is_not_mistaken_for_a_wrong_key(client_ctx, server_native):
     # Long identity and MTU 300: the client's last flight spans two datagrams.
     identity = b"i" * 200
-    server_ctx = dtls.server_context(KeyStore(table={identity: KEY}))
+    server_ctx = dtls.server_context(KeyStore(table={identity: KEY}), native=server_native)
     client = client_engine(client_ctx, identity, mtu=300)
     wire = Wire(server_ctx, client, peer=PEER, server_mtu=300, drop={(C2S, 3)})
     wire.handshake()
@@ -322,8 +328,8 @@ def test_server_identity_hint_reaches_the_chooser(client_ctx, server_ctx):
     wire.completed()
 
 
-def test_no_hint_means_chooser_gets_none(client_ctx):
-    server_ctx = dtls.server_context(KeyStore(table={IDENTITY: KEY}))
+def test_no_hint_means_chooser_gets_none(client_ctx, server_native):
+    server_ctx = dtls.server_context(KeyStore(table={IDENTITY: KEY}), native=server_native)
     seen = []
 
     def choose(hint):
@@ -455,11 +461,11 @@ def test_cookie_jar_idle_for_two_periods_expires_old_cookies():
     assert not jar.check(PEER, cookie)
 
 
-def test_rotated_server_context_still_completes_handshake(client_ctx):
+def test_rotated_server_context_still_completes_handshake(client_ctx, server_native):
     # A rotation between HelloVerifyRequest and the second ClientHello must not fail it.
     now = [0.0]
     jar = CookieJar(rotate_every=60, clock=lambda: now[0])
-    server_ctx = dtls.server_context(KeyStore(table={IDENTITY: KEY}), cookies=jar)
+    server_ctx = dtls.server_context(KeyStore(table={IDENTITY: KEY}), cookies=jar, native=server_native)
     client, hello = first_client_hello(client_ctx)
     (hvr,) = dtls.accept(server_ctx, hello, PEER)[1]
     now[0] += 61
@@ -472,10 +478,10 @@ def test_rotated_server_context_still_completes_handshake(client_ctx):
 # -- MTU ----------------------------------------------------------------------
 
 
-def test_small_mtu_bounds_every_datagram(client_ctx):
+def test_small_mtu_bounds_every_datagram(client_ctx, server_native):
     mtu = 300
     identity = b"m" * 200
-    server_ctx = dtls.server_context(KeyStore(table={identity: KEY}), hint=b"h" * 200)
+    server_ctx = dtls.server_context(KeyStore(table={identity: KEY}), hint=b"h" * 200, native=server_native)
     wire = Wire(server_ctx, client_engine(client_ctx, identity, mtu=mtu), peer=PEER, server_mtu=mtu)
     wire.handshake()
 

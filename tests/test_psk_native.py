@@ -1,10 +1,10 @@
-"""loadgen's own DTLS PSK client handshake against OpenSSL's server, in memory.
+"""loadgen's own DTLS PSK handshakes against OpenSSL's, in memory.
 
-The behaviour shared with the OpenSSL client engine (loss, alerts, wrong keys, the
-record layer) is covered by test_dtls_engine.py, which runs every client test with
-both engines; here is what only the native engine has to get right: choosing it,
-server flights that arrive fragmented and out of order, and servers without the
-extended master secret.
+What they share with the OpenSSL engines (loss, alerts, wrong keys, the record layer)
+is covered by test_dtls_engine.py, which runs every test with each client and server
+kind; here is what only the native engines have to get right: when they are chosen,
+flights that arrive fragmented and out of order, peers without the extended master
+secret, and ClientHellos the native server must refuse.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from dtls_wire import S2C, Wire
 
 from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls, psk_client, records
-from loadgen.protocol.events import DataReceived, HandshakeCompleted
+from loadgen.protocol import dtls, psk_client, psk_server, records
+from loadgen.protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -26,7 +26,14 @@ OP_NO_EXTENDED_MASTER_SECRET = 0x1
 
 @pytest.fixture(scope="module")
 def server_ctx():
-    return dtls.server_context(KeyStore(table={IDENTITY: KEY}), hint=b"hint")
+    """OpenSSL's server, for the native client."""
+    return dtls.server_context(KeyStore(table={IDENTITY: KEY}), hint=b"hint", native=False)
+
+
+def native_server(**options) -> dtls.ServerContext:
+    ctx = dtls.server_context(KeyStore(table={IDENTITY: KEY}), **options)
+    assert ctx.native is not None
+    return ctx
 
 
 def native_client(ciphers: str = dtls.DEFAULT_PSK_CIPHERS) -> psk_client.PskClientEngine:
@@ -35,7 +42,7 @@ def native_client(ciphers: str = dtls.DEFAULT_PSK_CIPHERS) -> psk_client.PskClie
     return engine
 
 
-def test_psk_aead_suites_use_the_native_engine_and_others_openssl():
+def test_psk_aead_suites_use_the_native_engines_and_others_openssl():
     assert psk_client.native_suites(dtls.DEFAULT_PSK_CIPHERS) == (0x00A8, 0x00A9, 0xCCAB, 0xC0A4, 0xC0A8)
     assert psk_client.native_suites("PSK-AES128-CCM8:@SECLEVEL=0") == (0xC0A8,)
     # Any suite the native handshake cannot do sends the whole context to OpenSSL.
@@ -46,6 +53,10 @@ def test_psk_aead_suites_use_the_native_engine_and_others_openssl():
     # And the user can ask for OpenSSL's handshake explicitly.
     ctx = dtls.client_context(native=False)
     assert isinstance(dtls.client_engine(ctx, lambda hint: (IDENTITY, KEY)), dtls.DtlsEngine)
+    # The same rule on the server side.
+    assert native_server().native.suites == psk_client.native_suites(dtls.DEFAULT_PSK_CIPHERS)
+    assert dtls.server_context(KeyStore(table={IDENTITY: KEY}), ciphers="PSK-AES128-CBC-SHA256").native is None
+    assert dtls.server_context(KeyStore(table={IDENTITY: KEY}), native=False).native is None
 
 
 def _handshake_messages(datagram: bytes) -> list[bytes]:
@@ -107,8 +118,8 @@ def test_fragmented_and_reordered_server_flight_is_reassembled(server_ctx):
 
 
 def test_server_without_extended_master_secret(server_ctx):
-    plain_server = dtls.server_context(KeyStore(table={IDENTITY: KEY}))
-    plain_server.set_options(OP_NO_EXTENDED_MASTER_SECRET)
+    plain_server = dtls.server_context(KeyStore(table={IDENTITY: KEY}), native=False)
+    plain_server.ssl.set_options(OP_NO_EXTENDED_MASTER_SECRET)
     wire = Wire(plain_server, native_client())
     wire.handshake()
 
@@ -124,9 +135,12 @@ def test_server_without_extended_master_secret(server_ctx):
 
 
 @pytest.mark.parametrize("cipher", list(psk_client.NATIVE_SUITES))
-def test_every_native_suite_against_openssl(cipher):
-    server = dtls.server_context(KeyStore(table={IDENTITY: KEY}), ciphers=cipher)
-    wire = Wire(server, native_client(cipher))
+@pytest.mark.parametrize("side", ["native-client", "native-server"])
+def test_every_native_suite_against_openssl(cipher, side):
+    server = dtls.server_context(KeyStore(table={IDENTITY: KEY}), ciphers=cipher, native=side == "native-server")
+    client = dtls.client_engine(dtls.client_context(cipher, native=side == "native-client"),
+                                lambda hint: (IDENTITY, KEY))
+    wire = Wire(server, client)
     wire.handshake()
     c, s = wire.completed()
     assert c.cipher == s.cipher == cipher
@@ -135,3 +149,66 @@ def test_every_native_suite_against_openssl(cipher):
     assert len(datagram) == dtls.DEFAULT_MTU
     wire.server.receive_datagram(datagram)
     assert list(iter(wire.server.next_event, None)) == [DataReceived(b"x" * wire.client.cleartext_mtu)]
+
+
+def _openssl_client(ctx: dtls.ClientContext | None = None) -> dtls.DtlsEngine:
+    return dtls.DtlsEngine.client(ctx or dtls.client_context(native=False), lambda hint: (IDENTITY, KEY))
+
+
+def test_native_server_with_a_client_without_extended_master_secret():
+    ctx = dtls.client_context(native=False)
+    ctx.ssl.set_options(OP_NO_EXTENDED_MASTER_SECRET)
+    wire = Wire(native_server(), _openssl_client(ctx))
+    wire.handshake()
+    c, s = wire.completed()
+    assert s.psk_identity == IDENTITY and c.cipher == s.cipher
+
+
+def test_native_server_buffers_a_finished_that_overtakes_its_key_exchange():
+    server_ctx = native_server(hint=b"hint")
+    client = native_client()
+    client.start()
+    server = None
+    datagrams = client.datagrams_to_send()
+    while server is None:  # the cookie exchange
+        server, replies = dtls.accept(server_ctx, datagrams[0], b"peer")
+        for reply in replies:
+            client.receive_datagram(reply)
+        datagrams = client.datagrams_to_send()
+    (flight,) = datagrams  # ClientKeyExchange, ChangeCipherSpec, Finished
+    slices = [raw for _, raw in records.record_slices(flight)]
+    assert [r[0] for r in slices] == [records.HANDSHAKE, records.CHANGE_CIPHER_SPEC, records.HANDSHAKE]
+    server.receive_datagram(slices[2])  # the Finished first: no keys yet
+    assert not server.handshake_done and not server.closed
+    server.receive_datagram(slices[0] + slices[1])
+    assert server.handshake_done and server.peer_identity == IDENTITY
+    for reply in server.datagrams_to_send():
+        client.receive_datagram(reply)
+    assert client.handshake_done
+
+
+def test_native_server_ignores_fragmented_or_foreign_client_hellos():
+    server_ctx = native_server()
+    client = native_client()
+    client.start()
+    (hello,) = client.datagrams_to_send()
+    message = hello[records.HEADER_LEN :]
+    first, second = _fragmented(message, 2)
+    # A ClientHello in two fragments: like OpenSSL's DTLSv1_listen, not answered.
+    assert dtls.accept(server_ctx, _record(first, 0), b"peer") == (None, [])
+    assert dtls.accept(server_ctx, _record(second, 1), b"peer") == (None, [])
+    # A TLS (not DTLS) version inside the ClientHello.
+    tls_version = bytearray(hello)
+    tls_version[records.HEADER_LEN + 12] = 0x03
+    assert dtls.accept(server_ctx, bytes(tls_version), b"peer") == (None, [])
+    assert psk_server.parse_client_hello(hello) is not None  # positive control
+
+
+def test_native_server_without_a_shared_suite_fails_with_handshake_failure():
+    server_ctx = native_server(ciphers="PSK-AES256-GCM-SHA384")
+    wire = Wire(server_ctx, native_client("PSK-AES128-CCM8"))
+    wire.handshake()
+    (client_failed,) = wire.only(wire.client_events, ConnectionFailed)
+    (server_failed,) = wire.only(wire.server_events, ConnectionFailed)
+    assert server_failed.error.code == "tls-no-shared-cipher"
+    assert client_failed.error.code == "tls-handshake-failure"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from OpenSSL import SSL
 
@@ -22,7 +23,7 @@ from ..errors import (
     PskKeyMismatch,
     error_from_openssl,
 )
-from . import record_layer, records
+from . import psk_server, record_layer, records
 from .cookies import CookieJar
 from .events import ConnectionFailed, DataReceived, Event, HandshakeCompleted, PeerClosed, alert_received
 from .psk_client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser, PskClientEngine, native_suites, timeout_error
@@ -69,7 +70,7 @@ def client_context(ciphers: str = DEFAULT_PSK_CIPHERS, *, native: bool = True) -
 
 
 def client_engine(context: ClientContext, choose: PskChooser, *, mtu: int = DEFAULT_MTU,
-                  retransmit_cap: float | None = DEFAULT_RETRANSMIT_CAP) -> DtlsEngine | PskClientEngine:
+                  retransmit_cap: float | None = DEFAULT_RETRANSMIT_CAP) -> ClientEngine:
     """A client engine for one association: loadgen's own PSK handshake when the
     context's suites allow it, OpenSSL's otherwise. Call ``start()`` to send the ClientHello."""
     _check_mtu(mtu)
@@ -86,14 +87,26 @@ class ServerPeer:
     identity: bytes | None = None
 
 
+@dataclass(frozen=True)
+class ServerContext:
+    """What all server associations share: the OpenSSL context and, when every
+    configured suite is one :mod:`.psk_server` handshakes itself, that configuration
+    (:func:`accept` then uses it)."""
+
+    ssl: SSL.Context
+    native: psk_server.ServerConfig | None
+
+
 def server_context(
     keys: KeyStore,
     *,
     hint: bytes | None = None,
     ciphers: str = DEFAULT_PSK_CIPHERS,
     cookies: CookieJar | None = None,
-) -> SSL.Context:
-    """A DTLS 1.2 server context: PSK lookup in ``keys``, HMAC cookies bound to the peer."""
+    native: bool = True,
+) -> ServerContext:
+    """A DTLS 1.2 server context: PSK lookup in ``keys``, HMAC cookies bound to the peer.
+    ``native=False`` keeps every handshake in OpenSSL."""
     ctx = SSL.Context(SSL.DTLS_SERVER_METHOD)
     _common_setup(ctx, ciphers)
     jar = cookies or CookieJar()
@@ -109,7 +122,8 @@ def server_context(
     # puts it in the connection's app data before it feeds the datagram.
     ctx.set_cookie_generate_callback(lambda conn: jar.make(conn.get_app_data().address))
     ctx.set_cookie_verify_callback(lambda conn, c: jar.check(conn.get_app_data().address, c))
-    return ctx
+    suites = native_suites(ciphers) if native else None
+    return ServerContext(ctx, psk_server.ServerConfig(keys, hint, suites, jar) if suites else None)
 
 
 def _common_setup(ctx: SSL.Context, ciphers: str) -> None:
@@ -498,6 +512,10 @@ class DtlsEngine:
 
 _BIO_READ_SIZE = 65536
 
+#: Either kind of engine: OpenSSL's, or loadgen's own PSK handshake (same interface).
+ClientEngine: TypeAlias = "DtlsEngine | PskClientEngine"
+ServerEngine: TypeAlias = "DtlsEngine | psk_server.PskServerEngine"
+
 
 def _is_one_record(data: bytes) -> bool:
     """True when ``data`` is exactly one DTLS record (header length field covers the rest)."""
@@ -505,8 +523,8 @@ def _is_one_record(data: bytes) -> bool:
 
 
 def accept(
-    context: SSL.Context, datagram: bytes, peer: bytes, *, mtu: int = DEFAULT_MTU, light: bool = True
-) -> tuple[DtlsEngine | None, list[bytes]]:
+    context: ServerContext | SSL.Context, datagram: bytes, peer: bytes, *, mtu: int = DEFAULT_MTU, light: bool = True
+) -> tuple[ServerEngine | None, list[bytes]]:
     """Handle a datagram from a peer the server keeps no state for.
 
     Returns ``(engine, datagrams)``: a new server engine when the datagram is a
@@ -516,6 +534,10 @@ def accept(
     request (no amplification).
     """
     _check_mtu(mtu)
+    if isinstance(context, ServerContext):
+        if context.native is not None and light:
+            return psk_server.accept(context.native, datagram, peer, mtu=mtu)
+        context = context.ssl
     if not records.is_client_hello(datagram):
         return None, []
     conn = SSL.Connection(context, None)

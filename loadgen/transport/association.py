@@ -106,7 +106,7 @@ class DtlsAssociation:
         # Messages below this level are not even formatted (a run logs warnings and up).
         self._message_level = message_level
         self._sock: Any = None
-        self._engine: dtls.DtlsEngine | dtls.PskClientEngine | None = None
+        self._engine: dtls.ClientEngine | None = None
         self._reader: Any = None
         self._timer: Any = None
         self._done: AsyncResult = AsyncResult()

@@ -44,7 +44,7 @@ class ServerStats:
 
 @dataclass
 class _Peer:
-    engine: dtls.DtlsEngine
+    engine: dtls.ServerEngine
     last_seen: float
 
 
@@ -217,7 +217,7 @@ class DtlsServer:
         if engine.closed:
             self._drop(addr, None)
 
-    def _answer(self, engine: dtls.DtlsEngine, data: bytes) -> bytes:
+    def _answer(self, engine: dtls.ServerEngine, data: bytes) -> bytes:
         if self._reply == "echo":
             return data
         who = (engine.peer_identity or b"?").decode("utf-8", "replace")
@@ -229,7 +229,7 @@ class DtlsServer:
         self._peers.pop(addr, None)
         self._handshaking.pop(addr, None)
 
-    def _send(self, engine: dtls.DtlsEngine, addr: tuple) -> None:
+    def _send(self, engine: dtls.ServerEngine, addr: tuple) -> None:
         for datagram in engine.datagrams_to_send():
             self._sendto(datagram, addr)
 

@@ -1,0 +1,293 @@
+"""loadgen's own DTLS 1.2 PSK server handshake (see :mod:`.psk_handshake` for why).
+
+:func:`accept` is the stateless front door: a ClientHello without a valid cookie gets
+a HelloVerifyRequest no larger than itself and leaves no state behind (RFC 6347
+4.2.1); one with a valid cookie creates a :class:`PskServerEngine`. Beyond the four
+flights: the extended master secret (RFC 7627) and secure renegotiation indication
+(RFC 5746) when the client offers them, buffering of a Finished that overtakes its
+ClientKeyExchange, and the same wrong-key verdict as the OpenSSL engine (the client's
+Finished fails to decrypt twice: a plaintext decrypt_error alert).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from ..credentials import KeyStore
+from ..errors import PskKeyMismatch
+from . import records
+from .cookies import CookieJar
+from .events import HandshakeCompleted
+from .psk_handshake import (
+    CLIENT_HELLO,
+    CLIENT_KEY_EXCHANGE,
+    DECODE_ERROR,
+    DECRYPT_ERROR,
+    DEFAULT_MTU,
+    EXT_EXTENDED_MASTER_SECRET,
+    EXT_RENEGOTIATION_INFO,
+    FINISHED,
+    HANDSHAKE_FAILURE,
+    HELLO_VERIFY_REQUEST,
+    HS_HEADER_LEN,
+    PROTOCOL_VERSION,
+    RENEGOTIATION_SCSV,
+    SERVER_HELLO,
+    SERVER_HELLO_DONE,
+    SERVER_KEY_EXCHANGE,
+    UNEXPECTED_MESSAGE,
+    UNKNOWN_PSK_IDENTITY,
+    VERIFY_DATA_LEN,
+    VERSION,
+    HandshakeEngine,
+    Reassembler,
+    fragments,
+    handshake_message,
+    master_secret,
+    parse_extensions,
+    suite,
+)
+from .record_layer import RecordLayer, prf
+
+#: Wrong-key verdicts need this many undecryptable Finished flights (one could be corruption).
+BAD_FINISHED_LIMIT = 2
+#: Epoch-1 records kept while their ClientKeyExchange is still missing (reordering).
+_EARLY_RECORDS = 4
+#: The HelloVerifyRequest speaks DTLS 1.0 whatever is negotiated later (RFC 6347 4.2.1).
+_HVR_VERSION = records.DTLS_1_0
+_DTLS_MAJOR = 0xFE  # every DTLS version number starts with it (TLS's with 0x03)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What every native server association shares: keys, hint, suites (in the client's
+    order of preference, restricted to these) and the cookie jar."""
+
+    keys: KeyStore
+    hint: bytes | None
+    suites: tuple[int, ...]
+    cookies: CookieJar
+
+
+class ClientHello(NamedTuple):
+    record_seq: int
+    message_seq: int
+    message: bytes  # the whole handshake message: the transcript starts with it
+    version: int
+    random: bytes
+    cookie: bytes
+    suites: tuple[int, ...]
+    compression: bytes
+    extensions: set[int]
+
+
+def parse_client_hello(datagram: bytes) -> ClientHello | None:
+    """The ClientHello a datagram starts with, or None (not one, malformed, or fragmented:
+    like OpenSSL's ``DTLSv1_listen``, a ClientHello must arrive whole)."""
+    if not records.is_client_hello(datagram):
+        return None
+    header = records.HEADER.unpack_from(datagram)
+    end = records.HEADER_LEN + header[5]
+    payload = datagram[records.HEADER_LEN : end]
+    if end > len(datagram) or len(payload) < HS_HEADER_LEN or header[1] >> 8 != _DTLS_MAJOR:
+        return None
+    fragment = next(fragments(payload), None)
+    if fragment is None or fragment.offset != 0 or len(fragment.body) != fragment.length:
+        return None
+    body = fragment.body
+    try:
+        sid_end = 35 + body[34]
+        cookie_end = sid_end + 1 + body[sid_end]
+        suites_end = cookie_end + 2 + int.from_bytes(body[cookie_end : cookie_end + 2], "big")
+        compression_end = suites_end + 1 + body[suites_end]
+        if compression_end > len(body) or (suites_end - cookie_end) % 2 or body[0] != _DTLS_MAJOR:
+            return None
+        extensions = parse_extensions(body[compression_end:])
+    except (IndexError, ValueError):
+        return None
+    suites = tuple(int.from_bytes(body[i : i + 2], "big") for i in range(cookie_end + 2, suites_end, 2))
+    return ClientHello(
+        record_seq=(header[3] << 16) | header[4], message_seq=fragment.seq,
+        message=handshake_message(CLIENT_HELLO, fragment.seq, body),
+        version=int.from_bytes(body[:2], "big"), random=body[2:34], cookie=body[sid_end + 1 : cookie_end],
+        suites=suites, compression=body[suites_end + 1 : compression_end], extensions=extensions,
+    )
+
+
+def hello_verify_request(cookie: bytes, record_seq: int) -> bytes:
+    """The HelloVerifyRequest; it reuses the ClientHello's record number (RFC 6347 4.2.1)."""
+    body = _HVR_VERSION.to_bytes(2, "big") + bytes((len(cookie),)) + cookie
+    message = handshake_message(HELLO_VERIFY_REQUEST, 0, body)
+    return records.HEADER.pack(records.HANDSHAKE, _HVR_VERSION, 0, record_seq >> 16, record_seq & 0xFFFF,
+                               len(message)) + message
+
+
+def accept(config: ServerConfig, datagram: bytes, peer: bytes, *, mtu: int = DEFAULT_MTU
+           ) -> tuple[PskServerEngine | None, list[bytes]]:
+    """Handle a datagram from a peer the server keeps no state for (see :func:`loadgen.protocol.dtls.accept`)."""
+    hello = parse_client_hello(datagram)
+    if hello is None:
+        return None, []
+    if not hello.cookie or not config.cookies.check(peer, hello.cookie):
+        reply = hello_verify_request(config.cookies.make(peer), hello.record_seq)
+        return None, [reply] if len(reply) <= len(datagram) else []
+    engine = PskServerEngine(config, hello, mtu=mtu)
+    return engine, engine.datagrams_to_send()
+
+
+# Server states.
+_CLIENT_KEY_EXCHANGE, _FINISHED, _DONE = range(3)
+
+
+class PskServerEngine(HandshakeEngine):
+    """One server association, created by :func:`accept` from a ClientHello with a valid cookie."""
+
+    is_client = False
+
+    def __init__(self, config: ServerConfig, hello: ClientHello, *, mtu: int = DEFAULT_MTU) -> None:
+        super().__init__(mtu=mtu, retransmit_cap=None)
+        self._keys = config.keys
+        self._state = _CLIENT_KEY_EXCHANGE
+        self._identity: bytes | None = None
+        self._client_random = hello.random
+        self._server_random = os.urandom(32)
+        # Our numbering continues the client's, so no record or message number repeats
+        # the stateless HelloVerifyRequest's (RFC 6347 4.2.1, 4.2.2).
+        self._epoch0_seq = hello.record_seq
+        self._inbox = Reassembler(next_seq=hello.message_seq + 1)
+        self._extended_master_secret = EXT_EXTENDED_MASTER_SECRET in hello.extensions
+        self._hash: Any = None
+        self._master = b""
+        self._expected_client_finished = b""
+        self._finished_seq = 0  # message_seq of our Finished, after the ServerHelloDone
+        self._early: list[bytes] = []  # epoch-1 records that came before the keys
+        self._bad_finished = 0
+        self._final_flight = b""  # CCS + Finished, sent again when the client repeats its flight
+        code = next((c for c in hello.suites if c in config.suites), None)
+        if hello.version > records.DTLS_1_2:  # DTLS versions count down: 0xFEFF is 1.0
+            self._fail_local("unsupported protocol", PROTOCOL_VERSION)
+        elif code is None or 0 not in hello.compression:
+            self._fail_local("no shared cipher", HANDSHAKE_FAILURE)
+        else:
+            self._suite_code = code
+            self._send_server_hello(hello, config.hint)
+
+    @property
+    def peer_identity(self) -> bytes | None:
+        """The PSK identity the client presented."""
+        return self._identity
+
+    # -- flights ------------------------------------------------------------
+
+    def _send_server_hello(self, hello: ClientHello, hint: bytes | None) -> None:
+        extensions = b""
+        if self._extended_master_secret:
+            extensions += EXT_EXTENDED_MASTER_SECRET.to_bytes(2, "big") + b"\x00\x00"
+        if RENEGOTIATION_SCSV in hello.suites or EXT_RENEGOTIATION_INFO in hello.extensions:
+            extensions += EXT_RENEGOTIATION_INFO.to_bytes(2, "big") + b"\x00\x01\x00"  # empty: first handshake
+        body = b"".join((
+            VERSION, self._server_random, b"\x00",  # no session id: no resumption
+            self._suite_code.to_bytes(2, "big"), b"\x00",
+            len(extensions).to_bytes(2, "big"), extensions,
+        ))
+        seq = hello.message_seq
+        messages = [handshake_message(SERVER_HELLO, seq, body)]
+        if hint:
+            seq += 1
+            messages.append(handshake_message(SERVER_KEY_EXCHANGE, seq, len(hint).to_bytes(2, "big") + hint))
+        messages.append(handshake_message(SERVER_HELLO_DONE, seq + 1, b""))
+        self._finished_seq = seq + 2
+        self._hash = suite(self._suite_code).prf_hash()
+        self._hash.update(hello.message)
+        for message in messages:
+            self._hash.update(message)
+        self._new_flight([(records.HANDSHAKE, 0, m) for m in messages])
+
+    # -- client messages ----------------------------------------------------
+
+    def _state_key(self) -> object:
+        return self._state
+
+    def _on_handshake_record(self, payload: bytes, *, encrypted: bool) -> bool:
+        repeated = False
+        for fragment in fragments(payload):
+            repeated |= self._inbox.add(fragment)
+        return repeated
+
+    def _advance(self) -> None:
+        while not self.closed and (message := self._inbox.pop()) is not None:
+            msg_type, seq, body = message
+            if self._state == _CLIENT_KEY_EXCHANGE and msg_type == CLIENT_KEY_EXCHANGE:
+                self._on_client_key_exchange(handshake_message(msg_type, seq, body), body)
+            elif self._state == _FINISHED and msg_type == FINISHED:
+                self._on_client_finished(handshake_message(msg_type, seq, body), body)
+            else:
+                self._fail_local("unexpected message", UNEXPECTED_MESSAGE)
+
+    def _on_client_key_exchange(self, message: bytes, body: bytes) -> None:
+        n = int.from_bytes(body[:2], "big")
+        if len(body) < 2 or len(body) != 2 + n:
+            self._fail_local("decode error", DECODE_ERROR)
+            return
+        self._identity = body[2:]
+        key = self._keys.key_for(self._identity)
+        if key is None:
+            self._fail_local("psk identity not found", UNKNOWN_PSK_IDENTITY)
+            return
+        self._hash.update(message)
+        session_hash = self._hash.copy().digest()
+        params = suite(self._suite_code)
+        self._master = master_secret(key.value, params.prf_hash, randoms=self._client_random + self._server_random,
+                                     session_hash=session_hash if self._extended_master_secret else None)
+        self._records = RecordLayer(params, master_key=self._master, client_random=self._client_random,
+                                    server_random=self._server_random, is_client=False, write_seq=0, read_seq=-1)
+        self._expected_client_finished = prf(self._master, b"client finished", session_hash, VERIFY_DATA_LEN,
+                                             params.prf_hash)
+        self._state = _FINISHED
+        self._flight, self._due = [], None  # our ServerHello flight is answered
+        early, self._early = self._early, []
+        for record in early:  # a Finished that overtook this message: _advance() takes it next
+            opened = self._records.open(record)
+            if opened is not None and opened[0] == records.HANDSHAKE:
+                self._on_handshake_record(opened[1], encrypted=True)
+
+    def _on_client_finished(self, message: bytes, verify_data: bytes) -> None:
+        if not hmac.compare_digest(verify_data, self._expected_client_finished):
+            self._fail_local("digest check failed", DECRYPT_ERROR)
+            return
+        self._hash.update(message)
+        params = suite(self._suite_code)
+        verify = prf(self._master, b"server finished", self._hash.digest(), VERIFY_DATA_LEN, params.prf_hash)
+        finished = handshake_message(FINISHED, self._finished_seq, verify)
+        start = len(self._outgoing)
+        self._new_flight([(records.CHANGE_CIPHER_SPEC, 0, b"\x01"), (records.HANDSHAKE, 1, finished)])
+        self._final_flight = bytes(self._outgoing[start:])
+        self._state = _DONE
+        self._established(HandshakeCompleted(cipher=self.cipher or "", version="DTLSv1.2",
+                                             psk_identity=self._identity, retransmits=self.retransmits))
+
+    def _on_undecryptable(self, record: bytes) -> None:
+        if self._state == _CLIENT_KEY_EXCHANGE:
+            if len(self._early) < _EARLY_RECORDS:
+                self._early.append(record)
+            return
+        if self._state != _FINISHED or record[0] != records.HANDSHAKE:
+            return
+        # With the keys from the client's own identity, its Finished did not decrypt:
+        # with PSK that means the keys differ (once could be corruption on the way).
+        self._bad_finished += 1
+        if self._bad_finished >= BAD_FINISHED_LIMIT:
+            self._fail(PskKeyMismatch("client Finished did not decrypt: the pre-shared keys differ"), DECRYPT_ERROR)
+
+    # -- established --------------------------------------------------------
+
+    def _receive_established(self, datagram: bytes) -> None:
+        if datagram[0] == records.HANDSHAKE and datagram[3:5] == b"\x00\x00":
+            # The client repeated its last flight: our CCS+Finished was lost.
+            self._outgoing += self._final_flight
+            self.retransmits += 1
+            return
+        super()._receive_established(datagram)
