@@ -155,3 +155,61 @@ class WorkerWatch:
                 self._missing.discard(client_id)
                 self.events.append(WorkerEvent(now, index, "back"))
                 log.warning("loadgen: worker %d is back (heartbeat again)", index)
+
+
+@dataclass
+class Health:
+    """Whether the load processes kept up, and whether every count arrived: summary.json's ``health``."""
+
+    lag_max: float = 0.0  # worst event-loop lag of any load process (s)
+    lag_seconds: int = 0  # seconds in which some process lagged more than STARVED_LAG
+    workers: int = 0
+    worker_events: list[WorkerEvent] = field(default_factory=list)
+    worker_files_missing: list[int] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> {"locust": n, "loadgen": n}
+    clients_peak: int = 0
+    associations_peak: int = 0
+
+    @property
+    def missed(self) -> list[int]:
+        return sorted({e.worker for e in self.worker_events if e.what == "missing"})
+
+    @property
+    def counts_differ(self) -> list[str]:
+        return [kind for kind, c in self.counts.items() if c["locust"] != c["loadgen"]]
+
+    def note(self) -> str:
+        """One or two sentences for the verdict when the run was starved or its counts disagree; else ''."""
+        starved = []
+        if self.missed:
+            starved.append(f"worker(s) {', '.join(map(str, self.missed))} sent no heartbeat for "
+                           f"{HEARTBEAT_LIVENESS} s and were marked missing (Locust took their users off its count)")
+        if self.lag_max > STARVED_LAG:
+            starved.append(f"a load process's event loop ran up to {self.lag_max:.1f} s late "
+                           f"({self.lag_seconds} s over {STARVED_LAG:g} s), so pings and handshakes waited for the "
+                           "generator itself")
+        parts = []
+        if starved:
+            parts.append("STARVED: " + "; ".join(starved) + " - too many processes for the cores "
+                         "(fewer --processes, a slower spawn_rate, or more machines); latencies above include "
+                         "the generator's own delay.")
+        problems = []
+        if self.worker_files_missing:
+            problems.append(f"no worker-<i>.json from worker(s) {', '.join(map(str, self.worker_files_missing))} "
+                            "(killed before it could write)")
+        for kind in self.counts_differ:
+            c = self.counts[kind]
+            problems.append(f"Locust counted {c['locust']} {kind}s, loadgen {c['loadgen']}")
+        if problems:
+            parts.append("ACCOUNTING: " + "; ".join(problems) + ".")
+        return " ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "loop_lag_max_s": round(self.lag_max, 3), "seconds_lagging": self.lag_seconds,
+            "starved_lag_s": STARVED_LAG, "workers": self.workers, "heartbeat_liveness_s": HEARTBEAT_LIVENESS,
+            "workers_marked_missing": self.missed, "worker_events": [e.to_json() for e in self.worker_events],
+            "worker_files_missing": self.worker_files_missing, "counts": self.counts,
+            "clients_peak": self.clients_peak, "associations_peak": self.associations_peak,
+            "verdict_note": self.note(),
+        }

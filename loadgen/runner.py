@@ -32,7 +32,7 @@ from locust.runners import STATE_STOPPED, MasterRunner, Runner
 from .builtin_server import ServerProcess, builtin_server
 from .capacity import Analysis, Workload, analyze
 from .capacity.workload import churn_user_class
-from .distributed import tune_locust
+from .distributed import Health, WorkerWatch, tune_locust
 from .outputs import Exporters, targets_summary, write_files
 from .recorder import HANDSHAKE, PING
 from .scenario import Scenario, Target
@@ -46,6 +46,7 @@ log = logging.getLogger("loadgen")
 
 BUILTIN_TARGET = Target(name="builtin", host="127.0.0.1", port=0, protocol="dtls")
 WORKERS_READY_TIMEOUT = 60.0
+WORKER_EXIT_TIMEOUT = 45.0  # after the master quits, for its worker processes to exit by themselves
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class RunOutcome:
     results_dir: Path | None = None
     server_summary: str = ""
     analysis: Analysis | None = None  # steps, knee, verdict sentence (not on workers)
+    health: Health | None = None  # loop lag, workers marked missing, Locust vs loadgen counts (not on workers)
 
     @property
     def passed(self) -> bool:
@@ -214,6 +216,7 @@ def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sy
         where = ", ".join(f"{e.target.name}={e.address[0]}:{e.address[1]}" for e in eps)
         print(f"loadgen: running {scenario.name!r} against {where}", file=out, flush=True)
         started = time.monotonic()
+        watch = WorkerWatch(runner).start() if options.distributed else None
         try:
             if options.web:
                 _drive_web(env, options, stop, out, stats)
@@ -224,16 +227,41 @@ def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sy
                 _drive_headless(runner, scenario, stop, started, out)
         finally:
             _stop(runner)
+            if watch is not None:
+                watch.stop()
         elapsed = time.monotonic() - started
     verdicts = evaluate(scenario.thresholds, stats, elapsed)
+    health = run_health(env, stats, watch, run_dir if options.processes else None, options.processes)
+    analysis = analyze(stats, scenario, elapsed, sum(not v.passed for v in verdicts), len(verdicts),
+                       options.workload, options.period)
+    if note := health.note():
+        analysis = dataclasses.replace(analysis, verdict=f"{analysis.verdict} {note}")
     outcome = RunOutcome(scenario, env, stats, elapsed, verdicts=verdicts,
-                         server_summary=server.summary if server else "",
-                         analysis=analyze(stats, scenario, elapsed, sum(not v.passed for v in verdicts), len(verdicts),
-                                          options.workload, options.period))
+                         server_summary=server.summary if server else "", analysis=analysis, health=health)
     print_summary(outcome, out)
     outcome.results_dir = write_results(outcome, run_dir)
     print(f"loadgen: results written to {outcome.results_dir}", file=out)
     return outcome
+
+
+def run_health(env: Environment, stats: RunStats, watch: WorkerWatch | None, run_dir: Path | None,
+               processes: int) -> Health:
+    """Loop lag, workers marked missing, worker files, Locust's counts next to loadgen's (see Health)."""
+    from .distributed import STARVED_LAG
+
+    rows = stats.rows()
+    counts: dict[str, dict[str, int]] = {}
+    for kind, cell in stats.kinds.items():
+        locust = sum(e.num_requests for e in env.stats.entries.values() if e.name.rsplit(" ", 1)[-1] == kind)
+        counts[kind] = {"locust": locust, "loadgen": cell.completed + cell.failed}
+    missing_files = [i for i in range(processes) if run_dir is not None and not (run_dir / f"worker-{i}.json").exists()]
+    return Health(
+        lag_max=stats.lag_max(), lag_seconds=sum(1 for r in rows if r["lag_max"] > STARVED_LAG),
+        workers=processes or (len(watch.runner.clients) if watch is not None else 0),
+        worker_events=list(watch.events) if watch is not None else [], worker_files_missing=missing_files,
+        counts=counts, clients_peak=max((r["users"] for r in rows), default=0),
+        associations_peak=max((r["active"] for r in rows), default=0),
+    )
 
 
 def _stop_on_signals() -> Event:
@@ -343,6 +371,9 @@ def _run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutc
             runner._send_stats()  # noqa: SLF001 - what Locust itself does on quit
 
         env.events.test_stop.add_listener(flush)
+        # SIGTERM (the master's last resort, or an operator): stop the users, send the last counts, write
+        # worker-<i>.json, as a quit message from the master would.
+        gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(runner.quit))
         started = time.monotonic()
         runner.greenlet.join()
     outcome = RunOutcome(scenario, env, totals, time.monotonic() - started)
@@ -376,10 +407,19 @@ def _worker_processes(scenario: Scenario, options: RunOptions, runner: Runner, e
     try:
         yield procs
     finally:
+        # A worker that held ~17,000 users needs a while to stop them and write worker-<i>.json; then
+        # SIGTERM (it still writes its file), and SIGKILL only for one that ignores that too.
+        deadline = time.monotonic() + WORKER_EXIT_TIMEOUT
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.terminate()
         for proc in procs:
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
+                log.warning("loadgen: worker process %d did not stop: killed (its worker file is lost)", proc.pid)
                 proc.kill()
                 proc.wait()
 
@@ -421,6 +461,13 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
         result = f"FAILED: {failed} of {len(outcome.verdicts)} thresholds not met" if failed else \
             "passed: every threshold met"
         print(f"loadgen: {result}", file=out)
+    if (h := outcome.health) is not None:
+        same = "equal" if not h.counts_differ else "DIFFER"
+        counts = ", ".join(f"{kind}s {c['locust']}/{c['loadgen']}" for kind, c in h.counts.items())
+        missed = ", ".join(map(str, h.missed)) or "none"
+        workers = f"workers {h.workers}, marked missing: {missed}; " if h.workers else ""
+        print(f"loadgen: health: {workers}event-loop lag max {h.lag_max * 1000:.0f} ms; "
+              f"Locust/loadgen counts {same} ({counts})", file=out)
     if outcome.analysis is not None:
         print(f"loadgen: verdict: {outcome.analysis.verdict}", file=out)
 
@@ -454,6 +501,7 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
         "active_associations": outcome.tally.active(),
         "started_utc": _started_utc(outcome.tally),
         "analysis": outcome.analysis.to_json() if outcome.analysis is not None else None,
+        "health": outcome.health.to_json() if outcome.health is not None else None,
     }
 
 

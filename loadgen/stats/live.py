@@ -22,6 +22,7 @@ import gevent
 from gevent.lock import Semaphore
 from locust.env import Environment
 
+from ..distributed import LoopLag
 from .run import RunStats
 from .sink import SecondDelta, StatsSink
 
@@ -46,6 +47,8 @@ class LiveStats:
         self.role = role
         self.interval = interval
         self._ticker: gevent.Greenlet | None = None
+        self._lag = LoopLag()  # how late this process's timers run: reported with each second
+        self._unsent: list[dict[str, Any]] = []  # a worker's seconds the master has not got yet
         # A delta is rolled and delivered whole: stopping waits for one under way (a send may yield).
         self._lock = Semaphore()
 
@@ -72,6 +75,7 @@ class LiveStats:
             return
         self._stop_ticker()
         self.sink.reset()
+        self._lag.start().take()
         self._ticker = gevent.spawn(self._tick)
 
     def _on_test_stop(self, **_: Any) -> None:
@@ -79,7 +83,8 @@ class LiveStats:
             return
         with self._lock:
             self._stop_ticker()
-            self._deliver(self.sink.roll(self._users()))  # the last, partial second
+            self._deliver(self.sink.roll(self._users(), self._lag.take()))  # the last, partial second
+        self._lag.stop()
 
     def _on_message(self, msg: Any, **_: Any) -> None:
         try:
@@ -98,14 +103,30 @@ class LiveStats:
             # Sleep to the next whole interval since the start, so rows do not drift.
             gevent.sleep(max(0.0, start + n * self.interval - time.monotonic()))
             with self._lock:
-                self._deliver(self.sink.roll(self._users()))
+                self._deliver(self.sink.roll(self._users(), self._lag.take()))
 
     def _deliver(self, delta: SecondDelta) -> None:
         if self.role == "worker":
-            runner = self.environment.runner
-            assert runner is not None
-            runner.send_message(SECOND_MESSAGE, delta.to_wire())  # before apply() unpacks histograms
+            self._unsent.append(delta.to_wire())  # before apply() unpacks histograms
+            self._send_unsent()
         self.stats.apply(delta)
+
+    def _send_unsent(self) -> None:
+        """Send the seconds the master has not got, oldest first; keep them on a send error.
+
+        The ticker must survive a failed send: a dead ticker would leave every later count of
+        this worker to its last message, which a worker killed at the end never sends.
+        """
+        runner = self.environment.runner
+        assert runner is not None
+        while self._unsent:
+            try:
+                runner.send_message(SECOND_MESSAGE, self._unsent[0])
+            except Exception as exc:  # noqa: BLE001 - Locust's RPCError and zmq's errors alike
+                log.warning("loadgen: could not send %d second(s) of counts to the master yet: %r",
+                            len(self._unsent), exc)
+                return
+            self._unsent.pop(0)
 
     def _users(self) -> int:
         runner = self.environment.runner

@@ -30,18 +30,19 @@ class SecondDelta:
     cpu: float  # CPU seconds this process used meanwhile (time.process_time)
     users: int  # Locust users (simulated clients) running at its end
     cells: dict[Key, Cell] = field(default_factory=dict)
+    lag: float = 0.0  # worst event-loop lag in the second (s): how late a timer could run (loadgen.distributed)
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "i": self.index, "t": self.wall, "dt": self.duration, "cpu": self.cpu, "users": self.users,
-            "cells": [[kind, target, cell.to_wire()] for (kind, target), cell in self.cells.items()],
+            "lag": self.lag, "cells": [[kind, target, cell.to_wire()] for (kind, target), cell in self.cells.items()],
         }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> SecondDelta:
         cells = {(kind, target): Cell.from_wire(wire) for kind, target, wire in data["cells"]}
         return cls(int(data["i"]), float(data["t"]), float(data["dt"]), float(data["cpu"]), int(data["users"]),
-                   cells)
+                   cells, float(data.get("lag", 0.0)))
 
     @property
     def cpu_percent(self) -> float:
@@ -97,11 +98,11 @@ class StatsSink:
                 cell = self._cells[key] = Cell()
             cell.ended += 1
 
-    def roll(self, users: int = 0) -> SecondDelta:
-        """Close the current second: its cells and this process's CPU use, as a delta."""
+    def roll(self, users: int = 0, lag: float = 0.0) -> SecondDelta:
+        """Close the current second: its cells, this process's CPU use and loop lag, as a delta."""
         cells, self._cells = self._cells, {}
         mono, cpu = time.monotonic(), time.process_time()
-        delta = SecondDelta(self._index, self._wall, mono - self._mono, cpu - self._cpu, users, cells)
+        delta = SecondDelta(self._index, self._wall, mono - self._mono, cpu - self._cpu, users, cells, lag)
         self._index += 1
         self._wall += delta.duration
         self._mono, self._cpu = mono, cpu
