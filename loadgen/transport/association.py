@@ -109,6 +109,7 @@ class DtlsAssociation:
         self._engine: dtls.ClientEngine | None = None
         self._reader: Any = None
         self._timer: Any = None
+        self._timer_at = math.inf  # when the running timer fires
         self._done: AsyncResult = AsyncResult()
         self._state = _NEW
         self._handshake_only = False
@@ -261,34 +262,38 @@ class DtlsAssociation:
 
     def _on_readable(self) -> None:
         engine = self._engine
-        while self._state in (_HANDSHAKING, _ESTABLISHED) and engine is not None:
-            try:
-                data = self._sock.recv(65536)
-            except BlockingIOError:
-                return
-            except ConnectionRefusedError:
-                raise self._refused() from None
-            if not data:
-                self._say(WARNING, "zero-length datagram received?")
-                continue
-            self.bytes_received += len(data)
-            engine.receive_datagram(data)
-            self._flush()
-            while (event := engine.next_event()) is not None:
-                if isinstance(event, DataReceived):
-                    self._on_reply(event.data, len(data))
-                elif isinstance(event, HandshakeCompleted):
-                    self._handshake_completed()
-                elif isinstance(event, PeerClosedEvent):
-                    self._say(ERROR, "shutdown alert received")
-                    raise PeerClosed("shutdown alert received")
-                elif isinstance(event, ConnectionFailed):
-                    raise event.error
-            if self._state == _DONE:
-                return
+        if self._state not in (_HANDSHAKING, _ESTABLISHED) or engine is None:
+            return
+        # One datagram per call: the watcher is level-triggered and calls again while
+        # more are queued, and a second recv() would mostly raise BlockingIOError,
+        # which costs more than the call it saves.
+        try:
+            data = self._sock.recv(65536)
+        except BlockingIOError:
+            return
+        except ConnectionRefusedError:
+            raise self._refused() from None
+        if not data:
+            self._say(WARNING, "zero-length datagram received?")
+            return
+        self.bytes_received += len(data)
+        engine.receive_datagram(data)
+        self._flush()
+        while (event := engine.next_event()) is not None:
+            if isinstance(event, DataReceived):
+                self._on_reply(event.data, len(data))
+            elif isinstance(event, HandshakeCompleted):
+                self._handshake_completed()
+            elif isinstance(event, PeerClosedEvent):
+                self._say(ERROR, "shutdown alert received")
+                raise PeerClosed("shutdown alert received")
+            elif isinstance(event, ConnectionFailed):
+                raise event.error
+        if self._state != _DONE:
             self._arm()
 
     def _on_timer(self) -> None:
+        self._timer = None  # spent: _arm() makes the next one
         now = time.perf_counter()
         engine = self._engine
         assert engine is not None
@@ -323,9 +328,14 @@ class DtlsAssociation:
         else:
             return
         if self._timer is not None:
+            if self._timer_at <= wake:
+                # The running timer fires first: _on_timer finds nothing due yet and arms
+                # again. Cheaper than a new timer on every step of a handshake or ping.
+                return
             self._timer.stop()
         delay = wake - time.perf_counter()
         self._timer = get_hub().loop.timer(max(delay, 0.0) if math.isfinite(delay) else 3600.0)
+        self._timer_at = wake
         self._timer.start(self._guarded, self._on_timer)
 
     def _fail(self, error: LoadgenError) -> None:
