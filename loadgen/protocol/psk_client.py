@@ -46,7 +46,7 @@ from .psk_handshake import (
     parse_extensions,
     suite,
 )
-from .record_layer import RecordLayer, prf
+from .record_layer import Prf, RecordLayer
 
 __all__ = ["DEFAULT_MTU", "DEFAULT_RETRANSMIT_CAP", "NATIVE_SUITES", "PskChooser", "PskClientEngine",
            "native_suites", "timeout_error"]
@@ -224,15 +224,15 @@ class PskClientEngine(HandshakeEngine):
         self._hash.update(cke)
         session_hash = self._hash.copy().digest()
         params = suite(self._suite_code)
-        master = master_secret(key.value, params.prf_hash, randoms=self._client_random + self._server_random,
-                               session_hash=session_hash if self._extended_master_secret else None)
+        master = Prf(master_secret(key.value, params.prf_hash, randoms=self._client_random + self._server_random,
+                                   session_hash=session_hash if self._extended_master_secret else None),
+                     params.prf_hash)
         self._records = RecordLayer(params, master_key=master, client_random=self._client_random,
                                     server_random=self._server_random, is_client=True, write_seq=0, read_seq=-1)
-        verify_data = prf(master, b"client finished", session_hash, VERIFY_DATA_LEN, params.prf_hash)
-        finished = handshake_message(FINISHED, self._hello_seq + 2, verify_data)
+        finished = handshake_message(FINISHED, self._hello_seq + 2,
+                                     master(b"client finished", session_hash, VERIFY_DATA_LEN))
         self._hash.update(finished)
-        self._expected_server_finished = prf(master, b"server finished", self._hash.digest(), VERIFY_DATA_LEN,
-                                             params.prf_hash)
+        self._expected_server_finished = master(b"server finished", self._hash.digest(), VERIFY_DATA_LEN)
         self._state = _FINISHED
         self._new_flight([(records.HANDSHAKE, 0, cke), (records.CHANGE_CIPHER_SPEC, 0, b"\x01"),
                           (records.HANDSHAKE, 1, finished)])

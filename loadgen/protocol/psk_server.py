@@ -50,7 +50,7 @@ from .psk_handshake import (
     parse_extensions,
     suite,
 )
-from .record_layer import RecordLayer, prf
+from .record_layer import Prf, RecordLayer
 
 #: Wrong-key verdicts need this many undecryptable Finished flights (one could be corruption).
 BAD_FINISHED_LIMIT = 2
@@ -160,7 +160,7 @@ class PskServerEngine(HandshakeEngine):
         self._inbox = Reassembler(next_seq=hello.message_seq + 1)
         self._extended_master_secret = EXT_EXTENDED_MASTER_SECRET in hello.extensions
         self._hash: Any = None
-        self._master = b""
+        self._master: Prf | None = None
         self._expected_client_finished = b""
         self._finished_seq = 0  # message_seq of our Finished, after the ServerHelloDone
         self._early: list[bytes] = []  # epoch-1 records that came before the keys
@@ -240,12 +240,12 @@ class PskServerEngine(HandshakeEngine):
         self._hash.update(message)
         session_hash = self._hash.copy().digest()
         params = suite(self._suite_code)
-        self._master = master_secret(key.value, params.prf_hash, randoms=self._client_random + self._server_random,
-                                     session_hash=session_hash if self._extended_master_secret else None)
+        self._master = Prf(master_secret(key.value, params.prf_hash, randoms=self._client_random + self._server_random,
+                                         session_hash=session_hash if self._extended_master_secret else None),
+                           params.prf_hash)
         self._records = RecordLayer(params, master_key=self._master, client_random=self._client_random,
                                     server_random=self._server_random, is_client=False, write_seq=0, read_seq=-1)
-        self._expected_client_finished = prf(self._master, b"client finished", session_hash, VERIFY_DATA_LEN,
-                                             params.prf_hash)
+        self._expected_client_finished = self._master(b"client finished", session_hash, VERIFY_DATA_LEN)
         self._state = _FINISHED
         self._flight, self._due = [], None  # our ServerHello flight is answered
         early, self._early = self._early, []
@@ -258,9 +258,9 @@ class PskServerEngine(HandshakeEngine):
         if not hmac.compare_digest(verify_data, self._expected_client_finished):
             self._fail_local("digest check failed", DECRYPT_ERROR)
             return
+        assert self._master is not None  # the Finished comes after the ClientKeyExchange
         self._hash.update(message)
-        params = suite(self._suite_code)
-        verify = prf(self._master, b"server finished", self._hash.digest(), VERIFY_DATA_LEN, params.prf_hash)
+        verify = self._master(b"server finished", self._hash.digest(), VERIFY_DATA_LEN)
         finished = handshake_message(FINISHED, self._finished_seq, verify)
         start = len(self._outgoing)
         self._new_flight([(records.CHANGE_CIPHER_SPEC, 0, b"\x01"), (records.HANDSHAKE, 1, finished)])

@@ -53,34 +53,44 @@ for _kx in ("PSK", "DHE-PSK", "ECDHE-PSK", "RSA-PSK", "ECDHE-ECDSA", "ECDHE-RSA"
     SUITES[f"{_kx}-AES256-CCM8"] = Suite(32, 4, 8, _ccm(8))
 
 
-def prf(secret: bytes, label: bytes, seed: bytes, length: int, hash_fn: Any = hashlib.sha256) -> bytes:
-    """The TLS 1.2 PRF: P_hash(secret, label + seed) (RFC 5246 5).
+class Prf:
+    """The TLS 1.2 PRF keyed with one secret: ``Prf(secret)(label, seed, length)`` is
+    P_hash(secret, label + seed) (RFC 5246 5).
 
     HMAC (RFC 2104) is spelled out over hashlib: the keyed inner and outer states are
-    computed once per call and copied per block, which costs a third of what
-    ``hmac.digest`` pays per block (an OpenSSL 3 MAC fetch each time).
+    computed once per secret and copied per block, a third of what ``hmac.digest``
+    costs per block (an OpenSSL 3 MAC fetch each time). Keep one per master secret:
+    the key block and both Finished messages come from it.
     """
-    inner, outer = hash_fn(), hash_fn()
-    if len(secret) > inner.block_size:
-        secret = hash_fn(secret).digest()
-    key = secret.ljust(inner.block_size, b"\x00")
-    inner.update(key.translate(_IPAD))
-    outer.update(key.translate(_OPAD))
 
-    def mac(message: bytes) -> bytes:
-        h = inner.copy()
-        h.update(message)
-        o = outer.copy()
-        o.update(h.digest())
-        return o.digest()
+    def __init__(self, secret: bytes, hash_fn: Any = hashlib.sha256) -> None:
+        self._inner, self._outer = hash_fn(), hash_fn()
+        if len(secret) > self._inner.block_size:
+            secret = hash_fn(secret).digest()
+        key = secret.ljust(self._inner.block_size, b"\x00")
+        self._inner.update(key.translate(_IPAD))
+        self._outer.update(key.translate(_OPAD))
 
-    seed = label + seed
-    out = b""
-    a = seed
-    while len(out) < length:
-        a = mac(a)
-        out += mac(a + seed)
-    return out[:length]
+    def _mac(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def __call__(self, label: bytes, seed: bytes, length: int) -> bytes:
+        seed = label + seed
+        out = b""
+        a = seed
+        while len(out) < length:
+            a = self._mac(a)
+            out += self._mac(a + seed)
+        return out[:length]
+
+
+def prf(secret: bytes, label: bytes, seed: bytes, length: int, hash_fn: Any = hashlib.sha256) -> bytes:
+    """The TLS 1.2 PRF, once (see :class:`Prf`)."""
+    return Prf(secret, hash_fn)(label, seed, length)
 
 
 _IPAD = bytes(b ^ 0x36 for b in range(256))
@@ -90,11 +100,11 @@ _OPAD = bytes(b ^ 0x5C for b in range(256))
 class RecordLayer:
     """Seals and opens epoch-1 records for one side of an established association."""
 
-    def __init__(self, suite: Suite, *, master_key: bytes, client_random: bytes, server_random: bytes,
+    def __init__(self, suite: Suite, *, master_key: bytes | Prf, client_random: bytes, server_random: bytes,
                  is_client: bool, write_seq: int, read_seq: int, version: int = records.DTLS_1_2) -> None:
         n_key, n_iv = suite.key_len, suite.fixed_iv_len
-        block = prf(master_key, b"key expansion", server_random + client_random, 2 * (n_key + n_iv),
-                    suite.prf_hash)
+        master = master_key if isinstance(master_key, Prf) else Prf(master_key, suite.prf_hash)
+        block = master(b"key expansion", server_random + client_random, 2 * (n_key + n_iv))
         client_key, server_key = block[:n_key], block[n_key : 2 * n_key]
         client_iv, server_iv = block[2 * n_key : 2 * n_key + n_iv], block[2 * n_key + n_iv :]
         write_key, read_key = (client_key, server_key) if is_client else (server_key, client_key)
