@@ -137,6 +137,11 @@ class PskClientEngine(HandshakeEngine):
                 self._retransmits_before_finished = self.retransmits
             self._finished_sent += 1
 
+    def _forget_handshake(self) -> None:
+        self._hash = None
+        self._hello = self._cookie = self._client_random = self._server_random = self._expected_server_finished = b""
+        del self._inbox  # only handshake messages go there
+
     # -- server messages ----------------------------------------------------
 
     def _state_key(self) -> object:
@@ -166,7 +171,7 @@ class PskClientEngine(HandshakeEngine):
     def _advance(self) -> None:
         if self._inbox.next_seq is None and not self._inbox.start_at(SERVER_HELLO):
             return
-        while not self.closed and (message := self._inbox.pop()) is not None:
+        while not self.closed and not self.handshake_done and (message := self._inbox.pop()) is not None:
             msg_type, seq, body = message
             whole = handshake_message(msg_type, seq, body)
             if self._state == _HELLO and msg_type == SERVER_HELLO:

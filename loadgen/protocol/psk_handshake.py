@@ -366,7 +366,12 @@ class HandshakeEngine:
         self.handshake_done = True
         self._flight = []
         self._due = None
+        self._forget_handshake()
         self._events.append(completed)
+
+    def _forget_handshake(self) -> None:
+        """Drop what only the handshake needed: per-association memory is what limits
+        how many associations one process holds."""
 
     def _on_alert(self, alert: bytes) -> None:
         if len(alert) != 2:

@@ -206,6 +206,12 @@ class PskServerEngine(HandshakeEngine):
             self._hash.update(message)
         self._new_flight([(records.HANDSHAKE, 0, m) for m in messages])
 
+    def _forget_handshake(self) -> None:
+        self._hash = self._master = None
+        self._early = []
+        self._client_random = self._server_random = self._expected_client_finished = b""
+        del self._inbox  # only handshake messages go there
+
     # -- client messages ----------------------------------------------------
 
     def _state_key(self) -> object:
@@ -218,7 +224,7 @@ class PskServerEngine(HandshakeEngine):
         return repeated
 
     def _advance(self) -> None:
-        while not self.closed and (message := self._inbox.pop()) is not None:
+        while not self.closed and not self.handshake_done and (message := self._inbox.pop()) is not None:
             msg_type, seq, body = message
             if self._state == _CLIENT_KEY_EXCHANGE and msg_type == CLIENT_KEY_EXCHANGE:
                 self._on_client_key_exchange(handshake_message(msg_type, seq, body), body)
