@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import sys
 import time
@@ -45,10 +46,17 @@ def run_sink(tally: Tally) -> FanOut:
     return FanOut([LocustSink(env.events.request, "DTLS"), tally])
 
 
-def engine_only(n: int) -> tuple[float, float]:
-    """CPU seconds per handshake for both engines in memory, and the client engine's share."""
-    sctx = dtls.server_context(KeyStore(shared=QUICKSTART_KEY), hint=b"loadgen")
-    cctx = dtls.client_context()
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) another process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def engine_only(n: int, *, native: bool = True) -> tuple[float, float]:
+    """CPU seconds per handshake for both engines in memory, and the client engine's share.
+    ``native=False``: OpenSSL's handshake on both sides instead of loadgen's own."""
+    sctx = dtls.server_context(KeyStore(shared=QUICKSTART_KEY), hint=b"loadgen", native=native)
+    cctx = dtls.client_context(native=native)
     client_cpu = 0.0
     start = cpu()
     for i in range(n):
@@ -132,22 +140,37 @@ def main() -> int:
     command = "python benchmarks/bench_dtls.py " + " ".join(sys.argv[1:])
 
     both, client_engine = engine_only(args.engine_handshakes)
-    with ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex()]) as address:
+    openssl_both, openssl_client = engine_only(args.engine_handshakes, native=False)
+    server = ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex()])
+    with server as address:
+        assert server.pid is not None
+        s0 = process_cpu(server.pid)
         per_hs, hs_rate, ht = socket_handshakes(address, args.handshakes, args.concurrency)
+        s1 = process_cpu(server.pid)
         per_cpu, per_wall, pt = pings(address, args.ping_associations, args.ping_seconds)
+        s2 = process_cpu(server.pid)
+    server_hs = (s1 - s0) / max(ht.handshakes.completed, 1)
+    server_ping = (s2 - s1) / max(pt.pings.completed, 1)  # includes the ping run's handshakes (few)
 
     us = 1e6
     print(f"# {command}")
     print(f"engine-only handshake (client+server engines, memory): {both * us:8.1f} us CPU   [baseline]")
     print(f"  of which the client engine                         : {client_engine * us:8.1f} us CPU")
+    print(f"  the same with OpenSSL's handshake on both sides    : {openssl_both * us:8.1f} us CPU"
+          f" (client {openssl_client * us:.1f} us): loadgen's own is {openssl_client / client_engine:.2f}x"
+          " cheaper on the client")
     print(f"socket handshake + Locust events, client process CPU: {per_hs * us:8.1f} us CPU"
           f"   ratio {per_hs / both:.2f}x baseline, {per_hs / client_engine:.2f}x client engine")
     print(f"  handshakes completed {ht.handshakes.completed}/{args.handshakes}, failed {ht.handshakes.failed}"
-          f" {dict(ht.handshakes.failures)}, {hs_rate:.0f} handshakes/s wall ({args.concurrency} concurrent)")
+          f" {dict(ht.handshakes.failures)}, {hs_rate:.0f} handshakes/s wall ({args.concurrency} concurrent);"
+          f" client CPU allows {1 / per_hs:.0f}/s")
+    print(f"  reference server CPU per handshake                 : {server_hs * us:8.1f} us"
+          f" (one core allows {1 / max(server_hs, 1e-9):.0f}/s)")
     print(f"pings per client CPU second                          : {per_cpu:8.0f}"
           f"   ({us / per_cpu:.1f} us CPU per ping; {per_wall:.0f} pings/s wall,"
           f" {args.ping_associations} associations)")
-    print(f"  pings completed {pt.pings.completed}, failed {pt.pings.failed} {dict(pt.pings.failures)}")
+    print(f"  pings completed {pt.pings.completed}, failed {pt.pings.failed} {dict(pt.pings.failures)};"
+          f" reference server CPU per ping {server_ping * us:.1f} us")
     return 0
 
 

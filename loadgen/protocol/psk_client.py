@@ -150,7 +150,7 @@ class PskClientEngine(HandshakeEngine):
     def _on_handshake_record(self, payload: bytes, *, encrypted: bool) -> bool:
         repeated = False
         for fragment in fragments(payload):
-            if fragment.msg_type == HELLO_VERIFY_REQUEST and not encrypted:
+            if fragment[0] == HELLO_VERIFY_REQUEST and not encrypted:
                 repeated |= self._on_hello_verify_request(fragment)
             else:
                 repeated |= self._inbox.add(fragment)
@@ -158,8 +158,8 @@ class PskClientEngine(HandshakeEngine):
 
     def _on_hello_verify_request(self, fragment: Fragment) -> bool:
         """Answer a HelloVerifyRequest; True when it repeats one already answered."""
-        body = fragment.body
-        if self._state != _HELLO or len(body) != fragment.length or len(body) < 3 or len(body) < 3 + body[2]:
+        _, length, _, _, body = fragment
+        if self._state != _HELLO or len(body) != length or len(body) < 3 or len(body) < 3 + body[2]:
             return False
         cookie = body[3 : 3 + body[2]]
         if cookie == self._cookie:

@@ -28,10 +28,10 @@ record layer once established.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import LoadgenError, LocalProtocolError, error_from_openssl
 from . import records
@@ -127,27 +127,30 @@ def parse_extensions(data: bytes) -> set[int]:
     return found
 
 
-class Fragment(NamedTuple):
-    msg_type: int
-    length: int  # of the whole message
-    seq: int
-    offset: int
-    body: bytes
+#: A handshake fragment's header, 24-bit fields split in 8 + 16 bits (RFC 6347 4.2.2).
+_FRAGMENT_HEADER = struct.Struct("!BBHHBHBH")
+
+#: ``(msg_type, length of the whole message, message_seq, fragment_offset, fragment bytes)``
+Fragment = tuple[int, int, int, int, bytes]
 
 
-def fragments(data: bytes) -> Iterator[Fragment]:
-    """The handshake fragments in one record's payload; stops quietly at a malformed one."""
+def fragments(data: bytes) -> list[Fragment]:
+    """The handshake fragments in one record's payload; stops quietly at a malformed one.
+
+    Plain tuples and one struct call per fragment: this runs for every handshake record.
+    """
+    found = []
     offset = 0
-    while offset + HS_HEADER_LEN <= len(data):
-        length = int.from_bytes(data[offset + 1 : offset + 4], "big")
-        frag_offset = int.from_bytes(data[offset + 6 : offset + 9], "big")
-        frag_len = int.from_bytes(data[offset + 9 : offset + 12], "big")
+    end = len(data)
+    while offset + HS_HEADER_LEN <= end:
+        msg_type, len_hi, len_lo, seq, off_hi, off_lo, frag_hi, frag_lo = _FRAGMENT_HEADER.unpack_from(data, offset)
+        length, frag_offset, frag_len = len_hi << 16 | len_lo, off_hi << 16 | off_lo, frag_hi << 16 | frag_lo
         start = offset + HS_HEADER_LEN
-        if start + frag_len > len(data) or frag_offset + frag_len > length or length > _MAX_MESSAGE:
-            return
-        yield Fragment(data[offset], length, int.from_bytes(data[offset + 4 : offset + 6], "big"), frag_offset,
-                       data[start : start + frag_len])
+        if start + frag_len > end or frag_offset + frag_len > length or length > _MAX_MESSAGE:
+            break
+        found.append((msg_type, length, seq, frag_offset, data[start : start + frag_len]))
         offset = start + frag_len
+    return found
 
 
 class Reassembler:
@@ -164,22 +167,21 @@ class Reassembler:
 
     def add(self, fragment: Fragment) -> bool:
         """File one fragment; True when it belongs to a message already handed out."""
-        seq = fragment.seq
+        msg_type, length, seq, offset, data = fragment
         if self.next_seq is not None and seq < self.next_seq:
             return True
         if seq in self._complete or len(self._complete) + len(self._partial) >= _MAX_BUFFERED:
             return False
-        if fragment.offset == 0 and len(fragment.body) == fragment.length:
-            self._complete[seq] = (fragment.msg_type, fragment.body)  # the common case: not fragmented
+        if offset == 0 and len(data) == length:
+            self._complete[seq] = (msg_type, data)  # the common case: not fragmented
             self._partial.pop(seq, None)
             return False
-        msg_type, body, missing = self._partial.setdefault(
-            seq, (fragment.msg_type, bytearray(fragment.length), bytearray(b"\x01" * fragment.length)))
-        if msg_type != fragment.msg_type or len(body) != fragment.length:
+        kind, body, missing = self._partial.setdefault(seq, (msg_type, bytearray(length), bytearray(b"\x01" * length)))
+        if kind != msg_type or len(body) != length:
             return False
-        end = fragment.offset + len(fragment.body)
-        body[fragment.offset : end] = fragment.body
-        missing[fragment.offset : end] = bytes(len(fragment.body))
+        end = offset + len(data)
+        body[offset:end] = data
+        missing[offset:end] = bytes(len(data))
         if not any(missing):
             self._complete[seq] = (msg_type, bytes(body))
             del self._partial[seq]
@@ -240,15 +242,15 @@ class HandshakeEngine:
             return
         state = self._state_key()
         repeated = False
-        for rec, raw in records.record_slices(datagram):
-            if rec.epoch == 0:
-                if rec.content_type == records.HANDSHAKE:
+        for content_type, epoch, raw in records.split(datagram):
+            if epoch == 0:
+                if content_type == records.HANDSHAKE:
                     repeated |= self._on_handshake_record(raw[records.HEADER_LEN :], encrypted=False)
                     self._advance()  # before the next record: it may need the keys this one brings
-                elif rec.content_type == records.ALERT:
+                elif content_type == records.ALERT:
                     self._on_alert(raw[records.HEADER_LEN :])
                 # ChangeCipherSpec needs no action: the epoch-1 Finished authenticates itself.
-            elif rec.epoch == 1 and rec.content_type in (records.HANDSHAKE, records.ALERT):
+            elif epoch == 1 and content_type in (records.HANDSHAKE, records.ALERT):
                 opened = self._records.open(raw) if self._records is not None else None
                 if opened is None:
                     self._on_undecryptable(raw)

@@ -94,10 +94,12 @@ def parse_client_hello(datagram: bytes) -> ClientHello | None:
     payload = datagram[records.HEADER_LEN : end]
     if end > len(datagram) or len(payload) < HS_HEADER_LEN or header[1] >> 8 != _DTLS_MAJOR:
         return None
-    fragment = next(fragments(payload), None)
-    if fragment is None or fragment.offset != 0 or len(fragment.body) != fragment.length:
+    found = fragments(payload)
+    if not found:
         return None
-    body = fragment.body
+    msg_type, length, message_seq, offset, body = found[0]
+    if offset != 0 or len(body) != length:
+        return None
     try:
         sid_end = 35 + body[34]
         cookie_end = sid_end + 1 + body[sid_end]
@@ -110,8 +112,8 @@ def parse_client_hello(datagram: bytes) -> ClientHello | None:
         return None
     suites = tuple(int.from_bytes(body[i : i + 2], "big") for i in range(cookie_end + 2, suites_end, 2))
     return ClientHello(
-        record_seq=(header[3] << 16) | header[4], message_seq=fragment.seq,
-        message=handshake_message(CLIENT_HELLO, fragment.seq, body),
+        record_seq=(header[3] << 16) | header[4], message_seq=message_seq,
+        message=handshake_message(CLIENT_HELLO, message_seq, body),
         version=int.from_bytes(body[:2], "big"), random=body[2:34], cookie=body[sid_end + 1 : cookie_end],
         suites=suites, compression=body[suites_end + 1 : compression_end], extensions=extensions,
     )

@@ -167,8 +167,8 @@ class RecordLayer:
             opened = self.open(datagram)  # the hot path: one record, one ping or reply
             return [opened] if opened is not None else []
         found = []
-        for rec, raw in records.record_slices(datagram):
-            if rec.content_type in (records.APPLICATION_DATA, records.ALERT) and (opened := self.open(raw)):
+        for content_type, _, raw in records.split(datagram):
+            if content_type in (records.APPLICATION_DATA, records.ALERT) and (opened := self.open(raw)):
                 found.append(opened)
         return found
 

@@ -62,6 +62,25 @@ def record_slices(datagram: bytes) -> Iterator[tuple[Record, bytes]]:
         offset = end
 
 
+def split(datagram: bytes) -> list[tuple[int, int, bytes]]:
+    """``(content_type, epoch, record bytes)`` for each whole record in ``datagram``.
+
+    The lean form of :func:`record_slices` for the per-datagram hot paths; stops
+    quietly at the first malformed record.
+    """
+    found = []
+    offset = 0
+    end = len(datagram)
+    while offset + HEADER_LEN <= end:
+        content_type, _, epoch, _, _, length = HEADER.unpack_from(datagram, offset)
+        stop = offset + HEADER_LEN + length
+        if stop > end:
+            break
+        found.append((content_type, epoch, datagram[offset:stop]))
+        offset = stop
+    return found
+
+
 def pack_datagrams(data: bytes, mtu: int) -> list[bytes]:
     """Cut a run of records into datagrams of at most ``mtu`` bytes, at record boundaries.
 
