@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     sdtls.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS")
     sdtls.add_argument("--mtu", type=int, default=None)
     sdtls.add_argument("--ciphers", default=None)
+    sdtls.add_argument("--handshake", choices=("loadgen", "openssl"), default="loadgen",
+                       help="loadgen's own DTLS PSK handshake (PSK AEAD suites; several times cheaper) "
+                            "or always OpenSSL's")
     _key_options(sdtls)
     cli_stats.add_throttle_options(sdtls)
     _tls_serve_options(serve_sub.add_parser("tls", help="reference TLS server (line echo): "
@@ -287,6 +290,7 @@ def _serve(args: argparse.Namespace) -> int:
         ciphers=args.ciphers or dtls.DEFAULT_PSK_CIPHERS,
         mtu=args.mtu or dtls.DEFAULT_MTU,
         idle_timeout=args.idle_timeout,
+        native=args.handshake == "loadgen",
         max_handshake_rate=args.max_handshake_rate,
         max_ping_rate=args.max_ping_rate,
     )

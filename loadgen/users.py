@@ -105,7 +105,8 @@ class Session:
                               LogSink(), *extra_sinks])
             for protocol in ("dtls", "tls")
         }
-        self.dtls_context = dtls.client_context(scenario.dtls.ciphers) if "dtls" in protocols else None
+        self.dtls_context = dtls.client_context(scenario.dtls.ciphers, native=scenario.dtls.handshake == "loadgen") \
+            if "dtls" in protocols else None
         t = scenario.tls
         # TLS targets use the scenario's PSK unless it sets up certificates.
         self.tls_psk = scenario.psk is not None and t.cert_file is None and t.ca_file is None and t.verify == "none"

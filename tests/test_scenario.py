@@ -263,6 +263,7 @@ def test_dtls_and_tls() -> None:
     d = load_scenario(ROOT / "scenarios" / "dtls.yaml")
     assert d.dtls.ciphers == "PSK-AES128-CCM8:PSK-AES128-GCM-SHA256"
     assert (d.dtls.mtu, d.dtls.handshake_timeout, d.dtls.max_retransmits) == (1200, 15.0, 6)
+    assert (d.dtls.retransmit_cap, d.dtls.handshake) == (2.0, "loadgen")
     assert [t.weight for t in d.targets] == [3.0, 1.0]
     assert d.clients.source_addresses == tuple(f"127.0.0.{i}" for i in range(1, 21))
     assert d.ping.expect.regex is not None and d.ping.expect.regex.match(b"I am x, please, accept our ping 7")

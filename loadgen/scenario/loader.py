@@ -183,6 +183,7 @@ _DTLS = section(
         "handshake_timeout": duration(),
         "max_retransmits": integer(0),
         "retransmit_cap": optional(duration()),
+        "handshake": choice("loadgen", "openssl"),
     },
     build=m.DtlsConfig,
 )

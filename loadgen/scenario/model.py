@@ -106,6 +106,8 @@ class DtlsConfig:
     max_retransmits: int = 16
     # An unanswered flight goes out again after at most this long (None: RFC 6347's doubling only).
     retransmit_cap: float | None = 2.0
+    # Who does the handshake: loadgen's own (PSK AEAD suites; several times cheaper) or OpenSSL.
+    handshake: Literal["loadgen", "openssl"] = "loadgen"
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,12 +63,14 @@ class DtlsServer:
         mtu: int = dtls.DEFAULT_MTU,
         idle_timeout: float = 60.0,
         handshake_timeout: float = 30.0,
+        native: bool = True,
         max_handshake_rate: float | None = None,
         max_ping_rate: float | None = None,
     ) -> None:
         if reply not in ("echo", "qt"):
             raise ValueError(f"reply must be 'echo' or 'qt', not {reply!r}")
-        self._context = dtls.server_context(keys, hint=hint, ciphers=ciphers, cookies=CookieJar())
+        # native: loadgen's own handshake where the suites allow (see protocol/psk_handshake.py).
+        self._context = dtls.server_context(keys, hint=hint, ciphers=ciphers, cookies=CookieJar(), native=native)
         self._host, self._port = host, port
         self._reply = reply
         self._mtu = mtu
