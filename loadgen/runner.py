@@ -32,7 +32,7 @@ from locust.runners import STATE_STOPPED, MasterRunner, Runner
 from .builtin_server import ServerProcess, builtin_server
 from .capacity import Analysis, Workload, analyze
 from .capacity.workload import churn_user_class
-from .distributed import Health, WorkerWatch, tune_locust
+from .distributed import Health, WorkerWatch, freeze_heap, tune_locust
 from .outputs import Exporters, targets_summary, write_files
 from .recorder import HANDSHAKE, PING
 from .scenario import Scenario, Target
@@ -209,6 +209,7 @@ def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sy
                       f"{scenario.source} --worker --master-host HOST --builtin-address {host}:{port}", file=out)
         else:
             runner = env.create_local_runner()
+            env.events.spawning_complete.add_listener(freeze_heap)
         stats = RunStats()
         LiveStats(env, stats, None if options.distributed else session.tally,
                   "master" if options.distributed else "local").install()
@@ -256,7 +257,8 @@ def run_health(env: Environment, stats: RunStats, watch: WorkerWatch | None, run
         counts[kind] = {"locust": locust, "loadgen": cell.completed + cell.failed}
     missing_files = [i for i in range(processes) if run_dir is not None and not (run_dir / f"worker-{i}.json").exists()]
     return Health(
-        lag_max=stats.lag_max(), lag_seconds=sum(1 for r in rows if r["lag_max"] > STARVED_LAG),
+        lag_max=stats.lag_max(), stop_lag_max=stats.stop_lag_max(),
+        lag_seconds=sum(1 for r in rows if r["lag_max"] > STARVED_LAG),
         workers=processes or (len(watch.runner.clients) if watch is not None else 0),
         worker_events=list(watch.events) if watch is not None else [], worker_files_missing=missing_files,
         counts=counts, clients_peak=max((r["users"] for r in rows), default=0),
@@ -371,6 +373,7 @@ def _run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutc
             runner._send_stats()  # noqa: SLF001 - what Locust itself does on quit
 
         env.events.test_stop.add_listener(flush)
+        env.events.spawning_complete.add_listener(freeze_heap)
         # SIGTERM (the master's last resort, or an operator): stop the users, send the last counts, write
         # worker-<i>.json, as a quit message from the master would.
         gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(runner.quit))
@@ -466,7 +469,8 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
         counts = ", ".join(f"{kind}s {c['locust']}/{c['loadgen']}" for kind, c in h.counts.items())
         missed = ", ".join(map(str, h.missed)) or "none"
         workers = f"workers {h.workers}, marked missing: {missed}; " if h.workers else ""
-        print(f"loadgen: health: {workers}event-loop lag max {h.lag_max * 1000:.0f} ms; "
+        print(f"loadgen: health: {workers}event-loop lag max {h.lag_max * 1000:.0f} ms "
+              f"({h.stop_lag_max * 1000:.0f} ms while stopping); "
               f"Locust/loadgen counts {same} ({counts})", file=out)
     if outcome.analysis is not None:
         print(f"loadgen: verdict: {outcome.analysis.verdict}", file=out)

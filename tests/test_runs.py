@@ -294,6 +294,13 @@ def test_processes_master_totals_are_the_sum_of_its_workers(tmp_path: Path, spaw
     assert all(w["handshake"]["completed"] > 0 for w in workers), [w["handshake"] for w in workers]
     # The single built-in server saw every device once.
     assert server_handshakes(summary) == 40
+    # Issue 6: the run says whether it kept up and whether every count arrived.
+    health = summary["health"]
+    assert health["workers"] == 2 and health["workers_marked_missing"] == [], health
+    assert health["worker_files_missing"] == [], health
+    assert all(c["locust"] == c["loadgen"] for c in health["counts"].values()), health["counts"]
+    assert 0 <= health["loop_lag_max_s"] < 5, health
+    assert "loadgen: health: workers 2, marked missing: none" in run.stdout, run.describe()
 
 
 def test_processes_give_every_device_its_own_identity(tmp_path: Path, spawn: Callable[..., Child]) -> None:

@@ -49,6 +49,7 @@ class LiveStats:
         self._ticker: gevent.Greenlet | None = None
         self._lag = LoopLag()  # how late this process's timers run: reported with each second
         self._unsent: list[dict[str, Any]] = []  # a worker's seconds the master has not got yet
+        self._stopping: float | None = None  # lag before the stop began, once it has
         # A delta is rolled and delivered whole: stopping waits for one under way (a send may yield).
         self._lock = Semaphore()
 
@@ -57,6 +58,7 @@ class LiveStats:
         events = self.environment.events
         events.test_start.add_listener(self._on_test_start)
         events.test_stop.add_listener(self._on_test_stop)
+        events.test_stopping.add_listener(self._on_test_stopping)
         if self.role == "master":
             runner = self.environment.runner
             assert runner is not None, "create the master runner first"
@@ -76,6 +78,7 @@ class LiveStats:
         self._stop_ticker()
         self.sink.reset()
         self._lag.start().take()
+        self._stopping = None
         self._ticker = gevent.spawn(self._tick)
 
     def _on_test_stop(self, **_: Any) -> None:
@@ -83,8 +86,12 @@ class LiveStats:
             return
         with self._lock:
             self._stop_ticker()
-            self._deliver(self.sink.roll(self._users(), self._lag.take()))  # the last, partial second
+            self._deliver(self._roll())  # the last, partial second
         self._lag.stop()
+
+    def _on_test_stopping(self, **_: Any) -> None:
+        if self._stopping is None:
+            self._stopping = self._lag.take()  # what came before the stop is the run's own lag
 
     def _on_message(self, msg: Any, **_: Any) -> None:
         try:
@@ -103,7 +110,14 @@ class LiveStats:
             # Sleep to the next whole interval since the start, so rows do not drift.
             gevent.sleep(max(0.0, start + n * self.interval - time.monotonic()))
             with self._lock:
-                self._deliver(self.sink.roll(self._users(), self._lag.take()))
+                self._deliver(self._roll())
+
+    def _roll(self) -> SecondDelta:
+        assert self.sink is not None
+        if self._stopping is None:
+            return self.sink.roll(self._users(), self._lag.take())
+        before, self._stopping = self._stopping, 0.0
+        return self.sink.roll(self._users(), before, self._lag.take())
 
     def _deliver(self, delta: SecondDelta) -> None:
         if self.role == "worker":

@@ -32,6 +32,7 @@ class SecondRow:
     cpu_max: float = 0.0  # busiest process, % of one core: near 100 means that generator is saturated
     cpu_total: float = 0.0  # all processes together, % of one core
     lag_max: float = 0.0  # worst event-loop lag of any process in this second (s)
+    stop_lag_max: float = 0.0  # the same while the processes were stopping their users
     kinds: dict[str, Cell] = field(default_factory=lambda: {kind: Cell() for kind in KINDS})
     _figures: dict[str, dict[str, Any]] | None = None  # cached per-kind figures
 
@@ -43,6 +44,7 @@ class SecondRow:
         self.cpu_max = max(self.cpu_max, delta.cpu_percent)
         self.cpu_total += delta.cpu_percent
         self.lag_max = max(self.lag_max, delta.lag)
+        self.stop_lag_max = max(self.stop_lag_max, delta.stop_lag)
         for kind, cell in per_kind.items():
             mine = self.kinds.setdefault(kind, Cell())
             mine.add(cell)
@@ -121,6 +123,10 @@ class RunStats:
         """Worst event-loop lag any load process had in any second (s)."""
         return max((row.lag_max for row in self.seconds.values()), default=0.0)
 
+    def stop_lag_max(self) -> float:
+        """Worst event-loop lag while the load processes stopped their users (s)."""
+        return max((row.stop_lag_max for row in self.seconds.values()), default=0.0)
+
     @property
     def handshakes(self) -> Cell:
         return self.kinds[HANDSHAKE]
@@ -152,7 +158,8 @@ class RunStats:
             out.append({
                 "second": index, "time": row.wall, "duration": row.duration, "users": row.users,
                 "processes": row.processes, "cpu_max": row.cpu_max, "cpu_total": row.cpu_total,
-                "lag_max": row.lag_max, "active": active, **{kind: row.figures(kind) for kind in KINDS},
+                "lag_max": row.lag_max, "stop_lag_max": row.stop_lag_max, "active": active,
+                **{kind: row.figures(kind) for kind in KINDS},
             })
         return out
 
@@ -176,7 +183,8 @@ class RunStats:
             "seconds": [
                 {"second": row.index, "time": row.wall, "duration": row.duration, "users": row.users,
                  "processes": row.processes, "cpu_max": row.cpu_max, "cpu_total": row.cpu_total,
-                 "lag_max": row.lag_max, "kinds": {kind: cell.to_json() for kind, cell in row.kinds.items()}}
+                 "lag_max": row.lag_max, "stop_lag_max": row.stop_lag_max,
+                 "kinds": {kind: cell.to_json() for kind, cell in row.kinds.items()}}
                 for row in (self.seconds[i] for i in sorted(self.seconds))
             ],
         }
@@ -189,7 +197,7 @@ class RunStats:
         for item in data.get("seconds", []):
             row = SecondRow(int(item["second"]), float(item["time"]), float(item["duration"]), int(item["users"]),
                             int(item["processes"]), float(item["cpu_max"]), float(item["cpu_total"]),
-                            float(item.get("lag_max", 0.0)))
+                            float(item.get("lag_max", 0.0)), float(item.get("stop_lag_max", 0.0)))
             row.kinds.update({kind: Cell.from_wire(wire) for kind, wire in item["kinds"].items()})
             stats.seconds[row.index] = row
         return stats

@@ -31,18 +31,20 @@ class SecondDelta:
     users: int  # Locust users (simulated clients) running at its end
     cells: dict[Key, Cell] = field(default_factory=dict)
     lag: float = 0.0  # worst event-loop lag in the second (s): how late a timer could run (loadgen.distributed)
+    stop_lag: float = 0.0  # the same once stopping began (Locust stops every user at once): not starvation
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "i": self.index, "t": self.wall, "dt": self.duration, "cpu": self.cpu, "users": self.users,
-            "lag": self.lag, "cells": [[kind, target, cell.to_wire()] for (kind, target), cell in self.cells.items()],
+            "lag": self.lag, "stop_lag": self.stop_lag,
+            "cells": [[kind, target, cell.to_wire()] for (kind, target), cell in self.cells.items()],
         }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> SecondDelta:
         cells = {(kind, target): Cell.from_wire(wire) for kind, target, wire in data["cells"]}
         return cls(int(data["i"]), float(data["t"]), float(data["dt"]), float(data["cpu"]), int(data["users"]),
-                   cells, float(data.get("lag", 0.0)))
+                   cells, float(data.get("lag", 0.0)), float(data.get("stop_lag", 0.0)))
 
     @property
     def cpu_percent(self) -> float:
@@ -98,11 +100,11 @@ class StatsSink:
                 cell = self._cells[key] = Cell()
             cell.ended += 1
 
-    def roll(self, users: int = 0, lag: float = 0.0) -> SecondDelta:
+    def roll(self, users: int = 0, lag: float = 0.0, stop_lag: float = 0.0) -> SecondDelta:
         """Close the current second: its cells, this process's CPU use and loop lag, as a delta."""
         cells, self._cells = self._cells, {}
         mono, cpu = time.monotonic(), time.process_time()
-        delta = SecondDelta(self._index, self._wall, mono - self._mono, cpu - self._cpu, users, cells, lag)
+        delta = SecondDelta(self._index, self._wall, mono - self._mono, cpu - self._cpu, users, cells, lag, stop_lag)
         self._index += 1
         self._wall += delta.duration
         self._mono, self._cpu = mono, cpu
