@@ -129,7 +129,8 @@ def main() -> int:
             if "loadgen: device-" in line:
                 continue
             tail.append(line.rstrip())
-            if line.startswith(("loadgen: health", "loadgen: verdict", "loadgen: WARNING")) or "locust" in line:
+            if line.startswith(("loadgen: health", "loadgen: verdict", "loadgen: WARNING")) or "locust" in line \
+                    or "garbage collection" in line or "marked it missing" in line:
                 print("  " + line.rstrip(), flush=True)
         proc.wait()
         sampler.done.set()
