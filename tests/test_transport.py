@@ -100,3 +100,16 @@ def test_binary_ping_sequence_field() -> None:
     assert coap_ping("dev", 258) == bytes.fromhex("40000102")
     assert rec.pings.completed >= 3 and rec.pings.failed == 0
     assert rec.pings.received_bytes > 0
+
+
+def test_a_socket_that_cannot_connect_is_a_counted_failure() -> None:
+    # 192.0.2.1 (TEST-NET-1) is no local address: binding to it fails like a source
+    # address that ran out of ports does. It must show in the stats, not vanish.
+    rec = Recorder()
+    assoc = DtlsAssociation("dev-x", "local", ("127.0.0.1", 9), dtls.client_context(), rec, identity=b"dev-x",
+                            key=KEY, source_address="192.0.2.1")
+    error = assoc.run()
+    assert error is not None and error.code == "socket-error"
+    assert "cannot connect UDP socket to 127.0.0.1:9" in str(error)
+    assert rec.handshakes.attempted == 1 and rec.handshakes.failed == 1
+    assert dict(rec.handshakes.failures) == {"socket-error": 1}

@@ -14,6 +14,7 @@ greenlet that wants to wait for the association to end.
 from __future__ import annotations
 
 import _socket  # the C socket type: never monkey-patched, no wrapper on the hot path
+import errno
 import logging
 import math
 import random
@@ -25,7 +26,15 @@ from gevent import get_hub
 from gevent.event import AsyncResult
 
 from ..credentials import Secret
-from ..errors import BadReply, ConnectionRefused, LoadgenError, LocalProtocolError, PeerClosed, PingTimeout
+from ..errors import (
+    BadReply,
+    ConnectionRefused,
+    LoadgenError,
+    LocalProtocolError,
+    PeerClosed,
+    PingTimeout,
+    SocketError,
+)
 from ..payloads import PayloadMaker, ReplyRule, text_payload
 from ..protocol import dtls
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
@@ -142,10 +151,15 @@ class DtlsAssociation:
         if self._state != _NEW:
             raise LocalProtocolError(f"{self.name}: association already started")
         self._say(INFO, "connecting UDP socket first ...")
+        # The attempt counts from here: a socket that cannot connect is a failed handshake
+        # in the stats (e.g. a source address out of ports), never a silent no-show.
+        self._state = _HANDSHAKING
+        self._started_at = time.perf_counter()
+        self._sink.record(Started(HANDSHAKE, self.target))
         try:
             self._connect()
         except LoadgenError as exc:
-            self._finish(exc)
+            self._fail(exc)
             return
         self._reader = get_hub().loop.io(self._sock.fileno(), _READ)
         self._reader.start(self._guarded, self._on_readable)
@@ -187,14 +201,14 @@ class DtlsAssociation:
             sock.connect((host, port))
         except OSError as exc:
             sock.close()
-            raise LocalProtocolError(f"{self.name}: cannot connect UDP socket to {host}:{port}: {exc}") from None
+            hint = ""
+            if exc.errno in (errno.EAGAIN, errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                hint = " (out of local ports? spread clients over more clients.source_addresses)"
+            raise SocketError(f"{self.name}: cannot connect UDP socket to {host}:{port}: {exc}{hint}") from None
         self._sock = sock
 
     def _begin_handshake(self) -> None:
-        self._state = _HANDSHAKING
-        self._started_at = time.perf_counter()
         self._deadline = self._started_at + self._settings.handshake_timeout
-        self._sink.record(Started(HANDSHAKE, self.target))
         self._engine = dtls.client_engine(self._context, self._choose_psk, mtu=self._settings.mtu,
                                           retransmit_cap=self._settings.retransmit_cap)
         self._say(INFO, "starting a handshake")
