@@ -32,7 +32,7 @@ from locust.runners import STATE_STOPPED, MasterRunner, Runner
 from .builtin_server import ServerProcess, builtin_server
 from .capacity import Analysis, Workload, analyze
 from .capacity.workload import churn_user_class
-from .distributed import Health, WorkerWatch, freeze_heap, tune_locust
+from .distributed import Health, WorkerWatch, freeze_heap, freeze_while_spawning, tune_locust
 from .outputs import Exporters, targets_summary, write_files
 from .recorder import HANDSHAKE, PING
 from .scenario import Scenario, Target
@@ -210,6 +210,7 @@ def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sy
         else:
             runner = env.create_local_runner()
             env.events.spawning_complete.add_listener(freeze_heap)
+            freeze_while_spawning(env)
         stats = RunStats()
         LiveStats(env, stats, None if options.distributed else session.tally,
                   "master" if options.distributed else "local").install()
@@ -374,6 +375,7 @@ def _run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutc
 
         env.events.test_stop.add_listener(flush)
         env.events.spawning_complete.add_listener(freeze_heap)
+        freeze_while_spawning(env)
         # SIGTERM (the master's last resort, or an operator): stop the users, send the last counts, write
         # worker-<i>.json, as a quit message from the master would.
         gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(runner.quit))

@@ -7,10 +7,11 @@ style of Qt's DTLS server example ("to IDENTITY: PAYLOAD"). Idle peers expire.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket as _stdsocket
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import gevent
@@ -76,7 +77,9 @@ class DtlsServer:
         self._mtu = mtu
         self._idle_timeout = idle_timeout
         self._handshake_timeout = handshake_timeout
-        self._peers: dict[tuple, _Peer] = {}
+        # Least recently heard from first: expiring idle peers looks at the front only
+        # (a sweep over 50,000 peers stalled the server ~150 ms a second).
+        self._peers: OrderedDict[tuple, _Peer] = OrderedDict()
         self._handshaking: dict[tuple, float] = {}  # peer -> handshake deadline
         self._sock: socket.socket | None = None
         self._greenlets: list[gevent.Greenlet] = []
@@ -142,6 +145,7 @@ class DtlsServer:
 
     def _timer_loop(self) -> None:
         last_sweep = time.monotonic()
+        frozen_peers = 0
         while True:
             gevent.sleep(0.05)
             now = time.monotonic()
@@ -159,10 +163,18 @@ class DtlsServer:
                     self._send(peer.engine, addr)
             if now - last_sweep >= 1.0:
                 last_sweep = now
-                for addr, peer in list(self._peers.items()):
-                    if now - peer.last_seen > self._idle_timeout:
-                        self.stats.expired += 1
-                        self._drop(addr, None)
+                while self._peers:
+                    addr, peer = next(iter(self._peers.items()))
+                    if now - peer.last_seen <= self._idle_timeout:
+                        break  # everyone behind it was heard from later
+                    self.stats.expired += 1
+                    self._drop(addr, None)
+                if len(self._peers) > frozen_peers:
+                    # New peers are long-lived: keep them out of full garbage collections,
+                    # which otherwise walk every peer (a stall of ~0.4 s at 50,000 peers).
+                    # Dropped peers are still freed by reference counting (no cycles).
+                    gc.freeze()
+                frozen_peers = len(self._peers)
 
     # -- per datagram -------------------------------------------------------
 
@@ -191,6 +203,7 @@ class DtlsServer:
             self._after_input(peer, addr)
             return
         peer.last_seen = now
+        self._peers.move_to_end(addr)
         if self._ping_bucket is not None and datagram[:1] == b"\x17" and peer.engine.handshake_done \
                 and not self._ping_bucket.take(now):
             self.stats.throttled_pings += 1  # 0x17: application data, i.e. a ping
