@@ -51,21 +51,25 @@ def freeze_heap(**_: Any) -> None:
 
 
 def freeze_while_spawning(environment: Any, every: float = 1.0) -> gevent.Greenlet:
-    """While Locust spawns users, :func:`freeze_heap` every ``every`` seconds.
+    """:func:`freeze_heap` every ``every`` seconds in which users were added.
 
     The heap grows by every user spawned; each full collection during the ramp walked
     all of it (0.3-0.6 s stalls every ~10 s per worker at 17,000 users). Frozen each
     second, a collection only walks what the last second added. Objects that die later
     are still freed (reference counting); only reference cycles among them would stay.
+    (A worker's runner is "spawning" only for the instant each batch takes: the user
+    count is what tells that the ramp goes on.)
     """
-    from locust.runners import STATE_SPAWNING
 
     def freeze_each_second() -> None:
+        frozen_users = 0
         while True:
             gevent.sleep(every)
             runner = environment.runner
-            if runner is not None and runner.state == STATE_SPAWNING:
+            users = runner.user_count if runner is not None else 0
+            if users > frozen_users:
                 gc.freeze()
+            frozen_users = users
 
     return gevent.spawn(freeze_each_second)
 
