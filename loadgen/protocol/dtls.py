@@ -9,7 +9,6 @@ client and a server back to back in memory and drop chosen datagrams.
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -25,7 +24,7 @@ from ..errors import (
 )
 from . import psk_server, record_layer, records
 from .cookies import CookieJar
-from .events import ConnectionFailed, DataReceived, Event, HandshakeCompleted, PeerClosed, alert_received
+from .events import ConnectionFailed, DataReceived, HandshakeCompleted, Outputs, PeerClosed, alert_received
 from .psk_client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser, PskClientEngine, native_suites, timeout_error
 from .record_layer import RecordLayer
 
@@ -151,18 +150,16 @@ def _reason(exc: SSL.Error) -> str:
     return str(exc) or "unknown TLS error"
 
 
-class DtlsEngine:
+class DtlsEngine(Outputs):
     """One DTLS association (client or server side) over memory BIOs."""
 
     def __init__(self, connection: SSL.Connection, *, is_client: bool, mtu: int = DEFAULT_MTU,
                  light: bool = True, retransmit_cap: float | None = None) -> None:
         _check_mtu(mtu)
+        super().__init__(mtu)
         self._conn: SSL.Connection = connection
         self.is_client = is_client
-        self.mtu = mtu
         connection.set_ciphertext_mtu(mtu)
-        self._events: deque[Event] = deque()
-        self._outgoing = bytearray()
         self.handshake_done = False
         self.closed = False
         self.retransmits = 0
@@ -302,17 +299,6 @@ class DtlsEngine:
         self._pull_outgoing()
 
     # -- outputs ------------------------------------------------------------
-
-    def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
-
-    def datagrams_to_send(self) -> list[bytes]:
-        """Pending records packed into datagrams of at most ``mtu`` bytes."""
-        if not self._outgoing:
-            return []
-        data = bytes(self._outgoing)
-        self._outgoing.clear()
-        return records.pack_datagrams(data, self.mtu)
 
     @property
     def cipher(self) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from ..errors import LoadgenError, error_from_openssl
@@ -35,6 +36,26 @@ class ConnectionFailed:
 
 
 Event = HandshakeCompleted | DataReceived | PeerClosed | ConnectionFailed
+
+
+class Outputs:
+    """What an engine hands out: events for the layer above, datagrams for the transport."""
+
+    def __init__(self, mtu: int) -> None:
+        self.mtu = mtu
+        self._events: deque[Event] = deque()
+        self._outgoing = bytearray()  # records waiting to be sent
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def datagrams_to_send(self) -> list[bytes]:
+        """Pending records packed into datagrams of at most ``mtu`` bytes."""
+        if not self._outgoing:
+            return []
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return records.pack_datagrams(data, self.mtu)
 
 
 def alert_received(description: int) -> PeerClosed | ConnectionFailed:

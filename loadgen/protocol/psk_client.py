@@ -144,9 +144,6 @@ class PskClientEngine(HandshakeEngine):
 
     # -- server messages ----------------------------------------------------
 
-    def _state_key(self) -> object:
-        return self._state
-
     def _on_handshake_record(self, payload: bytes, *, encrypted: bool) -> bool:
         repeated = False
         for fragment in fragments(payload):

@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import struct
 import time
-from collections import deque
 from typing import Any
 
 from ..errors import LoadgenError, LocalProtocolError, error_from_openssl
 from . import records
-from .events import ConnectionFailed, DataReceived, Event, alert_received
+from .events import ConnectionFailed, DataReceived, Event, Outputs, alert_received
 from .record_layer import SUITES, RecordLayer, Suite, prf
 
 #: UDP payload budget: fits IPv6's 1280-byte minimum path MTU (1280 - 40 - 8 = 1232).
@@ -205,7 +204,7 @@ class Reassembler:
         return message[0], self.next_seq - 1, message[1]
 
 
-class HandshakeEngine:
+class HandshakeEngine(Outputs):
     """Flights, timer, record numbering, alerts, events and established data for one side.
 
     Subclasses handle the peer's handshake messages (:meth:`_on_handshake_record`,
@@ -215,10 +214,8 @@ class HandshakeEngine:
     is_client: bool
 
     def __init__(self, *, mtu: int, retransmit_cap: float | None) -> None:
-        self.mtu = mtu
+        super().__init__(mtu)
         self._retransmit_cap = retransmit_cap
-        self._events: deque[Event] = deque()
-        self._outgoing = bytearray()
         self.handshake_done = False
         self.closed = False
         self.retransmits = 0
@@ -230,6 +227,7 @@ class HandshakeEngine:
         self._sent_at = 0.0  # when the current flight last went out
         self._suite_code = 0
         self._records: RecordLayer | None = None  # epoch 1, once keys are known
+        self._state = 0  # the subclass's handshake state: a repeat that moved nothing is a repeat
 
     # -- inputs -------------------------------------------------------------
 
@@ -240,7 +238,7 @@ class HandshakeEngine:
         if self.handshake_done:
             self._receive_established(datagram)
             return
-        state = self._state_key()
+        state = self._state
         repeated = False
         for content_type, epoch, raw in records.split(datagram):
             if epoch == 0:
@@ -261,7 +259,7 @@ class HandshakeEngine:
                     self._advance()
             if self.closed or self.handshake_done:
                 return
-        if (repeated and self._state_key() == state and self._flight
+        if (repeated and self._state == state and self._flight
                 and time.monotonic() - self._sent_at >= CROSSING_WINDOW):
             # The peer repeated a flight we already answered: our answer was lost
             # (RFC 6347 4.2.4). A repeat that arrives right after we sent ours
@@ -300,17 +298,6 @@ class HandshakeEngine:
 
     # -- outputs ------------------------------------------------------------
 
-    def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
-
-    def datagrams_to_send(self) -> list[bytes]:
-        """Pending records packed into datagrams of at most ``mtu`` bytes."""
-        if not self._outgoing:
-            return []
-        data = bytes(self._outgoing)
-        self._outgoing.clear()
-        return records.pack_datagrams(data, self.mtu)
-
     @property
     def cipher(self) -> str | None:
         return SUITE_NAMES.get(self._suite_code)
@@ -326,10 +313,6 @@ class HandshakeEngine:
         return self.handshake_done
 
     # -- for subclasses -----------------------------------------------------
-
-    def _state_key(self) -> object:
-        """Changes whenever the handshake moves on (a repeat that moved nothing is a repeat)."""
-        raise NotImplementedError
 
     def _on_handshake_record(self, payload: bytes, *, encrypted: bool) -> bool:
         """File the handshake fragments of one record; True if one repeats a processed message."""

@@ -216,9 +216,6 @@ class PskServerEngine(HandshakeEngine):
 
     # -- client messages ----------------------------------------------------
 
-    def _state_key(self) -> object:
-        return self._state
-
     def _on_handshake_record(self, payload: bytes, *, encrypted: bool) -> bool:
         repeated = False
         for fragment in fragments(payload):
