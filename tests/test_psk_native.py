@@ -10,10 +10,10 @@ secret, and ClientHellos the native server must refuse.
 from __future__ import annotations
 
 import pytest
-from dtls_wire import S2C, Wire
+from dtls_wire import C2S, S2C, Wire
 
 from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls, psk_client, psk_server, records
+from loadgen.protocol import dtls, psk_client, psk_handshake, psk_server, records
 from loadgen.protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
 
 pytestmark = pytest.mark.timeout(30)
@@ -70,15 +70,8 @@ def _handshake_messages(datagram: bytes) -> list[bytes]:
 
 def _fragmented(message: bytes, pieces: int) -> list[bytes]:
     """``message`` cut into ``pieces`` DTLS handshake fragments (RFC 6347 4.2.3)."""
-    header, body = message[:12], message[12:]
-    if not body:
-        return [message]  # ServerHelloDone
-    size = -(-len(body) // pieces)
-    out = []
-    for offset in range(0, len(body), size):
-        chunk = body[offset : offset + size]
-        out.append(header[:6] + offset.to_bytes(3, "big") + len(chunk).to_bytes(3, "big") + chunk)
-    return out
+    body_len = len(message) - 12
+    return psk_handshake.fragment_message(message, max(-(-body_len // pieces), 1))
 
 
 def _record(payload: bytes, seq: int) -> bytes:
@@ -212,3 +205,28 @@ def test_native_server_without_a_shared_suite_fails_with_handshake_failure():
     (server_failed,) = wire.only(wire.server_events, ConnectionFailed)
     assert server_failed.error.code == "tls-no-shared-cipher"
     assert client_failed.error.code == "tls-handshake-failure"
+
+
+def test_fragment_message_round_trip():
+    message = psk_handshake.handshake_message(12, 2, bytes(range(200)))
+    pieces = psk_handshake.fragment_message(message, 64)
+    assert len(pieces) == 4 and all(len(p) <= 12 + 64 for p in pieces)
+    reassembler = psk_handshake.Reassembler(next_seq=2)
+    for piece in reversed(pieces):
+        for fragment in psk_handshake.fragments(piece):
+            reassembler.add(fragment)
+    assert reassembler.pop() == (12, 2, bytes(range(200)))
+    assert psk_handshake.fragment_message(message, 500) == [message]  # fits: left whole
+
+
+def test_native_pair_fragments_what_does_not_fit_the_mtu():
+    # A 400-byte identity (RFC 4279 allows up to 65535) cannot fit a 256-byte datagram.
+    identity = b"i" * 400
+    server_ctx = dtls.server_context(KeyStore(table={identity: KEY}), hint=b"h" * 256)
+    client = dtls.client_engine(dtls.client_context(), lambda hint: (identity, KEY), mtu=dtls.MIN_MTU)
+    wire = Wire(server_ctx, client, server_mtu=dtls.MIN_MTU)
+    wire.handshake()
+    _, s = wire.completed()
+    assert s.psk_identity == identity
+    assert max(len(x.datagram) for x in wire.log) <= dtls.MIN_MTU
+    assert wire.count(C2S) >= 5  # ClientHello x2, then the key exchange in at least two pieces, ...

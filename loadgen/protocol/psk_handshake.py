@@ -94,6 +94,15 @@ def handshake_message(msg_type: int, seq: int, body: bytes) -> bytes:
     return bytes((msg_type,)) + n + seq.to_bytes(2, "big") + b"\x00\x00\x00" + n + body
 
 
+def fragment_message(message: bytes, room: int) -> list[bytes]:
+    """``message`` (one whole handshake message) as fragments of at most ``room`` body bytes."""
+    header, body = message[:HS_HEADER_LEN], message[HS_HEADER_LEN:]
+    if len(body) <= room:
+        return [message]
+    return [header[:6] + offset.to_bytes(3, "big") + len(chunk).to_bytes(3, "big") + chunk
+            for offset in range(0, len(body), room) for chunk in (body[offset : offset + room],)]
+
+
 def premaster_secret(psk: bytes) -> bytes:
     """RFC 4279 2: with plain PSK the "other secret" is as many zero bytes as the key."""
     n = len(psk).to_bytes(2, "big")
@@ -326,7 +335,12 @@ class HandshakeEngine(Outputs):
         """An epoch-1 handshake or alert record that did not decrypt (or came before the keys)."""
 
     def _new_flight(self, flight: list[tuple[int, int, bytes]]) -> None:
-        self._flight = flight
+        # A handshake message whose record would not fit the MTU goes out in fragments,
+        # each in a record of its own (RFC 6347 4.2.3): long identities or hints, small MTUs.
+        room = self.mtu - records.HEADER_LEN - HS_HEADER_LEN
+        self._flight = [(content_type, epoch, piece) for content_type, epoch, payload in flight
+                        for piece in (fragment_message(payload, room)
+                                      if content_type == records.HANDSHAKE and epoch == 0 else [payload])]
         self._interval = INITIAL_TIMEOUT
         self._transmit_flight(retransmission=False)
 
