@@ -537,3 +537,21 @@ def test_bad_scenario_vs_schema(validator, name: str, line: int, key_path: str, 
 
 def test_docs_example_matches_schema(validator) -> None:
     assert [e.message for e in validator.iter_errors(yaml.safe_load(docs_example()))] == []
+
+
+@pytest.mark.parametrize(("handshake", "native"), [("loadgen", True), ("openssl", False)])
+def test_dtls_handshake_key_picks_the_engine(handshake: str, native: bool) -> None:
+    from locust.env import Environment
+
+    from loadgen.protocol import dtls
+    from loadgen.users import Endpoint, Session
+
+    scenario = parse_scenario(
+        "name: hs\ntargets: [{name: gw, host: 127.0.0.1, port: 5684}]\nclients: {count: 1}\nrun_time: 1s\n"
+        f'psk: {{key: "00112233"}}\ndtls: {{handshake: {handshake}}}\n', "hs.yaml")
+    (target,) = scenario.targets
+    session = Session(scenario, Environment(), [Endpoint(target, ("127.0.0.1", 5684))])
+    assert session.dtls_context is not None
+    engine = dtls.client_engine(session.dtls_context, lambda hint: (b"dev", None))  # type: ignore[arg-type, return-value]
+    # The key decides who runs the handshake: loadgen's own engine, or OpenSSL's.
+    assert isinstance(engine, dtls.DtlsEngine) is not native
