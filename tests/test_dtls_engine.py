@@ -532,3 +532,15 @@ def test_mtu_below_dtls_minimum_is_refused_up_front(client_ctx, server_ctx):
     wire.handshake()
     wire.completed()
     assert max(len(x.datagram) for x in wire.log) <= dtls.MIN_MTU
+
+
+def test_established_engines_ignore_empty_and_truncated_datagrams(client_ctx, server_ctx):
+    wire = handshake(client_ctx, server_ctx)
+    for engine in (wire.client, wire.server):
+        for junk in (b"", b"\x17", b"\x16\xfe\xfd\x00\x00"):
+            engine.receive_datagram(junk)  # UDP allows a zero-length datagram: nothing to do
+        assert engine.next_event() is None and engine.datagrams_to_send() == [] and not engine.closed
+    wire.client.send(b"still fine")
+    (datagram,) = wire.client.datagrams_to_send()
+    wire.server.receive_datagram(datagram)
+    assert wire.server.next_event() == DataReceived(b"still fine")

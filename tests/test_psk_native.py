@@ -62,8 +62,8 @@ def test_psk_aead_suites_use_the_native_engines_and_others_openssl():
 def _handshake_messages(datagram: bytes) -> list[bytes]:
     """The (unfragmented) handshake messages of a datagram's epoch-0 handshake records."""
     found = []
-    for rec, raw in records.record_slices(datagram):
-        assert rec.content_type == records.HANDSHAKE and rec.epoch == 0
+    for content_type, epoch, raw in records.split(datagram):
+        assert content_type == records.HANDSHAKE and epoch == 0
         found.append(raw[records.HEADER_LEN :])
     return found
 
@@ -169,7 +169,7 @@ def test_native_server_buffers_a_finished_that_overtakes_its_key_exchange():
             client.receive_datagram(reply)
         datagrams = client.datagrams_to_send()
     (flight,) = datagrams  # ClientKeyExchange, ChangeCipherSpec, Finished
-    slices = [raw for _, raw in records.record_slices(flight)]
+    slices = [raw for _, _, raw in records.split(flight)]
     assert [r[0] for r in slices] == [records.HANDSHAKE, records.CHANGE_CIPHER_SPEC, records.HANDSHAKE]
     server.receive_datagram(slices[2])  # the Finished first: no keys yet
     assert not server.handshake_done and not server.closed

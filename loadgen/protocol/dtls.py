@@ -36,8 +36,6 @@ DEFAULT_PSK_CIPHERS = (
 #: OpenSSL ignores a smaller MTU on memory BIOs (its smallest probe size, 256), and the
 #: handshake then fails with an unhelpful "unexpected EOF": refuse it up front instead.
 MIN_MTU = 256
-#: Wrong-key verdicts need this many undecryptable Finished flights (one could be corruption).
-BAD_FINISHED_LIMIT = 2
 
 
 @dataclass(frozen=True)
@@ -228,7 +226,7 @@ class DtlsEngine(Outputs):
         if not self.handshake_done:
             self._advance_handshake(datagram)
         if self.handshake_done and not self.closed:
-            self._read_application_data(single_record=_is_one_record(datagram))
+            self._read_application_data(single_record=records.is_one_record(datagram))
         self._pull_outgoing()
         if was_done and self._ccs_sent > ccs_before:
             # OpenSSL re-sent our final flight because the peer retransmitted its own
@@ -372,7 +370,7 @@ class DtlsEngine(Outputs):
         if not (finished and self._ccs_seen):
             return
         self._bad_finished += 1
-        if self._bad_finished >= BAD_FINISHED_LIMIT:
+        if self._bad_finished >= psk_server.BAD_FINISHED_LIMIT:
             self._outgoing += records.plaintext_alert(records.ALERT_DECRYPT_ERROR, self._last_epoch0_seq + 1)
             self._fail(PskKeyMismatch("client Finished did not decrypt: the pre-shared keys differ"))
 
@@ -416,7 +414,7 @@ class DtlsEngine(Outputs):
 
     def _receive_light(self, datagram: bytes) -> None:
         assert self._records is not None
-        if self._final_flight and datagram[0] == records.HANDSHAKE and datagram[3:5] == b"\x00\x00":
+        if self._final_flight and records.starts_plaintext_handshake(datagram):
             # The client repeated its last flight: our CCS+Finished was lost.
             self._outgoing += self._final_flight
             self.retransmits += 1
@@ -475,7 +473,7 @@ class DtlsEngine(Outputs):
                 break  # a memory BIO hands over everything pending at once
 
     def _note_outgoing(self, chunk: bytes) -> None:
-        if self.handshake_done and chunk[0] == records.APPLICATION_DATA and _is_one_record(chunk):
+        if self.handshake_done and chunk[0] == records.APPLICATION_DATA and records.is_one_record(chunk):
             return  # the hot path: one encrypted record, nothing to learn from its header
         for rec in records.records(chunk):
             if rec.epoch == 1:
@@ -501,11 +499,6 @@ _BIO_READ_SIZE = 65536
 #: Either kind of engine: OpenSSL's, or loadgen's own PSK handshake (same interface).
 ClientEngine: TypeAlias = "DtlsEngine | PskClientEngine"
 ServerEngine: TypeAlias = "DtlsEngine | psk_server.PskServerEngine"
-
-
-def _is_one_record(data: bytes) -> bool:
-    """True when ``data`` is exactly one DTLS record (header length field covers the rest)."""
-    return len(data) == records.HEADER_LEN + int.from_bytes(data[11:13], "big")
 
 
 def accept(

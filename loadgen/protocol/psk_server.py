@@ -290,7 +290,7 @@ class PskServerEngine(HandshakeEngine):
     # -- established --------------------------------------------------------
 
     def _receive_established(self, datagram: bytes) -> None:
-        if datagram[0] == records.HANDSHAKE and datagram[3:5] == b"\x00\x00":
+        if records.starts_plaintext_handshake(datagram):
             # The client repeated its last flight: our CCS+Finished was lost.
             self._outgoing += self._final_flight
             self.retransmits += 1

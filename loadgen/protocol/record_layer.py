@@ -162,8 +162,7 @@ class RecordLayer:
     def open_datagram(self, datagram: bytes) -> list[tuple[int, bytes]]:
         """``(content_type, plaintext)`` of each application-data or alert record in
         ``datagram`` that is fresh and authentic; everything else is dropped."""
-        if datagram[0] == records.APPLICATION_DATA and len(datagram) == records.HEADER_LEN + int.from_bytes(
-                datagram[11:13], "big"):
+        if records.is_one_record(datagram) and datagram[0] == records.APPLICATION_DATA:
             opened = self.open(datagram)  # the hot path: one record, one ping or reply
             return [opened] if opened is not None else []
         found = []

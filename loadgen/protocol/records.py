@@ -53,20 +53,11 @@ def records(datagram: bytes) -> Iterator[Record]:
         offset += HEADER_LEN + length
 
 
-def record_slices(datagram: bytes) -> Iterator[tuple[Record, bytes]]:
-    """Like :func:`records`, with each record's bytes (header included)."""
-    offset = 0
-    for rec in records(datagram):
-        end = offset + HEADER_LEN + rec.length
-        yield rec, datagram[offset:end]
-        offset = end
-
-
 def split(datagram: bytes) -> list[tuple[int, int, bytes]]:
     """``(content_type, epoch, record bytes)`` for each whole record in ``datagram``.
 
-    The lean form of :func:`record_slices` for the per-datagram hot paths; stops
-    quietly at the first malformed record.
+    The lean form of :func:`records` (with each record's bytes) for the per-datagram
+    hot paths; stops quietly at the first malformed record.
     """
     found = []
     offset = 0
@@ -103,14 +94,19 @@ def pack_datagrams(data: bytes, mtu: int) -> list[bytes]:
     return datagrams
 
 
+def is_one_record(data: bytes) -> bool:
+    """True when ``data`` is exactly one record (its header's length field covers the rest)."""
+    return len(data) == HEADER_LEN + int.from_bytes(data[11:13], "big")
+
+
+def starts_plaintext_handshake(datagram: bytes) -> bool:
+    """True when ``datagram`` starts with an epoch-0 (unencrypted) handshake record."""
+    return len(datagram) > HEADER_LEN and datagram[0] == HANDSHAKE and datagram[3:5] == b"\x00\x00"
+
+
 def is_client_hello(datagram: bytes) -> bool:
     """True when ``datagram`` starts with an epoch-0 handshake record holding a ClientHello."""
-    return (
-        len(datagram) > HEADER_LEN
-        and datagram[0] == HANDSHAKE
-        and datagram[3:5] == b"\x00\x00"
-        and datagram[HEADER_LEN] == 1  # handshake type client_hello
-    )
+    return starts_plaintext_handshake(datagram) and datagram[HEADER_LEN] == 1  # handshake type client_hello
 
 
 def plaintext_alert(description: int, sequence: int, version: int = DTLS_1_2) -> bytes:
