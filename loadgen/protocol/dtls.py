@@ -24,7 +24,7 @@ from ..errors import (
 )
 from . import psk_server, record_layer, records
 from .cookies import CookieJar
-from .events import ConnectionFailed, DataReceived, HandshakeCompleted, Outputs, PeerClosed, alert_received
+from .events import ConnectionFailed, DataReceived, EngineBase, HandshakeCompleted, PeerClosed
 from .psk_client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser, PskClientEngine, native_suites, timeout_error
 from .record_layer import RecordLayer
 
@@ -148,7 +148,7 @@ def _reason(exc: SSL.Error) -> str:
     return str(exc) or "unknown TLS error"
 
 
-class DtlsEngine(Outputs):
+class DtlsEngine(EngineBase):
     """One DTLS association (client or server side) over memory BIOs."""
 
     def __init__(self, connection: SSL.Connection, *, is_client: bool, mtu: int = DEFAULT_MTU,
@@ -159,9 +159,7 @@ class DtlsEngine(Outputs):
         self.is_client = is_client
         connection.set_ciphertext_mtu(mtu)
         self.handshake_done = False
-        self.closed = False
         self.retransmits = 0
-        self.error: LoadgenError | None = None
         # Bookkeeping that turns silent DTLS failures into a clear error code.
         self._finished_sent = 0  # client: flights carrying our ChangeCipherSpec
         self._retransmits_before_finished = 0  # client: retransmissions before our first Finished
@@ -419,20 +417,7 @@ class DtlsEngine(Outputs):
             self._outgoing += self._final_flight
             self.retransmits += 1
             return
-        for content_type, plaintext in self._records.open_datagram(datagram):
-            if content_type == records.ALERT:
-                if len(plaintext) == 2:
-                    self._on_alert(plaintext[1])
-                    return
-            elif plaintext:
-                self._events.append(DataReceived(plaintext))
-
-    def _on_alert(self, description: int) -> None:
-        self.closed = True
-        event = alert_received(description)
-        if isinstance(event, ConnectionFailed):
-            self.error = event.error
-        self._events.append(event)
+        self._deliver(self._records, datagram)
 
     def _read_application_data(self, single_record: bool = False) -> None:
         while True:

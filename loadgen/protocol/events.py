@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import LoadgenError, error_from_openssl
 from . import records
+
+if TYPE_CHECKING:
+    from .record_layer import RecordLayer
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,15 @@ class ConnectionFailed:
 Event = HandshakeCompleted | DataReceived | PeerClosed | ConnectionFailed
 
 
-class Outputs:
-    """What an engine hands out: events for the layer above, datagrams for the transport."""
+class EngineBase:
+    """What every DTLS engine shares: the events it reports upward, the records it queues
+    for the transport, and what the peer's alerts and data records become once the
+    association runs on loadgen's record layer."""
 
     def __init__(self, mtu: int) -> None:
         self.mtu = mtu
+        self.closed = False
+        self.error: LoadgenError | None = None
         self._events: deque[Event] = deque()
         self._outgoing = bytearray()  # records waiting to be sent
 
@@ -56,6 +64,26 @@ class Outputs:
         data = bytes(self._outgoing)
         self._outgoing.clear()
         return records.pack_datagrams(data, self.mtu)
+
+    def _on_alert(self, alert: bytes) -> None:
+        """The peer's alert (level, description) ends the association; a malformed one is ignored."""
+        if len(alert) != 2:
+            return
+        self.closed = True
+        event = alert_received(alert[1])
+        if isinstance(event, ConnectionFailed):
+            self.error = event.error
+        self._events.append(event)
+
+    def _deliver(self, record_layer: RecordLayer, datagram: bytes) -> None:
+        """Data and alerts of an established association (anything else is dropped)."""
+        for content_type, plaintext in record_layer.open_datagram(datagram):
+            if content_type == records.ALERT:
+                self._on_alert(plaintext)
+                if self.closed:
+                    return
+            elif plaintext:
+                self._events.append(DataReceived(plaintext))
 
 
 def alert_received(description: int) -> PeerClosed | ConnectionFailed:

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..errors import LoadgenError, LocalProtocolError, error_from_openssl
 from . import records
-from .events import ConnectionFailed, DataReceived, Event, Outputs, alert_received
+from .events import ConnectionFailed, EngineBase, Event
 from .record_layer import SUITES, RecordLayer, Suite, prf
 
 #: UDP payload budget: fits IPv6's 1280-byte minimum path MTU (1280 - 40 - 8 = 1232).
@@ -213,7 +213,7 @@ class Reassembler:
         return message[0], self.next_seq - 1, message[1]
 
 
-class HandshakeEngine(Outputs):
+class HandshakeEngine(EngineBase):
     """Flights, timer, record numbering, alerts, events and established data for one side.
 
     Subclasses handle the peer's handshake messages (:meth:`_on_handshake_record`,
@@ -226,9 +226,7 @@ class HandshakeEngine(Outputs):
         super().__init__(mtu)
         self._retransmit_cap = retransmit_cap
         self.handshake_done = False
-        self.closed = False
         self.retransmits = 0
-        self.error: LoadgenError | None = None
         self._epoch0_seq = 0  # next record sequence number in epoch 0
         self._flight: list[tuple[int, int, bytes]] = []  # (content type, epoch, payload)
         self._interval = INITIAL_TIMEOUT
@@ -372,16 +370,6 @@ class HandshakeEngine(Outputs):
         """Drop what only the handshake needed: per-association memory is what limits
         how many associations one process holds."""
 
-    def _on_alert(self, alert: bytes) -> None:
-        if len(alert) != 2:
-            return
-        self.closed = True
-        self._due = None
-        event = alert_received(alert[1])
-        if isinstance(event, ConnectionFailed):
-            self.error = event.error
-        self._events.append(event)
-
     def _fail(self, error: LoadgenError, alert: int) -> None:
         """A fatal error: tell the peer with a plaintext alert (it may lack our keys), then stop."""
         seq = self._epoch0_seq
@@ -397,9 +385,4 @@ class HandshakeEngine(Outputs):
 
     def _receive_established(self, datagram: bytes) -> None:
         assert self._records is not None
-        for content_type, plaintext in self._records.open_datagram(datagram):
-            if content_type == records.ALERT:
-                self._on_alert(plaintext)
-                return
-            if plaintext:
-                self._events.append(DataReceived(plaintext))
+        self._deliver(self._records, datagram)
