@@ -11,7 +11,6 @@ import functools
 import hmac
 import os
 from collections.abc import Callable
-from typing import Any
 
 from ..credentials import Secret
 from ..errors import HandshakeTimeout, LoadgenError, LocalProtocolError, PskKeyMismatch
@@ -41,12 +40,9 @@ from .psk_handshake import (
     Reassembler,
     fragments,
     handshake_message,
-    master_secret,
     native_suites,
     parse_extensions,
-    suite,
 )
-from .record_layer import Prf, RecordLayer
 
 __all__ = ["DEFAULT_MTU", "DEFAULT_RETRANSMIT_CAP", "NATIVE_SUITES", "PskChooser", "PskClientEngine",
            "native_suites", "timeout_error"]
@@ -98,9 +94,6 @@ class PskClientEngine(HandshakeEngine):
         self._hello = b""  # our latest ClientHello message: the transcript starts with it
         self._hello_seq = 0  # its message_seq; our later messages follow it
         self._inbox = Reassembler()  # the server's numbering is known from its ServerHello on
-        self._hash: Any = None  # running transcript hash, from the ServerHello on
-        self._server_random = b""
-        self._extended_master_secret = False
         self._hint: bytes | None = None
         self._expected_server_finished = b""
         self._finished_sent = 0
@@ -138,8 +131,8 @@ class PskClientEngine(HandshakeEngine):
             self._finished_sent += 1
 
     def _forget_handshake(self) -> None:
-        self._hash = None
-        self._hello = self._cookie = self._client_random = self._server_random = self._expected_server_finished = b""
+        super()._forget_handshake()
+        self._hello = self._cookie = self._expected_server_finished = b""
         del self._inbox  # only handshake messages go there
 
     # -- server messages ----------------------------------------------------
@@ -203,9 +196,7 @@ class PskClientEngine(HandshakeEngine):
         self._suite_code = code
         self._server_random = server_random
         self._extended_master_secret = EXT_EXTENDED_MASTER_SECRET in extensions
-        self._hash = suite(code).prf_hash()
-        self._hash.update(self._hello)
-        self._hash.update(message)
+        self._start_transcript(self._hello, message)
         self._state = _SERVER_FLIGHT
         self._flight = []  # the ClientHello is answered
         self._due = None
@@ -223,14 +214,7 @@ class PskClientEngine(HandshakeEngine):
             self._fail_local("psk identity not found", HANDSHAKE_FAILURE)
             return
         cke = handshake_message(CLIENT_KEY_EXCHANGE, self._hello_seq + 1, len(identity).to_bytes(2, "big") + identity)
-        self._hash.update(cke)
-        session_hash = self._hash.copy().digest()
-        params = suite(self._suite_code)
-        master = Prf(master_secret(key.value, params.prf_hash, randoms=self._client_random + self._server_random,
-                                   session_hash=session_hash if self._extended_master_secret else None),
-                     params.prf_hash)
-        self._records = RecordLayer(params, master_key=master, client_random=self._client_random,
-                                    server_random=self._server_random, is_client=True, write_seq=0, read_seq=-1)
+        master, session_hash = self._derive_keys(cke, key.value)
         finished = handshake_message(FINISHED, self._hello_seq + 2,
                                      master(b"client finished", session_hash, VERIFY_DATA_LEN))
         self._hash.update(finished)

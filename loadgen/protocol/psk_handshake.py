@@ -35,7 +35,7 @@ from typing import Any
 from ..errors import LoadgenError, LocalProtocolError, error_from_openssl
 from . import records
 from .events import ConnectionFailed, EngineBase, Event
-from .record_layer import SUITES, RecordLayer, Suite, prf
+from .record_layer import SUITES, Prf, RecordLayer, Suite, prf
 
 #: UDP payload budget: fits IPv6's 1280-byte minimum path MTU (1280 - 40 - 8 = 1232).
 DEFAULT_MTU = 1200
@@ -235,6 +235,11 @@ class HandshakeEngine(EngineBase):
         self._suite_code = 0
         self._records: RecordLayer | None = None  # epoch 1, once keys are known
         self._state = 0  # the subclass's handshake state: a repeat that moved nothing is a repeat
+        # What the key schedule needs; each side fills it in as the hellos go by.
+        self._client_random = b""
+        self._server_random = b""
+        self._extended_master_secret = False
+        self._hash: Any = None  # the running transcript hash, from the ServerHello on
 
     # -- inputs -------------------------------------------------------------
 
@@ -369,6 +374,31 @@ class HandshakeEngine(EngineBase):
     def _forget_handshake(self) -> None:
         """Drop what only the handshake needed: per-association memory is what limits
         how many associations one process holds."""
+        self._hash = None
+        self._client_random = self._server_random = b""
+
+    def _start_transcript(self, *messages: bytes) -> None:
+        """The transcript hash (the suite's PRF hash) over the ClientHello it starts with and what follows."""
+        self._hash = suite(self._suite_code).prf_hash()
+        for message in messages:
+            self._hash.update(message)
+
+    def _derive_keys(self, client_key_exchange: bytes, psk: bytes) -> tuple[Prf, bytes]:
+        """Hash the ClientKeyExchange, derive the master secret and the epoch-1 record layer.
+
+        Returns the master secret keyed as a PRF and the session hash the client's
+        Finished covers (RFC 5246 8.1 and 7.4.9, RFC 7627 4).
+        """
+        self._hash.update(client_key_exchange)
+        session_hash = self._hash.copy().digest()
+        params = suite(self._suite_code)
+        master = Prf(master_secret(psk, params.prf_hash, randoms=self._client_random + self._server_random,
+                                   session_hash=session_hash if self._extended_master_secret else None),
+                     params.prf_hash)
+        self._records = RecordLayer(params, master_key=master, client_random=self._client_random,
+                                    server_random=self._server_random, is_client=self.is_client, write_seq=0,
+                                    read_seq=-1)
+        return master, session_hash
 
     def _fail(self, error: LoadgenError, alert: int) -> None:
         """A fatal error: tell the peer with a plaintext alert (it may lack our keys), then stop."""

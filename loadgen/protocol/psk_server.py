@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import os
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from ..credentials import KeyStore
 from ..errors import PskKeyMismatch
@@ -46,11 +46,9 @@ from .psk_handshake import (
     Reassembler,
     fragments,
     handshake_message,
-    master_secret,
     parse_extensions,
-    suite,
 )
-from .record_layer import Prf, RecordLayer
+from .record_layer import Prf
 
 #: Wrong-key verdicts need this many undecryptable Finished flights (one could be corruption).
 BAD_FINISHED_LIMIT = 2
@@ -161,7 +159,6 @@ class PskServerEngine(HandshakeEngine):
         self._epoch0_seq = hello.record_seq
         self._inbox = Reassembler(next_seq=hello.message_seq + 1)
         self._extended_master_secret = EXT_EXTENDED_MASTER_SECRET in hello.extensions
-        self._hash: Any = None
         self._master: Prf | None = None
         self._expected_client_finished = b""
         self._finished_seq = 0  # message_seq of our Finished, after the ServerHelloDone
@@ -202,16 +199,14 @@ class PskServerEngine(HandshakeEngine):
             messages.append(handshake_message(SERVER_KEY_EXCHANGE, seq, len(hint).to_bytes(2, "big") + hint))
         messages.append(handshake_message(SERVER_HELLO_DONE, seq + 1, b""))
         self._finished_seq = seq + 2
-        self._hash = suite(self._suite_code).prf_hash()
-        self._hash.update(hello.message)
-        for message in messages:
-            self._hash.update(message)
+        self._start_transcript(hello.message, *messages)
         self._new_flight([(records.HANDSHAKE, 0, m) for m in messages])
 
     def _forget_handshake(self) -> None:
-        self._hash = self._master = None
+        super()._forget_handshake()
+        self._master = None
         self._early = []
-        self._client_random = self._server_random = self._expected_client_finished = b""
+        self._expected_client_finished = b""
         del self._inbox  # only handshake messages go there
 
     # -- client messages ----------------------------------------------------
@@ -242,14 +237,8 @@ class PskServerEngine(HandshakeEngine):
         if key is None:
             self._fail_local("psk identity not found", UNKNOWN_PSK_IDENTITY)
             return
-        self._hash.update(message)
-        session_hash = self._hash.copy().digest()
-        params = suite(self._suite_code)
-        self._master = Prf(master_secret(key.value, params.prf_hash, randoms=self._client_random + self._server_random,
-                                         session_hash=session_hash if self._extended_master_secret else None),
-                           params.prf_hash)
-        self._records = RecordLayer(params, master_key=self._master, client_random=self._client_random,
-                                    server_random=self._server_random, is_client=False, write_seq=0, read_seq=-1)
+        self._master, session_hash = self._derive_keys(message, key.value)
+        assert self._records is not None  # _derive_keys made it
         self._expected_client_finished = self._master(b"client finished", session_hash, VERIFY_DATA_LEN)
         self._state = _FINISHED
         self._flight, self._due = [], None  # our ServerHello flight is answered
