@@ -30,6 +30,8 @@ from typing import Any
 
 import gevent
 
+from .heap import freeze_while_growing
+
 log = logging.getLogger("loadgen")
 
 #: Heartbeats (one a second) a worker may miss before the master marks it missing (Locust: 3).
@@ -51,27 +53,14 @@ def freeze_heap(**_: Any) -> None:
 
 
 def freeze_while_spawning(environment: Any, every: float = 1.0) -> gevent.Greenlet:
-    """:func:`freeze_heap` every ``every`` seconds in which users were added.
+    """:func:`~loadgen.heap.freeze_while_growing` over the runner's user count.
 
-    The heap grows by every user spawned; each full collection during the ramp walked
-    all of it (0.3-0.6 s stalls every ~10 s per worker at 17,000 users). Frozen each
-    second, a collection only walks what the last second added. Objects that die later
-    are still freed (reference counting); only reference cycles among them would stay.
-    (A worker's runner is "spawning" only for the instant each batch takes: the user
-    count is what tells that the ramp goes on.)
+    Full collections during a ramp walked every user spawned so far (0.3-0.6 s stalls
+    every ~10 s per worker at 17,000 users). (A worker's runner is "spawning" only for
+    the instant each batch takes: the user count is what tells that the ramp goes on.)
     """
-
-    def freeze_each_second() -> None:
-        frozen_users = 0
-        while True:
-            gevent.sleep(every)
-            runner = environment.runner
-            users = runner.user_count if runner is not None else 0
-            if users > frozen_users:
-                gc.freeze()
-            frozen_users = users
-
-    return gevent.spawn(freeze_each_second)
+    return freeze_while_growing(
+        lambda: environment.runner.user_count if environment.runner is not None else 0, every)
 
 
 def tune_locust() -> None:
