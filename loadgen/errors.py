@@ -71,6 +71,38 @@ class BadReply(RemoteProtocolError):
     code = "bad-reply"
 
 
+class InternalError(LoadgenError):
+    """A bug in loadgen met while serving one peer or running one association.
+
+    Only that peer or association ends; the loop that serves the others goes on.
+    The message names the exception type (never its arguments, which may hold bytes
+    chosen by the peer)."""
+
+    code = "internal-error"
+
+
+class ProtocolViolation(RemoteProtocolError):
+    """The peer broke a rule of the protocol that leaves no way to go on: a field that
+    would overflow its width (message or record sequence numbers), a message or record
+    over its limit, a flood of HelloVerifyRequests."""
+
+    code = "protocol-violation"
+
+
+class HelloVerifyLoop(RemoteProtocolError):
+    """The server answered every ClientHello with another HelloVerifyRequest (a new
+    cookie each time): a broken or hostile server; the handshake stops there."""
+
+    code = "hello-verify-loop"
+
+
+class ServerFull(LoadgenError):
+    """The reference server is at one of its limits (peers, half-open handshakes,
+    connections) and dropped a newcomer; counted, never logged per peer."""
+
+    code = "server-full"
+
+
 class ConfigError(LocalProtocolError):
     """Invalid user input; the message names the place (file, line, key)."""
 
