@@ -1,0 +1,104 @@
+"""Legitimate clients next to an attack: they must be served during and after it.
+
+:class:`LegitClients` keeps a few real :class:`DtlsAssociation` s pinging (interval
+0.2 s, echo expected) while a test attacks; :meth:`LegitClients.assert_served` checks
+that pings keep completing, and that a fresh association completes a handshake and a
+ping, within bounded time.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import subprocess
+import sys
+
+import gevent
+
+from loadgen.credentials import Secret
+from loadgen.payloads import ReplyRule
+from loadgen.protocol import dtls
+from loadgen.recorder import Tally
+from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan
+
+#: How long a served client may take to show progress (handshake, then a ping).
+SERVED_WITHIN = 4.0
+
+
+@functools.lru_cache(maxsize=1)
+def serve_dtls_help() -> str:
+    """``loadgen serve dtls --help``: which of the planned flags this checkout has."""
+    return subprocess.run([sys.executable, "-m", "loadgen", "serve", "dtls", "--help"], capture_output=True,
+                          text=True, timeout=30, check=False).stdout
+
+
+def limit_args(**limits: int | float) -> list[str]:
+    """``--max-peers N`` and friends, for the flags this checkout has (they may land later):
+    tests raise limits so that hostile peers do not crowd out the legitimate client."""
+    args = []
+    for name, value in limits.items():
+        flag = "--" + name.replace("_", "-")
+        if flag in serve_dtls_help():
+            args += [flag, str(value)]
+    return args
+
+
+def wait_until(predicate: object, timeout: float, step: float = 0.05) -> bool:
+    """Poll ``predicate()`` in gevent time until true or ``timeout`` passes."""
+    deadline = gevent.get_hub().loop.now() + timeout
+    while True:
+        if predicate():  # type: ignore[operator]
+            return True
+        if gevent.get_hub().loop.now() >= deadline:
+            return False
+        gevent.sleep(step)
+
+
+class LegitClients:
+    """Real associations pinging a server; each the way a user's run would."""
+
+    def __init__(self, address: tuple[str, int], key: Secret, *, count: int = 2, native: bool = True) -> None:
+        self.address = address
+        self.key = key
+        self.context = dtls.client_context(native=native)
+        self.tally = Tally()
+        self._made = 0
+        self._greenlets: list[gevent.Greenlet] = []
+        for _ in range(count):
+            self._spawn(self.tally)
+
+    def _spawn(self, tally: Tally) -> gevent.Greenlet:
+        self._made += 1
+        assoc = DtlsAssociation(f"legit-{self._made}", "server", self.address, self.context, tally,
+                                identity=b"legit-%d" % self._made, key=self.key,
+                                settings=DtlsSettings(handshake_timeout=10.0),
+                                ping=PingPlan(interval=0.2, timeout=1.0, reply=ReplyRule("echo"), max_missed=10**6),
+                                message_level=logging.ERROR)
+        greenlet = gevent.spawn(assoc.run)
+        self._greenlets.append(greenlet)
+        return greenlet
+
+    def pings_progress(self, timeout: float = SERVED_WITHIN) -> bool:
+        """True when the running associations complete pings within ``timeout``."""
+        before = self.tally.pings.completed
+        return wait_until(lambda: self.tally.pings.completed >= before + 2, timeout)
+
+    def fresh_served(self, timeout: float = SERVED_WITHIN) -> bool:
+        """A new association completes a handshake and a ping within ``timeout``."""
+        tally = Tally()
+        greenlet = self._spawn(tally)
+        try:
+            return wait_until(lambda: tally.handshakes.completed >= 1 and tally.pings.completed >= 1, timeout)
+        finally:
+            greenlet.kill()
+
+    def assert_served(self, when: str, timeout: float = SERVED_WITHIN) -> None:
+        """Running clients keep pinging and a fresh one gets a handshake and a ping."""
+        assert self.pings_progress(timeout), (
+            f"{when}: legitimate pings stopped completing (pings {self.tally.pings.completed} completed, "
+            f"failures {dict(self.tally.pings.failures)})")
+        assert self.fresh_served(timeout), f"{when}: a fresh legitimate client got no handshake and ping"
+
+    def stop(self) -> None:
+        gevent.killall(self._greenlets, timeout=5)
+        self._greenlets = []
