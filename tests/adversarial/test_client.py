@@ -1,0 +1,179 @@
+"""Issue 11, the client findings: a loadgen client (:class:`DtlsAssociation`) against a
+hostile server (:mod:`.hostile_server`, in this process).
+
+Each test checks what a user cares about: the attacked association fails with a
+distinct code or carries on (never a hang, a flood, a stall or gigabytes), and the
+other associations of the same process (legitimate ones, to a real ``serve dtls``)
+keep completing pings during and after.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import gevent
+import pytest
+
+from loadgen.credentials import Secret
+from loadgen.payloads import ReplyRule
+from loadgen.protocol import dtls
+from loadgen.recorder import FanOut, LogSink, Tally
+from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan
+
+from .hostile import hwm_kib, reset_hwm
+from .hostile_server import HostileServer
+from .legit import wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def attacked(server: HostileServer, key: Secret, tally: Tally | FanOut, *, name: str = "victim",
+             handshake_timeout: float = 10.0) -> DtlsAssociation:
+    """An association the way a run makes one, aimed at the hostile server."""
+    return DtlsAssociation(name, "hostile", server.address, dtls.client_context(), tally, identity=name.encode(),
+                           key=key, settings=DtlsSettings(handshake_timeout=handshake_timeout),
+                           ping=PingPlan(interval=0.2, timeout=1.0, reply=ReplyRule("echo"), max_missed=10**6))
+
+
+class LoopLag:
+    """The longest the event loop went without running a 10 ms ticker (a stall)."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._greenlet = gevent.spawn(self._tick)
+
+    def _tick(self) -> None:
+        hub = gevent.get_hub()
+        while True:
+            hub.loop.update_now()
+            before = hub.loop.now()
+            gevent.sleep(0.01)
+            hub.loop.update_now()
+            self.worst = max(self.worst, hub.loop.now() - before - 0.01)
+
+    def stop(self) -> None:
+        self._greenlet.kill()
+
+
+@pytest.fixture
+def lag() -> Iterator[LoopLag]:
+    watch = LoopLag()
+    yield watch
+    watch.stop()
+
+
+def test_client_hello_verify_loop_is_capped(target, lag: LoopLag) -> None:
+    """A server answering every ClientHello with a HelloVerifyRequest carrying a new cookie
+    got ~33,000 ClientHellos a second from 5 clients until the handshake timeout, which
+    then read "no handshake after 0 retransmissions". Now: a few, then hello-verify-loop."""
+    t = target()
+    with HostileServer(t.key, "hvr-loop") as server:
+        tally = Tally()
+        victims = [attacked(server, t.key, tally, name=f"victim-{i}", handshake_timeout=3.0) for i in range(5)]
+        greenlets = [gevent.spawn(v.run) for v in victims]
+        t.legit.assert_served("during the HelloVerifyRequest loop")
+        gevent.joinall(greenlets, timeout=6)
+        ended = [g.value for g in greenlets if g.ready()]
+        gevent.killall(greenlets)
+    assert len(ended) == 5, "an association was still handshaking after its timeout"
+    assert server.stats.client_hellos <= 5 * 20, f"{server.stats.client_hellos} ClientHellos from 5 clients"
+    assert dict(tally.handshakes.failures) == {"hello-verify-loop": 5}, dict(tally.handshakes.failures)
+    assert lag.worst < 0.5, f"event loop stalled {lag.worst:.2f} s"
+    t.assert_served("after the HelloVerifyRequest loop")
+
+
+def test_client_rerequests_incomplete_flight(target) -> None:
+    """Once a ServerHello arrived, an incomplete server flight was never re-requested:
+    our ClientHello must go out again until the flight is complete."""
+    t = target()
+    with HostileServer(t.key, "incomplete") as server:
+        tally = Tally()
+        victim = attacked(server, t.key, tally, handshake_timeout=8.0)
+        greenlet = gevent.spawn(victim.run)
+        try:
+            assert wait_until(lambda: tally.handshakes.completed + tally.handshakes.failed >= 1, 6.0), (
+                "no handshake within 6 s: the incomplete flight was never re-requested")
+        finally:
+            greenlet.kill()
+    assert tally.handshakes.completed == 1, dict(tally.handshakes.failures)
+    assert server.stats.repeats_after_server_hello >= 1
+
+
+def test_client_authentic_record_number_jumps(target, lag: LoopLag) -> None:
+    """Echoes whose record numbers jump by 2^33 then 2^47, sealed with the session's real
+    keys: the client allocated a 2^33-bit window (2.3 GB, an 11 s event-loop stall). Now:
+    O(1), the jumped echoes are accepted, the association and the process carry on."""
+    t = target()
+    with HostileServer(t.key, "seq-jump") as server:
+        tally = Tally()
+        reset_hwm()
+        hwm_before = hwm_kib()
+        greenlet = gevent.spawn(attacked(server, t.key, tally).run)
+        try:
+            t.legit.assert_served("during the jumps")
+            assert wait_until(lambda: tally.pings.completed >= 4, 5.0), (
+                f"pings {tally.pings.completed} completed, {dict(tally.pings.failures)}")
+            assert not greenlet.ready(), f"the association ended: {greenlet.value}"
+        finally:
+            greenlet.kill()
+        growth = hwm_kib() - hwm_before
+    assert server.stats.hostile_sent == 2, "the jumped records did not go out"
+    assert tally.pings.failed == 0, dict(tally.pings.failures)
+    assert lag.worst < 0.5, f"event loop stalled {lag.worst:.2f} s"
+    assert growth < 64 * 1024, f"peak memory grew by {growth} KiB"
+
+
+class CountingHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_client_varying_reply_sizes_stay_throttled(target) -> None:
+    """The "unexpected or late reply of N bytes" warning had N in its throttle key: a
+    server varying reply sizes produced 11,503 lines in 12 s. Now: throttled as one kind."""
+    t = target()
+    handler = CountingHandler()
+    logger = logging.getLogger("loadgen")
+    logger.addHandler(handler)
+    try:
+        with HostileServer(t.key, "sizes") as server:
+            tally = Tally()
+            greenlet = gevent.spawn(attacked(server, t.key, FanOut([tally, LogSink()])).run)
+            try:
+                assert wait_until(lambda: tally.pings.completed >= 10, 5.0), dict(tally.pings.failures)
+            finally:
+                greenlet.kill()
+    finally:
+        logger.removeHandler(handler)
+    unasked = server.stats.hostile_sent
+    lines = [line for line in handler.lines if "reply" in line]
+    assert unasked >= 400, f"only {unasked} unasked replies went out"
+    assert len(lines) <= 25, f"{len(lines)} warning lines for {unasked} unasked replies: {lines[:3]}"
+    t.assert_served("after the unasked replies")
+
+
+def test_client_survives_garbage_and_huge_datagrams(target, lag: LoopLag) -> None:
+    """Garbage, records whose length lies, and 64 KB datagrams after each echo: dropped;
+    the association keeps pinging, the process keeps its memory."""
+    t = target()
+    with HostileServer(t.key, "garbage") as server:
+        tally = Tally()
+        reset_hwm()
+        hwm_before = hwm_kib()
+        greenlet = gevent.spawn(attacked(server, t.key, tally).run)
+        try:
+            assert wait_until(lambda: tally.pings.completed >= 10, 5.0), dict(tally.pings.failures)
+            t.legit.assert_served("during the garbage")
+            assert not greenlet.ready(), f"the association ended: {greenlet.value}"
+        finally:
+            greenlet.kill()
+        growth = hwm_kib() - hwm_before
+    assert server.stats.hostile_sent >= 40
+    assert tally.pings.failed == 0, dict(tally.pings.failures)
+    assert lag.worst < 0.5, f"event loop stalled {lag.worst:.2f} s"
+    assert growth < 32 * 1024, f"peak memory grew by {growth} KiB"
