@@ -87,6 +87,8 @@ def mutate_message(rng: random.Random, message: bytes) -> list[bytes]:
             start = max(0, offset - rng.randrange(0, 8))  # overlap the previous piece a little
             pieces.append(fragment(msg_type, total, seq, start, data[start : offset + size]))
             offset += size
+        if not pieces:
+            return [message]
         rng.shuffle(pieces)
         keep = pieces[: rng.randrange(1, len(pieces) + 1)]
         return keep + rng.sample(keep, min(len(keep), rng.randrange(3)))

@@ -140,13 +140,13 @@ class HostileServer:
             if hello and not engine.handshake_done:
                 self.stats.cookied_hellos += 1
                 self.stats.repeats_after_server_hello += 1
+            done_before = engine.handshake_done
             engine.receive_datagram(data)
-            self._after_input(engine, addr)
+            self._after_input(engine, addr, done_before)
         if engine.closed:
             self._engines.pop(addr, None)
 
-    def _after_input(self, engine: PskServerEngine, addr: tuple) -> None:
-        done_before = engine.handshake_done
+    def _after_input(self, engine: PskServerEngine, addr: tuple, done_before: bool) -> None:
         pings = []
         while (event := engine.next_event()) is not None:
             if isinstance(event, DataReceived):
