@@ -15,45 +15,13 @@ from collections.abc import Iterator
 import gevent
 import pytest
 
-from loadgen.credentials import Secret
-from loadgen.payloads import ReplyRule
-from loadgen.protocol import dtls
 from loadgen.recorder import FanOut, LogSink, Tally
-from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan
 
 from .hostile import hwm_kib, reset_hwm
 from .hostile_server import HostileServer
-from .legit import wait_until
+from .legit import LoopLag, attacked, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def attacked(server: HostileServer, key: Secret, tally: Tally | FanOut, *, name: str = "victim",
-             handshake_timeout: float = 10.0) -> DtlsAssociation:
-    """An association the way a run makes one, aimed at the hostile server."""
-    return DtlsAssociation(name, "hostile", server.address, dtls.client_context(), tally, identity=name.encode(),
-                           key=key, settings=DtlsSettings(handshake_timeout=handshake_timeout),
-                           ping=PingPlan(interval=0.2, timeout=1.0, reply=ReplyRule("echo"), max_missed=10**6))
-
-
-class LoopLag:
-    """The longest the event loop went without running a 10 ms ticker (a stall)."""
-
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self._greenlet = gevent.spawn(self._tick)
-
-    def _tick(self) -> None:
-        hub = gevent.get_hub()
-        while True:
-            hub.loop.update_now()
-            before = hub.loop.now()
-            gevent.sleep(0.01)
-            hub.loop.update_now()
-            self.worst = max(self.worst, hub.loop.now() - before - 0.01)
-
-    def stop(self) -> None:
-        self._greenlet.kill()
 
 
 @pytest.fixture

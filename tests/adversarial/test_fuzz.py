@@ -19,8 +19,7 @@ from loadgen.recorder import Tally
 from . import fuzz
 from .hostile import HostilePeer, Ports, established, got_server_hello
 from .hostile_server import HostileServer
-from .legit import wait_until
-from .test_client import LoopLag, attacked
+from .legit import LoopLag, attacked
 
 pytestmark = pytest.mark.timeout(150)
 
