@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 import random
 import socket as _stdsocket
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import gevent
 from gevent import socket
 
 from loadgen.credentials import Secret
@@ -31,6 +31,7 @@ from loadgen.protocol import records
 from loadgen.protocol.psk_client import PskClientEngine
 from loadgen.protocol.psk_handshake import (
     CLIENT_HELLO,
+    CLIENT_KEY_EXCHANGE,
     EXT_EXTENDED_MASTER_SECRET,
     HELLO_VERIFY_REQUEST,
     HS_HEADER_LEN,
@@ -135,6 +136,27 @@ def handshake_types(datagram: bytes) -> list[int]:
             if content_type == records.HANDSHAKE and epoch == 0 and len(raw) > records.HEADER_LEN]
 
 
+def one_byte_fragments(next_seq: int, rng: random.Random) -> list[bytes]:
+    """Datagrams (~64 KB) of 1-byte fragments of one 16 KiB message whose last byte never
+    comes, in records of at most 2^14 bytes: the first datagram also fills the rest of it,
+    so a missing-byte mask scanned from the start costs 16 KiB per fragment."""
+    total = 16384
+    head = [record(records.HANDSHAKE, fragment(CLIENT_KEY_EXCHANGE, total, next_seq, 0, b"\x00" * 15000), seq=2),
+            record(records.HANDSHAKE, fragment(CLIENT_KEY_EXCHANGE, total, next_seq, 15000, b"\x00" * 1383), seq=3)]
+    per_record = 16000 // 13
+    datagrams = []
+    seq = 4
+    for first in (True, False, False, False, False, False, False, False):
+        out = list(head) if first else []
+        while sum(map(len, out)) + 16000 <= 65000:
+            payload = b"".join(fragment(CLIENT_KEY_EXCHANGE, total, next_seq, rng.randrange(total - 1), b"\x00")
+                               for _ in range(per_record))
+            out.append(record(records.HANDSHAKE, payload, seq=seq))
+            seq += 1
+        datagrams.append(b"".join(out))
+    return datagrams
+
+
 # -- a hostile peer: one source address ----------------------------------------------
 
 
@@ -218,8 +240,8 @@ class HostilePeer:
         """Send a cookieless ClientHello, return the cookie of the HelloVerifyRequest."""
         for _ in range(attempts):
             self.send(client_hello(record_seq=record_seq))
-            deadline = gevent.get_hub().loop.now() + REPLY_TIMEOUT
-            while (left := deadline - gevent.get_hub().loop.now()) > 0:
+            deadline = time.monotonic() + REPLY_TIMEOUT
+            while (left := deadline - time.monotonic()) > 0:
                 reply = self.recv(left)
                 if reply is None:
                     break
@@ -297,10 +319,10 @@ class Session:
         engine = self.engine
         engine.start()
         extra = list(after_server_hello)
-        deadline = gevent.get_hub().loop.now() + timeout
+        deadline = time.monotonic() + timeout
         self._flush()
         while not engine.handshake_done and not engine.closed:
-            left = deadline - gevent.get_hub().loop.now()
+            left = deadline - time.monotonic()
             if left <= 0:
                 return False
             timer = engine.get_timer()
@@ -356,8 +378,8 @@ class Session:
     def ping(self, payload: bytes, timeout: float = REPLY_TIMEOUT) -> bool:
         """Send ``payload`` sealed; True when the server echoed it."""
         self.send(payload)
-        deadline = gevent.get_hub().loop.now() + timeout
-        while (left := deadline - gevent.get_hub().loop.now()) > 0:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
             if payload in self.receive(min(left, 0.2)):
                 return True
         return False

@@ -57,16 +57,26 @@ class HostileStats:
     authentic_sent: int = 0  # records sealed with a session's real keys
     hostile_sent: int = 0  # datagrams that were mutated, garbage, jumped or unasked
     repeats_after_server_hello: int = 0  # ClientHellos repeated after a ServerHello went out
+    mutated_flights: int = 0  # fuzz: mutated handshake flight datagrams sent
+    flight_bytes: int = 0  # fuzz: bytes of every handshake flight datagram sent (mutated or not)
+    mutated_records: int = 0  # fuzz: records with mutated plaintext, sealed with the real keys
     by_peer: dict[tuple, int] = field(default_factory=dict)  # ClientHellos per client address
 
 
 class HostileServer:
     """``HostileServer(key, mode).start()``; ``.address``; ``.stop()``."""
 
-    def __init__(self, key: Secret, mode: str, *, seed: int = 1, hint: bytes | None = b"loadgen") -> None:
+    def __init__(self, key: Secret, mode: str, *, seed: int = 1, hint: bytes | None = b"loadgen",
+                 flight_copies: int = 0, record_copies: int = 0) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.mode = mode
+        # fuzz: this many mutated copies of each flight datagram go out before the real one
+        # (0: each datagram is mutated or not, at random, instead).
+        self.flight_copies = flight_copies
+        # fuzz: this many mutated records answer each ping, then the real echo (0: one
+        # mutated record, and the echo half the time).
+        self.record_copies = record_copies
         self.rng = random.Random(seed)
         self.config = psk_server.ServerConfig(KeyStore(shared=key), hint, tuple(NATIVE_SUITES.values()), CookieJar())
         self.sock = socket.socket(_stdsocket.AF_INET, _stdsocket.SOCK_DGRAM)
@@ -171,10 +181,22 @@ class HostileServer:
             self._sendto(first, addr)
             self.stats.hostile_sent += 1
             return
-        if self.mode == "fuzz" and not engine.handshake_done:
-            datagrams = [fuzz.mutate_flight(self.rng, d) if self.rng.random() < 0.5 else d for d in datagrams]
-            self.stats.hostile_sent += len(datagrams)
+        if self.mode == "fuzz" and not engine.handshake_done and self.flight_copies:
+            for datagram in datagrams:
+                for _ in range(self.flight_copies):
+                    mutated = fuzz.mutate_flight(self.rng, datagram)
+                    self.stats.flight_bytes += len(mutated)
+                    self._sendto(mutated, addr)
+                self.stats.hostile_sent += self.flight_copies
+                self.stats.mutated_flights += self.flight_copies
+        elif self.mode == "fuzz" and not engine.handshake_done:
+            mutated = [fuzz.mutate_flight(self.rng, d) if self.rng.random() < 0.5 else d for d in datagrams]
+            changed = sum(m != d for m, d in zip(mutated, datagrams, strict=True))
+            self.stats.hostile_sent += changed
+            self.stats.mutated_flights += changed
+            datagrams = mutated
         for datagram in datagrams:
+            self.stats.flight_bytes += len(datagram) if self.mode == "fuzz" else 0
             self._sendto(datagram, addr)
 
     # -- after the handshake --------------------------------------------------------
@@ -209,10 +231,14 @@ class HostileServer:
                 self.stats.hostile_sent += 1
         elif self.mode == "fuzz":
             # Mutated plaintext, sealed with the real keys: it authenticates at the client.
-            content_type, plaintext, jump = fuzz.mutate_plaintext(rng, ping)
-            self._sendto(self._seal(engine, plaintext, content_type=content_type, jump=jump), addr)
-            self.stats.hostile_sent += 1
-            if rng.random() < 0.5:  # the real echo too, so some pings complete
+            for _ in range(max(1, self.record_copies)):
+                content_type, plaintext, jump = fuzz.mutate_plaintext(rng, ping)
+                if engine._records is not None and engine._records._write_seq + jump >= (1 << 48) - 1:
+                    jump = 0
+                self._sendto(self._seal(engine, plaintext, content_type=content_type, jump=jump), addr)
+                self.stats.hostile_sent += 1
+                self.stats.mutated_records += 1
+            if self.record_copies or rng.random() < 0.5:  # the real echo too, so some pings complete
                 self._sendto(self._seal(engine, ping), addr)
         else:
             self._sendto(self._seal(engine, ping), addr)
@@ -224,14 +250,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=MODES, default="fuzz")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--psk-env", default="LOADGEN_TEST_PSK")
+    parser.add_argument("--flight-copies", type=int, default=0)
+    parser.add_argument("--record-copies", type=int, default=0)
     args = parser.parse_args(argv)
-    server = HostileServer(Secret(bytes.fromhex(os.environ[args.psk_env])), args.mode, seed=args.seed).start()
+    server = HostileServer(Secret(bytes.fromhex(os.environ[args.psk_env])), args.mode, seed=args.seed,
+                           flight_copies=args.flight_copies, record_copies=args.record_copies).start()
     print(f"port {server.address[1]}", flush=True)
     try:
         while True:
-            gevent.sleep(1.0)
-            print(f"stats {server.stats.client_hellos} {server.stats.handshakes} {server.stats.pings} "
-                  f"{server.stats.authentic_sent} {server.stats.hostile_sent}", flush=True)
+            gevent.sleep(0.5)
+            stats = server.stats
+            print(f"stats client_hellos={stats.client_hellos} handshakes={stats.handshakes} pings={stats.pings} "
+                  f"authentic_sent={stats.authentic_sent} mutated_flights={stats.mutated_flights} "
+                  f"flight_bytes={stats.flight_bytes} mutated_records={stats.mutated_records}", flush=True)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -12,6 +12,7 @@ import functools
 import logging
 import subprocess
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import gevent
@@ -49,11 +50,11 @@ def limit_args(**limits: int | float) -> list[str]:
 
 def wait_until(predicate: object, timeout: float, step: float = 0.05) -> bool:
     """Poll ``predicate()`` in gevent time until true or ``timeout`` passes."""
-    deadline = gevent.get_hub().loop.now() + timeout
+    deadline = time.monotonic() + timeout
     while True:
         if predicate():  # type: ignore[operator]
             return True
-        if gevent.get_hub().loop.now() >= deadline:
+        if time.monotonic() >= deadline:
             return False
         gevent.sleep(step)
 
