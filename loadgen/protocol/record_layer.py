@@ -24,6 +24,7 @@ from . import records
 _EPOCH_SEQ = struct.Struct("!HHI")  # epoch, then the 48-bit sequence number as 16 + 32 bits
 _AAD_TAIL = struct.Struct("!BHH")  # type, version, plaintext length
 WINDOW = 64  # replay window (RFC 6347 4.1.2.6)
+_WINDOW_MASK = (1 << WINDOW) - 1
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,9 @@ class RecordLayer:
     def _accept(self, seq: int) -> None:
         if seq > self._read_top:
             shift = seq - self._read_top
-            self._read_window = ((self._read_window << shift) | 1) & ((1 << WINDOW) - 1)
+            # A jump past the window leaves only the new top seen; shifting by the jump
+            # itself would build a J-bit integer (a peer picks J up to 2^48).
+            self._read_window = 1 if shift >= WINDOW else ((self._read_window << shift) | 1) & _WINDOW_MASK
             self._read_top = seq
         else:
             self._read_window |= 1 << (self._read_top - seq)

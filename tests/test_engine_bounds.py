@@ -1,0 +1,179 @@
+"""Hostile peers against the engines, in memory (issue 11: "Bounds in the engines" and
+the engine half of "Clients against hostile servers").
+
+No sockets: a hostile peer here is a test that does the real cookie exchange (or a
+whole real handshake) and then sends what it likes: ClientHellos with chosen message
+and record numbers, fragments, and records sealed with the association's real keys
+(``engine._records`` of the established peer) at chosen sequence numbers. Each test
+asserts what a server operator or a load-test user cares about: no exception escapes
+an engine, the association fails with a stable code (or the datagram is dropped), and
+CPU and memory per hostile peer stay bounded.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from loadgen.credentials import KeyStore, Secret
+from loadgen.protocol import dtls, psk_handshake, records
+from loadgen.protocol.events import ConnectionFailed, DataReceived
+
+pytestmark = pytest.mark.timeout(60)
+
+KEY = Secret(bytes.fromhex("00112233445566778899aabbccddeeff"))
+IDENTITY = b"device-0001"
+HINT = b"hint"
+PEER = b"192.0.2.7:40000"
+MAX_RECORD_SEQ = (1 << 48) - 1
+
+
+def server_ctx(*, native: bool = True, hint: bytes | None = HINT) -> dtls.ServerContext:
+    return dtls.server_context(KeyStore(table={IDENTITY: KEY}), hint=hint, native=native)
+
+
+def client(*, native: bool = True, key: Secret = KEY) -> dtls.ClientEngine:
+    return dtls.client_engine(dtls.client_context(native=native), lambda hint: (IDENTITY, key))
+
+
+def events(engine) -> list:
+    return list(iter(engine.next_event, None))
+
+
+def cookie_hello(ctx: dtls.ServerContext, peer: bytes = PEER) -> bytes:
+    """A real ClientHello that carries a valid cookie for ``peer`` (the cookie exchange done)."""
+    c = client()
+    c.start()
+    (hello,) = c.datagrams_to_send()
+    engine, (hvr,) = dtls.accept(ctx, hello, peer)
+    assert engine is None
+    c.receive_datagram(hvr)
+    (hello,) = c.datagrams_to_send()
+    return hello
+
+
+def renumbered(hello: bytes, *, record_seq: int | None = None, message_seq: int | None = None) -> bytes:
+    """``hello`` with its record sequence number and/or handshake message_seq rewritten."""
+    data = bytearray(hello)
+    if record_seq is not None:
+        data[5:11] = record_seq.to_bytes(6, "big")
+    if message_seq is not None:
+        data[records.HEADER_LEN + 4 : records.HEADER_LEN + 6] = message_seq.to_bytes(2, "big")
+    return bytes(data)
+
+
+def hs_record(payload: bytes, seq: int = 0, *, epoch: int = 0, content_type: int = records.HANDSHAKE) -> bytes:
+    """One plaintext record (its header says ``epoch``) around ``payload``."""
+    return records.HEADER.pack(content_type, records.DTLS_1_2, epoch, seq >> 16, seq & 0xFFFF, len(payload)) + payload
+
+
+def fragment(msg_type: int, length: int, seq: int, offset: int, data: bytes) -> bytes:
+    """One handshake fragment (RFC 6347 4.2.2)."""
+    return (bytes((msg_type,)) + length.to_bytes(3, "big") + seq.to_bytes(2, "big") + offset.to_bytes(3, "big")
+            + len(data).to_bytes(3, "big") + data)
+
+
+def pump(c, ctx, *, peer: bytes = PEER, server=None, hook=None, c2s=None, s2c=None):
+    """Move datagrams between client ``c`` and the server side until both are quiet.
+
+    ``dtls.accept`` plays the server until it returns an engine (then ``hook(engine)``);
+    ``c2s``/``s2c`` may rewrite or drop (return None) each datagram on its way.
+    """
+    while True:
+        moved = False
+        for d in c.datagrams_to_send():
+            moved = True
+            if c2s is not None and (d := c2s(d)) is None:
+                continue
+            if server is None:
+                server, replies = dtls.accept(ctx, d, peer)
+                if server is not None and hook is not None:
+                    hook(server)
+                for r in replies:
+                    if s2c is None or (r := s2c(r)) is not None:
+                        c.receive_datagram(r)
+            else:
+                server.receive_datagram(d)
+        if server is not None:
+            for d in server.datagrams_to_send():
+                moved = True
+                if s2c is not None and (d := s2c(d)) is None:
+                    continue
+                c.receive_datagram(d)
+        if not moved:
+            return server
+
+
+def established(*, client_native: bool = True, server_native: bool = True):
+    """A real client and server engine after a complete handshake, their events drained."""
+    c = client(native=client_native)
+    c.start()
+    s = pump(c, server_ctx(native=server_native))
+    assert c.handshake_done and s is not None and s.handshake_done
+    events(c), events(s)
+    return c, s
+
+
+def codes(engine) -> list[str]:
+    return [e.error.code for e in events(engine) if isinstance(e, ConnectionFailed)]
+
+
+class Clock:
+    """A stand-in for the ``time`` module the engines read (``time.monotonic``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(psk_handshake, "time", fake)
+    return fake
+
+
+# -- finding 3: the replay window is O(1) for any jump ---------------------------
+
+
+def _deliver_at(sender, receiver, seq: int, data: bytes) -> list:
+    sender._records._write_seq = seq
+    sender.send(data)
+    (datagram,) = sender.datagrams_to_send()
+    receiver.receive_datagram(datagram)
+    return events(receiver)
+
+
+@pytest.mark.parametrize(("client_native", "server_native"), [(True, True), (False, False)],
+                         ids=["native", "openssl"])
+def test_huge_sequence_jumps_cost_microseconds(client_native, server_native):
+    c, s = established(client_native=client_native, server_native=server_native)
+    for receiver, sender in ((s, c), (c, s)):  # against the server, and against a client
+        small = []
+        for i in range(20):
+            started = time.perf_counter()
+            assert _deliver_at(sender, receiver, 10 + i, b"near") == [DataReceived(b"near")]
+            small.append(time.perf_counter() - started)
+        jumps = []
+        for seq in (1 << 47, (1 << 47) + (1 << 46), MAX_RECORD_SEQ - 1000, MAX_RECORD_SEQ):
+            started = time.perf_counter()
+            assert _deliver_at(sender, receiver, seq, b"far") == [DataReceived(b"far")]
+            jumps.append(time.perf_counter() - started)
+        # Before: a jump of J allocated a J-bit integer (2^47: MemoryError).
+        assert max(jumps) < max(50 * min(small), 0.002), (jumps, min(small))
+
+
+def test_window_after_a_jump_keeps_exact_semantics():
+    c, s = established()
+    top = 1 << 40
+    assert _deliver_at(c, s, top, b"top") == [DataReceived(b"top")]
+    assert _deliver_at(c, s, top, b"replay") == []  # the same number again
+    assert _deliver_at(c, s, top - 1, b"late") == [DataReceived(b"late")]  # inside the window, unseen
+    assert _deliver_at(c, s, top - 63, b"edge") == [DataReceived(b"edge")]
+    assert _deliver_at(c, s, top - 64, b"old") == []  # too old
+    assert _deliver_at(c, s, top + 64, b"jump") == [DataReceived(b"jump")]  # a jump of exactly 64 resets
+    assert _deliver_at(c, s, top, b"now old") == []
+    assert _deliver_at(c, s, top + 1, b"unseen") == [DataReceived(b"unseen")]
