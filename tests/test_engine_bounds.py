@@ -17,7 +17,8 @@ import time
 import pytest
 
 from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls, psk_handshake, records
+from loadgen.errors import LoadgenError
+from loadgen.protocol import dtls, psk_client, psk_handshake, psk_server, records
 from loadgen.protocol.events import ConnectionFailed, DataReceived
 
 pytestmark = pytest.mark.timeout(60)
@@ -135,6 +136,129 @@ def clock(monkeypatch) -> Clock:
     monkeypatch.setattr(psk_handshake, "time", fake)
     return fake
 
+
+# -- finding 1 and 4: message_seq near 65535 -------------------------------------
+
+
+@pytest.mark.parametrize("message_seq", [65533, 65534, 65535])
+def test_client_hello_whose_numbering_would_pass_65535_is_dropped(message_seq):
+    # With a hint the server numbers ServerHello, ServerKeyExchange, ServerHelloDone and
+    # its Finished after the ClientHello's message_seq: the last must fit 16 bits.
+    ctx = server_ctx()
+    hello = renumbered(cookie_hello(ctx), message_seq=message_seq)
+    assert psk_server.accept(ctx.native, hello, PEER) == (None, [])
+
+
+class FarClient(psk_client.PskClientEngine):
+    """A native client whose cookie ClientHello (so all its numbering) starts at ``first``."""
+
+    first = 65532
+
+    def _send_hello(self) -> None:
+        super()._send_hello()
+        if self._cookie:
+            self._hello_seq = self.first
+            self._hello = psk_handshake.handshake_message(psk_handshake.CLIENT_HELLO, self.first,
+                                                          self._hello[psk_handshake.HS_HEADER_LEN :])
+            self._outgoing.clear()
+            self._new_flight([(records.HANDSHAKE, 0, self._hello)])
+
+
+def test_the_highest_numbering_that_fits_completes():
+    # 65532: the server's Finished is message 65535, the last one there is.
+    c = FarClient(psk_client.native_suites(dtls.DEFAULT_PSK_CIPHERS), lambda hint: (IDENTITY, KEY))
+    c.start()
+    s = pump(c, server_ctx())
+    assert c.handshake_done and s is not None and s.handshake_done
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-client", "openssl-client"])
+@pytest.mark.parametrize("server_hello_seq", [65534, 65535])
+def test_server_hello_numbered_too_high_fails_the_client(native, server_hello_seq):
+    c = client(native=native)
+    c.start()
+    ctx = server_ctx()
+
+    def renumber_server_hello(datagram: bytes) -> bytes | None:
+        if datagram[records.HEADER_LEN] != psk_handshake.SERVER_HELLO:
+            return datagram
+        raw = records.split(datagram)[0][2]  # the ServerHello alone: what follows could not be numbered
+        return raw[: records.HEADER_LEN + 4] + server_hello_seq.to_bytes(2, "big") + raw[records.HEADER_LEN + 6 :]
+
+    pump(c, ctx, s2c=renumber_server_hello)
+    if native:
+        assert c.closed and c.error is not None and c.error.code == "protocol-violation"
+    else:  # OpenSSL keeps waiting for the rest of the flight: no exception, no state beyond its own
+        assert not c.handshake_done
+
+
+def test_a_handshake_numbered_one_higher_is_dropped_not_crashed():
+    # Finding 4: at 65533 the server's Finished would be message 65536 (OverflowError at the
+    # client's Finished, in the server's receive loop). Now the ClientHello is dropped.
+    far = FarClient(psk_client.native_suites(dtls.DEFAULT_PSK_CIPHERS), lambda hint: (IDENTITY, KEY))
+    far.first = 65533
+    far.start()
+    assert pump(far, server_ctx()) is None
+    assert not far.handshake_done and not far.closed  # the client just times out
+
+# -- finding 2: record sequence numbers near 2^48 --------------------------------
+
+
+@pytest.mark.parametrize("record_seq", [MAX_RECORD_SEQ, MAX_RECORD_SEQ - 3])
+def test_client_hello_near_the_record_number_limit_is_dropped(clock, record_seq):
+    ctx = server_ctx()
+    hello = renumbered(cookie_hello(ctx), record_seq=record_seq)
+    engine, replies = psk_server.accept(ctx.native, hello, PEER)
+    if engine is not None:  # whatever the server does with it, a retransmission must not raise
+        clock.now += 10
+        engine.handle_timer()
+    assert (engine, replies) == (None, [])
+
+
+def test_retransmission_out_of_record_numbers_fails_the_association(clock):
+    ctx = server_ctx()
+    engine, replies = psk_server.accept(ctx.native, cookie_hello(ctx), PEER)
+    assert engine is not None and replies
+    engine._epoch0_seq = MAX_RECORD_SEQ - 1  # the next flight (3 records) cannot be numbered
+    clock.now += 10
+    engine.handle_timer()
+    assert engine.closed and [e.error.code for e in events(engine)] == ["protocol-violation"]
+    for datagram in engine.datagrams_to_send():  # whatever went out is well formed
+        assert all(rec.sequence <= MAX_RECORD_SEQ for rec in records.records(datagram))
+    assert engine.get_timer() is None
+
+
+def test_plaintext_alert_past_the_record_number_limit_is_not_built():
+    assert records.plaintext_alert(40, MAX_RECORD_SEQ)[5:11] == MAX_RECORD_SEQ.to_bytes(6, "big")
+    assert records.plaintext_alert(40, MAX_RECORD_SEQ + 1) == b""
+
+
+def test_openssl_server_wrong_key_verdict_at_the_record_number_limit(clock):
+    c = client(key=Secret(b"\x01" * 16))
+
+    def near_the_limit(server) -> None:
+        server._last_epoch0_seq = MAX_RECORD_SEQ  # its plaintext alert would be 2^48
+
+    c.start()
+    s = pump(c, server_ctx(native=False), hook=near_the_limit)
+    for _ in range(3):  # the client repeats its Finished; the second bad one is the verdict
+        clock.now += 10
+        c.handle_timer()
+        pump(c, None, server=s)
+    assert s.closed and codes(s) == ["psk-key-mismatch"]
+
+
+def test_write_sequence_exhausted_is_a_loadgen_error():
+    c, s = established()
+    c._records._write_seq = MAX_RECORD_SEQ
+    c.send(b"last")
+    for d in c.datagrams_to_send():
+        s.receive_datagram(d)
+    assert events(s) == [DataReceived(b"last")]
+    with pytest.raises(LoadgenError):
+        c.send(b"one too many")
+    c.close()  # no close_notify can be numbered: none is sent, nothing raises
+    assert c.closed
 
 # -- finding 3: the replay window is O(1) for any jump ---------------------------
 

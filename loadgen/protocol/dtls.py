@@ -286,7 +286,9 @@ class DtlsEngine(EngineBase):
             return
         self.closed = True
         if self._records is not None:
-            self._outgoing += self._records.seal(records.ALERT, bytes((records.ALERT_WARNING, records.CLOSE_NOTIFY)))
+            if self._records.can_seal:  # else no close_notify can be numbered: none is sent
+                self._outgoing += self._records.seal(records.ALERT, bytes((records.ALERT_WARNING,
+                                                                           records.CLOSE_NOTIFY)))
             return
         try:
             self._conn.shutdown()

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 
 from ..credentials import Secret
-from ..errors import HandshakeTimeout, LoadgenError, LocalProtocolError, PskKeyMismatch
+from ..errors import HandshakeTimeout, LoadgenError, LocalProtocolError, ProtocolViolation, PskKeyMismatch
 from . import records
 from .events import HandshakeCompleted
 from .psk_handshake import (
@@ -27,6 +27,7 @@ from .psk_handshake import (
     HANDSHAKE_FAILURE,
     HELLO_VERIFY_REQUEST,
     ILLEGAL_PARAMETER,
+    MAX_MESSAGE_SEQ,
     NATIVE_SUITES,
     RENEGOTIATION_SCSV,
     SERVER_HELLO,
@@ -54,6 +55,9 @@ PskChooser = Callable[["bytes | None"], "tuple[bytes, Secret]"]
 DEFAULT_RETRANSMIT_CAP = 2.0
 #: A client that sent its Finished this many times without an answer probably has the wrong key.
 UNANSWERED_FINISHED_LIMIT = 3
+#: After a ServerHello numbered ``s`` the server still numbers its ServerHelloDone and its
+#: Finished: ``s`` must leave room for them in 16 bits.
+_MAX_SERVER_HELLO_SEQ = MAX_MESSAGE_SEQ - 2
 
 
 def timeout_error(retransmits: int, finished_sent: int, retransmits_before_finished: int) -> LoadgenError:
@@ -165,6 +169,10 @@ class PskClientEngine(HandshakeEngine):
             msg_type, seq, body = message
             whole = handshake_message(msg_type, seq, body)
             if self._state == _HELLO and msg_type == SERVER_HELLO:
+                if seq > _MAX_SERVER_HELLO_SEQ:
+                    self._fail(ProtocolViolation(f"ServerHello numbered {seq}: the rest of the handshake "
+                                                 "cannot be numbered in 16 bits"), ILLEGAL_PARAMETER)
+                    return
                 self._on_server_hello(whole, body)
             elif self._state == _SERVER_FLIGHT and msg_type == SERVER_KEY_EXCHANGE:
                 self._hash.update(whole)

@@ -32,7 +32,7 @@ import struct
 import time
 from typing import Any
 
-from ..errors import LoadgenError, LocalProtocolError, error_from_openssl
+from ..errors import LoadgenError, LocalProtocolError, ProtocolViolation, error_from_openssl
 from . import records
 from .events import ConnectionFailed, EngineBase, Event
 from .record_layer import SUITES, Prf, RecordLayer, Suite, prf
@@ -71,6 +71,9 @@ VERIFY_DATA_LEN = 12
 UNEXPECTED_MESSAGE, HANDSHAKE_FAILURE, ILLEGAL_PARAMETER = 10, 40, 47
 DECODE_ERROR, DECRYPT_ERROR, PROTOCOL_VERSION, UNKNOWN_PSK_IDENTITY = 50, 51, 70, 115
 
+# -- limits: what a peer, hostile or broken, can make one association hold or spend ------------
+#: RFC 6347 4.2.2: message_seq is a 16-bit field; a peer whose numbering would pass it is refused.
+MAX_MESSAGE_SEQ = 0xFFFF
 #: Handshake messages are small with PSK; refuse to buffer anything larger, or many.
 _MAX_MESSAGE = 16384
 _MAX_BUFFERED = 16
@@ -305,7 +308,7 @@ class HandshakeEngine(EngineBase):
             return
         self.closed = True
         self._due = None
-        if self.handshake_done and self._records is not None:
+        if self.handshake_done and self._records is not None and self._records.can_seal:
             self._outgoing += self._records.seal(records.ALERT, bytes((records.ALERT_WARNING, records.CLOSE_NOTIFY)))
 
     # -- outputs ------------------------------------------------------------
@@ -349,6 +352,12 @@ class HandshakeEngine(EngineBase):
 
     def _transmit_flight(self, *, retransmission: bool) -> None:
         """Queue the current flight with fresh record sequence numbers (RFC 6347 4.2.4)."""
+        plaintext = sum(1 for _, epoch, _ in self._flight if epoch == 0)
+        if self._epoch0_seq + plaintext - 1 > records.MAX_SEQUENCE:
+            # Only a peer that started us near 2^48 gets here (the server continues the
+            # client's numbering): the flight cannot be numbered, the association is over.
+            self._fail(ProtocolViolation("record sequence numbers exhausted (48 bits)"), ILLEGAL_PARAMETER)
+            return
         if retransmission:
             self.retransmits += 1
         out = self._outgoing
@@ -401,10 +410,12 @@ class HandshakeEngine(EngineBase):
         return master, session_hash
 
     def _fail(self, error: LoadgenError, alert: int) -> None:
-        """A fatal error: tell the peer with a plaintext alert (it may lack our keys), then stop."""
+        """A fatal error: tell the peer with a plaintext alert (it may lack our keys), then stop.
+        (No alert when the record numbers ran out: :func:`records.plaintext_alert` is empty then.)"""
         seq = self._epoch0_seq
         self._epoch0_seq += 1
         self._outgoing += records.plaintext_alert(alert, seq)
+        self._flight = []
         self.closed = True
         self._due = None
         self.error = error

@@ -33,6 +33,7 @@ from .psk_handshake import (
     HANDSHAKE_FAILURE,
     HELLO_VERIFY_REQUEST,
     HS_HEADER_LEN,
+    MAX_MESSAGE_SEQ,
     PROTOCOL_VERSION,
     RENEGOTIATION_SCSV,
     SERVER_HELLO,
@@ -54,6 +55,14 @@ from .record_layer import Prf
 BAD_FINISHED_LIMIT = 2
 #: Epoch-1 records kept while their ClientKeyExchange is still missing (reordering).
 _EARLY_RECORDS = 4
+#: After the ClientHello the server numbers up to four messages of its own (ServerHello,
+#: ServerKeyExchange, ServerHelloDone, Finished): a ClientHello whose message_seq leaves no
+#: room for them in 16 bits is dropped (real clients send 0 or 1).
+MAX_HELLO_MESSAGE_SEQ = MAX_MESSAGE_SEQ - 3
+#: The server continues the client's record numbering (RFC 6347 4.2.1): a ClientHello numbered
+#: this close to 2^48 is dropped, leaving 65,536 record numbers for the server's flights and
+#: their retransmissions (real clients start at 0).
+MAX_HELLO_RECORD_SEQ = records.MAX_SEQUENCE - 0xFFFF
 #: The HelloVerifyRequest speaks DTLS 1.0 whatever is negotiated later (RFC 6347 4.2.1).
 _HVR_VERSION = records.DTLS_1_0
 _DTLS_MAJOR = 0xFE  # every DTLS version number starts with it (TLS's with 0x03)
@@ -129,7 +138,7 @@ def accept(config: ServerConfig, datagram: bytes, peer: bytes, *, mtu: int = DEF
            ) -> tuple[PskServerEngine | None, list[bytes]]:
     """Handle a datagram from a peer the server keeps no state for (see :func:`loadgen.protocol.dtls.accept`)."""
     hello = parse_client_hello(datagram)
-    if hello is None:
+    if hello is None or hello.message_seq > MAX_HELLO_MESSAGE_SEQ or hello.record_seq > MAX_HELLO_RECORD_SEQ:
         return None, []
     if not hello.cookie or not config.cookies.check(peer, hello.cookie):
         reply = hello_verify_request(config.cookies.make(peer), hello.record_seq)
@@ -258,6 +267,8 @@ class PskServerEngine(HandshakeEngine):
         finished = handshake_message(FINISHED, self._finished_seq, verify)
         start = len(self._outgoing)
         self._new_flight([(records.CHANGE_CIPHER_SPEC, 0, b"\x01"), (records.HANDSHAKE, 1, finished)])
+        if self.closed:  # the flight could not be numbered
+            return
         self._final_flight = bytes(self._outgoing[start:])
         self._state = _DONE
         self._established(HandshakeCompleted(cipher=self.cipher or "", version="DTLSv1.2",

@@ -19,6 +19,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
+from ..errors import LocalProtocolError
 from . import records
 
 _EPOCH_SEQ = struct.Struct("!HHI")  # epoch, then the 48-bit sequence number as 16 + 32 bits
@@ -122,6 +123,11 @@ class RecordLayer:
         self._read_top = read_seq  # highest sequence number accepted so far
         self._read_window = 1  # bit i set: (read_top - i) seen
 
+    @property
+    def can_seal(self) -> bool:
+        """False once the sequence numbers are used up (:meth:`seal` would raise)."""
+        return self._write_seq <= records.MAX_SEQUENCE
+
     def _nonce(self, iv: bytes, epoch_seq: bytes, explicit: bytes) -> bytes:
         if self._explicit:
             return iv + explicit
@@ -129,8 +135,14 @@ class RecordLayer:
         return bytes(a ^ b for a, b in zip(iv, b"\x00\x00\x00\x00" + epoch_seq, strict=True))
 
     def seal(self, content_type: int, plaintext: bytes) -> bytes:
-        """One encrypted record carrying ``plaintext``."""
+        """One encrypted record carrying ``plaintext``.
+
+        Raises LocalProtocolError once the 48-bit sequence numbers are used up (RFC 6347
+        4.1: a sequence number must never repeat under one key).
+        """
         seq = self._write_seq
+        if seq > records.MAX_SEQUENCE:
+            raise LocalProtocolError("record sequence numbers exhausted: the association cannot send any more")
         self._write_seq += 1
         epoch_seq = _EPOCH_SEQ.pack(self._epoch, seq >> 32, seq & 0xFFFFFFFF)
         aad = epoch_seq + _AAD_TAIL.pack(content_type, self._version, len(plaintext))

@@ -22,6 +22,14 @@ APPLICATION_DATA = 23
 DTLS_1_2 = 0xFEFD
 DTLS_1_0 = 0xFEFF
 
+#: RFC 6347 4.1: the record sequence number is a 48-bit field; past it nothing can be numbered.
+MAX_SEQUENCE = (1 << 48) - 1
+#: RFC 5246 6.2.1: a record carries at most 2^14 bytes of plaintext (record_overflow otherwise).
+MAX_PLAINTEXT = 1 << 14
+#: RFC 5246 6.2.3: a protected record may add at most 2048 bytes to its plaintext; a record whose
+#: length field says more is malformed, and is skipped without a look at its bytes.
+MAX_RECORD_LEN = MAX_PLAINTEXT + 2048
+
 ALERT_WARNING = 1
 ALERT_FATAL = 2
 CLOSE_NOTIFY = 0
@@ -110,7 +118,10 @@ def is_client_hello(datagram: bytes) -> bool:
 
 
 def plaintext_alert(description: int, sequence: int, version: int = DTLS_1_2) -> bytes:
-    """A fatal epoch-0 alert record with the given record sequence number."""
+    """A fatal epoch-0 alert record with the given record sequence number; empty when the
+    number does not fit the 48-bit field (the record numbers ran out: no alert can be sent)."""
+    if sequence > MAX_SEQUENCE:
+        return b""
     return HEADER.pack(ALERT, version, 0, sequence >> 16, sequence & 0xFFFF, 2) + bytes(
         (ALERT_FATAL, description)
     )
