@@ -12,7 +12,9 @@ CPU and memory per hostile peer stay bounded.
 
 from __future__ import annotations
 
+import os
 import time
+import tracemalloc
 
 import pytest
 
@@ -301,3 +303,123 @@ def test_window_after_a_jump_keeps_exact_semantics():
     assert _deliver_at(c, s, top + 64, b"jump") == [DataReceived(b"jump")]  # a jump of exactly 64 resets
     assert _deliver_at(c, s, top, b"now old") == []
     assert _deliver_at(c, s, top + 1, b"unseen") == [DataReceived(b"unseen")]
+
+# -- finding 5: reassembly cost per fragment does not grow with the message ------
+
+
+def _server_after_cookie(ctx=None):
+    ctx = ctx or server_ctx()
+    engine, _ = psk_server.accept(ctx.native, cookie_hello(ctx), PEER)
+    assert engine is not None
+    return engine
+
+
+def _one_byte_fragments(length: int, *, seq: int = 2, per_record: int = 16, per_datagram: int = 16) -> list[bytes]:
+    """Every byte but the last of a ``length``-byte ClientKeyExchange, one fragment each, in order."""
+    frags = [fragment(psk_handshake.CLIENT_KEY_EXCHANGE, length, seq, i, b"\x00") for i in range(length - 1)]
+    recs = [hs_record(b"".join(frags[i : i + per_record]), 10 + i) for i in range(0, len(frags), per_record)]
+    return [b"".join(recs[i : i + per_datagram]) for i in range(0, len(recs), per_datagram)]
+
+
+def _cost(datagrams: list[bytes], repeat: int = 3) -> float:
+    """The least time a fresh server engine (after the cookie exchange) takes for ``datagrams``."""
+    best = float("inf")
+    for _ in range(repeat):
+        engine = _server_after_cookie()
+        started = time.perf_counter()
+        for d in datagrams:
+            engine.receive_datagram(d)
+        best = min(best, time.perf_counter() - started)
+        assert not engine.closed
+    return best
+
+
+def test_cost_per_fragment_does_not_grow_with_the_message_length():
+    small, large = 256, 4096
+    per_small = _cost(_one_byte_fragments(small)) / (small - 1)
+    per_large = _cost(_one_byte_fragments(large)) / (large - 1)
+    assert per_large < 2.5 * per_small, (per_small, per_large)
+
+
+def first_client_flight():
+    """A server engine after the cookie exchange and the client's next flight, not yet delivered
+    (ClientKeyExchange, ChangeCipherSpec, Finished)."""
+    c = client()
+    c.start()
+    flight: list[bytes] = []
+
+    def hold(datagram: bytes) -> bytes | None:
+        if records.is_client_hello(datagram):
+            return datagram
+        flight.append(datagram)
+        return None
+
+    s = pump(c, server_ctx(), c2s=hold)
+    (datagram,) = flight
+    return s, datagram
+
+
+def _normal_flight_cost() -> float:
+    """What the server spends on a real ClientKeyExchange, ChangeCipherSpec, Finished datagram."""
+    best = float("inf")
+    for _ in range(5):
+        s, datagram = first_client_flight()
+        started = time.perf_counter()
+        s.receive_datagram(datagram)
+        best = min(best, time.perf_counter() - started)
+        assert s.handshake_done
+    return best
+
+
+def test_a_64k_datagram_of_one_byte_fragments_costs_little():
+    # 4,096 bytes: the longest message accepted (a longer one is not even parsed).
+    frags = [fragment(psk_handshake.CLIENT_KEY_EXCHANGE, 4096, 2, i % 4095, b"\x00") for i in range(5000)]
+    big_records = b"".join(hs_record(b"".join(frags[i : i + 1250]), i) for i in range(0, 5000, 1250))
+    tiny_records = b"".join(hs_record(f, i) for i, f in enumerate(frags[:2500]))
+    normal = _normal_flight_cost()
+    for datagram in (big_records, tiny_records):
+        assert len(datagram) <= 65507
+        # Before: 0.67 s for the first kind (2,000 times a normal flight).
+        assert _cost([datagram]) < 20 * normal, normal
+
+# -- finding 6: what a hostile peer can make the server hold ---------------------
+
+
+def _hostile_datagrams() -> list[bytes]:
+    """The worst a peer can send after the cookie exchange: partial messages of the longest
+    length accepted with holes, for many message_seqs; whole messages ahead of the next one;
+    longer messages; and early epoch-1 records of every size."""
+    longest = 4096  # psk_handshake.MAX_MESSAGE_LEN; 16,000 was accepted before the caps
+    out = []
+    for seq in range(2, 2 + 40):
+        for length in (16000, longest, 60000):
+            pieces = [fragment(psk_handshake.CLIENT_KEY_EXCHANGE, length, seq, offset, os.urandom(300))
+                      for offset in range(0, longest - 300, 600)]
+            out.append(b"".join(hs_record(p, seq * 100 + i) for i, p in enumerate(pieces)))
+        whole = fragment(psk_handshake.FINISHED, longest, seq + 3, 0, os.urandom(longest))
+        out.append(hs_record(whole, seq))
+    for i in range(20):  # epoch-1 records before any key: kept for a Finished that overtook its key exchange
+        out.append(hs_record(os.urandom(records.MAX_RECORD_LEN), i, epoch=1))
+        out.append(hs_record(os.urandom(60), 100 + i, epoch=1))
+    return out
+
+
+def test_hostile_peer_after_the_cookie_exchange_holds_bounded_memory():
+    ctx = server_ctx()
+    hello = cookie_hello(ctx)
+    hostile = _hostile_datagrams()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        engine, replies = psk_server.accept(ctx.native, hello, PEER)
+        del replies
+        created = tracemalloc.get_traced_memory()[0]
+        for d in hostile:
+            engine.receive_datagram(d)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert not engine.closed
+    held, total = after - created, after - before
+    assert held <= 32 * 1024, f"hostile input held {held} bytes"
+    assert total <= 48 * 1024, f"the peer costs {total} bytes in all"

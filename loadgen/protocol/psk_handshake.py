@@ -74,9 +74,28 @@ DECODE_ERROR, DECRYPT_ERROR, PROTOCOL_VERSION, UNKNOWN_PSK_IDENTITY = 50, 51, 70
 # -- limits: what a peer, hostile or broken, can make one association hold or spend ------------
 #: RFC 6347 4.2.2: message_seq is a 16-bit field; a peer whose numbering would pass it is refused.
 MAX_MESSAGE_SEQ = 0xFFFF
-#: Handshake messages are small with PSK; refuse to buffer anything larger, or many.
-_MAX_MESSAGE = 16384
-_MAX_BUFFERED = 16
+#: The longest handshake message body accepted, fragmented or not. PSK handshake messages are
+#: small: the longest carry an identity (ClientKeyExchange) or a hint (ServerKeyExchange), which
+#: OpenSSL caps at 128 and 256 bytes; 4 KiB leaves room for far longer ones (RFC 4279 allows
+#: 64 KiB, nobody uses that) while bounding what one message can make us buffer.
+MAX_MESSAGE_LEN = 4096
+#: Handshake messages buffered per association, partial or complete: a flight has at most three
+#: (ServerHello, ServerKeyExchange, ServerHelloDone), the rest is room for reordering.
+MAX_BUFFERED_MESSAGES = 8
+#: Message bytes buffered per association; a partial message counts its whole length from its
+#: first fragment on. Two flights of the longest messages fit; anything past it is dropped (the
+#: peer retransmits), so a hostile peer cannot make us hold more.
+MAX_REASSEMBLY_BYTES = 16 * 1024
+#: Disjoint received byte ranges kept per partial message. Real fragmentation arrives in order or
+#: a few pieces reordered (a handful of ranges); a fragment that would make more is dropped (the
+#: peer's retransmission brings it again), which keeps the cost of a fragment independent of the
+#: message length.
+MAX_FRAGMENT_RANGES = 16
+#: Handshake records read from one datagram, and fragments from one record: a flight is a handful
+#: of records of one message each, while a hostile 64 KB datagram can hold 4,600 tiny records or
+#: 5,000 one-byte fragments; the rest of such a datagram is ignored.
+MAX_RECORDS_PER_DATAGRAM = 32
+MAX_FRAGMENTS_PER_RECORD = 8
 
 
 def native_suites(ciphers: str) -> tuple[int, ...] | None:
@@ -145,23 +164,54 @@ _FRAGMENT_HEADER = struct.Struct("!BBHHBHBH")
 Fragment = tuple[int, int, int, int, bytes]
 
 
-def fragments(data: bytes) -> list[Fragment]:
-    """The handshake fragments in one record's payload; stops quietly at a malformed one.
+def fragments(data: bytes, limit: int = MAX_FRAGMENTS_PER_RECORD) -> list[Fragment]:
+    """The handshake fragments in one record's payload (at most ``limit``); stops quietly at a
+    malformed one, or one of a message longer than :data:`MAX_MESSAGE_LEN`.
 
     Plain tuples and one struct call per fragment: this runs for every handshake record.
     """
-    found = []
+    found: list[Fragment] = []
     offset = 0
     end = len(data)
-    while offset + HS_HEADER_LEN <= end:
+    while offset + HS_HEADER_LEN <= end and len(found) < limit:
         msg_type, len_hi, len_lo, seq, off_hi, off_lo, frag_hi, frag_lo = _FRAGMENT_HEADER.unpack_from(data, offset)
         length, frag_offset, frag_len = len_hi << 16 | len_lo, off_hi << 16 | off_lo, frag_hi << 16 | frag_lo
         start = offset + HS_HEADER_LEN
-        if start + frag_len > end or frag_offset + frag_len > length or length > _MAX_MESSAGE:
+        if start + frag_len > end or frag_offset + frag_len > length or length > MAX_MESSAGE_LEN:
             break
         found.append((msg_type, length, seq, frag_offset, data[start : start + frag_len]))
         offset = start + frag_len
     return found
+
+
+def _merged(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """``ranges`` (sorted, disjoint, not touching) with ``[start, end)`` merged in."""
+    merged = []
+    placed = False
+    for low, high in ranges:
+        if high < start:
+            merged.append((low, high))
+        elif low > end:
+            if not placed:
+                merged.append((start, end))
+                placed = True
+            merged.append((low, high))
+        else:  # overlapping or touching: absorb it
+            start, end = min(low, start), max(high, end)
+    if not placed:
+        merged.append((start, end))
+    return merged
+
+
+class _Partial:
+    """A message whose fragments are still coming: its bytes and the ranges received."""
+
+    __slots__ = ("msg_type", "body", "ranges")
+
+    def __init__(self, msg_type: int, length: int) -> None:
+        self.msg_type = msg_type
+        self.body = bytearray(length)
+        self.ranges: list[tuple[int, int]] = []
 
 
 class Reassembler:
@@ -169,32 +219,50 @@ class Reassembler:
 
     ``next_seq`` is the message to hand out next; a side that does not know it yet
     (the client before the ServerHello) leaves it None and calls :meth:`start_at`.
+    Bounded whatever the peer sends: :data:`MAX_BUFFERED_MESSAGES` messages,
+    :data:`MAX_REASSEMBLY_BYTES` bytes, :data:`MAX_FRAGMENT_RANGES` ranges per message,
+    so memory and the cost of a fragment do not grow with what the peer claims.
     """
 
     def __init__(self, next_seq: int | None = None) -> None:
         self.next_seq = next_seq
         self._complete: dict[int, tuple[int, bytes]] = {}
-        self._partial: dict[int, tuple[int, bytearray, bytearray]] = {}  # type, body, missing-byte mask
+        self._partial: dict[int, _Partial] = {}
+        self.buffered = 0  # message bytes held, partial (whole length) and complete
 
     def add(self, fragment: Fragment) -> bool:
         """File one fragment; True when it belongs to a message already handed out."""
         msg_type, length, seq, offset, data = fragment
-        if self.next_seq is not None and seq < self.next_seq:
-            return True
-        if seq in self._complete or len(self._complete) + len(self._partial) >= _MAX_BUFFERED:
+        if self.next_seq is not None:
+            if seq < self.next_seq:
+                return True
+            if seq >= self.next_seq + MAX_BUFFERED_MESSAGES:
+                return False  # far ahead of anything a flight holds
+        if seq in self._complete or length > MAX_MESSAGE_LEN:
             return False
-        if offset == 0 and len(data) == length:
-            self._complete[seq] = (msg_type, data)  # the common case: not fragmented
-            self._partial.pop(seq, None)
-            return False
-        kind, body, missing = self._partial.setdefault(seq, (msg_type, bytearray(length), bytearray(b"\x01" * length)))
-        if kind != msg_type or len(body) != length:
+        partial = self._partial.get(seq)
+        if partial is None:
+            if (len(self._complete) + len(self._partial) >= MAX_BUFFERED_MESSAGES
+                    or self.buffered + length > MAX_REASSEMBLY_BYTES):
+                return False
+            if offset == 0 and len(data) == length:
+                self._complete[seq] = (msg_type, data)  # the common case: not fragmented
+                self.buffered += length
+                return False
+            if not data:
+                return False
+            partial = self._partial[seq] = _Partial(msg_type, length)
+            self.buffered += length
+        elif partial.msg_type != msg_type or len(partial.body) != length or not data:
             return False
         end = offset + len(data)
-        body[offset:end] = data
-        missing[offset:end] = bytes(len(data))
-        if not any(missing):
-            self._complete[seq] = (msg_type, bytes(body))
+        ranges = _merged(partial.ranges, offset, end)
+        if len(ranges) > MAX_FRAGMENT_RANGES:
+            return False
+        partial.ranges = ranges
+        partial.body[offset:end] = data
+        if ranges[0] == (0, length):
+            self._complete[seq] = (msg_type, bytes(partial.body))
             del self._partial[seq]
         return False
 
@@ -205,13 +273,16 @@ class Reassembler:
             return False
         self.next_seq = seq
         for early in [s for s in self._complete if s < seq]:
-            del self._complete[early]
+            self.buffered -= len(self._complete.pop(early)[1])
+        for early in [s for s in self._partial if s < seq]:
+            self.buffered -= len(self._partial.pop(early).body)
         return True
 
     def pop(self) -> tuple[int, int, bytes] | None:
         """``(type, message_seq, body)`` of the next message once it is complete."""
         if self.next_seq is None or (message := self._complete.pop(self.next_seq, None)) is None:
             return None
+        self.buffered -= len(message[1])
         self.next_seq += 1
         return message[0], self.next_seq - 1, message[1]
 
@@ -255,7 +326,7 @@ class HandshakeEngine(EngineBase):
             return
         state = self._state
         repeated = False
-        for content_type, epoch, raw in records.split(datagram):
+        for content_type, epoch, raw in records.split(datagram, MAX_RECORDS_PER_DATAGRAM):
             if epoch == 0:
                 if content_type == records.HANDSHAKE:
                     repeated |= self._on_handshake_record(raw[records.HEADER_LEN :], encrypted=False)

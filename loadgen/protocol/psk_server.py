@@ -53,8 +53,11 @@ from .record_layer import Prf
 
 #: Wrong-key verdicts need this many undecryptable Finished flights (one could be corruption).
 BAD_FINISHED_LIMIT = 2
-#: Epoch-1 records kept while their ClientKeyExchange is still missing (reordering).
-_EARLY_RECORDS = 4
+#: Epoch-1 records kept while their ClientKeyExchange is still missing (reordering), in count
+#: and bytes: the one that can overtake it is the client's Finished (about 60 bytes); the
+#: room covers its retransmissions, not the 64 KB records a hostile peer would send.
+EARLY_RECORDS = 4
+EARLY_RECORD_BYTES = 1024
 #: After the ClientHello the server numbers up to four messages of its own (ServerHello,
 #: ServerKeyExchange, ServerHelloDone, Finished): a ClientHello whose message_seq leaves no
 #: room for them in 16 bits is dropped (real clients send 0 or 1).
@@ -172,6 +175,7 @@ class PskServerEngine(HandshakeEngine):
         self._expected_client_finished = b""
         self._finished_seq = 0  # message_seq of our Finished, after the ServerHelloDone
         self._early: list[bytes] = []  # epoch-1 records that came before the keys
+        self._early_bytes = 0
         self._bad_finished = 0
         self._final_flight = b""  # CCS + Finished, sent again when the client repeats its flight
         code = next((c for c in hello.suites if c in config.suites), None)
@@ -251,7 +255,7 @@ class PskServerEngine(HandshakeEngine):
         self._expected_client_finished = self._master(b"client finished", session_hash, VERIFY_DATA_LEN)
         self._state = _FINISHED
         self._flight, self._due = [], None  # our ServerHello flight is answered
-        early, self._early = self._early, []
+        early, self._early, self._early_bytes = self._early, [], 0
         for record in early:  # a Finished that overtook this message: _advance() takes it next
             opened = self._records.open(record)
             if opened is not None and opened[0] == records.HANDSHAKE:
@@ -276,8 +280,9 @@ class PskServerEngine(HandshakeEngine):
 
     def _on_undecryptable(self, record: bytes) -> None:
         if self._state == _CLIENT_KEY_EXCHANGE:
-            if len(self._early) < _EARLY_RECORDS:
+            if len(self._early) < EARLY_RECORDS and self._early_bytes + len(record) <= EARLY_RECORD_BYTES:
                 self._early.append(record)
+                self._early_bytes += len(record)
             return
         if self._state != _FINISHED or record[0] != records.HANDSHAKE:
             return
