@@ -423,3 +423,75 @@ def test_hostile_peer_after_the_cookie_exchange_holds_bounded_memory():
     held, total = after - created, after - before
     assert held <= 32 * 1024, f"hostile input held {held} bytes"
     assert total <= 48 * 1024, f"the peer costs {total} bytes in all"
+
+# -- finding 8: unauthenticated warning alerts, unknown alerts, oversized records --
+
+
+def _alert(level: int, description: int, seq: int = 50) -> bytes:
+    return hs_record(bytes((level, description)), seq, content_type=records.ALERT)
+
+
+@pytest.mark.parametrize("description", [0, 90, 200])  # close_notify, user_canceled, unknown
+def test_plaintext_warning_alert_does_not_end_a_handshake(description):
+    c = client()
+    c.start()
+
+    def warn_first(datagram: bytes) -> bytes:
+        if records.is_client_hello(datagram):
+            return datagram  # the server keeps no state before the cookie: nothing to end there
+        return _alert(records.ALERT_WARNING, description) + datagram
+
+    s = pump(c, server_ctx(), c2s=warn_first, s2c=warn_first)
+    assert c.handshake_done and s.handshake_done
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "openssl"])
+def test_plaintext_fatal_alert_still_ends_a_handshake(native):
+    c = client(native=native)
+    c.start()
+    c.datagrams_to_send()
+    c.receive_datagram(_alert(records.ALERT_FATAL, 40))
+    assert c.closed and codes(c) == ["tls-handshake-failure"]
+
+
+def test_unknown_alert_descriptions_share_one_code():
+    from loadgen.protocol.events import alert_received
+
+    failures = [alert_received(d) for d in (8, 200, 201, 255)]
+    assert {f.error.code for f in failures} == {"tls-unknown-alert"}
+    assert "200" in str(failures[1].error)  # the number goes in the message
+    assert alert_received(42).error.code == "tls-bad-certificate"  # a known one keeps its name
+    # And through an engine, in the handshake:
+    for description in (200, 201):
+        c = client()
+        c.start()
+        c.datagrams_to_send()
+        c.receive_datagram(_alert(records.ALERT_FATAL, description))
+        assert codes(c) == ["tls-unknown-alert"]
+
+
+def test_record_plaintext_over_2_14_bytes_is_dropped():
+    c, s = established()
+    for size, delivered in ((1 << 14, True), ((1 << 14) + 1, False)):
+        s.receive_datagram(c._records.seal(records.APPLICATION_DATA, b"x" * size))
+        assert events(s) == ([DataReceived(b"x" * size)] if delivered else [])
+
+
+def test_handshake_record_over_2_14_bytes_is_dropped():
+    s, datagram = first_client_flight()
+    (_, _, cke), *rest = records.split(datagram)
+    payload = cke[records.HEADER_LEN :]
+    oversized = hs_record(payload + bytes((1 << 14) + 1 - len(payload)), 5)
+    s.receive_datagram(oversized + b"".join(raw for _, _, raw in rest))
+    assert s._records is None and not s.handshake_done and not s.closed  # the key exchange was not read
+    s.receive_datagram(datagram)  # the real one still is
+    assert s.handshake_done
+
+
+def test_records_with_an_impossible_length_are_skipped():
+    good = hs_record(b"ok")
+    too_long = hs_record(bytes((1 << 14) + 2049))
+    assert [raw for _, _, raw in records.split(too_long + good)] == [good]
+    assert [r.length for r in records.records(too_long + good)] == [2]
+    longest = hs_record(bytes((1 << 14) + 2048))
+    assert len(records.split(longest + good)) == 2

@@ -328,11 +328,11 @@ class HandshakeEngine(EngineBase):
         repeated = False
         for content_type, epoch, raw in records.split(datagram, MAX_RECORDS_PER_DATAGRAM):
             if epoch == 0:
-                if content_type == records.HANDSHAKE:
+                if content_type == records.HANDSHAKE and len(raw) - records.HEADER_LEN <= records.MAX_PLAINTEXT:
                     repeated |= self._on_handshake_record(raw[records.HEADER_LEN :], encrypted=False)
                     self._advance()  # before the next record: it may need the keys this one brings
                 elif content_type == records.ALERT:
-                    self._on_alert(raw[records.HEADER_LEN :])
+                    self._on_plaintext_alert(raw[records.HEADER_LEN :])
                 # ChangeCipherSpec needs no action: the epoch-1 Finished authenticates itself.
             elif epoch == 1 and content_type in (records.HANDSHAKE, records.ALERT):
                 opened = self._records.open(raw) if self._records is not None else None
@@ -407,6 +407,13 @@ class HandshakeEngine(EngineBase):
     def _advance(self) -> None:
         """Process whatever complete messages are ready."""
         raise NotImplementedError
+
+    def _on_plaintext_alert(self, alert: bytes) -> None:
+        """An epoch-0 alert: unauthenticated, anyone on the path can forge one. A warning
+        ends nothing (RFC 5246 7.2.2 lets it be ignored); a fatal one still ends the
+        handshake: it is how a peer without our keys says why it refuses us."""
+        if len(alert) == 2 and alert[0] == records.ALERT_FATAL:
+            self._on_alert(alert)
 
     def _on_undecryptable(self, record: bytes) -> None:
         """An epoch-1 handshake or alert record that did not decrypt (or came before the keys)."""

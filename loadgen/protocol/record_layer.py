@@ -162,8 +162,8 @@ class RecordLayer:
         body = record[records.HEADER_LEN :]
         explicit = body[:8] if self._explicit else b""
         ciphertext = body[len(explicit) :]
-        if len(ciphertext) < self._tag_len:
-            return None
+        if not self._tag_len <= len(ciphertext) <= records.MAX_PLAINTEXT + self._tag_len:
+            return None  # too short to hold a tag, or more plaintext than a record may carry
         aad = epoch_seq + _AAD_TAIL.pack(record[0], self._version, len(ciphertext) - self._tag_len)
         try:
             plaintext = self._opener.decrypt(self._nonce(self._read_iv, epoch_seq, explicit), ciphertext, aad)
