@@ -495,3 +495,62 @@ def test_records_with_an_impossible_length_are_skipped():
     assert [r.length for r in records.records(too_long + good)] == [2]
     longest = hs_record(bytes((1 << 14) + 2048))
     assert len(records.split(longest + good)) == 2
+
+# -- clients against a hostile server --------------------------------------------
+
+
+def _hello_verify_request(cookie: bytes, record_seq: int, message_seq: int) -> bytes:
+    body = records.DTLS_1_0.to_bytes(2, "big") + bytes((len(cookie),)) + cookie
+    message = psk_handshake.handshake_message(psk_handshake.HELLO_VERIFY_REQUEST, message_seq, body)
+    return hs_record(message, record_seq)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "openssl"])
+def test_a_new_cookie_for_every_hello_ends_in_hello_verify_loop(native):
+    c = client(native=native)
+    c.start()
+    hellos = 0
+    for i in range(50):
+        sent = c.datagrams_to_send()
+        if c.closed or not sent:
+            break
+        hellos += 1
+        c.receive_datagram(_hello_verify_request(os.urandom(16), i, i))
+    assert c.closed and codes(c) == ["hello-verify-loop"]
+    assert hellos <= 1 + psk_client.MAX_HELLO_VERIFY_REQUESTS
+    # The same cookie again is a repeat, not a new request: it does not count.
+    c = client(native=native)
+    c.start()
+    c.datagrams_to_send()
+    for i in range(10):
+        c.receive_datagram(_hello_verify_request(b"same-cookie", i, 0))
+    assert not c.closed
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "openssl"])
+def test_incomplete_server_flight_is_requested_again(clock, native):
+    c = client(native=native)
+    c.start()
+    ctx = server_ctx()
+    held = []
+
+    def only_the_server_hello(datagram: bytes) -> bytes:
+        if datagram[records.HEADER_LEN] != psk_handshake.SERVER_HELLO:
+            return datagram
+        recs = [raw for _, _, raw in records.split(datagram)]
+        held.extend(recs[1:])  # ServerKeyExchange, ServerHelloDone: lost
+        return recs[0]
+
+    s = pump(c, ctx, s2c=only_the_server_hello)
+    assert held and not c.handshake_done
+    timer = c.get_timer()
+    assert timer is not None  # before: no timer once the ServerHello arrived
+    clock.now += timer  # the native engines' clock
+    if not native:
+        time.sleep(timer + 0.01)  # OpenSSL's own timer (1 s at first) reads the real one
+    c.handle_timer()
+    (again,) = c.datagrams_to_send()
+    assert again[records.HEADER_LEN] == psk_handshake.CLIENT_HELLO and c.retransmits == 1
+    s.receive_datagram(again)  # the server answers the repeat with its whole flight
+    pump(c, ctx, server=s)
+    assert c.handshake_done and s.handshake_done

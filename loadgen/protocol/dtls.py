@@ -25,7 +25,17 @@ from ..errors import (
 from . import psk_server, record_layer, records
 from .cookies import CookieJar
 from .events import ConnectionFailed, DataReceived, EngineBase, HandshakeCompleted, PeerClosed
-from .psk_client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser, PskClientEngine, native_suites, timeout_error
+from .psk_client import (
+    DEFAULT_MTU,
+    DEFAULT_RETRANSMIT_CAP,
+    MAX_HELLO_VERIFY_REQUESTS,
+    PskChooser,
+    PskClientEngine,
+    hello_verify_loop,
+    native_suites,
+    timeout_error,
+)
+from .psk_handshake import HELLO_VERIFY_REQUEST, HS_HEADER_LEN
 from .record_layer import RecordLayer
 
 #: PSK suites with AEAD ciphers (CCM8 is the common IoT/CoAP choice).
@@ -184,6 +194,8 @@ class DtlsEngine(EngineBase):
         self._last_tx = 0.0
         self._retransmit_cap = retransmit_cap
         self._peer_epoch0_top = -1
+        self._cookie = b""  # client: the latest HelloVerifyRequest's cookie
+        self._hello_verify_requests = 0  # client: those with a new cookie
 
     # -- construction -------------------------------------------------------
 
@@ -209,6 +221,8 @@ class DtlsEngine(EngineBase):
             return
         if self._records is not None:
             self._receive_light(datagram)
+            return
+        if self.is_client and not self.handshake_done and self._hello_verify_loop(datagram):
             return
         try:
             self._conn.bio_write(datagram)
@@ -373,6 +387,23 @@ class DtlsEngine(EngineBase):
         if self._bad_finished >= psk_server.BAD_FINISHED_LIMIT:
             self._outgoing += records.plaintext_alert(records.ALERT_DECRYPT_ERROR, self._last_epoch0_seq + 1)
             self._fail(PskKeyMismatch("client Finished did not decrypt: the pre-shared keys differ"))
+
+    def _hello_verify_loop(self, datagram: bytes) -> bool:
+        """Count the HelloVerifyRequests with a new cookie (OpenSSL answers each with a new
+        ClientHello at once); True, and the association failed, once past the cap."""
+        for content_type, epoch, raw in records.split(datagram):
+            body = raw[records.HEADER_LEN + HS_HEADER_LEN :]
+            if (content_type != records.HANDSHAKE or epoch != 0 or len(body) < 3
+                    or raw[records.HEADER_LEN] != HELLO_VERIFY_REQUEST):
+                continue
+            cookie = body[3 : 3 + body[2]]
+            if cookie != self._cookie:
+                self._cookie = cookie
+                self._hello_verify_requests += 1
+        if self._hello_verify_requests <= MAX_HELLO_VERIFY_REQUESTS:
+            return False
+        self._fail(hello_verify_loop(self._hello_verify_requests))
+        return True
 
     def _note_incoming(self, datagram: bytes) -> bool:
         """Track the peer's record numbers; True when it repeated a handshake record."""
