@@ -22,7 +22,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ..credentials import Secret, parse_hex
+from ..credentials import Secret, check_regular, parse_hex
 from ..errors import ConfigError
 from .errors import ScenarioError
 
@@ -37,6 +37,8 @@ _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _DURATION_TEXT = "a duration like '5s' or '250ms'"
 _MAX_POOL = 65536  # a source address range larger than this is almost surely a typo
+#: Largest certificate, private key or CA bundle accepted (the Mozilla bundle is about 220 KiB).
+PEM_FILE_CAP = 16 << 20
 # A string like this is never echoed, wherever it appears: it is probably a key pasted in the wrong place.
 HEXISH = re.compile(r"\s*(0[xX])?[0-9a-fA-F:\s]{16,}")
 
@@ -237,14 +239,26 @@ def hex_bytes(*, secret: bool) -> Conv:
     return conv
 
 
-def existing_file(ctx: Ctx, node: Node, path: str) -> Path:
-    """An existing file, relative to the scenario's directory; stored absolute."""
-    text = string()(ctx, node, path)
-    resolved = Path(os.path.abspath(ctx.base / os.path.expanduser(text)))
-    if not resolved.is_file():
+def regular_file(cap: int, what: str) -> Conv:
+    """An existing regular file of at most ``cap`` bytes, relative to the scenario's directory;
+    stored absolute. Checked with ``stat`` alone: a device or a FIFO is never opened here."""
+
+    def conv(ctx: Ctx, node: Node, path: str) -> Path:
+        text = string()(ctx, node, path)
+        resolved = Path(os.path.abspath(ctx.base / os.path.expanduser(text)))
         shown = "it" if HEXISH.fullmatch(text) else resolved
-        ctx.fail(node, path, f"expected an existing file, got {show(text)} (not found: {shown})")
-    return resolved
+        try:
+            info = os.stat(resolved)
+        except FileNotFoundError:
+            ctx.fail(node, path, f"expected an existing file, got {show(text)} (not found: {shown})")
+        except OSError as exc:
+            ctx.fail(node, path, f"expected an existing file, got {show(text)} ({shown}: {exc.strerror})")
+        problem = check_regular(info, cap, what)
+        if problem:
+            ctx.fail(node, path, f"{show(text)}: {problem}")
+        return resolved
+
+    return conv
 
 
 def template(**sample: Any) -> Conv:
