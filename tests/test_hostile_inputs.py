@@ -14,6 +14,7 @@ import re
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,80 @@ def test_scenario_key_file_just_over_the_cap_is_refused_in_process(key: str, cap
 def test_scenario_file_cap_leaves_room_for_large_scenarios() -> None:
     # 40,000 targets take about 2 MB; the cap must not be what stops a large but real scenario.
     assert SCENARIO_FILE_CAP >= 32 << 20
+
+
+# --- O(n) duplicate checks -------------------------------------------------------------------
+
+
+def _targets_scenario(n: int, duplicate_of: int | None = None) -> str:
+    lines = ["name: many", "targets:"]
+    for i in range(n):
+        lines += [f"  - name: gw{i}", "    host: 127.0.0.1", f"    port: {1 + i % 65535}"]
+    if duplicate_of is not None:
+        lines += [f"  - name: gw{duplicate_of}", "    host: 127.0.0.1", "    port: 5684"]
+    lines += ["clients: {count: 10}", "run_time: 10s", 'psk: {key: "00112233"}']
+    return "\n".join(lines) + "\n"
+
+
+def _validation_cpu_seconds(path: Path) -> float:
+    started = time.process_time()  # CPU time: other work on the machine does not count
+    scenario = load_scenario(path)
+    elapsed = time.process_time() - started
+    assert scenario.targets
+    return elapsed
+
+
+def test_validating_many_targets_scales_linearly(tmp_path: Path) -> None:
+    small, large = tmp_path / "small.yaml", tmp_path / "large.yaml"
+    small.write_text(_targets_scenario(4_000))
+    large.write_text(_targets_scenario(40_000))
+    small_cpu = min(_validation_cpu_seconds(small) for _ in range(2))
+    large_cpu = _validation_cpu_seconds(large)
+    # Linear: about 10x; the quadratic check took about 100x (76 s for 40,000 targets).
+    assert large_cpu < 25 * small_cpu, (small_cpu, large_cpu)
+
+
+def test_duplicate_target_among_many_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text(_targets_scenario(40_000, duplicate_of=17))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    # Each target takes 3 lines after the 2 header lines: the duplicate is the 40,001st.
+    assert info.value.line == 2 + 3 * 40_000 + 1
+    assert info.value.key_path == "targets[40000].name"
+    assert "duplicate target name 'gw17'" in info.value.message
+
+
+
+def _validate_cpu_seconds(text: str, tmp_path: Path) -> tuple[float, ScenarioError]:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    started = time.process_time()
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    return time.process_time() - started, info.value
+
+
+# A value is checked against regular expressions whose time must stay linear in its length
+# (whitespace before a non-matching character made two of them quadratic).
+PADDED = {
+    "a name (shown in the message unless it looks like a key)": ('name: "{pad}z"\n', 1, "expected a name"),
+    "a duration": ('name: x\nclients: {{count: 1}}\nrun_time: "1{pad}z"\n', 3, "expected a duration"),
+}
+
+
+@pytest.mark.parametrize("case", PADDED)
+def test_padded_values_are_checked_in_linear_time(case: str, tmp_path: Path) -> None:
+    text, line, says = PADDED[case]
+    small, error = _validate_cpu_seconds(text.format(pad=" " * 10_000), tmp_path)
+    large, error = _validate_cpu_seconds(text.format(pad=" " * 100_000), tmp_path)
+    assert (error.line, says in error.message) == (line, True), error
+    assert large < 25 * max(small, 0.005), (small, large)  # quadratic: 100x (about 8 s at 100,000)
+
+
+def test_source_addresses_are_capped_in_total_before_expanding(tmp_path: Path) -> None:
+    ranges = "\n".join(f"      - 10.{i}.0.0-10.{i}.255.255" for i in range(200))  # 13 million addresses
+    text = f"name: x\nclients:\n  count: 1\n  source_addresses:\n{ranges}\nrun_time: 1s\npsk: {{key: '0011'}}\n"
+    elapsed, error = _validate_cpu_seconds(text, tmp_path)
+    assert error.key_path.startswith("clients.source_addresses[") and "at most 65536" in error.message, error
+    assert elapsed < 5.0

@@ -33,14 +33,18 @@ _TEXTUAL = frozenset(STD + t for t in ("str", "int", "float"))  # scalars whose 
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # All-hex "names" are refused: that is a key pasted where its variable's name belongs.
 ENV_NAME = re.compile(r"(?![0-9a-fA-F]{16,}$)[A-Za-z_][A-Za-z0-9_]*")
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
+# No two adjacent \s* (as in "\s*(unit)?\s*"): blanks before a wrong character would be split
+# between them every way, quadratic in their number.
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:(ms|s|m|h)\s*)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _DURATION_TEXT = "a duration like '5s' or '250ms'"
 _MAX_POOL = 65536  # a source address range larger than this is almost surely a typo
 #: Largest certificate, private key or CA bundle accepted (the Mozilla bundle is about 220 KiB).
 PEM_FILE_CAP = 16 << 20
 # A string like this is never echoed, wherever it appears: it is probably a key pasted in the wrong place.
-HEXISH = re.compile(r"\s*(0[xX])?[0-9a-fA-F:\s]{16,}")
+# The leading blanks are taken by the class unless a 0x follows them: a separate \s* before it made
+# blanks followed by a wrong character quadratic (the same strings match).
+HEXISH = re.compile(r"(?:\s*0[xX])?[0-9a-fA-F:\s]{16,}")
 
 Conv = Callable[["Ctx", Node, str], Any]
 
@@ -301,6 +305,8 @@ def addresses(ctx: Ctx, node: Node, path: str) -> tuple[str, ...]:
             expected(ctx, item, where, what)
         if lo.version != hi.version or not 0 <= int(hi) - int(lo) < _MAX_POOL:
             expected(ctx, item, where, f"an ascending range of one IP version (at most {_MAX_POOL})")
+        if len(pool) + int(hi) - int(lo) + 1 > _MAX_POOL:  # checked before expanding: many ranges add up
+            ctx.fail(item, where, f"expected at most {_MAX_POOL} source addresses in all, got more by this range")
         pool.extend(str(type(lo)(i)) for i in range(int(lo), int(hi) + 1))  # keep v6 as v6
     return tuple(pool)
 
