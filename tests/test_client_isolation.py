@@ -10,13 +10,24 @@ the client buffer without bound.
 from __future__ import annotations
 
 import logging
+import socket as stdsocket
+from collections.abc import Iterator
+from typing import Any
 
+import gevent
 import pytest
+from gevent import socket
 
-from loadgen.credentials import Secret
+from loadgen.credentials import KeyStore, Secret
+from loadgen.errors import InternalError
 from loadgen.payloads import ReplyRule
-from loadgen.recorder import LogSink, Message
-from loadgen.transport.association import PingPlan
+from loadgen.protocol import dtls, tls
+from loadgen.protocol.tls import TlsOptions
+from loadgen.recorder import LogSink, Message, Tally
+from loadgen.transport import ssl_socket
+from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan
+from loadgen.transport.tls_association import TlsAssociation
+from loadgen.transport.tls_server import TlsServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,6 +35,165 @@ KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 #: What the injected bug carries in its arguments: it must never reach a message.
 PEER_BYTES = "peer-chosen \\x17\\xfe\\xfd"
 PING = PingPlan(interval=0.1, reply=ReplyRule("echo"), max_missed=10**6)
+
+
+class Recorder(Tally):
+    """A Tally that also keeps the messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def record(self, fact: object) -> None:
+        super().record(fact)  # type: ignore[arg-type]
+        if isinstance(fact, Message):
+            self.messages.append(fact.text)
+
+
+class Breaking:
+    """An engine that behaves like ``real`` until ``when(real)`` says so, then raises in ``method``."""
+
+    def __init__(self, real: Any, method: str, when: Any) -> None:
+        self._real, self._method, self._when = real, method, when
+        self.raised = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._real, name)
+        if name != self._method:
+            return attribute
+
+        def maybe_raise(*args: Any, **kwargs: Any) -> Any:
+            if self._when(self._real):
+                self.raised += 1
+                raise RuntimeError(PEER_BYTES)
+            return attribute(*args, **kwargs)
+
+        return maybe_raise
+
+
+def _always(real: Any) -> bool:
+    return True
+
+
+def _once_established(real: Any) -> bool:
+    return bool(real.handshake_done)
+
+
+#: identity -> (engine method that raises, when): which fault each broken association meets.
+FAULTS = {
+    b"bad-handshake": ("receive_datagram", _always),  # the server's first flight
+    b"bad-ping": ("receive_datagram", _once_established),  # the reply to the first ping
+    b"bad-timer": ("handle_timer", _always),  # the first retransmission (its server never answers)
+}
+
+
+def _good_ones_went_on(recorders: list[Recorder], pings_before: list[int]) -> None:
+    for rec, before in zip(recorders, pings_before, strict=True):
+        assert rec.handshakes.completed == 1 and rec.handshakes.failed == 0, rec.handshakes
+        assert rec.pings.failed == 0 and rec.pings.completed >= before + 5, (before, rec.pings.completed)
+
+
+def _assert_one_internal_error(rec: Recorder, error: Any, kind: str) -> None:
+    assert isinstance(error, InternalError) and error.code == "internal-error", repr(error)
+    assert "RuntimeError" in str(error) and "peer-chosen" not in str(error), str(error)
+    failed = rec.kinds[kind]
+    assert dict(failed.failures) == {"internal-error": 1}, (kind, failed.failures)
+    other = rec.pings if kind == "handshake" else rec.handshakes
+    assert other.failed == 0
+    assert failed.in_flight == 0 and rec.pings.in_flight == 0
+    said = [m for m in rec.messages if "internal" in m]
+    assert len(said) == 1 and "RuntimeError" in said[0] and "peer-chosen" not in said[0], rec.messages
+
+
+def test_dtls_engine_that_raises_ends_only_its_association(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loadgen.transport.dtls_server import DtlsServer
+
+    server = DtlsServer(KeyStore(shared=KEY)).start()
+    silent = socket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)  # a server that never answers
+    silent.bind(("127.0.0.1", 0))
+    real_engine = dtls.client_engine
+    engines: dict[bytes, Breaking] = {}
+    context = dtls.client_context()
+
+    def client_engine(ctx: Any, choose: Any, **kwargs: Any) -> Any:
+        engine = real_engine(ctx, choose, **kwargs)
+        identity = choose(None)[0]
+        if identity not in FAULTS:
+            return engine
+        engines[identity] = Breaking(engine, *FAULTS[identity])
+        return engines[identity]
+
+    monkeypatch.setattr(dtls, "client_engine", client_engine)
+    settings = DtlsSettings(handshake_timeout=20.0, retransmit_cap=0.3)
+    try:
+        def association(identity: bytes, rec: Recorder) -> DtlsAssociation:
+            address = silent.getsockname() if identity == b"bad-timer" else server.address
+            return DtlsAssociation(identity.decode(), "local", address, context, rec, identity=identity, key=KEY,
+                                   settings=settings, ping=PING)
+
+        good = [Recorder() for _ in range(3)]
+        broken = {identity: Recorder() for identity in FAULTS}
+        greenlets = {identity: gevent.spawn(association(identity, rec).run) for identity, rec in broken.items()}
+        keep = [gevent.spawn(association(f"good-{i}".encode(), rec).run) for i, rec in enumerate(good)]
+        gevent.joinall(list(greenlets.values()), timeout=10)
+        assert all(g.ready() for g in greenlets.values()), "a broken association did not end"
+        before = [rec.pings.completed for rec in good]
+        gevent.sleep(1.0)  # the loop goes on: the good ones keep pinging
+        gevent.killall(keep, timeout=5)
+    finally:
+        server.stop()
+        silent.close()
+    assert all(engine.raised == 1 for engine in engines.values()), {k: e.raised for k, e in engines.items()}
+    _assert_one_internal_error(broken[b"bad-handshake"], greenlets[b"bad-handshake"].get(), "handshake")
+    _assert_one_internal_error(broken[b"bad-timer"], greenlets[b"bad-timer"].get(), "handshake")
+    _assert_one_internal_error(broken[b"bad-ping"], greenlets[b"bad-ping"].get(), "ping")
+    assert broken[b"bad-ping"].handshakes.completed == 1
+    _good_ones_went_on(good, before)
+
+
+@pytest.fixture
+def tls_server() -> Iterator[TlsServer]:
+    context = tls.server_context(TlsOptions(), keys=KeyStore(shared=KEY), hint=b"loadgen")
+    server = TlsServer(context, reply="echo").start()
+    yield server
+    server.stop()
+
+
+def test_tls_engine_that_raises_ends_only_its_association(tls_server: TlsServer,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    real_client = ssl_socket.TlsEngine.client
+    faults = {"bad-handshake.test": ("receive_data", _always), "bad-ping.test": ("receive_data", _once_established)}
+
+    class Engines:
+        server = staticmethod(ssl_socket.TlsEngine.server)
+
+        @staticmethod
+        def client(context: Any, *, server_name: str | None = None, **kwargs: Any) -> Any:
+            engine = real_client(context, server_name=server_name, **kwargs)
+            return Breaking(engine, *faults[server_name]) if server_name in faults else engine
+
+    monkeypatch.setattr(ssl_socket, "TlsEngine", Engines)
+    context = tls.client_context(TlsOptions(), psk_mode=True)
+
+    def association(name: str, rec: Recorder) -> TlsAssociation:
+        return TlsAssociation(name, "tls-local", tls_server.address, context, rec, identity=name.encode(), key=KEY,
+                              server_name=f"{name}.test", ping=PING)
+
+    good = [Recorder() for _ in range(3)]
+    broken = {name: Recorder() for name in ("bad-handshake", "bad-ping")}
+    greenlets = {name: gevent.spawn(association(name, rec).run) for name, rec in broken.items()}
+    keep = [gevent.spawn(association(f"good-{i}", rec).run) for i, rec in enumerate(good)]
+    gevent.joinall(list(greenlets.values()), timeout=10)
+    assert all(g.ready() for g in greenlets.values()), "a broken association did not end"
+    for name, greenlet in greenlets.items():
+        assert greenlet.successful(), f"{name}: run() raised {greenlet.exception!r}"
+    before = [rec.pings.completed for rec in good]
+    gevent.sleep(1.0)
+    gevent.killall(keep, timeout=5)
+    _assert_one_internal_error(broken["bad-handshake"], greenlets["bad-handshake"].get(), "handshake")
+    _assert_one_internal_error(broken["bad-ping"], greenlets["bad-ping"].get(), "ping")
+    assert broken["bad-ping"].handshakes.completed == 1
+    _good_ones_went_on(good, before)
 
 
 # --- throttle keys ---------------------------------------------------------------------------
