@@ -26,7 +26,8 @@ from loadgen.protocol.tls import TlsOptions
 from loadgen.recorder import LogSink, Message, Tally
 from loadgen.transport import ssl_socket
 from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan
-from loadgen.transport.tls_association import TlsAssociation
+from loadgen.transport.ssl_socket import SslSocket
+from loadgen.transport.tls_association import MAX_REPLY_LINE, TlsAssociation
 from loadgen.transport.tls_server import TlsServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -226,3 +227,80 @@ def test_different_kinds_of_messages_keep_their_own_keys(caplog: pytest.LogCaptu
             sink.record(Message(logging.WARNING, "d", "d: zero-length datagram received?"))
     texts = [r.getMessage() for r in caplog.records]
     assert sum("zero-length" in t for t in texts) == 10 and sum("late reply" in t for t in texts) == 10
+
+
+# --- memory per TLS association -----------------------------------------------------------------
+
+
+def test_tls_reply_line_without_end_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that answers a ping with an endless line: the ping fails, the buffer stays bounded."""
+    server_context = tls.server_context(TlsOptions(), keys=KeyStore(shared=KEY), hint=b"loadgen")
+    listener = socket.socket(stdsocket.AF_INET, stdsocket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    sent = [0]
+    peak = [0]
+
+    def hostile() -> None:
+        conn, _ = listener.accept()
+        sock = SslSocket(server_context, conn)
+        if not sock.start_server_handshake(5.0):
+            return
+        sock.wait_for_ready_read(5.0)  # the first ping
+        while sock.state is ssl_socket.State.CONNECTED and sent[0] < 64 * MAX_REPLY_LINE:
+            sock.write(b"x" * 16384)  # never a newline
+            sent[0] += 16384
+            sock.flush(5.0)
+        sock.close()
+
+    real_receive = SslSocket._receive
+
+    def receive(self: SslSocket, timeout: float | None) -> bool:
+        result = real_receive(self, timeout)
+        peak[0] = max(peak[0], self.bytes_available)
+        return result
+
+    monkeypatch.setattr(SslSocket, "_receive", receive)
+    server = gevent.spawn(hostile)
+    rec = Recorder()
+    context = tls.client_context(TlsOptions(), psk_mode=True)
+    assoc = TlsAssociation("dev", "tls", listener.getsockname(), context, rec, identity=b"dev", key=KEY,
+                           ping=PingPlan(interval=30.0, timeout=30.0, reply=ReplyRule("echo")))
+    try:
+        error = gevent.spawn(assoc.run).get(timeout=20)
+    finally:
+        server.kill()
+        listener.close()
+    assert error is not None and error.code == "protocol-violation", repr(error)
+    assert dict(rec.pings.failures) == {"protocol-violation": 1}
+    assert peak[0] <= MAX_REPLY_LINE + 128 * 1024, peak[0]
+    assert sent[0] < 64 * MAX_REPLY_LINE  # it ended the association instead of reading on
+
+
+def test_tls_server_that_never_answers_ends_the_association_after_max_missed() -> None:
+    """As for DTLS: unanswered pings in a row end it (and what it queues for a server that never
+    reads stays a few pings, instead of one more ping every interval for ever)."""
+    server_context = tls.server_context(TlsOptions(), keys=KeyStore(shared=KEY), hint=b"loadgen")
+    listener = socket.socket(stdsocket.AF_INET, stdsocket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def silent() -> None:
+        conn, _ = listener.accept()
+        sock = SslSocket(server_context, conn)
+        if sock.start_server_handshake(5.0):
+            gevent.sleep(30)  # never reads, never answers
+        sock.abort()
+
+    server = gevent.spawn(silent)
+    rec = Recorder()
+    context = tls.client_context(TlsOptions(), psk_mode=True)
+    assoc = TlsAssociation("dev", "tls", listener.getsockname(), context, rec, identity=b"dev", key=KEY,
+                           ping=PingPlan(interval=0.1, timeout=0.1, reply=ReplyRule("echo"), max_missed=3))
+    try:
+        error = gevent.spawn(assoc.run).get(timeout=10)
+    finally:
+        server.kill()
+        listener.close()
+    assert error is not None and error.code == "ping-timeout" and "3 pings in a row" in str(error), repr(error)
+    assert dict(rec.pings.failures) == {"ping-timeout": 3} and rec.pings.in_flight == 0

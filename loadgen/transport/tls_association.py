@@ -30,6 +30,7 @@ from ..errors import (
     LocalProtocolError,
     PeerClosed,
     PingTimeout,
+    ProtocolViolation,
 )
 from ..protocol.tls import SessionCache, TlsContext
 from ..recorder import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
@@ -39,6 +40,10 @@ from .ssl_socket import SslSocket, State
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 #: How long handshake_once waits for TLS 1.3 session tickets (sent after the handshake).
 TICKET_WAIT = 1.0
+#: Longest reply line buffered (bytes): the reference server takes lines of up to 64 KiB and its
+#: "qt" reply adds the identity in front. A server that sends more without a newline fails the
+#: ping with ``protocol-violation``, instead of growing the read buffer without bound.
+MAX_REPLY_LINE = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -231,7 +236,7 @@ class TlsAssociation:
         late: bytes | None = None  # the last timed-out payload: its reply is late, not bad
         sent_at = deadline = 0.0
         sent_bytes = received_before = 0
-        seq = 0
+        seq = missed = 0
         while True:
             now = time.perf_counter()
             if pending is not None and now >= deadline:
@@ -239,6 +244,9 @@ class TlsAssociation:
                 self._sink.record(Finished(PING, self.target, now - sent_at,
                                            PingTimeout(f"no reply in {self._ping_timeout:g} s"), sent_bytes=sent_bytes))
                 late, pending = pending, None
+                missed += 1
+                if missed >= plan.max_missed:  # as DtlsAssociation: also what we queue stays bounded
+                    raise PingTimeout(f"{missed} pings in a row unanswered: the server is gone")
             if pending is None and now >= next_ping:
                 seq += 1
                 pending = plan.payload(self.name, seq)
@@ -272,6 +280,9 @@ class TlsAssociation:
                 self._sink.record(Finished(PING, self.target, time.perf_counter() - sent_at, error,
                                            sent_bytes=sent_bytes, received_bytes=sock.bytes_received - received_before))
                 pending = None
+                missed = 0
+            if sock.bytes_available > MAX_REPLY_LINE:  # a line without an end: do not buffer it all
+                raise self._protocol_violation(f"a reply line over {MAX_REPLY_LINE // 1024} KiB", sent_bytes)
             if sock.state is not State.CONNECTED:
                 self._ended(sock, pending, sent_at, sent_bytes)
 
@@ -290,6 +301,13 @@ class TlsAssociation:
             self._sink.record(Finished(PING, self.target, time.perf_counter() - sent_at, outstanding,
                                        sent_bytes=sent_bytes))
         raise error
+
+    def _protocol_violation(self, what: str, sent_bytes: int) -> ProtocolViolation:
+        """The server broke the line protocol: the ping in flight (if any) fails with the error."""
+        error = ProtocolViolation(what)
+        self._say(ERROR, f"association ended - {error}")
+        self._fail_attempt(error)
+        return error
 
     def _internal_error(self, exc: Exception) -> InternalError:
         """A bug met while running this association (never its arguments: they may hold peer
