@@ -304,3 +304,37 @@ def test_tls_server_that_never_answers_ends_the_association_after_max_missed() -
         listener.close()
     assert error is not None and error.code == "ping-timeout" and "3 pings in a row" in str(error), repr(error)
     assert dict(rec.pings.failures) == {"ping-timeout": 3} and rec.pings.in_flight == 0
+
+
+def test_reading_the_queue_after_an_icmp_error_is_bounded() -> None:
+    """After ICMP port unreachable the association reads what is queued, for a close_notify: a
+    server that keeps the queue full must not keep it reading (nor queueing events) for ever."""
+
+    class Flooded:
+        recvs = 0
+
+        def recv(self, size: int) -> bytes:
+            Flooded.recvs += 1
+            if Flooded.recvs > 100_000:
+                raise AssertionError("still reading the queue after 100,000 datagrams")
+            return b"\x17" * 40
+
+        def close(self) -> None:
+            pass
+
+    class Engine:
+        closed = False
+        handshake_done = False
+        events: list[object] = []
+
+        def receive_datagram(self, data: bytes) -> None:
+            self.events.append(object())  # what a real engine queues per datagram (DataReceived, ...)
+
+        def next_event(self) -> object | None:
+            return self.events.pop() if self.events else None
+
+    assoc = DtlsAssociation("dev", "t", ("127.0.0.1", 9), dtls.client_context(), Recorder(), identity=b"dev", key=KEY)
+    assoc._sock, assoc._engine = Flooded(), Engine()  # type: ignore[assignment]
+    error = assoc._refused()
+    assert error.code == "connection-refused"
+    assert Flooded.recvs <= 1000 and not Engine.events

@@ -47,6 +47,8 @@ _READ = 1  # libev EV_READ
 
 # Association states.
 _NEW, _HANDSHAKING, _ESTABLISHED, _DONE = range(4)
+# Datagrams read after an ICMP error, looking for a close_notify (a socket queue holds a few hundred).
+_DRAIN = 512
 # Where an unexpected exception was met, for the internal-error message.
 _CALLBACKS = {"_on_readable": "datagram processing", "_on_timer": "a timer step",
               "_begin_handshake": "the handshake start"}
@@ -432,16 +434,20 @@ class DtlsAssociation:
         close_notify waiting in the queue. Read the queue: a close_notify wins.
         """
         engine = self._engine
-        while engine is not None and not engine.closed and self._sock is not None:
+        # At most _DRAIN datagrams, their events taken as they come: a server that keeps the
+        # queue full must not keep us reading (and queueing events) for ever.
+        for read in range(_DRAIN + 1):
+            while engine is not None and (event := engine.next_event()) is not None:
+                if isinstance(event, PeerClosedEvent):
+                    self._say(ERROR, "shutdown alert received")
+                    return PeerClosed("shutdown alert received")
+            if read == _DRAIN or engine is None or engine.closed or self._sock is None:
+                break
             try:
                 data = self._sock.recv(65536)
             except (BlockingIOError, ConnectionRefusedError):
                 break
             engine.receive_datagram(data)
-        while engine is not None and (event := engine.next_event()) is not None:
-            if isinstance(event, PeerClosedEvent):
-                self._say(ERROR, "shutdown alert received")
-                return PeerClosed("shutdown alert received")
         host, port = self.address
         return ConnectionRefused(f"{self.name}: {host}:{port} refused (ICMP port unreachable)")
 
