@@ -244,3 +244,14 @@ def test_source_addresses_are_capped_in_total_before_expanding(tmp_path: Path) -
     elapsed, error = _validate_cpu_seconds(text, tmp_path)
     assert error.key_path.startswith("clients.source_addresses[") and "at most 65536" in error.message, error
     assert elapsed < 5.0
+
+
+def test_alias_bomb_in_a_key_is_refused_in_linear_time(tmp_path: Path) -> None:
+    """YAML aliases share nodes: 9 levels of 9 references are 387 million leaves if anything expands them."""
+    lines = ["name: x", "l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    lines += ["? *l9", ": 1"]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    assert_usage_error(loadgen("validate", "bomb.yaml", cwd=tmp_path), "bomb.yaml:2: l0: unknown key")
+    assert time.monotonic() - started < 15.0

@@ -400,7 +400,10 @@ def check_tags(ctx: Ctx, root: Node) -> None:
         if isinstance(node, SequenceNode):
             children = [(c, f"{path}[{i}]") for i, c in enumerate(node.value)]
         elif isinstance(node, MappingNode):
-            children = [p for k, val in node.value for p in ((k, path), (val, join(path, str(k.value))))]
+            # Only a scalar key names a path: str() of a collection key would expand every alias
+            # under it (nine levels of nine references: 387 million leaves); _record refuses it later.
+            children = [p for k, val in node.value
+                        for p in ((k, path), (val, join(path, k.value if isinstance(k, ScalarNode) else "<key>")))]
         else:
             children = []
         stack.extend(reversed(children))
