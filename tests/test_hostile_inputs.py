@@ -255,3 +255,15 @@ def test_alias_bomb_in_a_key_is_refused_in_linear_time(tmp_path: Path) -> None:
     started = time.monotonic()
     assert_usage_error(loadgen("validate", "bomb.yaml", cwd=tmp_path), "bomb.yaml:2: l0: unknown key")
     assert time.monotonic() - started < 15.0
+
+
+@pytest.mark.parametrize(("key", "text", "line"), [
+    ("psk.identity", "name: x\nclients: {{count: 1}}\nrun_time: 1s\npsk:\n  key: '0011'\n  identity: '{spec}'\n", 6),
+    ("ping.payload.text", "name: x\nclients: {{count: 1}}\nrun_time: 1s\npsk: {{key: '0011'}}\nping:\n"
+     "  payload:\n    text: '{spec}'\n", 7),
+])
+def test_template_with_a_huge_width_is_refused_before_formatting(key: str, text: str, line: int,
+                                                                 tmp_path: Path) -> None:
+    # Formatting "{n:>9999999999}" to check the template would allocate 10 GB.
+    (tmp_path / "s.yaml").write_text(text.format(spec="dev-{n:>9999999999}"))
+    assert_usage_error(loadgen("validate", "s.yaml", cwd=tmp_path), f"s.yaml:{line}: {key}: ", "65535")

@@ -13,6 +13,7 @@ import ipaddress
 import math
 import os
 import re
+import string as _string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:(ms|s|m|h)\s*)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _DURATION_TEXT = "a duration like '5s' or '250ms'"
 _MAX_POOL = 65536  # a source address range larger than this is almost surely a typo
+_MAX_WIDTH = 65535  # in a template's format spec: as large as any datagram, and no larger
 #: Largest certificate, private key or CA bundle accepted (the Mozilla bundle is about 220 KiB).
 PEM_FILE_CAP = 16 << 20
 # A string like this is never echoed, wherever it appears: it is probably a key pasted in the wrong place.
@@ -272,6 +274,10 @@ def template(**sample: Any) -> Conv:
     def conv(ctx: Ctx, node: Node, path: str) -> str:
         text = string()(ctx, node, path)
         try:
+            for _, _, spec, _ in _string.Formatter().parse(text):
+                # Checked before formatting: "{n:>9999999999}" would allocate 10 GB to check.
+                if spec and any(int(width) > _MAX_WIDTH for width in re.findall(r"\d+", spec)):
+                    ctx.fail(node, path, f"bad template {show(text)}: a width or precision over {_MAX_WIDTH}")
             text.format(**sample)
         except KeyError as exc:
             ctx.fail(node, path, f"unknown template field {{{exc.args[0]}}} (known fields: {known})")
