@@ -56,10 +56,9 @@ def key_from_env(name: str) -> Secret:
 #: a separator per byte that is 1.5 KiB, so 8 KiB leaves room for line breaks and still refuses
 #: a wrong file (a certificate bundle, a log) before it is read.
 KEY_FILE_CAP = 8 << 10
-#: Largest identity CSV read. A million devices with 128-character identities and 64-byte keys
-#: in hex make rows of about 260 bytes: 260 MB would not fit, but such identities are rare and
-#: the table itself then takes about a GB of memory; 256 MiB holds a million rows of up to 268
-#: bytes, or four million of the usual ``device-000001,<32 hex digits>`` (47 bytes).
+#: Largest identity CSV read. A million rows of ``device-0000001,<32 hex digits>`` are 48 MB
+#: (read in 2.5 s into 410 MB of memory); 256 MiB takes a million rows of up to 268 bytes (e.g.
+#: 200-character identities with 32-byte keys) and refuses a wrong file (a disk image) unread.
 CSV_FILE_CAP = 256 << 20
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -68,11 +67,11 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (
 
 def file_kind(mode: int) -> str:
     """What a non-regular file is, for messages: ``"a directory"``, ``"a FIFO"``, ..."""
-    return next((name for test, name in _KINDS if test(mode)), "not a plain file")
+    return next((name for test, name in _KINDS if test(mode)), "of an unknown kind")
 
 
 def show_size(size: int) -> str:
-    """``8192`` -> ``"8 KiB"``; exact powers of two keep their unit, the rest are rounded."""
+    """``8192`` -> ``"8 KiB"``, ``(1 << 30) + 1`` -> ``"1.0 GiB"``: for messages."""
     for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
         if size >= 1 << shift:
             value = size / (1 << shift)
