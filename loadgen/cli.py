@@ -10,9 +10,9 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import cli_stats
 from .credentials import KeyStore, Secret, derive_key, key_from_env, key_from_file, parse_hex
@@ -20,6 +20,7 @@ from .errors import ConfigError
 
 EXIT_USAGE = 2
 EXIT_THRESHOLD = 1
+_T = TypeVar("_T")
 
 
 def _key_options(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,7 @@ def key_store_from_args(args: argparse.Namespace) -> KeyStore:
         args.hint = psk.hint
         return psk.store
     if args.psk_csv:
-        return KeyStore.from_csv(args.psk_csv)
+        return _from_option("--psk-csv", KeyStore.from_csv, args.psk_csv)
     if args.psk_master_env:
         master = key_from_env(args.psk_master_env)
         derive_key(master, b"check", args.derive_length)  # validates the length early
@@ -57,8 +58,16 @@ def key_store_from_args(args: argparse.Namespace) -> KeyStore:
     if args.psk_env:
         return KeyStore(shared=key_from_env(args.psk_env))
     if args.psk_file:
-        return KeyStore(shared=key_from_file(args.psk_file))
+        return KeyStore(shared=_from_option("--psk-file", key_from_file, args.psk_file))
     return KeyStore(shared=QUICKSTART_KEY)
+
+
+def _from_option(option: str, load: Callable[[str], _T], path: str) -> _T:
+    """``load(path)``, its errors prefixed with the option that named the file."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{option}: {exc.args[0]}") from None
 
 
 #: The demo key of scenarios/quickstart.yaml, used by `serve` when no key option is given. Not a secret.
