@@ -104,7 +104,7 @@ def _tls_serve_options(stls: argparse.ArgumentParser) -> None:
                       help="the TLS handshake must complete this long after the TCP connect (default 10)")
     stls.add_argument("--max-connections", type=_positive(int), default=None, metavar="N",
                       help="open connections at most; over it, a newcomer is closed at once and counted "
-                           "server-full (default: the open-file limit minus 256)")
+                           "server-full (default: the open-file limit minus 256, leaving files for the rest)")
     _key_options(stls)  # PSK mode: without --cert, or with --cert when a key option is given too
 
 

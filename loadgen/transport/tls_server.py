@@ -44,11 +44,12 @@ _ACCEPT_BACKOFF = (0.01, 1.0)
 
 
 def default_max_connections() -> int:
-    """The open-file limit (soft) minus :data:`FD_HEADROOM`, at least 1, at most 100,000."""
+    """The open-file limit (soft) minus :data:`FD_HEADROOM` (a quarter of a small limit),
+    at least 1, at most 100,000."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return 100_000
-    return max(1, min(100_000, soft - FD_HEADROOM))
+    return max(1, min(100_000, soft - min(FD_HEADROOM, soft // 4)))
 
 
 @dataclass
