@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import socket as stdsocket
 import subprocess
 import sys
@@ -354,6 +355,39 @@ def test_serve_dtls_limits_flags_and_listening_line(server_procs) -> None:
         "{'handshake-timeout': 7, 'server-full': 2}" in summary, summary
 
 
+#: For a child server: engines of peers from 127.0.0.77 raise MemoryError on their next datagram.
+RAISING_ENGINES = f"""
+import loadgen.protocol.dtls as d
+real_accept = d.accept
+def accept(context, datagram, peer, **kwargs):
+    engine, replies = real_accept(context, datagram, peer, **kwargs)
+    if engine is not None and peer.startswith(b"127.0.0.77:"):
+        def boom(*args):
+            raise MemoryError("{MARKER}")
+        engine.receive_datagram = boom
+    return engine, replies
+d.accept = accept
+"""
+
+
+def test_serve_dtls_survives_a_raising_peer_and_still_stops_on_sigint(server_procs) -> None:
+    from servers import _SUMMARY
+
+    server = server_procs("serve", "dtls", "--port", "0", "--psk-hex", KEY_HEX, prelude=RAISING_ENGINES)
+    error = DtlsAssociation("hostile", "srv", server.address, dtls.client_context(), Tally(), identity=b"hostile",
+                            key=KEY, source_address="127.0.0.77", settings=_short_handshake()).run()
+    assert error is not None and error.code == "handshake-timeout"  # dropped at its second flight
+    legit_client_works(server.address)
+    server.proc.send_signal(signal.SIGINT)
+    out, err = server.stop()
+    assert server.proc.returncode == 0, err
+    summary = _SUMMARY.match(out.strip().splitlines()[-1])
+    assert summary is not None and summary["failures"] == "{'internal-error': 1}", out
+    assert int(summary["handshakes"]) == 1 and int(summary["pings"]) >= 3
+    lines = [line for line in err.splitlines() if "internal error" in line]
+    assert len(lines) == 1 and "MemoryError" in lines[0] and MARKER not in err, err
+
+
 def test_serve_dtls_default_limits_in_the_listening_line(server_procs) -> None:
     server = server_procs("serve", "dtls", "--port", "0", "--psk-hex", KEY_HEX)
     assert server.listening.strip().endswith(
@@ -519,6 +553,15 @@ def test_serve_tls_limits_in_the_listening_line(server_procs) -> None:
                           "--handshake-timeout", "3", "--idle-timeout", "2")
     assert server.listening.strip().endswith(
         "(max 5 connections, handshake timeout 3s, idle timeout 2s)"), server.listening
+    silent = stdsocket.create_connection(server.address, timeout=6)  # connects, never says hello
+    started = time.monotonic()
+    try:
+        assert silent.recv(100) == b""  # closed by the server at its handshake timeout
+    except ConnectionResetError:
+        pass
+    finally:
+        silent.close()
+    assert 2.5 < time.monotonic() - started < 5
     default = server_procs("serve", "tls", "--port", "0", "--psk-hex", KEY_HEX,
                            prelude="import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (1000, 1000))")
     assert default.listening.strip().endswith(
