@@ -7,6 +7,7 @@ it would halve the rate a run can offer.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,9 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import LocalProtocolError
+
+#: The server's first line: ``loadgen: DTLS server listening on HOST:PORT (LIMITS)``.
+_LISTENING = re.compile(r"listening on (?P<host>\S+):(?P<port>\d+)(?: \(|\s*$)")
 
 
 class ServerProcess:
@@ -51,8 +55,11 @@ class ServerProcess:
         if "listening on" not in line:
             self.__exit__(None, None, None)
             raise LocalProtocolError(f"reference server did not start: {self.summary or 'no output'}")
-        host, _, port = line.rsplit(" ", 1)[1].strip().rpartition(":")
-        return host, int(port)
+        found = _LISTENING.search(line)
+        if found is None:
+            self.__exit__(None, None, None)
+            raise LocalProtocolError(f"reference server said something unexpected: {line.strip()!r}")
+        return found["host"], int(found["port"])
 
     @property
     def pid(self) -> int | None:

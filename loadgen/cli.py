@@ -74,6 +74,22 @@ def _from_option(option: str, load: Callable[[str], _T], path: str) -> _T:
 QUICKSTART_KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 
 
+def _positive(kind: type) -> Any:
+    """An argparse type: a number of ``kind`` that must be > 0."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _tls_serve_options(stls: argparse.ArgumentParser) -> None:
     stls.add_argument("--host", default="127.0.0.1")
     stls.add_argument("--port", type=int, default=4433, help="0 picks a free port (printed)")
@@ -90,7 +106,14 @@ def _tls_serve_options(stls: argparse.ArgumentParser) -> None:
     stls.add_argument("--hint", default="loadgen", help="PSK identity hint, TLS 1.2 ('' for none)")
     stls.add_argument("--reply", choices=("echo", "qt"), default="echo",
                       help="echo each line, or answer like Qt's server: 'to IDENTITY: LINE'")
-    stls.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS")
+    stls.add_argument("--idle-timeout", type=_positive(float), default=60.0, metavar="SECONDS",
+                      help="each line must complete within this long, and a connection without one "
+                           "is closed (default 60)")
+    stls.add_argument("--handshake-timeout", type=_positive(float), default=10.0, metavar="SECONDS",
+                      help="the TLS handshake must complete this long after the TCP connect (default 10)")
+    stls.add_argument("--max-connections", type=_positive(int), default=None, metavar="N",
+                      help="open connections at most; over it, a newcomer is closed at once and counted "
+                           "server-full (default: the open-file limit minus 256, leaving files for the rest)")
     _key_options(stls)  # PSK mode: without --cert, or with --cert when a key option is given too
 
 
@@ -107,7 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     sdtls.add_argument("--hint", default="loadgen", help="PSK identity hint ('' for none)")
     sdtls.add_argument("--reply", choices=("echo", "qt"), default="echo",
                        help="echo each ping, or answer like Qt's server: 'to IDENTITY: PING'")
-    sdtls.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS")
+    sdtls.add_argument("--idle-timeout", type=_positive(float), default=60.0, metavar="SECONDS",
+                       help="a peer not heard from this long is forgotten (default 60)")
+    sdtls.add_argument("--handshake-timeout", type=_positive(float), default=10.0, metavar="SECONDS",
+                       help="a handshake must complete this long after its ClientHello with a cookie (default 10)")
+    sdtls.add_argument("--max-peers", type=_positive(int), default=100_000, metavar="N",
+                       help="peers with state at most (default 100000); over it, newcomers count server-full")
+    sdtls.add_argument("--max-half-open", type=_positive(int), default=10_000, metavar="N",
+                       help="peers still handshaking at most (default 10000); over it, newcomers count server-full")
     sdtls.add_argument("--mtu", type=int, default=None)
     sdtls.add_argument("--ciphers", default=None)
     sdtls.add_argument("--handshake", choices=("loadgen", "openssl"), default="loadgen",
@@ -247,7 +277,8 @@ def _serve_tls(args: argparse.Namespace) -> int:
         resumption=not args.no_resumption,
     )
     context = tls.server_context(options, keys=keys, hint=args.hint.encode() or None)
-    server = TlsServer(context, host=args.host, port=args.port, reply=args.reply, idle_timeout=args.idle_timeout)
+    server = TlsServer(context, host=args.host, port=args.port, reply=args.reply, idle_timeout=args.idle_timeout,
+                       handshake_timeout=args.handshake_timeout, max_connections=args.max_connections)
     stats = _serve_until_signal(server, "TLS", args)
     print(
         f"loadgen: TLS server stopped: {stats.handshakes} handshakes ({stats.resumed} resumed), "
@@ -275,11 +306,18 @@ def _serve_until_signal(server: Any, label: str, args: argparse.Namespace) -> An
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     host, port = server.address
-    print(f"loadgen: {label} server listening on {host}:{port}", flush=True)
-    _wait_for_signal()
-    stats = server.stats
-    server.stop()
-    return stats
+    print(f"loadgen: {label} server listening on {host}:{port} ({server.describe_limits()})", flush=True)
+    try:
+        _wait_for_signal()
+    finally:
+        # stop() never raises for one peer; anything else still must not cost the summary line.
+        try:
+            server.stop()
+        except Exception as exc:  # noqa: BLE001 - the summary below is what the user needs
+            from .throttle import exception_summary
+
+            logging.getLogger("loadgen.server").error("stopping the server: %s", exception_summary(exc))
+    return server.stats
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -299,6 +337,9 @@ def _serve(args: argparse.Namespace) -> int:
         ciphers=args.ciphers or dtls.DEFAULT_PSK_CIPHERS,
         mtu=args.mtu or dtls.DEFAULT_MTU,
         idle_timeout=args.idle_timeout,
+        handshake_timeout=args.handshake_timeout,
+        max_peers=args.max_peers,
+        max_half_open=args.max_half_open,
         native=args.handshake == "loadgen",
         max_handshake_rate=args.max_handshake_rate,
         max_ping_rate=args.max_ping_rate,
