@@ -270,6 +270,8 @@ def _serve_tls(args: argparse.Namespace) -> int:
     keys = key_store_from_args(args) if psk_given or not args.cert else None
     if args.require_client_cert and not (args.cert and (args.ca_file or args.ca_dir)):
         raise ConfigError("--require-client-cert needs --cert and --ca-file or --ca-dir")
+    for option, path in (("--cert", args.cert), ("--key", args.key), ("--ca-file", args.ca_file)):
+        _check_pem_file(option, path)
     options = tls.TlsOptions(
         min_version=args.min_version, max_version=args.max_version, ciphers=args.ciphers,
         ciphersuites=args.ciphersuites, ca_file=args.ca_file, ca_dir=args.ca_dir, cert_file=args.cert,
@@ -286,6 +288,24 @@ def _serve_tls(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def _check_pem_file(option: str, path: str | None) -> None:
+    """Refuse a PEM path that is not a regular file under the cap before OpenSSL reads it:
+    OpenSSL blocks for ever on a FIFO and reads a device such as /dev/zero without end."""
+    import os
+
+    from .credentials import check_regular
+    from .scenario.convert import PEM_FILE_CAP
+
+    if path is None:
+        return
+    try:
+        reason = check_regular(os.stat(path), PEM_FILE_CAP, "PEM file")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    if reason is not None:
+        raise ConfigError(f"{option} {path}: {reason}")
 
 
 def _wait_for_signal() -> None:

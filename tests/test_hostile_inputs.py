@@ -103,6 +103,16 @@ def test_serve_tls_key_option_refuses_a_device(tmp_path: Path) -> None:
     assert_usage_error(result, "--psk-file: ", "/dev/zero", SAYS["dev-zero"])
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("option", ["--cert", "--key", "--ca-file"])
+def test_serve_tls_pem_option_refuses_a_hostile_file(option: str, kind: str, tmp_path: Path) -> None:
+    """OpenSSL itself would block for ever on a FIFO: the path is checked before it gets it."""
+    path = hostile_file(kind, tmp_path)
+    result = loadgen("serve", "tls", "--port", "0", "--psk-hex", "00" * 16, option, path, cwd=tmp_path)
+    assert_usage_error(result, f"{option} ", str(path), SAYS[kind])
+    assert "listening" not in result.stdout
+
+
 @pytest.mark.parametrize(("option", "cap"), [("--psk-file", KEY_FILE_CAP), ("--psk-csv", CSV_FILE_CAP)])
 def test_serve_key_option_names_the_cap(option: str, cap: int, tmp_path: Path) -> None:
     path = tmp_path / "big"
