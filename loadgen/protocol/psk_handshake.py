@@ -84,8 +84,9 @@ MAX_MESSAGE_LEN = 4096
 #: (ServerHello, ServerKeyExchange, ServerHelloDone), the rest is room for reordering.
 MAX_BUFFERED_MESSAGES = 8
 #: Message bytes buffered per association; a partial message counts its whole length from its
-#: first fragment on. Two flights of the longest messages fit; anything past it is dropped (the
-#: peer retransmits), so a hostile peer cannot make us hold more.
+#: first fragment on. Four messages of the longest length fit (a real flight holds a few hundred
+#: bytes); anything past it is dropped (the peer retransmits), so a hostile peer cannot make us
+#: hold more.
 MAX_REASSEMBLY_BYTES = 16 * 1024
 #: Disjoint received byte ranges kept per partial message. Real fragmentation arrives in order or
 #: a few pieces reordered (a handful of ranges); a fragment that would make more is dropped (the
