@@ -714,3 +714,31 @@ def test_fuzzed_peer_memory_stays_bounded(clock):
             tracemalloc.stop()
         del s, replies
     assert worst <= 48 * 1024, worst
+
+
+# -- the OpenSSL engines' switch to loadgen's record layer ------------------------
+
+
+@pytest.mark.parametrize("victim", ["client", "server"])
+def test_forged_epoch1_numbers_during_the_handshake_do_not_deafen_the_session(victim):
+    # Before the keys, an epoch-1 record cannot be authenticated; its sequence number used
+    # to become the new record layer's highest seen, so one forged record numbered 2^48 - 1
+    # made every later record of the session look replayed.
+    c = client(native=False)
+    c.start()
+    forged = hs_record(os.urandom(40), MAX_RECORD_SEQ, epoch=1)
+
+    def forge(datagram: bytes) -> bytes:
+        return forged + datagram
+
+    s = pump(c, server_ctx(native=False), s2c=forge if victim == "client" else None,
+             c2s=(lambda d: d if records.is_client_hello(d) else forge(d)) if victim == "server" else None)
+    assert c.light and s.light
+    events(c), events(s)
+    c.send(b"ping")
+    for d in c.datagrams_to_send():
+        s.receive_datagram(d)
+    s.send(b"pong")
+    for d in s.datagrams_to_send():
+        c.receive_datagram(d)
+    assert events(s) == [DataReceived(b"ping")] and events(c) == [DataReceived(b"pong")]

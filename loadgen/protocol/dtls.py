@@ -410,7 +410,13 @@ class DtlsEngine(EngineBase):
         repeated = False
         for rec in records.records(datagram):
             if rec.epoch == 1:
-                self._epoch1_seen = max(self._epoch1_seen, rec.sequence)
+                # Unauthenticated here: anyone can forge a number up to 2^48 - 1, which would
+                # become our record layer's highest seen and make the session deaf. Before we
+                # finish, the peer's epoch-1 records are its Finished and its retransmissions
+                # (numbered from 0): only numbers inside the replay window count, and a forged
+                # one there costs at most the one real record with the same number.
+                if rec.sequence < record_layer.WINDOW:
+                    self._epoch1_seen = max(self._epoch1_seen, rec.sequence)
             elif rec.content_type == records.HANDSHAKE:
                 repeated |= rec.sequence <= self._peer_epoch0_top
                 self._peer_epoch0_top = max(self._peer_epoch0_top, rec.sequence)
