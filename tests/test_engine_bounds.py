@@ -742,3 +742,26 @@ def test_forged_epoch1_numbers_during_the_handshake_do_not_deafen_the_session(vi
     for d in s.datagrams_to_send():
         c.receive_datagram(d)
     assert events(s) == [DataReceived(b"ping")] and events(c) == [DataReceived(b"pong")]
+
+
+@pytest.mark.parametrize("server_native", [True, False], ids=["native", "openssl"])
+def test_repeated_client_flights_get_the_final_flight_at_most_twice_a_second(monkeypatch, clock, server_native):
+    monkeypatch.setattr(dtls, "time", clock)  # the OpenSSL engine's own reading of the clock
+    c = client()
+    c.start()
+    flights = []
+
+    def keep(datagram: bytes) -> bytes:
+        if not records.is_client_hello(datagram):
+            flights.append(datagram)
+        return datagram
+
+    s = pump(c, server_ctx(native=server_native), c2s=keep)
+    assert s.handshake_done and flights
+    clock.now += 1  # the client's retransmission timer fired: its flight comes again, a hundred times
+    for _ in range(100):
+        s.receive_datagram(flights[0])
+    assert len(s.datagrams_to_send()) == 1 and s.retransmits == 1
+    clock.now += 1  # a second later the next repeat is answered again (the answer may be lost too)
+    s.receive_datagram(flights[0])
+    assert len(s.datagrams_to_send()) == 1 and s.retransmits == 2

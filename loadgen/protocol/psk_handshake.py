@@ -446,6 +446,17 @@ class HandshakeEngine(EngineBase):
         self._sent_at = time.monotonic()
         self._due = self._sent_at + self._interval
 
+    def _repeat_final_flight(self, flight: bytes) -> None:
+        """The peer repeated the flight our last one (``flight``, already sealed) answers: ours
+        was lost, send it again. The peer's repeats come one retransmission timer (1 s or
+        more) apart; more often is a flood or a crossing on the wire and gets no answer
+        (each would cost a datagram back)."""
+        now = time.monotonic()
+        if now - self._sent_at >= CROSSING_WINDOW:
+            self._outgoing += flight
+            self.retransmits += 1
+            self._sent_at = now
+
     def _established(self, completed: Event) -> None:
         self.handshake_done = True
         self._flight = []
