@@ -397,10 +397,10 @@ def _hostile_datagrams() -> list[bytes]:
             pieces = [fragment(psk_handshake.CLIENT_KEY_EXCHANGE, length, seq, offset, os.urandom(300))
                       for offset in range(0, longest - 300, 600)]
             out.append(b"".join(hs_record(p, seq * 100 + i) for i, p in enumerate(pieces)))
-        whole = fragment(psk_handshake.FINISHED, longest, seq + 3, 0, os.urandom(longest))
-        out.append(hs_record(whole, seq))
+    for seq in range(2, 2 + 40):
+        out.append(hs_record(fragment(psk_handshake.FINISHED, longest, seq, 0, os.urandom(longest)), seq))
     for i in range(20):  # epoch-1 records before any key: kept for a Finished that overtook its key exchange
-        out.append(hs_record(os.urandom(records.MAX_RECORD_LEN), i, epoch=1))
+        out.append(hs_record(os.urandom((1 << 14) + 2048), i, epoch=1))
         out.append(hs_record(os.urandom(60), 100 + i, epoch=1))
     return out
 
@@ -424,6 +424,27 @@ def test_hostile_peer_after_the_cookie_exchange_holds_bounded_memory():
     held, total = after - created, after - before
     assert held <= 32 * 1024, f"hostile input held {held} bytes"
     assert total <= 48 * 1024, f"the peer costs {total} bytes in all"
+
+
+def test_hostile_server_makes_a_client_hold_bounded_memory():
+    # The same worst case from the other side: before its ServerHello the client cannot know
+    # the server's numbering, so every message_seq is buffered until the caps.
+    hostile = _hostile_datagrams()
+    c = client()
+    c.start()
+    (hello,) = c.datagrams_to_send()
+    _, (hvr,) = dtls.accept(server_ctx(), hello, PEER)
+    c.receive_datagram(hvr)
+    c.datagrams_to_send()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for d in hostile:
+            c.receive_datagram(d)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held <= 32 * 1024, f"hostile server input held {held} bytes"
 
 # -- finding 8: unauthenticated warning alerts, unknown alerts, oversized records --
 
