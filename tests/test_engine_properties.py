@@ -69,7 +69,10 @@ def _check_bounds(r: psk_handshake.Reassembler) -> None:
     assert len(r._partial) + len(r._complete) <= psk_handshake.MAX_BUFFERED_MESSAGES
     assert r.buffered == sum(len(p.body) for p in partial) + sum(len(m) for _, m in r._complete.values())
     assert r.buffered <= psk_handshake.MAX_REASSEMBLY_BYTES
-    assert all(len(p.ranges) <= psk_handshake.MAX_FRAGMENT_RANGES for p in partial)
+    for p in partial:
+        assert len(p.starts) == len(p.ends) <= psk_handshake.MAX_FRAGMENT_RANGES
+        bounds = [x for pair in zip(p.starts, p.ends, strict=True) for x in pair]
+        assert all(a < b for a, b in zip(bounds, bounds[1:], strict=False))  # sorted, disjoint, not touching
 
 
 _MESSAGES = st.binary(min_size=1, max_size=1500)

@@ -35,7 +35,7 @@ from .psk_client import (
     native_suites,
     timeout_error,
 )
-from .psk_handshake import HELLO_VERIFY_REQUEST, HS_HEADER_LEN
+from .psk_handshake import CROSSING_WINDOW, HELLO_VERIFY_REQUEST, HS_HEADER_LEN
 from .record_layer import RecordLayer
 
 #: PSK suites with AEAD ciphers (CCM8 is the common IoT/CoAP choice).
@@ -410,7 +410,13 @@ class DtlsEngine(EngineBase):
         repeated = False
         for rec in records.records(datagram):
             if rec.epoch == 1:
-                self._epoch1_seen = max(self._epoch1_seen, rec.sequence)
+                # Unauthenticated here: anyone can forge a number up to 2^48 - 1, which would
+                # become our record layer's highest seen and make the session deaf. Before we
+                # finish, the peer's epoch-1 records are its Finished and its retransmissions
+                # (numbered from 0): only numbers inside the replay window count, and a forged
+                # one there costs at most the one real record with the same number.
+                if rec.sequence < record_layer.WINDOW:
+                    self._epoch1_seen = max(self._epoch1_seen, rec.sequence)
             elif rec.content_type == records.HANDSHAKE:
                 repeated |= rec.sequence <= self._peer_epoch0_top
                 self._peer_epoch0_top = max(self._peer_epoch0_top, rec.sequence)
@@ -441,14 +447,19 @@ class DtlsEngine(EngineBase):
         )
         if not self.is_client:
             self._final_flight = bytes(self._outgoing)
+            self._last_tx = time.monotonic()  # when the final flight went out
         del self._conn  # the SSL object and its buffers go with the last reference
 
     def _receive_light(self, datagram: bytes) -> None:
         assert self._records is not None
         if self._final_flight and records.starts_plaintext_handshake(datagram):
-            # The client repeated its last flight: our CCS+Finished was lost.
-            self._outgoing += self._final_flight
-            self.retransmits += 1
+            # The client repeated its last flight: our CCS+Finished was lost (at most once per
+            # CROSSING_WINDOW, as the native server: more often is a flood or a crossing).
+            now = time.monotonic()
+            if now - self._last_tx >= CROSSING_WINDOW:
+                self._outgoing += self._final_flight
+                self.retransmits += 1
+                self._last_tx = now
             return
         self._deliver(self._records, datagram)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import struct
 import time
+from bisect import bisect_left, bisect_right
 from typing import Any
 
 from ..errors import LoadgenError, LocalProtocolError, ProtocolViolation, error_from_openssl
@@ -83,8 +84,9 @@ MAX_MESSAGE_LEN = 4096
 #: (ServerHello, ServerKeyExchange, ServerHelloDone), the rest is room for reordering.
 MAX_BUFFERED_MESSAGES = 8
 #: Message bytes buffered per association; a partial message counts its whole length from its
-#: first fragment on. Two flights of the longest messages fit; anything past it is dropped (the
-#: peer retransmits), so a hostile peer cannot make us hold more.
+#: first fragment on. Four messages of the longest length fit (a real flight holds a few hundred
+#: bytes); anything past it is dropped (the peer retransmits), so a hostile peer cannot make us
+#: hold more.
 MAX_REASSEMBLY_BYTES = 16 * 1024
 #: Disjoint received byte ranges kept per partial message. Real fragmentation arrives in order or
 #: a few pieces reordered (a handful of ranges); a fragment that would make more is dropped (the
@@ -184,34 +186,33 @@ def fragments(data: bytes, limit: int = MAX_FRAGMENTS_PER_RECORD) -> list[Fragme
     return found
 
 
-def _merged(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    """``ranges`` (sorted, disjoint, not touching) with ``[start, end)`` merged in."""
-    merged = []
-    placed = False
-    for low, high in ranges:
-        if high < start:
-            merged.append((low, high))
-        elif low > end:
-            if not placed:
-                merged.append((start, end))
-                placed = True
-            merged.append((low, high))
-        else:  # overlapping or touching: absorb it
-            start, end = min(low, start), max(high, end)
-    if not placed:
-        merged.append((start, end))
-    return merged
-
-
 class _Partial:
-    """A message whose fragments are still coming: its bytes and the ranges received."""
+    """A message whose fragments are still coming: its bytes and the disjoint byte ranges
+    received so far (``starts[i]:ends[i]``, sorted, never touching: neighbours merge)."""
 
-    __slots__ = ("msg_type", "body", "ranges")
+    __slots__ = ("msg_type", "body", "starts", "ends")
 
     def __init__(self, msg_type: int, length: int) -> None:
         self.msg_type = msg_type
         self.body = bytearray(length)
-        self.ranges: list[tuple[int, int]] = []
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def receive(self, offset: int, data: bytes) -> bool | None:
+        """File ``data`` at ``offset``: True once the message is whole, None when the fragment
+        was dropped because it would make more than :data:`MAX_FRAGMENT_RANGES` ranges."""
+        start, end = offset, offset + len(data)
+        starts, ends = self.starts, self.ends
+        first = bisect_left(ends, start)  # the first range that ends at or after our start
+        stop = bisect_right(starts, end)  # past the last range that starts at or before our end
+        if len(starts) - (stop - first) + 1 > MAX_FRAGMENT_RANGES:
+            return None
+        if first < stop:  # overlapping or touching ranges merge with ours
+            start, end = min(start, starts[first]), max(end, ends[stop - 1])
+        starts[first:stop] = [start]
+        ends[first:stop] = [end]
+        self.body[offset : offset + len(data)] = data
+        return end - start == len(self.body)
 
 
 class Reassembler:
@@ -255,13 +256,7 @@ class Reassembler:
             self.buffered += length
         elif partial.msg_type != msg_type or len(partial.body) != length or not data:
             return False
-        end = offset + len(data)
-        ranges = _merged(partial.ranges, offset, end)
-        if len(ranges) > MAX_FRAGMENT_RANGES:
-            return False
-        partial.ranges = ranges
-        partial.body[offset:end] = data
-        if ranges[0] == (0, length):
+        if partial.receive(offset, data):
             self._complete[seq] = (msg_type, bytes(partial.body))
             del self._partial[seq]
         return False
@@ -450,6 +445,17 @@ class HandshakeEngine(EngineBase):
                 out += self._records.seal(content_type, payload)
         self._sent_at = time.monotonic()
         self._due = self._sent_at + self._interval
+
+    def _repeat_final_flight(self, flight: bytes) -> None:
+        """The peer repeated the flight our last one (``flight``, already sealed) answers: ours
+        was lost, send it again. The peer's repeats come one retransmission timer (1 s or
+        more) apart; more often is a flood or a crossing on the wire and gets no answer
+        (each would cost a datagram back)."""
+        now = time.monotonic()
+        if now - self._sent_at >= CROSSING_WINDOW:
+            self._outgoing += flight
+            self.retransmits += 1
+            self._sent_at = now
 
     def _established(self, completed: Event) -> None:
         self.handshake_done = True

@@ -296,8 +296,6 @@ class PskServerEngine(HandshakeEngine):
 
     def _receive_established(self, datagram: bytes) -> None:
         if records.starts_plaintext_handshake(datagram):
-            # The client repeated its last flight: our CCS+Finished was lost.
-            self._outgoing += self._final_flight
-            self.retransmits += 1
+            self._repeat_final_flight(self._final_flight)  # the client repeated its last flight
             return
         super()._receive_established(datagram)
