@@ -7,6 +7,7 @@ it would halve the rate a run can offer.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,8 +15,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from .errors import LocalProtocolError
+
+if TYPE_CHECKING:
+    from .scenario.model import Scenario
+
+#: The server's first line: ``loadgen: DTLS server listening on HOST:PORT (LIMITS)``.
+_LISTENING = re.compile(r"listening on (?P<host>\S+):(?P<port>\d+)(?: \(|\s*$)")
 
 
 class ServerProcess:
@@ -51,8 +59,11 @@ class ServerProcess:
         if "listening on" not in line:
             self.__exit__(None, None, None)
             raise LocalProtocolError(f"reference server did not start: {self.summary or 'no output'}")
-        host, _, port = line.rsplit(" ", 1)[1].strip().rpartition(":")
-        return host, int(port)
+        found = _LISTENING.search(line)
+        if found is None:
+            self.__exit__(None, None, None)
+            raise LocalProtocolError(f"reference server said something unexpected: {line.strip()!r}")
+        return found["host"], int(found["port"])
 
     @property
     def pid(self) -> int | None:
@@ -85,6 +96,18 @@ def _die_with_parent() -> None:
         pass
 
 
-def builtin_server(scenario_path: Path) -> ServerProcess:
-    """The reference server for a scenario without targets: keys and hint from the scenario."""
-    return ServerProcess(["--scenario", str(scenario_path)])
+def builtin_server(scenario: Scenario) -> ServerProcess:
+    """The reference server for a scenario without targets: keys and hint from the scenario.
+
+    Its limits follow the scenario, so that the built-in server is never what a run measures:
+    room for every client as a peer and as a handshake at once, and half-open peers kept as
+    long as the clients keep trying (``dtls.handshake_timeout``).
+    """
+    from .transport.dtls_server import DEFAULT_MAX_HALF_OPEN, DEFAULT_MAX_PEERS
+
+    assert scenario.source is not None, "the built-in server reads the scenario's keys from its file"
+    clients = scenario.clients.count
+    return ServerProcess(["--scenario", str(scenario.source),
+                          "--max-peers", str(max(DEFAULT_MAX_PEERS, clients)),
+                          "--max-half-open", str(max(DEFAULT_MAX_HALF_OPEN, clients)),
+                          "--handshake-timeout", f"{scenario.dtls.handshake_timeout:g}"])

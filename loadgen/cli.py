@@ -10,9 +10,9 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import cli_stats
 from .credentials import KeyStore, Secret, derive_key, key_from_env, key_from_file, parse_hex
@@ -20,6 +20,7 @@ from .errors import ConfigError
 
 EXIT_USAGE = 2
 EXIT_THRESHOLD = 1
+_T = TypeVar("_T")
 
 
 def _key_options(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,7 @@ def key_store_from_args(args: argparse.Namespace) -> KeyStore:
         args.hint = psk.hint
         return psk.store
     if args.psk_csv:
-        return KeyStore.from_csv(args.psk_csv)
+        return _from_option("--psk-csv", KeyStore.from_csv, args.psk_csv)
     if args.psk_master_env:
         master = key_from_env(args.psk_master_env)
         derive_key(master, b"check", args.derive_length)  # validates the length early
@@ -57,12 +58,36 @@ def key_store_from_args(args: argparse.Namespace) -> KeyStore:
     if args.psk_env:
         return KeyStore(shared=key_from_env(args.psk_env))
     if args.psk_file:
-        return KeyStore(shared=key_from_file(args.psk_file))
+        return KeyStore(shared=_from_option("--psk-file", key_from_file, args.psk_file))
     return KeyStore(shared=QUICKSTART_KEY)
+
+
+def _from_option(option: str, load: Callable[[str], _T], path: str) -> _T:
+    """``load(path)``, its errors prefixed with the option that named the file."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{option}: {exc.args[0]}") from None
 
 
 #: The demo key of scenarios/quickstart.yaml, used by `serve` when no key option is given. Not a secret.
 QUICKSTART_KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
+
+
+def _positive(kind: type) -> Any:
+    """An argparse type: a number of ``kind`` that must be > 0."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def _tls_serve_options(stls: argparse.ArgumentParser) -> None:
@@ -81,7 +106,14 @@ def _tls_serve_options(stls: argparse.ArgumentParser) -> None:
     stls.add_argument("--hint", default="loadgen", help="PSK identity hint, TLS 1.2 ('' for none)")
     stls.add_argument("--reply", choices=("echo", "qt"), default="echo",
                       help="echo each line, or answer like Qt's server: 'to IDENTITY: LINE'")
-    stls.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS")
+    stls.add_argument("--idle-timeout", type=_positive(float), default=60.0, metavar="SECONDS",
+                      help="each line must complete within this long, and a connection without one "
+                           "is closed (default 60)")
+    stls.add_argument("--handshake-timeout", type=_positive(float), default=10.0, metavar="SECONDS",
+                      help="the TLS handshake must complete this long after the TCP connect (default 10)")
+    stls.add_argument("--max-connections", type=_positive(int), default=None, metavar="N",
+                      help="open connections at most; over it, a newcomer is closed at once and counted "
+                           "server-full (default: the open-file limit minus 256, leaving files for the rest)")
     _key_options(stls)  # PSK mode: without --cert, or with --cert when a key option is given too
 
 
@@ -98,7 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     sdtls.add_argument("--hint", default="loadgen", help="PSK identity hint ('' for none)")
     sdtls.add_argument("--reply", choices=("echo", "qt"), default="echo",
                        help="echo each ping, or answer like Qt's server: 'to IDENTITY: PING'")
-    sdtls.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS")
+    sdtls.add_argument("--idle-timeout", type=_positive(float), default=60.0, metavar="SECONDS",
+                       help="a peer not heard from this long is forgotten (default 60)")
+    sdtls.add_argument("--handshake-timeout", type=_positive(float), default=10.0, metavar="SECONDS",
+                       help="a handshake must complete this long after its ClientHello with a cookie (default 10)")
+    sdtls.add_argument("--max-peers", type=_positive(int), default=100_000, metavar="N",
+                       help="peers with state at most (default 100000); over it, newcomers count server-full")
+    sdtls.add_argument("--max-half-open", type=_positive(int), default=10_000, metavar="N",
+                       help="peers still handshaking at most (default 10000); over it, newcomers count server-full")
     sdtls.add_argument("--mtu", type=int, default=None)
     sdtls.add_argument("--ciphers", default=None)
     sdtls.add_argument("--handshake", choices=("loadgen", "openssl"), default="loadgen",
@@ -231,6 +270,8 @@ def _serve_tls(args: argparse.Namespace) -> int:
     keys = key_store_from_args(args) if psk_given or not args.cert else None
     if args.require_client_cert and not (args.cert and (args.ca_file or args.ca_dir)):
         raise ConfigError("--require-client-cert needs --cert and --ca-file or --ca-dir")
+    for option, path in (("--cert", args.cert), ("--key", args.key), ("--ca-file", args.ca_file)):
+        _check_pem_file(option, path)
     options = tls.TlsOptions(
         min_version=args.min_version, max_version=args.max_version, ciphers=args.ciphers,
         ciphersuites=args.ciphersuites, ca_file=args.ca_file, ca_dir=args.ca_dir, cert_file=args.cert,
@@ -238,7 +279,8 @@ def _serve_tls(args: argparse.Namespace) -> int:
         resumption=not args.no_resumption,
     )
     context = tls.server_context(options, keys=keys, hint=args.hint.encode() or None)
-    server = TlsServer(context, host=args.host, port=args.port, reply=args.reply, idle_timeout=args.idle_timeout)
+    server = TlsServer(context, host=args.host, port=args.port, reply=args.reply, idle_timeout=args.idle_timeout,
+                       handshake_timeout=args.handshake_timeout, max_connections=args.max_connections)
     stats = _serve_until_signal(server, "TLS", args)
     print(
         f"loadgen: TLS server stopped: {stats.handshakes} handshakes ({stats.resumed} resumed), "
@@ -246,6 +288,24 @@ def _serve_tls(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def _check_pem_file(option: str, path: str | None) -> None:
+    """Refuse a PEM path that is not a regular file under the cap before OpenSSL reads it:
+    OpenSSL blocks for ever on a FIFO and reads a device such as /dev/zero without end."""
+    import os
+
+    from .credentials import check_regular
+    from .scenario.convert import PEM_FILE_CAP
+
+    if path is None:
+        return
+    try:
+        reason = check_regular(os.stat(path), PEM_FILE_CAP, "PEM file")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    if reason is not None:
+        raise ConfigError(f"{option} {path}: {reason}")
 
 
 def _wait_for_signal() -> None:
@@ -266,11 +326,18 @@ def _serve_until_signal(server: Any, label: str, args: argparse.Namespace) -> An
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     host, port = server.address
-    print(f"loadgen: {label} server listening on {host}:{port}", flush=True)
-    _wait_for_signal()
-    stats = server.stats
-    server.stop()
-    return stats
+    print(f"loadgen: {label} server listening on {host}:{port} ({server.describe_limits()})", flush=True)
+    try:
+        _wait_for_signal()
+    finally:
+        # stop() never raises for one peer; anything else still must not cost the summary line.
+        try:
+            server.stop()
+        except Exception as exc:  # noqa: BLE001 - the summary below is what the user needs
+            from .throttle import exception_summary
+
+            logging.getLogger("loadgen.server").error("stopping the server: %s", exception_summary(exc))
+    return server.stats
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -290,6 +357,9 @@ def _serve(args: argparse.Namespace) -> int:
         ciphers=args.ciphers or dtls.DEFAULT_PSK_CIPHERS,
         mtu=args.mtu or dtls.DEFAULT_MTU,
         idle_timeout=args.idle_timeout,
+        handshake_timeout=args.handshake_timeout,
+        max_peers=args.max_peers,
+        max_half_open=args.max_half_open,
         native=args.handshake == "loadgen",
         max_handshake_rate=args.max_handshake_rate,
         max_ping_rate=args.max_ping_rate,

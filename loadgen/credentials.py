@@ -52,14 +52,94 @@ def key_from_env(name: str) -> Secret:
     return parse_hex(text, where=f"environment variable {name}")
 
 
-def _read_key_file(path: Path) -> bytes:
+#: Largest key or master file read. A PSK is at most 512 bytes (OpenSSL's limit); in hex with
+#: a separator per byte that is 1.5 KiB, so 8 KiB leaves room for line breaks and still refuses
+#: a wrong file (a certificate bundle, a log) before it is read.
+KEY_FILE_CAP = 8 << 10
+#: Largest identity CSV read. A million rows of ``device-0000001,<32 hex digits>`` are 48 MB
+#: (read in 2.5 s into 410 MB of memory); 256 MiB takes a million rows of up to 268 bytes (e.g.
+#: 200-character identities with 32-byte keys) and refuses a wrong file (a disk image) unread.
+CSV_FILE_CAP = 256 << 20
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: ``"a directory"``, ``"a FIFO"``, ..."""
+    return next((name for test, name in _KINDS if test(mode)), "of an unknown kind")
+
+
+def show_size(size: int) -> str:
+    """``8192`` -> ``"8 KiB"``, ``(1 << 30) + 1`` -> ``"1.0 GiB"``: for messages."""
+    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if size >= 1 << shift:
+            value = size / (1 << shift)
+            return f"{value:.0f} {unit}" if value == int(value) or value >= 10 else f"{value:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def check_regular(info: os.stat_result, cap: int, what: str) -> str | None:
+    """Why a file with this stat cannot be read as ``what`` under ``cap`` bytes, or None when it can."""
+    if not stat.S_ISREG(info.st_mode):
+        return f"not a regular file ({file_kind(info.st_mode)})"
+    if info.st_size > cap:
+        return f"{show_size(info.st_size)}, over the {show_size(cap)} limit for a {what}"
+    return None
+
+
+class FileRefused(ConfigError):
+    """A file that cannot be read as asked (missing, not a regular file, over its cap).
+
+    ``str`` names the file; ``reason`` is the same without it, for callers that name the place
+    their own way (the scenario loader: file, line and key)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[FileRefused], tuple[str, str]]:
+        return type(self), (self.where, self.reason)
+
+
+def read_capped(path: str | os.PathLike[str], cap: int, what: str) -> tuple[bytes, int]:
+    """The bytes and mode of the regular file at ``path``, at most ``cap`` bytes of it.
+
+    Anything else (a directory, a device such as /dev/zero, a FIFO, a file over the cap)
+    raises :class:`FileRefused` naming ``what`` and the path, without reading the file
+    and without blocking: the file is opened non-blocking and checked with ``fstat``
+    before a byte is read (a FIFO is never read), and at most ``cap + 1`` bytes are read
+    (a file that grows while it is read is refused too).
+    """
+    where = f"{what} {os.fspath(path)}"
     try:
-        mode = path.stat().st_mode
-        data = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer, forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError(f"key file {path}: {exc.strerror}") from None
+        raise FileRefused(where, exc.strerror or str(exc)) from None
+    try:
+        info = os.fstat(fd)
+        problem = check_regular(info, cap, what)
+        if problem:
+            raise FileRefused(where, problem)
+        chunks, size = [], 0
+        while size <= cap and (chunk := os.read(fd, min(cap + 1 - size, 1 << 20))):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise FileRefused(where, exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+    if size > cap:
+        raise FileRefused(where, f"grew over the {show_size(cap)} limit for a {what} while being read")
+    return b"".join(chunks), info.st_mode
+
+
+def _read_key_file(path: Path, cap: int = KEY_FILE_CAP, what: str = "key file") -> bytes:
+    data, mode = read_capped(path, cap, what)
     if mode & (stat.S_IRGRP | stat.S_IROTH):
-        warnings.warn(f"key file {path} is readable by other users (chmod 600 it)", stacklevel=3)
+        warnings.warn(f"{what} {path} is readable by other users (chmod 600 it)", stacklevel=3)
     return data
 
 
@@ -106,17 +186,21 @@ class KeyStore:
         path = Path(path)
         # utf-8-sig: spreadsheets save "CSV UTF-8" with a BOM, which would otherwise
         # hide the header row or become part of the first identity.
-        text = _read_key_file(path).decode("utf-8-sig", "replace")
+        text = _read_key_file(path, CSV_FILE_CAP, "CSV file").decode("utf-8-sig", "replace")
         table: dict[bytes, Secret] = {}
-        for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
-            if not row or row[0].startswith("#") or (lineno == 1 and row[0].strip() == "identity"):
-                continue
-            if len(row) != 2:
-                raise ConfigError(f"{path}:{lineno}: expected 'identity,hex-key'")
-            ident = row[0].strip().encode()
-            if ident in table:
-                raise ConfigError(f"{path}:{lineno}: duplicate identity {row[0].strip()!r}")
-            table[ident] = parse_hex(row[1], where=f"{path}:{lineno}")
+        rows = csv.reader(text.splitlines())
+        try:
+            for lineno, row in enumerate(rows, start=1):
+                if not row or row[0].startswith("#") or (lineno == 1 and row[0].strip() == "identity"):
+                    continue
+                if len(row) != 2:
+                    raise ConfigError(f"{path}:{lineno}: expected 'identity,hex-key'")
+                ident = row[0].strip().encode()
+                if ident in table:  # a dict: the check costs the same for the millionth row
+                    raise ConfigError(f"{path}:{lineno}: duplicate identity {row[0].strip()!r}")
+                table[ident] = parse_hex(row[1], where=f"{path}:{lineno}")
+        except csv.Error as exc:  # e.g. a field over csv's 128 KiB limit: no identity or key is that long
+            raise ConfigError(f"{path}:{rows.line_num}: not an identity,hex-key row ({exc})") from None
         return cls(table=table)
 
     def key_for(self, identity: bytes) -> Secret | None:

@@ -9,6 +9,7 @@ ends, so completed + failed + in flight = attempted, always.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -94,9 +95,22 @@ class LogSink:
 
     def record(self, fact: Fact) -> None:
         if isinstance(fact, Message):
-            # The kind of message is its text without the association's name.
-            kind = fact.text.removeprefix(f"{fact.association}: ")[:40]
-            self._log.log(fact.level, f"{fact.level}:{kind}", "%s", fact.text)
+            self._log.log(fact.level, f"{fact.level}:{message_kind(fact)}", "%s", fact.text)
+
+
+#: Numbers in a message (sizes, ports, counts, alert values) that a peer may choose.
+_NUMBERS = re.compile(r"0[xX][0-9a-fA-F]+|\d+")
+
+
+def message_kind(message: Message) -> str:
+    """The throttle key of a message: its first 40 characters without the association's name
+    (wherever it appears) and with every number as ``#``. A server that varies what it sends
+    (11,503 "unexpected or late reply of N bytes" lines in 12 s) or thousands of devices with
+    the same problem then share one key."""
+    text = message.text.removeprefix(f"{message.association}: ")
+    if message.association:
+        text = text.replace(message.association, "<name>")
+    return _NUMBERS.sub("#", text[:200])[:40]
 
 
 #: Latencies are kept in microseconds, 1 us .. 1 h, to 3 significant digits.

@@ -161,7 +161,7 @@ def endpoints(scenario: Scenario, options: RunOptions) -> Iterator[tuple[list[En
         raise ValueError("a worker for a scenario without targets needs --builtin-address (the master prints it)")
     if scenario.source is None:
         raise ValueError("a scenario without targets needs its file (the built-in server reads its keys)")
-    server = builtin_server(scenario.source)
+    server = builtin_server(scenario)
     with server as address:
         yield [Endpoint(BUILTIN_TARGET, address)], server
 

@@ -40,7 +40,9 @@ POLL = 0.02
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="no openssl binary on PATH")
 
-_LISTENING = re.compile(r"^loadgen: (?:DTLS|TLS) server listening on (?P<host>\S+):(?P<port>\d+)\s*$")
+_LISTENING = re.compile(  # the limits in parentheses, e.g. "(max 100000 peers, 10000 half-open, ...)"
+    r"^loadgen: (?:DTLS|TLS) server listening on (?P<host>\S+):(?P<port>\d+)(?: \((?P<limits>[^()]*)\))?\s*$"
+)
 _SUMMARY = re.compile(  # serve dtls, and serve tls (which also counts resumed handshakes)
     r"^loadgen: (?:DTLS|TLS) server stopped: (?P<handshakes>\d+) handshakes(?: \((?P<resumed>\d+) resumed\))?, "
     r"(?P<pings>\d+) pings answered, (?P<failed>\d+) failures (?P<failures>\{.*\})\s*$"

@@ -33,12 +33,17 @@ def test_burst_then_suppressed_count(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_keys_are_independent_and_bounded(caplog: pytest.LogCaptureFixture) -> None:
-    throttled = ThrottledLog(logging.getLogger("t"), burst=1, max_keys=10)
+    clock = Clock()
+    throttled = ThrottledLog(logging.getLogger("t"), interval=10, burst=1, max_keys=10, clock=clock)
     with caplog.at_level(logging.WARNING, logger="t"):
-        for i in range(100):  # keys chosen by peers: the table is cleared, never grows past 10
+        for i in range(100):  # keys chosen by a peer: past 10 they share one window, adding 1 line
             throttled.log(logging.WARNING, f"k{i}", "x")
-    assert len(caplog.records) == 100
-    assert len(throttled._windows) <= 10
+        assert len(caplog.records) == 11
+        assert len(throttled._windows) <= 11
+        clock.now = 11  # the windows expired: the table makes room for new keys again
+        throttled.log(logging.WARNING, "fresh", "y")
+    assert caplog.records[-1].getMessage() == "y"
+    assert len(throttled._windows) <= 11
 
 
 def test_log_sink_limits_a_flood_of_association_warnings(caplog: pytest.LogCaptureFixture) -> None:

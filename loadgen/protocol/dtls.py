@@ -25,7 +25,17 @@ from ..errors import (
 from . import psk_server, record_layer, records
 from .cookies import CookieJar
 from .events import ConnectionFailed, DataReceived, EngineBase, HandshakeCompleted, PeerClosed
-from .psk_client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser, PskClientEngine, native_suites, timeout_error
+from .psk_client import (
+    DEFAULT_MTU,
+    DEFAULT_RETRANSMIT_CAP,
+    MAX_HELLO_VERIFY_REQUESTS,
+    PskChooser,
+    PskClientEngine,
+    hello_verify_loop,
+    native_suites,
+    timeout_error,
+)
+from .psk_handshake import CROSSING_WINDOW, HELLO_VERIFY_REQUEST, HS_HEADER_LEN
 from .record_layer import RecordLayer
 
 #: PSK suites with AEAD ciphers (CCM8 is the common IoT/CoAP choice).
@@ -184,6 +194,8 @@ class DtlsEngine(EngineBase):
         self._last_tx = 0.0
         self._retransmit_cap = retransmit_cap
         self._peer_epoch0_top = -1
+        self._cookie = b""  # client: the latest HelloVerifyRequest's cookie
+        self._hello_verify_requests = 0  # client: those with a new cookie
 
     # -- construction -------------------------------------------------------
 
@@ -209,6 +221,8 @@ class DtlsEngine(EngineBase):
             return
         if self._records is not None:
             self._receive_light(datagram)
+            return
+        if self.is_client and not self.handshake_done and self._hello_verify_loop(datagram):
             return
         try:
             self._conn.bio_write(datagram)
@@ -286,7 +300,9 @@ class DtlsEngine(EngineBase):
             return
         self.closed = True
         if self._records is not None:
-            self._outgoing += self._records.seal(records.ALERT, bytes((records.ALERT_WARNING, records.CLOSE_NOTIFY)))
+            if self._records.can_seal:  # else no close_notify can be numbered: none is sent
+                self._outgoing += self._records.seal(records.ALERT, bytes((records.ALERT_WARNING,
+                                                                           records.CLOSE_NOTIFY)))
             return
         try:
             self._conn.shutdown()
@@ -372,12 +388,35 @@ class DtlsEngine(EngineBase):
             self._outgoing += records.plaintext_alert(records.ALERT_DECRYPT_ERROR, self._last_epoch0_seq + 1)
             self._fail(PskKeyMismatch("client Finished did not decrypt: the pre-shared keys differ"))
 
+    def _hello_verify_loop(self, datagram: bytes) -> bool:
+        """Count the HelloVerifyRequests with a new cookie (OpenSSL answers each with a new
+        ClientHello at once); True, and the association failed, once past the cap."""
+        for content_type, epoch, raw in records.split(datagram):
+            body = raw[records.HEADER_LEN + HS_HEADER_LEN :]
+            if (content_type != records.HANDSHAKE or epoch != 0 or len(body) < 3
+                    or raw[records.HEADER_LEN] != HELLO_VERIFY_REQUEST):
+                continue
+            cookie = body[3 : 3 + body[2]]
+            if cookie != self._cookie:
+                self._cookie = cookie
+                self._hello_verify_requests += 1
+        if self._hello_verify_requests <= MAX_HELLO_VERIFY_REQUESTS:
+            return False
+        self._fail(hello_verify_loop(self._hello_verify_requests))
+        return True
+
     def _note_incoming(self, datagram: bytes) -> bool:
         """Track the peer's record numbers; True when it repeated a handshake record."""
         repeated = False
         for rec in records.records(datagram):
             if rec.epoch == 1:
-                self._epoch1_seen = max(self._epoch1_seen, rec.sequence)
+                # Unauthenticated here: anyone can forge a number up to 2^48 - 1, which would
+                # become our record layer's highest seen and make the session deaf. Before we
+                # finish, the peer's epoch-1 records are its Finished and its retransmissions
+                # (numbered from 0): only numbers inside the replay window count, and a forged
+                # one there costs at most the one real record with the same number.
+                if rec.sequence < record_layer.WINDOW:
+                    self._epoch1_seen = max(self._epoch1_seen, rec.sequence)
             elif rec.content_type == records.HANDSHAKE:
                 repeated |= rec.sequence <= self._peer_epoch0_top
                 self._peer_epoch0_top = max(self._peer_epoch0_top, rec.sequence)
@@ -408,14 +447,19 @@ class DtlsEngine(EngineBase):
         )
         if not self.is_client:
             self._final_flight = bytes(self._outgoing)
+            self._last_tx = time.monotonic()  # when the final flight went out
         del self._conn  # the SSL object and its buffers go with the last reference
 
     def _receive_light(self, datagram: bytes) -> None:
         assert self._records is not None
         if self._final_flight and records.starts_plaintext_handshake(datagram):
-            # The client repeated its last flight: our CCS+Finished was lost.
-            self._outgoing += self._final_flight
-            self.retransmits += 1
+            # The client repeated its last flight: our CCS+Finished was lost (at most once per
+            # CROSSING_WINDOW, as the native server: more often is a flood or a crossing).
+            now = time.monotonic()
+            if now - self._last_tx >= CROSSING_WINDOW:
+                self._outgoing += self._final_flight
+                self.retransmits += 1
+                self._last_tx = now
             return
         self._deliver(self._records, datagram)
 

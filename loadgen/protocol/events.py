@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import LoadgenError, error_from_openssl
+from ..errors import HandshakeFailed, LoadgenError, error_from_openssl
 from . import records
 
 if TYPE_CHECKING:
@@ -90,5 +90,14 @@ def alert_received(description: int) -> PeerClosed | ConnectionFailed:
     """The event for an alert from the peer: close_notify, or a failure named like OpenSSL's."""
     if description == records.CLOSE_NOTIFY:
         return PeerClosed()
-    name = records.ALERT_NAMES.get(description, f"alert {description}")
+    name = records.ALERT_NAMES.get(description)
+    if name is None:
+        # One code for every number no registry names: a peer picks the number, and codes
+        # (and the log throttle keys made of them) must not multiply with its choices.
+        return ConnectionFailed(HandshakeFailed(f"tlsv1 alert {description} (unknown description) (peer)",
+                                                code=UNKNOWN_ALERT_CODE))
     return ConnectionFailed(error_from_openssl(f"tlsv1 alert {name}", remote=True))
+
+
+#: The failure code of an alert whose description is not in :data:`records.ALERT_NAMES`.
+UNKNOWN_ALERT_CODE = "tls-unknown-alert"

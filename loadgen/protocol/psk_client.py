@@ -13,7 +13,14 @@ import os
 from collections.abc import Callable
 
 from ..credentials import Secret
-from ..errors import HandshakeTimeout, LoadgenError, LocalProtocolError, PskKeyMismatch
+from ..errors import (
+    HandshakeTimeout,
+    HelloVerifyLoop,
+    LoadgenError,
+    LocalProtocolError,
+    ProtocolViolation,
+    PskKeyMismatch,
+)
 from . import records
 from .events import HandshakeCompleted
 from .psk_handshake import (
@@ -27,6 +34,7 @@ from .psk_handshake import (
     HANDSHAKE_FAILURE,
     HELLO_VERIFY_REQUEST,
     ILLEGAL_PARAMETER,
+    MAX_MESSAGE_SEQ,
     NATIVE_SUITES,
     RENEGOTIATION_SCSV,
     SERVER_HELLO,
@@ -44,8 +52,8 @@ from .psk_handshake import (
     parse_extensions,
 )
 
-__all__ = ["DEFAULT_MTU", "DEFAULT_RETRANSMIT_CAP", "NATIVE_SUITES", "PskChooser", "PskClientEngine",
-           "native_suites", "timeout_error"]
+__all__ = ["DEFAULT_MTU", "DEFAULT_RETRANSMIT_CAP", "MAX_HELLO_VERIFY_REQUESTS", "NATIVE_SUITES", "PskChooser",
+           "PskClientEngine", "hello_verify_loop", "native_suites", "timeout_error"]
 
 #: ``choose(hint) -> (identity, key)`` for one client connection.
 PskChooser = Callable[["bytes | None"], "tuple[bytes, Secret]"]
@@ -54,6 +62,19 @@ PskChooser = Callable[["bytes | None"], "tuple[bytes, Secret]"]
 DEFAULT_RETRANSMIT_CAP = 2.0
 #: A client that sent its Finished this many times without an answer probably has the wrong key.
 UNANSWERED_FINISHED_LIMIT = 3
+#: HelloVerifyRequests with a new cookie answered per handshake. A real server sends one (two
+#: if its cookie secret rotated in between); each answer is a new ClientHello at once, so a
+#: server that sends a new cookie every time would otherwise get ClientHellos as fast as the
+#: client can make them (~33,000/s from 5 clients) until the handshake deadline.
+MAX_HELLO_VERIFY_REQUESTS = 5
+#: After a ServerHello numbered ``s`` the server still numbers its ServerHelloDone and its
+#: Finished: ``s`` must leave room for them in 16 bits.
+_MAX_SERVER_HELLO_SEQ = MAX_MESSAGE_SEQ - 2
+
+
+def hello_verify_loop(count: int) -> HelloVerifyLoop:
+    """The error for a server that keeps answering ClientHellos with new cookies."""
+    return HelloVerifyLoop(f"{count} HelloVerifyRequests with a new cookie each: the server never accepts one")
 
 
 def timeout_error(retransmits: int, finished_sent: int, retransmits_before_finished: int) -> LoadgenError:
@@ -91,6 +112,7 @@ class PskClientEngine(HandshakeEngine):
         self._state = _HELLO
         self._client_random = os.urandom(32)
         self._cookie = b""
+        self._hello_verify_requests = 0  # with a new cookie each
         self._hello = b""  # our latest ClientHello message: the transcript starts with it
         self._hello_seq = 0  # its message_seq; our later messages follow it
         self._inbox = Reassembler()  # the server's numbering is known from its ServerHello on
@@ -154,6 +176,10 @@ class PskClientEngine(HandshakeEngine):
         cookie = body[3 : 3 + body[2]]
         if cookie == self._cookie:
             return True
+        self._hello_verify_requests += 1
+        if self._hello_verify_requests > MAX_HELLO_VERIFY_REQUESTS:
+            self._fail(hello_verify_loop(self._hello_verify_requests), HANDSHAKE_FAILURE)
+            return False
         self._cookie = cookie
         self._send_hello()
         return False
@@ -165,6 +191,10 @@ class PskClientEngine(HandshakeEngine):
             msg_type, seq, body = message
             whole = handshake_message(msg_type, seq, body)
             if self._state == _HELLO and msg_type == SERVER_HELLO:
+                if seq > _MAX_SERVER_HELLO_SEQ:
+                    self._fail(ProtocolViolation(f"ServerHello numbered {seq}: the rest of the handshake "
+                                                 "cannot be numbered in 16 bits"), ILLEGAL_PARAMETER)
+                    return
                 self._on_server_hello(whole, body)
             elif self._state == _SERVER_FLIGHT and msg_type == SERVER_KEY_EXCHANGE:
                 self._hash.update(whole)
@@ -198,8 +228,8 @@ class PskClientEngine(HandshakeEngine):
         self._extended_master_secret = EXT_EXTENDED_MASTER_SECRET in extensions
         self._start_transcript(self._hello, message)
         self._state = _SERVER_FLIGHT
-        self._flight = []  # the ClientHello is answered
-        self._due = None
+        # The ClientHello stays on its timer until the server's flight is complete (its
+        # ServerHelloDone): if the rest of that flight is lost, our repeat asks for it again.
 
     def _on_server_key_exchange(self, body: bytes) -> None:
         if len(body) < 2 or len(body) != 2 + int.from_bytes(body[:2], "big"):

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import struct
 import time
+from bisect import bisect_left, bisect_right
 from typing import Any
 
-from ..errors import LoadgenError, LocalProtocolError, error_from_openssl
+from ..errors import LoadgenError, LocalProtocolError, ProtocolViolation, error_from_openssl
 from . import records
 from .events import ConnectionFailed, EngineBase, Event
 from .record_layer import SUITES, Prf, RecordLayer, Suite, prf
@@ -71,9 +72,32 @@ VERIFY_DATA_LEN = 12
 UNEXPECTED_MESSAGE, HANDSHAKE_FAILURE, ILLEGAL_PARAMETER = 10, 40, 47
 DECODE_ERROR, DECRYPT_ERROR, PROTOCOL_VERSION, UNKNOWN_PSK_IDENTITY = 50, 51, 70, 115
 
-#: Handshake messages are small with PSK; refuse to buffer anything larger, or many.
-_MAX_MESSAGE = 16384
-_MAX_BUFFERED = 16
+# -- limits: what a peer, hostile or broken, can make one association hold or spend ------------
+#: RFC 6347 4.2.2: message_seq is a 16-bit field; a peer whose numbering would pass it is refused.
+MAX_MESSAGE_SEQ = 0xFFFF
+#: The longest handshake message body accepted, fragmented or not. PSK handshake messages are
+#: small: the longest carry an identity (ClientKeyExchange) or a hint (ServerKeyExchange), which
+#: OpenSSL caps at 128 and 256 bytes; 4 KiB leaves room for far longer ones (RFC 4279 allows
+#: 64 KiB, nobody uses that) while bounding what one message can make us buffer.
+MAX_MESSAGE_LEN = 4096
+#: Handshake messages buffered per association, partial or complete: a flight has at most three
+#: (ServerHello, ServerKeyExchange, ServerHelloDone), the rest is room for reordering.
+MAX_BUFFERED_MESSAGES = 8
+#: Message bytes buffered per association; a partial message counts its whole length from its
+#: first fragment on. Four messages of the longest length fit (a real flight holds a few hundred
+#: bytes); anything past it is dropped (the peer retransmits), so a hostile peer cannot make us
+#: hold more.
+MAX_REASSEMBLY_BYTES = 16 * 1024
+#: Disjoint received byte ranges kept per partial message. Real fragmentation arrives in order or
+#: a few pieces reordered (a handful of ranges); a fragment that would make more is dropped (the
+#: peer's retransmission brings it again), which keeps the cost of a fragment independent of the
+#: message length.
+MAX_FRAGMENT_RANGES = 16
+#: Handshake records read from one datagram, and fragments from one record: a flight is a handful
+#: of records of one message each, while a hostile 64 KB datagram can hold 4,600 tiny records or
+#: 5,000 one-byte fragments; the rest of such a datagram is ignored.
+MAX_RECORDS_PER_DATAGRAM = 32
+MAX_FRAGMENTS_PER_RECORD = 8
 
 
 def native_suites(ciphers: str) -> tuple[int, ...] | None:
@@ -142,23 +166,53 @@ _FRAGMENT_HEADER = struct.Struct("!BBHHBHBH")
 Fragment = tuple[int, int, int, int, bytes]
 
 
-def fragments(data: bytes) -> list[Fragment]:
-    """The handshake fragments in one record's payload; stops quietly at a malformed one.
+def fragments(data: bytes, limit: int = MAX_FRAGMENTS_PER_RECORD) -> list[Fragment]:
+    """The handshake fragments in one record's payload (at most ``limit``); stops quietly at a
+    malformed one, or one of a message longer than :data:`MAX_MESSAGE_LEN`.
 
     Plain tuples and one struct call per fragment: this runs for every handshake record.
     """
-    found = []
+    found: list[Fragment] = []
     offset = 0
     end = len(data)
-    while offset + HS_HEADER_LEN <= end:
+    while offset + HS_HEADER_LEN <= end and len(found) < limit:
         msg_type, len_hi, len_lo, seq, off_hi, off_lo, frag_hi, frag_lo = _FRAGMENT_HEADER.unpack_from(data, offset)
         length, frag_offset, frag_len = len_hi << 16 | len_lo, off_hi << 16 | off_lo, frag_hi << 16 | frag_lo
         start = offset + HS_HEADER_LEN
-        if start + frag_len > end or frag_offset + frag_len > length or length > _MAX_MESSAGE:
+        if start + frag_len > end or frag_offset + frag_len > length or length > MAX_MESSAGE_LEN:
             break
         found.append((msg_type, length, seq, frag_offset, data[start : start + frag_len]))
         offset = start + frag_len
     return found
+
+
+class _Partial:
+    """A message whose fragments are still coming: its bytes and the disjoint byte ranges
+    received so far (``starts[i]:ends[i]``, sorted, never touching: neighbours merge)."""
+
+    __slots__ = ("msg_type", "body", "starts", "ends")
+
+    def __init__(self, msg_type: int, length: int) -> None:
+        self.msg_type = msg_type
+        self.body = bytearray(length)
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def receive(self, offset: int, data: bytes) -> bool | None:
+        """File ``data`` at ``offset``: True once the message is whole, None when the fragment
+        was dropped because it would make more than :data:`MAX_FRAGMENT_RANGES` ranges."""
+        start, end = offset, offset + len(data)
+        starts, ends = self.starts, self.ends
+        first = bisect_left(ends, start)  # the first range that ends at or after our start
+        stop = bisect_right(starts, end)  # past the last range that starts at or before our end
+        if len(starts) - (stop - first) + 1 > MAX_FRAGMENT_RANGES:
+            return None
+        if first < stop:  # overlapping or touching ranges merge with ours
+            start, end = min(start, starts[first]), max(end, ends[stop - 1])
+        starts[first:stop] = [start]
+        ends[first:stop] = [end]
+        self.body[offset : offset + len(data)] = data
+        return end - start == len(self.body)
 
 
 class Reassembler:
@@ -166,32 +220,44 @@ class Reassembler:
 
     ``next_seq`` is the message to hand out next; a side that does not know it yet
     (the client before the ServerHello) leaves it None and calls :meth:`start_at`.
+    Bounded whatever the peer sends: :data:`MAX_BUFFERED_MESSAGES` messages,
+    :data:`MAX_REASSEMBLY_BYTES` bytes, :data:`MAX_FRAGMENT_RANGES` ranges per message,
+    so memory and the cost of a fragment do not grow with what the peer claims.
     """
 
     def __init__(self, next_seq: int | None = None) -> None:
         self.next_seq = next_seq
         self._complete: dict[int, tuple[int, bytes]] = {}
-        self._partial: dict[int, tuple[int, bytearray, bytearray]] = {}  # type, body, missing-byte mask
+        self._partial: dict[int, _Partial] = {}
+        self.buffered = 0  # message bytes held, partial (whole length) and complete
 
     def add(self, fragment: Fragment) -> bool:
         """File one fragment; True when it belongs to a message already handed out."""
         msg_type, length, seq, offset, data = fragment
-        if self.next_seq is not None and seq < self.next_seq:
-            return True
-        if seq in self._complete or len(self._complete) + len(self._partial) >= _MAX_BUFFERED:
+        if self.next_seq is not None:
+            if seq < self.next_seq:
+                return True
+            if seq >= self.next_seq + MAX_BUFFERED_MESSAGES:
+                return False  # far ahead of anything a flight holds
+        if seq in self._complete or length > MAX_MESSAGE_LEN:
             return False
-        if offset == 0 and len(data) == length:
-            self._complete[seq] = (msg_type, data)  # the common case: not fragmented
-            self._partial.pop(seq, None)
+        partial = self._partial.get(seq)
+        if partial is None:
+            if (len(self._complete) + len(self._partial) >= MAX_BUFFERED_MESSAGES
+                    or self.buffered + length > MAX_REASSEMBLY_BYTES):
+                return False
+            if offset == 0 and len(data) == length:
+                self._complete[seq] = (msg_type, data)  # the common case: not fragmented
+                self.buffered += length
+                return False
+            if not data:
+                return False
+            partial = self._partial[seq] = _Partial(msg_type, length)
+            self.buffered += length
+        elif partial.msg_type != msg_type or len(partial.body) != length or not data:
             return False
-        kind, body, missing = self._partial.setdefault(seq, (msg_type, bytearray(length), bytearray(b"\x01" * length)))
-        if kind != msg_type or len(body) != length:
-            return False
-        end = offset + len(data)
-        body[offset:end] = data
-        missing[offset:end] = bytes(len(data))
-        if not any(missing):
-            self._complete[seq] = (msg_type, bytes(body))
+        if partial.receive(offset, data):
+            self._complete[seq] = (msg_type, bytes(partial.body))
             del self._partial[seq]
         return False
 
@@ -202,13 +268,16 @@ class Reassembler:
             return False
         self.next_seq = seq
         for early in [s for s in self._complete if s < seq]:
-            del self._complete[early]
+            self.buffered -= len(self._complete.pop(early)[1])
+        for early in [s for s in self._partial if s < seq]:
+            self.buffered -= len(self._partial.pop(early).body)
         return True
 
     def pop(self) -> tuple[int, int, bytes] | None:
         """``(type, message_seq, body)`` of the next message once it is complete."""
         if self.next_seq is None or (message := self._complete.pop(self.next_seq, None)) is None:
             return None
+        self.buffered -= len(message[1])
         self.next_seq += 1
         return message[0], self.next_seq - 1, message[1]
 
@@ -252,13 +321,13 @@ class HandshakeEngine(EngineBase):
             return
         state = self._state
         repeated = False
-        for content_type, epoch, raw in records.split(datagram):
+        for content_type, epoch, raw in records.split(datagram, MAX_RECORDS_PER_DATAGRAM):
             if epoch == 0:
-                if content_type == records.HANDSHAKE:
+                if content_type == records.HANDSHAKE and len(raw) - records.HEADER_LEN <= records.MAX_PLAINTEXT:
                     repeated |= self._on_handshake_record(raw[records.HEADER_LEN :], encrypted=False)
                     self._advance()  # before the next record: it may need the keys this one brings
                 elif content_type == records.ALERT:
-                    self._on_alert(raw[records.HEADER_LEN :])
+                    self._on_plaintext_alert(raw[records.HEADER_LEN :])
                 # ChangeCipherSpec needs no action: the epoch-1 Finished authenticates itself.
             elif epoch == 1 and content_type in (records.HANDSHAKE, records.ALERT):
                 opened = self._records.open(raw) if self._records is not None else None
@@ -305,7 +374,7 @@ class HandshakeEngine(EngineBase):
             return
         self.closed = True
         self._due = None
-        if self.handshake_done and self._records is not None:
+        if self.handshake_done and self._records is not None and self._records.can_seal:
             self._outgoing += self._records.seal(records.ALERT, bytes((records.ALERT_WARNING, records.CLOSE_NOTIFY)))
 
     # -- outputs ------------------------------------------------------------
@@ -334,6 +403,13 @@ class HandshakeEngine(EngineBase):
         """Process whatever complete messages are ready."""
         raise NotImplementedError
 
+    def _on_plaintext_alert(self, alert: bytes) -> None:
+        """An epoch-0 alert: unauthenticated, anyone on the path can forge one. A warning
+        ends nothing (RFC 5246 7.2.2 lets it be ignored); a fatal one still ends the
+        handshake: it is how a peer without our keys says why it refuses us."""
+        if len(alert) == 2 and alert[0] == records.ALERT_FATAL:
+            self._on_alert(alert)
+
     def _on_undecryptable(self, record: bytes) -> None:
         """An epoch-1 handshake or alert record that did not decrypt (or came before the keys)."""
 
@@ -349,6 +425,12 @@ class HandshakeEngine(EngineBase):
 
     def _transmit_flight(self, *, retransmission: bool) -> None:
         """Queue the current flight with fresh record sequence numbers (RFC 6347 4.2.4)."""
+        plaintext = sum(1 for _, epoch, _ in self._flight if epoch == 0)
+        if self._epoch0_seq + plaintext - 1 > records.MAX_SEQUENCE:
+            # Only a peer that started us near 2^48 gets here (the server continues the
+            # client's numbering): the flight cannot be numbered, the association is over.
+            self._fail(ProtocolViolation("record sequence numbers exhausted (48 bits)"), ILLEGAL_PARAMETER)
+            return
         if retransmission:
             self.retransmits += 1
         out = self._outgoing
@@ -363,6 +445,17 @@ class HandshakeEngine(EngineBase):
                 out += self._records.seal(content_type, payload)
         self._sent_at = time.monotonic()
         self._due = self._sent_at + self._interval
+
+    def _repeat_final_flight(self, flight: bytes) -> None:
+        """The peer repeated the flight our last one (``flight``, already sealed) answers: ours
+        was lost, send it again. The peer's repeats come one retransmission timer (1 s or
+        more) apart; more often is a flood or a crossing on the wire and gets no answer
+        (each would cost a datagram back)."""
+        now = time.monotonic()
+        if now - self._sent_at >= CROSSING_WINDOW:
+            self._outgoing += flight
+            self.retransmits += 1
+            self._sent_at = now
 
     def _established(self, completed: Event) -> None:
         self.handshake_done = True
@@ -401,10 +494,12 @@ class HandshakeEngine(EngineBase):
         return master, session_hash
 
     def _fail(self, error: LoadgenError, alert: int) -> None:
-        """A fatal error: tell the peer with a plaintext alert (it may lack our keys), then stop."""
+        """A fatal error: tell the peer with a plaintext alert (it may lack our keys), then stop.
+        (No alert when the record numbers ran out: :func:`records.plaintext_alert` is empty then.)"""
         seq = self._epoch0_seq
         self._epoch0_seq += 1
         self._outgoing += records.plaintext_alert(alert, seq)
+        self._flight = []
         self.closed = True
         self._due = None
         self.error = error

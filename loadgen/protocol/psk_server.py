@@ -33,6 +33,7 @@ from .psk_handshake import (
     HANDSHAKE_FAILURE,
     HELLO_VERIFY_REQUEST,
     HS_HEADER_LEN,
+    MAX_MESSAGE_SEQ,
     PROTOCOL_VERSION,
     RENEGOTIATION_SCSV,
     SERVER_HELLO,
@@ -52,8 +53,19 @@ from .record_layer import Prf
 
 #: Wrong-key verdicts need this many undecryptable Finished flights (one could be corruption).
 BAD_FINISHED_LIMIT = 2
-#: Epoch-1 records kept while their ClientKeyExchange is still missing (reordering).
-_EARLY_RECORDS = 4
+#: Epoch-1 records kept while their ClientKeyExchange is still missing (reordering), in count
+#: and bytes: the one that can overtake it is the client's Finished (about 60 bytes); the
+#: room covers its retransmissions, not the 64 KB records a hostile peer would send.
+EARLY_RECORDS = 4
+EARLY_RECORD_BYTES = 1024
+#: After the ClientHello the server numbers up to four messages of its own (ServerHello,
+#: ServerKeyExchange, ServerHelloDone, Finished): a ClientHello whose message_seq leaves no
+#: room for them in 16 bits is dropped (real clients send 0 or 1).
+MAX_HELLO_MESSAGE_SEQ = MAX_MESSAGE_SEQ - 3
+#: The server continues the client's record numbering (RFC 6347 4.2.1): a ClientHello numbered
+#: this close to 2^48 is dropped, leaving 65,536 record numbers for the server's flights and
+#: their retransmissions (real clients start at 0).
+MAX_HELLO_RECORD_SEQ = records.MAX_SEQUENCE - 0xFFFF
 #: The HelloVerifyRequest speaks DTLS 1.0 whatever is negotiated later (RFC 6347 4.2.1).
 _HVR_VERSION = records.DTLS_1_0
 _DTLS_MAJOR = 0xFE  # every DTLS version number starts with it (TLS's with 0x03)
@@ -129,7 +141,7 @@ def accept(config: ServerConfig, datagram: bytes, peer: bytes, *, mtu: int = DEF
            ) -> tuple[PskServerEngine | None, list[bytes]]:
     """Handle a datagram from a peer the server keeps no state for (see :func:`loadgen.protocol.dtls.accept`)."""
     hello = parse_client_hello(datagram)
-    if hello is None:
+    if hello is None or hello.message_seq > MAX_HELLO_MESSAGE_SEQ or hello.record_seq > MAX_HELLO_RECORD_SEQ:
         return None, []
     if not hello.cookie or not config.cookies.check(peer, hello.cookie):
         reply = hello_verify_request(config.cookies.make(peer), hello.record_seq)
@@ -163,6 +175,7 @@ class PskServerEngine(HandshakeEngine):
         self._expected_client_finished = b""
         self._finished_seq = 0  # message_seq of our Finished, after the ServerHelloDone
         self._early: list[bytes] = []  # epoch-1 records that came before the keys
+        self._early_bytes = 0
         self._bad_finished = 0
         self._final_flight = b""  # CCS + Finished, sent again when the client repeats its flight
         code = next((c for c in hello.suites if c in config.suites), None)
@@ -242,7 +255,7 @@ class PskServerEngine(HandshakeEngine):
         self._expected_client_finished = self._master(b"client finished", session_hash, VERIFY_DATA_LEN)
         self._state = _FINISHED
         self._flight, self._due = [], None  # our ServerHello flight is answered
-        early, self._early = self._early, []
+        early, self._early, self._early_bytes = self._early, [], 0
         for record in early:  # a Finished that overtook this message: _advance() takes it next
             opened = self._records.open(record)
             if opened is not None and opened[0] == records.HANDSHAKE:
@@ -258,6 +271,8 @@ class PskServerEngine(HandshakeEngine):
         finished = handshake_message(FINISHED, self._finished_seq, verify)
         start = len(self._outgoing)
         self._new_flight([(records.CHANGE_CIPHER_SPEC, 0, b"\x01"), (records.HANDSHAKE, 1, finished)])
+        if self.closed:  # the flight could not be numbered
+            return
         self._final_flight = bytes(self._outgoing[start:])
         self._state = _DONE
         self._established(HandshakeCompleted(cipher=self.cipher or "", version="DTLSv1.2",
@@ -265,8 +280,9 @@ class PskServerEngine(HandshakeEngine):
 
     def _on_undecryptable(self, record: bytes) -> None:
         if self._state == _CLIENT_KEY_EXCHANGE:
-            if len(self._early) < _EARLY_RECORDS:
+            if len(self._early) < EARLY_RECORDS and self._early_bytes + len(record) <= EARLY_RECORD_BYTES:
                 self._early.append(record)
+                self._early_bytes += len(record)
             return
         if self._state != _FINISHED or record[0] != records.HANDSHAKE:
             return
@@ -280,8 +296,6 @@ class PskServerEngine(HandshakeEngine):
 
     def _receive_established(self, datagram: bytes) -> None:
         if records.starts_plaintext_handshake(datagram):
-            # The client repeated its last flight: our CCS+Finished was lost.
-            self._outgoing += self._final_flight
-            self.retransmits += 1
+            self._repeat_final_flight(self._final_flight)  # the client repeated its last flight
             return
         super()._receive_established(datagram)

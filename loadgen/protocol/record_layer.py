@@ -19,11 +19,13 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
+from ..errors import LocalProtocolError
 from . import records
 
 _EPOCH_SEQ = struct.Struct("!HHI")  # epoch, then the 48-bit sequence number as 16 + 32 bits
 _AAD_TAIL = struct.Struct("!BHH")  # type, version, plaintext length
 WINDOW = 64  # replay window (RFC 6347 4.1.2.6)
+_WINDOW_MASK = (1 << WINDOW) - 1
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,11 @@ class RecordLayer:
         self._read_top = read_seq  # highest sequence number accepted so far
         self._read_window = 1  # bit i set: (read_top - i) seen
 
+    @property
+    def can_seal(self) -> bool:
+        """False once the sequence numbers are used up (:meth:`seal` would raise)."""
+        return self._write_seq <= records.MAX_SEQUENCE
+
     def _nonce(self, iv: bytes, epoch_seq: bytes, explicit: bytes) -> bytes:
         if self._explicit:
             return iv + explicit
@@ -128,8 +135,14 @@ class RecordLayer:
         return bytes(a ^ b for a, b in zip(iv, b"\x00\x00\x00\x00" + epoch_seq, strict=True))
 
     def seal(self, content_type: int, plaintext: bytes) -> bytes:
-        """One encrypted record carrying ``plaintext``."""
+        """One encrypted record carrying ``plaintext``.
+
+        Raises LocalProtocolError once the 48-bit sequence numbers are used up (RFC 6347
+        4.1: a sequence number must never repeat under one key).
+        """
         seq = self._write_seq
+        if seq > records.MAX_SEQUENCE:
+            raise LocalProtocolError("record sequence numbers exhausted: the association cannot send any more")
         self._write_seq += 1
         epoch_seq = _EPOCH_SEQ.pack(self._epoch, seq >> 32, seq & 0xFFFFFFFF)
         aad = epoch_seq + _AAD_TAIL.pack(content_type, self._version, len(plaintext))
@@ -149,8 +162,8 @@ class RecordLayer:
         body = record[records.HEADER_LEN :]
         explicit = body[:8] if self._explicit else b""
         ciphertext = body[len(explicit) :]
-        if len(ciphertext) < self._tag_len:
-            return None
+        if not self._tag_len <= len(ciphertext) <= records.MAX_PLAINTEXT + self._tag_len:
+            return None  # too short to hold a tag, or more plaintext than a record may carry
         aad = epoch_seq + _AAD_TAIL.pack(record[0], self._version, len(ciphertext) - self._tag_len)
         try:
             plaintext = self._opener.decrypt(self._nonce(self._read_iv, epoch_seq, explicit), ciphertext, aad)
@@ -180,7 +193,9 @@ class RecordLayer:
     def _accept(self, seq: int) -> None:
         if seq > self._read_top:
             shift = seq - self._read_top
-            self._read_window = ((self._read_window << shift) | 1) & ((1 << WINDOW) - 1)
+            # A jump past the window leaves only the new top seen; shifting by the jump
+            # itself would build a J-bit integer (a peer picks J up to 2^48).
+            self._read_window = 1 if shift >= WINDOW else ((self._read_window << shift) | 1) & _WINDOW_MASK
             self._read_top = seq
         else:
             self._read_window |= 1 << (self._read_top - seq)

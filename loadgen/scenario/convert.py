@@ -13,6 +13,7 @@ import ipaddress
 import math
 import os
 import re
+import string as _string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ..credentials import Secret, parse_hex
+from ..credentials import Secret, check_regular, parse_hex
 from ..errors import ConfigError
 from .errors import ScenarioError
 
@@ -33,12 +34,19 @@ _TEXTUAL = frozenset(STD + t for t in ("str", "int", "float"))  # scalars whose 
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # All-hex "names" are refused: that is a key pasted where its variable's name belongs.
 ENV_NAME = re.compile(r"(?![0-9a-fA-F]{16,}$)[A-Za-z_][A-Za-z0-9_]*")
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
+# No two adjacent \s* (as in "\s*(unit)?\s*"): blanks before a wrong character would be split
+# between them every way, quadratic in their number.
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:(ms|s|m|h)\s*)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _DURATION_TEXT = "a duration like '5s' or '250ms'"
 _MAX_POOL = 65536  # a source address range larger than this is almost surely a typo
+_MAX_WIDTH = 65535  # in a template's format spec: as large as any datagram, and no larger
+#: Largest certificate, private key or CA bundle accepted (the Mozilla bundle is about 220 KiB).
+PEM_FILE_CAP = 16 << 20
 # A string like this is never echoed, wherever it appears: it is probably a key pasted in the wrong place.
-HEXISH = re.compile(r"\s*(0[xX])?[0-9a-fA-F:\s]{16,}")
+# The leading blanks are taken by the class unless a 0x follows them: a separate \s* before it made
+# blanks followed by a wrong character quadratic (the same strings match).
+HEXISH = re.compile(r"(?:\s*0[xX])?[0-9a-fA-F:\s]{16,}")
 
 Conv = Callable[["Ctx", Node, str], Any]
 
@@ -237,14 +245,26 @@ def hex_bytes(*, secret: bool) -> Conv:
     return conv
 
 
-def existing_file(ctx: Ctx, node: Node, path: str) -> Path:
-    """An existing file, relative to the scenario's directory; stored absolute."""
-    text = string()(ctx, node, path)
-    resolved = Path(os.path.abspath(ctx.base / os.path.expanduser(text)))
-    if not resolved.is_file():
+def regular_file(cap: int, what: str) -> Conv:
+    """An existing regular file of at most ``cap`` bytes, relative to the scenario's directory;
+    stored absolute. Checked with ``stat`` alone: a device or a FIFO is never opened here."""
+
+    def conv(ctx: Ctx, node: Node, path: str) -> Path:
+        text = string()(ctx, node, path)
+        resolved = Path(os.path.abspath(ctx.base / os.path.expanduser(text)))
         shown = "it" if HEXISH.fullmatch(text) else resolved
-        ctx.fail(node, path, f"expected an existing file, got {show(text)} (not found: {shown})")
-    return resolved
+        try:
+            info = os.stat(resolved)
+        except FileNotFoundError:
+            ctx.fail(node, path, f"expected an existing file, got {show(text)} (not found: {shown})")
+        except OSError as exc:
+            ctx.fail(node, path, f"expected an existing file, got {show(text)} ({shown}: {exc.strerror})")
+        problem = check_regular(info, cap, what)
+        if problem:
+            ctx.fail(node, path, f"{show(text)}: {problem}")
+        return resolved
+
+    return conv
 
 
 def template(**sample: Any) -> Conv:
@@ -254,6 +274,10 @@ def template(**sample: Any) -> Conv:
     def conv(ctx: Ctx, node: Node, path: str) -> str:
         text = string()(ctx, node, path)
         try:
+            for _, _, spec, _ in _string.Formatter().parse(text):
+                # Checked before formatting: "{n:>9999999999}" would allocate 10 GB to check.
+                if spec and any(int(width) > _MAX_WIDTH for width in re.findall(r"\d+", spec)):
+                    ctx.fail(node, path, f"bad template {show(text)}: a width or precision over {_MAX_WIDTH}")
             text.format(**sample)
         except KeyError as exc:
             ctx.fail(node, path, f"unknown template field {{{exc.args[0]}}} (known fields: {known})")
@@ -287,6 +311,8 @@ def addresses(ctx: Ctx, node: Node, path: str) -> tuple[str, ...]:
             expected(ctx, item, where, what)
         if lo.version != hi.version or not 0 <= int(hi) - int(lo) < _MAX_POOL:
             expected(ctx, item, where, f"an ascending range of one IP version (at most {_MAX_POOL})")
+        if len(pool) + int(hi) - int(lo) + 1 > _MAX_POOL:  # checked before expanding: many ranges add up
+            ctx.fail(item, where, f"expected at most {_MAX_POOL} source addresses in all, got more by this range")
         pool.extend(str(type(lo)(i)) for i in range(int(lo), int(hi) + 1))  # keep v6 as v6
     return tuple(pool)
 
@@ -380,7 +406,10 @@ def check_tags(ctx: Ctx, root: Node) -> None:
         if isinstance(node, SequenceNode):
             children = [(c, f"{path}[{i}]") for i, c in enumerate(node.value)]
         elif isinstance(node, MappingNode):
-            children = [p for k, val in node.value for p in ((k, path), (val, join(path, str(k.value))))]
+            # Only a scalar key names a path: str() of a collection key would expand every alias
+            # under it (nine levels of nine references: 387 million leaves); _record refuses it later.
+            children = [p for k, val in node.value
+                        for p in ((k, path), (val, join(path, k.value if isinstance(k, ScalarNode) else "<key>")))]
         else:
             children = []
         stack.extend(reversed(children))

@@ -29,6 +29,7 @@ from ..credentials import Secret
 from ..errors import (
     BadReply,
     ConnectionRefused,
+    InternalError,
     LoadgenError,
     LocalProtocolError,
     PeerClosed,
@@ -46,6 +47,11 @@ _READ = 1  # libev EV_READ
 
 # Association states.
 _NEW, _HANDSHAKING, _ESTABLISHED, _DONE = range(4)
+# Datagrams read after an ICMP error, looking for a close_notify (a socket queue holds a few hundred).
+_DRAIN = 512
+# Where an unexpected exception was met, for the internal-error message.
+_CALLBACKS = {"_on_readable": "datagram processing", "_on_timer": "a timer step",
+              "_begin_handshake": "the handshake start"}
 
 
 @dataclass(frozen=True)
@@ -177,11 +183,13 @@ class DtlsAssociation:
         self._stop_watchers()
         if self._sock is not None:
             if self._engine is not None and not self._engine.closed:
-                self._engine.close()
                 try:
+                    self._engine.close()
                     self._flush()
                 except LoadgenError:
                     pass  # the peer is gone already: nobody to say goodbye to
+                except Exception as exc:  # noqa: BLE001 - a bug saying goodbye must not reach the caller
+                    self._say(ERROR, f"close failed - {InternalError(f'unexpected {type(exc).__name__}')}")
             self._sock.close()
             self._sock = None
         self._mark_done()
@@ -271,8 +279,20 @@ class DtlsAssociation:
             callback(*args)
         except LoadgenError as exc:
             self._fail(exc)
-        except Exception as exc:  # noqa: BLE001 - a bug must not take the hub down
-            self._fail(LocalProtocolError(f"{self.name}: internal error: {exc!r}"))
+        except Exception as exc:  # noqa: BLE001 - a bug must not take the hub down, nor the others
+            self._internal_error(exc, callback)
+
+    def _internal_error(self, exc: Exception, callback: Any) -> None:
+        """End this association with ``internal-error``: the attempt in flight fails once, one
+        (rate-limited) line says which exception, never its arguments (they may hold peer bytes)."""
+        where = _CALLBACKS.get(getattr(callback, "__name__", ""), "a callback")
+        error = InternalError(f"unexpected {type(exc).__name__} in {where}")
+        if self._state != _HANDSHAKING:  # _fail says why a handshake failed; say it for the rest
+            self._say(ERROR, f"association ended - {error}")
+        try:
+            self._fail(error)
+        except Exception:  # noqa: BLE001 - a bug in the accounting too: still end, alone
+            self._finish(error)
 
     def _on_readable(self) -> None:
         engine = self._engine
@@ -414,16 +434,20 @@ class DtlsAssociation:
         close_notify waiting in the queue. Read the queue: a close_notify wins.
         """
         engine = self._engine
-        while engine is not None and not engine.closed and self._sock is not None:
+        # At most _DRAIN datagrams, their events taken as they come: a server that keeps the
+        # queue full must not keep us reading (and queueing events) for ever.
+        for read in range(_DRAIN + 1):
+            while engine is not None and (event := engine.next_event()) is not None:
+                if isinstance(event, PeerClosedEvent):
+                    self._say(ERROR, "shutdown alert received")
+                    return PeerClosed("shutdown alert received")
+            if read == _DRAIN or engine is None or engine.closed or self._sock is None:
+                break
             try:
                 data = self._sock.recv(65536)
             except (BlockingIOError, ConnectionRefusedError):
                 break
             engine.receive_datagram(data)
-        while engine is not None and (event := engine.next_event()) is not None:
-            if isinstance(event, PeerClosedEvent):
-                self._say(ERROR, "shutdown alert received")
-                return PeerClosed("shutdown alert received")
         host, port = self.address
         return ConnectionRefused(f"{self.name}: {host}:{port} refused (ICMP port unreachable)")
 

@@ -3,29 +3,53 @@
 Per-peer state is created only after a ClientHello returns a valid cookie (see
 :func:`loadgen.protocol.dtls.accept`). Replies to each ping by echoing it, or in the
 style of Qt's DTLS server example ("to IDENTITY: PAYLOAD"). Idle peers expire.
+
+Limits: at most ``max_peers`` peers with state, of which at most ``max_half_open``
+still handshaking; a handshake must complete within ``handshake_timeout``. When full,
+a cookieless ClientHello still gets its stateless HelloVerifyRequest, and a ClientHello
+with a valid cookie (which would create state) is dropped and counted ``server-full``.
+
+Deadlines (handshake, retransmission, idle) live in one heap: the timer loop sleeps
+until the earliest is due, so idle peers cost no CPU. One peer's datagram or timer step
+that raises unexpectedly drops that peer (``internal-error``); the loops go on.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 import socket as _stdsocket
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 
 import gevent
 from gevent import socket
+from gevent.event import Event
 
 from ..credentials import KeyStore
-from ..errors import LoadgenError
+from ..errors import InternalError, LoadgenError, ServerFull
 from ..heap import freeze_while_growing
-from ..protocol import dtls
+from ..protocol import dtls, psk_server
 from ..protocol.cookies import CookieJar
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted, PeerClosed
-from ..throttle import ThrottledLog
+from ..throttle import ThrottledLog, exception_summary
 from .ratelimit import TokenBucket, client_hello_has_cookie
 
 log = logging.getLogger("loadgen.server")
+
+#: Defaults of ``serve dtls``. 100,000 peers at ~11 KiB each (established, native) is ~1.1 GiB;
+#: 10,000 half-open peers bound what a flood of cookie'd ClientHellos can hold. See README.
+DEFAULT_MAX_PEERS = 100_000
+DEFAULT_MAX_HALF_OPEN = 10_000
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_IDLE_TIMEOUT = 60.0
+
+#: Due timer entries handled before the timer loop lets the receive loop run.
+_TIMER_BATCH = 256
+#: The heap is rebuilt from the live peers once stale entries outnumber them this much.
+_HEAP_SLACK = 1024
 
 
 @dataclass
@@ -43,10 +67,17 @@ class ServerStats:
     failures: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class _Peer:
+    """One peer's state: small, since a server holds tens of thousands (slots, no dict)."""
+
     engine: dtls.ServerEngine
     last_seen: float
+    deadline: float  # the handshake must complete by then
+    half_open: bool = True  # handshake not done yet
+    # The due time of this peer's live heap entry (inf: none). An entry whose time differs is
+    # stale (lazy invalidation): the peer was rescheduled, dropped, or replaced since.
+    wake: float = math.inf
 
 
 class DtlsServer:
@@ -62,25 +93,35 @@ class DtlsServer:
         reply: str = "echo",
         ciphers: str = dtls.DEFAULT_PSK_CIPHERS,
         mtu: int = dtls.DEFAULT_MTU,
-        idle_timeout: float = 60.0,
-        handshake_timeout: float = 30.0,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_peers: int = DEFAULT_MAX_PEERS,
+        max_half_open: int = DEFAULT_MAX_HALF_OPEN,
         native: bool = True,
         max_handshake_rate: float | None = None,
         max_ping_rate: float | None = None,
     ) -> None:
         if reply not in ("echo", "qt"):
             raise ValueError(f"reply must be 'echo' or 'qt', not {reply!r}")
+        if max_peers < 1 or max_half_open < 1:
+            raise ValueError("max_peers and max_half_open must be at least 1")
+        if handshake_timeout <= 0 or idle_timeout <= 0:
+            raise ValueError("handshake_timeout and idle_timeout must be > 0")
+        self._cookies = CookieJar()  # ours too: a full server checks a cookie without creating state
         # native: loadgen's own handshake where the suites allow (see protocol/psk_handshake.py).
-        self._context = dtls.server_context(keys, hint=hint, ciphers=ciphers, cookies=CookieJar(), native=native)
+        self._context = dtls.server_context(keys, hint=hint, ciphers=ciphers, cookies=self._cookies, native=native)
         self._host, self._port = host, port
         self._reply = reply
         self._mtu = mtu
-        self._idle_timeout = idle_timeout
-        self._handshake_timeout = handshake_timeout
-        # Least recently heard from first: expiring idle peers looks at the front only
-        # (a sweep over 50,000 peers stalled the server ~150 ms a second).
-        self._peers: OrderedDict[tuple, _Peer] = OrderedDict()
-        self._handshaking: dict[tuple, float] = {}  # peer -> handshake deadline
+        self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
+        self.max_peers = max_peers
+        self.max_half_open = max_half_open
+        self._peers: dict[tuple, _Peer] = {}
+        self._half_open = 0  # peers whose handshake is not done yet
+        self._heap: list[tuple[float, tuple]] = []  # (due, address), see _Peer.wake
+        self._wakeup = Event()
+        self._sleeping_until = -math.inf  # when the timer loop wakes by itself (-inf: it is not asleep)
         self._sock: socket.socket | None = None
         self._greenlets: list[gevent.Greenlet] = []
         self.stats = ServerStats()
@@ -100,9 +141,19 @@ class DtlsServer:
     def peer_count(self) -> int:
         return len(self._peers)
 
+    @property
+    def half_open_count(self) -> int:
+        """Peers whose handshake is not done yet."""
+        return self._half_open
+
     def peer_addresses(self) -> list[tuple]:
         """Addresses of the peers the server holds state for (after their cookie checked out)."""
         return list(self._peers)
+
+    def describe_limits(self) -> str:
+        """The limits in force, for the listening line."""
+        return (f"max {self.max_peers} peers, {self.max_half_open} half-open, "
+                f"handshake timeout {self.handshake_timeout:g}s, idle timeout {self.idle_timeout:g}s")
 
     def start(self) -> DtlsServer:
         family = _stdsocket.AF_INET6 if ":" in self._host else _stdsocket.AF_INET
@@ -111,7 +162,7 @@ class DtlsServer:
         sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF, 4 * 1024 * 1024)
         sock.bind((self._host, self._port))
         self._sock = sock
-        self._greenlets = [gevent.spawn(self._receive_loop), gevent.spawn(self._timer_loop),
+        self._greenlets = [gevent.spawn(self._receive_loop, sock), gevent.spawn(self._timer_loop),
                            # Peers are long-lived: keep them out of full garbage collections, which
                            # otherwise walk every peer (~0.4 s at 50,000). They hold no cycles.
                            freeze_while_growing(lambda: len(self._peers))]
@@ -123,89 +174,168 @@ class DtlsServer:
         gevent.joinall(self._greenlets)
 
     def stop(self) -> None:
-        """Send close_notify to every peer, then close the socket."""
+        """Send close_notify to every peer, then close the socket. Never raises for one peer."""
         gevent.killall(self._greenlets)
+        self._greenlets = []
         for addr, peer in list(self._peers.items()):
-            peer.engine.close()
-            self._send(peer.engine, addr)
+            try:
+                peer.engine.close()
+                self._send(peer.engine, addr)
+            except Exception as exc:  # a broken engine must not keep the others from their goodbye
+                self._internal_error(None, exc)
         self._peers.clear()
-        self._handshaking.clear()
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        self._heap.clear()
+        self._half_open = 0
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
 
     # -- loops --------------------------------------------------------------
 
-    def _receive_loop(self) -> None:
-        assert self._sock is not None
-        sock = self._sock
+    def _receive_loop(self, sock: socket.socket) -> None:
         while True:
             try:
                 datagram, addr = sock.recvfrom(65536)
             except OSError:  # e.g. ICMP from a vanished client on some kernels
+                if self._sock is None:
+                    return  # closed by stop(): do not spin on EBADF
                 continue
-            self.handle_datagram(datagram, addr)
+            except Exception as exc:  # e.g. MemoryError for the buffer: wait a little, go on
+                self._internal_error(None, exc)
+                gevent.sleep(0.01)
+                continue
+            try:
+                self.handle_datagram(datagram, addr)
+            except Exception as exc:  # one datagram never ends the loop that serves the others
+                self._internal_error(addr, exc)
 
     def _timer_loop(self) -> None:
-        last_sweep = time.monotonic()
+        heap = self._heap
         while True:
-            gevent.sleep(0.05)
-            now = time.monotonic()
-            for addr, deadline in list(self._handshaking.items()):
-                peer = self._peers.get(addr)
-                if peer is None:
-                    self._handshaking.pop(addr, None)
+            try:
+                now = time.monotonic()
+                delay = heap[0][0] - now if heap else None
+                if delay is None or delay > 0:
+                    self._wakeup.clear()
+                    self._sleeping_until = math.inf if delay is None else now + delay
+                    self._wakeup.wait(delay)
+                    self._sleeping_until = -math.inf
                     continue
-                if now >= deadline:
-                    self._drop(addr, "handshake-timeout")
-                    continue
-                timer = peer.engine.get_timer()
-                if timer is not None and timer <= 0:
-                    peer.engine.handle_timer()
-                    self._send(peer.engine, addr)
-            if now - last_sweep >= 1.0:
-                last_sweep = now
-                while self._peers:
-                    addr, peer = next(iter(self._peers.items()))
-                    if now - peer.last_seen <= self._idle_timeout:
-                        break  # everyone behind it was heard from later
-                    self.stats.expired += 1
-                    self._drop(addr, None)
+                self._run_due(now)
+            except Exception as exc:  # the loop itself (not one peer) hit a bug: keep expiring the others
+                self._internal_error(None, exc)
+                gevent.sleep(0.01)
+
+    def _run_due(self, now: float) -> None:
+        heap, handled = self._heap, 0
+        while heap and heap[0][0] <= now:
+            due, addr = heapq.heappop(heap)
+            peer = self._peers.get(addr)
+            if peer is None or peer.wake != due:
+                continue  # stale: dropped, replaced or rescheduled since
+            peer.wake = math.inf
+            try:
+                self._on_due(peer, addr, now)
+            except Exception as exc:
+                self._internal_error(addr, exc)
+            handled += 1
+            if handled % _TIMER_BATCH == 0:
+                gevent.sleep(0)  # thousands due at once: let datagrams in between
+                now = time.monotonic()
+
+    def _on_due(self, peer: _Peer, addr: tuple, now: float) -> None:
+        if peer.half_open and now >= peer.deadline:
+            self._drop(addr, peer, "handshake-timeout")
+            return
+        if now >= peer.last_seen + self.idle_timeout:
+            self.stats.expired += 1
+            self._drop(addr, peer, None)
+            return
+        timer = peer.engine.get_timer()
+        if timer is not None and timer <= 0:
+            peer.engine.handle_timer()
+            self._after_input(peer, addr)
+            if self._peers.get(addr) is not peer:
+                return
+        self._schedule(peer, addr, now)
+
+    def _schedule(self, peer: _Peer, addr: tuple, now: float) -> None:
+        """Make sure the heap holds an entry for ``peer`` no later than its next due time."""
+        due = peer.last_seen + self.idle_timeout
+        if peer.half_open:
+            due = min(due, peer.deadline)
+        timer = peer.engine.get_timer()
+        if timer is not None:
+            due = min(due, now + timer)
+        if due >= peer.wake:
+            return  # an entry at least as early is in the heap; it reschedules when it pops
+        peer.wake = due
+        heap = self._heap
+        if len(heap) > 2 * len(self._peers) + _HEAP_SLACK:
+            # Stale entries (churned peers, rescheduled ones) outnumber the live: rebuild.
+            heap[:] = [(p.wake, a) for a, p in self._peers.items() if p.wake != math.inf]
+            heapq.heapify(heap)
+        else:
+            heapq.heappush(heap, (due, addr))
+        if due < self._sleeping_until:
+            self._wakeup.set()
 
     # -- per datagram -------------------------------------------------------
 
     def handle_datagram(self, datagram: bytes, addr: tuple) -> None:
         peer = self._peers.get(addr)
         now = time.monotonic()
-        if peer is None or (peer.engine.handshake_done and dtls.records.is_client_hello(datagram)):
-            # Unknown peer, or a known one starting over (client restarted on the
-            # same port): stateless cookie exchange first.
-            if self._handshake_bucket is not None and client_hello_has_cookie(datagram) \
-                    and not self._handshake_bucket.take(now):
-                self.stats.throttled_handshakes += 1
-                return
-            engine, replies = dtls.accept(self._context, datagram, _peer_key(addr), mtu=self._mtu)
-            for reply in replies:
-                self._sendto(reply, addr)
-            if engine is None:
-                self.stats.hello_verify_sent += bool(replies)
-                self.stats.ignored += not replies
-                return
-            if peer is not None:
-                self._drop(addr, None)
-            peer = _Peer(engine, now)
-            self._peers[addr] = peer
-            self._handshaking[addr] = now + self._handshake_timeout
-            self._after_input(peer, addr)
+        if peer is None or (not peer.half_open and dtls.records.is_client_hello(datagram)):
+            self._handle_newcomer(datagram, addr, peer, now)
             return
         peer.last_seen = now
-        self._peers.move_to_end(addr)
-        if self._ping_bucket is not None and datagram[:1] == b"\x17" and peer.engine.handshake_done \
+        if self._ping_bucket is not None and datagram[:1] == b"\x17" and not peer.half_open \
                 and not self._ping_bucket.take(now):
             self.stats.throttled_pings += 1  # 0x17: application data, i.e. a ping
             return
         peer.engine.receive_datagram(datagram)
         self._after_input(peer, addr)
+        if peer.half_open and self._peers.get(addr) is peer:
+            self._schedule(peer, addr, now)  # e.g. a new flight armed its retransmission timer
+
+    def _handle_newcomer(self, datagram: bytes, addr: tuple, peer: _Peer | None, now: float) -> None:
+        """An unknown peer, or a known one starting over (client restarted on the same port):
+        stateless cookie exchange first; state only for a valid cookie and only within the limits."""
+        with_cookie = client_hello_has_cookie(datagram)
+        if with_cookie and self._full(replacing=peer) and self._cookie_valid(datagram, addr):
+            self.stats.failures[ServerFull.code] += 1  # counted, never logged per datagram
+            return
+        if self._handshake_bucket is not None and with_cookie and not self._handshake_bucket.take(now):
+            self.stats.throttled_handshakes += 1
+            return
+        engine, replies = dtls.accept(self._context, datagram, _peer_key(addr), mtu=self._mtu)
+        if engine is not None and self._full(replacing=peer):
+            # The cookie check above and the engine's may differ (OpenSSL's path): still no state.
+            self.stats.failures[ServerFull.code] += 1
+            return
+        for reply in replies:
+            self._sendto(reply, addr)
+        if engine is None:
+            self.stats.hello_verify_sent += bool(replies)
+            self.stats.ignored += not replies
+            return
+        if peer is not None:
+            self._drop(addr, peer, None)
+        peer = _Peer(engine, now, now + self.handshake_timeout)
+        self._peers[addr] = peer
+        self._half_open += 1
+        self._after_input(peer, addr)
+        if self._peers.get(addr) is peer:
+            self._schedule(peer, addr, now)
+
+    def _full(self, *, replacing: _Peer | None) -> bool:
+        """True when a new half-open peer would exceed a limit (a restarting peer replaces its old state)."""
+        peers = len(self._peers) - (replacing is not None)
+        return peers >= self.max_peers or self._half_open >= self.max_half_open
+
+    def _cookie_valid(self, datagram: bytes, addr: tuple) -> bool:
+        hello = psk_server.parse_client_hello(datagram)
+        return hello is not None and bool(hello.cookie) and self._cookies.check(_peer_key(addr), hello.cookie)
 
     def _after_input(self, peer: _Peer, addr: tuple) -> None:
         engine = peer.engine
@@ -218,7 +348,9 @@ class DtlsServer:
                     self.stats.failures[exc.code] += 1
             elif isinstance(event, HandshakeCompleted):
                 self.stats.handshakes += 1
-                self._handshaking.pop(addr, None)
+                if peer.half_open:
+                    peer.half_open = False
+                    self._half_open -= 1
             elif isinstance(event, PeerClosed):
                 self.stats.closed_by_peer += 1
             elif isinstance(event, ConnectionFailed):
@@ -226,7 +358,7 @@ class DtlsServer:
                 self._log.log(logging.WARNING, event.error.code, "%s: %s", _peer_text(addr), event.error)
         self._send(engine, addr)
         if engine.closed:
-            self._drop(addr, None)
+            self._drop(addr, peer, None)
 
     def _answer(self, engine: dtls.ServerEngine, data: bytes) -> bytes:
         if self._reply == "echo":
@@ -234,11 +366,29 @@ class DtlsServer:
         who = (engine.peer_identity or b"?").decode("utf-8", "replace")
         return f"to {who}: ".encode() + data
 
-    def _drop(self, addr: tuple, failure: str | None) -> None:
+    def _drop(self, addr: tuple, peer: _Peer | None, failure: str | None) -> None:
+        """Forget ``peer`` (if it is still the one at ``addr``); its heap entry goes stale."""
         if failure:
             self.stats.failures[failure] += 1
-        self._peers.pop(addr, None)
-        self._handshaking.pop(addr, None)
+        current = self._peers.get(addr)
+        if current is None or (peer is not None and current is not peer):
+            return
+        del self._peers[addr]
+        current.wake = math.inf
+        if current.half_open:
+            current.half_open = False
+            self._half_open -= 1
+
+    def _internal_error(self, addr: tuple | None, exc: Exception) -> None:
+        """A bug met while serving one peer: drop that peer, count it, log its type (rate-limited)."""
+        try:
+            self.stats.failures[InternalError.code] += 1
+            if addr is not None:
+                self._drop(addr, None, None)
+            self._log.log(logging.ERROR, InternalError.code, "%s: internal error, peer dropped: %s",
+                          _peer_text(addr) if addr is not None else "server", exception_summary(exc))
+        except Exception:  # noqa: S110 - e.g. MemoryError again: the loop must go on regardless
+            pass
 
     def _send(self, engine: dtls.ServerEngine, addr: tuple) -> None:
         for datagram in engine.datagrams_to_send():

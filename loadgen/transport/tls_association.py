@@ -23,7 +23,15 @@ from dataclasses import dataclass
 import gevent
 
 from ..credentials import Secret
-from ..errors import BadReply, LoadgenError, LocalProtocolError, PeerClosed, PingTimeout
+from ..errors import (
+    BadReply,
+    InternalError,
+    LoadgenError,
+    LocalProtocolError,
+    PeerClosed,
+    PingTimeout,
+    ProtocolViolation,
+)
 from ..protocol.tls import SessionCache, TlsContext
 from ..recorder import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
 from .association import PingPlan
@@ -32,6 +40,10 @@ from .ssl_socket import SslSocket, State
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 #: How long handshake_once waits for TLS 1.3 session tickets (sent after the handshake).
 TICKET_WAIT = 1.0
+#: Longest reply line buffered (bytes): the reference server takes lines of up to 64 KiB and its
+#: "qt" reply adds the identity in front. A server that sends more without a newline fails the
+#: ping with ``protocol-violation``, instead of growing the read buffer without bound.
+MAX_REPLY_LINE = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,9 @@ class TlsAssociation:
         self.resumed = False
         self.pings_sent = 0
         self._bytes = (0, 0)  # sent, received: totals once the socket is gone
+        # The attempt under way (kind, started, sent bytes), so that anything that ends the
+        # association, a bug included, closes it exactly once.
+        self._attempt: tuple[str, float, int] | None = None
 
     @property
     def session_key(self) -> Hashable:
@@ -117,6 +132,8 @@ class TlsAssociation:
             self._ping_loop()
         except LoadgenError as exc:
             return exc
+        except Exception as exc:  # noqa: BLE001 - a bug ends this association, not its caller
+            return self._internal_error(exc)
         finally:
             self.close()
         return None  # pragma: no cover - the ping loop only ends by an error or close()
@@ -134,6 +151,8 @@ class TlsAssociation:
                 sock.wait_for_input(TICKET_WAIT)
         except LoadgenError as exc:
             return exc
+        except Exception as exc:  # noqa: BLE001 - a bug ends this association, not its caller
+            return self._internal_error(exc)
         finally:
             self.close()
         return None
@@ -160,7 +179,12 @@ class TlsAssociation:
         sock = self._sock
         if sock is not None:
             clean = sock.state is State.CONNECTED or sock.peer_closed
-            sock.close()
+            try:
+                sock.close()
+            except Exception as exc:  # noqa: BLE001 - a bug saying goodbye must not reach the caller
+                clean = False
+                self._say(ERROR, f"close failed - {InternalError(f'unexpected {type(exc).__name__}')}")
+                sock.abort()
             self._bytes = (sock.bytes_sent, sock.bytes_received)
             if self._sessions is not None:
                 # A session is resumable only after a clean close; otherwise forget it.
@@ -177,6 +201,7 @@ class TlsAssociation:
     def _establish(self) -> None:
         started = time.perf_counter()
         self._sink.record(Started(HANDSHAKE, self.target))
+        self._attempt = (HANDSHAKE, started, 0)
         session = self._sessions.get(self.session_key) if self._sessions is not None else None
         sock = SslSocket(self._context, server_name=self._server_name, session=session,
                          psk=self._choose_psk if self._context.psk else None)
@@ -190,12 +215,14 @@ class TlsAssociation:
                                     source_address=self._source):
             error = sock.last_error or LocalProtocolError("handshake failed")
             self._say(ERROR, f"handshake error - {error}")
+            self._attempt = None
             self._sink.record(Finished(HANDSHAKE, self.target, time.perf_counter() - started, error,
                                        sent_bytes=sock.bytes_sent, received_bytes=sock.bytes_received))
             raise error
         self._established = True
         self.resumed = sock.session_reused
         self._say(INFO, "encrypted connection established!" + (" (session resumed)" if self.resumed else ""))
+        self._attempt = None
         self._sink.record(Finished(HANDSHAKE, self.target, time.perf_counter() - started,
                                    sent_bytes=sock.bytes_sent, received_bytes=sock.bytes_received,
                                    resumed=self.resumed))
@@ -209,25 +236,32 @@ class TlsAssociation:
         late: bytes | None = None  # the last timed-out payload: its reply is late, not bad
         sent_at = deadline = 0.0
         sent_bytes = received_before = 0
-        seq = 0
+        seq = missed = 0
         while True:
             now = time.perf_counter()
             if pending is not None and now >= deadline:
+                self._attempt = None
                 self._sink.record(Finished(PING, self.target, now - sent_at,
                                            PingTimeout(f"no reply in {self._ping_timeout:g} s"), sent_bytes=sent_bytes))
                 late, pending = pending, None
+                missed += 1
+                if missed >= plan.max_missed:  # as DtlsAssociation: also what we queue stays bounded
+                    raise PingTimeout(f"{missed} pings in a row unanswered: the server is gone")
             if pending is None and now >= next_ping:
                 seq += 1
                 pending = plan.payload(self.name, seq)
                 self._sink.record(Started(PING, self.target))
                 sent_at, deadline = now, now + self._ping_timeout
+                self._attempt = (PING, sent_at, 0)
                 if b"\n" in pending:
                     bad = LocalProtocolError("a TLS ping is one line: the payload must not contain a newline")
+                    self._attempt = None
                     self._sink.record(Finished(PING, self.target, 0.0, bad))
                     raise bad
                 before, received_before = sock.bytes_sent, sock.bytes_received
                 sock.write(pending + b"\n")
                 sent_bytes = sock.bytes_sent - before
+                self._attempt = (PING, sent_at, sent_bytes)
                 self.pings_sent += 1
                 spread = plan.interval * plan.jitter
                 next_ping = max(next_ping + plan.interval + (self._uniform(-spread, spread) if spread else 0.0), now)
@@ -242,9 +276,13 @@ class TlsAssociation:
                     continue
                 error = None if plan.reply.accepts(pending, reply) else BadReply(
                     f"reply of {len(reply)} bytes does not match rule {plan.reply.kind}")
+                self._attempt = None
                 self._sink.record(Finished(PING, self.target, time.perf_counter() - sent_at, error,
                                            sent_bytes=sent_bytes, received_bytes=sock.bytes_received - received_before))
                 pending = None
+                missed = 0
+            if sock.bytes_available > MAX_REPLY_LINE:  # a line without an end: do not buffer it all
+                raise self._protocol_violation(f"a reply line over {MAX_REPLY_LINE // 1024} KiB", sent_bytes)
             if sock.state is not State.CONNECTED:
                 self._ended(sock, pending, sent_at, sent_bytes)
 
@@ -259,9 +297,33 @@ class TlsAssociation:
             error = sock.last_error or PeerClosed("connection lost")
         if pending is not None:
             outstanding = PeerClosed("peer closed with a ping outstanding") if sock.peer_closed else error
+            self._attempt = None
             self._sink.record(Finished(PING, self.target, time.perf_counter() - sent_at, outstanding,
                                        sent_bytes=sent_bytes))
         raise error
+
+    def _protocol_violation(self, what: str, sent_bytes: int) -> ProtocolViolation:
+        """The server broke the line protocol: the ping in flight (if any) fails with the error."""
+        error = ProtocolViolation(what)
+        self._say(ERROR, f"association ended - {error}")
+        self._fail_attempt(error)
+        return error
+
+    def _internal_error(self, exc: Exception) -> InternalError:
+        """A bug met while running this association (never its arguments: they may hold peer
+        bytes): the attempt in flight fails once with ``internal-error``, one line says so."""
+        error = InternalError(f"unexpected {type(exc).__name__}")
+        handshake = self._attempt is not None and self._attempt[0] == HANDSHAKE
+        self._say(ERROR, f"{'handshake error' if handshake else 'association ended'} - {error}")
+        self._fail_attempt(error)
+        return error
+
+    def _fail_attempt(self, error: LoadgenError) -> None:
+        """Close the attempt under way (handshake or ping), if any, as failed with ``error``."""
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            kind, started, sent_bytes = attempt
+            self._sink.record(Finished(kind, self.target, time.perf_counter() - started, error, sent_bytes=sent_bytes))
 
     # -- helpers ------------------------------------------------------------
 
