@@ -94,6 +94,11 @@ def test_fuzz_handshake_messages_after_the_cookie_check(target, handshake: str) 
 def _fuzz_sessions(t, rng: random.Random, sessions: int, per_session: int) -> dict[str, int]:
     """Mutated plaintext sealed with the real keys; a fresh session whenever one ended."""
     counts = {"sessions": 0, "sealed": 0, "echoed": 0, "echo_expected": 0, "server_gone": 0}
+
+    def echoes(session) -> int:  # the echoes of fuzzed records (not of our liveness pings)
+        session.receive(0.05)
+        return sum(1 for p in session.received if not p.startswith(b"still there?"))
+
     for s in range(sessions):
         session = established(t.address, t.key, identity=b"fuzz-%d" % s)
         counts["sessions"] += 1
@@ -108,18 +113,16 @@ def _fuzz_sessions(t, rng: random.Random, sessions: int, per_session: int) -> di
                 counts["sealed"] += 1
                 if content_type == records.APPLICATION_DATA and 0 < len(plaintext) <= 1100:
                     counts["echo_expected"] += 1
-                if n % 25 == 24:
-                    got = session.receive(0.05)
-                    counts["echoed"] += len(got)
-                    if not session.ping(b"still there? %d" % n, timeout=1.0):
-                        session.peer.close()  # the server ended it (an alert, say): start over
-                        try:
-                            session = established(t.address, t.key, identity=b"fuzz-%d-%d" % (s, n))
-                        except AssertionError:
-                            counts["server_gone"] += 1
-                            return counts  # the checks that follow say what happened
-                        counts["sessions"] += 1
-            counts["echoed"] += len(session.receive(0.2))
+                if n % 25 == 24 and not session.ping(b"still there? %d" % n, timeout=0.3):
+                    counts["echoed"] += echoes(session)
+                    session.peer.close()  # the server ended it (an alert, say): start over
+                    try:
+                        session = established(t.address, t.key, identity=b"fuzz-%d-%d" % (s, n))
+                    except AssertionError:
+                        counts["server_gone"] += 1
+                        return counts  # the checks that follow say what happened
+                    counts["sessions"] += 1
+            counts["echoed"] += echoes(session)
         finally:
             session.peer.close()
     return counts
@@ -129,7 +132,7 @@ def _fuzz_sessions(t, rng: random.Random, sessions: int, per_session: int) -> di
 def test_fuzz_plaintext_inside_sessions(target, handshake: str) -> None:
     t = target("--handshake", handshake)
     rng = random.Random(1)
-    sessions, per_session = 10, 200
+    sessions, per_session = 6, 150
     rss0, cpu0 = t.rss(), t.cpu()
     result: list[dict[str, int]] = []
     greenlet = gevent.spawn(lambda: result.append(_fuzz_sessions(t, rng, sessions, per_session)))
@@ -142,8 +145,10 @@ def test_fuzz_plaintext_inside_sessions(target, handshake: str) -> None:
     counts = result[0]
     cpu, growth = t.cpu() - cpu0, t.rss() - rss0
     t.assert_served("after the session fuzz")
-    # Authentic: the server opened them and echoed what it should (the rest it judged).
-    assert counts["echoed"] >= counts["echo_expected"] * 0.5, counts
+    # Authentic: the server opened them and echoed data records (some sessions it ended,
+    # for an alert or a violation: the records after that in the batch go unanswered).
+    summary = t.server.stop_and_summarize()
+    assert counts["echoed"] >= counts["echo_expected"] * 0.25, (counts, summary.line)
     assert cpu / counts["sealed"] * 1e6 <= MAX_US_PER_DATAGRAM, (
         f"{cpu / counts['sealed'] * 1e6:.0f} us of server CPU per authentic hostile record")
     assert growth / counts["sessions"] <= MAX_KIB_PER_PEER, f"server grew {growth} KiB for {counts['sessions']}"
