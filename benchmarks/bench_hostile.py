@@ -52,6 +52,7 @@ from adversarial import fuzz  # noqa: E402
 from adversarial.hostile import (  # noqa: E402
     HostilePeer,
     Ports,
+    Session,
     cpu_seconds,
     established,
     got_server_hello,
@@ -65,7 +66,7 @@ from servers import LoadgenServer, loadgen_env, start_loadgen_server  # noqa: E4
 
 from loadgen.credentials import Secret  # noqa: E402
 from loadgen.payloads import ReplyRule  # noqa: E402
-from loadgen.protocol import dtls  # noqa: E402
+from loadgen.protocol import dtls, records  # noqa: E402
 from loadgen.recorder import Tally  # noqa: E402
 from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan  # noqa: E402
 
@@ -280,18 +281,26 @@ class ServerPass:
         drops0, cpu0, t0 = udp_drops(port), self.cpu(), time.perf_counter()
         sent = echoed = lost = 0
         gone = False
+
+        def echoes(session: Session) -> int:  # echoes of fuzzed records (not of our liveness pings)
+            return sum(1 for p in session.received if p != b"still there?")
+
         while sent < args.session_records and self.alive() and not gone:
             for i, session in enumerate(sessions):
-                for n in range(50):
-                    content_type, plaintext, jump = fuzz.mutate_plaintext(rng, b"fuzz %d " % n + rng.randbytes(20))
+                batch = [fuzz.mutate_plaintext(rng, b"fuzz %d " % n + rng.randbytes(20)) for n in range(50)]
+                # Alerts last: a real one ends the session, and what follows it would be wasted.
+                batch.sort(key=lambda item: item[0] == records.ALERT)
+                for content_type, plaintext, jump in batch:
                     seq = session.write_seq + jump
                     if seq >= (1 << 48) - 1:
                         seq = session.write_seq
                     session.peer.send(session.seal(plaintext, content_type=content_type, seq=seq))
-                sent += 50
-                echoed += len(session.receive(0.0))
-                if not session.ping(b"still there?", timeout=2.0):
-                    lost += 1  # the server ended it (a mutated alert, say): a new one
+                sent += len(batch)
+                ends = any(t == records.ALERT and len(p) == 2 for t, p, _ in batch)
+                if ends or not session.ping(b"still there?", timeout=1.0):
+                    session.receive(0.02)
+                    echoed += echoes(session)
+                    lost += 1  # ended by the server (a well-formed alert, say): a new one
                     session.peer.close()
                     try:
                         sessions[i] = established(self.server.address, self.key, identity=b"fuzz-%d-%d" % (i, sent))
@@ -301,12 +310,16 @@ class ServerPass:
                         break
                 if sent >= args.session_records:
                     break
+        for session in sessions:
+            session.receive(0.02)
+            echoed += echoes(session)
         drops = udp_drops(port) - drops0
         cpu, wall = self.cpu() - cpu0, time.perf_counter() - t0
         per = cpu / max(sent - drops, 1)
         growth = rss_kib(self.pid) - rss0
         report(f"session fuzz: {sent} authentic records with mutated plaintext in {wall:.0f} s over {made} sessions "
-               f"({lost} ended by the server), {echoed} echoes of them, {drops} dropped by the kernel   "
+               f"({lost} ended: an alert or the server"
+               f"'s verdict), {echoed} echoes of them, {drops} dropped by the kernel   "
                f"{verdict(not gone)} (sessions could always be established)")
         report(f"  server CPU per authentic hostile record: {per * 1e6:.1f} us ({per / baseline:.2f}x baseline); "
                f"memory +{growth} KiB ({growth / made:.1f} KiB per session)"
@@ -354,7 +367,8 @@ class ServerPass:
     def fragments(self, baseline: float) -> None:
         seconds = self.args.fragment_seconds
         peer = HostilePeer(self.server.address)
-        if not got_server_hello(peer.half_open()):
+        cookie = peer.cookie_exchange()
+        if not got_server_hello(peer.send_hello(cookie)):
             report("fragments: the hostile peer did not pass the cookie check   FAIL")
             return
         datagrams = one_byte_fragments(2, self.rng)
@@ -367,8 +381,8 @@ class ServerPass:
                 peer.send(datagrams[i % len(datagrams)])
                 sent_bytes += len(datagrams[i % len(datagrams)])
                 i += 1
-                if i % len(datagrams) == 0:  # a fresh message to fill (the old one may be dropped or capped)
-                    peer.send_hello(peer.cookie_exchange(), wait=None)
+                if i % len(datagrams) == 0:  # our state back, if the server dropped it over the caps
+                    peer.send_hello(cookie, wait=None)
             else:
                 gevent.sleep(0.005)
         cpu = self.cpu() - cpu0
