@@ -244,4 +244,8 @@ def test_serve_tls_refuses_bad_options(pki: Pki, capsys: pytest.CaptureFixture[s
     assert main(["serve", "tls", "--port", "0", "--require-client-cert"]) == 2
     assert "--require-client-cert needs --cert" in capsys.readouterr().err
     assert main(["serve", "tls", "--port", "0", "--cert", str(pki.root / "missing.pem")]) == 2
+    assert "--cert " in (err := capsys.readouterr().err) and "missing.pem: No such file or directory" in err, err
+    garbage = pki.root / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    assert main(["serve", "tls", "--port", "0", "--cert", str(garbage)]) == 2
     assert "cannot load certificate" in capsys.readouterr().err
