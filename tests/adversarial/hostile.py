@@ -157,6 +157,26 @@ def one_byte_fragments(next_seq: int, rng: random.Random) -> list[bytes]:
     return datagrams
 
 
+
+def small_fragment_datagrams(next_seq: int, rng: random.Random, *, length: int = 4000, count: int = 8) -> list[bytes]:
+    """Datagrams (~3.7 KB) of 32 records of 8 one-byte fragments each, of a message of
+    ``length`` bytes (a size any cap on message length admits) whose last byte never
+    comes; the first datagram also fills the rest. The shape a server that caps records
+    per datagram and fragments per record still has to reassemble in full."""
+    head = record(records.HANDSHAKE, fragment(CLIENT_KEY_EXCHANGE, length, next_seq, 0, b"\x00" * (length - 1)),
+                  seq=2)
+    datagrams = []
+    seq = 3
+    for n in range(count):
+        out = [head] if n == 0 else []
+        while len(out) < 32:
+            payload = b"".join(fragment(CLIENT_KEY_EXCHANGE, length, next_seq, rng.randrange(length - 1), b"\x00")
+                               for _ in range(8))
+            out.append(record(records.HANDSHAKE, payload, seq=seq))
+            seq += 1
+        datagrams.append(b"".join(out))
+    return datagrams
+
 # -- a hostile peer: one source address ----------------------------------------------
 
 
