@@ -184,14 +184,41 @@ def test_f5_reassembly_cost_per_fragment(target, shape: str) -> None:
 # -- finding 6 ------------------------------------------------------------------------
 
 
-def test_f6_memory_per_hostile_peer(target) -> None:
+def _fill_buffers(peer: HostilePeer, rng: random.Random, shape: str) -> None:
+    """What a peer past the cookie check can make the server buffer, in one of two shapes."""
+    if shape == "finding":
+        # 16 messages ahead, each announcing 16 KiB with its first 1,000 bytes, early
+        # epoch-1 records before any key (big ones, and many small ones).
+        ahead = b"".join(fragment(CLIENT_KEY_EXCHANGE, 16384, 2 + m, 0, b"\x01" * 1000) for m in range(16))
+        peer.send(record(records.HANDSHAKE, ahead, seq=2))
+        for n in range(4):
+            peer.send(record(records.HANDSHAKE, b"\x02" * 65000, seq=3 + n, epoch=1))
+        peer.send(b"".join(record(records.HANDSHAKE, b"\x03" * 1000, seq=10 + n, epoch=1) for n in range(60)))
+        return
+    # At the caps whatever they are: messages of a size any cap admits, each in many
+    # scattered pieces (a range each), several messages ahead, early records of every size.
+    seq = 100
+    for m in range(12):
+        pieces = [fragment(CLIENT_KEY_EXCHANGE, 4000, 2 + m, offset, b"\x01" * 7) for offset in range(0, 3990, 97)]
+        for start in range(0, len(pieces), 8):
+            peer.send(record(records.HANDSHAKE, b"".join(pieces[start : start + 8]), seq=seq))
+            seq += 1
+    for size in (100, 200, 400, 800, 1500, 3000, 16000):
+        peer.send(record(records.HANDSHAKE, rng.randbytes(size), seq=seq, epoch=1))
+        seq += 1
+
+
+@pytest.mark.parametrize("shape", ["finding", "at-the-caps"])
+def test_f6_memory_per_hostile_peer(target, shape: str) -> None:
     """Finding 6: per peer after a cookie exchange, buffered messages (16 of 16 KiB plus
-    masks) and early epoch-1 records (4 of 64 KB) cost 774 KiB; bound: 48 KiB per peer."""
+    masks) and early epoch-1 records (4 of 64 KB) cost 774 KiB; bound: 48 KiB per peer,
+    whatever the peer sends."""
     t = target()
     peers_count = 500
     baseline = t.rss()
     accepted = 0
     peers = []
+    rng = random.Random(6)
 
     def attack() -> None:
         nonlocal accepted
@@ -200,13 +227,7 @@ def test_f6_memory_per_hostile_peer(target) -> None:
             peers.append(peer)
             passed = got_server_hello(peer.half_open(wait=1.0))
             accepted += passed
-            # 16 messages ahead, each announcing 16 KiB with its first 1,000 bytes...
-            ahead = b"".join(fragment(CLIENT_KEY_EXCHANGE, 16384, 2 + m, 0, b"\x01" * 1000) for m in range(16))
-            peer.send(record(records.HANDSHAKE, ahead, seq=2))
-            # ... and early epoch-1 records before any key: big ones, and many small ones.
-            for n in range(4):
-                peer.send(record(records.HANDSHAKE, b"\x02" * 65000, seq=3 + n, epoch=1))
-            peer.send(b"".join(record(records.HANDSHAKE, b"\x03" * 1000, seq=10 + n, epoch=1) for n in range(60)))
+            _fill_buffers(peer, rng, shape)
             if i % 50 == 0:
                 gevent.sleep(0.01)
 
