@@ -344,6 +344,38 @@ def test_cost_per_fragment_does_not_grow_with_the_message_length():
     assert per_large < 2.5 * per_small, (per_small, per_large)
 
 
+
+def _small_datagrams_of_repeated_fragments(count: int, *, length: int = 4000, seq: int = 2) -> list[bytes]:
+    """What the per-datagram and per-record caps still let through: datagrams of 32 records of
+    8 one-byte fragments each, at random offsets of a ``length``-byte ClientKeyExchange whose
+    first ``length - 1`` bytes came in the first datagram (so every later one repeats bytes
+    already here, and the message never completes)."""
+    rng = random.Random(11)
+    head = hs_record(fragment(psk_handshake.CLIENT_KEY_EXCHANGE, length, seq, 0, b"\x00" * (length - 1)), 2)
+    datagrams = []
+    record_seq = 3
+    for n in range(count):
+        recs = [head] if n == 0 else []
+        while len(recs) < psk_handshake.MAX_RECORDS_PER_DATAGRAM:
+            recs.append(hs_record(b"".join(fragment(psk_handshake.CLIENT_KEY_EXCHANGE, length, seq,
+                                                    rng.randrange(length - 1), b"\x00")
+                                           for _ in range(psk_handshake.MAX_FRAGMENTS_PER_RECORD)), record_seq))
+            record_seq += 1
+        datagrams.append(b"".join(recs))
+    return datagrams
+
+
+def test_a_megabyte_of_repeated_tiny_fragments_costs_the_engine_well_under_a_tenth_of_a_second():
+    # Issue 11's target: 1 MB/s of hostile fragments costs the whole server at most 10% of a
+    # core (100 ms per MB, sockets and event loop included). The engine's part was ~90 ms per MB
+    # (every duplicate went through the full merge: two bisects, a copy, list splices, and
+    # _advance() after every record); a duplicate now costs a lookup and two comparisons.
+    datagrams = _small_datagrams_of_repeated_fragments(270)  # ~1 MB
+    megabytes = sum(map(len, datagrams)) / 1e6
+    per_mb = _cost(datagrams, repeat=5) / megabytes
+    assert per_mb < 0.05, f"{per_mb * 1000:.0f} ms of engine CPU per MB of repeated 1-byte fragments"
+
+
 def first_client_flight():
     """A server engine after the cookie exchange and the client's next flight, not yet delivered
     (ClientKeyExchange, ChangeCipherSpec, Finished)."""
