@@ -152,6 +152,11 @@ def _common_setup(ctx: SSL.Context, ciphers: str) -> None:
 
 
 def _reason(exc: SSL.Error) -> str:
+    if isinstance(exc, SSL.SysCallError):
+        # pyOpenSSL's (errno, name) pair, e.g. (-1, 'Unexpected EOF'): OpenSSL failed without
+        # a reason in its error queue (an over-long handshake message length, say). Over
+        # memory BIOs no system call of ours failed: its errno is whatever was left over.
+        return "unexpected eof"
     errors = exc.args[0] if exc.args else []
     if errors and isinstance(errors, list) and isinstance(errors[0], tuple):
         return errors[-1][2] or "unknown TLS error"
