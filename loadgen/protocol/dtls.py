@@ -35,7 +35,7 @@ from .psk_client import (
     native_suites,
     timeout_error,
 )
-from .psk_handshake import CROSSING_WINDOW, HELLO_VERIFY_REQUEST, HS_HEADER_LEN
+from .psk_handshake import CROSSING_WINDOW, HELLO_VERIFY_REQUEST, HS_HEADER_LEN, MAX_MESSAGE_LEN
 from .record_layer import RecordLayer
 
 #: PSK suites with AEAD ciphers (CCM8 is the common IoT/CoAP choice).
@@ -151,6 +151,27 @@ def _common_setup(ctx: SSL.Context, ciphers: str) -> None:
         raise LocalProtocolError(f"no usable cipher in {ciphers!r}") from None
 
 
+def claims_long_message(datagram: bytes) -> bool:
+    """True when a plaintext handshake fragment in ``datagram`` claims a message longer than
+    :data:`~loadgen.protocol.psk_handshake.MAX_MESSAGE_LEN` (a PSK handshake has none).
+
+    OpenSSL allocates a reassembly buffer of the claimed length (up to its ~100 KiB handshake
+    message maximum) for each of the next several messages: ~220 KiB per association from a
+    dozen one-byte fragments. Its maximum (``SSL_CTX_set_max_cert_list``, a macro over
+    ``SSL_CTX_ctrl``) is out of reach: the binding exposes no ``SSL_CTX_ctrl`` and OpenSSL is
+    linked into it with hidden symbols. So such a datagram never reaches OpenSSL.
+    """
+    for content_type, epoch, raw in records.split(datagram):
+        if content_type != records.HANDSHAKE or epoch != 0:
+            continue
+        offset, end = records.HEADER_LEN, len(raw)
+        while offset + HS_HEADER_LEN <= end:
+            if int.from_bytes(raw[offset + 1 : offset + 4], "big") > MAX_MESSAGE_LEN:
+                return True
+            offset += HS_HEADER_LEN + int.from_bytes(raw[offset + 9 : offset + 12], "big")
+    return False
+
+
 def _reason(exc: SSL.Error) -> str:
     if isinstance(exc, SSL.SysCallError):
         # pyOpenSSL's (errno, name) pair, e.g. (-1, 'Unexpected EOF'): OpenSSL failed without
@@ -229,6 +250,8 @@ class DtlsEngine(EngineBase):
             return
         if self.is_client and not self.handshake_done and self._hello_verify_loop(datagram):
             return
+        if not self.handshake_done and claims_long_message(datagram):
+            return  # hostile (or broken): it would only make OpenSSL allocate
         try:
             self._conn.bio_write(datagram)
         except SSL.Error:
