@@ -9,9 +9,14 @@ still handshaking; a handshake must complete within ``handshake_timeout``. When 
 a cookieless ClientHello still gets its stateless HelloVerifyRequest, and a ClientHello
 with a valid cookie (which would create state) is dropped and counted ``server-full``.
 
-Deadlines (handshake, retransmission, idle) live in one heap: the timer loop sleeps
-until the earliest is due, so idle peers cost no CPU. One peer's datagram or timer step
-that raises unexpectedly drops that peer (``internal-error``); the loops go on.
+Deadlines (handshake, idle) live in one heap: the timer loop sleeps until the earliest
+is due, so idle peers cost no CPU. The server never retransmits a flight on a timer of
+its own: every DTLS client retransmits its flight until answered (RFC 6347 4.2.4), and
+the engines answer a repeat of the client's flight with theirs. So a lost server flight
+costs no more than it would otherwise, while half-open peers that went silent (an
+attacker's, or a client that gave up) cost nothing until their handshake timeout, and
+an address that stopped listening gets no more datagrams. One peer's datagram or timer
+step that raises unexpectedly drops that peer (``internal-error``); the loops go on.
 """
 
 from __future__ import annotations
@@ -251,22 +256,14 @@ class DtlsServer:
             self.stats.expired += 1
             self._drop(addr, peer, None)
             return
-        timer = peer.engine.get_timer()
-        if timer is not None and timer <= 0:
-            peer.engine.handle_timer()
-            self._after_input(peer, addr)
-            if self._peers.get(addr) is not peer:
-                return
-        self._schedule(peer, addr, now)
+        self._schedule(peer, addr)
 
-    def _schedule(self, peer: _Peer, addr: tuple, now: float) -> None:
+    def _schedule(self, peer: _Peer, addr: tuple) -> None:
         """Make sure the heap holds an entry for ``peer`` no later than its next due time."""
         due = peer.last_seen + self.idle_timeout
         if peer.half_open:
             due = min(due, peer.deadline)
-        timer = peer.engine.get_timer()
-        if timer is not None:
-            due = min(due, now + timer)
+        # No engine timer here: the server retransmits only when the client repeats (see above).
         if due >= peer.wake:
             return  # an entry at least as early is in the heap; it reschedules when it pops
         peer.wake = due
@@ -295,8 +292,6 @@ class DtlsServer:
             return
         peer.engine.receive_datagram(datagram)
         self._after_input(peer, addr)
-        if peer.half_open and self._peers.get(addr) is peer:
-            self._schedule(peer, addr, now)  # e.g. a new flight armed its retransmission timer
 
     def _handle_newcomer(self, datagram: bytes, addr: tuple, peer: _Peer | None, now: float) -> None:
         """An unknown peer, or a known one starting over (client restarted on the same port):
@@ -326,7 +321,7 @@ class DtlsServer:
         self._half_open += 1
         self._after_input(peer, addr)
         if self._peers.get(addr) is peer:
-            self._schedule(peer, addr, now)
+            self._schedule(peer, addr)
 
     def _full(self, *, replacing: _Peer | None) -> bool:
         """True when a new half-open peer would exceed a limit (a restarting peer replaces its old state)."""
