@@ -6,6 +6,8 @@ it must never contain a peer-specific detail (the message may).
 
 from __future__ import annotations
 
+import re
+
 
 class LoadgenError(Exception):
     """Base class. ``code`` is stable across releases; ``str(err)`` is for humans."""
@@ -187,7 +189,16 @@ def error_from_openssl(reason: str, *, remote: bool) -> HandshakeFailed:
     cls = _ALERT_CODES.get(text)
     if cls is not None:
         return cls(f"{reason} ({who})")
+    if not _REASON_NAME.fullmatch(text):
+        # Not one of OpenSSL's reason names (a tuple's repr, "reason(1234)", a number): as a
+        # code it would vary with what the peer sent. The message keeps the text.
+        return HandshakeFailed(f"{reason} ({who})")
     return HandshakeFailed(f"{reason} ({who})", code="tls-" + text.replace(" ", "-"))
+
+
+#: What OpenSSL's reason names look like ("wrong version number", "x509 lib", "unknown ca"):
+#: lowercase words, none of them a bare number. Only such a text becomes part of a code.
+_REASON_NAME = re.compile(r"[a-z][a-z0-9]*(?: [a-z][a-z0-9]*)*")
 
 
 # X509 verify result codes (OpenSSL's X509_V_ERR_*) with a stable code of their own.

@@ -35,7 +35,7 @@ from .psk_client import (
     native_suites,
     timeout_error,
 )
-from .psk_handshake import CROSSING_WINDOW, HELLO_VERIFY_REQUEST, HS_HEADER_LEN
+from .psk_handshake import CROSSING_WINDOW, HELLO_VERIFY_REQUEST, HS_HEADER_LEN, MAX_MESSAGE_LEN
 from .record_layer import RecordLayer
 
 #: PSK suites with AEAD ciphers (CCM8 is the common IoT/CoAP choice).
@@ -151,7 +151,36 @@ def _common_setup(ctx: SSL.Context, ciphers: str) -> None:
         raise LocalProtocolError(f"no usable cipher in {ciphers!r}") from None
 
 
+def _claims_too_much(datagram: bytes, max_message_seq: int | None) -> bool:
+    """True when a plaintext handshake fragment in ``datagram`` claims a message longer than
+    :data:`~loadgen.protocol.psk_handshake.MAX_MESSAGE_LEN` (a PSK handshake has none), or
+    numbered past ``max_message_seq`` (when given).
+
+    OpenSSL allocates a reassembly buffer of the claimed length (up to its ~100 KiB handshake
+    message maximum) for each of the next several messages: ~220 KiB per association from a
+    dozen one-byte fragments. Its maximum (``SSL_CTX_set_max_cert_list``, a macro over
+    ``SSL_CTX_ctrl``) is out of reach: the binding exposes no ``SSL_CTX_ctrl`` and OpenSSL is
+    linked into it with hidden symbols. So such a datagram never reaches OpenSSL.
+    """
+    for content_type, epoch, raw in records.split(datagram):
+        if content_type != records.HANDSHAKE or epoch != 0:
+            continue
+        offset, end = records.HEADER_LEN, len(raw)
+        while offset + HS_HEADER_LEN <= end:
+            if int.from_bytes(raw[offset + 1 : offset + 4], "big") > MAX_MESSAGE_LEN:
+                return True
+            if max_message_seq is not None and int.from_bytes(raw[offset + 4 : offset + 6], "big") > max_message_seq:
+                return True
+            offset += HS_HEADER_LEN + int.from_bytes(raw[offset + 9 : offset + 12], "big")
+    return False
+
+
 def _reason(exc: SSL.Error) -> str:
+    if isinstance(exc, SSL.SysCallError):
+        # pyOpenSSL's (errno, name) pair, e.g. (-1, 'Unexpected EOF'): OpenSSL failed without
+        # a reason in its error queue (an over-long handshake message length, say). Over
+        # memory BIOs no system call of ours failed: its errno is whatever was left over.
+        return "unexpected eof"
     errors = exc.args[0] if exc.args else []
     if errors and isinstance(errors, list) and isinstance(errors[0], tuple):
         return errors[-1][2] or "unknown TLS error"
@@ -177,6 +206,7 @@ class DtlsEngine(EngineBase):
         self._bad_finished = 0  # server: client Finished that did not decrypt
         self._ccs_seen = False  # server: the client's ChangeCipherSpec arrived
         self._last_epoch0_seq = -1  # server: for our own plaintext alert
+        self._max_peer_message_seq: int | None = None  # server: see accept()
         # After the handshake, application data can run through our own record layer
         # and the (large) OpenSSL connection is dropped: see record_layer.py.
         self._light = light
@@ -224,6 +254,8 @@ class DtlsEngine(EngineBase):
             return
         if self.is_client and not self.handshake_done and self._hello_verify_loop(datagram):
             return
+        if not self.handshake_done and _claims_too_much(datagram, self._max_peer_message_seq):
+            return  # hostile (or broken): it would only make OpenSSL allocate
         try:
             self._conn.bio_write(datagram)
         except SSL.Error:
@@ -560,6 +592,10 @@ def accept(
     except SSL.Error:
         return None, []
     engine = DtlsEngine(conn, is_client=False, mtu=mtu, light=light)
+    # The client's plaintext messages after this ClientHello: its ClientKeyExchange (the
+    # Finished is encrypted). OpenSSL buffers messages numbered several ahead, each at the
+    # length its fragment claims: fragments numbered further than one more are dropped.
+    engine._max_peer_message_seq = int.from_bytes(datagram[records.HEADER_LEN + 4 : records.HEADER_LEN + 6], "big") + 2
     engine._advance_handshake(None)
     engine._pull_outgoing()
     return engine, engine.datagrams_to_send()

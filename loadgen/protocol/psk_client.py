@@ -36,7 +36,9 @@ from .psk_handshake import (
     ILLEGAL_PARAMETER,
     MAX_MESSAGE_SEQ,
     NATIVE_SUITES,
+    READY,
     RENEGOTIATION_SCSV,
+    REPEATED,
     SERVER_HELLO,
     SERVER_HELLO_DONE,
     SERVER_KEY_EXCHANGE,
@@ -159,14 +161,14 @@ class PskClientEngine(HandshakeEngine):
 
     # -- server messages ----------------------------------------------------
 
-    def _on_handshake_record(self, payload: bytes, *, encrypted: bool) -> bool:
+    def _on_handshake_record(self, payload: bytes, start: int = 0, *, encrypted: bool) -> int:
         repeated = False
-        for fragment in fragments(payload):
+        for fragment in fragments(payload[start:] if start else payload):
             if fragment[0] == HELLO_VERIFY_REQUEST and not encrypted:
                 repeated |= self._on_hello_verify_request(fragment)
             else:
                 repeated |= self._inbox.add(fragment)
-        return repeated
+        return READY | (REPEATED if repeated else 0)  # READY: the client's _advance also looks for its ServerHello
 
     def _on_hello_verify_request(self, fragment: Fragment) -> bool:
         """Answer a HelloVerifyRequest; True when it repeats one already answered."""

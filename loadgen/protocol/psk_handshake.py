@@ -186,6 +186,12 @@ def fragments(data: bytes, limit: int = MAX_FRAGMENTS_PER_RECORD) -> list[Fragme
     return found
 
 
+#: What filing a record's fragments reports (:meth:`Reassembler.add_record`), as bits: a fragment
+#: of a message already handed out (the peer repeated a flight), a message became whole (there
+#: may be one to hand out), a cap refused a fragment (the rest of the datagram is not read).
+REPEATED, READY, REFUSED = 1, 2, 4
+
+
 class _Partial:
     """A message whose fragments are still coming: its bytes and the disjoint byte ranges
     received so far (``starts[i]:ends[i]``, sorted, never touching: neighbours merge)."""
@@ -198,21 +204,25 @@ class _Partial:
         self.starts: list[int] = []
         self.ends: list[int] = []
 
-    def receive(self, offset: int, data: bytes) -> bool | None:
-        """File ``data`` at ``offset``: True once the message is whole, None when the fragment
-        was dropped because it would make more than :data:`MAX_FRAGMENT_RANGES` ranges."""
-        start, end = offset, offset + len(data)
+    def receive(self, offset: int, source: bytes, start: int, size: int) -> bool | None:
+        """File ``source[start : start + size]`` at ``offset``: True once the message is whole,
+        None when the fragment was dropped because it would make more than
+        :data:`MAX_FRAGMENT_RANGES` ranges. A fragment whose bytes are all here already costs
+        two comparisons (no copy, no merge): hostile floods are mostly that."""
+        low, high = offset, offset + size
         starts, ends = self.starts, self.ends
-        first = bisect_left(ends, start)  # the first range that ends at or after our start
-        stop = bisect_right(starts, end)  # past the last range that starts at or before our end
+        first = bisect_left(ends, low)  # the first range that ends at or after our start
+        if first < len(starts) and starts[first] <= low and high <= ends[first]:
+            return False  # a duplicate
+        stop = bisect_right(starts, high)  # past the last range that starts at or before our end
         if len(starts) - (stop - first) + 1 > MAX_FRAGMENT_RANGES:
             return None
         if first < stop:  # overlapping or touching ranges merge with ours
-            start, end = min(start, starts[first]), max(end, ends[stop - 1])
-        starts[first:stop] = [start]
-        ends[first:stop] = [end]
-        self.body[offset : offset + len(data)] = data
-        return end - start == len(self.body)
+            low, high = min(low, starts[first]), max(high, ends[stop - 1])
+        starts[first:stop] = [low]
+        ends[first:stop] = [high]
+        self.body[offset : offset + size] = source[start : start + size]
+        return high - low == len(self.body)
 
 
 class Reassembler:
@@ -234,32 +244,76 @@ class Reassembler:
     def add(self, fragment: Fragment) -> bool:
         """File one fragment; True when it belongs to a message already handed out."""
         msg_type, length, seq, offset, data = fragment
+        return bool(self._file(msg_type, length, seq, offset, data, 0, len(data)) & REPEATED)
+
+    def add_record(self, payload: bytes, start: int = 0) -> int:
+        """File the handshake fragments of one record's payload (``payload[start:]``), as
+        :func:`fragments` finds them; returns :data:`REPEATED`, :data:`READY` and
+        :data:`REFUSED` bits. Stops at the first fragment a cap refused.
+
+        The server's hot path for hostile input (a datagram of tiny fragments): fragments are
+        filed as they are parsed, and a duplicate's bytes are never copied.
+        """
+        flags = 0
+        offset = start
+        end = len(payload)
+        count = 0
+        partials = self._partial
+        unpack = _FRAGMENT_HEADER.unpack_from
+        while offset + HS_HEADER_LEN <= end and count < MAX_FRAGMENTS_PER_RECORD:
+            msg_type, len_hi, len_lo, seq, off_hi, off_lo, frag_hi, frag_lo = unpack(payload, offset)
+            length, frag_offset, frag_len = len_hi << 16 | len_lo, off_hi << 16 | off_lo, frag_hi << 16 | frag_lo
+            body = offset + HS_HEADER_LEN
+            offset = body + frag_len
+            count += 1
+            if offset > end or frag_offset + frag_len > length or length > MAX_MESSAGE_LEN:
+                break
+            # Inline, the case a flood is made of: bytes of a partial message already here.
+            # (A partial message is always inside the window of message numbers.)
+            partial = partials.get(seq)
+            if partial is not None and frag_len and partial.msg_type == msg_type and len(partial.body) == length:
+                ends = partial.ends
+                i = bisect_left(ends, frag_offset)
+                if i < len(ends) and partial.starts[i] <= frag_offset and frag_offset + frag_len <= ends[i]:
+                    continue
+            flags |= self._file(msg_type, length, seq, frag_offset, payload, body, frag_len)
+            if flags & REFUSED:
+                break
+        return flags
+
+    def _file(self, msg_type: int, length: int, seq: int, offset: int, source: bytes, start: int, size: int) -> int:
+        """File the fragment ``source[start : start + size]`` (bytes copied only if kept)."""
         if self.next_seq is not None:
             if seq < self.next_seq:
-                return True
+                return REPEATED
             if seq >= self.next_seq + MAX_BUFFERED_MESSAGES:
-                return False  # far ahead of anything a flight holds
-        if seq in self._complete or length > MAX_MESSAGE_LEN:
-            return False
+                return REFUSED  # far ahead of anything a flight holds
         partial = self._partial.get(seq)
         if partial is None:
+            if seq in self._complete or length > MAX_MESSAGE_LEN:
+                return 0
             if (len(self._complete) + len(self._partial) >= MAX_BUFFERED_MESSAGES
                     or self.buffered + length > MAX_REASSEMBLY_BYTES):
-                return False
-            if offset == 0 and len(data) == length:
-                self._complete[seq] = (msg_type, data)  # the common case: not fragmented
+                return REFUSED
+            if offset == 0 and size == length:  # the common case: not fragmented
+                self._complete[seq] = (msg_type, source[start : start + size] if start or size != len(source)
+                                       else source)
                 self.buffered += length
-                return False
-            if not data:
-                return False
+                return READY
+            if not size:
+                return 0
             partial = self._partial[seq] = _Partial(msg_type, length)
             self.buffered += length
-        elif partial.msg_type != msg_type or len(partial.body) != length or not data:
-            return False
-        if partial.receive(offset, data):
+        elif partial.msg_type != msg_type or len(partial.body) != length or not size:
+            return 0
+        whole = partial.receive(offset, source, start, size)
+        if whole is None:
+            return REFUSED
+        if whole:
             self._complete[seq] = (msg_type, bytes(partial.body))
             del self._partial[seq]
-        return False
+            return READY
+        return 0
 
     def start_at(self, msg_type: int) -> bool:
         """Start handing out at the buffered message of ``msg_type``; False if none is complete."""
@@ -320,12 +374,12 @@ class HandshakeEngine(EngineBase):
             self._receive_established(datagram)
             return
         state = self._state
-        repeated = False
+        repeated = 0
         for content_type, epoch, raw in records.split(datagram, MAX_RECORDS_PER_DATAGRAM):
+            flags = 0
             if epoch == 0:
                 if content_type == records.HANDSHAKE and len(raw) - records.HEADER_LEN <= records.MAX_PLAINTEXT:
-                    repeated |= self._on_handshake_record(raw[records.HEADER_LEN :], encrypted=False)
-                    self._advance()  # before the next record: it may need the keys this one brings
+                    flags = self._on_handshake_record(raw, records.HEADER_LEN, encrypted=False)
                 elif content_type == records.ALERT:
                     self._on_plaintext_alert(raw[records.HEADER_LEN :])
                 # ChangeCipherSpec needs no action: the epoch-1 Finished authenticates itself.
@@ -336,10 +390,14 @@ class HandshakeEngine(EngineBase):
                 elif opened[0] == records.ALERT:
                     self._on_alert(opened[1])
                 else:
-                    repeated |= self._on_handshake_record(opened[1], encrypted=True)
-                    self._advance()
+                    flags = self._on_handshake_record(opened[1], encrypted=True)
+            repeated |= flags & REPEATED
+            if flags & READY:
+                self._advance()  # before the next record: it may need the keys this one brings
             if self.closed or self.handshake_done:
                 return
+            if flags & REFUSED:
+                break  # a cap refused a fragment: a flood (or a peer far out of step), not a flight
         if (repeated and self._state == state and self._flight
                 and time.monotonic() - self._sent_at >= CROSSING_WINDOW):
             # The peer repeated a flight we already answered: our answer was lost
@@ -395,12 +453,14 @@ class HandshakeEngine(EngineBase):
 
     # -- for subclasses -----------------------------------------------------
 
-    def _on_handshake_record(self, payload: bytes, *, encrypted: bool) -> bool:
-        """File the handshake fragments of one record; True if one repeats a processed message."""
+    def _on_handshake_record(self, payload: bytes, start: int = 0, *, encrypted: bool) -> int:
+        """File the handshake fragments of one record (``payload[start:]``); returns
+        :data:`REPEATED` (one repeats a processed message), :data:`READY` (:meth:`_advance`
+        may have work) and :data:`REFUSED` (a cap refused one: skip the rest of the datagram)."""
         raise NotImplementedError
 
     def _advance(self) -> None:
-        """Process whatever complete messages are ready."""
+        """Process whatever complete messages are ready (called when a record reported :data:`READY`)."""
         raise NotImplementedError
 
     def _on_plaintext_alert(self, alert: bytes) -> None:

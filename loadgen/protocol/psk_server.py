@@ -224,11 +224,8 @@ class PskServerEngine(HandshakeEngine):
 
     # -- client messages ----------------------------------------------------
 
-    def _on_handshake_record(self, payload: bytes, *, encrypted: bool) -> bool:
-        repeated = False
-        for fragment in fragments(payload):
-            repeated |= self._inbox.add(fragment)
-        return repeated
+    def _on_handshake_record(self, payload: bytes, start: int = 0, *, encrypted: bool) -> int:
+        return self._inbox.add_record(payload, start)
 
     def _advance(self) -> None:
         while not self.closed and not self.handshake_done and (message := self._inbox.pop()) is not None:
@@ -259,7 +256,7 @@ class PskServerEngine(HandshakeEngine):
         for record in early:  # a Finished that overtook this message: _advance() takes it next
             opened = self._records.open(record)
             if opened is not None and opened[0] == records.HANDSHAKE:
-                self._on_handshake_record(opened[1], encrypted=True)
+                self._on_handshake_record(opened[1], encrypted=True)  # _advance()'s loop takes what is READY
 
     def _on_client_finished(self, message: bytes, verify_data: bytes) -> None:
         if not hmac.compare_digest(verify_data, self._expected_client_finished):

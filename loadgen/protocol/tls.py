@@ -295,6 +295,11 @@ _GENERIC_REASONS = frozenset({"record layer failure", "cipher operation failed"}
 
 
 def _reason(exc: SSL.Error) -> str:
+    if isinstance(exc, SSL.SysCallError):
+        # pyOpenSSL's (errno, name) pair, e.g. (-1, 'Unexpected EOF'): OpenSSL failed without
+        # a reason in its error queue (an over-long handshake message length, say). Over
+        # memory BIOs no system call of ours failed: its errno is whatever was left over.
+        return "unexpected eof"
     errors = exc.args[0] if exc.args else []
     if errors and isinstance(errors, list) and isinstance(errors[0], tuple):
         reasons = [str(e[2]) for e in errors if len(e) > 2 and e[2]]
