@@ -150,6 +150,7 @@ class ServerPass:
         limits = limit_args(max_peers=self.args.half_open * 2 + 10_000, max_half_open=self.args.half_open + 10_000,
                             handshake_timeout=600)
         self.server = start_loadgen_server("--handshake", self.handshake, *limits, key_hex=self.key_hex)
+        report(f"  server: {' '.join(limits)}")
         self.pid = self.server.process.pid
         self.legit = LegitClients(self.server.address, self.key, count=5)
         gevent.sleep(1.0)
@@ -176,8 +177,7 @@ class ServerPass:
         return cpu_seconds(self.pid)
 
     def run(self) -> None:
-        flags = " ".join(limit_args(max_peers=1, max_half_open=1, handshake_timeout=1)) or "none: the flags are absent"
-        report(f"\n== {self.label} ==  (limit flags: {flags})")
+        report(f"\n== {self.label} ==")
         self.start()
         try:
             baseline = self.baseline()
