@@ -623,3 +623,27 @@ if __name__ == "__main__":  # the 50,000-peer figures (finding 7): python tests/
                   f"over {time.monotonic() - w0:.1f} s", flush=True)
     finally:
         print(proc.stop()[0].strip().splitlines()[-1])
+
+
+def test_a_ping_whose_echo_cannot_fit_the_servers_mtu_is_not_counted_as_answered(start_dtls) -> None:
+    """A client with a larger MTU than the server's: its big ping cannot be echoed in one of the
+    server's datagrams. Counted as ``reply-too-large``, never as a ping answered (before: both
+    a ping answered and a ``local-error`` failure, for every such ping)."""
+    from loadgen.payloads import binary_payload
+    from loadgen.transport.association import DtlsSettings
+
+    server = start_dtls(mtu=300)
+    tally = Tally()
+    assoc = DtlsAssociation("big", "srv", server.address, dtls.client_context(), tally, identity=b"big", key=KEY,
+                            settings=DtlsSettings(mtu=1200),
+                            ping=PingPlan(interval=0.1, timeout=0.3, payload=binary_payload(b"x" * 600),
+                                          reply=ReplyRule("echo"), max_missed=10**6))
+    greenlet = gevent.spawn(assoc.run)
+    try:
+        assert wait_until(lambda: server.stats.failures["reply-too-large"] >= 3, 5), dict(server.stats.failures)
+    finally:
+        greenlet.kill()
+    assert server.stats.pings == 0 and tally.pings.completed == 0
+    assert set(server.stats.failures) == {"reply-too-large"}, dict(server.stats.failures)
+    legit_client_works(server.address)
+    assert server.stats.pings >= 3

@@ -343,11 +343,18 @@ class DtlsServer:
         engine = peer.engine
         while (event := engine.next_event()) is not None:
             if isinstance(event, DataReceived):
-                self.stats.pings += 1
+                answer = self._answer(engine, event.data)
+                if len(answer) > engine.cleartext_mtu:
+                    # A ping whose answer cannot fit one datagram (the peer's MTU is larger than
+                    # ours): not answered, so not counted as answered.
+                    self.stats.failures["reply-too-large"] += 1
+                    continue
                 try:
-                    engine.send(self._answer(engine, event.data))
-                except LoadgenError as exc:  # e.g. an answer too large for the MTU
+                    engine.send(answer)
+                except LoadgenError as exc:
                     self.stats.failures[exc.code] += 1
+                    continue
+                self.stats.pings += 1
             elif isinstance(event, HandshakeCompleted):
                 self.stats.handshakes += 1
                 if peer.half_open:
