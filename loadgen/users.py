@@ -11,8 +11,9 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import string
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import gevent
@@ -56,11 +57,27 @@ class LocustSink:
         )
 
 
-def payload_maker(scenario: Scenario) -> PayloadMaker:
+#: Template fields that differ per device or target: a ping plan of its own for each device.
+_DEVICE_FIELDS = frozenset({"n", "target"})
+
+
+def payload_maker(scenario: Scenario, **fields: object) -> PayloadMaker:
+    """The scenario's ping payload; ``fields`` are the text template's per-device fields
+    (``n``, ``target``) next to the ``name`` and ``seq`` every ping gets."""
     payload = scenario.ping.payload
     if payload.data is not None:
         return binary_payload(payload.data, payload.seq_offset, payload.seq_width)
-    return text_payload(payload.text or "")
+    return text_payload(payload.text or "", **fields)
+
+
+def uses_device_fields(scenario: Scenario) -> bool:
+    """True when the ping text uses ``{n}`` or ``{target}`` (only then does a device need a
+    payload maker, and a ping plan, of its own: thousands share one otherwise)."""
+    text = scenario.ping.payload.text
+    if scenario.ping.payload.data is not None or not text:
+        return False
+    return any(field is not None and field.split(".")[0].split("[")[0] in _DEVICE_FIELDS
+               for _, field, _, _ in string.Formatter().parse(text))
 
 
 def reply_rule(scenario: Scenario) -> ReplyRule:
@@ -127,6 +144,7 @@ class Session:
             interval=ping.interval, jitter=ping.jitter, timeout=ping.timeout, max_missed=ping.max_missed,
             payload=payload_maker(scenario), reply=reply_rule(scenario),
         )
+        self._device_fields = uses_device_fields(scenario)
         # Qt-style info messages are only built when the log would show them (-v).
         self.message_level = logging.getLogger("loadgen").getEffectiveLevel()
         self._counter = itertools.count()
@@ -165,6 +183,9 @@ class Session:
             name = f"{name}@{endpoint.target.name}"
         target = endpoint.target
         sink = self.sinks[target.protocol]
+        ping = self.ping
+        if self._device_fields:  # the template names the device or its target: its own payloads
+            ping = replace(ping, payload=payload_maker(self.scenario, n=n, target=target.name))
 
         if target.protocol == "tls":
             tls_context = self.tls_context
@@ -177,7 +198,7 @@ class Session:
                     name, target.name, endpoint.address, tls_context, sink,
                     identity=identity if use_psk else None, key=key if use_psk else None,
                     server_name=target.server_name, sessions=sessions, settings=self.tls_settings,
-                    ping=self.ping, source_address=source, message_level=self.message_level,
+                    ping=ping, source_address=source, message_level=self.message_level,
                 )
 
             return make_tls
@@ -188,7 +209,7 @@ class Session:
         def make() -> DtlsAssociation:
             return DtlsAssociation(
                 name, target.name, endpoint.address, dtls_context, sink, identity=identity, key=key,
-                settings=self.settings, ping=self.ping, source_address=source,
+                settings=self.settings, ping=ping, source_address=source,
                 message_level=self.message_level,
             )
 

@@ -511,3 +511,22 @@ def test_bad_scenario_exits_2_with_location(tmp_path: Path, spawn: Callable[...,
     assert run.stderr.strip().splitlines() == [f"loadgen: broken.yaml:{line}: {message}"], run.describe()
     assert run.stdout == ""
     assert not (tmp_path / "results").exists(), "a rejected scenario must not leave a result directory"
+
+
+def test_ping_template_with_every_documented_field_runs(tmp_path: Path, spawn: Callable[..., Child]) -> None:
+    """Issue 12, defect 3: the README's own template validated, then every association died
+    after its handshake (KeyError 'target': only name and seq reached the payload maker)."""
+    scenario = write_scenario(tmp_path, "template", """\
+        clients: {count: 4, spawn_rate: 4}
+        run_time: 3s
+        ping:
+          interval: 300ms
+          payload: {text: "hello {target} from {name} #{seq:03d} (device {n:02d})"}
+          expect: {regex: "^hello builtin from device-000(0[0-3]) #[0-9]{3} \\\\(device \\\\1\\\\)$"}
+        """)
+    run = finished_run(spawn, "run", scenario, timeout=40)
+    assert run.proc.returncode == 0, run.describe()
+    summary = load(run_dir(tmp_path, "template") / "summary.json")
+    assert summary["handshake"]["completed"] == 4 and summary["handshake"]["failed"] == 0
+    assert summary["ping"]["completed"] >= 4 * 5, summary["ping"]
+    assert summary["ping"]["failed"] == 0, summary["ping"]["errors"]  # every echo matched its device
