@@ -89,8 +89,17 @@ class RunOutcome:
     health: Health | None = None  # loop lag, workers marked missing, Locust vs loadgen counts (not on workers)
 
     @property
+    def failed_attempts(self) -> int:
+        """Handshakes and pings that failed (attempts still in flight at the stop are neither)."""
+        return sum(t.failed for t in self.tally.kinds.values())
+
+    @property
     def passed(self) -> bool:
-        return all(v.passed for v in self.verdicts)
+        """Thresholds decide when the scenario has them; without, any failed attempt fails the
+        run (Locust's convention: ``locust`` exits 1 on any failure)."""
+        if self.verdicts:
+            return all(v.passed for v in self.verdicts)
+        return self.failed_attempts == 0
 
 
 class _HighSpawnRateFilter(logging.Filter):
@@ -466,6 +475,9 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
         result = f"FAILED: {failed} of {len(outcome.verdicts)} thresholds not met" if failed else \
             "passed: every threshold met"
         print(f"loadgen: {result}", file=out)
+    elif outcome.failed_attempts:
+        print(f"loadgen: FAILED: {outcome.failed_attempts} attempts failed and the scenario sets no thresholds "
+              "(then any failure fails the run; set thresholds.error_ratio to allow some)", file=out)
     if (h := outcome.health) is not None:
         same = "equal" if not h.counts_differ else "DIFFER"
         counts = ", ".join(f"{kind}s {c['locust']}/{c['loadgen']}" for kind, c in h.counts.items())

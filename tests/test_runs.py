@@ -530,3 +530,26 @@ def test_ping_template_with_every_documented_field_runs(tmp_path: Path, spawn: C
     assert summary["handshake"]["completed"] == 4 and summary["handshake"]["failed"] == 0
     assert summary["ping"]["completed"] >= 4 * 5, summary["ping"]
     assert summary["ping"]["failed"] == 0, summary["ping"]["errors"]  # every echo matched its device
+
+
+def test_a_run_whose_every_handshake_fails_exits_1_and_says_failed(tmp_path: Path,
+                                                                  spawn: Callable[..., Child]) -> None:
+    """Issue 12, defect 2: with no thresholds, a run where every handshake failed exited 0 and
+    its verdict never said FAILED (plain ``locust`` exits 1 on any failure)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # held: nobody else gets the port
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        scenario = write_scenario(tmp_path, "allfail", f"""\
+            targets: [{{name: silent, host: 127.0.0.1, port: {port}}}]
+            clients: {{count: 3, spawn_rate: 3}}
+            run_time: 3s
+            dtls: {{handshake_timeout: 1s}}
+            reconnect: {{policy: never}}
+            """)
+        run = finished_run(spawn, "run", scenario, timeout=40)
+    assert run.proc.returncode == 1, run.describe()
+    assert "loadgen: FAILED: 3 attempts failed and the scenario sets no thresholds" in run.stdout, run.stdout
+    verdict = re.search(r"^loadgen: verdict: (.*)$", run.stdout, re.M)
+    assert verdict and "FAILED, 3 attempts failed with no thresholds set" in verdict[1], run.stdout
+    summary = load(run_dir(tmp_path, "allfail") / "summary.json")
+    assert summary["handshake"]["failed"] == 3 and summary["handshake"]["errors"] == {"handshake-timeout": 3}

@@ -91,8 +91,11 @@ def run_verdict(stats: RunStats, elapsed: float, failed: int, total: int, worklo
     p99 = pings.percentile(99) if pings.completed else hs.percentile(99)
     which = "ping" if pings.completed else "handshake"
     latency = f", {which} p99 {p99 * 1000:.1f} ms" if p99 is not None else ""
-    judged = "no thresholds set" if not total else "every threshold met" if not failed else \
-        f"{failed} of {total} thresholds FAILED"
+    failures = hs.failed + pings.failed
+    if total:
+        judged = f"{failed} of {total} thresholds FAILED" if failed else "every threshold met"
+    else:  # without thresholds any failed attempt fails the run (the exit status says so too)
+        judged = f"FAILED, {failures} attempts failed with no thresholds set" if failures else "no thresholds set"
     cpu = max((r["cpu_max"] for r in rows if r["duration"] >= 0.5), default=0.0)  # not the last instant
     load = f"{hs.completed / seconds:.1f} handshakes/s" if workload == "churn" else \
         f"{peak_active} associations up at peak, {pings.completed / seconds:.1f} pings/s"
