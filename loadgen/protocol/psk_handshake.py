@@ -239,7 +239,12 @@ class Reassembler:
         self.next_seq = next_seq
         self._complete: dict[int, tuple[int, bytes]] = {}
         self._partial: dict[int, _Partial] = {}
-        self.buffered = 0  # message bytes held, partial (whole length) and complete
+
+    @property
+    def buffered(self) -> int:
+        """Message bytes held, partial (their whole length) and complete: at most
+        :data:`MAX_BUFFERED_MESSAGES` to add up, so summed when asked rather than kept."""
+        return sum(len(m) for _, m in self._complete.values()) + sum(len(p.body) for p in self._partial.values())
 
     def add(self, fragment: Fragment) -> bool:
         """File one fragment; True when it belongs to a message already handed out."""
@@ -298,12 +303,10 @@ class Reassembler:
             if offset == 0 and size == length:  # the common case: not fragmented
                 self._complete[seq] = (msg_type, source[start : start + size] if start or size != len(source)
                                        else source)
-                self.buffered += length
                 return READY
             if not size:
                 return 0
             partial = self._partial[seq] = _Partial(msg_type, length)
-            self.buffered += length
         elif partial.msg_type != msg_type or len(partial.body) != length or not size:
             return 0
         whole = partial.receive(offset, source, start, size)
@@ -322,16 +325,15 @@ class Reassembler:
             return False
         self.next_seq = seq
         for early in [s for s in self._complete if s < seq]:
-            self.buffered -= len(self._complete.pop(early)[1])
+            del self._complete[early]
         for early in [s for s in self._partial if s < seq]:
-            self.buffered -= len(self._partial.pop(early).body)
+            del self._partial[early]
         return True
 
     def pop(self) -> tuple[int, int, bytes] | None:
         """``(type, message_seq, body)`` of the next message once it is complete."""
         if self.next_seq is None or (message := self._complete.pop(self.next_seq, None)) is None:
             return None
-        self.buffered -= len(message[1])
         self.next_seq += 1
         return message[0], self.next_seq - 1, message[1]
 

@@ -175,7 +175,6 @@ class PskServerEngine(HandshakeEngine):
         self._expected_client_finished = b""
         self._finished_seq = 0  # message_seq of our Finished, after the ServerHelloDone
         self._early: list[bytes] = []  # epoch-1 records that came before the keys
-        self._early_bytes = 0
         self._bad_finished = 0
         self._final_flight = b""  # CCS + Finished, sent again when the client repeats its flight
         code = next((c for c in hello.suites if c in config.suites), None)
@@ -252,7 +251,7 @@ class PskServerEngine(HandshakeEngine):
         self._expected_client_finished = self._master(b"client finished", session_hash, VERIFY_DATA_LEN)
         self._state = _FINISHED
         self._flight, self._due = [], None  # our ServerHello flight is answered
-        early, self._early, self._early_bytes = self._early, [], 0
+        early, self._early = self._early, []
         for record in early:  # a Finished that overtook this message: _advance() takes it next
             opened = self._records.open(record)
             if opened is not None and opened[0] == records.HANDSHAKE:
@@ -277,9 +276,8 @@ class PskServerEngine(HandshakeEngine):
 
     def _on_undecryptable(self, record: bytes) -> None:
         if self._state == _CLIENT_KEY_EXCHANGE:
-            if len(self._early) < EARLY_RECORDS and self._early_bytes + len(record) <= EARLY_RECORD_BYTES:
+            if len(self._early) < EARLY_RECORDS and sum(map(len, self._early)) + len(record) <= EARLY_RECORD_BYTES:
                 self._early.append(record)
-                self._early_bytes += len(record)
             return
         if self._state != _FINISHED or record[0] != records.HANDSHAKE:
             return
