@@ -153,14 +153,7 @@ class TlsServer:
             self._listener = None
         connections = list(self._connections.items())
         for conn, _ in connections:
-            try:
-                conn.close()
-            except Exception as exc:  # a broken engine must not keep the others from their goodbye
-                self._internal_error(exc)
-                try:
-                    conn.abort()
-                except Exception:  # noqa: S110 - nothing more to do for this one
-                    pass
+            self._close(conn)  # a broken one must not keep the others from their goodbye
         greenlets = [g for _, g in connections]
         gevent.joinall(greenlets, timeout=timeout)
         gevent.killall(greenlets, block=True, timeout=1.0)
@@ -240,15 +233,19 @@ class TlsServer:
         except Exception as exc:  # one connection's bug never reaches the others
             self._internal_error(exc)
         finally:
-            try:
-                conn.close()
-            except Exception as exc:
-                self._internal_error(exc)
-                try:
-                    conn.abort()
-                except Exception:  # noqa: S110 - nothing more to do for this one
-                    pass
+            self._close(conn)
             self._connections.pop(conn, None)
+
+    def _close(self, conn: SslSocket) -> None:
+        """Close with close_notify; a connection whose close raises is counted and aborted."""
+        try:
+            conn.close()
+        except Exception as exc:
+            self._internal_error(exc)
+            try:
+                conn.abort()
+            except Exception:  # noqa: S110 - nothing more to do for this one
+                pass
 
     def _internal_error(self, exc: Exception) -> None:
         """Count and log (rate-limited, the exception's type only) a bug met while serving one connection."""
