@@ -1,30 +1,85 @@
 """The ``loadgen`` command: run, serve, validate.
 
 Errors in user input end with a one-line message naming the place and exit status
-2; never a traceback.
+2; never a traceback. Every exit status is in the README's "Exit status" table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import cli_stats
 from .credentials import KeyStore, Secret, derive_key, key_from_env, key_from_file, parse_hex
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from .scenario import Scenario
+
 EXIT_USAGE = 2
-EXIT_THRESHOLD = 1
+EXIT_THRESHOLD = 1  # a threshold failed (or the default --exit-code-on-error)
+EXIT_INTERRUPTED = 130  # Ctrl-C outside a run (a run stopped by Ctrl-C ends normally and writes its results)
+
+#: ``loadgen`` alone, and ``loadgen --help``: an example per command.
+EXAMPLES = """\
+examples:
+  loadgen run scenarios/quickstart.yaml               a headless run (results under results/<run-id>/)
+  loadgen run scenarios/quickstart.yaml -u 500 -t 1m  the same with 500 clients for a minute
+  loadgen run scenarios/quickstart.yaml --web         Locust's web UI at http://127.0.0.1:8089
+  loadgen validate scenarios/multi-peer.yaml          check a scenario without running it
+  loadgen serve dtls --port 5684 --psk-env MY_PSK     the reference DTLS server
+  loadgen serve tls --scenario scenarios/tls.yaml     the TLS server scenarios/tls.yaml expects
+  loadgen capacity scenarios/quickstart.yaml          step the load up, find the knee
+  loadgen report results/<run-id>                     rebuild a run's report.html
+  loadgen impair --to 127.0.0.1:5684 --loss 0.05      a lossy network in front of a server
+  locust -f "$(loadgen locustfile)" --scenario scenarios/quickstart.yaml
+"""
 _T = TypeVar("_T")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions and epilogs as written, and ends an option's help with its default
+    unless the help names it already, there is none (None) or the option is a switch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (not action.option_strings or action.nargs == 0 or "default" in text or text == argparse.SUPPRESS
+                or action.default in (None, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """``parser`` and every subcommand's parser under it, depth first."""
+    yield parser
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public walk
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for child in dict.fromkeys(action.choices.values()):  # aliases share one parser
+                yield from parsers(child)
+
+
+def version() -> str:
+    """loadgen's version: the installed package's metadata (pyproject.toml), else the module's."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("loadgen")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def _key_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("pre-shared keys (one of)")
+    group = parser.add_argument_group("pre-shared keys (one of; default: the public quickstart demo key, "
+                                      "with a notice)")
     keys = group.add_mutually_exclusive_group()
     keys.add_argument("--psk-hex", metavar="HEX", help="one key for every identity (visible in ps: prefer --psk-env)")
     keys.add_argument("--psk-env", metavar="VAR", help="environment variable holding a hex key")
@@ -73,6 +128,42 @@ def _from_option(option: str, load: Callable[[str], _T], path: str) -> _T:
 #: The demo key of scenarios/quickstart.yaml, used by `serve` when no key option is given. Not a secret.
 QUICKSTART_KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 
+#: Said by ``serve`` (stdout and stderr) when no key option chose a key: everyone has this key.
+DEMO_KEY_NOTICE = ("WARNING: no key option given, so this server uses the PUBLIC DEMO KEY of scenarios/quickstart.yaml "
+                   "(also in scenarios/tls.yaml): fine on loopback, never anywhere else. Clients with another key "
+                   "fail with psk-key-mismatch: give the clients' key with --scenario FILE (a scenario's psk "
+                   "section), --psk-env VAR, --psk-file PATH, --psk-csv PATH or --psk-master-env VAR.")
+
+
+def key_source(args: argparse.Namespace) -> str | None:
+    """Where the key options took the server's keys from, never the keys (None: no option, the demo key)."""
+    if getattr(args, "scenario", None):
+        return f"the psk section of {args.scenario} (--scenario)"
+    for option, what in (("psk_csv", "identities and keys from the CSV file {} (--psk-csv)"),
+                         ("psk_master_env", "derived per identity from the master key in ${} (--psk-master-env, "
+                                            f"{args.derive_length}-byte keys)"),
+                         ("psk_hex", "one key for every identity, given inline (--psk-hex: visible in ps)"),
+                         ("psk_env", "one key for every identity, from ${} (--psk-env)"),
+                         ("psk_file", "one key for every identity, from the file {} (--psk-file)")):
+        value = getattr(args, option, None)
+        if value:
+            return what.format(value) if option != "psk_hex" else what
+    return None
+
+
+def _say_keys(args: argparse.Namespace, psk: bool) -> None:
+    """The ``serve`` line that says where the keys come from (loud, on stderr too, for the demo key)."""
+    if not psk:
+        print(f"loadgen: keys: certificate {args.cert} (no PSK)", flush=True)
+        return
+    source = key_source(args)
+    if source is None:
+        print("loadgen: keys: the PUBLIC DEMO KEY of scenarios/quickstart.yaml (no key option given: see stderr)",
+              flush=True)
+        print(f"loadgen: {DEMO_KEY_NOTICE}", file=sys.stderr, flush=True)
+    else:
+        print(f"loadgen: keys: {source}", flush=True)
+
 
 def _positive(kind: type) -> Any:
     """An argparse type: a number of ``kind`` that must be > 0."""
@@ -91,18 +182,20 @@ def _positive(kind: type) -> Any:
 
 
 def _tls_serve_options(stls: argparse.ArgumentParser) -> None:
-    stls.add_argument("--host", default="127.0.0.1")
-    stls.add_argument("--port", type=int, default=4433, help="0 picks a free port (printed)")
+    stls.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    stls.add_argument("--port", type=int, default=4433, help="TCP port; 0 picks a free port (printed)")
     stls.add_argument("--cert", metavar="PATH", help="PEM certificate (chain); may hold the key too")
     stls.add_argument("--key", metavar="PATH", help="PEM private key (default: in --cert)")
     stls.add_argument("--ca-file", metavar="PATH", help="CAs for client certificates (used first)")
     stls.add_argument("--ca-dir", metavar="PATH", help="directory of CAs under hashed names (openssl rehash)")
     stls.add_argument("--require-client-cert", action="store_true", help="refuse clients without a valid certificate")
-    stls.add_argument("--min-version", choices=("1.2", "1.3"), default="1.2")
-    stls.add_argument("--max-version", choices=("1.2", "1.3"), default="1.3")
-    stls.add_argument("--ciphers", default=None, help="TLS 1.2 cipher list (OpenSSL syntax)")
-    stls.add_argument("--ciphersuites", default=None, help="TLS 1.3 ciphersuites")
-    stls.add_argument("--no-resumption", action="store_true", help="no session tickets, no session cache")
+    stls.add_argument("--min-version", choices=("1.2", "1.3"), default="1.2", help="lowest TLS version accepted")
+    stls.add_argument("--max-version", choices=("1.2", "1.3"), default="1.3", help="highest TLS version accepted")
+    stls.add_argument("--ciphers", default=None, help="TLS 1.2 cipher list (OpenSSL syntax; default: OpenSSL's, "
+                                                      "with the PSK suites in PSK mode)")
+    stls.add_argument("--ciphersuites", default=None, help="TLS 1.3 ciphersuites (default: OpenSSL's)")
+    stls.add_argument("--no-resumption", action="store_true",
+                      help="no session tickets, no session cache (default: both on)")
     stls.add_argument("--hint", default="loadgen", help="PSK identity hint, TLS 1.2 ('' for none)")
     stls.add_argument("--reply", choices=("echo", "qt"), default="echo",
                       help="echo each line, or answer like Qt's server: 'to IDENTITY: LINE'")
@@ -118,15 +211,19 @@ def _tls_serve_options(stls: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="loadgen", description=__doc__.splitlines()[0])
+    """The whole command line; every option's help ends with its default (see :class:`HelpFormatter`)."""
+    parser = argparse.ArgumentParser(prog="loadgen", epilog=EXAMPLES,
+                                     description="A load generator for DTLS and TLS services.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"loadgen {version()}",
+                        help="print loadgen's version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    serve = sub.add_parser("serve", help="run a reference server")
-    serve_sub = serve.add_subparsers(dest="protocol", required=True)
+    serve = sub.add_parser("serve", help="run a reference server (dtls or tls) until Ctrl-C")
+    serve_sub = serve.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL", title="protocols")
     sdtls = serve_sub.add_parser("dtls", help="reference DTLS-PSK server (echo)")
-    sdtls.add_argument("--host", default="127.0.0.1")
-    sdtls.add_argument("--port", type=int, default=5684, help="0 picks a free port (printed)")
+    sdtls.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sdtls.add_argument("--port", type=int, default=5684, help="UDP port; 0 picks a free port (printed)")
     sdtls.add_argument("--hint", default="loadgen", help="PSK identity hint ('' for none)")
     sdtls.add_argument("--reply", choices=("echo", "qt"), default="echo",
                        help="echo each ping, or answer like Qt's server: 'to IDENTITY: PING'")
@@ -138,8 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="peers with state at most (default 100000); over it, newcomers count server-full")
     sdtls.add_argument("--max-half-open", type=_positive(int), default=10_000, metavar="N",
                        help="peers still handshaking at most (default 10000); over it, newcomers count server-full")
-    sdtls.add_argument("--mtu", type=int, default=None)
-    sdtls.add_argument("--ciphers", default=None)
+    sdtls.add_argument("--mtu", type=int, default=None, metavar="BYTES",
+                       help="largest datagram the server sends (default 1200)")
+    sdtls.add_argument("--ciphers", default=None,
+                       help="DTLS cipher list, OpenSSL syntax (default: the PSK AEAD suites)")
     sdtls.add_argument("--handshake", choices=("loadgen", "openssl"), default="loadgen",
                        help="loadgen's own DTLS PSK handshake (PSK AEAD suites; several times cheaper) "
                             "or always OpenSSL's")
@@ -149,23 +248,35 @@ def build_parser() -> argparse.ArgumentParser:
                                             "certificate and key, or PSK"))
 
     run = sub.add_parser("run", help="run a scenario: headless (default), --web, or distributed")
-    run.add_argument("scenario")
+    run.add_argument("scenario", help="the scenario file (YAML)")
+    load = run.add_argument_group("load (override the scenario; not with its stages)")
+    load.add_argument("-u", "--users", type=_positive(int), default=None, metavar="N",
+                      help="clients (default: the scenario's clients.count)")
+    load.add_argument("-r", "--spawn-rate", type=_positive(float), default=None, metavar="R",
+                      help="clients started per second (default: the scenario's clients.spawn_rate)")
+    load.add_argument("-t", "--run-time", type=cli_stats.duration, default=None, metavar="TIME",
+                      help="how long the run lasts: 90, 30s, 2m, 1h30m, 500ms (default: the scenario's run_time)")
+    run.add_argument("--exit-code-on-error", type=_exit_status, default=EXIT_THRESHOLD, metavar="N",
+                     help="exit status when any handshake or ping failed and the scenario has no thresholds "
+                          "(thresholds decide when it has them)")
     run.add_argument("--web", action="store_true", help="serve Locust's web UI instead of starting at once")
-    run.add_argument("--web-host", default="127.0.0.1")
-    run.add_argument("--web-port", type=int, default=8089)
+    run.add_argument("--web-host", default="127.0.0.1", help="--web: address of the web UI")
+    run.add_argument("--web-port", type=int, default=8089, help="--web: port of the web UI")
     run.add_argument("--processes", type=int, default=0, metavar="N",
-                     help="start N Locust worker processes on this machine and act as their master")
+                     help="start N Locust worker processes on this machine and act as their master (default 0: none)")
     run.add_argument("--master", action="store_true", help="be a Locust master; workers connect to it")
     run.add_argument("--expect-workers", type=int, default=1, metavar="N",
                      help="master: wait for N workers before a headless run starts")
-    run.add_argument("--master-port", type=int, default=5557)
+    run.add_argument("--master-port", type=int, default=5557, help="master: the port workers connect to")
     run.add_argument("--worker", action="store_true", help="be a Locust worker of a master")
-    run.add_argument("--master-host", default="127.0.0.1")
+    run.add_argument("--master-host", default="127.0.0.1", help="worker: the master's address")
     run.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="worker: how many workers there are (keeps device numbers dense: n = index + k*N)")
+                     help="worker: how many workers there are (keeps device numbers dense: n = index + k*N; "
+                          "default: numbered by the master)")
     run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     run.add_argument("--builtin-address", default=None, metavar="HOST:PORT",
-                     help="worker: the master's built-in server (printed by the master)")
+                     help="worker: the master's built-in server (printed by the master; default: the "
+                          "scenario's targets)")
     run.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
     cli_stats.add_workload_options(run)
     cli_stats.add_output_options(run)
@@ -174,27 +285,43 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("locustfile", help="print the path of loadgen's locustfile (for plain `locust -f`)")
 
     validate = sub.add_parser("validate", help="check a scenario file without running it")
-    validate.add_argument("scenario")
+    validate.add_argument("scenario", help="the scenario file (YAML)")
 
     from .impair import OPTIONS as IMPAIR_OPTIONS
 
     impair = sub.add_parser("impair", help="UDP impairment proxy: loss, delay, duplication, reordering, corruption")
-    impair.add_argument("--listen", default="127.0.0.1:6000", metavar="HOST:PORT", help="port 0 picks a free port")
-    impair.add_argument("--to", required=True, metavar="HOST:PORT", help="where datagrams go (the server)")
+    impair.add_argument("--listen", default="127.0.0.1:6000", metavar="HOST:PORT",
+                        help="where clients send to; port 0 picks a free port")
+    impair.add_argument("--to", required=True, metavar="HOST:PORT", help="where datagrams go (the server; required)")
     impair.add_argument("--seed", default=None, help="seed for reproducible runs (default: random, printed)")
     impair.add_argument("--max-clients", default="10000", metavar="N", help="client mappings kept at most")
     impair.add_argument("--idle-timeout", default="60s", metavar="TIME", help="a client mapping idle this long expires")
     both = impair.add_argument_group("impairments, both directions (--up-X / --down-X: client->server / back only)")
     for name, (metavar, text) in IMPAIR_OPTIONS.items():
         flag = name.replace("_", "-")
-        both.add_argument(f"--{flag}", metavar=metavar, help=text)
+        help_text = text if "default" in text else f"{text} (default: none)"
+        both.add_argument(f"--{flag}", metavar=metavar, help=help_text)
         both.add_argument(f"--up-{flag}", metavar=metavar, help=argparse.SUPPRESS)
         both.add_argument(f"--down-{flag}", metavar=metavar, help=argparse.SUPPRESS)
+    for each in parsers(parser):
+        each.formatter_class = HelpFormatter
     return parser
 
 
+def _exit_status(text: str) -> int:
+    """An argparse type: an exit status, 0..255."""
+    if not text.isdigit() or int(text) > 255:
+        raise argparse.ArgumentTypeError(f"expected an exit status 0..255, got {text!r}")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The ``loadgen`` command; returns its exit status (the README's "Exit status" table)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `loadgen` alone: what there is to do, and nothing done (a usage error, as argparse's)
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -222,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"loadgen: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return EXIT_USAGE
 
 
@@ -232,7 +359,7 @@ def _run(args: argparse.Namespace) -> int:
     from .runner import RunOptions, run
     from .scenario import load_scenario
 
-    scenario = cli_stats.apply_output_options(load_scenario(args.scenario), args)
+    scenario = with_load_options(cli_stats.apply_output_options(load_scenario(args.scenario), args), args)
     if args.processes < 0 or (args.workers is not None and args.workers < 1):
         raise ConfigError("--processes and --workers must be positive")
     builtin = None
@@ -249,7 +376,24 @@ def _run(args: argparse.Namespace) -> int:
         run_dir=Path(args.run_dir) if args.run_dir else None, workload=args.workload, period=args.period,
     )
     outcome = run(scenario, options)
-    return 0 if outcome.passed else EXIT_THRESHOLD
+    if outcome.passed:
+        return 0
+    return EXIT_THRESHOLD if outcome.verdicts else args.exit_code_on_error
+
+
+def with_load_options(scenario: Scenario, args: argparse.Namespace) -> Scenario:
+    """``scenario`` with ``-u``, ``-r`` and ``-t`` applied. A scenario with stages is refused them:
+    its stages set clients, spawn rates and the run's length, and which to override would be a guess."""
+    given = [flag for flag, value in (("-u/--users", args.users), ("-r/--spawn-rate", args.spawn_rate),
+                                      ("-t/--run-time", args.run_time)) if value is not None]
+    if not given:
+        return scenario
+    if scenario.stages:
+        raise ConfigError(f"{', '.join(given)}: {args.scenario} has stages, which set the clients, spawn rates "
+                          "and run time; edit its stages, or remove them to use -u, -r and -t")
+    clients = dataclasses.replace(scenario.clients, count=args.users or scenario.clients.count,
+                                  spawn_rate=args.spawn_rate or scenario.clients.spawn_rate)
+    return dataclasses.replace(scenario, clients=clients, run_time=args.run_time or scenario.run_time)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -281,7 +425,12 @@ def _serve_tls(args: argparse.Namespace) -> int:
     context = tls.server_context(options, keys=keys, hint=args.hint.encode() or None)
     server = TlsServer(context, host=args.host, port=args.port, reply=args.reply, idle_timeout=args.idle_timeout,
                        handshake_timeout=args.handshake_timeout, max_connections=args.max_connections)
-    stats = _serve_until_signal(server, "TLS", args)
+
+    def say() -> None:
+        _say_keys(args, keys is not None)
+        print("loadgen: throttles: none (serve tls has none)", flush=True)
+
+    stats = _serve_until_signal(server, "TLS", args, say)
     print(
         f"loadgen: TLS server stopped: {stats.handshakes} handshakes ({stats.resumed} resumed), "
         f"{stats.pings} pings answered, {sum(stats.failures.values())} failures {dict(stats.failures)}",
@@ -319,14 +468,22 @@ def _wait_for_signal() -> None:
     done.wait()
 
 
-def _serve_until_signal(server: Any, label: str, args: argparse.Namespace) -> Any:
-    """Start ``server``, say where it listens, serve until SIGINT/SIGTERM, stop it; its stats."""
+def _say_throttles(args: argparse.Namespace) -> None:
+    rates = [f"at most {rate:g} {what}/s" for rate, what in ((args.max_handshake_rate, "handshakes"),
+                                                            (args.max_ping_rate, "pings")) if rate]
+    print(f"loadgen: throttles: {', '.join(rates) or 'none'} (--max-handshake-rate, --max-ping-rate)", flush=True)
+
+
+def _serve_until_signal(server: Any, label: str, args: argparse.Namespace, say: Callable[[], None]) -> Any:
+    """Start ``server``, say where it listens (its limits), then ``say()`` (keys, throttles: after the
+    listening line, which scripts read first), serve until SIGINT/SIGTERM, stop it; its stats."""
     try:
         server.start()
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     host, port = server.address
     print(f"loadgen: {label} server listening on {host}:{port} ({server.describe_limits()})", flush=True)
+    say()
     try:
         _wait_for_signal()
     finally:
@@ -364,7 +521,12 @@ def _serve(args: argparse.Namespace) -> int:
         max_handshake_rate=args.max_handshake_rate,
         max_ping_rate=args.max_ping_rate,
     )
-    stats = _serve_until_signal(server, "DTLS", args)
+
+    def say() -> None:
+        _say_keys(args, True)
+        _say_throttles(args)
+
+    stats = _serve_until_signal(server, "DTLS", args, say)
     print(
         f"loadgen: DTLS server stopped: {stats.handshakes} handshakes, {stats.pings} pings answered, "
         f"{sum(stats.failures.values())} failures {dict(stats.failures)}"

@@ -7,6 +7,8 @@ Kept out of :mod:`loadgen.cli` so that module stays a table of contents: it call
 from __future__ import annotations
 
 import argparse
+import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,20 +18,23 @@ if TYPE_CHECKING:
     from .scenario import Scenario
 
 
+#: One part of a duration: a number and its unit ("ms" before "m", so "500ms" is not 500 minutes and a second).
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
 def duration(text: str) -> float:
-    """``10``, ``10s``, ``500ms``, ``2m`` -> seconds (argparse type)."""
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for suffix in ("ms", "s", "m", "h"):
-        if text.endswith(suffix):
-            number, scale = text[: -len(suffix)], units[suffix]
-            break
-    else:
-        number, scale = text, 1.0
+    """Seconds (argparse type) from a scenario's syntax (``10``, ``10s``, ``500ms``, ``2m``, ``1.5h``) or
+    Locust's ``-t`` syntax, which chains units (``1h30m``, ``2m30s``); a bare number is seconds."""
+    text = text.strip()
     try:
-        value = float(number) * scale
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a duration like 10s or 500ms, got {text!r}") from None
-    if value <= 0:
+        if not re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text):
+            raise argparse.ArgumentTypeError(
+                f"expected a duration like 30s, 500ms, 2m or 1h30m, got {text!r}") from None
+        value = sum(float(number) * _UNITS[unit] for number, unit in _DURATION_PART.findall(text))
+    if not value > 0 or not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
     return value
 
@@ -48,13 +53,18 @@ def positive(text: str) -> float:
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     """Collector switches that override the scenario's ``outputs``."""
     group = parser.add_argument_group("outputs (override the scenario's outputs section)")
-    group.add_argument("--prometheus", metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics")
-    group.add_argument("--statsd", metavar="HOST:PORT", help="send StatsD metrics (UDP) to HOST:PORT")
-    group.add_argument("--statsd-prefix", metavar="PREFIX", help="StatsD metric name prefix (default: loadgen)")
-    group.add_argument("--results-dir", metavar="DIR", help="where result directories go")
+    group.add_argument("--prometheus", metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (default: the scenario's, off)")
+    group.add_argument("--statsd", metavar="HOST:PORT",
+                       help="send StatsD metrics (UDP) to HOST:PORT (default: the scenario's, off)")
+    group.add_argument("--statsd-prefix", metavar="PREFIX",
+                       help="StatsD metric name prefix (default: the scenario's, loadgen)")
+    group.add_argument("--results-dir", metavar="DIR",
+                       help="where result directories go (default: the scenario's, results/)")
     for name, what in (("csv", "timeseries.csv"), ("json", "summary.json and series.json"),
                        ("report", "report.html")):
-        group.add_argument(f"--{name}", dest=name, action="store_true", default=None, help=f"write {what}")
+        group.add_argument(f"--{name}", dest=name, action="store_true", default=None,
+                           help=f"write {what} (default: as the scenario says, on)")
         group.add_argument(f"--no-{name}", dest=name, action="store_false", help=f"do not write {what}")
 
 
@@ -70,9 +80,10 @@ def add_throttle_options(parser: argparse.ArgumentParser) -> None:
     """``serve dtls`` throttles: an overloaded server, to test capacity planning against."""
     group = parser.add_argument_group("throttles (drop silently above a rate, as an overloaded server would)")
     group.add_argument("--max-handshake-rate", type=positive, default=None, metavar="N",
-                       help="accept at most N new handshakes per second (ClientHellos with a valid cookie)")
+                       help="accept at most N new handshakes per second (ClientHellos with a valid cookie; "
+                            "default: no limit)")
     group.add_argument("--max-ping-rate", type=positive, default=None, metavar="N",
-                       help="answer at most N application-data records (pings) per second")
+                       help="answer at most N application-data records (pings) per second (default: no limit)")
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,7 +91,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     cap = sub.add_parser("capacity", help="raise the load step by step and find the knee",
                          description="Run SCENARIO in steps of START, START+STEP, ... clients (STEP-TIME each), "
                                      "measure each step and report the knee and the sustainable capacity.")
-    cap.add_argument("scenario")
+    cap.add_argument("scenario", help="the scenario file (YAML)")
     cap.add_argument("--start", type=int, default=None, metavar="N", help="clients in the first step "
                      "(default: the scenario's clients.count / --steps)")
     cap.add_argument("--step", type=int, default=None, metavar="N", help="clients added per step (default: --start)")
@@ -94,7 +105,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add_output_options(cap)
 
     report = sub.add_parser("report", help="rebuild RUN_DIR/report.html from the run's saved data")
-    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run's directory, results/<run-id>")
 
 
 def apply_output_options(scenario: Scenario, args: argparse.Namespace) -> Scenario:
