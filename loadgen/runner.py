@@ -34,7 +34,6 @@ from .capacity import Analysis, Workload, analyze
 from .capacity.workload import churn_user_class
 from .distributed import Health, WorkerWatch, freeze_heap, freeze_while_spawning, tune_locust
 from .outputs import Exporters, targets_summary, write_files
-from .recorder import HANDSHAKE, PING
 from .scenario import Scenario, Target
 from .shape import StagesShape
 from .stats.live import LiveStats
@@ -235,7 +234,7 @@ def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sy
                 if options.distributed:
                     _wait_for_workers(runner, options.processes or options.expect_workers, stop)
                 started = time.monotonic()
-                _drive_headless(runner, scenario, stop, started, out)
+                _drive_headless(runner, scenario, stop, started, out, stats)
         finally:
             _stop(runner)
             if watch is not None:
@@ -284,8 +283,9 @@ def _stop_on_signals() -> Event:
     return stop
 
 
-def _drive_headless(runner: Runner, scenario: Scenario, stop: Event, started: float, out: TextIO) -> None:
-    ticker = gevent.spawn(_progress, runner.environment, runner, started, out)
+def _drive_headless(runner: Runner, scenario: Scenario, stop: Event, started: float, out: TextIO,
+                    stats: RunStats) -> None:
+    ticker = gevent.spawn(_progress, stats, runner, started, out)
     try:
         if scenario.stages:
             runner.start_shape()
@@ -344,20 +344,14 @@ def _stop(runner: Runner) -> None:
     runner.quit()
 
 
-def _progress(env: Environment, runner: Runner, started: float, out: TextIO, every: float = 2.0) -> None:
-    """Every few seconds: clients and Locust's running totals (a master sees its workers' reports)."""
+def _progress(stats: RunStats, runner: Runner, started: float, out: TextIO, every: float = 2.0) -> None:
+    """Every few seconds: clients, loadgen's exact totals, the last interval's rates and p99s (see Progress)."""
+    from .stats.progress import Progress
+
+    progress = Progress(stats, hold_newest=isinstance(runner, MasterRunner))
     while True:
         gevent.sleep(every)
-        counts = {HANDSHAKE: [0, 0], PING: [0, 0]}
-        for entry in env.stats.entries.values():
-            kind = entry.name.rsplit(" ", 1)[-1]
-            if kind in counts:
-                counts[kind][0] += entry.num_requests - entry.num_failures
-                counts[kind][1] += entry.num_failures
-        (h_ok, h_fail), (p_ok, p_fail) = counts[HANDSHAKE], counts[PING]
-        print(f"[{time.monotonic() - started:5.0f}s] clients {runner.user_count:>6}  "
-              f"handshakes {h_ok:>7} ok {h_fail:>5} failed  pings {p_ok:>8} ok {p_fail:>5} failed",
-              file=out, flush=True)
+        print(progress.line(time.monotonic() - started, runner.user_count), file=out, flush=True)
 
 
 # -- workers ------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -23,7 +24,12 @@ from servers import loadgen_env
 from loadgen.cli import DEMO_KEY_NOTICE, build_parser, parsers, with_load_options
 from loadgen.cli_stats import duration
 from loadgen.errors import ConfigError
+from loadgen.recorder import HANDSHAKE, PING
 from loadgen.scenario import parse_scenario
+from loadgen.stats.cells import Cell, latency_us, new_histogram
+from loadgen.stats.progress import Progress
+from loadgen.stats.run import RunStats
+from loadgen.stats.sink import SecondDelta
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -259,3 +265,64 @@ def test_tls_scenario_says_how_to_start_its_server_and_matches_the_demo_key() ->
     assert "#   loadgen serve tls --scenario scenarios/tls.yaml\n" in text
     psk = load_scenario(ROOT / "scenarios" / "tls.yaml").psk
     assert psk is not None and psk.store.key_for(b"client-0") == QUICKSTART_KEY
+
+
+# -- progress lines -------------------------------------------------------------------------------
+
+
+def second(index: int, handshakes_ms: list[float], pings_ms: list[float], failed_pings: int = 0) -> SecondDelta:
+    """One process's second: completed handshakes and pings with these latencies (ms)."""
+    cells = {}
+    for kind, latencies in ((HANDSHAKE, handshakes_ms), (PING, pings_ms)):
+        cell = Cell()
+        for ms in latencies:
+            cell.attempted += 1
+            cell.completed += 1
+            if cell.histogram is None:
+                cell.histogram = new_histogram()
+            cell.histogram.record_value(latency_us(ms / 1000))
+        cells[(kind, "gw")] = cell
+    if failed_pings:
+        cells[(PING, "gw")].attempted += failed_pings
+        cells[(PING, "gw")].failures["ping-timeout"] += failed_pings
+    return SecondDelta(index, 1000.0 + index, 1.0, 0.0, 10, cells)
+
+
+def test_progress_lines_show_the_last_intervals_rates_and_p99() -> None:
+    """Build item: progress lines had running totals only (Locust's, rounded); now each says what
+    the last interval did: rates and p99 from loadgen's exact per-second figures."""
+    stats = RunStats()
+    progress = Progress(stats)
+    assert progress.line(0.4, 0).endswith("now: - handshakes/s (p99 -), - pings/s (p99 -)")
+    stats.apply(second(0, [2.0] * 10, []))
+    stats.apply(second(1, [], [float(ms) for ms in range(1, 101)], failed_pings=3))
+    line = progress.line(2.0, 10)
+    assert re.match(r"^\[\s+2s\] clients\s+10\s+handshakes\s+10 ok\s+0 failed\s+pings\s+100 ok\s+3 failed\s+now: ",
+                    line), line
+    assert line.endswith("now: 5.0 handshakes/s (p99 2 ms), 50.0 pings/s (p99 99 ms)"), line
+    stats.apply(second(2, [], [0.5] * 20))
+    line = progress.line(4.0, 10)  # only the newest second: totals grow, the rates are its own
+    assert "pings      120 ok" in line and line.endswith("now: 0.0 handshakes/s (p99 -), 20.0 pings/s (p99 0.5 ms)")
+
+
+def test_a_masters_progress_leaves_the_newest_second_for_later() -> None:
+    """On a master a second's shares come from each worker in turn: the newest is not complete yet."""
+    stats = RunStats()
+    progress = Progress(stats, hold_newest=True)
+    stats.apply(second(0, [1.0] * 4, []))
+    stats.apply(second(1, [1.0] * 2, []))
+    assert progress.line(2.0, 4).endswith("now: 4.0 handshakes/s (p99 1 ms), 0.0 pings/s (p99 -)")
+    stats.apply(second(1, [1.0] * 2, []))  # the second worker's share of second 1
+    stats.apply(second(2, [], []))
+    assert progress.line(4.0, 4).endswith("now: 4.0 handshakes/s (p99 1 ms), 0.0 pings/s (p99 -)")
+
+
+def test_a_runs_progress_lines_show_current_rates(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(f"name: s\nclients: {{count: 5, spawn_rate: 50}}\nrun_time: 5s\n"
+                                     f"ping: {{interval: 200ms, expect: echo}}\n"
+                                     f"psk: {{identity: 'd-{{n}}', key: '{KEY_HEX}'}}\n")
+    result = loadgen("run", "s.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result
+    now = re.compile(r"now: \S+ handshakes/s \(p99 [^)]+\), ([\d.]+) pings/s \(p99 [\d.]+ ms\)$", re.M)
+    rates = [float(m[1]) for m in now.finditer(result.stdout)]
+    assert rates and 10 <= rates[-1] <= 40, result.stdout  # 5 clients, 5 pings/s each
