@@ -4,17 +4,31 @@ The reference server runs in its own process on a fixed port; it is stopped (pol
 with SIGTERM: close_notify to everyone; or killed with SIGKILL: nothing said, the
 clients learn from ICMP errors or unanswered pings) and started again on the same
 port. At least 99% of the associations must be back and pinging within 10 s.
+
+The port (issue 12, defect 12): it used to come from binding port 0, i.e. from the
+kernel's ephemeral range (net.ipv4.ip_local_port_range), the very range the clients'
+own sockets take their local ports from. While the server was down, 200 reconnecting
+clients opened new sockets, and one of them could be given the server's port:
+"Address already in use" at the restart, red CI on a correct tree. Now the port is
+outside that range, where the kernel never puts an unbound or connected socket, so no
+client (of this test or any other on the machine) can take it; it is checked free for
+UDP when chosen, and a TCP listener on the same number is held for the whole test, so
+that another run of this test at the same time (another checkout) picks another one.
 """
 
 from __future__ import annotations
 
+import random
 import signal
+import socket
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
 
 import gevent
 import pytest
-from servers import free_udp_port, start_loadgen_server
+from servers import start_loadgen_server
 
 from loadgen.credentials import Secret
 from loadgen.payloads import ReplyRule
@@ -27,6 +41,50 @@ from loadgen.users import keep_alive
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 ASSOCIATIONS = 200
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of local ports for sockets that do not choose one (inclusive)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return low, high
+
+
+@pytest.fixture
+def restart_port() -> Iterator[int]:
+    """A loopback port outside the ephemeral range, free for UDP, reserved for this test (see the module doc)."""
+    low, high = ephemeral_range()
+    candidates = [p for p in range(1024, 65536) if not low <= p <= high]
+    if not candidates:
+        pytest.skip(f"every unprivileged port is ephemeral here ({low}-{high}): no port a client cannot take")
+    random.shuffle(candidates)  # another run of this test starts elsewhere
+    for port in candidates[:200]:
+        reservation = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            reservation.bind(("127.0.0.1", port))
+            reservation.listen(1)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", port))
+        except OSError:
+            reservation.close()
+            continue
+        try:
+            yield port
+        finally:
+            reservation.close()
+        return
+    pytest.fail("no free port outside the ephemeral range among 200 tried")
+
+
+def test_the_restart_port_is_one_no_client_socket_can_take(restart_port: int) -> None:
+    """Defect 12: the port came from the ephemeral range, which reconnecting clients draw from."""
+    low, high = ephemeral_range()
+    assert not low <= restart_port <= high, (restart_port, low, high)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:  # a second run of this test
+        with pytest.raises(OSError):
+            other.bind(("127.0.0.1", restart_port))
 
 
 class PerAssociation:
@@ -42,9 +100,10 @@ class PerAssociation:
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_associations_come_back_after_a_server_restart(tmp_path, psk_hex: str, how: signal.Signals) -> None:
+def test_associations_come_back_after_a_server_restart(tmp_path, psk_hex: str, how: signal.Signals,
+                                                       restart_port: int) -> None:
     key = Secret(bytes.fromhex(psk_hex))
-    port = free_udp_port()
+    port = restart_port
     scenario = parse_scenario(
         "name: restart\nclients: {count: 1}\nrun_time: 1m\n"
         f"psk: {{identity: 'd-{{n}}', key: '{psk_hex}'}}\nreconnect: {{policy: on-failure, delay: 500ms}}\n",
