@@ -128,7 +128,7 @@ def _from_option(option: str, load: Callable[[str], _T], path: str) -> _T:
 #: The demo key of scenarios/quickstart.yaml, used by `serve` when no key option is given. Not a secret.
 QUICKSTART_KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 
-#: Said by ``serve`` (stdout and stderr) when no key option chose a key: everyone has this key.
+#: Said by ``serve`` on stderr when no key option chose a key (stdout says only that it is the demo key).
 DEMO_KEY_NOTICE = ("WARNING: no key option given, so this server uses the PUBLIC DEMO KEY of scenarios/quickstart.yaml "
                    "(also in scenarios/tls.yaml): fine on loopback, never anywhere else. Clients with another key "
                    "fail with psk-key-mismatch: give the clients' key with --scenario FILE (a scenario's psk "
@@ -162,7 +162,8 @@ def _say_keys(args: argparse.Namespace, psk: bool) -> None:
               flush=True)
         print(f"loadgen: {DEMO_KEY_NOTICE}", file=sys.stderr, flush=True)
     else:
-        print(f"loadgen: keys: {source}", flush=True)
+        print(f"loadgen: keys: {source}" + (f"; certificate {args.cert}" if getattr(args, "cert", None) else ""),
+              flush=True)
 
 
 def _positive(kind: type) -> Any:

@@ -62,6 +62,7 @@ def test_every_option_has_help_that_states_its_default() -> None:
             elif action.option_strings and action.nargs != 0 and action.default is not None and (
                     "default" not in text):
                 undefaulted.append(where)
+        assert parser.format_help()  # every help string formats (a stray % would raise here)
     assert not missing, f"options without help: {missing}"
     assert not undefaulted, f"options whose help hides their default: {undefaulted}"
 
