@@ -22,6 +22,7 @@ from locust import User, constant, task
 from locust.env import Environment
 
 from .errors import LoadgenError, LocalProtocolError
+from .limits import ShortageLog
 from .payloads import PayloadMaker, ReplyRule, binary_payload, text_payload
 from .protocol import dtls, tls
 from .protocol.tls import SessionCache, TlsOptions
@@ -117,9 +118,10 @@ class Session:
         self.endpoints = endpoints
         # Exact per-target counts and histograms, rolled into a time series every second.
         self.tally = StatsSink()
+        shortage = ShortageLog()  # clients without a socket: one line every 10 s with counts
         self.sinks = {
             protocol: FanOut([LocustSink(environment.events.request, protocol.upper()), self.tally,
-                              LogSink(), *extra_sinks])
+                              LogSink(), shortage, *extra_sinks])
             for protocol in ("dtls", "tls")
         }
         self.dtls_context = dtls.client_context(scenario.dtls.ciphers, native=scenario.dtls.handshake == "loadgen") \
