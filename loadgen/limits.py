@@ -176,6 +176,15 @@ def raise_open_file_limit() -> tuple[int, int]:
     return target, hard
 
 
+def advice(scenario: Scenario, processes: int = 1) -> list[str]:
+    """What would not fit in a run of ``scenario`` here (the soft limit raised to the hard one, as a run does);
+    nothing is changed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = soft if hard == resource.RLIM_INFINITY else max(soft, hard)
+    scenario = spread_sources(scenario, builtin=not scenario.targets)
+    return problems(plan(scenario, processes, open_now=_open_files()), limit, hard, ephemeral_ports())
+
+
 def _open_files() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))

@@ -215,3 +215,14 @@ def test_a_run_that_cannot_fit_exits_2_before_it_starts(tmp_path: Path) -> None:
     assert "Traceback" not in err and "running" not in out, (out, err)
     assert not (tmp_path / "results").exists()
     assert wall < 10, wall
+
+
+def test_validate_warns_about_a_run_that_would_not_fit(tmp_path: Path) -> None:
+    """``loadgen validate`` still exits 0, and says what ``loadgen run`` would stop at."""
+    scenario = write_scenario(tmp_path, "toobig", "clients: {count: 30000, spawn_rate: 1000}\nrun_time: 10s")
+    child_env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "loadgen", "validate", str(scenario)], env=child_env,
+                          capture_output=True, text=True, timeout=30,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1000, 1000)))
+    assert done.returncode == 0, done.stderr
+    assert "is valid" in done.stdout and "would not start" in done.stdout and "--processes" in done.stdout, done.stdout
