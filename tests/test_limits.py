@@ -226,3 +226,19 @@ def test_validate_warns_about_a_run_that_would_not_fit(tmp_path: Path) -> None:
                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1000, 1000)))
     assert done.returncode == 0, done.stderr
     assert "is valid" in done.stdout and "would not start" in done.stdout and "--processes" in done.stdout, done.stdout
+
+
+def test_plain_locust_with_loadgens_locustfile_checks_too(tmp_path: Path) -> None:
+    """``locust -f "$(loadgen locustfile)"`` with -u past the open-file limit: exit 2 before the run."""
+    from loadgen import locustfile
+
+    scenario = write_scenario(tmp_path, "plain", "clients: {count: 10, spawn_rate: 10}\nrun_time: 10s")
+    child_env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    locust = [sys.executable, "-c", "import sys; from locust.main import main; sys.exit(main())"]
+    done = subprocess.run([*locust, "-f", locustfile.__file__, "--scenario", str(scenario), "--headless",
+                           "-u", "400", "-r", "400", "-t", "5s"], env=child_env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, start_new_session=True,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200)))
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr[-3000:])
+    assert "400 clients need" in done.stderr and "--processes" in done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and not (tmp_path / "results").exists()
