@@ -178,28 +178,29 @@ def _run(tmp_path: Path, scenario: Path, open_files: int, timeout: float,
 
 def test_more_clients_than_open_files_count_socket_error_and_end_on_time(tmp_path: Path) -> None:
     """The run goes ahead (LOADGEN_IGNORE_LIMITS=1): clients without a socket fail as
-    socket-error, every attempt adds up in loadgen's and Locust's counts, no tracebacks, on time."""
+    socket-error, every attempt adds up in loadgen's and Locust's counts, no tracebacks (not
+    even Locust's CPU monitor, which opens /proc files every 10 s: the last files stay free), on time."""
     scenario = write_scenario(tmp_path, "exhausted", """\
         clients: {count: 300, spawn_rate: 300}
-        run_time: 5s
+        run_time: 11s
         ping: {interval: 1s, expect: echo}
         reconnect: {policy: on-failure, delay: 1s}
         """)
     status, out, err, wall = _run(tmp_path, scenario, 150, timeout=60, env={limits.IGNORE_ENV: "1"})
     assert "Traceback" not in out + err, err[-3000:]
     assert status == 1, (status, out, err[-3000:])  # failures, no thresholds
-    assert wall < 5 + 15, wall  # startup and stop included; before, the run overran
+    assert wall < 11 + 15, wall  # startup and stop included; before, the run overran
     summary_path, = (tmp_path / "results").glob("*-exhausted/summary.json")
     summary = json.loads(summary_path.read_text())
     hs = summary["handshake"]
     assert hs["attempted"] == hs["completed"] + hs["failed"] + hs["in_flight"], hs
     assert hs["errors"].get("socket-error", 0) > 0 and hs["completed"] > 0, hs
     # Waiting the reconnect delay: about one attempt per device left out per second, not a spin.
-    assert hs["attempted"] < 300 * 12, hs
+    assert hs["attempted"] < 300 * 20, hs
     locust = summary["locust"]["DTLS builtin handshake"]
     assert (locust["requests"], locust["failures"]) == (hs["completed"] + hs["failed"], hs["failed"]), (locust, hs)
     assert out.count("WARNING") >= 1 and "--processes" in out  # it said so before the run
-    assert err.count("found no socket") <= 2, err  # one line per 10 s (a run of 5 s: one, maybe two)
+    assert 1 <= err.count("found no socket") <= 1 + wall // 10, err  # at most one line per 10 s
 
 
 def test_a_run_that_cannot_fit_exits_2_before_it_starts(tmp_path: Path) -> None:

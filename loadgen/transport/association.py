@@ -41,6 +41,7 @@ from ..protocol import dtls
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
 from ..protocol.events import PeerClosed as PeerClosedEvent
 from ..recorder import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
+from .fds import check_room
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 _READ = 1  # libev EV_READ
@@ -206,10 +207,15 @@ class DtlsAssociation:
             # Inside the try: at the open-file limit socket() itself fails (EMFILE), and that is
             # this attempt's socket-error, not an exception for Locust to print and retry at once.
             sock = _socket.socket(family, _socket.SOCK_DGRAM)
+            check_room(sock.fileno(), f"{self.name}: cannot open a UDP socket")
             sock.setblocking(False)
             if self._source:
                 sock.bind((self._source, 0))
             sock.connect((host, port))
+        except SocketsExhausted:
+            if sock is not None:
+                sock.close()
+            raise
         except OSError as exc:
             if sock is not None:
                 sock.close()

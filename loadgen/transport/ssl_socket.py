@@ -35,11 +35,13 @@ from ..errors import (
     LoadgenError,
     LocalProtocolError,
     SocketError,
+    SocketsExhausted,
     socket_error,
 )
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
 from ..protocol.events import PeerClosed as PeerClosedEvent
 from ..protocol.tls import CertCheckFailed, CertificateInfo, PskChooser, TlsContext, TlsEngine
+from .fds import check_room
 
 #: Bytes asked of the kernel per recv.
 _RECV_SIZE = 65536
@@ -491,6 +493,7 @@ def _connect(infos: list, host: str, port: int, deadline: float, source: str | N
         try:
             # Inside the try: at the open-file limit socket() itself fails (EMFILE): a socket-error.
             sock = socket.socket(family, kind, proto)
+            check_room(sock.fileno(), "cannot open a TCP socket")
             if source:
                 sock.bind((source, 0))
             with gevent.Timeout(remaining, ConnectTimeout(f"{host}:{port}: no TCP connection in time")):
@@ -501,6 +504,11 @@ def _connect(infos: list, host: str, port: int, deadline: float, source: str | N
             error = ConnectionRefused(f"{host}:{port} refused the connection (TCP RST)")
             continue
         except ConnectTimeout as exc:
+            if sock is not None:
+                sock.close()
+            error = exc
+            break
+        except SocketsExhausted as exc:
             if sock is not None:
                 sock.close()
             error = exc
