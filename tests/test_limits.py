@@ -243,3 +243,39 @@ def test_plain_locust_with_loadgens_locustfile_checks_too(tmp_path: Path) -> Non
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr[-3000:])
     assert "400 clients need" in done.stderr and "--processes" in done.stderr, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and not (tmp_path / "results").exists()
+
+
+def test_devices_do_not_reconnect_while_locust_stops_the_users(tmp_path: Path) -> None:
+    """Stopping thousands of users frees their sockets; devices that had none must not start
+    handshakes meanwhile (7,000 did in a 30,000-client run, and its stop took 14 s instead of 6)."""
+    from locust.env import Environment
+
+    from loadgen.runner import BUILTIN_TARGET
+    from loadgen.users import Endpoint, Session, keep_alive
+
+    scenario = load_scenario(write_scenario(tmp_path, "stop", """\
+        clients: {count: 1, spawn_rate: 1}
+        run_time: 10s
+        reconnect: {policy: on-failure, delay: 50ms}
+        """))
+    env = Environment()
+    session = Session(scenario, env, [Endpoint(BUILTIN_TARGET, ("127.0.0.1", 9))])
+    made: list[int] = []
+
+    class NoSocket:
+        def run(self) -> SocketsExhausted:
+            made.append(1)
+            return SocketsExhausted("no socket", reason="EMFILE")
+
+    device = gevent.spawn(keep_alive, NoSocket, scenario, session.stopping)
+    try:
+        gevent.sleep(0.3)
+        assert len(made) >= 3  # it retried after each delay
+        env.events.test_stopping.fire(environment=env)
+        before = len(made)
+        gevent.sleep(0.3)
+        assert len(made) == before, "a device reconnected while the users were being stopped"
+        env.events.test_start.fire(environment=env)
+        assert not session.stopping.is_set()  # a new run (web UI) reconnects again
+    finally:
+        device.kill()
