@@ -402,6 +402,10 @@ def _validate(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario)
     print(f"{args.scenario}: scenario {scenario.name!r} is valid")
+    from .limits import advice
+
+    for problem in advice(scenario):  # what `loadgen run` would stop at (exit 2)
+        print(f"loadgen: WARNING: on this machine `loadgen run` would not start: {problem}")
     return 0
 
 

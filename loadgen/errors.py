@@ -6,6 +6,7 @@ it must never contain a peer-specific detail (the message may).
 
 from __future__ import annotations
 
+import errno
 import re
 
 
@@ -133,6 +134,36 @@ class SocketError(LoadgenError):
     """Any other socket-level failure; the message carries the OS error."""
 
     code = "socket-error"
+
+
+#: OS errors from socket(), bind() or connect() that mean this process or machine has no socket
+#: to give (not that the peer failed), and what ran out.
+_EXHAUSTED = {
+    errno.EMFILE: "EMFILE (this process's open-file limit)",
+    errno.ENFILE: "ENFILE (the system's open-file limit)",
+    errno.EADDRNOTAVAIL: "EADDRNOTAVAIL (no free local port)",
+    errno.EADDRINUSE: "EADDRINUSE (no free local port)",
+    errno.EAGAIN: "EAGAIN (no free local UDP port)",
+}
+
+
+class SocketsExhausted(SocketError):
+    """No socket for this attempt: out of file descriptors or local ports (``reason`` says which).
+
+    Same code as :class:`SocketError`; a separate class so that thousands of clients left
+    without a socket make one summary line with counts, not one line each."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def socket_error(exc: OSError, message: str) -> SocketError:
+    """The error for ``exc`` met while opening, binding or connecting a socket."""
+    reason = _EXHAUSTED.get(exc.errno or 0)
+    if reason is not None:
+        return SocketsExhausted(f"{message}: {exc.strerror or exc}", reason=reason)
+    return SocketError(f"{message}: {exc}")
 
 
 class ClientCertRequired(HandshakeFailed):

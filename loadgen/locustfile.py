@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Any
 
 from locust import events
@@ -42,10 +43,8 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
     path = getattr(environment.parsed_options, "scenario", "") or os.environ.get("LOADGEN_SCENARIO", "")
     if not path:
         raise SystemExit("loadgen: give --scenario FILE or set LOADGEN_SCENARIO")
-    from loadgen.runner import spread_sources
-
     scenario = load_scenario(path)
-    scenario = spread_sources(scenario, builtin=not scenario.targets)  # past one address's ephemeral ports
+    scenario = _check_limits(scenario, environment, runner)
     if scenario.stages and environment.shape_class is None:
         environment.shape_class = shape.StagesShape(scenario.stages)
         environment.shape_class.runner = runner
@@ -60,6 +59,21 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
     environment.events.quitting.add_listener(lambda **_: stack.close())
     Device.session = Session(scenario, environment, eps)
     _live_stats(environment, Device.session.tally, "worker" if isinstance(runner, WorkerRunner) else "local", web_ui)
+
+
+def _check_limits(scenario: Any, environment: Any, runner: Any) -> Any:
+    """As ``loadgen run`` does: raise the open-file limit; a run that cannot fit exits 2 before it starts
+    (a worker only warns: how many workers share the users is the master's business)."""
+    from loadgen.errors import ConfigError
+    from loadgen.limits import prepare
+
+    users = getattr(environment.parsed_options, "num_users", None)
+    try:
+        return prepare(scenario, sys.stdout, users=0 if isinstance(runner, MasterRunner) else users,
+                       strict=not isinstance(runner, WorkerRunner))
+    except ConfigError as exc:
+        print(f"loadgen: {exc.args[0]}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def _live_stats(environment: Any, sink: StatsSink | None, role: Role, web_ui: Any) -> None:

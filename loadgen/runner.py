@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import signal
 import socket
@@ -33,6 +32,7 @@ from .builtin_server import ServerProcess, builtin_server
 from .capacity import Analysis, Workload, analyze
 from .capacity.workload import churn_user_class
 from .distributed import Health, WorkerWatch, freeze_heap, freeze_while_spawning, tune_locust
+from .limits import prepare
 from .outputs import Exporters, targets_summary, write_files
 from .scenario import Scenario, Target
 from .shape import StagesShape
@@ -108,54 +108,6 @@ class _HighSpawnRateFilter(logging.Filter):
         return "spawn rate is very high" not in record.getMessage()
 
 
-def ephemeral_ports() -> int:
-    """How many local ports the kernel hands out to unbound sockets (net.ipv4.ip_local_port_range)."""
-    try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-        return high - low + 1
-    except (OSError, ValueError):
-        return 28232  # Linux's default range, 32768-60999
-
-
-#: Share of a source address's ephemeral ports one run may fill: the kernel finds a free port by
-#: random search, which gets slow when the range is nearly full (and the machine has other sockets).
-PORT_SHARE = 0.7
-
-
-def spread_sources(scenario: Scenario, builtin: bool) -> Scenario:
-    """A run against the built-in server with more DTLS clients than one source address has ports
-    gets several loopback source addresses (127.0.0.1, .2, ...), round-robin by device.
-
-    Every connected UDP socket takes one of the ``ephemeral_ports()`` (28,232 by default) of its
-    source address; past that ``connect()`` fails with EAGAIN after scanning the whole range (~1 ms
-    of kernel CPU each, retried by every client left out). The master and each worker apply this to
-    the same scenario, so they agree on the pool.
-    """
-    if not builtin or scenario.clients.source_addresses:
-        return scenario
-    per_address = max(1, int(ephemeral_ports() * PORT_SHARE))
-    needed = math.ceil(scenario.clients.count / per_address)
-    if needed <= 1:
-        return scenario
-    pool = tuple(f"127.0.0.{i}" for i in range(1, min(needed, 254) + 1))
-    return dataclasses.replace(scenario, clients=dataclasses.replace(scenario.clients, source_addresses=pool))
-
-
-def check_sources(scenario: Scenario, out: TextIO) -> None:
-    """Warn when a scenario's DTLS clients cannot all get a local port from their source addresses."""
-    dtls_targets = [t for t in scenario.targets if t.protocol == "dtls"]
-    if not dtls_targets:
-        return
-    per_target = 1 if scenario.clients.connect == "one" else len(dtls_targets)
-    sockets = scenario.clients.count * per_target
-    addresses = max(1, len(scenario.clients.source_addresses))
-    ports = ephemeral_ports()
-    if sockets > addresses * ports:
-        print(f"loadgen: WARNING: {sockets} DTLS sockets on {addresses} source address(es) exceed the {ports} "
-              "ephemeral ports of each (net.ipv4.ip_local_port_range): the rest cannot connect; give more "
-              "clients.source_addresses", file=out, flush=True)
-
-
 @contextlib.contextmanager
 def endpoints(scenario: Scenario, options: RunOptions) -> Iterator[tuple[list[Endpoint], ServerProcess | None]]:
     """The scenario's targets, or the built-in server (started here for the run, or the master's)."""
@@ -196,8 +148,8 @@ def make_environment(scenario: Scenario, eps: list[Endpoint], options: RunOption
 
 def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sys.stdout) -> RunOutcome:
     """Run ``scenario`` as ``options`` say; returns when the run is over (or the worker is told to quit)."""
-    scenario = spread_sources(scenario, builtin=not scenario.targets)
-    check_sources(scenario, out)
+    scenario = prepare(scenario, out, processes=options.processes or options.workers or 1, strict=not options.worker,
+                       users=0 if options.master and not options.processes else None)  # exit 2 if it cannot fit
     if options.worker:
         return _run_worker(scenario, options, out)
     stop = _stop_on_signals()

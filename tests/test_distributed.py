@@ -13,7 +13,7 @@ import pytest
 from locust import argument_parser, runners
 
 from loadgen.distributed import HEARTBEAT_LIVENESS, Health, LoopLag, WorkerEvent, tune_locust
-from loadgen.runner import PORT_SHARE, ephemeral_ports, spread_sources
+from loadgen.limits import PORT_SHARE, ephemeral_ports, spread_sources
 from loadgen.scenario import load_scenario
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import SecondDelta

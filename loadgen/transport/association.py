@@ -14,7 +14,6 @@ greenlet that wants to wait for the association to end.
 from __future__ import annotations
 
 import _socket  # the C socket type: never monkey-patched, no wrapper on the hot path
-import errno
 import logging
 import math
 import random
@@ -34,13 +33,15 @@ from ..errors import (
     LocalProtocolError,
     PeerClosed,
     PingTimeout,
-    SocketError,
+    SocketsExhausted,
+    socket_error,
 )
 from ..payloads import PayloadMaker, ReplyRule, text_payload
 from ..protocol import dtls
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
 from ..protocol.events import PeerClosed as PeerClosedEvent
 from ..recorder import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
+from .fds import check_room
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 _READ = 1  # libev EV_READ
@@ -201,18 +202,24 @@ class DtlsAssociation:
     def _connect(self) -> None:
         host, port = self.address
         family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
-        sock = _socket.socket(family, _socket.SOCK_DGRAM)
+        sock = None
         try:
+            # Inside the try: at the open-file limit socket() itself fails (EMFILE), and that is
+            # this attempt's socket-error, not an exception for Locust to print and retry at once.
+            sock = _socket.socket(family, _socket.SOCK_DGRAM)
+            check_room(sock.fileno(), f"{self.name}: cannot open a UDP socket")
             sock.setblocking(False)
             if self._source:
                 sock.bind((self._source, 0))
             sock.connect((host, port))
+        except SocketsExhausted:
+            if sock is not None:
+                sock.close()
+            raise
         except OSError as exc:
-            sock.close()
-            hint = ""
-            if exc.errno in (errno.EAGAIN, errno.EADDRINUSE, errno.EADDRNOTAVAIL):
-                hint = " (out of local ports? spread clients over more clients.source_addresses)"
-            raise SocketError(f"{self.name}: cannot connect UDP socket to {host}:{port}: {exc}{hint}") from None
+            if sock is not None:
+                sock.close()
+            raise socket_error(exc, f"{self.name}: cannot connect UDP socket to {host}:{port}") from None
         self._sock = sock
 
     def _begin_handshake(self) -> None:
@@ -376,7 +383,8 @@ class DtlsAssociation:
         """End with ``error``, closing the attempt under way with the same error."""
         now = time.perf_counter()
         if self._state == _HANDSHAKING:
-            self._say(ERROR, f"handshake error - {error}")
+            # No socket: counted, and summed up in one line every 10 s (limits.ShortageLog), not one per device.
+            self._say(INFO if isinstance(error, SocketsExhausted) else ERROR, f"handshake error - {error}")
             retransmits = self._engine.retransmits if self._engine is not None else 0
             self._sink.record(Finished(HANDSHAKE, self.target, now - self._started_at, error,
                                        sent_bytes=self.bytes_sent, received_bytes=self.bytes_received,

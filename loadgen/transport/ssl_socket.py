@@ -35,10 +35,13 @@ from ..errors import (
     LoadgenError,
     LocalProtocolError,
     SocketError,
+    SocketsExhausted,
+    socket_error,
 )
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
 from ..protocol.events import PeerClosed as PeerClosedEvent
 from ..protocol.tls import CertCheckFailed, CertificateInfo, PskChooser, TlsContext, TlsEngine
+from .fds import check_room
 
 #: Bytes asked of the kernel per recv.
 _RECV_SIZE = 65536
@@ -486,23 +489,34 @@ def _connect(infos: list, host: str, port: int, deadline: float, source: str | N
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        sock = socket.socket(family, kind, proto)
+        sock = None
         try:
+            # Inside the try: at the open-file limit socket() itself fails (EMFILE): a socket-error.
+            sock = socket.socket(family, kind, proto)
+            check_room(sock.fileno(), "cannot open a TCP socket")
             if source:
                 sock.bind((source, 0))
             with gevent.Timeout(remaining, ConnectTimeout(f"{host}:{port}: no TCP connection in time")):
                 sock.connect(address)
         except ConnectionRefusedError:
-            sock.close()
+            if sock is not None:
+                sock.close()
             error = ConnectionRefused(f"{host}:{port} refused the connection (TCP RST)")
             continue
         except ConnectTimeout as exc:
-            sock.close()
+            if sock is not None:
+                sock.close()
+            error = exc
+            break
+        except SocketsExhausted as exc:
+            if sock is not None:
+                sock.close()
             error = exc
             break
         except OSError as exc:
-            sock.close()
-            error = SocketError(f"cannot connect to {host}:{port}: {exc}")
+            if sock is not None:
+                sock.close()
+            error = socket_error(exc, f"cannot connect to {host}:{port}")
             continue
         _tune(sock)
         return sock

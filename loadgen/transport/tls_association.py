@@ -31,6 +31,7 @@ from ..errors import (
     PeerClosed,
     PingTimeout,
     ProtocolViolation,
+    SocketsExhausted,
 )
 from ..protocol.tls import SessionCache, TlsContext
 from ..recorder import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
@@ -214,7 +215,8 @@ class TlsAssociation:
         if not sock.connect_to_host(host, port, timeout=self._settings.handshake_timeout,
                                     source_address=self._source):
             error = sock.last_error or LocalProtocolError("handshake failed")
-            self._say(ERROR, f"handshake error - {error}")
+            # No socket: counted, and summed up in one line every 10 s (limits.ShortageLog), not one per device.
+            self._say(INFO if isinstance(error, SocketsExhausted) else ERROR, f"handshake error - {error}")
             self._attempt = None
             self._sink.record(Finished(HANDSHAKE, self.target, time.perf_counter() - started, error,
                                        sent_bytes=sock.bytes_sent, received_bytes=sock.bytes_received))
