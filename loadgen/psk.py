@@ -111,7 +111,14 @@ TLS_SYMBOLS = (
     "X509_VERIFY_PARAM_set1_host",
     "X509_VERIFY_PARAM_set1_ip",
     "X509_verify_cert_error_string",
+    "SSL_get_session",
 )
+
+#: SSL_OP_ALLOW_NO_DHE_KEX: a TLS 1.3 client also offers psk_ke (PSK without (EC)DHE), a server
+#: accepts it. The binding does not export these option bits; their values are OpenSSL's ABI.
+OP_ALLOW_NO_DHE_KEX = 1 << 10
+#: SSL_OP_PREFER_NO_DHE_KEX (OpenSSL 3.3+): a server picks psk_ke whenever the client offers it.
+OP_PREFER_NO_DHE_KEX = 1 << 35
 
 
 def missing_tls_symbols() -> list[str]:
@@ -122,6 +129,18 @@ def missing_tls_symbols() -> list[str]:
 def session_reused(connection: SSL.Connection) -> bool:
     """True when the connection's handshake resumed a session (pyOpenSSL does not expose this)."""
     return bool(lib.SSL_session_reused(connection._ssl))
+
+
+def resumed_session(connection: SSL.Connection, offered: SSL.Session | None) -> bool:
+    """True when the handshake just completed resumed ``offered``, the session we set (client side).
+
+    ``SSL_session_reused()`` is also true for a TLS 1.3 external PSK: OpenSSL then replaces the
+    connection's session with one made from the key, so "resumed" is "reused and still the
+    session we offered". Ask right after the handshake (a later NewSessionTicket replaces it too).
+    """
+    if offered is None or not lib.SSL_session_reused(connection._ssl):
+        return False
+    return bool(lib.SSL_get_session(connection._ssl) == offered._session)
 
 
 def set_verify_host(connection: SSL.Connection, host: str) -> None:
