@@ -223,3 +223,14 @@ def test_context_refuses_unusable_modes() -> None:
         tls.client_context(TlsOptions(psk_modes=("psk_ke",)), psk_mode=True)
     with pytest.raises(ConfigError, match="listed twice"):
         tls.client_context(TlsOptions(psk_modes=("psk_dhe_ke", "psk_dhe_ke")), psk_mode=True)
+
+
+def test_serve_tls_refuses_unusable_psk_modes() -> None:
+    import subprocess
+    import sys
+
+    from servers import loadgen_env
+
+    run = subprocess.run([sys.executable, "-m", "loadgen", "serve", "tls", "--port", "0", "--psk-modes", "psk_ke"],
+                         capture_output=True, text=True, timeout=30, env=loadgen_env(), stdin=subprocess.DEVNULL)
+    assert run.returncode == 2 and "--psk-modes: psk_dhe_ke must be one of the modes" in run.stderr, run.stderr
