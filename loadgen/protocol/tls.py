@@ -142,6 +142,7 @@ def server_context(options: TlsOptions = TlsOptions(), *, keys: KeyStore | None 
                 # A TLS 1.3 resumption ticket: OpenSSL asks about every offered identity, tickets
                 # too, before it tries to decrypt them. A store that has a key for any identity
                 # (shared, derived) would turn the resumption into an external PSK that fails.
+                # (The identity comes whole, NULs included: see bindings.set_server_psk.)
                 return None
             state: _ConnState = conn.get_app_data()
             state.identity = identity
@@ -151,7 +152,7 @@ def server_context(options: TlsOptions = TlsOptions(), *, keys: KeyStore | None 
             state.external_psk = key is not None
             return key.value if key is not None else None
 
-        bindings.set_server_psk(ctx, lookup, hint)
+        bindings.set_server_psk(ctx, lookup, hint, tls13=True)
     return TlsContext(ctx, options, is_server=True, psk=keys is not None)
 
 
@@ -375,8 +376,8 @@ def _tls13_psk_error(error: LoadgenError, reason: str, *, is_client: bool, modes
 
 
 def _is_text(identity: bytes) -> bool:
-    """A PSK identity is text (RFC 4279: UTF-8); an OpenSSL ticket starts with 16 random bytes
-    (its key name), printable UTF-8 about once in ten million."""
+    """A PSK identity is text (RFC 4279: UTF-8); an OpenSSL ticket is a hundred random
+    bytes or more, never all printable UTF-8 in practice."""
     try:
         return identity.decode("utf-8").isprintable()
     except UnicodeDecodeError:
