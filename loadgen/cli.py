@@ -182,6 +182,17 @@ def _positive(kind: type) -> Any:
     return parse
 
 
+def _psk_modes(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated TLS 1.3 PSK modes (``--psk-modes``)."""
+    from .protocol.tls import psk_modes_problem
+
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    problem = psk_modes_problem(modes)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return modes
+
+
 def _tls_serve_options(stls: argparse.ArgumentParser) -> None:
     stls.add_argument("--host", default="127.0.0.1", help="address to listen on")
     stls.add_argument("--port", type=int, default=4433, help="TCP port; 0 picks a free port (printed)")
@@ -198,6 +209,10 @@ def _tls_serve_options(stls: argparse.ArgumentParser) -> None:
     stls.add_argument("--no-resumption", action="store_true",
                       help="no session tickets, no session cache (default: both on)")
     stls.add_argument("--hint", default="loadgen", help="PSK identity hint, TLS 1.2 ('' for none)")
+    stls.add_argument("--psk-modes", type=_psk_modes, default=("psk_dhe_ke", "psk_ke"), metavar="MODES",
+                      help="TLS 1.3 PSK key-exchange modes accepted, comma-separated, preferred first: "
+                           "psk_dhe_ke (PSK with (EC)DHE, always accepted by OpenSSL), psk_ke (PSK alone) "
+                           "(default: psk_dhe_ke,psk_ke)")
     stls.add_argument("--reply", choices=("echo", "qt"), default="echo",
                       help="echo each line, or answer like Qt's server: 'to IDENTITY: LINE'")
     stls.add_argument("--idle-timeout", type=_positive(float), default=60.0, metavar="SECONDS",
@@ -425,7 +440,7 @@ def _serve_tls(args: argparse.Namespace) -> int:
         min_version=args.min_version, max_version=args.max_version, ciphers=args.ciphers,
         ciphersuites=args.ciphersuites, ca_file=args.ca_file, ca_dir=args.ca_dir, cert_file=args.cert,
         key_file=args.key, verify="require" if args.require_client_cert else "none",
-        resumption=not args.no_resumption,
+        resumption=not args.no_resumption, psk_modes=args.psk_modes,
     )
     context = tls.server_context(options, keys=keys, hint=args.hint.encode() or None)
     server = TlsServer(context, host=args.host, port=args.port, reply=args.reply, idle_timeout=args.idle_timeout,

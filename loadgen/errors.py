@@ -54,6 +54,12 @@ class PskKeyMismatch(HandshakeFailed):
     code = "psk-key-mismatch"
 
 
+class PskModeMismatch(HandshakeFailed):
+    """TLS 1.3: the peers share no PSK key-exchange mode (psk_dhe_ke, psk_ke) they can use."""
+
+    code = "psk-mode-mismatch"
+
+
 class PeerClosed(RemoteProtocolError):
     """The peer sent close_notify (Qt: "shutdown alert received")."""
 

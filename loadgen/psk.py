@@ -22,6 +22,7 @@ REQUIRED_SYMBOLS = (
     "SSL_CTX_set_psk_client_callback",
     "SSL_CTX_set_psk_server_callback",
     "SSL_CTX_use_psk_identity_hint",
+    "SSL_CTX_set_psk_find_session_callback",
 )
 
 #: ``choose(connection, hint) -> (identity, key)``, or ``None`` to abort the handshake.
@@ -31,6 +32,9 @@ ServerLookup = Callable[[SSL.Connection, bytes], "bytes | None"]
 
 _CLIENT_CB = "unsigned int(*)(SSL *, char *, char *, unsigned int, unsigned char *, unsigned int)"
 _SERVER_CB = "unsigned int(*)(SSL *, char *, unsigned char *, unsigned int)"
+_FIND_SESSION_CB = "int(*)(SSL *, unsigned char *, size_t, SSL_SESSION **)"
+#: Where the TLS 1.3 identity probe leaves the identity, whole, for the PSK callback that follows.
+_IDENTITY_ATTR = "_loadgen_psk_identity"
 
 
 def missing_symbols() -> list[str]:
@@ -78,17 +82,37 @@ def set_client_psk(context: SSL.Context, choose: ClientChooser) -> None:
     lib.SSL_CTX_set_psk_client_callback(context._context, callback)
 
 
-def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | None = None) -> None:
+def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | None = None, *,
+                   tls13: bool = False) -> None:
     """Install a PSK server callback (identity -> key) and an optional identity hint.
 
     Returning ``None`` from ``lookup`` makes OpenSSL fail the handshake with an
     ``unknown_psk_identity`` alert.
+
+    TLS 1.3 (``tls13``): OpenSSL hands the (TLS 1.2-style) callback a C string copy of each
+    offered identity, cut at the first NUL, resumption tickets (random bytes) included. A
+    ``psk_find_session`` probe that finds nothing sees the identity whole just before, so
+    ``lookup`` gets the identity as the client sent it.
     """
+
+    @ffi.callback(_FIND_SESSION_CB)
+    def probe(ssl: Any, identity: Any, length: int, session: Any) -> int:
+        try:
+            setattr(_connection(ssl), _IDENTITY_ATTR, bytes(ffi.buffer(identity, length)))
+        except Exception:  # noqa: BLE001, S110 - must not cross the C boundary; the C string remains
+            pass
+        session[0] = ffi.NULL  # no session from here: OpenSSL goes on to the callback below
+        return 1
 
     @ffi.callback(_SERVER_CB)
     def callback(ssl: Any, identity: Any, psk: Any, max_psk: int) -> int:
         try:
-            key = lookup(_connection(ssl), ffi.string(identity))
+            conn = _connection(ssl)
+            name = ffi.string(identity)
+            whole = conn.__dict__.pop(_IDENTITY_ATTR, None)
+            if isinstance(whole, bytes) and whole.startswith(name):
+                name = whole
+            key = lookup(conn, name)
             if not key or len(key) > max_psk:
                 return 0
             ffi.memmove(psk, key, len(key))
@@ -96,6 +120,9 @@ def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | Non
         except Exception:  # noqa: BLE001 - must not cross the C boundary
             return 0
 
+    if tls13:
+        _keep_alive(context, probe)
+        lib.SSL_CTX_set_psk_find_session_callback(context._context, probe)
     _keep_alive(context, callback)
     lib.SSL_CTX_set_psk_server_callback(context._context, callback)
     if hint is not None and not lib.SSL_CTX_use_psk_identity_hint(context._context, hint):
@@ -111,7 +138,14 @@ TLS_SYMBOLS = (
     "X509_VERIFY_PARAM_set1_host",
     "X509_VERIFY_PARAM_set1_ip",
     "X509_verify_cert_error_string",
+    "SSL_get_session",
 )
+
+#: SSL_OP_ALLOW_NO_DHE_KEX: a TLS 1.3 client also offers psk_ke (PSK without (EC)DHE), a server
+#: accepts it. The binding does not export these option bits; their values are OpenSSL's ABI.
+OP_ALLOW_NO_DHE_KEX = 1 << 10
+#: SSL_OP_PREFER_NO_DHE_KEX (OpenSSL 3.3+): a server picks psk_ke whenever the client offers it.
+OP_PREFER_NO_DHE_KEX = 1 << 35
 
 
 def missing_tls_symbols() -> list[str]:
@@ -122,6 +156,18 @@ def missing_tls_symbols() -> list[str]:
 def session_reused(connection: SSL.Connection) -> bool:
     """True when the connection's handshake resumed a session (pyOpenSSL does not expose this)."""
     return bool(lib.SSL_session_reused(connection._ssl))
+
+
+def resumed_session(connection: SSL.Connection, offered: SSL.Session | None) -> bool:
+    """True when the handshake just completed resumed ``offered``, the session we set (client side).
+
+    ``SSL_session_reused()`` is also true for a TLS 1.3 external PSK: OpenSSL then replaces the
+    connection's session with one made from the key, so "resumed" is "reused and still the
+    session we offered". Ask right after the handshake (a later NewSessionTicket replaces it too).
+    """
+    if offered is None or not lib.SSL_session_reused(connection._ssl):
+        return False
+    return bool(lib.SSL_get_session(connection._ssl) == offered._session)
 
 
 def set_verify_host(connection: SSL.Connection, host: str) -> None:

@@ -132,7 +132,8 @@ class Session:
         self.tls_psk = scenario.psk is not None and t.cert_file is None and t.ca_file is None and t.verify == "none"
         self.tls_context = tls.client_context(
             TlsOptions(min_version=t.min_version, max_version=t.max_version, ciphers=t.ciphers, ca_file=t.ca_file,
-                       cert_file=t.cert_file, key_file=t.key_file, verify=t.verify, resumption=t.resumption),
+                       cert_file=t.cert_file, key_file=t.key_file, verify=t.verify, resumption=t.resumption,
+                       psk_modes=t.psk_modes),
             psk_mode=self.tls_psk,
         ) if "tls" in protocols else None
         self.tls_settings = TlsSettings(handshake_timeout=t.handshake_timeout)

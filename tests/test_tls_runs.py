@@ -23,8 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 
 
-def run(tmp_path: Path, port: int, *extra: str, resumption: bool = True, clients: int = 12) -> dict:
+def run(tmp_path: Path, port: int, *extra: str, resumption: bool = True, clients: int = 12,
+        version: str = "1.2") -> dict:
     path = tmp_path / "tls.yaml"
+    # TLS 1.2: PSK cipher suites; TLS 1.3: external PSK (OpenSSL's default suites).
+    ciphers = '"PSK-AES128-GCM-SHA256"' if version == "1.2" else "null"
     path.write_text(textwrap.dedent(f"""\
         name: tls-run
         targets:
@@ -32,7 +35,8 @@ def run(tmp_path: Path, port: int, *extra: str, resumption: bool = True, clients
         clients: {{count: {clients}, spawn_rate: {clients}}}
         run_time: 4s
         psk: {{identity: "client-{{n}}", key: "{KEY}"}}
-        tls: {{max_version: "1.2", ciphers: "PSK-AES128-GCM-SHA256", resumption: {str(resumption).lower()}}}
+        tls: {{min_version: "{version}", max_version: "{version}", ciphers: {ciphers},
+               resumption: {str(resumption).lower()}}}
         ping: {{interval: 0.5s, expect: echo}}
         outputs: {{results_dir: {tmp_path / "results"}, report: false}}
         """))
@@ -62,13 +66,15 @@ def test_tls_scenario_handshakes_and_pings_through_locust(tmp_path: Path) -> Non
     assert stopped.handshakes == 12 and stopped.pings >= summary["ping"]["completed"]
 
 
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
 @pytest.mark.parametrize("resumption", [True, False], ids=["resumption-on", "resumption-off"])
-def test_resumed_handshakes_are_reported_as_such(tmp_path: Path, resumption: bool) -> None:
+def test_resumed_handshakes_are_reported_as_such(tmp_path: Path, resumption: bool, version: str) -> None:
+    # TLS 1.3: an external PSK handshake is a full one (OpenSSL calls it "reused"); only tickets resume.
     server = start_loadgen_tls_server(workdir=tmp_path / "srv", key_hex=KEY)
     try:
         # churn: every client handshakes again every 0.5 s, on the same device session.
         summary = run(tmp_path, server.port, "--workload", "churn", "--period", "0.5", resumption=resumption,
-                      clients=8)
+                      clients=8, version=version)
     finally:
         stopped = server.stop_and_summarize()
     locust = summary["locust"]

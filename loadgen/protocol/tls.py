@@ -35,6 +35,8 @@ from ..errors import (
     LoadgenError,
     LocalProtocolError,
     PeerClosed,
+    PskKeyMismatch,
+    PskModeMismatch,
     PskUnknownIdentity,
     cert_error,
     error_from_openssl,
@@ -52,6 +54,21 @@ _RECORD = 16384
 VerifyMode = Literal["none", "peer", "require"]
 #: ``choose(hint) -> (identity, key)`` for one client connection (hint is None with TLS 1.3).
 PskChooser = Callable[["bytes | None"], "tuple[bytes, Secret]"]
+#: TLS 1.3 PSK key-exchange modes (RFC 8446 4.2.9): with (EC)DHE, or the PSK alone.
+PSK_MODES = ("psk_dhe_ke", "psk_ke")
+
+
+def psk_modes_problem(modes: tuple[str, ...]) -> str | None:
+    """What is wrong with a ``psk_modes`` list for OpenSSL, or None when it can be used."""
+    unknown = [m for m in modes if m not in PSK_MODES]
+    if unknown:
+        return f"unknown PSK mode {unknown[0]!r} (expected psk_dhe_ke, psk_ke)"
+    if len(set(modes)) != len(modes):
+        return "a PSK mode is listed twice"
+    if "psk_dhe_ke" not in modes:
+        # OpenSSL always offers and accepts psk_dhe_ke; psk_ke can only be added (and preferred).
+        return "psk_dhe_ke must be one of the modes: OpenSSL always offers and accepts it (psk_ke can be added)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,9 @@ class TlsOptions:
     verify: VerifyMode = "none"
     check_hostname: bool = True  # client, when verifying: the certificate must name the host
     resumption: bool = True
+    #: TLS 1.3 PSK key-exchange modes (external PSKs and resumed tickets alike). A client offers
+    #: psk_ke too when listed; a server accepts it when listed, and prefers it when listed first.
+    psk_modes: tuple[str, ...] = PSK_MODES
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,13 +138,21 @@ def server_context(options: TlsOptions = TlsOptions(), *, keys: KeyStore | None 
         store = keys
 
         def lookup(conn: SSL.Connection, identity: bytes) -> bytes | None:
+            if not _is_text(identity):
+                # A TLS 1.3 resumption ticket: OpenSSL asks about every offered identity, tickets
+                # too, before it tries to decrypt them. A store that has a key for any identity
+                # (shared, derived) would turn the resumption into an external PSK that fails.
+                # (The identity comes whole, NULs included: see bindings.set_server_psk.)
+                return None
             state: _ConnState = conn.get_app_data()
             state.identity = identity
             key = store.key_for(identity)
             state.psk_unknown = key is None
+            # Told apart from a resumed ticket: OpenSSL says "reused" for both in TLS 1.3.
+            state.external_psk = key is not None
             return key.value if key is not None else None
 
-        bindings.set_server_psk(ctx, lookup, hint)
+        bindings.set_server_psk(ctx, lookup, hint, tls13=True)
     return TlsContext(ctx, options, is_server=True, psk=keys is not None)
 
 
@@ -136,6 +164,13 @@ def _base(method: int, options: TlsOptions, *, psk_only: bool, psk_too: bool) ->
     ctx.set_min_proto_version(low)
     ctx.set_max_proto_version(high)
     ctx.set_options(SSL.OP_NO_RENEGOTIATION)
+    problem = psk_modes_problem(options.psk_modes)
+    if problem is not None:
+        raise ConfigError(f"TLS psk_modes: {problem}")
+    if "psk_ke" in options.psk_modes:
+        ctx.set_options(bindings.OP_ALLOW_NO_DHE_KEX)
+        if method == SSL.TLS_SERVER_METHOD and options.psk_modes[0] == "psk_ke":
+            ctx.set_options(bindings.OP_PREFER_NO_DHE_KEX)
     if method == SSL.TLS_CLIENT_METHOD and not options.resumption:
         ctx.set_options(SSL.OP_NO_TICKET)
     ciphers = options.ciphers
@@ -286,6 +321,8 @@ class _ConnState:
     chooser: PskChooser | None = None
     identity: bytes | None = None  # PSK identity sent (client) or received (server)
     psk_unknown: bool = False  # server: the identity had no key
+    external_psk: bool = False  # server: our callback gave a key (a full PSK handshake, not a resumption)
+    offered: SSL.Session | None = None  # client: the session set for resumption
     verify_failure: tuple[int, int] | None = None  # (X509 verify code, depth)
     failed_certificate: x509.Certificate | None = None  # the one that failed verification
 
@@ -306,6 +343,45 @@ def _reason(exc: SSL.Error) -> str:
         specific = [r for r in reasons if r not in _GENERIC_REASONS]
         return (specific or reasons or ["unknown TLS error"])[-1]
     return str(exc) or "unknown TLS error"
+
+
+def _tls13_psk_error(error: LoadgenError, reason: str, *, is_client: bool, modes: tuple[str, ...],
+                     key_found: bool, psk_only: bool) -> LoadgenError | None:
+    """The PSK error a TLS 1.3 handshake failure stands for, when OpenSSL's own code misleads."""
+    if is_client:
+        if error.code == "tls-illegal-parameter":
+            # OpenSSL servers before 3.2 answer a binder that does not verify (the keys differ)
+            # with illegal_parameter (later ones with decrypt_error, already psk-key-mismatch).
+            return PskKeyMismatch(f"{reason} (peer) after we offered a TLS 1.3 PSK: "
+                                  "the binder did not verify, the server's key for our identity differs")
+        if error.code == "tls-handshake-failure":
+            # TLS 1.3 has no unknown_psk_identity alert: a server that does not know the identity
+            # ignores the PSK and fails for want of a certificate. A server that knows it but needs
+            # psk_ke (no key-exchange group in common) fails with the same alert.
+            if "psk_ke" in modes:
+                return PskUnknownIdentity(f"{reason} (peer) after we offered a TLS 1.3 PSK: the server probably "
+                                          "does not know our identity (or shares no key-exchange group "
+                                          "with us and takes no psk_ke)")
+            return PskModeMismatch(f"{reason} (peer) after we offered a TLS 1.3 PSK in psk_dhe_ke mode only: "
+                                   "the server needs psk_ke (no key-exchange group in common), "
+                                   "or does not know our identity")
+        return None
+    if error.code == "tls-no-suitable-key-share" and key_found and "psk_ke" not in modes:
+        return PskModeMismatch(f"{reason} (local): the client's PSK is known but it shares no key-exchange "
+                               "group with us, and psk_modes does not accept psk_ke")
+    if error.code == "tls-no-suitable-signature-algorithm" and psk_only and not key_found:
+        return PskModeMismatch(f"{reason} (local): the client offered no TLS 1.3 PSK we could take "
+                               f"(none we know, or only in a mode other than {', '.join(modes)})")
+    return None
+
+
+def _is_text(identity: bytes) -> bool:
+    """A PSK identity is text (RFC 4279: UTF-8); an OpenSSL ticket is a hundred random
+    bytes or more, never all printable UTF-8 in practice."""
+    try:
+        return identity.decode("utf-8").isprintable()
+    except UnicodeDecodeError:
+        return False
 
 
 def _is_ip(name: str) -> bool:
@@ -331,6 +407,7 @@ class TlsEngine:
         self.closed = False
         self.peer_closed = False  # the peer ended the connection (close_notify or TCP EOF)
         self.error: LoadgenError | None = None
+        self._resumed = False
 
     # -- construction -------------------------------------------------------
 
@@ -362,6 +439,8 @@ class TlsEngine:
                 conn.set_session(session)
             except ValueError:  # made by another context: cannot resume it here
                 pass
+            else:
+                state.offered = session
         conn.set_connect_state()
         return cls(conn, context, state, is_client=True)
 
@@ -455,8 +534,9 @@ class TlsEngine:
 
     @property
     def resumed(self) -> bool:
-        """The handshake resumed an earlier session."""
-        return self.handshake_done and bindings.session_reused(self._conn)
+        """The handshake resumed an earlier session (a ticket or a session id), never true for a
+        TLS 1.3 external PSK, which OpenSSL also calls "reused"."""
+        return self._resumed
 
     @property
     def session(self) -> SSL.Session | None:
@@ -501,7 +581,12 @@ class TlsEngine:
             self._fail(self._handshake_error(exc))
             return
         self.handshake_done = True
-        if self.is_client and self._context.psk and self.peer_certificate is not None and not self.resumed:
+        reused = bindings.session_reused(self._conn)
+        if self.is_client:
+            self._resumed = bindings.resumed_session(self._conn, self._state.offered)
+        else:
+            self._resumed = reused and not self._state.external_psk
+        if self.is_client and self._context.psk and self.peer_certificate is not None and not reused:
             # A TLS 1.3 server that does not know our identity may fall back to its certificate.
             self._fail(PskUnknownIdentity("the server ignored our PSK identity and sent a certificate"))
             return
@@ -521,12 +606,12 @@ class TlsEngine:
             return PskUnknownIdentity("no key for the client's PSK identity (local)")
         reason = _reason(exc)
         error = error_from_openssl(reason, remote="alert" in reason)
-        if (self.is_client and self._context.psk and error.code == "tls-handshake-failure"
-                and self._context.options.max_version == "1.3"):
-            # TLS 1.3 has no unknown_psk_identity alert: a server that does not know the
-            # identity ignores the PSK and fails for want of a certificate.
-            return PskUnknownIdentity(f"{reason} (peer) after we offered a TLS 1.3 PSK: "
-                                      "the server probably does not know our identity")
+        options = self._context.options
+        if self._context.psk and options.max_version == "1.3":
+            tls13 = _tls13_psk_error(error, reason, is_client=self.is_client, modes=options.psk_modes,
+                                     key_found=state.external_psk, psk_only=options.cert_file is None)
+            if tls13 is not None:
+                return tls13
         return error
 
     def _read_application_data(self) -> None:

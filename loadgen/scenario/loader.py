@@ -28,6 +28,7 @@ from ..credentials import (
     read_capped,
 )
 from ..errors import ConfigError
+from ..protocol.tls import PSK_MODES, psk_modes_problem
 from . import model as m
 from .convert import (
     ENV_NAME,
@@ -112,6 +113,8 @@ def _build_tls(ctx: Ctx, rec: Record) -> m.TlsConfig:
         ctx.fail(*rec.at("max_version"), f"expected a version >= min_version, got {got}")
     if tls.key_file and not tls.cert_file:
         ctx.fail(*rec.at("key_file"), "key_file needs cert_file")
+    if "psk_modes" in rec.values and (problem := psk_modes_problem(tls.psk_modes)) is not None:
+        ctx.fail(*rec.at("psk_modes"), problem)
     return tls
 
 
@@ -212,6 +215,7 @@ _TLS = section(
         "key_file": optional(regular_file(PEM_FILE_CAP, "PEM file")),
         "verify": choice("none", "peer"),
         "handshake_timeout": duration(),
+        "psk_modes": list_of(choice(*PSK_MODES)),
     },
     build=_build_tls,
 )

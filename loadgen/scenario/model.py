@@ -123,6 +123,7 @@ class TlsConfig:
     key_file: Path | None = None
     verify: Literal["none", "peer"] = "none"
     handshake_timeout: float = 30.0
+    psk_modes: tuple[str, ...] = ("psk_dhe_ke", "psk_ke")  # TLS 1.3 PSK key-exchange modes offered
 
 
 @dataclass(frozen=True, slots=True)
