@@ -204,3 +204,31 @@ def test_plain_locust_run_that_failed_exits_1_with_a_fail_verdict(tmp_path: Path
     assert summary["handshake"]["failed"] == 2 and summary["outcome"] == "failed", summary
     assert summary["analysis"]["verdict"].startswith("FAIL: "), summary["analysis"]["verdict"]
     assert summary["locust"]["DTLS silent handshake"] == {"requests": 2, "failures": 2}, summary["locust"]
+
+
+def test_web_mode_runs_the_scenarios_stages(tmp_path: Path, spawn: Callable[..., Child]) -> None:
+    """Issue 12, build (every run mode): in web mode the stages drive the load and end the run."""
+    scenario = write_scenario(tmp_path, "webstages", """\
+        clients: {count: 4, spawn_rate: 50}
+        run_time: 3s
+        stages:
+          - {duration: 1.5s, clients: 2, spawn_rate: 50}
+          - {duration: 1.5s, clients: 4, spawn_rate: 50}
+        ping: {interval: 200ms, expect: echo}
+        """)
+    port = free_tcp_port()
+    run = spawn(*loadgen("run", scenario, "--web", "--web-port", str(port)), label="web")
+    run.wait_for_output(r"web UI at http://127\.0\.0\.1:\d+")
+    base = f"http://127.0.0.1:{port}"
+    assert "StagesShape" in _web_post(base, "/swarm", {"user_count": 1, "spawn_rate": 1})["message"]
+    deadline = time.monotonic() + 20
+    time.sleep(0.5)
+    while _web_state(base) != "stopped":  # the last stage ends it
+        assert time.monotonic() < deadline, f"the stages did not end the web run\n{run.describe()}"
+        time.sleep(0.1)
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait(STOP) == 0, run.describe()
+    summary = load(run_dir(tmp_path, "webstages") / "summary.json")
+    assert summary["health"]["clients_peak"] == 4 and summary["handshake"]["completed"] == 4, summary["health"]
+    assert summary["interrupted"] is False and 2.5 <= summary["elapsed_s"] < 5.0, summary["elapsed_s"]
+    assert_consistent(summary)
