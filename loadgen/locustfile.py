@@ -17,6 +17,7 @@ thresholds and an attempt failed. Quitting while users still run (Ctrl-C) marks 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from typing import Any
@@ -84,14 +85,21 @@ def _results_when_quitting(environment: Any, scenario: Scenario, stats: RunStats
     def finish(**_: Any) -> None:
         from loadgen.runner import finish_run, new_run_dir, stop_users
 
-        interrupted = clock.running()  # Locust quits while users run on Ctrl-C / SIGTERM, not at -t's end
+        options = environment.parsed_options
+        # Locust quits while users run on Ctrl-C / SIGTERM, not at -t's or the stages' end; headless
+        # without -t or stages has no planned end: Ctrl-C is how it ends.
+        planned = bool(getattr(options, "run_time", None) or scenario.stages or not getattr(options, "headless", False))
+        interrupted = clock.running() and planned
+        run_scenario = scenario
+        if getattr(options, "run_time", None) and not scenario.stages:  # -t is the run's planned time
+            run_scenario = dataclasses.replace(scenario, run_time=float(options.run_time))
         if environment.runner is not None:
             stop_users(environment.runner)
         stack.close()  # the built-in server's summary is complete once it stopped
-        outcome = finish_run(scenario, environment, stats, clock.seconds(), new_run_dir(scenario), sys.stdout,
+        outcome = finish_run(run_scenario, environment, stats, clock.seconds(), new_run_dir(scenario), sys.stdout,
                              interrupted=interrupted, server_summary=server.summary if server else "")
         if not outcome.passed:
-            on_error = getattr(environment.parsed_options, "exit_code_on_error", 1)
+            on_error = getattr(options, "exit_code_on_error", 1)
             environment.process_exit_code = 1 if outcome.verdicts else on_error
 
     environment.events.quitting.add_listener(finish)

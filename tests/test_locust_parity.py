@@ -232,3 +232,24 @@ def test_web_mode_runs_the_scenarios_stages(tmp_path: Path, spawn: Callable[...,
     assert summary["health"]["clients_peak"] == 4 and summary["handshake"]["completed"] == 4, summary["health"]
     assert summary["interrupted"] is False and 2.5 <= summary["elapsed_s"] < 5.0, summary["elapsed_s"]
     assert_consistent(summary)
+
+
+def test_plain_locust_stopped_by_ctrl_c_is_marked_interrupted(tmp_path: Path, spawn: Callable[..., Child]) -> None:
+    """Issue 12, defects 9 and 10 with plain ``locust -f``: Ctrl-C before ``-t`` ends the run is marked."""
+    scenario = write_scenario(tmp_path, "plainstop", MODE_RUN)
+    locustfile = subprocess.run(loadgen("locustfile"), capture_output=True, text=True, check=True,
+                                timeout=30).stdout.strip()
+    run = spawn(sys.executable, "-m", "locust", "-f", locustfile, "--headless", "-u", "4", "-r", "50", "-t", "60s",
+                "--scenario", scenario, label="locust")
+    deadline = time.monotonic() + 30
+    while not re.search(r"builtin handshake\s+4\s", run.stderr):  # Locust's periodic table: all connected
+        assert time.monotonic() < deadline and run.proc.poll() is None, run.describe()
+        time.sleep(0.1)
+    run.proc.send_signal(signal.SIGINT)
+    run.wait(STOP)
+    assert "Traceback" not in run.stderr, run.describe()
+    summary = load(run_dir(tmp_path, "plainstop") / "summary.json")
+    assert summary["interrupted"] is True and summary["outcome"] == "interrupted", summary["outcome"]
+    assert summary["analysis"]["verdict"].startswith("INTERRUPTED: stopped after "), summary["analysis"]["verdict"]
+    assert "of the planned 60 s" in summary["analysis"]["verdict"]
+    assert_consistent(summary)
