@@ -58,6 +58,10 @@ def is_stepped(stages: tuple[Stage, ...]) -> bool:
     return len(stages) >= 2 and all(b.clients > a.clients for a, b in zip(stages, stages[1:], strict=False))
 
 
+#: Knee outcomes that answer the capacity question (``loadgen capacity`` exits 0 for them).
+KNEE_FOUND = ("server", "not-reached")
+
+
 def judgement(stats: RunStats, failed_thresholds: int, total_thresholds: int, interrupted: bool) -> str:
     """The verdict's first word: INTERRUPTED (stopped before its planned end), else PASS or FAIL as
     the exit status decides (thresholds when the scenario has them, otherwise any failed attempt)."""
@@ -74,13 +78,16 @@ def analyze(stats: RunStats, scenario: Scenario, elapsed: float, failed_threshol
     ``interrupted``: the run was stopped (Ctrl-C, SIGTERM) before its planned end."""
     stages = tuple({"duration": s.duration, "clients": s.clients, "spawn_rate": s.spawn_rate}
                    for s in scenario.stages)
-    word = judgement(stats, failed_thresholds, total_thresholds, interrupted)
     early = f"stopped after {elapsed:.0f} s of the planned {planned_time(scenario):.0f} s; " if interrupted else ""
     if not is_stepped(scenario.stages):
+        word = judgement(stats, failed_thresholds, total_thresholds, interrupted)
         sentence = run_verdict(stats, elapsed, failed_thresholds, total_thresholds, workload)
         return Analysis(f"{word}: {early}{sentence}", workload, period, stages=stages, interrupted=interrupted)
     steps = tuple(measure_steps(stats, scenario.stages, scenario, workload, period))
     knee = find_knee(list(steps), scenario.thresholds, workload, interrupted=interrupted)
+    # A stepped run is judged by its knee, as ``loadgen capacity``'s exit status is: failures past
+    # the knee are what finding it takes.
+    word = "INTERRUPTED" if interrupted else "PASS" if knee.limited_by in KNEE_FOUND else "FAIL"
     return Analysis(f"{word}: {early}{knee.verdict}", workload, period, steps, knee, stages,
                     interrupted=interrupted)
 
