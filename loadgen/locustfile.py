@@ -6,11 +6,18 @@
 A scenario without targets gets the built-in server, started by each process that
 runs users (so with plain Locust workers, give targets, or use ``loadgen run --processes``).
 Ramp stages become the run's LoadTestShape.
+
+When Locust quits, the local runner or the master writes ``results/<run>/`` (summary, series,
+CSV, report, verdict) and prints loadgen's summary, as ``loadgen run`` does
+(:func:`loadgen.runner.finish_run`), and sets the exit status the same way: 0 when the run
+passed, 1 when a threshold failed, ``--exit-code-on-error`` (default 1) when the scenario has no
+thresholds and an attempt failed. Quitting while users still run (Ctrl-C) marks it interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from typing import Any
@@ -19,7 +26,9 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import shape  # not the class itself: Locust instantiates every shape class it finds here
-from loadgen.scenario import load_scenario
+from loadgen.builtin_server import ServerProcess
+from loadgen.runclock import RunClock
+from loadgen.scenario import Scenario, load_scenario
 from loadgen.stats.live import LiveStats, Role
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import StatsSink
@@ -48,17 +57,22 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
     if scenario.stages and environment.shape_class is None:
         environment.shape_class = shape.StagesShape(scenario.stages)
         environment.shape_class.runner = runner
+    stack = contextlib.ExitStack()
     if isinstance(runner, MasterRunner):
-        _live_stats(environment, None, "master", web_ui)  # the master runs no users, it merges their seconds
+        stats = _live_stats(environment, None, "master", web_ui)  # the master runs no users, it merges their seconds
+        _results_when_quitting(environment, scenario, stats, stack, None)
         return
     from loadgen.runner import RunOptions, endpoints
 
     # The scenario's targets, or the built-in server for as long as Locust runs (as `loadgen run` does).
-    stack = contextlib.ExitStack()
-    eps, _server = stack.enter_context(endpoints(scenario, RunOptions()))
-    environment.events.quitting.add_listener(lambda **_: stack.close())
+    eps, server = stack.enter_context(endpoints(scenario, RunOptions()))
     Device.session = Session(scenario, environment, eps)
-    _live_stats(environment, Device.session.tally, "worker" if isinstance(runner, WorkerRunner) else "local", web_ui)
+    if isinstance(runner, WorkerRunner):
+        _live_stats(environment, Device.session.tally, "worker", web_ui)
+        environment.events.quitting.add_listener(lambda **_: stack.close())
+        return
+    stats = _live_stats(environment, Device.session.tally, "local", web_ui)
+    _results_when_quitting(environment, scenario, stats, stack, server)
 
 
 def _check_limits(scenario: Any, environment: Any, runner: Any) -> Any:
@@ -76,7 +90,35 @@ def _check_limits(scenario: Any, environment: Any, runner: Any) -> Any:
         raise SystemExit(2) from None
 
 
-def _live_stats(environment: Any, sink: StatsSink | None, role: Role, web_ui: Any) -> None:
+def _results_when_quitting(environment: Any, scenario: Scenario, stats: RunStats, stack: contextlib.ExitStack,
+                           server: ServerProcess | None) -> None:
+    """At quit: stop the users, then the built-in server, then what ``loadgen run`` does at its end."""
+    clock = RunClock(environment)
+
+    def finish(**_: Any) -> None:
+        from loadgen.runner import finish_run, new_run_dir, stop_users
+
+        options = environment.parsed_options
+        # Locust quits while users run on Ctrl-C / SIGTERM, not at -t's or the stages' end; headless
+        # without -t or stages has no planned end: Ctrl-C is how it ends.
+        planned = bool(getattr(options, "run_time", None) or scenario.stages or not getattr(options, "headless", False))
+        interrupted = clock.running() and planned
+        run_scenario = scenario
+        if getattr(options, "run_time", None) and not scenario.stages:  # -t is the run's planned time
+            run_scenario = dataclasses.replace(scenario, run_time=float(options.run_time))
+        if environment.runner is not None:
+            stop_users(environment.runner)
+        stack.close()  # the built-in server's summary is complete once it stopped
+        outcome = finish_run(run_scenario, environment, stats, clock.seconds(), new_run_dir(scenario), sys.stdout,
+                             interrupted=interrupted, server_summary=server.summary if server else "")
+        if not outcome.passed:
+            on_error = getattr(options, "exit_code_on_error", 1)
+            environment.process_exit_code = 1 if outcome.verdicts else on_error
+
+    environment.events.quitting.add_listener(finish)
+
+
+def _live_stats(environment: Any, sink: StatsSink | None, role: Role, web_ui: Any) -> RunStats:
     """Per-second stats (merged at a master) and the web UI's DTLS/TLS tab, as ``loadgen run`` has them."""
     stats = RunStats()
     LiveStats(environment, stats, sink, role).install()
@@ -84,3 +126,4 @@ def _live_stats(environment: Any, sink: StatsSink | None, role: Role, web_ui: An
         from loadgen.webui import install
 
         install(web_ui, stats)
+    return stats

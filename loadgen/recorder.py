@@ -96,6 +96,10 @@ class LogSink:
     def record(self, fact: Fact) -> None:
         if isinstance(fact, Message):
             self._log.log(fact.level, f"{fact.level}:{message_kind(fact)}", "%s", fact.text)
+        elif type(fact) is Finished and fact.error is not None:
+            # Locust sees only the code; the device and the detail are here (-v shows them).
+            self._log.log(logging.INFO, f"failed:{fact.kind}:{fact.error.code}", "%s %s failed: %s", fact.target,
+                          fact.kind, fact.error)
 
 
 #: Numbers in a message (sizes, ports, counts, alert values) that a peer may choose.

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,6 +86,12 @@ class RunOutcome:
     server_summary: str = ""
     analysis: Analysis | None = None  # steps, knee, verdict sentence (not on workers)
     health: Health | None = None  # loop lag, workers marked missing, Locust vs loadgen counts (not on workers)
+    interrupted: bool = False  # stopped (Ctrl-C, SIGTERM) before its planned end
+
+    @property
+    def outcome(self) -> str:
+        """``passed``, ``failed`` or ``interrupted``: what the verdict's first word says."""
+        return "interrupted" if self.interrupted else "passed" if self.passed else "failed"
 
     @property
     def failed_attempts(self) -> int:
@@ -181,25 +187,36 @@ def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sy
         watch = WorkerWatch(runner).start() if options.distributed else None
         try:
             if options.web:
-                _drive_web(env, options, stop, out, stats)
+                interrupted, active = _drive_web(env, scenario, options, stop, out, stats, where)
             else:
                 if options.distributed:
                     _wait_for_workers(runner, options.processes or options.expect_workers, stop)
                 started = time.monotonic()
-                _drive_headless(runner, scenario, stop, started, out, stats)
+                interrupted = _drive_headless(runner, scenario, stop, started, out, stats)
         finally:
             _stop(runner)
             if watch is not None:
                 watch.stop()
-        elapsed = time.monotonic() - started
+        # Web mode: rates over the time users ran (Start to Stop), not the idle time around it.
+        elapsed = active() if options.web else time.monotonic() - started
+    return finish_run(scenario, env, stats, elapsed, run_dir, out, interrupted=interrupted,
+                      server_summary=server.summary if server else "", watch=watch, processes=options.processes,
+                      workload=options.workload, period=options.period)
+
+
+def finish_run(scenario: Scenario, env: Environment, stats: RunStats, elapsed: float, run_dir: Path, out: TextIO, *,
+               interrupted: bool = False, server_summary: str = "", watch: WorkerWatch | None = None,
+               processes: int = 0, workload: Workload = "steady", period: float = 1.0) -> RunOutcome:
+    """After the users stopped: thresholds, health, verdict; the summary printed and ``results/<run>/``
+    written. ``loadgen run`` (every mode) and plain ``locust -f`` (see :mod:`loadgen.locustfile`) end here."""
     verdicts = evaluate(scenario.thresholds, stats, elapsed)
-    health = run_health(env, stats, watch, run_dir if options.processes else None, options.processes)
+    health = run_health(env, stats, watch, run_dir if processes else None, processes)
     analysis = analyze(stats, scenario, elapsed, sum(not v.passed for v in verdicts), len(verdicts),
-                       options.workload, options.period)
+                       workload, period, interrupted=interrupted)
     if note := health.note():
         analysis = dataclasses.replace(analysis, verdict=f"{analysis.verdict} {note}")
-    outcome = RunOutcome(scenario, env, stats, elapsed, verdicts=verdicts,
-                         server_summary=server.summary if server else "", analysis=analysis, health=health)
+    outcome = RunOutcome(scenario, env, stats, elapsed, verdicts=verdicts, server_summary=server_summary,
+                         analysis=analysis, health=health, interrupted=interrupted)
     print_summary(outcome, out)
     outcome.results_dir = write_results(outcome, run_dir)
     print(f"loadgen: results written to {outcome.results_dir}", file=out)
@@ -236,7 +253,8 @@ def _stop_on_signals() -> Event:
 
 
 def _drive_headless(runner: Runner, scenario: Scenario, stop: Event, started: float, out: TextIO,
-                    stats: RunStats) -> None:
+                    stats: RunStats) -> bool:
+    """Run to the planned end; True when a signal stopped the run before it."""
     ticker = gevent.spawn(_progress, stats, runner, started, out)
     try:
         if scenario.stages:
@@ -247,24 +265,32 @@ def _drive_headless(runner: Runner, scenario: Scenario, stop: Event, started: fl
         else:
             runner.start(scenario.clients.count, scenario.clients.spawn_rate)
             stop.wait(max(0.0, scenario.run_time - (time.monotonic() - started)))
+        return stop.is_set()
     finally:
         ticker.kill()
 
 
-def _drive_web(env: Environment, options: RunOptions, stop: Event, out: TextIO, stats: RunStats) -> None:
+def _drive_web(env: Environment, scenario: Scenario, options: RunOptions, stop: Event, out: TextIO,
+               stats: RunStats, where: str) -> tuple[bool, Callable[[], float]]:
+    """Serve the web UI until Ctrl-C; the scenario's run time (or stages) ends each Start.
+
+    Returns whether Ctrl-C came while users ran (interrupted) and the seconds users ran."""
     # Locust's web UI re-parses sys.argv with Locust's own parser on every page render;
     # our arguments (already parsed) would make it exit, so leave it only the program name.
     sys.argv[1:] = []
     web_ui = env.create_web_ui(options.web_host, options.web_port)
     from .webui import install as install_loadgen_page
+    from .webui import web_run_control
 
     install_loadgen_page(web_ui, stats)  # the DTLS/TLS tab and /loadgen
+    control = web_run_control(env, web_ui, scenario, where)
     gevent.sleep(0.1)
     print(f"loadgen: web UI at http://{options.web_host}:{options.web_port} (Ctrl-C to end)", file=out, flush=True)
     try:
         stop.wait()
     finally:
         web_ui.stop()
+    return control.running(), control.seconds
 
 
 def _wait_for_workers(runner: Runner, expected: int, stop: Event) -> None:
@@ -287,13 +313,18 @@ def _exporters(scenario: Scenario, stats: RunStats, runner: Runner, out: TextIO)
 
 
 def _stop(runner: Runner) -> None:
-    """Stop users; for a master, wait until every worker reported its final counts, then quit."""
+    """Stop users (see :func:`stop_users`), then quit."""
+    stop_users(runner)
+    runner.quit()
+
+
+def stop_users(runner: Runner) -> None:
+    """Stop users; for a master, wait until every worker reported its final counts."""
     runner.stop()
     if isinstance(runner, MasterRunner):
         deadline = time.monotonic() + 30
         while runner.state != STATE_STOPPED and runner.clients and time.monotonic() < deadline:
             gevent.sleep(0.1)
-    runner.quit()
 
 
 def _progress(stats: RunStats, runner: Runner, started: float, out: TextIO, every: float = 2.0) -> None:
@@ -398,24 +429,29 @@ def _ms(value: float | None) -> str:
 
 
 def print_summary(outcome: RunOutcome, out: TextIO) -> None:
-    """Locust's table per request name, our exact totals with error codes, the thresholds."""
-    stats = outcome.environment.stats
-    print(f"\n{'name':<28}{'type':<6}{'count':>9}{'fail':>7}{'med ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-          f"{'max ms':>9}{'per s':>9}", file=out)
-    for e in sorted(stats.entries.values(), key=lambda e: (e.name, e.method)):
-        print(f"{e.name:<28}{e.method:<6}{e.num_requests:>9}{e.num_failures:>7}"
-              f"{e.get_response_time_percentile(0.5):>9.1f}{e.get_response_time_percentile(0.95):>9.1f}"
-              f"{e.get_response_time_percentile(0.99):>9.1f}{e.max_response_time or 0:>9.1f}"
-              f"{e.num_requests / max(outcome.elapsed, 1e-9):>9.1f}", file=out)
+    """loadgen's exact totals and percentiles first, Locust's counts of the same attempts, the thresholds.
+
+    Locust's latency columns are left out: it keeps response times rounded (to whole ms below
+    100 ms, 2 significant digits above), so its median read 0.0 ms against an exact 0.43 ms and
+    a distributed p99 came out above the max. Its counts are exact and are the cross-check."""
+    print("\nloadgen's exact figures (every attempt, HDR histograms):", file=out)
     for kind, t in outcome.tally.kinds.items():
         codes = ", ".join(f"{code} {n}" for code, n in t.failures.most_common()) or "none"
         print(f"{kind + 's':<11} attempted {t.attempted}, completed {t.completed}, failed {t.failed}, "
               f"in flight at stop {t.in_flight}; p50 {_ms(t.percentile(50))} ms, p99 {_ms(t.percentile(99))} ms;"
               f" errors: {codes}", file=out)
+    stats = outcome.environment.stats
+    print("Locust's request counts (the same attempts; for latencies use loadgen's figures above):", file=out)
+    print(f"{'name':<28}{'type':<6}{'count':>9}{'fail':>7}{'per s':>9}", file=out)
+    for e in sorted(stats.entries.values(), key=lambda e: (e.name, e.method)):
+        print(f"{e.name:<28}{e.method:<6}{e.num_requests:>9}{e.num_failures:>7}"
+              f"{e.num_requests / max(outcome.elapsed, 1e-9):>9.1f}", file=out)
     if outcome.server_summary:
         print(outcome.server_summary, file=out)
     for v in outcome.verdicts:
         print(f"threshold {v.describe()}", file=out)
+    if outcome.interrupted:
+        print("loadgen: INTERRUPTED: stopped before the planned end; the figures cover the part that ran", file=out)
     if outcome.verdicts:
         failed = sum(not v.passed for v in outcome.verdicts)
         result = f"FAILED: {failed} of {len(outcome.verdicts)} thresholds not met" if failed else \
@@ -437,7 +473,8 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
 
 
 def summary_data(outcome: RunOutcome) -> dict[str, Any]:
-    """The JSON summary: totals, percentiles (ms), error codes per kind, thresholds."""
+    """The JSON summary: totals, percentiles (ms), error codes per kind, thresholds; ``interrupted``
+    and ``outcome`` (passed / failed / interrupted) as the verdict's first word says."""
     kinds = {}
     for kind, t in outcome.tally.kinds.items():
         kinds[kind] = {
@@ -448,14 +485,14 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
             "latency_ms": {f"p{p:g}": (None if (v := t.percentile(p)) is None else v * 1000)
                            for p in (50, 90, 95, 99, 99.9, 100)},
         }
+    # Locust's counts only: its latencies are rounded (see print_summary); the exact ones are above.
     locust_view = {
-        f"{e.method} {e.name}": {"requests": e.num_requests, "failures": e.num_failures,
-                                 "p50_ms": e.get_response_time_percentile(0.5),
-                                 "p99_ms": e.get_response_time_percentile(0.99)}
+        f"{e.method} {e.name}": {"requests": e.num_requests, "failures": e.num_failures}
         for e in outcome.environment.stats.entries.values()
     }
     return {
-        "scenario": outcome.scenario.name, "elapsed_s": outcome.elapsed, **kinds,
+        "scenario": outcome.scenario.name, "elapsed_s": outcome.elapsed,
+        "interrupted": outcome.interrupted, "outcome": outcome.outcome, **kinds,
         "locust": locust_view,
         "thresholds": [{"name": v.name, "limit": v.limit, "actual": v.actual, "passed": v.passed}
                        for v in outcome.verdicts],

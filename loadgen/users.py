@@ -37,6 +37,22 @@ from .transport.tls_association import TlsAssociation, TlsSettings
 Association = DtlsAssociation | TlsAssociation
 
 
+class FailureCode(Exception):
+    """What Locust is told failed: the stable code only. Locust groups its Failures tab by the
+    error's ``repr`` (``StatsError.parse_error``); the full error names the device and its
+    address, which made one row per device. The details go to the log (see ``LogSink``)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+    def __repr__(self) -> str:
+        return self.code
+
+    def __str__(self) -> str:
+        return self.code
+
+
 class LocustSink:
     """Fires one Locust request event per finished handshake or ping."""
 
@@ -54,7 +70,7 @@ class LocustSink:
             name=f"{fact.target} {kind}",
             response_time=fact.elapsed * 1000.0,
             response_length=fact.received_bytes,
-            exception=fact.error,
+            exception=FailureCode(fact.error.code) if fact.error is not None else None,
             context={},
         )
 

@@ -5,6 +5,8 @@
   so it refreshes with the rest of the UI: one row per target and kind with active
   associations, completion rate, attempts, failures, retransmissions, exact (HDR)
   percentiles and failures by error code.
+- loadgen's exact figures lead: the UI opens on the tab (``/?tab=loadgen``) and a line above
+  Locust's own tables says that their latencies are Locust's rounded view.
 - ``/loadgen`` is a self-refreshing page with the same figures and charts of the last
   five minutes; ``/loadgen/stats.json`` its data; ``/loadgen/timeseries.csv`` the
   per-second series so far. Links to them are in the UI's "Download Data" tab.
@@ -18,15 +20,26 @@ import time
 from html import escape
 from typing import Any
 
-from flask import Response, request
+import gevent
+from flask import Response, redirect, request
+from locust.env import Environment
 from locust.web import WebUI
 
 from .outputs import write_timeseries_csv
 from .recorder import HANDSHAKE
 from .report.svg import Chart, Series, line_chart
+from .runclock import RunClock
+from .scenario import Scenario
 from .stats.run import KINDS, RunStats
 
 TAB_KEY = "loadgen"
+TAB_TITLE = "DTLS/TLS (exact)"
+#: Above Locust's own UI: which figures to trust.
+BANNER = ('<div id="loadgen-banner" style="font:13px system-ui,sans-serif;padding:4px 12px;background:#fff3c4;'
+          'color:#222">loadgen: the exact figures are in the <a href="./?tab=loadgen">DTLS/TLS (exact)</a> tab '
+          'and on <a href="./loadgen">/loadgen</a>; Locust&#39;s Statistics and Charts are its rounded view '
+          '(response times kept to whole ms below 100 ms, 2 significant digits above): use their counts, '
+          'not their percentiles.</div>')
 COLUMNS = [("target", "Target"), ("kind", "Kind"), ("active", "Active associations"), ("rate", "Rate /s"),
            ("attempts", "Attempts"), ("ok", "Completed"), ("failed", "Failed"), ("retrans", "Retransmits"),
            ("p50", "p50 ms"), ("p95", "p95 ms"), ("p99", "p99 ms"), ("p999", "p99.9 ms"), ("max", "Max ms"),
@@ -135,7 +148,7 @@ def install(web_ui: WebUI, stats: RunStats) -> LiveView:
     view = LiveView(stats)
     app = web_ui.app
     assert app is not None, "the web UI has no Flask app"
-    web_ui.template_args["extended_tabs"] = [{"title": "DTLS/TLS", "key": TAB_KEY}]
+    web_ui.template_args["extended_tabs"] = [{"title": TAB_TITLE, "key": TAB_KEY}]
     web_ui.template_args["extended_tables"] = [
         {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}]
     web_ui.template_args["extended_csv_files"] = [
@@ -143,8 +156,19 @@ def install(web_ui: WebUI, stats: RunStats) -> LiveView:
         {"href": "./loadgen/timeseries.csv", "title": "loadgen per-second time series (CSV)"},
         {"href": "./loadgen/stats.json", "title": "loadgen live figures (JSON)"}]
 
+    @app.before_request
+    def open_on_exact_figures() -> Any:
+        # Locust's UI opens on the tab named by ?tab=; without one, ours (the exact figures) first.
+        if request.path == "/" and request.method == "GET" and not request.args:
+            return redirect("./?tab=" + TAB_KEY)
+        return None
+
     @app.after_request
     def add_loadgen_rows(response: Response) -> Response:
+        if request.path == "/" and response.status_code == 200 and response.mimetype == "text/html":
+            html = response.get_data(as_text=True)
+            response.set_data(html.replace('<div id="root">', BANNER + '<div id="root">', 1))
+            return response
         # Locust's UI polls /stats/requests every 2 s; our rows ride along as extended_stats.
         if request.path != "/stats/requests" or response.status_code != 200 or not response.is_json:
             return response
@@ -172,3 +196,50 @@ def install(web_ui: WebUI, stats: RunStats) -> LiveView:
                         headers={"Content-Disposition": "attachment; filename=loadgen-timeseries.csv"})
 
     return view
+
+
+class WebRunControl(RunClock):
+    """Web mode as the scenario says: its run time ends each Start (Locust's form may set its own;
+    stages end by themselves), the Host field shows the scenario's targets (Locust ignores it for
+    our users; empty, it asked "please provide a host"), and the time users ran is measured
+    (:class:`~loadgen.runclock.RunClock`), so rates are not averaged over the idle time before Start
+    and after Stop."""
+
+    def __init__(self, env: Environment, web_ui: WebUI, scenario: Scenario, where: str) -> None:
+        super().__init__(env)
+        self._env = env
+        self._web_ui = web_ui
+        self._run_time = None if scenario.stages else scenario.run_time
+        self._timer: gevent.Greenlet | None = None
+        env.host = where
+        if env.parsed_options is not None and self._run_time:
+            env.parsed_options.run_time = max(1, round(self._run_time))  # the form's default
+        env.events.test_start.add_listener(self._start_timer)
+        env.events.test_stop.add_listener(self._cancel_timer)
+
+    def _start_timer(self, **_: Any) -> None:
+        if self._run_time and self._timer is None:
+            self._timer = gevent.spawn(self._end_after, self._run_time)
+
+    def _cancel_timer(self, **_: Any) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer is not gevent.getcurrent():
+            timer.kill(block=False)
+
+    def _end_after(self, run_time: float) -> None:
+        grace = min(0.5, run_time)
+        gevent.sleep(grace)  # Locust's /swarm handler sets its own timer right after starting
+        form_timer = getattr(self._web_ui, "_run_time_greenlet", None)
+        if form_timer is not None and not form_timer.dead:
+            self._timer = None
+            return  # the run time typed in the form rules
+        gevent.sleep(max(0.0, run_time - grace))
+        self._timer = None
+        runner = self._env.runner
+        if runner is not None:
+            runner.stop()
+
+
+def web_run_control(env: Environment, web_ui: WebUI, scenario: Scenario, where: str) -> WebRunControl:
+    """Apply the scenario's run time and targets to ``web_ui`` and measure the time users ran."""
+    return WebRunControl(env, web_ui, scenario, where)

@@ -106,6 +106,16 @@ def test_no_knee_within_the_range_and_over_capacity_at_once() -> None:
     assert find_knee(broken, Thresholds(), "steady").limited_by == "first-step"
 
 
+def test_a_capacity_run_stopped_early_does_not_advise_raising_the_load() -> None:
+    """Issue 12, defect 10: Ctrl-C during the steps said "No knee within the tested load ... raise the
+    load to find its limit", though the later, higher steps were never run."""
+    fine = [step(1, 100, 100), step(2, 200, 199)]
+    knee = find_knee(fine, Thresholds(), "steady", interrupted=True)
+    assert knee.limited_by == "interrupted", knee
+    assert "raise the load" not in knee.verdict and "interrupted" in knee.verdict, knee.verdict
+    assert "No knee up to 200 clients" in knee.verdict and "run it to its end" in knee.verdict
+
+
 def test_stepped_stages_reach_each_step_quickly() -> None:
     base = Scenario(name="s", clients=Clients(count=10, spawn_rate=5), run_time=1.0, psk=None)
     scenario = stepped(base, start=100, step=40, steps=5, step_time=8.0)
@@ -154,7 +164,8 @@ def test_capacity_run_finds_the_throttled_servers_handshake_limit(tmp_path: Path
     first = summary["analysis"]["steps"][0]
     assert first["throughput"] == pytest.approx(100, rel=0.1), first  # below the limit: all offered load served
     report = (results / "report.html").read_text()
-    assert verdict[1].split(":")[0] in report
+    assert verdict[1].startswith("PASS: Knee at "), verdict[1]  # issue 12: PASS / FAIL / INTERRUPTED first
+    assert verdict[1].split(": ", 1)[1].split(":")[0] in report
 
     server.signal_group(15)
     assert server.wait(15) == 0, server.describe()

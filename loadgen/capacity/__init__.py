@@ -22,7 +22,8 @@ __all__ = ["Analysis", "Knee", "StepResult", "Workload", "analyze", "run_verdict
 
 @dataclass(frozen=True)
 class Analysis:
-    """Steps (empty without stages), the knee (None without stages) and the verdict sentence."""
+    """Steps (empty without stages), the knee (None without stages) and the verdict sentence,
+    which starts with PASS, FAIL or INTERRUPTED (see :func:`judgement`)."""
 
     verdict: str
     workload: Workload = "steady"
@@ -30,9 +31,11 @@ class Analysis:
     steps: tuple[StepResult, ...] = ()
     knee: Knee | None = None
     stages: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    interrupted: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "workload": self.workload, "period": self.period,
+        return {"verdict": self.verdict, "interrupted": self.interrupted, "workload": self.workload,
+                "period": self.period,
                 "unit": unit_of(self.workload), "stages": list(self.stages),
                 "steps": [s.to_json() for s in self.steps], "knee": self.knee.to_json() if self.knee else None}
 
@@ -55,17 +58,43 @@ def is_stepped(stages: tuple[Stage, ...]) -> bool:
     return len(stages) >= 2 and all(b.clients > a.clients for a, b in zip(stages, stages[1:], strict=False))
 
 
+#: Knee outcomes that answer the capacity question (``loadgen capacity`` exits 0 for them).
+KNEE_FOUND = ("server", "not-reached")
+
+
+def judgement(stats: RunStats, failed_thresholds: int, total_thresholds: int, interrupted: bool) -> str:
+    """The verdict's first word: INTERRUPTED (stopped before its planned end), else PASS or FAIL as
+    the exit status decides (thresholds when the scenario has them, otherwise any failed attempt)."""
+    if interrupted:
+        return "INTERRUPTED"
+    if total_thresholds:
+        return "FAIL" if failed_thresholds else "PASS"
+    return "FAIL" if stats.handshakes.failed + stats.pings.failed else "PASS"
+
+
 def analyze(stats: RunStats, scenario: Scenario, elapsed: float, failed_thresholds: int, total_thresholds: int,
-            workload: Workload = "steady", period: float = 1.0) -> Analysis:
-    """Per-step figures and the knee for stepped runs; otherwise a verdict from the run's totals."""
+            workload: Workload = "steady", period: float = 1.0, *, interrupted: bool = False) -> Analysis:
+    """Per-step figures and the knee for stepped runs; otherwise a verdict from the run's totals.
+    ``interrupted``: the run was stopped (Ctrl-C, SIGTERM) before its planned end."""
     stages = tuple({"duration": s.duration, "clients": s.clients, "spawn_rate": s.spawn_rate}
                    for s in scenario.stages)
+    early = f"stopped after {elapsed:.0f} s of the planned {planned_time(scenario):.0f} s; " if interrupted else ""
     if not is_stepped(scenario.stages):
-        return Analysis(run_verdict(stats, elapsed, failed_thresholds, total_thresholds, workload), workload,
-                        period, stages=stages)
+        word = judgement(stats, failed_thresholds, total_thresholds, interrupted)
+        sentence = run_verdict(stats, elapsed, failed_thresholds, total_thresholds, workload)
+        return Analysis(f"{word}: {early}{sentence}", workload, period, stages=stages, interrupted=interrupted)
     steps = tuple(measure_steps(stats, scenario.stages, scenario, workload, period))
-    knee = find_knee(list(steps), scenario.thresholds, workload)
-    return Analysis(knee.verdict, workload, period, steps, knee, stages)
+    knee = find_knee(list(steps), scenario.thresholds, workload, interrupted=interrupted)
+    # A stepped run is judged by its knee, as ``loadgen capacity``'s exit status is: failures past
+    # the knee are what finding it takes.
+    word = "INTERRUPTED" if interrupted else "PASS" if knee.limited_by in KNEE_FOUND else "FAIL"
+    return Analysis(f"{word}: {early}{knee.verdict}", workload, period, steps, knee, stages,
+                    interrupted=interrupted)
+
+
+def planned_time(scenario: Scenario) -> float:
+    """How long the scenario means to run (s): its stages, else its run time."""
+    return sum(s.duration for s in scenario.stages) if scenario.stages else scenario.run_time
 
 
 def reanalyze(stats: RunStats, scenario: Scenario, data: dict[str, Any], thresholds: Thresholds) -> Analysis:
@@ -77,7 +106,8 @@ def reanalyze(stats: RunStats, scenario: Scenario, data: dict[str, Any], thresho
     if not is_stepped(stages):
         return Analysis(str(data.get("verdict", "")), workload, float(data.get("period", 1.0)), stages=tuple(
             data.get("stages", [])))
-    return analyze(stats, scenario, 0.0, 0, 0, workload, float(data.get("period", 1.0)))
+    return analyze(stats, scenario, 0.0, 0, 0, workload, float(data.get("period", 1.0)),
+                   interrupted=bool(data.get("interrupted", False)))
 
 
 def run_verdict(stats: RunStats, elapsed: float, failed: int, total: int, workload: Workload = "steady") -> str:

@@ -42,7 +42,7 @@ class Knee:
 
     verdict: str
     unit: str
-    limited_by: str  # "server", "generator", "not-reached", "first-step", "no-data"
+    limited_by: str  # "server", "generator", "not-reached", "interrupted", "first-step", "no-data"
     knee_step: int | None = None
     knee_clients: int | None = None
     capacity: float | None = None  # throughput at the knee (a lower bound when limited_by is "generator")
@@ -111,8 +111,10 @@ def _scaling(first: StepResult, prev: StepResult, step: StepResult) -> list[str]
     return reasons
 
 
-def find_knee(steps: list[StepResult], thresholds: Thresholds, workload: Workload) -> Knee:
-    """The knee of ``steps`` and the verdict sentence (see the module doc)."""
+def find_knee(steps: list[StepResult], thresholds: Thresholds, workload: Workload, *,
+              interrupted: bool = False) -> Knee:
+    """The knee of ``steps`` and the verdict sentence (see the module doc). ``interrupted``: the run
+    was stopped before its last step, so not reaching a knee says nothing about the server's limit."""
     unit = unit_of(workload)
     if not steps:
         return Knee("No step was measured: make the steps longer (each needs a few whole seconds).", unit, "no-data")
@@ -136,6 +138,13 @@ def find_knee(steps: list[StepResult], thresholds: Thresholds, workload: Workloa
         return replace(
             base, verdict=f"Over capacity already at the first step ({s.clients} clients: "
             f"{'; '.join(health[0].reasons)}); start lower to find the knee.", limited_by="first-step")
+    if broke is None and interrupted:
+        s = steps[-1]
+        return replace(
+            base, verdict=f"No knee up to {s.clients} clients before the run was interrupted: the server sustained "
+            f"{s.throughput:.0f} {unit} within the thresholds ({_figures(s, workload)}); the later steps were not "
+            f"run, so run it to its end to find the knee.", limited_by="interrupted", knee_step=s.index,
+            knee_clients=s.clients, capacity=s.throughput)
     if broke is None:
         s = steps[-1]
         return replace(

@@ -56,7 +56,8 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], scenario:
     steps = analysis.get("steps") or []
     knee = analysis.get("knee") or {}
     verdict = analysis.get("verdict") or "No verdict recorded."
-    failed = any(not t.get("passed", True) for t in summary.get("thresholds", []))
+    failed = any(not t.get("passed", True) for t in summary.get("thresholds", [])) or \
+        summary.get("outcome") in ("failed", "interrupted")
     name = str(summary.get("scenario", "run"))
     body = [
         f"<h1>loadgen report: {escape(name)}</h1>",
