@@ -119,7 +119,7 @@ def capacity(args: argparse.Namespace) -> int:
     """``loadgen capacity``: stepped run; exit 0 when the knee was found or not reached, 1 otherwise."""
     import locust  # noqa: F401 - monkey-patches the standard library for gevent; must come first
 
-    from .capacity import stepped
+    from .capacity import KNEE_FOUND, stepped
     from .runner import RunOptions, run
     from .scenario import load_scenario
 
@@ -137,7 +137,7 @@ def capacity(args: argparse.Namespace) -> int:
           f"{args.step_time:g} s each, workload {args.workload}", flush=True)
     outcome = run(scenario, RunOptions(processes=args.processes, workload=args.workload, period=args.period))
     knee = outcome.analysis.knee if outcome.analysis is not None else None
-    return 0 if knee is not None and knee.limited_by in ("server", "not-reached") else 1
+    return 0 if knee is not None and knee.limited_by in KNEE_FOUND else 1
 
 
 def report(args: argparse.Namespace) -> int:

@@ -118,6 +118,12 @@ class ConfigError(LocalProtocolError):
     code = "config-error"
 
 
+class RunNotStarted(ConfigError):
+    """A run that could not start (its workers never connected): exit 2 with the reason, as bad input."""
+
+    code = "run-not-started"
+
+
 class HostNotFound(LocalProtocolError):
     """The target's host name did not resolve."""
 

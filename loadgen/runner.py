@@ -29,9 +29,10 @@ from locust.env import Environment
 from locust.runners import STATE_STOPPED, MasterRunner, Runner
 
 from .builtin_server import ServerProcess, builtin_server
-from .capacity import Analysis, Workload, analyze
+from .capacity import KNEE_FOUND, Analysis, Workload, analyze
 from .capacity.workload import churn_user_class
 from .distributed import Health, WorkerWatch, freeze_heap, freeze_while_spawning, tune_locust
+from .errors import RunNotStarted
 from .limits import prepare
 from .outputs import Exporters, targets_summary, write_files
 from .scenario import Scenario, Target
@@ -100,8 +101,11 @@ class RunOutcome:
 
     @property
     def passed(self) -> bool:
-        """Thresholds decide when the scenario has them; without, any failed attempt fails the
-        run (Locust's convention: ``locust`` exits 1 on any failure)."""
+        """A stepped run is a capacity search, judged by its knee as its verdict is (failures past
+        the knee are what finding it takes). Otherwise thresholds decide when the scenario has them;
+        without, any failed attempt fails the run (Locust's convention: ``locust`` exits 1 on any failure)."""
+        if self.analysis is not None and self.analysis.knee is not None:
+            return self.analysis.knee.limited_by in KNEE_FOUND
         if self.verdicts:
             return all(v.passed for v in self.verdicts)
         return self.failed_attempts == 0
@@ -190,7 +194,12 @@ def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sy
                 interrupted, active = _drive_web(env, scenario, options, stop, out, stats, where)
             else:
                 if options.distributed:
-                    _wait_for_workers(runner, options.processes or options.expect_workers, stop)
+                    try:
+                        _wait_for_workers(runner, options.processes or options.expect_workers, stop)
+                    except RunNotStarted:
+                        with contextlib.suppress(OSError):
+                            run_dir.rmdir()  # nothing ran: no empty results directory left behind
+                        raise
                 started = time.monotonic()
                 interrupted = _drive_headless(runner, scenario, stop, started, out, stats)
         finally:
@@ -297,8 +306,13 @@ def _wait_for_workers(runner: Runner, expected: int, stop: Event) -> None:
     assert isinstance(runner, MasterRunner)
     deadline = time.monotonic() + WORKERS_READY_TIMEOUT
     while len(runner.clients.ready) < expected:
-        if time.monotonic() > deadline or stop.is_set():
-            raise RuntimeError(f"only {len(runner.clients.ready)} of {expected} workers connected")
+        if stop.is_set():
+            raise RunNotStarted(f"stopped while waiting for workers: {len(runner.clients.ready)} of {expected} "
+                                "had connected; nothing was run")
+        if time.monotonic() > deadline:
+            raise RunNotStarted(f"only {len(runner.clients.ready)} of {expected} workers connected within "
+                                f"{WORKERS_READY_TIMEOUT:.0f} s; nothing was run (start them with: loadgen run "
+                                "SCENARIO --worker --master-host HOST, or lower --expect-workers)")
         gevent.sleep(0.1)
 
 

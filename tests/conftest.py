@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import servers` from test modules
 
+from procs import Procs  # noqa: E402
 from servers import (  # noqa: E402
     LoadgenServer,
     OpensslServer,
@@ -68,3 +69,13 @@ def start_s_server(tmp_path: Path) -> Iterator[Callable[..., OpensslServer]]:
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    """Starts ``python -m loadgen ...`` children in ``tmp_path``; every one is ended after the test."""
+    children = Procs(tmp_path)
+    try:
+        yield children
+    finally:
+        children.cleanup()

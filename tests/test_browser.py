@@ -39,15 +39,6 @@ KEY_HEX = "000102030405060708090a0b0c0d0e0f"
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    children = Procs(tmp_path)
-    try:
-        yield children
-    finally:
-        children.cleanup()
-
-
-@pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)

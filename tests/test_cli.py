@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from procs import Procs, free_port
 from servers import loadgen_env
 
 from loadgen.cli import DEMO_KEY_NOTICE, build_parser, parsers, with_load_options
@@ -327,3 +328,21 @@ def test_a_runs_progress_lines_show_current_rates(tmp_path: Path) -> None:
     now = re.compile(r"now: \S+ handshakes/s \(p99 [^)]+\), ([\d.]+) pings/s \(p99 [\d.]+ ms\)$", re.M)
     rates = [float(m[1]) for m in now.finditer(result.stdout)]
     assert rates and 10 <= rates[-1] <= 40, result.stdout  # 5 clients, 5 pings/s each
+
+
+def test_a_master_whose_workers_never_connect_exits_2_without_a_traceback(tmp_path: Path, procs: Procs) -> None:
+    """Ctrl-C while the master waits for its workers: one line naming how many connected, exit 2, and
+    no empty results directory (it raised RuntimeError with a traceback and exited 1, a failed run's status)."""
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        scenario = silent_scenario(tmp_path, silent.getsockname()[1])
+        master = procs.loadgen("run", scenario, "--master", "--expect-workers", "1", "--master-port", free_port(),
+                               label="master")
+        master.wait_for(r"loadgen: running 'silent'")
+        master.signal_group(signal.SIGINT)
+        status = master.wait(30)
+    assert status == 2, master.describe()
+    assert "Traceback" not in master.stderr, master.describe()
+    assert "0 of 1 had connected; nothing was run" in master.stderr, master.describe()
+    assert not any((tmp_path / "results").glob("*")), list((tmp_path / "results").glob("*"))

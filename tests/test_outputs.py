@@ -16,7 +16,6 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,6 @@ from prometheus_client.parser import text_string_to_metric_families
 pytestmark = pytest.mark.timeout(180)
 
 KEY_HEX = "5a17c0ffee0ddba11deadbeef0123456"
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    children = Procs(tmp_path)
-    try:
-        yield children
-    finally:
-        children.cleanup()
 
 
 def scenario_file(tmp_path: Path, name: str, body: str) -> Path:
