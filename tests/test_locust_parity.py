@@ -231,8 +231,12 @@ def test_web_mode_runs_the_scenarios_stages(tmp_path: Path, spawn: Callable[...,
         assert time.monotonic() < deadline, f"the stages did not end the web run\n{run.describe()}"
         time.sleep(0.1)
     run.proc.send_signal(signal.SIGINT)
-    assert run.wait(STOP) == 0, run.describe()
+    status = run.wait(STOP)
     summary = load(run_dir(tmp_path, "webstages") / "summary.json")
+    # Stepped stages are judged by their knee; steps this short measure none ("FAIL: No step was
+    # measured"): the exit status says what the verdict's first word says.
+    word = summary["analysis"]["verdict"].split(":")[0]
+    assert (word, status) in {("PASS", 0), ("FAIL", 1)}, run.describe()
     assert summary["health"]["clients_peak"] == 4 and summary["handshake"]["completed"] == 4, summary["health"]
     assert summary["interrupted"] is False and 2.5 <= summary["elapsed_s"] < 8.0, summary["elapsed_s"]
     assert_consistent(summary)
@@ -250,7 +254,7 @@ def test_plain_locust_stopped_by_ctrl_c_is_marked_interrupted(tmp_path: Path, sp
         assert time.monotonic() < deadline and run.proc.poll() is None, run.describe()
         time.sleep(0.1)
     run.proc.send_signal(signal.SIGINT)
-    run.wait(STOP)
+    run.wait(4 * STOP)  # plain Locust's own shutdown after ours once took over 15 s in a loaded CI run
     assert "Traceback" not in run.stderr, run.describe()
     summary = load(run_dir(tmp_path, "plainstop") / "summary.json")
     assert summary["interrupted"] is True and summary["outcome"] == "interrupted", summary["outcome"]
