@@ -80,8 +80,11 @@ class Child:
         self.stdout_path = cwd / f"{label}.out"
         self.stderr_path = cwd / f"{label}.err"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            # SIGINT as a terminal's Ctrl-C finds it: a test run from a background job (SIGINT ignored,
+            # inherited) would otherwise send plain Locust a Ctrl-C it never sees.
             self.proc = subprocess.Popen(args, cwd=cwd, env=child_env(), stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=err, start_new_session=True)
+                                         stdout=out, stderr=err, start_new_session=True,
+                                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.started = time.monotonic()
         self.wall: float | None = None
 
