@@ -35,6 +35,9 @@ _SERVER_CB = "unsigned int(*)(SSL *, char *, unsigned char *, unsigned int)"
 _FIND_SESSION_CB = "int(*)(SSL *, unsigned char *, size_t, SSL_SESSION **)"
 #: Where the TLS 1.3 identity probe leaves the identity, whole, for the PSK callback that follows.
 _IDENTITY_ATTR = "_loadgen_psk_identity"
+#: OpenSSL's PSK_MAX_IDENTITY_LEN: longer identities never reach the PSK callback, so the probe
+#: copies no more (a hostile hello may offer a 64 KiB identity).
+_MAX_IDENTITY = 256
 
 
 def missing_symbols() -> list[str]:
@@ -83,7 +86,7 @@ def set_client_psk(context: SSL.Context, choose: ClientChooser) -> None:
 
 
 def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | None = None, *,
-                   tls13: bool = False) -> None:
+                   tls13: bool = False, offered: Callable[[SSL.Connection], None] | None = None) -> None:
     """Install a PSK server callback (identity -> key) and an optional identity hint.
 
     Returning ``None`` from ``lookup`` makes OpenSSL fail the handshake with an
@@ -92,13 +95,19 @@ def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | Non
     TLS 1.3 (``tls13``): OpenSSL hands the (TLS 1.2-style) callback a C string copy of each
     offered identity, cut at the first NUL, resumption tickets (random bytes) included. A
     ``psk_find_session`` probe that finds nothing sees the identity whole just before, so
-    ``lookup`` gets the identity as the client sent it.
+    ``lookup`` gets the identity as the client sent it. ``offered(connection)`` is called for
+    every identity the client offers, including those OpenSSL never passes to ``lookup``
+    (longer than its 256-byte limit), so a failed handshake can tell "offered none we know"
+    from "offered none at all".
     """
 
     @ffi.callback(_FIND_SESSION_CB)
     def probe(ssl: Any, identity: Any, length: int, session: Any) -> int:
         try:
-            setattr(_connection(ssl), _IDENTITY_ATTR, bytes(ffi.buffer(identity, length)))
+            conn = _connection(ssl)
+            if offered is not None:
+                offered(conn)
+            setattr(conn, _IDENTITY_ATTR, bytes(ffi.buffer(identity, min(length, _MAX_IDENTITY))))
         except Exception:  # noqa: BLE001, S110 - must not cross the C boundary; the C string remains
             pass
         session[0] = ffi.NULL  # no session from here: OpenSSL goes on to the callback below

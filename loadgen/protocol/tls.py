@@ -56,6 +56,9 @@ VerifyMode = Literal["none", "peer", "require"]
 PskChooser = Callable[["bytes | None"], "tuple[bytes, Secret]"]
 #: TLS 1.3 PSK key-exchange modes (RFC 8446 4.2.9): with (EC)DHE, or the PSK alone.
 PSK_MODES = ("psk_dhe_ke", "psk_ke")
+#: TLS 1.3 PSK identities of one ClientHello the server looks up (a client offers a ticket and
+#: its external identity); a hostile hello offering 1,500 gets the rest refused unlooked-up.
+MAX_PSK_IDENTITIES = 8
 
 
 def psk_modes_problem(modes: tuple[str, ...]) -> str | None:
@@ -145,6 +148,8 @@ def server_context(options: TlsOptions = TlsOptions(), *, keys: KeyStore | None 
                 # (The identity comes whole, NULs included: see bindings.set_server_psk.)
                 return None
             state: _ConnState = conn.get_app_data()
+            if state.psk_offers > MAX_PSK_IDENTITIES:
+                return None  # a client offers one or two; the rest of a hostile list costs no lookup
             state.identity = identity
             key = store.key_for(identity)
             state.psk_unknown = key is None
@@ -152,7 +157,11 @@ def server_context(options: TlsOptions = TlsOptions(), *, keys: KeyStore | None 
             state.external_psk = key is not None
             return key.value if key is not None else None
 
-        bindings.set_server_psk(ctx, lookup, hint, tls13=True)
+        def offered(conn: SSL.Connection) -> None:
+            state: _ConnState = conn.get_app_data()
+            state.psk_offers += 1
+
+        bindings.set_server_psk(ctx, lookup, hint, tls13=True, offered=offered)
     return TlsContext(ctx, options, is_server=True, psk=keys is not None)
 
 
@@ -321,6 +330,7 @@ class _ConnState:
     chooser: PskChooser | None = None
     identity: bytes | None = None  # PSK identity sent (client) or received (server)
     psk_unknown: bool = False  # server: the identity had no key
+    psk_offers: int = 0  # server: TLS 1.3 PSK identities the client offered (0: none, or none in a mode we take)
     external_psk: bool = False  # server: our callback gave a key (a full PSK handshake, not a resumption)
     offered: SSL.Session | None = None  # client: the session set for resumption
     verify_failure: tuple[int, int] | None = None  # (X509 verify code, depth)
@@ -346,7 +356,7 @@ def _reason(exc: SSL.Error) -> str:
 
 
 def _tls13_psk_error(error: LoadgenError, reason: str, *, is_client: bool, modes: tuple[str, ...],
-                     key_found: bool, psk_only: bool) -> LoadgenError | None:
+                     key_found: bool, psk_only: bool, offers: int = 0) -> LoadgenError | None:
     """The PSK error a TLS 1.3 handshake failure stands for, when OpenSSL's own code misleads."""
     if is_client:
         if error.code == "tls-illegal-parameter":
@@ -369,6 +379,10 @@ def _tls13_psk_error(error: LoadgenError, reason: str, *, is_client: bool, modes
     if error.code == "tls-no-suitable-key-share" and key_found and "psk_ke" not in modes:
         return PskModeMismatch(f"{reason} (local): the client's PSK is known but it shares no key-exchange "
                                "group with us, and psk_modes does not accept psk_ke")
+    if error.code == "tls-no-suitable-signature-algorithm" and psk_only and not key_found and offers:
+        # OpenSSL looks at the identities only when the client's PSK modes include one we take.
+        return PskUnknownIdentity(f"{reason} (local): the client offered {offers} TLS 1.3 PSK "
+                                  f"identit{'y' if offers == 1 else 'ies'}, none of them one we know")
     if error.code == "tls-no-suitable-signature-algorithm" and psk_only and not key_found:
         return PskModeMismatch(f"{reason} (local): the client offered no TLS 1.3 PSK we could take "
                                f"(none we know, or only in a mode other than {', '.join(modes)})")
@@ -609,7 +623,8 @@ class TlsEngine:
         options = self._context.options
         if self._context.psk and options.max_version == "1.3":
             tls13 = _tls13_psk_error(error, reason, is_client=self.is_client, modes=options.psk_modes,
-                                     key_found=state.external_psk, psk_only=options.cert_file is None)
+                                     key_found=state.external_psk, psk_only=options.cert_file is None,
+                                     offers=state.psk_offers)
             if tls13 is not None:
                 return tls13
         return error
