@@ -214,6 +214,21 @@ class KeyStore:
         assert self._master is not None
         return derive_key(self._master, identity, self._length)
 
+    @property
+    def shared(self) -> Secret | None:
+        """The one key of every identity (None: a table or a derivation)."""
+        return self._shared
+
+    @property
+    def master(self) -> Secret | None:
+        """The master key of a derivation (None: a table or one shared key)."""
+        return self._master
+
+    @property
+    def derived_length(self) -> int:
+        """The length in bytes of derived keys."""
+        return self._length
+
     def __repr__(self) -> str:
         kind = "shared" if self._shared else "table" if self._table is not None else "derived"
         return f"KeyStore({kind})"

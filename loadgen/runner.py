@@ -129,8 +129,6 @@ def endpoints(scenario: Scenario, options: RunOptions) -> Iterator[tuple[list[En
         return
     if options.worker:
         raise ValueError("a worker for a scenario without targets needs --builtin-address (the master prints it)")
-    if scenario.source is None:
-        raise ValueError("a scenario without targets needs its file (the built-in server reads its keys)")
     server = builtin_server(scenario)
     with server as address:
         yield [Endpoint(BUILTIN_TARGET, address)], server
