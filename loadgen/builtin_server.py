@@ -128,11 +128,13 @@ def _key_options(psk: PskConfig) -> tuple[list[str], dict[str, str]]:
 
     A shared key or a derivation's master travels in :data:`BUILTIN_KEY_ENV`; a CSV table (up to
     a million rows, too big for an environment) by its file's path, which the child reads."""
-    store, hint = psk.store, f"--hint={psk.hint}"  # one word: a hint may start with "-"
-    if store.shared is not None:
-        return [hint, "--psk-env", BUILTIN_KEY_ENV], {BUILTIN_KEY_ENV: store.shared.value.hex()}
-    if store.master is not None:
-        return ([hint, "--psk-master-env", BUILTIN_KEY_ENV, "--derive-length", str(store.derived_length)],
-                {BUILTIN_KEY_ENV: store.master.value.hex()})
-    assert psk.source == "csv" and psk.location is not None, "a table comes from a CSV file"
-    return [hint, "--psk-csv", psk.location], {}
+    hint = f"--hint={psk.hint}"  # one word: a hint may start with "-"
+    one_key = psk.store.one_key()
+    if one_key is None:
+        assert psk.source == "csv" and psk.location is not None, "a table comes from a CSV file"
+        return [hint, "--psk-csv", psk.location], {}
+    key, derived_length = one_key
+    env = {BUILTIN_KEY_ENV: key.value.hex()}
+    if derived_length is None:
+        return [hint, "--psk-env", BUILTIN_KEY_ENV], env
+    return [hint, "--psk-master-env", BUILTIN_KEY_ENV, "--derive-length", str(derived_length)], env

@@ -214,20 +214,12 @@ class KeyStore:
         assert self._master is not None
         return derive_key(self._master, identity, self._length)
 
-    @property
-    def shared(self) -> Secret | None:
-        """The one key of every identity (None: a table or a derivation)."""
-        return self._shared
-
-    @property
-    def master(self) -> Secret | None:
-        """The master key of a derivation (None: a table or one shared key)."""
-        return self._master
-
-    @property
-    def derived_length(self) -> int:
-        """The length in bytes of derived keys."""
-        return self._length
+    def one_key(self) -> tuple[Secret, int | None] | None:
+        """The one key this store is made of, to hand it to another process: the shared key and None,
+        or a derivation's master and the derived keys' length; None for a table."""
+        if self._shared is not None:
+            return self._shared, None
+        return (self._master, self._length) if self._master is not None else None
 
     def __repr__(self) -> str:
         kind = "shared" if self._shared else "table" if self._table is not None else "derived"
