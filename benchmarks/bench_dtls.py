@@ -25,7 +25,7 @@ from locust.env import Environment
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadgen.builtin_server import ServerProcess  # noqa: E402
-from loadgen.cli import QUICKSTART_KEY  # noqa: E402
+from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.credentials import KeyStore  # noqa: E402
 from loadgen.payloads import ReplyRule  # noqa: E402
 from loadgen.protocol import dtls  # noqa: E402

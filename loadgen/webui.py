@@ -25,9 +25,9 @@ from flask import Response, redirect, request
 from locust.env import Environment
 from locust.web import WebUI
 
-from .outputs import write_timeseries_csv
 from .recorder import HANDSHAKE
 from .report.svg import Chart, Series, line_chart
+from .results.files import write_timeseries_csv
 from .runclock import RunClock
 from .scenario import Scenario
 from .stats.run import KINDS, RunStats

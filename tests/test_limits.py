@@ -250,7 +250,7 @@ def test_devices_do_not_reconnect_while_locust_stops_the_users(tmp_path: Path) -
     handshakes meanwhile (7,000 did in a 30,000-client run, and its stop took 14 s instead of 6)."""
     from locust.env import Environment
 
-    from loadgen.runner import BUILTIN_TARGET
+    from loadgen.locust.environment import BUILTIN_TARGET
     from loadgen.users import Endpoint, Session, keep_alive
 
     scenario = load_scenario(write_scenario(tmp_path, "stop", """\

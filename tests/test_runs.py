@@ -556,3 +556,31 @@ def test_a_run_whose_every_handshake_fails_exits_1_and_says_failed(tmp_path: Pat
     assert verdict and "FAILED, 3 attempts failed with no thresholds set" in verdict[1], run.stdout
     summary = load(run_dir(tmp_path, "allfail") / "summary.json")
     assert summary["handshake"]["failed"] == 3 and summary["handshake"]["errors"] == {"handshake-timeout": 3}
+
+
+@pytest.mark.parametrize("source", ["key", "derive", "csv"])
+def test_builtin_server_gets_the_scenarios_keys_without_its_file_or_a_key_on_its_command_line(
+        tmp_path: Path, source: str) -> None:
+    """Issue 13, item 4: the child neither re-reads the scenario (its file is gone) nor shows a key in ``ps``."""
+    from loadgen.builtin_server import BUILTIN_KEY_ENV, builtin_server
+    from loadgen.scenario import parse_scenario
+
+    master = "00112233445566778899aabbccddeeff"
+    (tmp_path / "keys.csv").write_text(f"device-00000,{KEY_HEX}\n")
+    (tmp_path / "keys.csv").chmod(0o600)
+    section = {"key": f'key: "{KEY_HEX}"', "derive": f'derive: {{master: "{master}", length: 20}}',
+               "csv": f"csv: {tmp_path / 'keys.csv'}"}[source]
+    text = (f'name: k\nclients: {{count: 1, spawn_rate: 1}}\nrun_time: 1s\n'
+            f'psk:\n  identity: "device-{{n:05d}}"\n  hint: "-h"\n  {section}\n')
+    scenario = parse_scenario(text, str(tmp_path / "gone.yaml"))
+    server = builtin_server(scenario)
+    with server:
+        assert server.pid is not None
+        command = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0")
+    assert not (tmp_path / "gone.yaml").exists() and "--scenario" not in command
+    assert not any(KEY_HEX in word or master in word for word in command), command
+    assert "--hint=-h" in command
+    expected = {"key": ("--psk-env", KEY_HEX), "derive": ("--psk-master-env", master),
+                "csv": ("--psk-csv", None)}[source]
+    assert expected[0] in command
+    assert server._env.get(BUILTIN_KEY_ENV) == expected[1]
