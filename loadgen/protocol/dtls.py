@@ -194,6 +194,13 @@ def _reason(exc: SSL.Error) -> str:
 class DtlsEngine(EngineBase):
     """One DTLS association (client or server side) over memory BIOs."""
 
+    # Class-level defaults for what only some instances set: once the instances of a class
+    # have used more than ~30 attribute names, their dicts are no longer shared (CPython):
+    # ~1.3 KiB more per association.
+    _max_peer_message_seq: int | None = None  # server: see accept()
+    _retransmit_cap: float | None = None  # client: see __init__
+    _light = True  # False: keep OpenSSL for application data (tests)
+
     def __init__(self, connection: SSL.Connection, *, is_client: bool, mtu: int = DEFAULT_MTU,
                  light: bool = True, retransmit_cap: float | None = None) -> None:
         _check_mtu(mtu)
@@ -208,10 +215,10 @@ class DtlsEngine(EngineBase):
         self._bad_finished = 0  # server: client Finished that did not decrypt
         self._ccs_seen = False  # server: the client's ChangeCipherSpec arrived
         self._last_epoch0_seq = -1  # server: for our own plaintext alert
-        self._max_peer_message_seq: int | None = None  # server: see accept()
         # After the handshake, application data can run through our own record layer
         # and the (large) OpenSSL connection is dropped: see record_layer.py.
-        self._light = light
+        if not light:  # else the class default
+            self._light = False
         self._records: RecordLayer | None = None
         self._epoch1_sent = -1  # highest epoch-1 sequence number we sent (our Finished)
         self._epoch1_seen = -1  # highest epoch-1 sequence number the peer sent
@@ -222,7 +229,8 @@ class DtlsEngine(EngineBase):
         # seconds: OpenSSL's timer doubles 1, 2, 4 ... 32 s, too slow for lossy paths.
         self._flight = bytearray()
         self._flight_fresh = True
-        self._retransmit_cap = retransmit_cap
+        if retransmit_cap is not None:  # else the class default
+            self._retransmit_cap = retransmit_cap
         # OpenSSL's retransmission timer runs on OpenSSL's own clock (no binding drives it):
         # its deadline on the transport's clock, as of the latest input (see _note_timer).
         self._openssl_due: float | None = None
@@ -243,10 +251,9 @@ class DtlsEngine(EngineBase):
 
     def start(self, now: float) -> None:
         """Begin the handshake (client) at ``now`` (the transport's clock): queues the ClientHello."""
-        self._now = now
         self._flight_fresh = True
-        self._advance_handshake(None)
-        self._note_timer()
+        self._advance_handshake(None, now)
+        self._note_timer(now)
 
     # -- inputs -------------------------------------------------------------
 
@@ -255,9 +262,8 @@ class DtlsEngine(EngineBase):
         read events with :meth:`next_event`."""
         if self.closed:
             return
-        self._now = now
         if self._records is not None:
-            self._receive_established(self._records, datagram)
+            self._receive_established(self._records, datagram, now)
             return
         if self.is_client and not self.handshake_done and self._hello_verify_loop(datagram):
             return
@@ -275,20 +281,20 @@ class DtlsEngine(EngineBase):
         pending_before = len(self._outgoing)
         ccs_before = self._ccs_sent
         if not self.handshake_done:
-            self._advance_handshake(datagram)
+            self._advance_handshake(datagram, now)
         if self.handshake_done and not self.closed:
             self._read_application_data(single_record=records.is_one_record(datagram))
-        self._pull_outgoing()
+        self._pull_outgoing(now)
         if was_done and self._ccs_sent > ccs_before:
             # OpenSSL re-sent our final flight because the peer retransmitted its own
             # (our CCS+Finished was lost): a retransmission, without a timer.
             self.retransmits += 1
         if repeated and not self.handshake_done and not self.closed and len(self._outgoing) == pending_before:
-            self._resend_flight()  # the peer repeated itself and OpenSSL stayed silent
+            self._resend_flight(now)  # the peer repeated itself and OpenSSL stayed silent
         if self.handshake_done and not was_done and not self.closed:
-            self._go_light()
+            self._go_light(now)
         if not was_done:
-            self._note_timer()
+            self._note_timer(now)
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` is due (handshake retransmission), on the transport's clock, or None."""
@@ -305,22 +311,21 @@ class DtlsEngine(EngineBase):
         also asks OpenSSL's own clock), or our cap on how long a flight goes unanswered."""
         if self.closed or self._records is not None:
             return
-        self._now = now
         self._flight_fresh = True
         if self._openssl_due is not None and now >= self._openssl_due:
             try:
                 if self._conn.DTLSv1_handle_timeout():
                     self.retransmits += 1
-                    self._pull_outgoing()  # OpenSSL's renumbered retransmission becomes the flight
-                    self._note_timer()
+                    self._pull_outgoing(now)  # OpenSSL's renumbered retransmission becomes the flight
+                    self._note_timer(now)
                     return
             except SSL.Error as exc:
                 self._fail(error_from_openssl(_reason(exc), remote=False))
                 return
         if (self._retransmit_cap is not None and self._flight and not self.handshake_done
                 and now >= self._sent_at + self._retransmit_cap):
-            self._resend_flight()
-        self._note_timer()
+            self._resend_flight(now)
+        self._note_timer(now)
 
     def send(self, data: bytes) -> None:
         """Encrypt application data into one record (must fit the MTU)."""
@@ -393,13 +398,13 @@ class DtlsEngine(EngineBase):
 
     # -- internals ----------------------------------------------------------
 
-    def _advance_handshake(self, datagram: bytes | None) -> None:
+    def _advance_handshake(self, datagram: bytes | None, now: float) -> None:
         try:
             self._conn.do_handshake()
         except SSL.WantReadError:
             if datagram is not None and not self.is_client:
                 self._check_client_finished(datagram)
-            self._pull_outgoing()
+            self._pull_outgoing(now)
             return
         except SSL.Error as exc:
             reason = _reason(exc)
@@ -468,18 +473,18 @@ class DtlsEngine(EngineBase):
                 self._peer_epoch0_top = max(self._peer_epoch0_top, rec.sequence)
         return repeated
 
-    def _resend_flight(self) -> None:
+    def _resend_flight(self, now: float) -> None:
         self._outgoing += self._flight
         self.retransmits += 1
-        self._sent_at = self._now
+        self._sent_at = now
 
-    def _note_timer(self) -> None:
+    def _note_timer(self, now: float) -> None:
         """OpenSSL's retransmission timer as a deadline on the transport's clock: OpenSSL says how
         long it has left by its own clock, counted from the time of the input just handled."""
         remaining = None if self.closed or self._records is not None else self._conn.DTLSv1_get_timeout()
-        self._openssl_due = None if remaining is None else self._now + remaining
+        self._openssl_due = None if remaining is None else now + remaining
 
-    def _go_light(self) -> None:
+    def _go_light(self, now: float) -> None:
         """Hand application data to our record layer and free OpenSSL's connection."""
         conn = self._conn
         self._established = (conn.get_cipher_name() or "", conn.get_protocol_version_name(),
@@ -499,7 +504,7 @@ class DtlsEngine(EngineBase):
         )
         if not self.is_client:
             self._final_flight = bytes(self._outgoing)  # CCS+Finished, re-sent if the client repeats its flight
-            self._sent_at = self._now  # when the final flight went out
+            self._sent_at = now  # when the final flight went out
         del self._conn  # the SSL object and its buffers go with the last reference
 
     def _read_application_data(self, single_record: bool = False) -> None:
@@ -521,7 +526,9 @@ class DtlsEngine(EngineBase):
                 if single_record:
                     return  # the datagram held one record and we have it: skip the read that would fail
 
-    def _pull_outgoing(self) -> None:
+    def _pull_outgoing(self, now: float | None = None) -> None:
+        """Move what OpenSSL wrote to ``_outgoing``; before the handshake is done it is also our
+        latest flight, sent at ``now`` (None: the association is closing, its flight is over)."""
         if self._records is not None:
             return  # no OpenSSL connection any more: records are sealed straight into _outgoing
         while True:
@@ -536,7 +543,8 @@ class DtlsEngine(EngineBase):
                     self._flight = bytearray()
                     self._flight_fresh = False
                 self._flight += chunk
-                self._sent_at = self._now
+                if now is not None:
+                    self._sent_at = now
             if len(chunk) < _BIO_READ_SIZE:
                 break  # a memory BIO hands over everything pending at once
 
@@ -605,10 +613,9 @@ def accept(
     # Finished is encrypted). OpenSSL buffers messages numbered several ahead, each at the
     # length its fragment claims: fragments numbered further than one more are dropped.
     engine._max_peer_message_seq = int.from_bytes(datagram[records.HEADER_LEN + 4 : records.HEADER_LEN + 6], "big") + 2
-    engine._now = now
-    engine._advance_handshake(None)
-    engine._pull_outgoing()
-    engine._note_timer()
+    engine._advance_handshake(None, now)
+    engine._pull_outgoing(now)
+    engine._note_timer(now)
     return engine, engine.datagrams_to_send()
 
 

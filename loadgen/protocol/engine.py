@@ -98,9 +98,8 @@ class DatagramClient(DatagramEngine, Protocol):
 
 class EngineBase:
     """What every DTLS engine shares: the events it reports upward, the records it queues
-    for the transport, the time of the input being handled, and what the peer's alerts,
-    data records and repeated flights become once the association runs on loadgen's
-    record layer."""
+    for the transport, when its latest flight went out, and what the peer's alerts, data
+    records and repeated flights become once the association runs on loadgen's record layer."""
 
     def __init__(self, mtu: int) -> None:
         self.mtu = mtu
@@ -110,10 +109,7 @@ class EngineBase:
         self.retransmits = 0
         self._events: deque[Event] = deque()
         self._outgoing = bytearray()  # records waiting to be sent
-        # The transport's clock at the input being handled (engines never read one), and
-        # when our latest flight went out on it.
-        self._now = 0.0
-        self._sent_at = 0.0
+        self._sent_at = 0.0  # when our latest flight went out, on the transport's clock
         # Server: our final flight (ChangeCipherSpec + Finished, sealed), sent again when the
         # client repeats the flight it answers. Empty on a client: its last flight is answered.
         self._final_flight = b""
@@ -150,22 +146,22 @@ class EngineBase:
             elif plaintext:
                 self._events.append(DataReceived(plaintext))
 
-    def _receive_established(self, record_layer: RecordLayer, datagram: bytes) -> None:
-        """A datagram once established: the peer repeating its last handshake flight (ours
-        answering it was lost), or records for :meth:`_deliver`."""
+    def _receive_established(self, record_layer: RecordLayer, datagram: bytes, now: float) -> None:
+        """A datagram received at ``now`` once established: the peer repeating its last
+        handshake flight (ours answering it was lost), or records for :meth:`_deliver`."""
         if self._final_flight and records.starts_plaintext_handshake(datagram):
-            self._repeat_final_flight()
+            self._repeat_final_flight(now)
             return
         self._deliver(record_layer, datagram)
 
-    def _repeat_final_flight(self) -> None:
+    def _repeat_final_flight(self, now: float) -> None:
         """The peer repeated the flight our final one answers: ours was lost, send it again.
         The peer's repeats come one retransmission timer (1 s or more) apart; more often is a
         flood or a crossing on the wire and gets no answer (each would cost a datagram back)."""
-        if self._now - self._sent_at >= CROSSING_WINDOW:
+        if now - self._sent_at >= CROSSING_WINDOW:
             self._outgoing += self._final_flight
             self.retransmits += 1
-            self._sent_at = self._now
+            self._sent_at = now
 
 
 def alert_received(description: int) -> ConnectionClosed | ConnectionFailed:

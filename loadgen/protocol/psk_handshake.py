@@ -348,10 +348,10 @@ class HandshakeEngine(EngineBase):
     def __init__(self, *, mtu: int, retransmit_cap: float | None) -> None:
         super().__init__(mtu)
         self._retransmit_cap = retransmit_cap
+        self._now = 0.0  # the transport's clock at the input being handled (engines never read one)
         self._epoch0_seq = 0  # next record sequence number in epoch 0
         self._flight: list[tuple[int, int, bytes]] = []  # (content type, epoch, payload)
         self._interval = INITIAL_TIMEOUT
-        self._due: float | None = None  # when the flight goes out again unless answered (transport's clock)
         self._suite_code = 0
         self._records: RecordLayer | None = None  # epoch 1, once keys are known
         self._state = 0  # the subclass's handshake state: a repeat that moved nothing is a repeat
@@ -371,7 +371,7 @@ class HandshakeEngine(EngineBase):
         self._now = now
         if self.handshake_done:
             assert self._records is not None  # the handshake made it
-            self._receive_established(self._records, datagram)
+            self._receive_established(self._records, datagram, now)
             return
         state = self._state
         repeated = 0
@@ -407,13 +407,16 @@ class HandshakeEngine(EngineBase):
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` is due (flight retransmission), on the transport's clock, or None."""
-        if self._due is None or self.closed or self.handshake_done:
-            return None
-        return self._due
+        # Derived, not stored: one attribute less keeps a server engine's instance dict shared
+        # (CPython's key-sharing dicts hold at most 30 keys), ~1.3 KiB per association.
+        if not self._flight or self.closed or self.handshake_done:
+            return None  # no flight waits for an answer
+        return self._sent_at + self._interval
 
     def handle_timer(self, now: float) -> None:
         """Send the unanswered flight again if its timer has expired by ``now``."""
-        if self._due is None or self.closed or self.handshake_done or now < self._due:
+        due = self.get_timer()
+        if due is None or now < due:
             return
         self._now = now
         self._interval = min(self._interval * 2, MAX_TIMEOUT, self._retransmit_cap or MAX_TIMEOUT)
@@ -432,7 +435,6 @@ class HandshakeEngine(EngineBase):
         if self.closed:
             return
         self.closed = True
-        self._due = None
         if self.handshake_done and self._records is not None and self._records.can_seal:
             self._outgoing += self._records.seal(records.ALERT, bytes((records.ALERT_WARNING, records.CLOSE_NOTIFY)))
 
@@ -504,13 +506,11 @@ class HandshakeEngine(EngineBase):
             else:
                 assert self._records is not None
                 out += self._records.seal(content_type, payload)
-        self._sent_at = self._now
-        self._due = self._now + self._interval
+        self._sent_at = self._now  # the flight's timer runs from here (get_timer)
 
     def _established(self, completed: Event) -> None:
         self.handshake_done = True
         self._flight = []
-        self._due = None
         self._forget_handshake()
         self._events.append(completed)
 
@@ -551,7 +551,6 @@ class HandshakeEngine(EngineBase):
         self._outgoing += records.plaintext_alert(alert, seq)
         self._flight = []
         self.closed = True
-        self._due = None
         self.error = error
         self._events.append(ConnectionFailed(error))
 

@@ -251,7 +251,7 @@ class PskServerEngine(HandshakeEngine):
         assert self._records is not None  # _derive_keys made it
         self._expected_client_finished = self._master(b"client finished", session_hash, VERIFY_DATA_LEN)
         self._state = _FINISHED
-        self._flight, self._due = [], None  # our ServerHello flight is answered
+        self._flight = []  # our ServerHello flight is answered: no timer
         early, self._early = self._early, []
         for record in early:  # a Finished that overtook this message: _advance() takes it next
             opened = self._records.open(record)
