@@ -335,7 +335,7 @@ def test_reading_the_queue_after_an_icmp_error_is_bounded() -> None:
         handshake_done = False
         events: list[object] = []
 
-        def receive_datagram(self, data: bytes) -> None:
+        def receive_datagram(self, data: bytes, now: float) -> None:
             self.events.append(object())  # what a real engine queues per datagram (DataReceived, ...)
 
         def next_event(self) -> object | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import socket as stdsocket
+import time
 
 import gevent
 import pytest
@@ -64,7 +65,7 @@ def mutate(rng: random.Random, samples: list[bytes]) -> bytes:
 def capture(address: tuple[str, int], key: Secret) -> list[bytes]:
     """Real datagrams of a client: ClientHellos and encrypted pings, as seeds for mutation."""
     engine = dtls.DtlsEngine.client(dtls.client_context(), lambda hint: (b"seed", key))
-    engine.start()
+    engine.start(time.monotonic())  # over a real socket: the real clock
     samples = engine.datagrams_to_send()
     sock = socket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)
     sock.connect(address)
@@ -74,7 +75,7 @@ def capture(address: tuple[str, int], key: Secret) -> list[bytes]:
     for _ in range(20):
         if engine.handshake_done:
             break
-        engine.receive_datagram(sock.recv(65536))
+        engine.receive_datagram(sock.recv(65536), time.monotonic())
         out = engine.datagrams_to_send()
         samples += out
         for d in out:

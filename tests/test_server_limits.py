@@ -117,12 +117,12 @@ class HalfOpen:
     def _handshake_start(self, socks: list[socket.socket], context: dtls.ClientContext) -> None:
         engines = [dtls.client_engine(context, lambda hint: (b"hostile", KEY)) for _ in socks]
         for sock, engine in zip(socks, engines, strict=True):
-            engine.start()
+            engine.start(time.monotonic())
             for datagram in engine.datagrams_to_send():
                 sock.sendto(datagram, self.address)
         for sock, engine in zip(socks, engines, strict=True):  # HelloVerifyRequest -> ClientHello with cookie
             try:
-                engine.receive_datagram(sock.recv(65536))
+                engine.receive_datagram(sock.recv(65536), time.monotonic())
             except TimeoutError:
                 continue
             for datagram in engine.datagrams_to_send():
@@ -163,8 +163,8 @@ def _hostile_engines(monkeypatch: pytest.MonkeyPatch, source: str, **raising: Ba
     real_accept = dtls.accept
     made: list = []
 
-    def accept(context, datagram, peer, **kwargs):  # type: ignore[no-untyped-def]
-        engine, replies = real_accept(context, datagram, peer, **kwargs)
+    def accept(context, datagram, peer, now, **kwargs):  # type: ignore[no-untyped-def]
+        engine, replies = real_accept(context, datagram, peer, now, **kwargs)
         if engine is not None and peer.startswith(source.encode() + b":"):
             for method, exc in raising.items():
                 def fail(*args: object, _exc: BaseException = exc) -> None:
@@ -248,7 +248,7 @@ def test_max_half_open_drops_newcomers_but_still_answers_cookieless_hellos(start
     assert server.stats.failures["server-full"] == 2
     # A cookieless ClientHello still gets its (stateless) HelloVerifyRequest.
     engine = dtls.client_engine(dtls.client_context(), lambda hint: (b"x", KEY))
-    engine.start()
+    engine.start(time.monotonic())
     with socket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM) as sock:
         sock.settimeout(2.0)
         sock.sendto(engine.datagrams_to_send()[0], server.address)
@@ -361,8 +361,8 @@ def test_serve_dtls_limits_flags_and_listening_line(server_procs) -> None:
 RAISING_ENGINES = f"""
 import loadgen.protocol.dtls as d
 real_accept = d.accept
-def accept(context, datagram, peer, **kwargs):
-    engine, replies = real_accept(context, datagram, peer, **kwargs)
+def accept(context, datagram, peer, now, **kwargs):
+    engine, replies = real_accept(context, datagram, peer, now, **kwargs)
     if engine is not None and peer.startswith(b"127.0.0.77:"):
         def boom(*args):
             raise MemoryError("{MARKER}")

@@ -42,8 +42,7 @@ from ..errors import (
     error_from_openssl,
 )
 from .dtls import DEFAULT_PSK_CIPHERS
-from .events import ConnectionFailed, DataReceived, Event, HandshakeCompleted
-from .events import PeerClosed as PeerClosedEvent
+from .events import ConnectionClosed, ConnectionFailed, DataReceived, Event, HandshakeCompleted
 
 VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 #: TLS 1.3 suites usable with a callback PSK (OpenSSL binds such a key to SHA-256).
@@ -496,7 +495,7 @@ class TlsEngine:
             return
         # No close_notify first: a truncation, which for line-based pings changes nothing.
         self.closed = self.peer_closed = True
-        self._events.append(PeerClosedEvent())
+        self._events.append(ConnectionClosed())
 
     def send(self, data: bytes) -> None:
         """Encrypt application data (any length: TLS cuts it into records)."""
@@ -638,7 +637,7 @@ class TlsEngine:
             except SSL.ZeroReturnError:
                 self.peer_closed = True
                 self.close()  # answer close_notify with ours, as TLS asks
-                self._events.append(PeerClosedEvent())
+                self._events.append(ConnectionClosed())
                 return
             except SSL.Error as exc:
                 reason = _reason(exc)

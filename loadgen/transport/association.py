@@ -38,8 +38,7 @@ from ..errors import (
 )
 from ..payloads import PayloadMaker, ReplyRule, text_payload
 from ..protocol import dtls
-from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
-from ..protocol.events import PeerClosed as PeerClosedEvent
+from ..protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
 from ..recorder import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
 from .fds import check_room
 
@@ -227,7 +226,7 @@ class DtlsAssociation:
         self._engine = dtls.client_engine(self._context, self._choose_psk, mtu=self._settings.mtu,
                                           retransmit_cap=self._settings.retransmit_cap)
         self._say(INFO, "starting a handshake")
-        self._engine.start()
+        self._engine.start(time.perf_counter())
         self._flush()
         self._arm()
 
@@ -318,14 +317,14 @@ class DtlsAssociation:
             self._say(WARNING, "zero-length datagram received?")
             return
         self.bytes_received += len(data)
-        engine.receive_datagram(data)
+        engine.receive_datagram(data, time.perf_counter())
         self._flush()
         while (event := engine.next_event()) is not None:
             if isinstance(event, DataReceived):
                 self._on_reply(event.data, len(data))
             elif isinstance(event, HandshakeCompleted):
                 self._handshake_completed()
-            elif isinstance(event, PeerClosedEvent):
+            elif isinstance(event, ConnectionClosed):
                 self._say(ERROR, "shutdown alert received")
                 raise PeerClosed("shutdown alert received")
             elif isinstance(event, ConnectionFailed):
@@ -341,7 +340,7 @@ class DtlsAssociation:
         if self._state == _HANDSHAKING:
             if now >= self._deadline or engine.retransmits > self._settings.max_retransmits:
                 raise engine.timeout_error()
-            engine.handle_timer()
+            engine.handle_timer(now)
             self._flush()
         elif self._state == _ESTABLISHED:
             if self._pending is not None and now >= self._ping_deadline:
@@ -363,7 +362,7 @@ class DtlsAssociation:
         if self._state == _HANDSHAKING:
             assert self._engine is not None
             timer = self._engine.get_timer()
-            wake = self._deadline if timer is None else min(self._deadline, time.perf_counter() + timer)
+            wake = self._deadline if timer is None else min(self._deadline, timer)
         elif self._state == _ESTABLISHED:
             wake = self._next_ping if self._pending is None else min(self._next_ping, self._ping_deadline)
         else:
@@ -446,7 +445,7 @@ class DtlsAssociation:
         # queue full must not keep us reading (and queueing events) for ever.
         for read in range(_DRAIN + 1):
             while engine is not None and (event := engine.next_event()) is not None:
-                if isinstance(event, PeerClosedEvent):
+                if isinstance(event, ConnectionClosed):
                     self._say(ERROR, "shutdown alert received")
                     return PeerClosed("shutdown alert received")
             if read == _DRAIN or engine is None or engine.closed or self._sock is None:
@@ -455,7 +454,7 @@ class DtlsAssociation:
                 data = self._sock.recv(65536)
             except (BlockingIOError, ConnectionRefusedError):
                 break
-            engine.receive_datagram(data)
+            engine.receive_datagram(data, time.perf_counter())
         host, port = self.address
         return ConnectionRefused(f"{self.name}: {host}:{port} refused (ICMP port unreachable)")
 
