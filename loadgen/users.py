@@ -213,9 +213,12 @@ def keep_alive(make: Callable[[], Association], scenario: Scenario, stopping: Ev
     gevent.sleep(float("inf"))  # stay a (quiet) user so Locust's user count stays as asked
 
 
-class Device(User):
-    """What every kind of simulated device has: its number and one association factory per
-    target it talks to. Workloads subclass it with their task (:class:`DeviceUser`, churn)."""
+class DeviceBase(User):
+    """What every simulated device has: its number (``index``) and one association factory per
+    target it talks to. Each workload subclasses it with its task, as an abstract Locust user
+    class (:class:`PingUser`, :class:`~loadgen.capacity.workload.ChurnUser`); a run binds that to
+    its session as the concrete class Locust spawns, named for what it simulates: ``Device``
+    (:func:`user_class`, and plain Locust's in the locustfile) or ``ChurnDevice``."""
 
     abstract = True
     wait_time = constant(0)
@@ -223,14 +226,14 @@ class Device(User):
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        self.device = self.session.next_device()
-        self.factories = [self.session.association_factory(self.device, e)
-                          for e in self.session.endpoints_for(self.device)]
+        self.index = self.session.next_device()
+        self.factories = [self.session.association_factory(self.index, e)
+                          for e in self.session.endpoints_for(self.index)]
 
 
-class DeviceUser(Device):
-    """One simulated device that connects and pings. Subclassed per run with ``session``
-    set (see :func:`user_class`)."""
+class PingUser(DeviceBase):
+    """The scenario's workload: a device that connects and pings. Subclassed per run with
+    ``session`` set (see :func:`user_class`)."""
 
     abstract = True
 
@@ -249,6 +252,6 @@ class DeviceUser(Device):
             group.kill()
 
 
-def user_class(session: Session) -> type[DeviceUser]:
-    """A concrete DeviceUser subclass bound to ``session`` (Locust instantiates classes)."""
-    return type("Device", (DeviceUser,), {"session": session, "abstract": False})
+def user_class(session: Session) -> type[PingUser]:
+    """The run's ``Device``: a concrete PingUser bound to ``session`` (Locust instantiates classes)."""
+    return type("Device", (PingUser,), {"session": session, "abstract": False})
