@@ -27,10 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from loadgen.builtin_server import ServerProcess  # noqa: E402
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.credentials import KeyStore  # noqa: E402
-from loadgen.payloads import ReplyRule  # noqa: E402
 from loadgen.protocol import dtls  # noqa: E402
 from loadgen.recorder import FanOut, Tally  # noqa: E402
-from loadgen.transport.association import DtlsAssociation, PingPlan  # noqa: E402
+from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
+from loadgen.traffic.tracker import traffic_plan  # noqa: E402
+from loadgen.transport.association import DtlsAssociation  # noqa: E402
 from loadgen.users import LocustSink  # noqa: E402
 
 
@@ -116,7 +117,7 @@ def pings(address: tuple[str, int], associations: int, seconds: float) -> tuple[
     """Completed pings per client CPU second and per wall second, with handshakes excluded."""
     ctx = dtls.client_context()
     tally = Tally()
-    plan = PingPlan(interval=0.0, timeout=2.0, reply=ReplyRule("echo"))  # back-to-back pings
+    plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=2.0, expect=Expect("echo")))  # back-to-back pings
     sink = run_sink(tally)
     assocs = [DtlsAssociation(f"ping-{i}", "bench", address, ctx, sink, identity=b"ping-%d" % i,
                               key=QUICKSTART_KEY, ping=plan, message_level=logging.WARNING)

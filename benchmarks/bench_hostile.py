@@ -66,10 +66,11 @@ from adversarial.legit import LegitClients, limit_args  # noqa: E402
 from servers import LoadgenServer, loadgen_env, start_loadgen_server  # noqa: E402
 
 from loadgen.credentials import Secret  # noqa: E402
-from loadgen.payloads import ReplyRule  # noqa: E402
 from loadgen.protocol import dtls, records  # noqa: E402
 from loadgen.recorder import Tally  # noqa: E402
-from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan  # noqa: E402
+from loadgen.scenario.model import DtlsConfig, Expect, PingConfig  # noqa: E402
+from loadgen.traffic.tracker import traffic_plan  # noqa: E402
+from loadgen.transport.association import DtlsAssociation  # noqa: E402
 
 #: Targets of the issue.
 MAX_KIB_PER_PEER = 48
@@ -464,8 +465,8 @@ class ClientPass:
                tally: Tally) -> tuple[float, int, float]:
         """Associations, one after the other per worker, until ``done()``; (CPU s, associations, wall s)."""
         made = [0]
-        plan = PingPlan(interval=0.0, timeout=0.3, reply=ReplyRule("echo"), max_missed=10**6)
-        settings = DtlsSettings(handshake_timeout=1.5)
+        plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=0.3, expect=Expect("echo"), max_missed=10**6))
+        settings = DtlsConfig(handshake_timeout=1.5)
         ctx = dtls.client_context()
 
         def worker(w: int) -> None:

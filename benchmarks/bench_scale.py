@@ -26,10 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadgen.builtin_server import ServerProcess  # noqa: E402
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
-from loadgen.payloads import ReplyRule  # noqa: E402
 from loadgen.protocol import dtls  # noqa: E402
 from loadgen.recorder import FanOut, Tally  # noqa: E402
-from loadgen.transport.association import DtlsAssociation, PingPlan  # noqa: E402
+from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
+from loadgen.traffic.tracker import traffic_plan  # noqa: E402
+from loadgen.transport.association import DtlsAssociation  # noqa: E402
 from loadgen.users import LocustSink  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def main() -> int:
     env = Environment()
     env.create_local_runner()
     sink = FanOut([LocustSink(env.events.request, "DTLS"), tally])
-    plan = PingPlan(interval=args.interval, jitter=0.1, reply=ReplyRule("echo"))
+    plan = traffic_plan(PingConfig(interval=args.interval, jitter=0.1, expect=Expect("echo")))
     server = ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex(), "--idle-timeout", "120"])
     with server as address:
         ctx = dtls.client_context()

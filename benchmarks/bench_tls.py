@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from loadgen.builtin_server import ServerProcess  # noqa: E402
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.credentials import KeyStore  # noqa: E402
-from loadgen.payloads import ReplyRule  # noqa: E402
 from loadgen.protocol import tls  # noqa: E402
 from loadgen.protocol.tls import SessionCache, TlsOptions  # noqa: E402
 from loadgen.recorder import FanOut, Tally  # noqa: E402
-from loadgen.transport.association import PingPlan  # noqa: E402
+from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
+from loadgen.traffic.tracker import traffic_plan  # noqa: E402
 from loadgen.transport.tls_association import TlsAssociation  # noqa: E402
 from loadgen.users import LocustSink  # noqa: E402
 
@@ -95,7 +95,7 @@ def pings(address: tuple[str, int], associations: int, seconds: float, version: 
     ctx = tls.client_context(options(version, False), psk_mode=True)
     tally = Tally()
     sink = run_sink(tally)
-    plan = PingPlan(interval=0.0, timeout=2.0, reply=ReplyRule("echo"))
+    plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=2.0, expect=Expect("echo")))
     assocs = [TlsAssociation(f"p{i}", "bench", address, ctx, sink, identity=b"p%d" % i, key=QUICKSTART_KEY,
                              ping=plan, message_level=logging.WARNING) for i in range(associations)]
     greenlets = [gevent.spawn(a.run) for a in assocs]

@@ -32,10 +32,10 @@ from loadgen.scenario import Scenario, load_scenario
 from loadgen.stats.live import LiveStats, Role
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import StatsSink
-from loadgen.users import DeviceUser, Session
+from loadgen.users import PingUser, Session
 
 
-class Device(DeviceUser):
+class Device(PingUser):
     """A simulated device of the scenario given with --scenario / LOADGEN_SCENARIO."""
 
     abstract = False

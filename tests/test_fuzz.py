@@ -17,10 +17,11 @@ import pytest
 from gevent import socket
 
 from loadgen.credentials import Secret
-from loadgen.payloads import ReplyRule
 from loadgen.protocol import dtls, records
 from loadgen.recorder import Tally
-from loadgen.transport.association import DtlsAssociation, PingPlan
+from loadgen.scenario.model import Expect, PingConfig
+from loadgen.traffic.tracker import traffic_plan
+from loadgen.transport.association import DtlsAssociation
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -94,7 +95,8 @@ def test_server_survives_mutated_datagrams(dtls_server, psk_hex: str) -> None:
     samples = capture(dtls_server.address, key)
     tally = Tally()
     legit = [DtlsAssociation(f"legit-{i}", "srv", dtls_server.address, dtls.client_context(), tally,
-                             identity=b"legit-%d" % i, key=key, ping=PingPlan(interval=0.2, reply=ReplyRule("echo")))
+                             identity=b"legit-%d" % i, key=key,
+                             ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, expect=Expect("echo"))))
              for i in range(10)]
     greenlets = [gevent.spawn(a.run) for a in legit]
     gevent.sleep(1)
@@ -162,7 +164,8 @@ def test_clients_survive_mutated_datagrams(dtls_server, psk_hex: str) -> None:
     tally = Tally()
     clients = [DtlsAssociation(f"c-{i}", "srv", relay.getsockname(), dtls.client_context(), tally,
                                identity=b"c-%d" % i, key=key,
-                               ping=PingPlan(interval=0.2, reply=ReplyRule("echo"), max_missed=10**6))
+                               ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, expect=Expect("echo"),
+                                                            max_missed=10**6)))
                for i in range(20)]
     greenlets = [gevent.spawn(a.run) for a in clients]
     gevent.sleep(1.5)

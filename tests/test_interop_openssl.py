@@ -14,19 +14,21 @@ from servers import free_udp_port, needs_openssl, run_openssl_client
 
 from loadgen.credentials import Secret
 from loadgen.errors import LoadgenError
-from loadgen.payloads import ReplyRule
 from loadgen.protocol import dtls
 from loadgen.recorder import Tally
-from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan
+from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
+from loadgen.traffic.tracker import TrafficPlan, traffic_plan
+from loadgen.transport.association import DtlsAssociation
 
 pytestmark = pytest.mark.interop
 
 IDENTITY = "dev1"
+SLOW_PINGS = traffic_plan(PingConfig(interval=0.5, jitter=0.0, timeout=1.0))
 
 
 def association(address, key_hex: str, tally: Tally, *, identity: str = IDENTITY, name: str = "dev1",
-                ping: PingPlan = PingPlan(interval=0.5, timeout=1.0),
-                settings: DtlsSettings = DtlsSettings()) -> DtlsAssociation:
+                ping: TrafficPlan = SLOW_PINGS,
+                settings: DtlsConfig = DtlsConfig()) -> DtlsAssociation:
     return DtlsAssociation(
         name, "target", address, dtls.client_context(), tally,
         identity=identity.encode(), key=Secret(bytes.fromhex(key_hex)), settings=settings, ping=ping,
@@ -59,7 +61,7 @@ def test_association_handshakes_and_pings_openssl_s_server(start_s_server, psk_h
     server = start_s_server(psk_hex, IDENTITY)
     tally = Tally()
     assoc = association(server.address, psk_hex, tally, name="dev1",
-                        ping=PingPlan(interval=0.5, timeout=1.0, reply=ReplyRule("any")))
+                        ping=traffic_plan(PingConfig(interval=0.5, jitter=0.0, timeout=1.0, expect=Expect("any"))))
     greenlet = gevent.spawn(assoc.run)
     try:
         assert _wait(lambda: tally.handshakes.completed == 1 or greenlet.ready(), 10), "no handshake in 10 s"
@@ -89,7 +91,7 @@ def test_association_wrong_key_against_openssl_s_server(start_s_server, psk_hex)
     server = start_s_server(psk_hex, IDENTITY)
     tally = Tally()
     assoc = association(server.address, wrong_key(psk_hex), tally,
-                        settings=DtlsSettings(handshake_timeout=8.0))
+                        settings=DtlsConfig(handshake_timeout=8.0))
     error, elapsed = run_until_error(assoc, timeout=20)
     assert error is not None and error.code == "psk-key-mismatch", repr(error)
     assert 7.0 <= elapsed < 15, elapsed  # the handshake timeout, not something else
@@ -149,7 +151,7 @@ def test_openssl_s_client_known_identity_from_csv(start_dtls_server, psk_hex):
 def test_association_pings_loadgen_server(dtls_server):
     tally = Tally()
     assoc = association(dtls_server.address, dtls_server.key_hex, tally,
-                        ping=PingPlan(interval=0.2, timeout=2.0, reply=ReplyRule("echo")))
+                        ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, timeout=2.0, expect=Expect("echo"))))
     greenlet = gevent.spawn(assoc.run)
     try:
         assert _wait(lambda: tally.pings.completed >= 3 or greenlet.ready(), 10), vars(tally.pings)

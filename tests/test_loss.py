@@ -24,7 +24,8 @@ from loadgen.credentials import Secret
 from loadgen.impair import Impairment, ImpairmentProxy
 from loadgen.protocol import dtls
 from loadgen.recorder import HANDSHAKE, Fact, Finished, Tally
-from loadgen.transport.association import DtlsAssociation, DtlsSettings
+from loadgen.scenario.model import DtlsConfig
+from loadgen.transport.association import DtlsAssociation
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +72,7 @@ def _share(results: list[tuple[float, str | None, int]], within: float) -> float
 
 @pytest.mark.timeout(RUN_LIMIT + 60)
 def test_handshakes_complete_through_twenty_percent_loss_each_way(dtls_server):
-    settings = DtlsSettings()  # the defaults: 60 s handshake timeout, 16 retransmits
+    settings = DtlsConfig()  # the defaults: 60 s handshake timeout, 16 retransmits
     key = Secret(bytes.fromhex(dtls_server.key_hex))
     context = dtls.client_context()
     timeline = Timeline()

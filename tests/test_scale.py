@@ -13,10 +13,11 @@ import gevent
 import pytest
 
 from loadgen.credentials import Secret
-from loadgen.payloads import ReplyRule
 from loadgen.protocol import dtls
 from loadgen.recorder import Tally
-from loadgen.transport.association import DtlsAssociation, PingPlan
+from loadgen.scenario.model import Expect, PingConfig
+from loadgen.traffic.tracker import traffic_plan
+from loadgen.transport.association import DtlsAssociation
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,7 @@ def test_two_thousand_associations_ping_the_reference_server(dtls_server):
     key = Secret(bytes.fromhex(dtls_server.key_hex))
     context = dtls.client_context()  # one context for all, as the runner does
     tally = Tally()
-    plan = PingPlan(interval=PING_INTERVAL, jitter=0.1, reply=ReplyRule("echo"))
+    plan = traffic_plan(PingConfig(interval=PING_INTERVAL, jitter=0.1, expect=Expect("echo")))
     associations = [
         DtlsAssociation(f"dev{i}", "reference", dtls_server.address, context, tally,
                         identity=f"dev{i}".encode(), key=key, ping=plan)

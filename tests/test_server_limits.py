@@ -35,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import servers` whe
 from servers import loadgen_env  # noqa: E402
 
 from loadgen.credentials import KeyStore, Secret  # noqa: E402
-from loadgen.payloads import ReplyRule  # noqa: E402
 from loadgen.protocol import dtls, tls  # noqa: E402
 from loadgen.protocol.tls import TlsOptions  # noqa: E402
 from loadgen.recorder import Tally  # noqa: E402
-from loadgen.transport.association import DtlsAssociation, PingPlan  # noqa: E402
+from loadgen.scenario.model import DtlsConfig, Expect, Payload, PingConfig  # noqa: E402
+from loadgen.traffic.tracker import traffic_plan  # noqa: E402
+from loadgen.transport.association import DtlsAssociation  # noqa: E402
 from loadgen.transport.dtls_server import DtlsServer  # noqa: E402
 from loadgen.transport.ssl_socket import SslSocket, State  # noqa: E402
 from loadgen.transport.tls_server import TlsServer  # noqa: E402
@@ -65,7 +66,8 @@ def legit_client_works(address: tuple[str, int], name: str = "legit", source: st
     """A real association: it must complete its handshake and answered pings within a few seconds."""
     tally = Tally()
     assoc = DtlsAssociation(name, "srv", address, dtls.client_context(), tally, identity=name.encode(), key=KEY,
-                            source_address=source, ping=PingPlan(interval=0.1, reply=ReplyRule("echo")))
+                            source_address=source,
+                            ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, expect=Expect("echo"))))
     greenlet = gevent.spawn(assoc.run)
     try:
         wait_until(lambda: tally.pings.completed >= 3 or greenlet.ready(), 8)
@@ -187,7 +189,8 @@ def test_a_peer_whose_engine_raises_on_a_datagram_is_dropped_and_others_are_serv
     with caplog.at_level(logging.WARNING, logger="loadgen.server"):
         # Its second flight (ClientKeyExchange...) reaches the engine that raises.
         hostile = DtlsAssociation("hostile", "srv", server.address, dtls.client_context(), Tally(),
-                                  identity=b"hostile", key=KEY, source_address="127.0.0.77", ping=PingPlan(interval=5))
+                                  identity=b"hostile", key=KEY, source_address="127.0.0.77",
+                                  ping=traffic_plan(PingConfig(interval=5, jitter=0.0)))
         greenlet = gevent.spawn(hostile.run)
         assert wait_until(lambda: server.stats.failures["internal-error"] >= 1, 5), server.stats
         greenlet.kill()
@@ -227,7 +230,7 @@ def test_stop_survives_an_engine_that_raises_on_close(start_dtls, monkeypatch: p
     HalfOpen(server.address, 1, ("127.0.0.77",)).open()
     tally = Tally()
     assoc = DtlsAssociation("legit", "srv", server.address, dtls.client_context(), tally, identity=b"legit", key=KEY,
-                            ping=PingPlan(interval=5))
+                            ping=traffic_plan(PingConfig(interval=5, jitter=0.0)))
     greenlet = gevent.spawn(assoc.run)
     assert wait_until(lambda: tally.handshakes.completed == 1, 5)
     assert server.peer_count == 2
@@ -265,7 +268,8 @@ def test_max_peers_counts_established_peers(start_dtls) -> None:
     server = start_dtls(max_peers=2)
     tallies = [Tally() for _ in range(3)]
     assocs = [DtlsAssociation(f"d{i}", "srv", server.address, dtls.client_context(), tallies[i], identity=b"d%d" % i,
-                              key=KEY, ping=PingPlan(interval=5), settings=_short_handshake()) for i in range(3)]
+                              key=KEY, ping=traffic_plan(PingConfig(interval=5, jitter=0.0)),
+                              settings=_short_handshake()) for i in range(3)]
     greenlets = [gevent.spawn(a.run) for a in assocs[:2]]
     assert wait_until(lambda: server.stats.handshakes == 2, 5)
     error = assocs[2].run()
@@ -277,9 +281,7 @@ def test_max_peers_counts_established_peers(start_dtls) -> None:
 
 
 def _short_handshake():  # type: ignore[no-untyped-def]
-    from loadgen.transport.association import DtlsSettings
-
-    return DtlsSettings(handshake_timeout=1.5)
+    return DtlsConfig(handshake_timeout=1.5)
 
 
 def test_half_open_peers_expire_after_the_handshake_timeout(start_dtls) -> None:
@@ -629,15 +631,13 @@ def test_a_ping_whose_echo_cannot_fit_the_servers_mtu_is_not_counted_as_answered
     """A client with a larger MTU than the server's: its big ping cannot be echoed in one of the
     server's datagrams. Counted as ``reply-too-large``, never as a ping answered (before: both
     a ping answered and a ``local-error`` failure, for every such ping)."""
-    from loadgen.payloads import binary_payload
-    from loadgen.transport.association import DtlsSettings
-
     server = start_dtls(mtu=300)
     tally = Tally()
     assoc = DtlsAssociation("big", "srv", server.address, dtls.client_context(), tally, identity=b"big", key=KEY,
-                            settings=DtlsSettings(mtu=1200),
-                            ping=PingPlan(interval=0.1, timeout=0.3, payload=binary_payload(b"x" * 600),
-                                          reply=ReplyRule("echo"), max_missed=10**6))
+                            settings=DtlsConfig(mtu=1200),
+                            ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, timeout=0.3,
+                                                         payload=Payload(text=None, data=b"x" * 600),
+                                                         expect=Expect("echo"), max_missed=10**6)))
     greenlet = gevent.spawn(assoc.run)
     try:
         assert wait_until(lambda: server.stats.failures["reply-too-large"] >= 3, 5), dict(server.stats.failures)

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 import gevent
 
 from loadgen.credentials import Secret
-from loadgen.payloads import ReplyRule
 from loadgen.protocol import dtls
 from loadgen.recorder import Sink, Tally
-from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan
+from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
+from loadgen.traffic.tracker import traffic_plan
+from loadgen.transport.association import DtlsAssociation
 
 if TYPE_CHECKING:
     from .hostile_server import HostileServer
@@ -78,8 +79,9 @@ class LegitClients:
         self._made += 1
         assoc = DtlsAssociation(f"legit-{self._made}", "server", self.address, self.context, tally,
                                 identity=b"legit-%d" % self._made, key=self.key,
-                                settings=DtlsSettings(handshake_timeout=10.0),
-                                ping=PingPlan(interval=0.2, timeout=1.0, reply=ReplyRule("echo"), max_missed=10**6),
+                                settings=DtlsConfig(handshake_timeout=10.0),
+                                ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, timeout=1.0,
+                                                             expect=Expect("echo"), max_missed=10**6)),
                                 message_level=logging.ERROR)
         greenlet = gevent.spawn(assoc.run)
         self._greenlets.append(greenlet)
@@ -115,8 +117,9 @@ def attacked(server: HostileServer, key: Secret, tally: Sink, *, name: str = "vi
              handshake_timeout: float = 10.0) -> DtlsAssociation:
     """An association the way a run makes one, aimed at the hostile server."""
     return DtlsAssociation(name, "hostile", server.address, dtls.client_context(), tally, identity=name.encode(),
-                           key=key, settings=DtlsSettings(handshake_timeout=handshake_timeout),
-                           ping=PingPlan(interval=0.2, timeout=1.0, reply=ReplyRule("echo"), max_missed=10**6))
+                           key=key, settings=DtlsConfig(handshake_timeout=handshake_timeout),
+                           ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, timeout=1.0, expect=Expect("echo"),
+                                                        max_missed=10**6)))
 
 
 class LoopLag:
