@@ -27,7 +27,8 @@ from .exporters.statsd import StatsdExporter
 from .scenario import Scenario
 from .scenario.model import PrometheusConfig, StatsdConfig
 from .stats.cells import PERCENTILES
-from .stats.run import KINDS, RunStats
+from .stats.facts import KINDS
+from .stats.run import RunStats
 
 
 def parse_host_port(text: str, where: str, default_host: str = "127.0.0.1") -> tuple[str, int]:

@@ -39,7 +39,7 @@ from .scenario import Scenario, Target
 from .shape import StagesShape
 from .stats.live import LiveStats
 from .stats.run import RunStats
-from .thresholds import Verdict, evaluate
+from .stats.thresholds import Verdict, evaluate
 from .users import Endpoint, Session, user_class
 
 log = logging.getLogger("loadgen")
@@ -80,7 +80,7 @@ class RunOutcome:
 
     scenario: Scenario
     environment: Environment
-    tally: RunStats  # exact totals per kind and target, and the per-second series
+    stats: RunStats  # exact totals per kind and target, and the per-second series
     elapsed: float
     verdicts: list[Verdict] = field(default_factory=list)
     results_dir: Path | None = None
@@ -97,7 +97,7 @@ class RunOutcome:
     @property
     def failed_attempts(self) -> int:
         """Handshakes and pings that failed (attempts still in flight at the stop are neither)."""
-        return sum(t.failed for t in self.tally.kinds.values())
+        return sum(t.failed for t in self.stats.kinds.values())
 
     @property
     def passed(self) -> bool:
@@ -182,7 +182,7 @@ def run(scenario: Scenario, options: RunOptions = RunOptions(), out: TextIO = sy
             env.events.spawning_complete.add_listener(freeze_heap)
             freeze_while_spawning(env)
         stats = RunStats()
-        LiveStats(env, stats, None if options.distributed else session.tally,
+        LiveStats(env, stats, None if options.distributed else session.stats_sink,
                   "master" if options.distributed else "local").install()
         children.enter_context(_exporters(scenario, stats, runner, out))
         where = ", ".join(f"{e.target.name}={e.address[0]}:{e.address[1]}" for e in eps)
@@ -357,7 +357,7 @@ def _progress(stats: RunStats, runner: Runner, started: float, out: TextIO, ever
 def _run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutcome:
     if options.run_dir is not None:
         # Started by a local master (--processes): Ctrl-C reaches the whole process group,
-        # and the master stops its workers in order (final tallies first); dying of
+        # and the master stops its workers in order (final counts first); dying of
         # KeyboardInterrupt here would lose this worker's counts.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     tune_locust()
@@ -365,7 +365,7 @@ def _run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutc
         env, session = make_environment(scenario, eps, options)
         runner = env.create_worker_runner(options.master_host, options.master_port)
         totals = RunStats()
-        LiveStats(env, totals, session.tally, "worker").install()  # ships each second to the master
+        LiveStats(env, totals, session.stats_sink, "worker").install()  # ships each second to the master
 
         def flush(**_: Any) -> None:
             # LiveStats sent this run's last second to the master already. Locust reports request
@@ -449,7 +449,7 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
     100 ms, 2 significant digits above), so its median read 0.0 ms against an exact 0.43 ms and
     a distributed p99 came out above the max. Its counts are exact and are the cross-check."""
     print("\nloadgen's exact figures (every attempt, HDR histograms):", file=out)
-    for kind, t in outcome.tally.kinds.items():
+    for kind, t in outcome.stats.kinds.items():
         codes = ", ".join(f"{code} {n}" for code, n in t.failures.most_common()) or "none"
         print(f"{kind + 's':<11} attempted {t.attempted}, completed {t.completed}, failed {t.failed}, "
               f"in flight at stop {t.in_flight}; p50 {_ms(t.percentile(50))} ms, p99 {_ms(t.percentile(99))} ms;"
@@ -490,7 +490,7 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
     """The JSON summary: totals, percentiles (ms), error codes per kind, thresholds; ``interrupted``
     and ``outcome`` (passed / failed / interrupted) as the verdict's first word says."""
     kinds = {}
-    for kind, t in outcome.tally.kinds.items():
+    for kind, t in outcome.stats.kinds.items():
         kinds[kind] = {
             "attempted": t.attempted, "completed": t.completed, "failed": t.failed,
             "in_flight": t.in_flight, "errors": dict(t.failures), "retransmits": t.retransmits,
@@ -512,9 +512,9 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
                        for v in outcome.verdicts],
         "server": outcome.server_summary,
         # Issue 5: exact figures per target, the run's start, the steps / knee / verdict.
-        "targets": targets_summary(outcome.tally, outcome.elapsed),
-        "active_associations": outcome.tally.active(),
-        "started_utc": _started_utc(outcome.tally),
+        "targets": targets_summary(outcome.stats, outcome.elapsed),
+        "active_associations": outcome.stats.active(),
+        "started_utc": _started_utc(outcome.stats),
         "analysis": outcome.analysis.to_json() if outcome.analysis is not None else None,
         "health": outcome.health.to_json() if outcome.health is not None else None,
     }
@@ -542,5 +542,5 @@ def write_results(outcome: RunOutcome, run_dir: Path) -> Path:
     """The scenario with its secrets removed, and what ``outputs`` asks for (see :mod:`loadgen.outputs`)."""
     scenario_json = json.loads(json.dumps(outcome.scenario.redacted(), default=str))
     (run_dir / "scenario.json").write_text(json.dumps(scenario_json, indent=2) + "\n")
-    write_files(run_dir, outcome.scenario, outcome.tally, summary_data(outcome), scenario_json)
+    write_files(run_dir, outcome.scenario, outcome.stats, summary_data(outcome), scenario_json)
     return run_dir

@@ -25,9 +25,9 @@ from servers import loadgen_env
 from loadgen.cli import DEMO_KEY_NOTICE, build_parser, parsers, with_load_options
 from loadgen.cli_stats import duration
 from loadgen.errors import ConfigError
-from loadgen.recorder import HANDSHAKE, PING
 from loadgen.scenario import parse_scenario
 from loadgen.stats.cells import Cell, latency_us, new_histogram
+from loadgen.stats.facts import HANDSHAKE, PING
 from loadgen.stats.progress import Progress
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import SecondDelta

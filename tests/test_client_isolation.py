@@ -24,7 +24,8 @@ from loadgen.errors import InternalError
 from loadgen.payloads import ReplyRule
 from loadgen.protocol import dtls, tls
 from loadgen.protocol.tls import TlsOptions
-from loadgen.recorder import LogSink, Message, Tally
+from loadgen.stats.facts import LogSink, Message
+from loadgen.stats.sink import StatsSink
 from loadgen.transport import ssl_socket
 from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan
 from loadgen.transport.ssl_socket import SslSocket
@@ -39,8 +40,8 @@ PEER_BYTES = "peer-chosen \\x17\\xfe\\xfd"
 PING = PingPlan(interval=0.1, reply=ReplyRule("echo"), max_missed=10**6)
 
 
-class Recorder(Tally):
-    """A Tally that also keeps the messages."""
+class Recorder(StatsSink):
+    """A StatsSink that also keeps the messages."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -33,8 +33,8 @@ from servers import start_loadgen_server
 from loadgen.credentials import Secret
 from loadgen.payloads import ReplyRule
 from loadgen.protocol import dtls
-from loadgen.recorder import HANDSHAKE, PING, Finished
 from loadgen.scenario import parse_scenario
+from loadgen.stats.facts import HANDSHAKE, PING, Finished
 from loadgen.transport.association import DtlsAssociation, PingPlan
 from loadgen.users import keep_alive
 

@@ -16,12 +16,12 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from loadgen.errors import HandshakeTimeout, PingTimeout
-from loadgen.recorder import HANDSHAKE, PING, Ended, Finished, Message, Started
 from loadgen.scenario import Thresholds
 from loadgen.stats.cells import HDR_RANGE, PERCENTILES, Cell, latency_us
+from loadgen.stats.facts import HANDSHAKE, PING, Ended, Finished, Message, Started
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import SecondDelta, StatsSink
-from loadgen.thresholds import evaluate
+from loadgen.stats.thresholds import evaluate
 
 WORKERS = 4
 SECONDS = 5
@@ -175,7 +175,7 @@ def test_span_merges_a_window_of_seconds_exactly(merged) -> None:
     assert cells[PING].percentile(95) == hdr_of(samples).get_value_at_percentile(95) / 1e6
 
 
-def test_thresholds_judge_run_stats_like_a_tally(merged) -> None:
+def test_thresholds_judge_merged_run_stats(merged) -> None:
     master, _, _ = merged
     verdicts = evaluate(Thresholds(ping_p99=10.0, error_ratio=0.0), master, elapsed=SECONDS)
     assert [v.name for v in verdicts] == ["ping_p99", "error_ratio"]

@@ -8,15 +8,16 @@ import pytest
 from loadgen.credentials import KeyStore, Secret
 from loadgen.payloads import ReplyRule, binary_payload
 from loadgen.protocol import dtls
-from loadgen.recorder import Message, Tally
+from loadgen.stats.facts import Message
+from loadgen.stats.sink import StatsSink
 from loadgen.transport.association import DtlsAssociation, PingPlan
 from loadgen.transport.dtls_server import DtlsServer
 
 KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 
 
-class Recorder(Tally):
-    """A Tally that also keeps the messages (Qt's info/warning/error)."""
+class Recorder(StatsSink):
+    """A StatsSink that also keeps the messages (Qt's info/warning/error)."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -3,7 +3,7 @@
 It connects a UDP socket to the server first (so the server sees one peer address
 per client and ICMP errors reach us), handshakes with retransmission and an overall
 timeout, then pings on an interval, decrypting and checking each response. Everything
-it learns goes to a :class:`~loadgen.recorder.Sink` as facts.
+it learns goes to a :class:`~loadgen.stats.facts.Sink` as facts.
 
 Like Qt's class it is event driven: a read watcher and one timer on gevent's loop
 call back into it, so thousands of associations cost no greenlet switches, no
@@ -40,7 +40,7 @@ from ..payloads import PayloadMaker, ReplyRule, text_payload
 from ..protocol import dtls
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
 from ..protocol.events import PeerClosed as PeerClosedEvent
-from ..recorder import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
+from ..stats.facts import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
 from .fds import check_room
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR

@@ -4,7 +4,7 @@ It connects a TCP socket, handshakes (certificates or PSK, as the context says;
 resuming the device's last session when resumption is on), then pings on the interval
 over the stream: each ping is one newline-terminated line, and the server answers with
 one line (the reference server echoes it). Replies are judged with the ping plan's
-:class:`~loadgen.payloads.ReplyRule`. Everything goes to a :class:`~loadgen.recorder.Sink`
+:class:`~loadgen.payloads.ReplyRule`. Everything goes to a :class:`~loadgen.stats.facts.Sink`
 as facts: Started/Finished for each handshake and ping, Qt-style messages, and Ended
 once an established association is over.
 
@@ -34,7 +34,7 @@ from ..errors import (
     SocketsExhausted,
 )
 from ..protocol.tls import SessionCache, TlsContext
-from ..recorder import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
+from ..stats.facts import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
 from .association import PingPlan
 from .ssl_socket import SslSocket, State
 
