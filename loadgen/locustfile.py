@@ -68,10 +68,10 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
     eps, server = stack.enter_context(endpoints(scenario, RunOptions()))
     Device.session = Session(scenario, environment, eps)
     if isinstance(runner, WorkerRunner):
-        _live_stats(environment, Device.session.tally, "worker", web_ui)
+        _live_stats(environment, Device.session.stats_sink, "worker", web_ui)
         environment.events.quitting.add_listener(lambda **_: stack.close())
         return
-    stats = _live_stats(environment, Device.session.tally, "local", web_ui)
+    stats = _live_stats(environment, Device.session.stats_sink, "local", web_ui)
     _results_when_quitting(environment, scenario, stats, stack, server)
 
 

@@ -25,8 +25,8 @@ from .errors import LoadgenError, LocalProtocolError
 from .limits import ShortageLog
 from .protocol import dtls, tls
 from .protocol.tls import SessionCache, TlsOptions
-from .recorder import FanOut, Finished, LogSink, Sink
 from .scenario import Scenario, Target
+from .stats.facts import FanOut, Finished, LogSink, Sink
 from .stats.sink import StatsSink
 from .traffic.tracker import traffic_plan
 from .transport.association import DtlsAssociation
@@ -101,10 +101,10 @@ class Session:
         self.scenario = scenario
         self.endpoints = endpoints
         # Exact per-target counts and histograms, rolled into a time series every second.
-        self.tally = StatsSink()
+        self.stats_sink = StatsSink()
         shortage = ShortageLog()  # clients without a socket: one line every 10 s with counts
         self.sinks = {
-            protocol: FanOut([LocustSink(environment.events.request, protocol.upper()), self.tally,
+            protocol: FanOut([LocustSink(environment.events.request, protocol.upper()), self.stats_sink,
                               LogSink(), shortage, *extra_sinks])
             for protocol in ("dtls", "tls")
         }

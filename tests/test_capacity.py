@@ -176,8 +176,8 @@ def test_a_stepped_run_is_judged_by_its_knee_as_its_verdict_word_is(limited_by: 
     the capacity fails even with no failure. Before, ``loadgen run`` printed 'PASS: Knee at ...' and exited 1."""
     from loadgen.capacity import Analysis, Knee
     from loadgen.errors import HandshakeTimeout
-    from loadgen.recorder import HANDSHAKE, Finished, Started
     from loadgen.results.summary import RunOutcome
+    from loadgen.stats.facts import HANDSHAKE, Finished, Started
     from loadgen.stats.run import RunStats
     from loadgen.stats.sink import StatsSink
 

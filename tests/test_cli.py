@@ -28,9 +28,9 @@ from loadgen.cli.keys import DEMO_KEY_NOTICE
 from loadgen.cli.parser import build_parser
 from loadgen.cli.run import with_load_options
 from loadgen.errors import ConfigError
-from loadgen.recorder import HANDSHAKE, PING
 from loadgen.scenario import parse_scenario
 from loadgen.stats.cells import Cell, latency_us, new_histogram
+from loadgen.stats.facts import HANDSHAKE, PING
 from loadgen.stats.progress import Progress
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import SecondDelta

@@ -23,8 +23,9 @@ from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import InternalError
 from loadgen.protocol import dtls, tls
 from loadgen.protocol.tls import TlsOptions
-from loadgen.recorder import LogSink, Message, Tally
 from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
+from loadgen.stats.facts import LogSink, Message
+from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import traffic_plan
 from loadgen.transport import ssl_socket
 from loadgen.transport.association import DtlsAssociation
@@ -40,8 +41,8 @@ PEER_BYTES = "peer-chosen \\x17\\xfe\\xfd"
 PING = traffic_plan(PingConfig(interval=0.1, jitter=0.0, expect=Expect("echo"), max_missed=10**6))
 
 
-class Recorder(Tally):
-    """A Tally that also keeps the messages."""
+class Recorder(StatsSink):
+    """A StatsSink that also keeps the messages."""
 
     def __init__(self) -> None:
         super().__init__()

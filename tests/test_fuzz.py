@@ -18,8 +18,8 @@ from gevent import socket
 
 from loadgen.credentials import Secret
 from loadgen.protocol import dtls, records
-from loadgen.recorder import Tally
 from loadgen.scenario.model import Expect, PingConfig
+from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import traffic_plan
 from loadgen.transport.association import DtlsAssociation
 
@@ -93,8 +93,8 @@ def test_server_survives_mutated_datagrams(dtls_server, psk_hex: str) -> None:
     key = Secret(bytes.fromhex(psk_hex))
     rng = random.Random(7)
     samples = capture(dtls_server.address, key)
-    tally = Tally()
-    legit = [DtlsAssociation(f"legit-{i}", "srv", dtls_server.address, dtls.client_context(), tally,
+    totals = StatsSink()
+    legit = [DtlsAssociation(f"legit-{i}", "srv", dtls_server.address, dtls.client_context(), totals,
                              identity=b"legit-%d" % i, key=key,
                              ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, expect=Expect("echo"))))
              for i in range(10)]
@@ -123,15 +123,15 @@ def test_server_survives_mutated_datagrams(dtls_server, psk_hex: str) -> None:
                 s.setblocking(True)
     gevent.sleep(2)
     rss_after = rss_kib(dtls_server.process.pid)
-    pings_before = tally.pings.completed
+    pings_before = totals.pings.completed
     gevent.sleep(1.5)
-    assert tally.pings.completed > pings_before, "the server stopped answering legitimate clients"
+    assert totals.pings.completed > pings_before, "the server stopped answering legitimate clients"
     gevent.killall(greenlets)
     for s in senders:
         s.close()
     assert dtls_server.process.poll() is None, "server died"
-    assert tally.handshakes.completed == 10
-    assert tally.pings.failed <= tally.pings.completed * 0.01, dict(tally.pings.failures)
+    assert totals.handshakes.completed == 10
+    assert totals.pings.failed <= totals.pings.completed * 0.01, dict(totals.pings.failures)
     assert rss_after - rss_before < 64 * 1024, f"server grew by {rss_after - rss_before} KiB"
     summary = dtls_server.stop_and_summarize()
     assert summary.handshakes >= 11
@@ -161,15 +161,15 @@ def test_clients_survive_mutated_datagrams(dtls_server, psk_hex: str) -> None:
             up.send(data)
 
     relay_loop = gevent.spawn(pump_up)
-    tally = Tally()
-    clients = [DtlsAssociation(f"c-{i}", "srv", relay.getsockname(), dtls.client_context(), tally,
+    totals = StatsSink()
+    clients = [DtlsAssociation(f"c-{i}", "srv", relay.getsockname(), dtls.client_context(), totals,
                                identity=b"c-%d" % i, key=key,
                                ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, expect=Expect("echo"),
                                                             max_missed=10**6)))
                for i in range(20)]
     greenlets = [gevent.spawn(a.run) for a in clients]
     gevent.sleep(1.5)
-    assert tally.handshakes.completed == 20
+    assert totals.handshakes.completed == 20
     rss_before = rss_kib()
     for n in range(DATAGRAMS):
         client = list(upstream)[n % len(upstream)]
@@ -180,11 +180,11 @@ def test_clients_survive_mutated_datagrams(dtls_server, psk_hex: str) -> None:
     rss_after = rss_kib()
     # The flood overflows the clients' socket buffers, so some real replies are lost
     # while it lasts: those pings time out, and nothing else may go wrong.
-    assert set(tally.pings.failures) <= {"ping-timeout"}, dict(tally.pings.failures)
-    completed, failed = tally.pings.completed, tally.pings.failed
+    assert set(totals.pings.failures) <= {"ping-timeout"}, dict(totals.pings.failures)
+    completed, failed = totals.pings.completed, totals.pings.failed
     gevent.sleep(1.5)
-    assert tally.pings.completed >= completed + 20 * 5, "clients did not go back to pinging"
-    assert tally.pings.failed == failed, "pings still failing after the flood"
+    assert totals.pings.completed >= completed + 20 * 5, "clients did not go back to pinging"
+    assert totals.pings.failed == failed, "pings still failing after the flood"
     ended = [g for g in greenlets if g.ready()]
     assert not ended, f"associations ended: {[g.value for g in ended]}"
     gevent.killall(greenlets)

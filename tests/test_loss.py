@@ -23,8 +23,9 @@ from gevent.pool import Pool
 from loadgen.credentials import Secret
 from loadgen.impair import Impairment, ImpairmentProxy
 from loadgen.protocol import dtls
-from loadgen.recorder import HANDSHAKE, Fact, Finished, Tally
 from loadgen.scenario.model import DtlsConfig
+from loadgen.stats.facts import HANDSHAKE, Fact, Finished
+from loadgen.stats.sink import StatsSink
 from loadgen.transport.association import DtlsAssociation
 
 pytestmark = pytest.mark.slow
@@ -42,8 +43,8 @@ REQUIRED = 0.99
 RUN_LIMIT = 150.0
 
 
-class Timeline(Tally):
-    """A Tally that also keeps each handshake's outcome: (elapsed, error code or None, retransmits)."""
+class Timeline(StatsSink):
+    """A StatsSink that also keeps each handshake's outcome: (elapsed, error code or None, retransmits)."""
 
     def __init__(self) -> None:
         super().__init__()

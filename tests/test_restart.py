@@ -32,9 +32,9 @@ from servers import start_loadgen_server
 
 from loadgen.credentials import Secret
 from loadgen.protocol import dtls
-from loadgen.recorder import HANDSHAKE, PING, Finished
 from loadgen.scenario import parse_scenario
 from loadgen.scenario.model import Expect, PingConfig
+from loadgen.stats.facts import HANDSHAKE, PING, Finished
 from loadgen.traffic.tracker import traffic_plan
 from loadgen.transport.association import DtlsAssociation
 from loadgen.users import keep_alive

@@ -204,13 +204,13 @@ def locust_row(summary: dict[str, Any], name: str) -> dict[str, int]:
 
 
 def assert_consistent(summary: dict[str, Any], target: str = "builtin") -> None:
-    """loadgen's tally adds up, and Locust counted exactly the attempts that ended."""
+    """loadgen's totals add up, and Locust counted exactly the attempts that ended."""
     for kind in ("handshake", "ping"):
-        tally = summary[kind]
-        assert tally["completed"] + tally["failed"] + tally["in_flight"] == tally["attempted"], (kind, tally)
+        totals = summary[kind]
+        assert totals["completed"] + totals["failed"] + totals["in_flight"] == totals["attempted"], (kind, totals)
         row = locust_row(summary, f"{target} {kind}")
-        assert row["requests"] == tally["completed"] + tally["failed"], (kind, row, tally)
-        assert row["failures"] == tally["failed"], (kind, row, tally)
+        assert row["requests"] == totals["completed"] + totals["failed"], (kind, row, totals)
+        assert row["failures"] == totals["failed"], (kind, row, totals)
 
 
 def server_handshakes(summary: dict[str, Any]) -> int:
@@ -235,7 +235,7 @@ SMALL = """\
 # -- headless ------------------------------------------------------------------
 
 
-def test_headless_run_locust_stats_match_loadgen_tally(tmp_path: Path, spawn: Callable[..., Child]) -> None:
+def test_headless_run_locust_stats_match_loadgen_totals(tmp_path: Path, spawn: Callable[..., Child]) -> None:
     scenario = write_scenario(tmp_path, "headless", SMALL)
     run = finished_run(spawn, "run", scenario, timeout=40)
     assert run.proc.returncode == 0, run.describe()
@@ -334,7 +334,7 @@ def test_processes_give_every_device_its_own_identity(tmp_path: Path, spawn: Cal
 
 
 def test_ctrl_c_on_processes_run_keeps_every_workers_counts(tmp_path: Path, spawn: Callable[..., Child]) -> None:
-    """Ctrl-C reaches the whole process group; workers must still hand in their tallies."""
+    """Ctrl-C reaches the whole process group; workers must still hand in their counts."""
     scenario = write_scenario(tmp_path, "interrupted", """\
         clients: {count: 20, spawn_rate: 20}
         run_time: 2m

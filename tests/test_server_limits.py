@@ -37,8 +37,8 @@ from servers import loadgen_env  # noqa: E402
 from loadgen.credentials import KeyStore, Secret  # noqa: E402
 from loadgen.protocol import dtls, tls  # noqa: E402
 from loadgen.protocol.tls import TlsOptions  # noqa: E402
-from loadgen.recorder import Tally  # noqa: E402
 from loadgen.scenario.model import DtlsConfig, Expect, Payload, PingConfig  # noqa: E402
+from loadgen.stats.sink import StatsSink  # noqa: E402
 from loadgen.traffic.tracker import traffic_plan  # noqa: E402
 from loadgen.transport.association import DtlsAssociation  # noqa: E402
 from loadgen.transport.dtls_server import DtlsServer  # noqa: E402
@@ -62,20 +62,20 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def legit_client_works(address: tuple[str, int], name: str = "legit", source: str = "127.0.0.1") -> Tally:
+def legit_client_works(address: tuple[str, int], name: str = "legit", source: str = "127.0.0.1") -> StatsSink:
     """A real association: it must complete its handshake and answered pings within a few seconds."""
-    tally = Tally()
-    assoc = DtlsAssociation(name, "srv", address, dtls.client_context(), tally, identity=name.encode(), key=KEY,
+    totals = StatsSink()
+    assoc = DtlsAssociation(name, "srv", address, dtls.client_context(), totals, identity=name.encode(), key=KEY,
                             source_address=source,
                             ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, expect=Expect("echo"))))
     greenlet = gevent.spawn(assoc.run)
     try:
-        wait_until(lambda: tally.pings.completed >= 3 or greenlet.ready(), 8)
+        wait_until(lambda: totals.pings.completed >= 3 or greenlet.ready(), 8)
     finally:
         greenlet.kill()
-    assert tally.handshakes.completed == 1, dict(tally.handshakes.failures)
-    assert tally.pings.completed >= 3, dict(tally.pings.failures)
-    return tally
+    assert totals.handshakes.completed == 1, dict(totals.handshakes.failures)
+    assert totals.pings.completed >= 3, dict(totals.pings.failures)
+    return totals
 
 
 class HalfOpen:
@@ -188,7 +188,7 @@ def test_a_peer_whose_engine_raises_on_a_datagram_is_dropped_and_others_are_serv
     made = _hostile_engines(monkeypatch, "127.0.0.77", receive_datagram=MemoryError(MARKER))
     with caplog.at_level(logging.WARNING, logger="loadgen.server"):
         # Its second flight (ClientKeyExchange...) reaches the engine that raises.
-        hostile = DtlsAssociation("hostile", "srv", server.address, dtls.client_context(), Tally(),
+        hostile = DtlsAssociation("hostile", "srv", server.address, dtls.client_context(), StatsSink(),
                                   identity=b"hostile", key=KEY, source_address="127.0.0.77",
                                   ping=traffic_plan(PingConfig(interval=5, jitter=0.0)))
         greenlet = gevent.spawn(hostile.run)
@@ -228,11 +228,11 @@ def test_stop_survives_an_engine_that_raises_on_close(start_dtls, monkeypatch: p
     server = start_dtls()
     _hostile_engines(monkeypatch, "127.0.0.77", close=RuntimeError(MARKER))
     HalfOpen(server.address, 1, ("127.0.0.77",)).open()
-    tally = Tally()
-    assoc = DtlsAssociation("legit", "srv", server.address, dtls.client_context(), tally, identity=b"legit", key=KEY,
+    totals = StatsSink()
+    assoc = DtlsAssociation("legit", "srv", server.address, dtls.client_context(), totals, identity=b"legit", key=KEY,
                             ping=traffic_plan(PingConfig(interval=5, jitter=0.0)))
     greenlet = gevent.spawn(assoc.run)
-    assert wait_until(lambda: tally.handshakes.completed == 1, 5)
+    assert wait_until(lambda: totals.handshakes.completed == 1, 5)
     assert server.peer_count == 2
     server.stop()  # must not raise, and the other peers still get their close_notify
     error = greenlet.get(timeout=3)
@@ -257,8 +257,8 @@ def test_max_half_open_drops_newcomers_but_still_answers_cookieless_hellos(start
         sock.sendto(engine.datagrams_to_send()[0], server.address)
         hvr = sock.recv(65536)
     assert hvr[0] == 22 and hvr[13] == 3  # handshake record, HelloVerifyRequest
-    tally = Tally()
-    error = DtlsAssociation("legit", "srv", server.address, dtls.client_context(), tally, identity=b"legit", key=KEY,
+    totals = StatsSink()
+    error = DtlsAssociation("legit", "srv", server.address, dtls.client_context(), totals, identity=b"legit", key=KEY,
                             settings=_short_handshake()).run()
     assert error is not None and error.code == "handshake-timeout"
     assert server.stats.failures["server-full"] > 2 and server.peer_count == 3
@@ -266,7 +266,7 @@ def test_max_half_open_drops_newcomers_but_still_answers_cookieless_hellos(start
 
 def test_max_peers_counts_established_peers(start_dtls) -> None:
     server = start_dtls(max_peers=2)
-    tallies = [Tally() for _ in range(3)]
+    tallies = [StatsSink() for _ in range(3)]
     assocs = [DtlsAssociation(f"d{i}", "srv", server.address, dtls.client_context(), tallies[i], identity=b"d%d" % i,
                               key=KEY, ping=traffic_plan(PingConfig(interval=5, jitter=0.0)),
                               settings=_short_handshake()) for i in range(3)]
@@ -378,7 +378,7 @@ def test_serve_dtls_survives_a_raising_peer_and_still_stops_on_sigint(server_pro
     from servers import _SUMMARY
 
     server = server_procs("serve", "dtls", "--port", "0", "--psk-hex", KEY_HEX, prelude=RAISING_ENGINES)
-    error = DtlsAssociation("hostile", "srv", server.address, dtls.client_context(), Tally(), identity=b"hostile",
+    error = DtlsAssociation("hostile", "srv", server.address, dtls.client_context(), StatsSink(), identity=b"hostile",
                             key=KEY, source_address="127.0.0.77", settings=_short_handshake()).run()
     assert error is not None and error.code == "handshake-timeout"  # dropped at its second flight
     legit_client_works(server.address)
@@ -632,8 +632,8 @@ def test_a_ping_whose_echo_cannot_fit_the_servers_mtu_is_not_counted_as_answered
     server's datagrams. Counted as ``reply-too-large``, never as a ping answered (before: both
     a ping answered and a ``local-error`` failure, for every such ping)."""
     server = start_dtls(mtu=300)
-    tally = Tally()
-    assoc = DtlsAssociation("big", "srv", server.address, dtls.client_context(), tally, identity=b"big", key=KEY,
+    totals = StatsSink()
+    assoc = DtlsAssociation("big", "srv", server.address, dtls.client_context(), totals, identity=b"big", key=KEY,
                             settings=DtlsConfig(mtu=1200),
                             ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, timeout=0.3,
                                                          payload=Payload(text=None, data=b"x" * 600),
@@ -643,7 +643,7 @@ def test_a_ping_whose_echo_cannot_fit_the_servers_mtu_is_not_counted_as_answered
         assert wait_until(lambda: server.stats.failures["reply-too-large"] >= 3, 5), dict(server.stats.failures)
     finally:
         greenlet.kill()
-    assert server.stats.pings == 0 and tally.pings.completed == 0
+    assert server.stats.pings == 0 and totals.pings.completed == 0
     assert set(server.stats.failures) == {"reply-too-large"}, dict(server.stats.failures)
     legit_client_works(server.address)
     assert server.stats.pings >= 3

@@ -13,8 +13,9 @@ from tls_servers import LoadgenTlsServer, Pki, free_tcp_port, make_pki, start_lo
 from loadgen.credentials import Secret
 from loadgen.protocol import tls
 from loadgen.protocol.tls import SessionCache, TlsOptions
-from loadgen.recorder import Ended, Message, Tally
 from loadgen.scenario.model import Expect, Payload, PingConfig, TlsConfig
+from loadgen.stats.facts import Ended, Message
+from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import traffic_plan
 from loadgen.transport.tls_association import TlsAssociation
 
@@ -24,8 +25,8 @@ KEY_HEX = "000102030405060708090a0b0c0d0e0f"
 KEY = Secret(bytes.fromhex(KEY_HEX))
 
 
-class Recorder(Tally):
-    """A Tally that also keeps the messages and counts Ended facts."""
+class Recorder(StatsSink):
+    """A StatsSink that also keeps the messages and counts Ended facts."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from loadgen.errors import LocalProtocolError, PeerClosed, PingTimeout
-from loadgen.recorder import PING, Finished, Started
 from loadgen.scenario.model import Expect, Payload, PingConfig
+from loadgen.stats.facts import PING, Finished, Started
 from loadgen.traffic.tracker import RequestTracker, traffic_plan
 
 

@@ -7,8 +7,9 @@ import pytest
 
 from loadgen.credentials import KeyStore, Secret
 from loadgen.protocol import dtls
-from loadgen.recorder import Message, Tally
 from loadgen.scenario.model import Expect, Payload, PingConfig
+from loadgen.stats.facts import Message
+from loadgen.stats.sink import StatsSink
 from loadgen.traffic.payloads import binary_payload
 from loadgen.traffic.tracker import traffic_plan
 from loadgen.transport.association import DtlsAssociation
@@ -17,8 +18,8 @@ from loadgen.transport.dtls_server import DtlsServer
 KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 
 
-class Recorder(Tally):
-    """A Tally that also keeps the messages (Qt's info/warning/error)."""
+class Recorder(StatsSink):
+    """A StatsSink that also keeps the messages (Qt's info/warning/error)."""
 
     def __init__(self) -> None:
         super().__init__()

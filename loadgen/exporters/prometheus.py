@@ -23,7 +23,7 @@ from gevent.pywsgi import WSGIServer
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 
-from ..recorder import HANDSHAKE
+from ..stats.facts import HANDSHAKE
 from ..stats.run import RunStats
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)

@@ -29,7 +29,7 @@ from ..results.summary import RunOutcome, print_summary
 from ..scenario import Scenario
 from ..stats.live import LiveStats
 from ..stats.run import RunStats
-from ..thresholds import evaluate
+from ..stats.thresholds import evaluate
 from ..users import Endpoint
 from .drive import drive_headless, drive_web, stop_and_quit, stop_on_signals
 from .environment import LOCAL_RUN, RunOptions, endpoints, make_environment
@@ -48,7 +48,7 @@ def run(scenario: Scenario, options: RunOptions = LOCAL_RUN, out: TextIO = sys.s
         env, session = make_environment(scenario, eps, options)
         runner = _create_runner(env, scenario, options, (eps, server), run_dir, children, out)
         stats = RunStats()
-        LiveStats(env, stats, None if options.distributed else session.tally,
+        LiveStats(env, stats, None if options.distributed else session.stats_sink,
                   "master" if options.distributed else "local").install()
         children.enter_context(_exporters(scenario, stats, runner, out))
         where = ", ".join(f"{e.target.name}={e.address[0]}:{e.address[1]}" for e in eps)

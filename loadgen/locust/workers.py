@@ -38,7 +38,7 @@ def run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutco
     """Be a worker of ``options``' master until it says quit (or SIGTERM); then write ``worker-<i>.json``."""
     if options.run_dir is not None:
         # Started by a local master (--processes): Ctrl-C reaches the whole process group,
-        # and the master stops its workers in order (final tallies first); dying of
+        # and the master stops its workers in order (final counts first); dying of
         # KeyboardInterrupt here would lose this worker's counts.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     tune_locust()
@@ -46,7 +46,7 @@ def run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutco
         env, session = make_environment(scenario, eps, options)
         runner = env.create_worker_runner(options.master_host, options.master_port)
         totals = RunStats()
-        LiveStats(env, totals, session.tally, "worker").install()  # ships each second to the master
+        LiveStats(env, totals, session.stats_sink, "worker").install()  # ships each second to the master
 
         def flush(**_: Any) -> None:
             # LiveStats sent this run's last second to the master already. Locust reports request

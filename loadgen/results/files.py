@@ -45,7 +45,7 @@ def write_results(outcome: RunOutcome, run_dir: Path) -> Path:
     """The scenario with its secrets removed, and what ``outputs`` asks for (see :func:`write_files`)."""
     scenario_json = json.loads(json.dumps(outcome.scenario.redacted(), default=str))
     (run_dir / "scenario.json").write_text(json.dumps(scenario_json, indent=2) + "\n")
-    write_files(run_dir, outcome.scenario, outcome.tally, summary_data(outcome), scenario_json)
+    write_files(run_dir, outcome.scenario, outcome.stats, summary_data(outcome), scenario_json)
     return run_dir
 
 

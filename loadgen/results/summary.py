@@ -13,7 +13,7 @@ from ..capacity import KNEE_FOUND, Analysis
 from ..distributed import Health
 from ..scenario import Scenario
 from ..stats.run import KINDS, RunStats
-from ..thresholds import Verdict
+from ..stats.thresholds import Verdict
 
 
 @dataclass
@@ -22,7 +22,7 @@ class RunOutcome:
 
     scenario: Scenario
     environment: Environment
-    tally: RunStats  # exact totals per kind and target, and the per-second series
+    stats: RunStats  # exact totals per kind and target, and the per-second series
     elapsed: float
     verdicts: list[Verdict] = field(default_factory=list)
     results_dir: Path | None = None
@@ -39,7 +39,7 @@ class RunOutcome:
     @property
     def failed_attempts(self) -> int:
         """Handshakes and pings that failed (attempts still in flight at the stop are neither)."""
-        return sum(t.failed for t in self.tally.kinds.values())
+        return sum(t.failed for t in self.stats.kinds.values())
 
     @property
     def passed(self) -> bool:
@@ -80,7 +80,7 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
 
 def _print_exact_figures(outcome: RunOutcome, out: TextIO) -> None:
     print("\nloadgen's exact figures (every attempt, HDR histograms):", file=out)
-    for kind, t in outcome.tally.kinds.items():
+    for kind, t in outcome.stats.kinds.items():
         codes = ", ".join(f"{code} {n}" for code, n in t.failures.most_common()) or "none"
         print(f"{kind + 's':<11} attempted {t.attempted}, completed {t.completed}, failed {t.failed}, "
               f"in flight at stop {t.in_flight}; p50 {_ms(t.percentile(50))} ms, p99 {_ms(t.percentile(99))} ms;"
@@ -141,9 +141,9 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
                        for v in outcome.verdicts],
         "server": outcome.server_summary,
         # Issue 5: exact figures per target, the run's start, the steps / knee / verdict.
-        "targets": targets_summary(outcome.tally, outcome.elapsed),
-        "active_associations": outcome.tally.active(),
-        "started_utc": _started_utc(outcome.tally),
+        "targets": targets_summary(outcome.stats, outcome.elapsed),
+        "active_associations": outcome.stats.active(),
+        "started_utc": _started_utc(outcome.stats),
         "analysis": outcome.analysis.to_json() if outcome.analysis is not None else None,
         "health": outcome.health.to_json() if outcome.health is not None else None,
     }
@@ -152,7 +152,7 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
 def _kinds_data(outcome: RunOutcome) -> dict[str, Any]:
     """Per kind (handshake, ping): totals, error codes, bytes, rate and exact percentiles (ms)."""
     kinds = {}
-    for kind, t in outcome.tally.kinds.items():
+    for kind, t in outcome.stats.kinds.items():
         kinds[kind] = {
             "attempted": t.attempted, "completed": t.completed, "failed": t.failed,
             "in_flight": t.in_flight, "errors": dict(t.failures), "retransmits": t.retransmits,

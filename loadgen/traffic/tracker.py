@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..errors import BadReply, LoadgenError, PeerClosed, PingTimeout
-from ..recorder import PING, Finished, Sink, Started
 from ..scenario.model import PingConfig
+from ..stats.facts import PING, Finished, Sink, Started
 from .payloads import PayloadMaker, ReplyRule, payload_maker, uses_device_fields
 
 

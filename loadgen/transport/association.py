@@ -5,7 +5,7 @@ per client and ICMP errors reach us), handshakes with retransmission and an over
 timeout, then pings on an interval, decrypting each response: what to ping when and how
 a reply is judged is the :class:`~loadgen.traffic.tracker.RequestTracker`'s business, this
 class moves the bytes and re-arms the timer. Everything it learns goes to a
-:class:`~loadgen.recorder.Sink` as facts.
+:class:`~loadgen.stats.facts.Sink` as facts.
 
 Like Qt's class it is event driven: a read watcher and one timer on gevent's loop
 call back into it, so thousands of associations cost no greenlet switches, no
@@ -37,8 +37,8 @@ from ..errors import (
 )
 from ..protocol import dtls
 from ..protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
-from ..recorder import HANDSHAKE, Ended, Finished, Message, Sink, Started
 from ..scenario.model import DtlsConfig
+from ..stats.facts import HANDSHAKE, Ended, Finished, Message, Sink, Started
 from ..traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
 from .fds import check_room
 

@@ -5,7 +5,7 @@ resuming the device's last session when resumption is on), then pings on the int
 over the stream: each ping is one newline-terminated line, and the server answers with
 one line (the reference server echoes it). When to ping and how a reply is judged is the
 :class:`~loadgen.traffic.tracker.RequestTracker`'s business, as for DTLS: this class moves
-the lines. Everything goes to a :class:`~loadgen.recorder.Sink` as facts: Started/Finished
+the lines. Everything goes to a :class:`~loadgen.stats.facts.Sink` as facts: Started/Finished
 for each handshake and ping, Qt-style messages, and Ended once an established association
 is over.
 
@@ -32,8 +32,8 @@ from ..errors import (
     SocketsExhausted,
 )
 from ..protocol.tls import SessionCache, TlsContext
-from ..recorder import HANDSHAKE, Ended, Finished, Message, Sink, Started
 from ..scenario.model import TlsConfig
+from ..stats.facts import HANDSHAKE, Ended, Finished, Message, Sink, Started
 from ..traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
 from .ssl_socket import SslSocket, State
 
