@@ -22,7 +22,7 @@ from OpenSSL import SSL
 
 from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import LoadgenError, error_from_openssl
-from loadgen.protocol import dtls, psk_client, psk_handshake, psk_server, records
+from loadgen.protocol import dtls, handshake_messages, psk_client, psk_server, records
 from loadgen.protocol import tls as tls_engine
 from loadgen.protocol.events import ConnectionFailed, DataReceived
 
@@ -160,8 +160,8 @@ class FarClient(psk_client.PskClientEngine):
         super()._send_hello()
         if self._cookie:
             self._hello_seq = self.first
-            self._hello = psk_handshake.handshake_message(psk_handshake.CLIENT_HELLO, self.first,
-                                                          self._hello[psk_handshake.HS_HEADER_LEN :])
+            self._hello = handshake_messages.handshake_message(handshake_messages.CLIENT_HELLO, self.first,
+                                                               self._hello[handshake_messages.HS_HEADER_LEN :])
             self._outgoing.clear()
             self._new_flight([(records.HANDSHAKE, 0, self._hello)])
 
@@ -182,7 +182,7 @@ def test_server_hello_numbered_too_high_fails_the_client(native, server_hello_se
     ctx = server_ctx()
 
     def renumber_server_hello(datagram: bytes) -> bytes | None:
-        if datagram[records.HEADER_LEN] != psk_handshake.SERVER_HELLO:
+        if datagram[records.HEADER_LEN] != handshake_messages.SERVER_HELLO:
             return datagram
         raw = records.split(datagram)[0][2]  # the ServerHello alone: what follows could not be numbered
         return raw[: records.HEADER_LEN + 4] + server_hello_seq.to_bytes(2, "big") + raw[records.HEADER_LEN + 6 :]
@@ -318,7 +318,7 @@ def _server_after_cookie(ctx=None):
 
 def _one_byte_fragments(length: int, *, seq: int = 2, per_record: int = 16, per_datagram: int = 16) -> list[bytes]:
     """Every byte but the last of a ``length``-byte ClientKeyExchange, one fragment each, in order."""
-    frags = [fragment(psk_handshake.CLIENT_KEY_EXCHANGE, length, seq, i, b"\x00") for i in range(length - 1)]
+    frags = [fragment(handshake_messages.CLIENT_KEY_EXCHANGE, length, seq, i, b"\x00") for i in range(length - 1)]
     recs = [hs_record(b"".join(frags[i : i + per_record]), 10 + i) for i in range(0, len(frags), per_record)]
     return [b"".join(recs[i : i + per_datagram]) for i in range(0, len(recs), per_datagram)]
 
@@ -350,15 +350,15 @@ def _small_datagrams_of_repeated_fragments(count: int, *, length: int = 4000, se
     first ``length - 1`` bytes came in the first datagram (so every later one repeats bytes
     already here, and the message never completes)."""
     rng = random.Random(11)
-    head = hs_record(fragment(psk_handshake.CLIENT_KEY_EXCHANGE, length, seq, 0, b"\x00" * (length - 1)), 2)
+    head = hs_record(fragment(handshake_messages.CLIENT_KEY_EXCHANGE, length, seq, 0, b"\x00" * (length - 1)), 2)
     datagrams = []
     record_seq = 3
     for n in range(count):
         recs = [head] if n == 0 else []
-        while len(recs) < psk_handshake.MAX_RECORDS_PER_DATAGRAM:
-            recs.append(hs_record(b"".join(fragment(psk_handshake.CLIENT_KEY_EXCHANGE, length, seq,
-                                                    rng.randrange(length - 1), b"\x00")
-                                           for _ in range(psk_handshake.MAX_FRAGMENTS_PER_RECORD)), record_seq))
+        while len(recs) < handshake_messages.MAX_RECORDS_PER_DATAGRAM:
+            recs.append(hs_record(b"".join(fragment(handshake_messages.CLIENT_KEY_EXCHANGE, length, seq,
+                                                         rng.randrange(length - 1), b"\x00")
+                                           for _ in range(handshake_messages.MAX_FRAGMENTS_PER_RECORD)), record_seq))
             record_seq += 1
         datagrams.append(b"".join(recs))
     return datagrams
@@ -407,7 +407,7 @@ def _normal_flight_cost() -> float:
 
 def test_a_64k_datagram_of_one_byte_fragments_costs_little():
     # 4,096 bytes: the longest message accepted (a longer one is not even parsed).
-    frags = [fragment(psk_handshake.CLIENT_KEY_EXCHANGE, 4096, 2, i % 4095, b"\x00") for i in range(5000)]
+    frags = [fragment(handshake_messages.CLIENT_KEY_EXCHANGE, 4096, 2, i % 4095, b"\x00") for i in range(5000)]
     big_records = b"".join(hs_record(b"".join(frags[i : i + 1250]), i) for i in range(0, 5000, 1250))
     tiny_records = b"".join(hs_record(f, i) for i, f in enumerate(frags[:2500]))
     normal = _normal_flight_cost()
@@ -423,15 +423,15 @@ def _hostile_datagrams() -> list[bytes]:
     """The worst a peer can send after the cookie exchange: partial messages of the longest
     length accepted with holes, for many message_seqs; whole messages ahead of the next one;
     longer messages; and early epoch-1 records of every size."""
-    longest = 4096  # psk_handshake.MAX_MESSAGE_LEN; 16,000 was accepted before the caps
+    longest = 4096  # handshake_messages.MAX_MESSAGE_LEN; 16,000 was accepted before the caps
     out = []
     for seq in range(2, 2 + 40):
         for length in (16000, longest, 60000):
-            pieces = [fragment(psk_handshake.CLIENT_KEY_EXCHANGE, length, seq, offset, os.urandom(300))
+            pieces = [fragment(handshake_messages.CLIENT_KEY_EXCHANGE, length, seq, offset, os.urandom(300))
                       for offset in range(0, longest - 300, 600)]
             out.append(b"".join(hs_record(p, seq * 100 + i) for i, p in enumerate(pieces)))
     for seq in range(2, 2 + 40):
-        out.append(hs_record(fragment(psk_handshake.FINISHED, longest, seq, 0, os.urandom(longest)), seq))
+        out.append(hs_record(fragment(handshake_messages.FINISHED, longest, seq, 0, os.urandom(longest)), seq))
     for i in range(20):  # epoch-1 records before any key: kept for a Finished that overtook its key exchange
         out.append(hs_record(os.urandom((1 << 14) + 2048), i, epoch=1))
         out.append(hs_record(os.urandom(60), 100 + i, epoch=1))
@@ -556,7 +556,7 @@ def test_records_with_an_impossible_length_are_skipped():
 
 def _hello_verify_request(cookie: bytes, record_seq: int, message_seq: int) -> bytes:
     body = records.DTLS_1_0.to_bytes(2, "big") + bytes((len(cookie),)) + cookie
-    message = psk_handshake.handshake_message(psk_handshake.HELLO_VERIFY_REQUEST, message_seq, body)
+    message = handshake_messages.handshake_message(handshake_messages.HELLO_VERIFY_REQUEST, message_seq, body)
     return hs_record(message, record_seq)
 
 
@@ -590,7 +590,7 @@ def test_incomplete_server_flight_is_requested_again(clock, native):
     held = []
 
     def only_the_server_hello(datagram: bytes) -> bytes:
-        if datagram[records.HEADER_LEN] != psk_handshake.SERVER_HELLO:
+        if datagram[records.HEADER_LEN] != handshake_messages.SERVER_HELLO:
             return datagram
         recs = [raw for _, _, raw in records.split(datagram)]
         held.extend(recs[1:])  # ServerKeyExchange, ServerHelloDone: lost
@@ -605,7 +605,7 @@ def test_incomplete_server_flight_is_requested_again(clock, native):
         time.sleep(wait + 0.01)  # OpenSSL's own timer (1 s at first) reads OpenSSL's clock, the real one
     c.handle_timer(clock.now)
     (again,) = c.datagrams_to_send()
-    assert again[records.HEADER_LEN] == psk_handshake.CLIENT_HELLO and c.retransmits == 1
+    assert again[records.HEADER_LEN] == handshake_messages.CLIENT_HELLO and c.retransmits == 1
     s.receive_datagram(again, clock.now)  # the server answers the repeat with its whole flight
     pump(c, ctx, server=s, now=clock.now)
     assert c.handshake_done and s.handshake_done
@@ -666,7 +666,7 @@ def _fuzz_handshake(rng: random.Random, clock: Clock, *, client_native: bool, se
 
     def hostile(datagram: bytes) -> bytes | None:
         if records.starts_plaintext_handshake(datagram) and datagram[records.HEADER_LEN] in (
-                psk_handshake.CLIENT_HELLO, psk_handshake.HELLO_VERIFY_REQUEST):
+                handshake_messages.CLIENT_HELLO, handshake_messages.HELLO_VERIFY_REQUEST):
             # The cookie exchange itself stays intact (mutate what follows it), but the
             # ClientHello that carries the valid cookie may come with any numbering.
             hello = psk_server.parse_client_hello(datagram)
@@ -862,7 +862,7 @@ def _openssl_growth_per_association(length: int, count: int = 100) -> float:
     before = _rss_kib()
     for engine in engines:
         for seq in range(2, 14):
-            engine.receive_datagram(hs_record(fragment(psk_handshake.CLIENT_KEY_EXCHANGE, length, seq, 5, b"\x00"),
+            engine.receive_datagram(hs_record(fragment(handshake_messages.CLIENT_KEY_EXCHANGE, length, seq, 5, b"\x00"),
                                               seq), NOW)
     assert not any(engine.closed for engine in engines)
     return (_rss_kib() - before) / count
@@ -882,7 +882,7 @@ def test_fragments_numbered_far_ahead_never_reach_openssl_buffers():
     # Within the length cap, OpenSSL still buffers a dozen messages ahead: ~57 KiB more per
     # association (measured) from fragments claiming 4 KiB. The server's OpenSSL engine drops
     # plaintext fragments numbered past the ClientKeyExchange (its Finished is encrypted).
-    per_engine = _openssl_growth_per_association(psk_handshake.MAX_MESSAGE_LEN)
+    per_engine = _openssl_growth_per_association(handshake_messages.MAX_MESSAGE_LEN)
     assert per_engine < 24, f"{per_engine:.0f} KiB per OpenSSL association for fragments of messages far ahead"
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loadgen.protocol import psk_handshake, records
+from loadgen.protocol import handshake_messages, records
 from loadgen.protocol.record_layer import SUITES, WINDOW, RecordLayer
 
 pytestmark = pytest.mark.timeout(120)
@@ -57,20 +57,20 @@ def test_replay_window_matches_a_reference_model(steps):
 SEQ = 5
 
 
-def _pieces(message: bytes, cuts: list[int]) -> list[psk_handshake.Fragment]:
+def _pieces(message: bytes, cuts: list[int]) -> list[handshake_messages.Fragment]:
     """``message`` cut at ``cuts`` into contiguous fragments."""
     bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(message))), len(message)]
-    return [(psk_handshake.CLIENT_KEY_EXCHANGE, len(message), SEQ, a, message[a:b])
+    return [(handshake_messages.CLIENT_KEY_EXCHANGE, len(message), SEQ, a, message[a:b])
             for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def _check_bounds(r: psk_handshake.Reassembler) -> None:
+def _check_bounds(r: handshake_messages.Reassembler) -> None:
     partial = r._partial.values()
-    assert len(r._partial) + len(r._complete) <= psk_handshake.MAX_BUFFERED_MESSAGES
+    assert len(r._partial) + len(r._complete) <= handshake_messages.MAX_BUFFERED_MESSAGES
     assert r.buffered == sum(len(p.body) for p in partial) + sum(len(m) for _, m in r._complete.values())
-    assert r.buffered <= psk_handshake.MAX_REASSEMBLY_BYTES
+    assert r.buffered <= handshake_messages.MAX_REASSEMBLY_BYTES
     for p in partial:
-        assert len(p.starts) == len(p.ends) <= psk_handshake.MAX_FRAGMENT_RANGES
+        assert len(p.starts) == len(p.ends) <= handshake_messages.MAX_FRAGMENT_RANGES
         bounds = [x for pair in zip(p.starts, p.ends, strict=True) for x in pair]
         assert all(a < b for a, b in zip(bounds, bounds[1:], strict=False))  # sorted, disjoint, not touching
 
@@ -83,15 +83,15 @@ _MESSAGES = st.binary(min_size=1, max_size=1500)
 def test_any_fragmentation_order_and_duplication_reassembles_in_one_pass(message, data):
     # Up to 2 x MAX_FRAGMENT_RANGES pieces can never make more disjoint ranges than the cap.
     cuts = data.draw(st.lists(st.integers(1, max(len(message) - 1, 1)),
-                              max_size=2 * psk_handshake.MAX_FRAGMENT_RANGES - 1))
+                              max_size=2 * handshake_messages.MAX_FRAGMENT_RANGES - 1))
     pieces = _pieces(message, cuts)
     sent = pieces + data.draw(st.lists(st.sampled_from(pieces), max_size=10))  # duplicates
     data.draw(st.randoms()).shuffle(sent)
-    r = psk_handshake.Reassembler(next_seq=SEQ)
+    r = handshake_messages.Reassembler(next_seq=SEQ)
     for piece in sent:
         r.add(piece)
         _check_bounds(r)
-    assert r.pop() == (psk_handshake.CLIENT_KEY_EXCHANGE, SEQ, message)
+    assert r.pop() == (handshake_messages.CLIENT_KEY_EXCHANGE, SEQ, message)
     assert r.pop() is None and r.buffered == 0
 
 
@@ -105,9 +105,9 @@ def test_fine_fragmentation_with_overlaps_reassembles_after_retransmissions(mess
     for _ in range(data.draw(st.integers(0, 30))):
         a = data.draw(st.integers(0, len(message) - 1))
         b = data.draw(st.integers(a + 1, len(message)))
-        extra.append((psk_handshake.CLIENT_KEY_EXCHANGE, len(message), SEQ, a, message[a:b]))
+        extra.append((handshake_messages.CLIENT_KEY_EXCHANGE, len(message), SEQ, a, message[a:b]))
     rng = data.draw(st.randoms())
-    r = psk_handshake.Reassembler(next_seq=SEQ)
+    r = handshake_messages.Reassembler(next_seq=SEQ)
     got = None
     for _ in range(len(pieces) + 1):  # each pass fills at least the gap after the first range
         flight = pieces + extra
@@ -117,17 +117,17 @@ def test_fine_fragmentation_with_overlaps_reassembles_after_retransmissions(mess
             _check_bounds(r)
         if (got := r.pop()) is not None:
             break
-    assert got == (psk_handshake.CLIENT_KEY_EXCHANGE, SEQ, message)
+    assert got == (handshake_messages.CLIENT_KEY_EXCHANGE, SEQ, message)
 
 
-_HOSTILE = st.tuples(st.integers(0, 255), st.integers(0, 2 * psk_handshake.MAX_MESSAGE_LEN), st.integers(0, 40),
-                     st.integers(0, 2 * psk_handshake.MAX_MESSAGE_LEN), st.integers(0, 3000))
+_HOSTILE = st.tuples(st.integers(0, 255), st.integers(0, 2 * handshake_messages.MAX_MESSAGE_LEN), st.integers(0, 40),
+                     st.integers(0, 2 * handshake_messages.MAX_MESSAGE_LEN), st.integers(0, 3000))
 
 
 @FAST
 @given(st.lists(_HOSTILE, max_size=300), st.sampled_from([None, 0, 3]))
 def test_hostile_fragments_never_exceed_the_caps(fragments, next_seq):
-    r = psk_handshake.Reassembler(next_seq=next_seq)
+    r = handshake_messages.Reassembler(next_seq=next_seq)
     for msg_type, length, seq, offset, size in fragments:
         offset = min(offset, length)
         size = min(size, length - offset)  # what fragments() lets through: inside the message
@@ -136,5 +136,5 @@ def test_hostile_fragments_never_exceed_the_caps(fragments, next_seq):
         if r.next_seq is None:
             r.start_at(msg_type)
         while (message := r.pop()) is not None:
-            assert len(message[2]) <= psk_handshake.MAX_MESSAGE_LEN
+            assert len(message[2]) <= handshake_messages.MAX_MESSAGE_LEN
         _check_bounds(r)

@@ -13,7 +13,7 @@ import pytest
 from dtls_wire import C2S, S2C, Wire
 
 from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls, psk_client, psk_handshake, psk_server, records
+from loadgen.protocol import dtls, handshake_messages, psk_client, psk_server, records
 from loadgen.protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
 
 pytestmark = pytest.mark.timeout(30)
@@ -73,7 +73,7 @@ def _handshake_messages(datagram: bytes) -> list[bytes]:
 def _fragmented(message: bytes, pieces: int) -> list[bytes]:
     """``message`` cut into ``pieces`` DTLS handshake fragments (RFC 6347 4.2.3)."""
     body_len = len(message) - 12
-    return psk_handshake.fragment_message(message, max(-(-body_len // pieces), 1))
+    return handshake_messages.fragment_message(message, max(-(-body_len // pieces), 1))
 
 
 def _record(payload: bytes, seq: int) -> bytes:
@@ -210,15 +210,15 @@ def test_native_server_without_a_shared_suite_fails_with_handshake_failure():
 
 
 def test_fragment_message_round_trip():
-    message = psk_handshake.handshake_message(12, 2, bytes(range(200)))
-    pieces = psk_handshake.fragment_message(message, 64)
+    message = handshake_messages.handshake_message(12, 2, bytes(range(200)))
+    pieces = handshake_messages.fragment_message(message, 64)
     assert len(pieces) == 4 and all(len(p) <= 12 + 64 for p in pieces)
-    reassembler = psk_handshake.Reassembler(next_seq=2)
+    reassembler = handshake_messages.Reassembler(next_seq=2)
     for piece in reversed(pieces):
-        for fragment in psk_handshake.fragments(piece):
+        for fragment in handshake_messages.fragments(piece):
             reassembler.add(fragment)
     assert reassembler.pop() == (12, 2, bytes(range(200)))
-    assert psk_handshake.fragment_message(message, 500) == [message]  # fits: left whole
+    assert handshake_messages.fragment_message(message, 500) == [message]  # fits: left whole
 
 
 def test_native_pair_fragments_what_does_not_fit_the_mtu():

@@ -26,6 +26,7 @@ from . import psk_server, record_layer, records
 from .cookies import CookieJar
 from .engine import DatagramClient, DatagramEngine, EngineBase
 from .events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
+from .handshake_messages import HELLO_VERIFY_REQUEST, HS_HEADER_LEN, MAX_MESSAGE_LEN
 from .psk_client import (
     DEFAULT_MTU,
     DEFAULT_RETRANSMIT_CAP,
@@ -36,7 +37,6 @@ from .psk_client import (
     native_suites,
     timeout_error,
 )
-from .psk_handshake import HELLO_VERIFY_REQUEST, HS_HEADER_LEN, MAX_MESSAGE_LEN
 from .record_layer import RecordLayer
 
 #: PSK suites with AEAD ciphers (CCM8 is the common IoT/CoAP choice).
@@ -157,7 +157,7 @@ def _common_setup(ctx: SSL.Context, ciphers: str) -> None:
 
 def _claims_too_much(datagram: bytes, max_message_seq: int | None) -> bool:
     """True when a plaintext handshake fragment in ``datagram`` claims a message longer than
-    :data:`~loadgen.protocol.psk_handshake.MAX_MESSAGE_LEN` (a PSK handshake has none), or
+    :data:`~loadgen.protocol.handshake_messages.MAX_MESSAGE_LEN` (a PSK handshake has none), or
     numbered past ``max_message_seq`` (when given).
 
     OpenSSL allocates a reassembly buffer of the claimed length (up to its ~100 KiB handshake

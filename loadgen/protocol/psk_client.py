@@ -23,19 +23,18 @@ from ..errors import (
 )
 from . import records
 from .events import HandshakeCompleted
-from .psk_handshake import (
+from .handshake_keys import NATIVE_SUITES, native_suites
+from .handshake_messages import (
     CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
     DECODE_ERROR,
     DECRYPT_ERROR,
-    DEFAULT_MTU,
     EXT_EXTENDED_MASTER_SECRET,
     FINISHED,
     HANDSHAKE_FAILURE,
     HELLO_VERIFY_REQUEST,
     ILLEGAL_PARAMETER,
     MAX_MESSAGE_SEQ,
-    NATIVE_SUITES,
     READY,
     RENEGOTIATION_SCSV,
     REPEATED,
@@ -46,13 +45,12 @@ from .psk_handshake import (
     VERIFY_DATA_LEN,
     VERSION,
     Fragment,
-    HandshakeEngine,
     Reassembler,
     fragments,
     handshake_message,
-    native_suites,
     parse_extensions,
 )
+from .psk_handshake import DEFAULT_MTU, HandshakeEngine
 
 __all__ = ["DEFAULT_MTU", "DEFAULT_RETRANSMIT_CAP", "MAX_HELLO_VERIFY_REQUESTS", "NATIVE_SUITES", "PskChooser",
            "PskClientEngine", "hello_verify_loop", "native_suites", "timeout_error"]

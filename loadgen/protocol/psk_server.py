@@ -21,12 +21,11 @@ from ..errors import PskKeyMismatch
 from . import records
 from .cookies import CookieJar
 from .events import HandshakeCompleted
-from .psk_handshake import (
+from .handshake_messages import (
     CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
     DECODE_ERROR,
     DECRYPT_ERROR,
-    DEFAULT_MTU,
     EXT_EXTENDED_MASTER_SECRET,
     EXT_RENEGOTIATION_INFO,
     FINISHED,
@@ -43,12 +42,12 @@ from .psk_handshake import (
     UNKNOWN_PSK_IDENTITY,
     VERIFY_DATA_LEN,
     VERSION,
-    HandshakeEngine,
     Reassembler,
     fragments,
     handshake_message,
     parse_extensions,
 )
+from .psk_handshake import DEFAULT_MTU, HandshakeEngine
 from .record_layer import Prf
 
 #: Wrong-key verdicts need this many undecryptable Finished flights (one could be corruption).

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 
 from loadgen.protocol import records
-from loadgen.protocol.psk_handshake import (
+from loadgen.protocol.handshake_messages import (
     CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
     FINISHED,

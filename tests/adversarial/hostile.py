@@ -28,18 +28,18 @@ from gevent import socket
 
 from loadgen.credentials import Secret
 from loadgen.protocol import records
-from loadgen.protocol.psk_client import PskClientEngine
-from loadgen.protocol.psk_handshake import (
+from loadgen.protocol.handshake_keys import NATIVE_SUITES
+from loadgen.protocol.handshake_messages import (
     CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
     EXT_EXTENDED_MASTER_SECRET,
     HELLO_VERIFY_REQUEST,
     HS_HEADER_LEN,
-    NATIVE_SUITES,
     RENEGOTIATION_SCSV,
     VERSION,
     handshake_message,
 )
+from loadgen.protocol.psk_client import PskClientEngine
 from loadgen.protocol.record_layer import RecordLayer
 
 #: What loadgen's server accepts by default (and what our hellos offer).

@@ -36,7 +36,7 @@ from loadgen.credentials import KeyStore, Secret
 from loadgen.protocol import psk_server, records
 from loadgen.protocol.cookies import CookieJar
 from loadgen.protocol.events import DataReceived
-from loadgen.protocol.psk_handshake import NATIVE_SUITES
+from loadgen.protocol.handshake_keys import NATIVE_SUITES
 from loadgen.protocol.psk_server import PskServerEngine
 
 from . import fuzz

@@ -17,7 +17,7 @@ import gevent
 import pytest
 
 from loadgen.protocol import records
-from loadgen.protocol.psk_handshake import CLIENT_KEY_EXCHANGE
+from loadgen.protocol.handshake_messages import CLIENT_KEY_EXCHANGE
 
 from .hostile import (
     MAX_RECORD_SEQ,
