@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from loadgen.builtin_server import ServerProcess  # noqa: E402
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.credentials import KeyStore  # noqa: E402
-from loadgen.protocol import dtls  # noqa: E402
+from loadgen.protocol import dtls_contexts, dtls_factory  # noqa: E402
 from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
 from loadgen.stats.facts import FanOut  # noqa: E402
 from loadgen.stats.sink import StatsSink  # noqa: E402
@@ -61,13 +61,13 @@ NOW = 0.0
 def engine_only(n: int, *, native: bool = True) -> tuple[float, float]:
     """CPU seconds per handshake for both engines in memory, and the client engine's share.
     ``native=False``: OpenSSL's handshake on both sides instead of loadgen's own."""
-    sctx = dtls.server_context(KeyStore(shared=QUICKSTART_KEY), hint=b"loadgen", native=native)
-    cctx = dtls.client_context(native=native)
+    sctx = dtls_contexts.server_context(KeyStore(shared=QUICKSTART_KEY), hint=b"loadgen", native=native)
+    cctx = dtls_contexts.client_context(native=native)
     client_cpu = 0.0
     start = cpu()
     for i in range(n):
         t0 = cpu()
-        client = dtls.client_engine(cctx, lambda hint: (b"bench", QUICKSTART_KEY))
+        client = dtls_factory.client_engine(cctx, lambda hint: (b"bench", QUICKSTART_KEY))
         client.start(NOW)
         to_server = client.datagrams_to_send()
         client_cpu += cpu() - t0
@@ -77,7 +77,7 @@ def engine_only(n: int, *, native: bool = True) -> tuple[float, float]:
             to_client: list[bytes] = []
             for d in to_server:
                 if server is None:
-                    server, replies = dtls.accept(sctx, d, peer, NOW)
+                    server, replies = dtls_factory.accept(sctx, d, peer, NOW)
                     to_client += replies
                 else:
                     server.receive_datagram(d, NOW)
@@ -97,7 +97,7 @@ def engine_only(n: int, *, native: bool = True) -> tuple[float, float]:
 
 def socket_handshakes(address: tuple[str, int], n: int, concurrency: int) -> tuple[float, float, StatsSink]:
     """Client CPU seconds per completed handshake over loopback, and handshakes per wall second."""
-    ctx = dtls.client_context()
+    ctx = dtls_contexts.client_context()
     totals = StatsSink()
     sink = run_sink(totals)
     todo = iter(range(n))
@@ -116,7 +116,7 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int) -> tup
 
 def pings(address: tuple[str, int], associations: int, seconds: float) -> tuple[float, float, StatsSink]:
     """Completed pings per client CPU second and per wall second, with handshakes excluded."""
-    ctx = dtls.client_context()
+    ctx = dtls_contexts.client_context()
     totals = StatsSink()
     plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=2.0, expect=Expect("echo")))  # back-to-back pings
     sink = run_sink(totals)

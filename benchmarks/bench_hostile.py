@@ -66,7 +66,7 @@ from adversarial.legit import LegitClients, limit_args  # noqa: E402
 from servers import LoadgenServer, loadgen_env, start_loadgen_server  # noqa: E402
 
 from loadgen.credentials import Secret  # noqa: E402
-from loadgen.protocol import dtls, records  # noqa: E402
+from loadgen.protocol import dtls_contexts, records  # noqa: E402
 from loadgen.scenario.model import DtlsConfig, Expect, PingConfig  # noqa: E402
 from loadgen.stats.sink import StatsSink  # noqa: E402
 from loadgen.traffic.tracker import traffic_plan  # noqa: E402
@@ -205,7 +205,7 @@ class ServerPass:
         ClientHellos, ClientKeyExchange+CCS+Finished, close_notify)."""
         n = self.args.baseline_handshakes
         totals = StatsSink()
-        ctx = dtls.client_context()
+        ctx = dtls_contexts.client_context()
         todo = iter(range(n))
 
         def worker() -> None:
@@ -467,7 +467,7 @@ class ClientPass:
         made = [0]
         plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=0.3, expect=Expect("echo"), max_missed=10**6))
         settings = DtlsConfig(handshake_timeout=1.5)
-        ctx = dtls.client_context()
+        ctx = dtls_contexts.client_context()
 
         def worker(w: int) -> None:
             while not done():

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadgen.builtin_server import ServerProcess  # noqa: E402
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
-from loadgen.protocol import dtls  # noqa: E402
+from loadgen.protocol import dtls_contexts  # noqa: E402
 from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
 from loadgen.stats.facts import FanOut  # noqa: E402
 from loadgen.stats.run import RunStats  # noqa: E402
@@ -61,7 +61,7 @@ def main() -> int:
     plan = traffic_plan(PingConfig(interval=args.interval, jitter=0.1, expect=Expect("echo")))
     server = ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex(), "--idle-timeout", "120"])
     with server as address:
-        ctx = dtls.client_context()
+        ctx = dtls_contexts.client_context()
         gevent.sleep(0.5)
         base = rss_bytes()
         assert server.pid is not None

@@ -23,7 +23,7 @@ from locust.env import Environment
 
 from .errors import LoadgenError, LocalProtocolError
 from .limits import ShortageLog
-from .protocol import dtls, tls
+from .protocol import dtls_contexts, tls
 from .protocol.tls import SessionCache, TlsOptions
 from .scenario import Scenario, Target
 from .stats.facts import FanOut, Finished, LogSink, Sink
@@ -108,7 +108,8 @@ class Session:
                               LogSink(), shortage, *extra_sinks])
             for protocol in ("dtls", "tls")
         }
-        self.dtls_context = dtls.client_context(scenario.dtls.ciphers, native=scenario.dtls.handshake == "loadgen") \
+        self.dtls_context = dtls_contexts.client_context(scenario.dtls.ciphers,
+                                                         native=scenario.dtls.handshake == "loadgen") \
             if "dtls" in protocols else None
         t = scenario.tls
         # TLS targets use the scenario's PSK unless it sets up certificates.

@@ -1,7 +1,7 @@
 """An in-memory "wire" between one DTLS client engine and the server side.
 
 No sockets: datagrams move between a client :class:`DtlsEngine` and the server,
-which is :func:`loadgen.protocol.dtls.accept` until a ClientHello with a valid
+which is :func:`loadgen.protocol.dtls_factory.accept` until a ClientHello with a valid
 cookie creates the server engine, and that engine afterwards. Chosen datagrams can
 be dropped (by direction and per-direction index, counted from 0 and including
 dropped ones), and retransmission timers are driven by the wire's clock: it moves to
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from OpenSSL import SSL
 
-from loadgen.protocol import dtls
+from loadgen.protocol import dtls, dtls_factory
 from loadgen.protocol.events import ConnectionFailed, Event, HandshakeCompleted
 
 #: Timers that expire within this many seconds of each other are handled together.
@@ -98,8 +98,8 @@ class Wire:
         if direction == S2C:
             self.client.receive_datagram(datagram, self.now())
         elif self.server is None:
-            engine, replies = dtls.accept(self.server_context, datagram, self.peer, self.now(), mtu=self.server_mtu,
-                                          light=self.server_light)
+            engine, replies = dtls_factory.accept(self.server_context, datagram, self.peer, self.now(),
+                                                  mtu=self.server_mtu, light=self.server_light)
             self.server = engine
             self._queues[S2C].extend(replies)
         else:

@@ -14,7 +14,7 @@ from loadgen.capacity import stepped
 from loadgen.capacity.knee import find_knee
 from loadgen.capacity.steps import KindFigures, StepResult
 from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls
+from loadgen.protocol import dtls, dtls_contexts, dtls_factory
 from loadgen.protocol.cookies import CookieJar
 from loadgen.scenario import Clients, Scenario, Thresholds
 from loadgen.transport.ratelimit import TokenBucket, client_hello_has_cookie
@@ -40,12 +40,12 @@ NOW = 1000.0
 
 def test_client_hello_with_cookie_is_told_apart() -> None:
     identity, key = b"dev", Secret(bytes.fromhex(KEY_HEX))
-    server_ctx = dtls.server_context(KeyStore(table={identity: key}), hint=b"h", cookies=CookieJar())
-    client = dtls.DtlsEngine.client(dtls.client_context(), lambda hint: (identity, key))
+    server_ctx = dtls_contexts.server_context(KeyStore(table={identity: key}), hint=b"h", cookies=CookieJar())
+    client = dtls.DtlsEngine.client(dtls_contexts.client_context(), lambda hint: (identity, key))
     client.start(NOW)
     (hello,) = client.datagrams_to_send()
     assert not client_hello_has_cookie(hello)
-    engine, replies = dtls.accept(server_ctx, hello, b"127.0.0.1:1", NOW)
+    engine, replies = dtls_factory.accept(server_ctx, hello, b"127.0.0.1:1", NOW)
     assert engine is None and replies
     client.receive_datagram(replies[0], NOW)
     (hello_again,) = client.datagrams_to_send()

@@ -21,7 +21,7 @@ from gevent import socket
 
 from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import InternalError
-from loadgen.protocol import dtls, tls
+from loadgen.protocol import dtls_contexts, dtls_factory, tls
 from loadgen.protocol.tls import TlsOptions
 from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
 from loadgen.stats.facts import LogSink, Message
@@ -125,9 +125,9 @@ def test_dtls_engine_that_raises_ends_only_its_association(monkeypatch: pytest.M
     server = DtlsServer(KeyStore(shared=KEY)).start()
     silent = socket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)  # a server that never answers
     silent.bind(("127.0.0.1", 0))
-    real_engine = dtls.client_engine
+    real_engine = dtls_factory.client_engine
     engines: dict[bytes, Breaking] = {}
-    context = dtls.client_context()
+    context = dtls_contexts.client_context()
 
     def client_engine(ctx: Any, choose: Any, **kwargs: Any) -> Any:
         engine = real_engine(ctx, choose, **kwargs)
@@ -137,7 +137,7 @@ def test_dtls_engine_that_raises_ends_only_its_association(monkeypatch: pytest.M
         engines[identity] = Breaking(engine, *FAULTS[identity])
         return engines[identity]
 
-    monkeypatch.setattr(dtls, "client_engine", client_engine)
+    monkeypatch.setattr(dtls_factory, "client_engine", client_engine)
     settings = DtlsConfig(handshake_timeout=20.0, retransmit_cap=0.3)
     try:
         def association(identity: bytes, rec: Recorder) -> DtlsAssociation:
@@ -345,7 +345,8 @@ def test_reading_the_queue_after_an_icmp_error_is_bounded() -> None:
         def next_event(self) -> object | None:
             return self.events.pop() if self.events else None
 
-    assoc = DtlsAssociation("dev", "t", ("127.0.0.1", 9), dtls.client_context(), Recorder(), identity=b"dev", key=KEY)
+    assoc = DtlsAssociation("dev", "t", ("127.0.0.1", 9), dtls_contexts.client_context(), Recorder(), identity=b"dev",
+                            key=KEY)
     assoc._sock, assoc._engine = Flooded(), Engine()  # type: ignore[assignment]
     error = assoc._refused()
     assert error.code == "connection-refused"

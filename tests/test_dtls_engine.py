@@ -18,7 +18,7 @@ from dtls_wire import C2S, S2C, Wire
 
 from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import HandshakeTimeout, LoadgenError, LocalProtocolError
-from loadgen.protocol import dtls, records
+from loadgen.protocol import dtls, dtls_contexts, dtls_factory, records
 from loadgen.protocol.cookies import CookieJar
 from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
 
@@ -82,7 +82,7 @@ SERVER_FINISHED = ("ChangeCipherSpec", "Finished")
 
 @pytest.fixture(scope="module", params=["native", "openssl"])
 def client_ctx(request):
-    return dtls.client_context(native=request.param == "native")
+    return dtls_contexts.client_context(native=request.param == "native")
 
 
 @pytest.fixture(scope="module", params=["native-server", "openssl-server"])
@@ -92,11 +92,11 @@ def server_native(request):
 
 @pytest.fixture(scope="module")
 def server_ctx(server_native):
-    return dtls.server_context(KeyStore(table={IDENTITY: KEY}), hint=HINT, native=server_native)
+    return dtls_contexts.server_context(KeyStore(table={IDENTITY: KEY}), hint=HINT, native=server_native)
 
 
 def client_engine(ctx, identity=IDENTITY, key=KEY, *, mtu=dtls.DEFAULT_MTU):
-    return dtls.client_engine(ctx, lambda hint: (identity, key), mtu=mtu)
+    return dtls_factory.client_engine(ctx, lambda hint: (identity, key), mtu=mtu)
 
 
 def handshake(client_ctx, server_ctx, **wire_args) -> Wire:
@@ -143,9 +143,9 @@ def test_handshake_completes_with_psk_aead_suite(client_ctx, server_ctx):
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native", "openssl"])
-@pytest.mark.parametrize("cipher", dtls.DEFAULT_PSK_CIPHERS.split(":"))
+@pytest.mark.parametrize("cipher", dtls_contexts.DEFAULT_PSK_CIPHERS.split(":"))
 def test_every_default_suite_negotiates(server_ctx, cipher, native):
-    wire = Wire(server_ctx, client_engine(dtls.client_context(cipher, native=native)), peer=PEER)
+    wire = Wire(server_ctx, client_engine(dtls_contexts.client_context(cipher, native=native)), peer=PEER)
     wire.handshake()
     c, s = wire.completed()
     assert c.cipher == s.cipher == cipher
@@ -263,7 +263,7 @@ def test_handshake_survives_one_lost_flight(
 def test_small_mtu_fragment_loss_is_not_mistaken_for_a_wrong_key(client_ctx, server_native):
     # Long identity and MTU 300: the client's last flight spans two datagrams.
     identity = b"i" * 200
-    server_ctx = dtls.server_context(KeyStore(table={identity: KEY}), native=server_native)
+    server_ctx = dtls_contexts.server_context(KeyStore(table={identity: KEY}), native=server_native)
     client = client_engine(client_ctx, identity, mtu=300)
     wire = Wire(server_ctx, client, peer=PEER, server_mtu=300, drop={(C2S, 3)})
     wire.handshake()
@@ -325,21 +325,21 @@ def test_server_identity_hint_reaches_the_chooser(client_ctx, server_ctx):
         seen.append(hint)
         return IDENTITY, KEY
 
-    wire = Wire(server_ctx, dtls.client_engine(client_ctx, choose), peer=PEER)
+    wire = Wire(server_ctx, dtls_factory.client_engine(client_ctx, choose), peer=PEER)
     wire.handshake()
     assert seen == [HINT]
     wire.completed()
 
 
 def test_no_hint_means_chooser_gets_none(client_ctx, server_native):
-    server_ctx = dtls.server_context(KeyStore(table={IDENTITY: KEY}), native=server_native)
+    server_ctx = dtls_contexts.server_context(KeyStore(table={IDENTITY: KEY}), native=server_native)
     seen = []
 
     def choose(hint):
         seen.append(hint)
         return IDENTITY, KEY
 
-    wire = Wire(server_ctx, dtls.client_engine(client_ctx, choose), peer=PEER)
+    wire = Wire(server_ctx, dtls_factory.client_engine(client_ctx, choose), peer=PEER)
     wire.handshake()
     assert seen == [None]
     wire.completed()
@@ -349,7 +349,7 @@ def test_raising_chooser_fails_the_handshake_cleanly(client_ctx, server_ctx):
     def choose(hint):
         raise KeyError("no key for this device")
 
-    wire = Wire(server_ctx, dtls.client_engine(client_ctx, choose), peer=PEER)
+    wire = Wire(server_ctx, dtls_factory.client_engine(client_ctx, choose), peer=PEER)
     wire.handshake()  # no exception escapes the engine or OpenSSL's callback
 
     (client_failed,), (server_failed,) = wire.failures()
@@ -375,27 +375,27 @@ def test_cookieless_client_hello_gets_small_hello_verify_request(client_ctx, ser
     _, hello = first_client_hello(client_ctx)
     assert describe(hello) == CH
 
-    engine, replies = dtls.accept(server_ctx, hello, PEER, NOW)
+    engine, replies = dtls_factory.accept(server_ctx, hello, PEER, NOW)
     assert engine is None
     (hvr,) = replies
     assert describe(hvr) == HVR
     assert len(hvr) <= len(hello)  # no amplification
     # Stateless: the same hello gets the same answer.
-    assert dtls.accept(server_ctx, hello, PEER, NOW) == (None, [hvr])
+    assert dtls_factory.accept(server_ctx, hello, PEER, NOW) == (None, [hvr])
 
 
 def test_cookie_is_bound_to_the_peer_address(client_ctx, server_ctx):
     client, hello = first_client_hello(client_ctx)
-    (hvr,) = dtls.accept(server_ctx, hello, b"198.51.100.7:5683", NOW)[1]
+    (hvr,) = dtls_factory.accept(server_ctx, hello, b"198.51.100.7:5683", NOW)[1]
     client.receive_datagram(hvr, NOW)
     (hello_with_cookie,) = client.datagrams_to_send()
     assert describe(hello_with_cookie) == CH_COOKIE
 
-    engine, replies = dtls.accept(server_ctx, hello_with_cookie, b"198.51.100.8:5683", NOW)
+    engine, replies = dtls_factory.accept(server_ctx, hello_with_cookie, b"198.51.100.8:5683", NOW)
     assert engine is None
     assert all(describe(r) == HVR for r in replies)  # asked to prove the new address
     # Positive control: from the address the cookie was made for, it is accepted.
-    engine, replies = dtls.accept(server_ctx, hello_with_cookie, b"198.51.100.7:5683", NOW)
+    engine, replies = dtls_factory.accept(server_ctx, hello_with_cookie, b"198.51.100.7:5683", NOW)
     assert engine is not None
     assert [describe(r) for r in replies] == [SERVER_FLIGHT]
 
@@ -422,9 +422,9 @@ def _not_a_client_hello(hello: bytes) -> dict[str, bytes]:
 def test_garbage_gets_no_answer_and_no_state(client_ctx, server_ctx):
     _, hello = first_client_hello(client_ctx)
     for name, datagram in _not_a_client_hello(hello).items():
-        assert dtls.accept(server_ctx, datagram, PEER, NOW) == (None, []), name
+        assert dtls_factory.accept(server_ctx, datagram, PEER, NOW) == (None, []), name
     # The hello these were cut from is answered (the cases above are not refused by accident).
-    assert dtls.accept(server_ctx, hello, PEER, NOW)[1]
+    assert dtls_factory.accept(server_ctx, hello, PEER, NOW)[1]
 
 
 def test_corrupted_client_hellos_never_create_state(client_ctx, server_ctx):
@@ -434,7 +434,7 @@ def test_corrupted_client_hellos_never_create_state(client_ctx, server_ctx):
         corrupted = bytearray(hello)
         for _ in range(rng.randint(1, 4)):
             corrupted[rng.randrange(len(corrupted))] = rng.randrange(256)
-        engine, replies = dtls.accept(server_ctx, bytes(corrupted), PEER, NOW)
+        engine, replies = dtls_factory.accept(server_ctx, bytes(corrupted), PEER, NOW)
         assert engine is None, corrupted.hex()
         for reply in replies:
             assert len(reply) <= len(corrupted)
@@ -468,13 +468,13 @@ def test_rotated_server_context_still_completes_handshake(client_ctx, server_nat
     # A rotation between HelloVerifyRequest and the second ClientHello must not fail it.
     now = [0.0]
     jar = CookieJar(rotate_every=60)
-    server_ctx = dtls.server_context(KeyStore(table={IDENTITY: KEY}), cookies=jar, native=server_native)
+    server_ctx = dtls_contexts.server_context(KeyStore(table={IDENTITY: KEY}), cookies=jar, native=server_native)
     client, hello = first_client_hello(client_ctx)
-    (hvr,) = dtls.accept(server_ctx, hello, PEER, now[0])[1]
+    (hvr,) = dtls_factory.accept(server_ctx, hello, PEER, now[0])[1]
     now[0] += 61
     client.receive_datagram(hvr, NOW)
     (hello_with_cookie,) = client.datagrams_to_send()
-    engine, _ = dtls.accept(server_ctx, hello_with_cookie, PEER, now[0])
+    engine, _ = dtls_factory.accept(server_ctx, hello_with_cookie, PEER, now[0])
     assert engine is not None
 
 
@@ -482,13 +482,14 @@ def test_rotated_server_context_still_completes_handshake(client_ctx, server_nat
 
 
 @pytest.mark.parametrize(("mtu", "hint_len", "identity_len", "client_flights_split"),
-                         [(300, 200, 200, True), (dtls.MIN_MTU, 256, 128, False)], ids=["mtu300", "mtu256"])
+                         [(300, 200, 200, True), (dtls_contexts.MIN_MTU, 256, 128, False)], ids=["mtu300", "mtu256"])
 def test_small_mtu_bounds_every_datagram(client_ctx, server_native, mtu, hint_len, identity_len,
                                          client_flights_split):
     # At 256 bytes the longest hint (256) does not fit one record: it goes in fragments.
     # (128 bytes is OpenSSL's longest client identity.)
     identity = b"m" * identity_len
-    server_ctx = dtls.server_context(KeyStore(table={identity: KEY}), hint=b"h" * hint_len, native=server_native)
+    server_ctx = dtls_contexts.server_context(KeyStore(table={identity: KEY}), hint=b"h" * hint_len,
+                                              native=server_native)
     wire = Wire(server_ctx, client_engine(client_ctx, identity, mtu=mtu), peer=PEER, server_mtu=mtu)
     wire.handshake()
 
@@ -526,15 +527,16 @@ def test_send_larger_than_cleartext_mtu_raises_at_default_mtu(client_ctx, server
 
 def test_mtu_below_dtls_minimum_is_refused_up_front(client_ctx, server_ctx):
     with pytest.raises(LocalProtocolError):
-        client_engine(client_ctx, mtu=dtls.MIN_MTU - 1)
+        client_engine(client_ctx, mtu=dtls_contexts.MIN_MTU - 1)
     _, hello = first_client_hello(client_ctx)
     with pytest.raises(LocalProtocolError):
-        dtls.accept(server_ctx, hello, PEER, NOW, mtu=200)
+        dtls_factory.accept(server_ctx, hello, PEER, NOW, mtu=200)
     # The minimum itself works.
-    wire = Wire(server_ctx, client_engine(client_ctx, mtu=dtls.MIN_MTU), peer=PEER, server_mtu=dtls.MIN_MTU)
+    wire = Wire(server_ctx, client_engine(client_ctx, mtu=dtls_contexts.MIN_MTU), peer=PEER,
+                server_mtu=dtls_contexts.MIN_MTU)
     wire.handshake()
     wire.completed()
-    assert max(len(x.datagram) for x in wire.log) <= dtls.MIN_MTU
+    assert max(len(x.datagram) for x in wire.log) <= dtls_contexts.MIN_MTU
 
 
 def test_established_engines_ignore_empty_and_truncated_datagrams(client_ctx, server_ctx):

@@ -22,7 +22,7 @@ from OpenSSL import SSL
 
 from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import LoadgenError, error_from_openssl
-from loadgen.protocol import dtls, handshake_messages, psk_client, psk_server, records
+from loadgen.protocol import dtls, dtls_contexts, dtls_factory, handshake_messages, psk_client, psk_server, records
 from loadgen.protocol import tls as tls_engine
 from loadgen.protocol.events import ConnectionFailed, DataReceived
 
@@ -37,24 +37,24 @@ MAX_RECORD_SEQ = (1 << 48) - 1
 NOW = 1000.0
 
 
-def server_ctx(*, native: bool = True, hint: bytes | None = HINT) -> dtls.ServerContext:
-    return dtls.server_context(KeyStore(table={IDENTITY: KEY}), hint=hint, native=native)
+def server_ctx(*, native: bool = True, hint: bytes | None = HINT) -> dtls_contexts.ServerContext:
+    return dtls_contexts.server_context(KeyStore(table={IDENTITY: KEY}), hint=hint, native=native)
 
 
-def client(*, native: bool = True, key: Secret = KEY) -> dtls.ClientEngine:
-    return dtls.client_engine(dtls.client_context(native=native), lambda hint: (IDENTITY, key))
+def client(*, native: bool = True, key: Secret = KEY) -> dtls_factory.ClientEngine:
+    return dtls_factory.client_engine(dtls_contexts.client_context(native=native), lambda hint: (IDENTITY, key))
 
 
 def events(engine) -> list:
     return list(iter(engine.next_event, None))
 
 
-def cookie_hello(ctx: dtls.ServerContext, peer: bytes = PEER) -> bytes:
+def cookie_hello(ctx: dtls_contexts.ServerContext, peer: bytes = PEER) -> bytes:
     """A real ClientHello that carries a valid cookie for ``peer`` (the cookie exchange done)."""
     c = client()
     c.start(NOW)
     (hello,) = c.datagrams_to_send()
-    engine, (hvr,) = dtls.accept(ctx, hello, peer, NOW)
+    engine, (hvr,) = dtls_factory.accept(ctx, hello, peer, NOW)
     assert engine is None
     c.receive_datagram(hvr, NOW)
     (hello,) = c.datagrams_to_send()
@@ -85,7 +85,7 @@ def fragment(msg_type: int, length: int, seq: int, offset: int, data: bytes) -> 
 def pump(c, ctx, *, peer: bytes = PEER, server=None, hook=None, c2s=None, s2c=None, now: float = NOW):
     """Move datagrams between client ``c`` and the server side until both are quiet.
 
-    ``dtls.accept`` plays the server until it returns an engine (then ``hook(engine)``);
+    ``dtls_factory.accept`` plays the server until it returns an engine (then ``hook(engine)``);
     ``c2s``/``s2c`` may rewrite or drop (return None) each datagram on its way.
     """
     while True:
@@ -95,7 +95,7 @@ def pump(c, ctx, *, peer: bytes = PEER, server=None, hook=None, c2s=None, s2c=No
             if c2s is not None and (d := c2s(d)) is None:
                 continue
             if server is None:
-                server, replies = dtls.accept(ctx, d, peer, now)
+                server, replies = dtls_factory.accept(ctx, d, peer, now)
                 if server is not None and hook is not None:
                     hook(server)
                 for r in replies:
@@ -168,7 +168,7 @@ class FarClient(psk_client.PskClientEngine):
 
 def test_the_highest_numbering_that_fits_completes():
     # 65532: the server's Finished is message 65535, the last one there is.
-    c = FarClient(psk_client.native_suites(dtls.DEFAULT_PSK_CIPHERS), lambda hint: (IDENTITY, KEY))
+    c = FarClient(psk_client.native_suites(dtls_contexts.DEFAULT_PSK_CIPHERS), lambda hint: (IDENTITY, KEY))
     c.start(NOW)
     s = pump(c, server_ctx())
     assert c.handshake_done and s is not None and s.handshake_done
@@ -197,7 +197,7 @@ def test_server_hello_numbered_too_high_fails_the_client(native, server_hello_se
 def test_a_handshake_numbered_one_higher_is_dropped_not_crashed():
     # Finding 4: at 65533 the server's Finished would be message 65536 (OverflowError at the
     # client's Finished, in the server's receive loop). Now the ClientHello is dropped.
-    far = FarClient(psk_client.native_suites(dtls.DEFAULT_PSK_CIPHERS), lambda hint: (IDENTITY, KEY))
+    far = FarClient(psk_client.native_suites(dtls_contexts.DEFAULT_PSK_CIPHERS), lambda hint: (IDENTITY, KEY))
     far.first = 65533
     far.start(NOW)
     assert pump(far, server_ctx()) is None
@@ -466,7 +466,7 @@ def test_hostile_server_makes_a_client_hold_bounded_memory():
     c = client()
     c.start(NOW)
     (hello,) = c.datagrams_to_send()
-    _, (hvr,) = dtls.accept(server_ctx(), hello, PEER, NOW)
+    _, (hvr,) = dtls_factory.accept(server_ctx(), hello, PEER, NOW)
     c.receive_datagram(hvr, NOW)
     c.datagrams_to_send()
     tracemalloc.start()
@@ -856,7 +856,7 @@ def _openssl_growth_per_association(length: int, count: int = 100) -> float:
     engines = []
     for i in range(count):
         peer = b"10.0.0.%d:1" % i
-        engine, _ = dtls.accept(ctx, cookie_hello(ctx, peer=peer), peer, NOW)
+        engine, _ = dtls_factory.accept(ctx, cookie_hello(ctx, peer=peer), peer, NOW)
         assert engine is not None
         engines.append(engine)
     before = _rss_kib()

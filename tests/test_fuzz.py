@@ -17,7 +17,7 @@ import pytest
 from gevent import socket
 
 from loadgen.credentials import Secret
-from loadgen.protocol import dtls, records
+from loadgen.protocol import dtls, dtls_contexts, records
 from loadgen.scenario.model import Expect, PingConfig
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import traffic_plan
@@ -65,7 +65,7 @@ def mutate(rng: random.Random, samples: list[bytes]) -> bytes:
 
 def capture(address: tuple[str, int], key: Secret) -> list[bytes]:
     """Real datagrams of a client: ClientHellos and encrypted pings, as seeds for mutation."""
-    engine = dtls.DtlsEngine.client(dtls.client_context(), lambda hint: (b"seed", key))
+    engine = dtls.DtlsEngine.client(dtls_contexts.client_context(), lambda hint: (b"seed", key))
     engine.start(time.monotonic())  # over a real socket: the real clock
     samples = engine.datagrams_to_send()
     sock = socket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)
@@ -94,7 +94,7 @@ def test_server_survives_mutated_datagrams(dtls_server, psk_hex: str) -> None:
     rng = random.Random(7)
     samples = capture(dtls_server.address, key)
     totals = StatsSink()
-    legit = [DtlsAssociation(f"legit-{i}", "srv", dtls_server.address, dtls.client_context(), totals,
+    legit = [DtlsAssociation(f"legit-{i}", "srv", dtls_server.address, dtls_contexts.client_context(), totals,
                              identity=b"legit-%d" % i, key=key,
                              ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, expect=Expect("echo"))))
              for i in range(10)]
@@ -162,7 +162,7 @@ def test_clients_survive_mutated_datagrams(dtls_server, psk_hex: str) -> None:
 
     relay_loop = gevent.spawn(pump_up)
     totals = StatsSink()
-    clients = [DtlsAssociation(f"c-{i}", "srv", relay.getsockname(), dtls.client_context(), totals,
+    clients = [DtlsAssociation(f"c-{i}", "srv", relay.getsockname(), dtls_contexts.client_context(), totals,
                                identity=b"c-%d" % i, key=key,
                                ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, expect=Expect("echo"),
                                                             max_missed=10**6)))

@@ -14,7 +14,7 @@ from servers import free_udp_port, needs_openssl, run_openssl_client
 
 from loadgen.credentials import Secret
 from loadgen.errors import LoadgenError
-from loadgen.protocol import dtls
+from loadgen.protocol import dtls_contexts
 from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import TrafficPlan, traffic_plan
@@ -30,7 +30,7 @@ def association(address, key_hex: str, totals: StatsSink, *, identity: str = IDE
                 ping: TrafficPlan = SLOW_PINGS,
                 settings: DtlsConfig = DtlsConfig()) -> DtlsAssociation:
     return DtlsAssociation(
-        name, "target", address, dtls.client_context(), totals,
+        name, "target", address, dtls_contexts.client_context(), totals,
         identity=identity.encode(), key=Secret(bytes.fromhex(key_hex)), settings=settings, ping=ping,
     )
 

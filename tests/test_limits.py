@@ -29,7 +29,7 @@ from loadgen import limits
 from loadgen.credentials import Secret
 from loadgen.errors import SocketError, SocketsExhausted, socket_error
 from loadgen.limits import HEADROOM, ShortageLog, plan, problems
-from loadgen.protocol import dtls, tls
+from loadgen.protocol import dtls_contexts, tls
 from loadgen.protocol.tls import TlsOptions
 from loadgen.scenario import load_scenario
 from loadgen.stats.facts import HANDSHAKE, Finished
@@ -129,7 +129,7 @@ def test_dtls_client_without_a_socket_fails_its_handshake_as_socket_error(monkey
 
     monkeypatch.setattr(association, "_socket", NoSockets)
     rec = StatsSink()
-    assoc = DtlsAssociation("dev", "t", ("127.0.0.1", 9), dtls.client_context(), rec, identity=b"dev", key=KEY)
+    assoc = DtlsAssociation("dev", "t", ("127.0.0.1", 9), dtls_contexts.client_context(), rec, identity=b"dev", key=KEY)
     error = gevent.spawn(assoc.run).get(timeout=5)
     assert isinstance(error, SocketsExhausted) and error.code == "socket-error", repr(error)
     assert (rec.handshakes.attempted, dict(rec.handshakes.failures)) == (1, {"socket-error": 1})

@@ -22,7 +22,7 @@ from gevent.pool import Pool
 
 from loadgen.credentials import Secret
 from loadgen.impair import Impairment, ImpairmentProxy
-from loadgen.protocol import dtls
+from loadgen.protocol import dtls_contexts
 from loadgen.scenario.model import DtlsConfig
 from loadgen.stats.facts import HANDSHAKE, Fact, Finished
 from loadgen.stats.sink import StatsSink
@@ -75,7 +75,7 @@ def _share(results: list[tuple[float, str | None, int]], within: float) -> float
 def test_handshakes_complete_through_twenty_percent_loss_each_way(dtls_server):
     settings = DtlsConfig()  # the defaults: 60 s handshake timeout, 16 retransmits
     key = Secret(bytes.fromhex(dtls_server.key_hex))
-    context = dtls.client_context()
+    context = dtls_contexts.client_context()
     timeline = Timeline()
     proxy = ImpairmentProxy(dtls_server.address, up=Impairment(loss=LOSS), down=Impairment(loss=LOSS),
                             seed=SEED).start()

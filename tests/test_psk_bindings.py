@@ -11,7 +11,7 @@ from OpenSSL._util import lib
 
 from loadgen import psk
 from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls
+from loadgen.protocol import dtls, dtls_contexts
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -63,7 +63,8 @@ def test_callbacks_outlive_garbage_collection():
 
     def contexts():
         # OpenSSL's handshakes on both sides: they are what calls the PSK callbacks.
-        return dtls.client_context(native=False), dtls.server_context(KeyStore(shared=key), hint=b"h", native=False)
+        return (dtls_contexts.client_context(native=False),
+                dtls_contexts.server_context(KeyStore(shared=key), hint=b"h", native=False))
 
     client_ctx, server_ctx = contexts()
     gc.collect()
@@ -78,4 +79,4 @@ def test_callbacks_outlive_garbage_collection():
 def test_unusable_identity_hint_is_refused():
     # OpenSSL limits identity hints to 256 bytes; a longer one must not be truncated silently.
     with pytest.raises(ValueError):
-        dtls.server_context(KeyStore(shared=Secret(b"\x01" * 16)), hint=b"h" * 300)
+        dtls_contexts.server_context(KeyStore(shared=Secret(b"\x01" * 16)), hint=b"h" * 300)

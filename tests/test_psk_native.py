@@ -13,7 +13,7 @@ import pytest
 from dtls_wire import C2S, S2C, Wire
 
 from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls, handshake_messages, psk_client, psk_server, records
+from loadgen.protocol import dtls, dtls_contexts, dtls_factory, handshake_messages, psk_client, psk_server, records
 from loadgen.protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
 
 pytestmark = pytest.mark.timeout(30)
@@ -29,36 +29,36 @@ OP_NO_EXTENDED_MASTER_SECRET = 0x1
 @pytest.fixture(scope="module")
 def server_ctx():
     """OpenSSL's server, for the native client."""
-    return dtls.server_context(KeyStore(table={IDENTITY: KEY}), hint=b"hint", native=False)
+    return dtls_contexts.server_context(KeyStore(table={IDENTITY: KEY}), hint=b"hint", native=False)
 
 
-def native_server(**options) -> dtls.ServerContext:
-    ctx = dtls.server_context(KeyStore(table={IDENTITY: KEY}), **options)
+def native_server(**options) -> dtls_contexts.ServerContext:
+    ctx = dtls_contexts.server_context(KeyStore(table={IDENTITY: KEY}), **options)
     assert ctx.native is not None
     return ctx
 
 
-def native_client(ciphers: str = dtls.DEFAULT_PSK_CIPHERS) -> psk_client.PskClientEngine:
-    engine = dtls.client_engine(dtls.client_context(ciphers), lambda hint: (IDENTITY, KEY))
+def native_client(ciphers: str = dtls_contexts.DEFAULT_PSK_CIPHERS) -> psk_client.PskClientEngine:
+    engine = dtls_factory.client_engine(dtls_contexts.client_context(ciphers), lambda hint: (IDENTITY, KEY))
     assert isinstance(engine, psk_client.PskClientEngine)
     return engine
 
 
 def test_psk_aead_suites_use_the_native_engines_and_others_openssl():
-    assert psk_client.native_suites(dtls.DEFAULT_PSK_CIPHERS) == (0x00A8, 0x00A9, 0xCCAB, 0xC0A4, 0xC0A8)
+    assert psk_client.native_suites(dtls_contexts.DEFAULT_PSK_CIPHERS) == (0x00A8, 0x00A9, 0xCCAB, 0xC0A4, 0xC0A8)
     assert psk_client.native_suites("PSK-AES128-CCM8:@SECLEVEL=0") == (0xC0A8,)
     # Any suite the native handshake cannot do sends the whole context to OpenSSL.
     for ciphers in ("PSK-AES128-CBC-SHA256", "ECDHE-PSK-CHACHA20-POLY1305", "PSK-AES128-GCM-SHA256:PSK"):
         assert psk_client.native_suites(ciphers) is None
-        engine = dtls.client_engine(dtls.client_context(ciphers), lambda hint: (IDENTITY, KEY))
+        engine = dtls_factory.client_engine(dtls_contexts.client_context(ciphers), lambda hint: (IDENTITY, KEY))
         assert isinstance(engine, dtls.DtlsEngine)
     # And the user can ask for OpenSSL's handshake explicitly.
-    ctx = dtls.client_context(native=False)
-    assert isinstance(dtls.client_engine(ctx, lambda hint: (IDENTITY, KEY)), dtls.DtlsEngine)
+    ctx = dtls_contexts.client_context(native=False)
+    assert isinstance(dtls_factory.client_engine(ctx, lambda hint: (IDENTITY, KEY)), dtls.DtlsEngine)
     # The same rule on the server side.
-    assert native_server().native.suites == psk_client.native_suites(dtls.DEFAULT_PSK_CIPHERS)
-    assert dtls.server_context(KeyStore(table={IDENTITY: KEY}), ciphers="PSK-AES128-CBC-SHA256").native is None
-    assert dtls.server_context(KeyStore(table={IDENTITY: KEY}), native=False).native is None
+    assert native_server().native.suites == psk_client.native_suites(dtls_contexts.DEFAULT_PSK_CIPHERS)
+    assert dtls_contexts.server_context(KeyStore(table={IDENTITY: KEY}), ciphers="PSK-AES128-CBC-SHA256").native is None
+    assert dtls_contexts.server_context(KeyStore(table={IDENTITY: KEY}), native=False).native is None
 
 
 def _handshake_messages(datagram: bytes) -> list[bytes]:
@@ -85,10 +85,10 @@ def test_fragmented_and_reordered_server_flight_is_reassembled(server_ctx):
     wire = Wire(server_ctx, client)
     client.start(NOW)
     (hello,) = client.datagrams_to_send()
-    server, (hvr,) = dtls.accept(server_ctx, hello, wire.peer, NOW)
+    server, (hvr,) = dtls_factory.accept(server_ctx, hello, wire.peer, NOW)
     client.receive_datagram(hvr, NOW)
     (hello_with_cookie,) = client.datagrams_to_send()
-    server, (flight,) = dtls.accept(server_ctx, hello_with_cookie, wire.peer, NOW)
+    server, (flight,) = dtls_factory.accept(server_ctx, hello_with_cookie, wire.peer, NOW)
     assert server is not None
 
     messages = _handshake_messages(flight)
@@ -113,7 +113,7 @@ def test_fragmented_and_reordered_server_flight_is_reassembled(server_ctx):
 
 
 def test_server_without_extended_master_secret(server_ctx):
-    plain_server = dtls.server_context(KeyStore(table={IDENTITY: KEY}), native=False)
+    plain_server = dtls_contexts.server_context(KeyStore(table={IDENTITY: KEY}), native=False)
     plain_server.ssl.set_options(OP_NO_EXTENDED_MASTER_SECRET)
     wire = Wire(plain_server, native_client())
     wire.handshake()
@@ -132,9 +132,10 @@ def test_server_without_extended_master_secret(server_ctx):
 @pytest.mark.parametrize("cipher", list(psk_client.NATIVE_SUITES))
 @pytest.mark.parametrize("side", ["native-client", "native-server"])
 def test_every_native_suite_against_openssl(cipher, side):
-    server = dtls.server_context(KeyStore(table={IDENTITY: KEY}), ciphers=cipher, native=side == "native-server")
-    client = dtls.client_engine(dtls.client_context(cipher, native=side == "native-client"),
-                                lambda hint: (IDENTITY, KEY))
+    server = dtls_contexts.server_context(KeyStore(table={IDENTITY: KEY}), ciphers=cipher,
+                                          native=side == "native-server")
+    client = dtls_factory.client_engine(dtls_contexts.client_context(cipher, native=side == "native-client"),
+                                        lambda hint: (IDENTITY, KEY))
     wire = Wire(server, client)
     wire.handshake()
     c, s = wire.completed()
@@ -146,12 +147,12 @@ def test_every_native_suite_against_openssl(cipher, side):
     assert list(iter(wire.server.next_event, None)) == [DataReceived(b"x" * wire.client.cleartext_mtu)]
 
 
-def _openssl_client(ctx: dtls.ClientContext | None = None) -> dtls.DtlsEngine:
-    return dtls.DtlsEngine.client(ctx or dtls.client_context(native=False), lambda hint: (IDENTITY, KEY))
+def _openssl_client(ctx: dtls_contexts.ClientContext | None = None) -> dtls.DtlsEngine:
+    return dtls.DtlsEngine.client(ctx or dtls_contexts.client_context(native=False), lambda hint: (IDENTITY, KEY))
 
 
 def test_native_server_with_a_client_without_extended_master_secret():
-    ctx = dtls.client_context(native=False)
+    ctx = dtls_contexts.client_context(native=False)
     ctx.ssl.set_options(OP_NO_EXTENDED_MASTER_SECRET)
     wire = Wire(native_server(), _openssl_client(ctx))
     wire.handshake()
@@ -166,7 +167,7 @@ def test_native_server_buffers_a_finished_that_overtakes_its_key_exchange():
     server = None
     datagrams = client.datagrams_to_send()
     while server is None:  # the cookie exchange
-        server, replies = dtls.accept(server_ctx, datagrams[0], b"peer", NOW)
+        server, replies = dtls_factory.accept(server_ctx, datagrams[0], b"peer", NOW)
         for reply in replies:
             client.receive_datagram(reply, NOW)
         datagrams = client.datagrams_to_send()
@@ -190,12 +191,12 @@ def test_native_server_ignores_fragmented_or_foreign_client_hellos():
     message = hello[records.HEADER_LEN :]
     first, second = _fragmented(message, 2)
     # A ClientHello in two fragments: like OpenSSL's DTLSv1_listen, not answered.
-    assert dtls.accept(server_ctx, _record(first, 0), b"peer", NOW) == (None, [])
-    assert dtls.accept(server_ctx, _record(second, 1), b"peer", NOW) == (None, [])
+    assert dtls_factory.accept(server_ctx, _record(first, 0), b"peer", NOW) == (None, [])
+    assert dtls_factory.accept(server_ctx, _record(second, 1), b"peer", NOW) == (None, [])
     # A TLS (not DTLS) version inside the ClientHello.
     tls_version = bytearray(hello)
     tls_version[records.HEADER_LEN + 12] = 0x03
-    assert dtls.accept(server_ctx, bytes(tls_version), b"peer", NOW) == (None, [])
+    assert dtls_factory.accept(server_ctx, bytes(tls_version), b"peer", NOW) == (None, [])
     assert psk_server.parse_client_hello(hello) is not None  # positive control
 
 
@@ -224,11 +225,12 @@ def test_fragment_message_round_trip():
 def test_native_pair_fragments_what_does_not_fit_the_mtu():
     # A 400-byte identity (RFC 4279 allows up to 65535) cannot fit a 256-byte datagram.
     identity = b"i" * 400
-    server_ctx = dtls.server_context(KeyStore(table={identity: KEY}), hint=b"h" * 256)
-    client = dtls.client_engine(dtls.client_context(), lambda hint: (identity, KEY), mtu=dtls.MIN_MTU)
-    wire = Wire(server_ctx, client, server_mtu=dtls.MIN_MTU)
+    server_ctx = dtls_contexts.server_context(KeyStore(table={identity: KEY}), hint=b"h" * 256)
+    client = dtls_factory.client_engine(dtls_contexts.client_context(), lambda hint: (identity, KEY),
+                                        mtu=dtls_contexts.MIN_MTU)
+    wire = Wire(server_ctx, client, server_mtu=dtls_contexts.MIN_MTU)
     wire.handshake()
     _, s = wire.completed()
     assert s.psk_identity == identity
-    assert max(len(x.datagram) for x in wire.log) <= dtls.MIN_MTU
+    assert max(len(x.datagram) for x in wire.log) <= dtls_contexts.MIN_MTU
     assert wire.count(C2S) >= 5  # ClientHello x2, then the key exchange in at least two pieces, ...

@@ -13,7 +13,7 @@ import pytest
 from dtls_wire import C2S, S2C, Wire
 
 from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls, records
+from loadgen.protocol import dtls, dtls_contexts, records
 from loadgen.protocol.events import ConnectionClosed, DataReceived
 from loadgen.protocol.record_layer import SUITES, prf
 
@@ -23,8 +23,9 @@ CIPHERS = ["PSK-AES128-GCM-SHA256", "PSK-AES256-GCM-SHA384", "PSK-CHACHA20-POLY1
 
 
 def established(cipher: str, *, client_light: bool, server_light: bool, drop: frozenset = frozenset()) -> Wire:
-    server_ctx = dtls.server_context(KeyStore(shared=KEY), ciphers=cipher)
-    client = dtls.DtlsEngine.client(dtls.client_context(cipher), lambda hint: (b"dev", KEY), light=client_light)
+    server_ctx = dtls_contexts.server_context(KeyStore(shared=KEY), ciphers=cipher)
+    client = dtls.DtlsEngine.client(dtls_contexts.client_context(cipher), lambda hint: (b"dev", KEY),
+                                    light=client_light)
     wire = Wire(server_ctx, client, drop=drop, server_light=server_light)
     wire.handshake()
     assert wire.server is not None and client.handshake_done and wire.server.handshake_done

@@ -31,7 +31,7 @@ import pytest
 from servers import start_loadgen_server
 
 from loadgen.credentials import Secret
-from loadgen.protocol import dtls
+from loadgen.protocol import dtls_contexts
 from loadgen.scenario import parse_scenario
 from loadgen.scenario.model import Expect, PingConfig
 from loadgen.stats.facts import HANDSHAKE, PING, Finished
@@ -112,7 +112,7 @@ def test_associations_come_back_after_a_server_restart(tmp_path, psk_hex: str, h
     )
     server = start_loadgen_server("--port", str(port), key_hex=psk_hex, workdir=tmp_path / "a")
     sink = PerAssociation()
-    ctx = dtls.client_context()
+    ctx = dtls_contexts.client_context()
     plan = traffic_plan(PingConfig(interval=0.5, jitter=0.0, expect=Expect("echo")))
 
     def factory(i: int):

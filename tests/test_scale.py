@@ -13,7 +13,7 @@ import gevent
 import pytest
 
 from loadgen.credentials import Secret
-from loadgen.protocol import dtls
+from loadgen.protocol import dtls_contexts
 from loadgen.scenario.model import Expect, PingConfig
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import traffic_plan
@@ -62,7 +62,7 @@ def _ms(seconds: float | None) -> str:
 def test_two_thousand_associations_ping_the_reference_server(dtls_server):
     _raise_nofile(ASSOCIATIONS + 200)
     key = Secret(bytes.fromhex(dtls_server.key_hex))
-    context = dtls.client_context()  # one context for all, as the runner does
+    context = dtls_contexts.client_context()  # one context for all, as the runner does
     totals = StatsSink()
     plan = traffic_plan(PingConfig(interval=PING_INTERVAL, jitter=0.1, expect=Expect("echo")))
     associations = [

@@ -543,7 +543,7 @@ def test_docs_example_matches_schema(validator) -> None:
 def test_dtls_handshake_key_picks_the_engine(handshake: str, native: bool) -> None:
     from locust.env import Environment
 
-    from loadgen.protocol import dtls
+    from loadgen.protocol import dtls, dtls_factory
     from loadgen.users import Endpoint, Session
 
     scenario = parse_scenario(
@@ -552,6 +552,6 @@ def test_dtls_handshake_key_picks_the_engine(handshake: str, native: bool) -> No
     (target,) = scenario.targets
     session = Session(scenario, Environment(), [Endpoint(target, ("127.0.0.1", 5684))])
     assert session.dtls_context is not None
-    engine = dtls.client_engine(session.dtls_context, lambda hint: (b"dev", None))  # type: ignore[arg-type, return-value]
+    engine = dtls_factory.client_engine(session.dtls_context, lambda hint: (b"dev", None))  # type: ignore[arg-type, return-value]
     # The key decides who runs the handshake: loadgen's own engine, or OpenSSL's.
     assert isinstance(engine, dtls.DtlsEngine) is not native

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import servers` whe
 from servers import loadgen_env  # noqa: E402
 
 from loadgen.credentials import KeyStore, Secret  # noqa: E402
-from loadgen.protocol import dtls, tls  # noqa: E402
+from loadgen.protocol import dtls_contexts, dtls_factory, tls  # noqa: E402
 from loadgen.protocol.tls import TlsOptions  # noqa: E402
 from loadgen.scenario.model import DtlsConfig, Expect, Payload, PingConfig  # noqa: E402
 from loadgen.stats.sink import StatsSink  # noqa: E402
@@ -65,8 +65,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
 def legit_client_works(address: tuple[str, int], name: str = "legit", source: str = "127.0.0.1") -> StatsSink:
     """A real association: it must complete its handshake and answered pings within a few seconds."""
     totals = StatsSink()
-    assoc = DtlsAssociation(name, "srv", address, dtls.client_context(), totals, identity=name.encode(), key=KEY,
-                            source_address=source,
+    assoc = DtlsAssociation(name, "srv", address, dtls_contexts.client_context(), totals, identity=name.encode(),
+                            key=KEY, source_address=source,
                             ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, expect=Expect("echo"))))
     greenlet = gevent.spawn(assoc.run)
     try:
@@ -99,7 +99,7 @@ class HalfOpen:
         one source address keep their sockets open until that address is done: a port closed
         and bound again would be a peer the server already holds state for."""
         kept: list[socket.socket] = []
-        context = dtls.client_context()
+        context = dtls_contexts.client_context()
         per_source = -(-self.count // len(self.sources))
         for first in range(0, self.count, per_source):
             source = self.sources[first // per_source]
@@ -116,8 +116,8 @@ class HalfOpen:
                     sock.close()  # the server keeps the state regardless
         return kept
 
-    def _handshake_start(self, socks: list[socket.socket], context: dtls.ClientContext) -> None:
-        engines = [dtls.client_engine(context, lambda hint: (b"hostile", KEY)) for _ in socks]
+    def _handshake_start(self, socks: list[socket.socket], context: dtls_contexts.ClientContext) -> None:
+        engines = [dtls_factory.client_engine(context, lambda hint: (b"hostile", KEY)) for _ in socks]
         for sock, engine in zip(socks, engines, strict=True):
             engine.start(time.monotonic())
             for datagram in engine.datagrams_to_send():
@@ -162,7 +162,7 @@ def start_dtls() -> Iterator[Callable[..., DtlsServer]]:
 
 def _hostile_engines(monkeypatch: pytest.MonkeyPatch, source: str, **raising: BaseException) -> list:
     """Make the server's engines for peers from ``source`` raise in the named methods."""
-    real_accept = dtls.accept
+    real_accept = dtls_factory.accept
     made: list = []
 
     def accept(context, datagram, peer, now, **kwargs):  # type: ignore[no-untyped-def]
@@ -175,7 +175,7 @@ def _hostile_engines(monkeypatch: pytest.MonkeyPatch, source: str, **raising: Ba
             made.append(engine)
         return engine, replies
 
-    monkeypatch.setattr(dtls, "accept", accept)
+    monkeypatch.setattr(dtls_factory, "accept", accept)
     return made
 
 
@@ -188,7 +188,7 @@ def test_a_peer_whose_engine_raises_on_a_datagram_is_dropped_and_others_are_serv
     made = _hostile_engines(monkeypatch, "127.0.0.77", receive_datagram=MemoryError(MARKER))
     with caplog.at_level(logging.WARNING, logger="loadgen.server"):
         # Its second flight (ClientKeyExchange...) reaches the engine that raises.
-        hostile = DtlsAssociation("hostile", "srv", server.address, dtls.client_context(), StatsSink(),
+        hostile = DtlsAssociation("hostile", "srv", server.address, dtls_contexts.client_context(), StatsSink(),
                                   identity=b"hostile", key=KEY, source_address="127.0.0.77",
                                   ping=traffic_plan(PingConfig(interval=5, jitter=0.0)))
         greenlet = gevent.spawn(hostile.run)
@@ -229,8 +229,8 @@ def test_stop_survives_an_engine_that_raises_on_close(start_dtls, monkeypatch: p
     _hostile_engines(monkeypatch, "127.0.0.77", close=RuntimeError(MARKER))
     HalfOpen(server.address, 1, ("127.0.0.77",)).open()
     totals = StatsSink()
-    assoc = DtlsAssociation("legit", "srv", server.address, dtls.client_context(), totals, identity=b"legit", key=KEY,
-                            ping=traffic_plan(PingConfig(interval=5, jitter=0.0)))
+    assoc = DtlsAssociation("legit", "srv", server.address, dtls_contexts.client_context(), totals, identity=b"legit",
+                            key=KEY, ping=traffic_plan(PingConfig(interval=5, jitter=0.0)))
     greenlet = gevent.spawn(assoc.run)
     assert wait_until(lambda: totals.handshakes.completed == 1, 5)
     assert server.peer_count == 2
@@ -250,7 +250,7 @@ def test_max_half_open_drops_newcomers_but_still_answers_cookieless_hellos(start
     assert hostile.answered == 3 and server.half_open_count == 3 and server.peer_count == 3
     assert server.stats.failures["server-full"] == 2
     # A cookieless ClientHello still gets its (stateless) HelloVerifyRequest.
-    engine = dtls.client_engine(dtls.client_context(), lambda hint: (b"x", KEY))
+    engine = dtls_factory.client_engine(dtls_contexts.client_context(), lambda hint: (b"x", KEY))
     engine.start(time.monotonic())
     with socket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM) as sock:
         sock.settimeout(2.0)
@@ -258,8 +258,8 @@ def test_max_half_open_drops_newcomers_but_still_answers_cookieless_hellos(start
         hvr = sock.recv(65536)
     assert hvr[0] == 22 and hvr[13] == 3  # handshake record, HelloVerifyRequest
     totals = StatsSink()
-    error = DtlsAssociation("legit", "srv", server.address, dtls.client_context(), totals, identity=b"legit", key=KEY,
-                            settings=_short_handshake()).run()
+    error = DtlsAssociation("legit", "srv", server.address, dtls_contexts.client_context(), totals, identity=b"legit",
+                            key=KEY, settings=_short_handshake()).run()
     assert error is not None and error.code == "handshake-timeout"
     assert server.stats.failures["server-full"] > 2 and server.peer_count == 3
 
@@ -267,8 +267,8 @@ def test_max_half_open_drops_newcomers_but_still_answers_cookieless_hellos(start
 def test_max_peers_counts_established_peers(start_dtls) -> None:
     server = start_dtls(max_peers=2)
     tallies = [StatsSink() for _ in range(3)]
-    assocs = [DtlsAssociation(f"d{i}", "srv", server.address, dtls.client_context(), tallies[i], identity=b"d%d" % i,
-                              key=KEY, ping=traffic_plan(PingConfig(interval=5, jitter=0.0)),
+    assocs = [DtlsAssociation(f"d{i}", "srv", server.address, dtls_contexts.client_context(), tallies[i],
+                              identity=b"d%d" % i, key=KEY, ping=traffic_plan(PingConfig(interval=5, jitter=0.0)),
                               settings=_short_handshake()) for i in range(3)]
     greenlets = [gevent.spawn(a.run) for a in assocs[:2]]
     assert wait_until(lambda: server.stats.handshakes == 2, 5)
@@ -361,7 +361,7 @@ def test_serve_dtls_limits_flags_and_listening_line(server_procs) -> None:
 
 #: For a child server: engines of peers from 127.0.0.77 raise MemoryError on their next datagram.
 RAISING_ENGINES = f"""
-import loadgen.protocol.dtls as d
+import loadgen.protocol.dtls_factory as d
 real_accept = d.accept
 def accept(context, datagram, peer, now, **kwargs):
     engine, replies = real_accept(context, datagram, peer, now, **kwargs)
@@ -378,8 +378,9 @@ def test_serve_dtls_survives_a_raising_peer_and_still_stops_on_sigint(server_pro
     from servers import _SUMMARY
 
     server = server_procs("serve", "dtls", "--port", "0", "--psk-hex", KEY_HEX, prelude=RAISING_ENGINES)
-    error = DtlsAssociation("hostile", "srv", server.address, dtls.client_context(), StatsSink(), identity=b"hostile",
-                            key=KEY, source_address="127.0.0.77", settings=_short_handshake()).run()
+    error = DtlsAssociation("hostile", "srv", server.address, dtls_contexts.client_context(), StatsSink(),
+                            identity=b"hostile", key=KEY, source_address="127.0.0.77",
+                            settings=_short_handshake()).run()
     assert error is not None and error.code == "handshake-timeout"  # dropped at its second flight
     legit_client_works(server.address)
     server.proc.send_signal(signal.SIGINT)
@@ -633,8 +634,8 @@ def test_a_ping_whose_echo_cannot_fit_the_servers_mtu_is_not_counted_as_answered
     a ping answered and a ``local-error`` failure, for every such ping)."""
     server = start_dtls(mtu=300)
     totals = StatsSink()
-    assoc = DtlsAssociation("big", "srv", server.address, dtls.client_context(), totals, identity=b"big", key=KEY,
-                            settings=DtlsConfig(mtu=1200),
+    assoc = DtlsAssociation("big", "srv", server.address, dtls_contexts.client_context(), totals, identity=b"big",
+                            key=KEY, settings=DtlsConfig(mtu=1200),
                             ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, timeout=0.3,
                                                          payload=Payload(text=None, data=b"x" * 600),
                                                          expect=Expect("echo"), max_missed=10**6)))

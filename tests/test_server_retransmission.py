@@ -20,7 +20,7 @@ import time
 import pytest
 
 from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls
+from loadgen.protocol import dtls_contexts, dtls_factory
 from loadgen.protocol.events import HandshakeCompleted
 
 pytestmark = pytest.mark.timeout(30)
@@ -47,7 +47,7 @@ class Clock:
             time.sleep(seconds)
 
 
-def _completed(engine: dtls.ClientEngine | dtls.ServerEngine) -> bool:
+def _completed(engine: dtls_factory.ClientEngine | dtls_factory.ServerEngine) -> bool:
     return any(isinstance(e, HandshakeCompleted) for e in iter(engine.next_event, None))
 
 
@@ -56,16 +56,17 @@ def _completed(engine: dtls.ClientEngine | dtls.ServerEngine) -> bool:
 @pytest.mark.parametrize("lost", ["server-hello-flight", "server-finished-flight"])
 def test_a_lost_server_flight_is_recovered_by_the_clients_retransmission(
         client_native: bool, server_native: bool, lost: str) -> None:
-    ctx = dtls.server_context(KeyStore(table={IDENTITY: KEY}), native=server_native)
-    client = dtls.client_engine(dtls.client_context(native=client_native), lambda hint: (IDENTITY, KEY))
+    ctx = dtls_contexts.server_context(KeyStore(table={IDENTITY: KEY}), native=server_native)
+    client = dtls_factory.client_engine(dtls_contexts.client_context(native=client_native),
+                                        lambda hint: (IDENTITY, KEY))
     clock = Clock(skip=client_native and server_native)  # OpenSSL's timers read the real clock
     client.start(clock.now())
     (hello,) = client.datagrams_to_send()
-    engine, (hvr,) = dtls.accept(ctx, hello, PEER, clock.now())
+    engine, (hvr,) = dtls_factory.accept(ctx, hello, PEER, clock.now())
     assert engine is None
     client.receive_datagram(hvr, clock.now())
     (hello,) = client.datagrams_to_send()
-    server, flight = dtls.accept(ctx, hello, PEER, clock.now())
+    server, flight = dtls_factory.accept(ctx, hello, PEER, clock.now())
     assert server is not None and flight
     sent_again = 0  # server flights after the one that was lost
     if lost == "server-hello-flight":

@@ -6,7 +6,7 @@ import gevent
 import pytest
 
 from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls
+from loadgen.protocol import dtls_contexts
 from loadgen.scenario.model import Expect, Payload, PingConfig
 from loadgen.stats.facts import Message
 from loadgen.stats.sink import StatsSink
@@ -47,7 +47,7 @@ def run_for(assoc: DtlsAssociation, seconds: float) -> None:
 def test_source_address_and_qt_style_reply(server: DtlsServer) -> None:
     rec = Recorder()
     assoc = DtlsAssociation(
-        "dev-1", "local", server.address, dtls.client_context(), rec, identity=b"dev-1", key=KEY,
+        "dev-1", "local", server.address, dtls_contexts.client_context(), rec, identity=b"dev-1", key=KEY,
         source_address="127.0.0.5",
         ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0,
                                      expect=Expect("prefix", prefix=b"to dev-1: I am dev-1"))),
@@ -67,7 +67,7 @@ def test_source_address_and_qt_style_reply(server: DtlsServer) -> None:
 def test_server_keeps_peer_by_source_address(server: DtlsServer) -> None:
     rec = Recorder()
     assocs = [
-        DtlsAssociation(f"d{i}", "local", server.address, dtls.client_context(), rec, identity=b"d%d" % i,
+        DtlsAssociation(f"d{i}", "local", server.address, dtls_contexts.client_context(), rec, identity=b"d%d" % i,
                         key=KEY, source_address=f"127.0.0.{10 + i}",
                         ping=traffic_plan(PingConfig(interval=5, jitter=0.0)))
         for i in range(3)
@@ -84,7 +84,7 @@ def test_server_keeps_peer_by_source_address(server: DtlsServer) -> None:
 def test_server_shutdown_alert_stops_pinging() -> None:
     srv = DtlsServer(KeyStore(shared=KEY)).start()
     rec = Recorder()
-    assoc = DtlsAssociation("dev", "local", srv.address, dtls.client_context(), rec, identity=b"dev", key=KEY,
+    assoc = DtlsAssociation("dev", "local", srv.address, dtls_contexts.client_context(), rec, identity=b"dev", key=KEY,
                             ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, expect=Expect("echo"))))
     g = gevent.spawn(assoc.run)
     gevent.sleep(0.5)
@@ -99,7 +99,7 @@ def test_binary_ping_sequence_field() -> None:
     srv = DtlsServer(KeyStore(shared=KEY)).start()  # echo server
     rec = Recorder()
     coap_ping = binary_payload(bytes.fromhex("40000000"), seq_offset=2, seq_width=2)
-    assoc = DtlsAssociation("dev", "local", srv.address, dtls.client_context(), rec, identity=b"dev", key=KEY,
+    assoc = DtlsAssociation("dev", "local", srv.address, dtls_contexts.client_context(), rec, identity=b"dev", key=KEY,
                             ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0,
                                                          payload=Payload(text=None, data=bytes.fromhex("40000000"),
                                                                          seq_offset=2, seq_width=2),
@@ -115,7 +115,7 @@ def test_a_socket_that_cannot_connect_is_a_counted_failure() -> None:
     # 192.0.2.1 (TEST-NET-1) is no local address: binding to it fails like a source
     # address that ran out of ports does. It must show in the stats, not vanish.
     rec = Recorder()
-    assoc = DtlsAssociation("dev-x", "local", ("127.0.0.1", 9), dtls.client_context(), rec, identity=b"dev-x",
+    assoc = DtlsAssociation("dev-x", "local", ("127.0.0.1", 9), dtls_contexts.client_context(), rec, identity=b"dev-x",
                             key=KEY, source_address="192.0.2.1")
     error = assoc.run()
     assert error is not None and error.code == "socket-error"

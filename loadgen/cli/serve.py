@@ -109,14 +109,14 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def _serve_dtls(args: argparse.Namespace) -> int:
-    from ..protocol import dtls
+    from ..protocol import dtls_contexts
     from ..protocol.psk_handshake import DEFAULT_MTU
     from ..transport.dtls_server import DtlsServer
 
     keys = key_store_from_args(args)
     server = DtlsServer(
         keys, host=args.host, port=args.port, hint=args.hint.encode() or None, reply=args.reply,
-        ciphers=args.ciphers or dtls.DEFAULT_PSK_CIPHERS, mtu=args.mtu or DEFAULT_MTU,
+        ciphers=args.ciphers or dtls_contexts.DEFAULT_PSK_CIPHERS, mtu=args.mtu or DEFAULT_MTU,
         idle_timeout=args.idle_timeout, handshake_timeout=args.handshake_timeout, max_peers=args.max_peers,
         max_half_open=args.max_half_open, native=args.handshake == "loadgen",
         max_handshake_rate=args.max_handshake_rate, max_ping_rate=args.max_ping_rate,

@@ -5,178 +5,24 @@ Shape borrowed from aioquic (see :mod:`.engine`): ``receive_datagram(data, now)`
 ``next_event()``. The transport moves bytes, owns the clock and re-arms the timer;
 everything else happens here, which is what lets tests wire a client and a server back
 to back in memory and drop chosen datagrams.
+
+The contexts the engines come from are :mod:`.dtls_contexts`'s, which engine a new association
+gets (this one, or loadgen's own PSK handshake) :mod:`.dtls_factory`'s, and what this engine
+reads off the records going by :mod:`.dtls_watch`'s.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TypeAlias
-
 from OpenSSL import SSL
 
-from .. import psk
-from ..credentials import KeyStore
-from ..errors import (
-    LoadgenError,
-    LocalProtocolError,
-    PskKeyMismatch,
-    error_from_openssl,
-)
-from . import psk_server, record_layer, records
-from .cookies import CookieJar
-from .engine import DatagramClient, DatagramEngine, EngineBase
+from ..errors import LoadgenError, LocalProtocolError, error_from_openssl
+from . import record_layer, records
+from .dtls_contexts import DEFAULT_PSK_CIPHERS as DEFAULT_PSK_CIPHERS  # protocol/tls*.py import it from here
+from .dtls_contexts import ClientContext, ServerPeer, check_mtu
+from .dtls_watch import DtlsWatch, claims_too_much
 from .events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
-from .handshake_messages import HELLO_VERIFY_REQUEST, HS_HEADER_LEN, MAX_MESSAGE_LEN
-from .psk_client import (
-    DEFAULT_MTU,
-    DEFAULT_RETRANSMIT_CAP,
-    MAX_HELLO_VERIFY_REQUESTS,
-    PskChooser,
-    PskClientEngine,
-    hello_verify_loop,
-    native_suites,
-    timeout_error,
-)
+from .psk_client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser
 from .record_layer import RecordLayer
-
-#: PSK suites with AEAD ciphers (CCM8 is the common IoT/CoAP choice).
-DEFAULT_PSK_CIPHERS = (
-    "PSK-AES128-GCM-SHA256:PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305:"
-    "PSK-AES128-CCM:PSK-AES128-CCM8"
-)
-#: OpenSSL ignores a smaller MTU on memory BIOs (its smallest probe size, 256), and the
-#: handshake then fails with an unhelpful "unexpected EOF": refuse it up front instead.
-MIN_MTU = 256
-
-
-@dataclass(frozen=True)
-class ClientContext:
-    """What all client associations to DTLS targets share.
-
-    ``ssl`` is the OpenSSL context, whose connections take their PSK from each
-    connection's :data:`PskChooser` (its app data). ``native_suites`` is set when every
-    configured suite is one :mod:`.psk_client` handshakes itself (much cheaper than
-    OpenSSL); :func:`client_engine` then uses that engine.
-    """
-
-    ssl: SSL.Context
-    native_suites: tuple[int, ...] | None
-
-
-def client_context(ciphers: str = DEFAULT_PSK_CIPHERS, *, native: bool = True) -> ClientContext:
-    """A DTLS 1.2 client context for ``ciphers`` (OpenSSL syntax); one serves thousands
-    of associations. ``native=False`` keeps every handshake in OpenSSL."""
-    ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
-    _common_setup(ctx, ciphers)
-
-    def choose(conn: SSL.Connection, hint: bytes | None) -> tuple[bytes, bytes] | None:
-        identity, key = conn.get_app_data()(hint)
-        return identity, key.value
-
-    psk.set_client_psk(ctx, choose)
-    return ClientContext(ctx, native_suites(ciphers) if native else None)
-
-
-def client_engine(context: ClientContext, choose: PskChooser, *, mtu: int = DEFAULT_MTU,
-                  retransmit_cap: float | None = DEFAULT_RETRANSMIT_CAP) -> ClientEngine:
-    """A client engine for one association: loadgen's own PSK handshake when the
-    context's suites allow it, OpenSSL's otherwise. Call ``start()`` to send the ClientHello."""
-    _check_mtu(mtu)
-    if context.native_suites is not None:
-        return PskClientEngine(context.native_suites, choose, mtu=mtu, retransmit_cap=retransmit_cap)
-    return DtlsEngine.client(context, choose, mtu=mtu, retransmit_cap=retransmit_cap)
-
-
-@dataclass
-class ServerPeer:
-    """What the server knows about one peer: its address and, later, its PSK identity; ``now``
-    is the time of the ClientHello being answered (the transport's), for the cookie jar."""
-
-    address: bytes
-    now: float = 0.0
-    identity: bytes | None = None
-
-
-@dataclass(frozen=True)
-class ServerContext:
-    """What all server associations share: the OpenSSL context and, when every
-    configured suite is one :mod:`.psk_server` handshakes itself, that configuration
-    (:func:`accept` then uses it)."""
-
-    ssl: SSL.Context
-    native: psk_server.ServerConfig | None
-
-
-def server_context(
-    keys: KeyStore,
-    *,
-    hint: bytes | None = None,
-    ciphers: str = DEFAULT_PSK_CIPHERS,
-    cookies: CookieJar | None = None,
-    native: bool = True,
-) -> ServerContext:
-    """A DTLS 1.2 server context: PSK lookup in ``keys``, HMAC cookies bound to the peer.
-    ``native=False`` keeps every handshake in OpenSSL."""
-    ctx = SSL.Context(SSL.DTLS_SERVER_METHOD)
-    _common_setup(ctx, ciphers)
-    jar = cookies or CookieJar()
-
-    def lookup(conn: SSL.Connection, identity: bytes) -> bytes | None:
-        peer: ServerPeer = conn.get_app_data()
-        peer.identity = identity
-        key = keys.key_for(identity)
-        return key.value if key is not None else None
-
-    psk.set_server_psk(ctx, lookup, hint)
-    # The cookie callbacks cannot see the peer address with memory BIOs: the server
-    # puts it in the connection's app data before it feeds the datagram.
-    ctx.set_cookie_generate_callback(lambda conn: jar.make(conn.get_app_data().address, conn.get_app_data().now))
-    ctx.set_cookie_verify_callback(lambda conn, c: jar.check(conn.get_app_data().address, c,
-                                                             conn.get_app_data().now))
-    suites = native_suites(ciphers) if native else None
-    return ServerContext(ctx, psk_server.ServerConfig(keys, hint, suites, jar) if suites else None)
-
-
-def _common_setup(ctx: SSL.Context, ciphers: str) -> None:
-    ctx.set_min_proto_version(records.DTLS_1_2)
-    ctx.set_max_proto_version(records.DTLS_1_2)
-    # Our MTU is set explicitly; never let OpenSSL query a (memory) BIO for one.
-    ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET)
-    # Idle associations hold no 16 KiB read/write buffers: memory per association is
-    # what limits how many one process holds.
-    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
-    if "CCM8" in ciphers.upper() and "@SECLEVEL" not in ciphers.upper():
-        # OpenSSL 3.2+ allows CCM8 (8-byte tag) only at security level 0; otherwise it
-        # stays in the list but is silently never offered nor accepted.
-        ciphers += ":@SECLEVEL=0"
-    try:
-        ctx.set_cipher_list(ciphers.encode())
-    except SSL.Error:
-        raise LocalProtocolError(f"no usable cipher in {ciphers!r}") from None
-
-
-def _claims_too_much(datagram: bytes, max_message_seq: int | None) -> bool:
-    """True when a plaintext handshake fragment in ``datagram`` claims a message longer than
-    :data:`~loadgen.protocol.handshake_messages.MAX_MESSAGE_LEN` (a PSK handshake has none), or
-    numbered past ``max_message_seq`` (when given).
-
-    OpenSSL allocates a reassembly buffer of the claimed length (up to its ~100 KiB handshake
-    message maximum) for each of the next several messages: ~220 KiB per association from a
-    dozen one-byte fragments. Its maximum (``SSL_CTX_set_max_cert_list``, a macro over
-    ``SSL_CTX_ctrl``) is out of reach: the binding exposes no ``SSL_CTX_ctrl`` and OpenSSL is
-    linked into it with hidden symbols. So such a datagram never reaches OpenSSL.
-    """
-    for content_type, epoch, raw in records.split(datagram):
-        if content_type != records.HANDSHAKE or epoch != 0:
-            continue
-        offset, end = records.HEADER_LEN, len(raw)
-        while offset + HS_HEADER_LEN <= end:
-            if int.from_bytes(raw[offset + 1 : offset + 4], "big") > MAX_MESSAGE_LEN:
-                return True
-            if max_message_seq is not None and int.from_bytes(raw[offset + 4 : offset + 6], "big") > max_message_seq:
-                return True
-            offset += HS_HEADER_LEN + int.from_bytes(raw[offset + 9 : offset + 12], "big")
-    return False
 
 
 def _reason(exc: SSL.Error) -> str:
@@ -191,19 +37,19 @@ def _reason(exc: SSL.Error) -> str:
     return str(exc) or "unknown TLS error"
 
 
-class DtlsEngine(EngineBase):
+class DtlsEngine(DtlsWatch):
     """One DTLS association (client or server side) over memory BIOs."""
 
     # Class-level defaults for what only some instances set: once the instances of a class
     # have used more than ~30 attribute names, their dicts are no longer shared (CPython):
     # ~1.3 KiB more per association.
-    _max_peer_message_seq: int | None = None  # server: see accept()
+    _max_peer_message_seq: int | None = None  # server: see server()
     _retransmit_cap: float | None = None  # client: see __init__
     _light = True  # False: keep OpenSSL for application data (tests)
 
     def __init__(self, connection: SSL.Connection, *, is_client: bool, mtu: int = DEFAULT_MTU,
                  light: bool = True, retransmit_cap: float | None = None) -> None:
-        _check_mtu(mtu)
+        check_mtu(mtu)
         super().__init__(mtu)
         self._conn: SSL.Connection = connection
         self.is_client = is_client
@@ -249,6 +95,22 @@ class DtlsEngine(EngineBase):
         conn.set_connect_state()
         return cls(conn, is_client=True, mtu=mtu, light=light, retransmit_cap=retransmit_cap)
 
+    @classmethod
+    def server(cls, conn: SSL.Connection, client_hello: bytes, now: float, *, mtu: int = DEFAULT_MTU,
+               light: bool = True) -> DtlsEngine:
+        """The server engine for ``conn``, whose ``client_hello`` brought a valid cookie
+        (:func:`.dtls_factory.accept`): answers it at ``now`` (the transport's clock)."""
+        engine = cls(conn, is_client=False, mtu=mtu, light=light)
+        # The client's plaintext messages after this ClientHello: its ClientKeyExchange (the
+        # Finished is encrypted). OpenSSL buffers messages numbered several ahead, each at the
+        # length its fragment claims: fragments numbered further than one more are dropped.
+        hello_seq = client_hello[records.HEADER_LEN + 4 : records.HEADER_LEN + 6]
+        engine._max_peer_message_seq = int.from_bytes(hello_seq, "big") + 2
+        engine._advance_handshake(None, now)
+        engine._pull_outgoing(now)
+        engine._note_timer(now)
+        return engine
+
     def start(self, now: float) -> None:
         """Begin the handshake (client) at ``now`` (the transport's clock): queues the ClientHello."""
         self._flight_fresh = True
@@ -267,7 +129,7 @@ class DtlsEngine(EngineBase):
             return
         if self.is_client and not self.handshake_done and self._hello_verify_loop(datagram):
             return
-        if not self.handshake_done and _claims_too_much(datagram, self._max_peer_message_seq):
+        if not self.handshake_done and claims_too_much(datagram, self._max_peer_message_seq):
             return  # hostile (or broken): it would only make OpenSSL allocate
         try:
             self._conn.bio_write(datagram)
@@ -388,14 +250,6 @@ class DtlsEngine(EngineBase):
         """True once application data runs through loadgen's record layer (OpenSSL's object freed)."""
         return self._records is not None
 
-    def timeout_error(self) -> LoadgenError:
-        """The error to report when the transport's handshake deadline passes.
-
-        DTLS drops records it cannot decrypt, so a wrong key looks like silence after
-        our Finished; say so rather than "timeout" once it is the likely cause.
-        """
-        return timeout_error(self.retransmits, self._finished_sent, self._retransmits_before_finished)
-
     # -- internals ----------------------------------------------------------
 
     def _advance_handshake(self, datagram: bytes | None, now: float) -> None:
@@ -420,58 +274,6 @@ class DtlsEngine(EngineBase):
                 retransmits=self.retransmits,
             )
         )
-
-    def _check_client_finished(self, datagram: bytes) -> None:
-        finished = False
-        for rec in records.records(datagram):
-            if rec.content_type == records.CHANGE_CIPHER_SPEC and rec.epoch == 0:
-                self._ccs_seen = True
-            elif rec.content_type == records.HANDSHAKE and rec.epoch == 1:
-                finished = True
-        # After the client's ChangeCipherSpec, an epoch-1 handshake record is its
-        # Finished; if the handshake still did not complete, it did not decrypt,
-        # which with PSK means the keys differ. (Peers may send CCS and Finished in
-        # separate datagrams; a Finished that overtakes its CCS is buffered, not counted.)
-        if not (finished and self._ccs_seen):
-            return
-        self._bad_finished += 1
-        if self._bad_finished >= psk_server.BAD_FINISHED_LIMIT:
-            self._outgoing += records.plaintext_alert(records.ALERT_DECRYPT_ERROR, self._last_epoch0_seq + 1)
-            self._fail(PskKeyMismatch("client Finished did not decrypt: the pre-shared keys differ"))
-
-    def _hello_verify_loop(self, datagram: bytes) -> bool:
-        """Count the HelloVerifyRequests with a new cookie (OpenSSL answers each with a new
-        ClientHello at once); True, and the association failed, once past the cap."""
-        for content_type, epoch, raw in records.split(datagram):
-            body = raw[records.HEADER_LEN + HS_HEADER_LEN :]
-            if (content_type != records.HANDSHAKE or epoch != 0 or len(body) < 3
-                    or raw[records.HEADER_LEN] != HELLO_VERIFY_REQUEST):
-                continue
-            cookie = body[3 : 3 + body[2]]
-            if cookie != self._cookie:
-                self._cookie = cookie
-                self._hello_verify_requests += 1
-        if self._hello_verify_requests <= MAX_HELLO_VERIFY_REQUESTS:
-            return False
-        self._fail(hello_verify_loop(self._hello_verify_requests))
-        return True
-
-    def _note_incoming(self, datagram: bytes) -> bool:
-        """Track the peer's record numbers; True when it repeated a handshake record."""
-        repeated = False
-        for rec in records.records(datagram):
-            if rec.epoch == 1:
-                # Unauthenticated here: anyone can forge a number up to 2^48 - 1, which would
-                # become our record layer's highest seen and make the session deaf. Before we
-                # finish, the peer's epoch-1 records are its Finished and its retransmissions
-                # (numbered from 0): only numbers inside the replay window count, and a forged
-                # one there costs at most the one real record with the same number.
-                if rec.sequence < record_layer.WINDOW:
-                    self._epoch1_seen = max(self._epoch1_seen, rec.sequence)
-            elif rec.content_type == records.HANDSHAKE:
-                repeated |= rec.sequence <= self._peer_epoch0_top
-                self._peer_epoch0_top = max(self._peer_epoch0_top, rec.sequence)
-        return repeated
 
     def _resend_flight(self, now: float) -> None:
         self._outgoing += self._flight
@@ -548,21 +350,6 @@ class DtlsEngine(EngineBase):
             if len(chunk) < _BIO_READ_SIZE:
                 break  # a memory BIO hands over everything pending at once
 
-    def _note_outgoing(self, chunk: bytes) -> None:
-        if self.handshake_done and chunk[0] == records.APPLICATION_DATA and records.is_one_record(chunk):
-            return  # the hot path: one encrypted record, nothing to learn from its header
-        for rec in records.records(chunk):
-            if rec.epoch == 1:
-                self._epoch1_sent = max(self._epoch1_sent, rec.sequence)
-            if rec.epoch == 0:
-                if rec.content_type == records.CHANGE_CIPHER_SPEC:
-                    self._ccs_sent += 1
-                    if self.is_client:
-                        if self._finished_sent == 0:
-                            self._retransmits_before_finished = self.retransmits
-                        self._finished_sent += 1
-                self._last_epoch0_seq = max(self._last_epoch0_seq, rec.sequence)
-
     def _fail(self, error: LoadgenError) -> None:
         self._pull_outgoing()
         self.closed = True
@@ -571,63 +358,3 @@ class DtlsEngine(EngineBase):
 
 
 _BIO_READ_SIZE = 65536
-
-#: Either kind of engine: OpenSSL's, or loadgen's own PSK handshake (one interface, :mod:`.engine`).
-ClientEngine: TypeAlias = DatagramClient
-ServerEngine: TypeAlias = DatagramEngine
-
-
-def accept(
-    context: ServerContext | SSL.Context, datagram: bytes, peer: bytes, now: float, *, mtu: int = DEFAULT_MTU,
-    light: bool = True,
-) -> tuple[ServerEngine | None, list[bytes]]:
-    """Handle a datagram from a peer the server keeps no state for, received at ``now``
-    (the transport's clock).
-
-    Returns ``(engine, datagrams)``: a new server engine when the datagram is a
-    ClientHello with a valid cookie, otherwise ``None`` and the HelloVerifyRequest to
-    send back (empty for anything that is not a ClientHello). No state is kept for a
-    client before its cookie is verified, and the answer is never larger than the
-    request (no amplification).
-    """
-    _check_mtu(mtu)
-    if isinstance(context, ServerContext):
-        if context.native is not None and light:
-            return psk_server.accept(context.native, datagram, peer, now, mtu=mtu)
-        context = context.ssl
-    if not records.is_client_hello(datagram):
-        return None, []
-    conn = SSL.Connection(context, None)
-    conn.set_app_data(ServerPeer(peer, now))
-    conn.set_accept_state()
-    try:
-        conn.bio_write(datagram)
-        conn.DTLSv1_listen()
-    except SSL.WantReadError:
-        reply = _drain(conn)
-        return None, [reply] if reply and len(reply) <= len(datagram) else []
-    except SSL.Error:
-        return None, []
-    engine = DtlsEngine(conn, is_client=False, mtu=mtu, light=light)
-    # The client's plaintext messages after this ClientHello: its ClientKeyExchange (the
-    # Finished is encrypted). OpenSSL buffers messages numbered several ahead, each at the
-    # length its fragment claims: fragments numbered further than one more are dropped.
-    engine._max_peer_message_seq = int.from_bytes(datagram[records.HEADER_LEN + 4 : records.HEADER_LEN + 6], "big") + 2
-    engine._advance_handshake(None, now)
-    engine._pull_outgoing(now)
-    engine._note_timer(now)
-    return engine, engine.datagrams_to_send()
-
-
-def _check_mtu(mtu: int) -> None:
-    if mtu < MIN_MTU:
-        raise LocalProtocolError(f"MTU {mtu} is below the DTLS minimum of {MIN_MTU} bytes")
-
-
-def _drain(conn: SSL.Connection) -> bytes:
-    out = bytearray()
-    while True:
-        try:
-            out += conn.bio_read(65536)
-        except SSL.WantReadError:
-            return bytes(out)

@@ -138,7 +138,7 @@ def hello_verify_request(cookie: bytes, record_seq: int) -> bytes:
 
 def accept(config: ServerConfig, datagram: bytes, peer: bytes, now: float, *, mtu: int = DEFAULT_MTU
            ) -> tuple[PskServerEngine | None, list[bytes]]:
-    """Handle a datagram from a peer the server keeps no state for (see :func:`loadgen.protocol.dtls.accept`)."""
+    """Handle a datagram from a peer the server keeps no state for (see :func:`.dtls_factory.accept`)."""
     hello = parse_client_hello(datagram)
     if hello is None or hello.message_seq > MAX_HELLO_MESSAGE_SEQ or hello.record_seq > MAX_HELLO_RECORD_SEQ:
         return None, []

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..credentials import KeyStore, Secret
-from ..protocol.dtls import DEFAULT_MTU, DEFAULT_PSK_CIPHERS
+from ..protocol.dtls_contexts import DEFAULT_PSK_CIPHERS
+from ..protocol.psk_handshake import DEFAULT_MTU
 
 #: What :meth:`Scenario.redacted` writes in place of every secret.
 REDACTED = "<redacted>"

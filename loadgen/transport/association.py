@@ -35,7 +35,7 @@ from ..errors import (
     SocketsExhausted,
     socket_error,
 )
-from ..protocol import dtls
+from ..protocol import dtls_contexts, dtls_factory
 from ..protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
 from ..scenario.model import DtlsConfig
 from ..stats.facts import HANDSHAKE, Ended, Finished, Message, Sink, Started
@@ -67,7 +67,7 @@ class DtlsAssociation:
         name: str,
         target: str,
         address: tuple[str, int],
-        context: dtls.ClientContext,
+        context: dtls_contexts.ClientContext,
         sink: Sink,
         *,
         identity: bytes,
@@ -93,7 +93,7 @@ class DtlsAssociation:
         # Messages below this level are not even formatted (a run logs warnings and up).
         self._message_level = message_level
         self._sock: Any = None
-        self._engine: dtls.ClientEngine | None = None
+        self._engine: dtls_factory.ClientEngine | None = None
         self._reader: Any = None
         self._timer: Any = None
         self._timer_at = math.inf  # when the running timer fires
@@ -195,8 +195,8 @@ class DtlsAssociation:
 
     def _begin_handshake(self) -> None:
         self._deadline = self._started_at + self._settings.handshake_timeout
-        self._engine = dtls.client_engine(self._context, self._choose_psk, mtu=self._settings.mtu,
-                                          retransmit_cap=self._settings.retransmit_cap)
+        self._engine = dtls_factory.client_engine(self._context, self._choose_psk, mtu=self._settings.mtu,
+                                                  retransmit_cap=self._settings.retransmit_cap)
         self._say(INFO, "starting a handshake")
         self._engine.start(time.perf_counter())
         self._flush()

@@ -1,7 +1,7 @@
 """The reference DTLS-PSK server: one UDP socket, thousands of peers.
 
 Per-peer state is created only after a ClientHello returns a valid cookie (see
-:func:`loadgen.protocol.dtls.accept`). Replies to each ping by echoing it, or in the
+:func:`loadgen.protocol.dtls_factory.accept`). Replies to each ping by echoing it, or in the
 style of Qt's DTLS server example ("to IDENTITY: PAYLOAD"). Idle peers expire.
 
 Limits: at most ``max_peers`` peers with state, of which at most ``max_half_open``
@@ -36,9 +36,10 @@ from gevent.event import Event
 from ..credentials import KeyStore
 from ..errors import InternalError, LoadgenError, ServerFull
 from ..heap import freeze_while_growing
-from ..protocol import dtls, psk_server
+from ..protocol import dtls_contexts, dtls_factory, psk_server, records
 from ..protocol.cookies import CookieJar
 from ..protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
+from ..protocol.psk_handshake import DEFAULT_MTU
 from ..throttle import ThrottledLog, exception_summary
 from .ratelimit import TokenBucket, client_hello_has_cookie
 
@@ -76,7 +77,7 @@ class ServerStats:
 class _Peer:
     """One peer's state: small, since a server holds tens of thousands (slots, no dict)."""
 
-    engine: dtls.ServerEngine
+    engine: dtls_factory.ServerEngine
     last_seen: float
     deadline: float  # the handshake must complete by then
     half_open: bool = True  # handshake not done yet
@@ -96,8 +97,8 @@ class DtlsServer:
         port: int = 0,
         hint: bytes | None = b"loadgen",
         reply: str = "echo",
-        ciphers: str = dtls.DEFAULT_PSK_CIPHERS,
-        mtu: int = dtls.DEFAULT_MTU,
+        ciphers: str = dtls_contexts.DEFAULT_PSK_CIPHERS,
+        mtu: int = DEFAULT_MTU,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_peers: int = DEFAULT_MAX_PEERS,
@@ -114,7 +115,8 @@ class DtlsServer:
             raise ValueError("handshake_timeout and idle_timeout must be > 0")
         self._cookies = CookieJar()  # ours too: a full server checks a cookie without creating state
         # native: loadgen's own handshake where the suites allow (see protocol/psk_handshake.py).
-        self._context = dtls.server_context(keys, hint=hint, ciphers=ciphers, cookies=self._cookies, native=native)
+        self._context = dtls_contexts.server_context(keys, hint=hint, ciphers=ciphers, cookies=self._cookies,
+                                                     native=native)
         self._host, self._port = host, port
         self._reply = reply
         self._mtu = mtu
@@ -289,7 +291,7 @@ class DtlsServer:
     def handle_datagram(self, datagram: bytes, addr: tuple) -> None:
         peer = self._peers.get(addr)
         now = time.monotonic()
-        if peer is None or (not peer.half_open and dtls.records.is_client_hello(datagram)):
+        if peer is None or (not peer.half_open and records.is_client_hello(datagram)):
             self._handle_newcomer(datagram, addr, peer, now)
             return
         peer.last_seen = now
@@ -310,7 +312,7 @@ class DtlsServer:
         if self._handshake_bucket is not None and with_cookie and not self._handshake_bucket.take(now):
             self.stats.throttled_handshakes += 1
             return
-        engine, replies = dtls.accept(self._context, datagram, _peer_key(addr), now, mtu=self._mtu)
+        engine, replies = dtls_factory.accept(self._context, datagram, _peer_key(addr), now, mtu=self._mtu)
         if engine is not None and self._full(replacing=peer):
             # The cookie check above and the engine's may differ (OpenSSL's path): still no state.
             self.stats.failures[ServerFull.code] += 1
@@ -369,7 +371,7 @@ class DtlsServer:
         if engine.closed:
             self._drop(addr, peer, None)
 
-    def _answer(self, engine: dtls.ServerEngine, data: bytes) -> bytes:
+    def _answer(self, engine: dtls_factory.ServerEngine, data: bytes) -> bytes:
         if self._reply == "echo":
             return data
         who = (engine.peer_identity or b"?").decode("utf-8", "replace")
@@ -399,7 +401,7 @@ class DtlsServer:
         except Exception:  # noqa: S110 - e.g. MemoryError again: the loop must go on regardless
             pass
 
-    def _send(self, engine: dtls.ServerEngine, addr: tuple) -> None:
+    def _send(self, engine: dtls_factory.ServerEngine, addr: tuple) -> None:
         for datagram in engine.datagrams_to_send():
             self._sendto(datagram, addr)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import gevent
 
 from loadgen.credentials import Secret
-from loadgen.protocol import dtls
+from loadgen.protocol import dtls_contexts
 from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
 from loadgen.stats.facts import Sink
 from loadgen.stats.sink import StatsSink
@@ -69,7 +69,7 @@ class LegitClients:
     def __init__(self, address: tuple[str, int], key: Secret, *, count: int = 2, native: bool = True) -> None:
         self.address = address
         self.key = key
-        self.context = dtls.client_context(native=native)
+        self.context = dtls_contexts.client_context(native=native)
         self.totals = StatsSink()
         self._made = 0
         self._greenlets: list[gevent.Greenlet] = []
@@ -117,8 +117,8 @@ class LegitClients:
 def attacked(server: HostileServer, key: Secret, totals: Sink, *, name: str = "victim",
              handshake_timeout: float = 10.0) -> DtlsAssociation:
     """An association the way a run makes one, aimed at the hostile server."""
-    return DtlsAssociation(name, "hostile", server.address, dtls.client_context(), totals, identity=name.encode(),
-                           key=key, settings=DtlsConfig(handshake_timeout=handshake_timeout),
+    return DtlsAssociation(name, "hostile", server.address, dtls_contexts.client_context(), totals,
+                           identity=name.encode(), key=key, settings=DtlsConfig(handshake_timeout=handshake_timeout),
                            ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, timeout=1.0, expect=Expect("echo"),
                                                         max_missed=10**6)))
 
