@@ -27,10 +27,8 @@ of due times, not one greenlet per datagram. Idle client mappings expire; when
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import math
 import random
-import re
 import socket as _stdsocket
 import time
 from collections import OrderedDict
@@ -43,6 +41,8 @@ from gevent import socket
 from gevent.event import Event
 
 from .errors import ConfigError
+from .syntax import format_host_port, parse_host_port
+from .syntax import parse_duration as parse_duration_text
 
 Address = tuple[str, int]
 
@@ -417,8 +417,6 @@ def _family(host: str) -> int:
 
 # -- command-line values ------------------------------------------------------
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*")
-
 #: The impairment options of ``loadgen impair``: field -> (metavar, help).
 OPTIONS: dict[str, tuple[str, str]] = {
     "loss": ("P", "probability a datagram is dropped"),
@@ -444,11 +442,11 @@ def parse_probability(text: str, option: str) -> float:
 
 
 def parse_duration(text: str, option: str) -> float:
-    """Seconds from ``20ms``, ``0.02s`` or ``0.02``; never negative."""
-    match = _DURATION.fullmatch(text)
-    if not match:
+    """Seconds from ``20ms``, ``0.02s`` or ``0.02`` (see :func:`loadgen.syntax.parse_duration`); never negative."""
+    value = parse_duration_text(text)
+    if value is None or not math.isfinite(value):
         raise ConfigError(f"{option}: expected a time >= 0 like '20ms' or '0.5s', got {text!r}")
-    return float(match[1]) * (0.001 if match[2] == "ms" else 1.0)
+    return value
 
 
 def parse_size(text: str, option: str) -> int:
@@ -459,24 +457,11 @@ def parse_size(text: str, option: str) -> int:
 
 def parse_address(text: str, option: str, *, any_port: bool = False) -> Address:
     """``HOST:PORT`` or ``[V6]:PORT`` with a literal IP (or ``localhost``); port 0 only if ``any_port``."""
-    host, sep, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if host == "localhost":
-        host = "127.0.0.1"
-    try:
-        ipaddress.ip_address(host)
-        ok = bool(sep) and port.isdigit() and (1 if not any_port else 0) <= int(port) <= 65535
-    except ValueError:
-        ok = False
-    if not ok:
-        lowest = 0 if any_port else 1
-        raise ConfigError(f"{option}: expected HOST:PORT with an IP address and a port {lowest}..65535, got {text!r}")
-    return host, int(port)
+    return parse_host_port(text, option, literal_ip=True, lowest_port=0 if any_port else 1)
 
 
 def format_address(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_host_port(*address)
 
 
 _PARSERS: dict[str, Callable[[str, str], Any]] = {

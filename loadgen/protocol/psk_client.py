@@ -26,14 +26,10 @@ from .events import HandshakeCompleted
 from .psk_handshake import (
     CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
-    DECODE_ERROR,
-    DECRYPT_ERROR,
     DEFAULT_MTU,
     EXT_EXTENDED_MASTER_SECRET,
     FINISHED,
-    HANDSHAKE_FAILURE,
     HELLO_VERIFY_REQUEST,
-    ILLEGAL_PARAMETER,
     MAX_MESSAGE_SEQ,
     NATIVE_SUITES,
     READY,
@@ -42,7 +38,6 @@ from .psk_handshake import (
     SERVER_HELLO,
     SERVER_HELLO_DONE,
     SERVER_KEY_EXCHANGE,
-    UNEXPECTED_MESSAGE,
     VERIFY_DATA_LEN,
     VERSION,
     Fragment,
@@ -52,6 +47,13 @@ from .psk_handshake import (
     handshake_message,
     native_suites,
     parse_extensions,
+)
+from .records import (
+    DECODE_ERROR,
+    DECRYPT_ERROR,
+    HANDSHAKE_FAILURE,
+    ILLEGAL_PARAMETER,
+    UNEXPECTED_MESSAGE,
 )
 
 __all__ = ["DEFAULT_MTU", "DEFAULT_RETRANSMIT_CAP", "MAX_HELLO_VERIFY_REQUESTS", "NATIVE_SUITES", "PskChooser",

@@ -68,10 +68,6 @@ RENEGOTIATION_SCSV = 0x00FF
 VERSION = records.DTLS_1_2.to_bytes(2, "big")
 VERIFY_DATA_LEN = 12
 
-# Alert descriptions we send (RFC 5246 7.2, RFC 4279).
-UNEXPECTED_MESSAGE, HANDSHAKE_FAILURE, ILLEGAL_PARAMETER = 10, 40, 47
-DECODE_ERROR, DECRYPT_ERROR, PROTOCOL_VERSION, UNKNOWN_PSK_IDENTITY = 50, 51, 70, 115
-
 # -- limits: what a peer, hostile or broken, can make one association hold or spend ------------
 #: RFC 6347 4.2.2: message_seq is a 16-bit field; a peer whose numbering would pass it is refused.
 MAX_MESSAGE_SEQ = 0xFFFF
@@ -491,7 +487,7 @@ class HandshakeEngine(EngineBase):
         if self._epoch0_seq + plaintext - 1 > records.MAX_SEQUENCE:
             # Only a peer that started us near 2^48 gets here (the server continues the
             # client's numbering): the flight cannot be numbered, the association is over.
-            self._fail(ProtocolViolation("record sequence numbers exhausted (48 bits)"), ILLEGAL_PARAMETER)
+            self._fail(ProtocolViolation("record sequence numbers exhausted (48 bits)"), records.ILLEGAL_PARAMETER)
             return
         if retransmission:
             self.retransmits += 1

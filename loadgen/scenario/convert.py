@@ -25,6 +25,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..credentials import Secret, check_regular, parse_hex
 from ..errors import ConfigError
+from ..syntax import parse_duration
 from .errors import ScenarioError
 
 STD = "tag:yaml.org,2002:"
@@ -34,10 +35,6 @@ _TEXTUAL = frozenset(STD + t for t in ("str", "int", "float"))  # scalars whose 
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # All-hex "names" are refused: that is a key pasted where its variable's name belongs.
 ENV_NAME = re.compile(r"(?![0-9a-fA-F]{16,}$)[A-Za-z_][A-Za-z0-9_]*")
-# No two adjacent \s* (as in "\s*(unit)?\s*"): blanks before a wrong character would be split
-# between them every way, quadratic in their number.
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:(ms|s|m|h)\s*)?")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _DURATION_TEXT = "a duration like '5s' or '250ms'"
 _MAX_POOL = 65536  # a source address range larger than this is almost surely a typo
 _MAX_WIDTH = 65535  # in a template's format spec: as large as any datagram, and no larger
@@ -160,14 +157,13 @@ def number(lo: float | None = None, hi: float | None = None, *, above: bool = Fa
 
 
 def duration(*, zero_ok: bool = False) -> Conv:
-    """Seconds as float, from a number or a string like "30s", "250ms", "2m", "1h"; > 0 unless ``zero_ok``."""
+    """Seconds as float, from a number or a string like "30s", "250ms", "2m", "1h30m"; > 0 unless ``zero_ok``."""
 
     def conv(ctx: Ctx, node: Node, path: str) -> float:
         v = ctx.value(node)
-        match = _DURATION.fullmatch(v) if isinstance(v, str) else None
-        if match:
-            v = float(match[1]) * _UNITS[match[2]]
-        elif type(v) not in (int, float) or not math.isfinite(v):
+        if isinstance(v, str):
+            v = parse_duration(v)
+        if type(v) not in (int, float) or not math.isfinite(v):
             expected(ctx, node, path, _DURATION_TEXT)
         if v < 0 or (v == 0 and not zero_ok):
             expected(ctx, node, path, f"a duration {'>=' if zero_ok else '>'} 0")

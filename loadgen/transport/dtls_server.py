@@ -39,6 +39,7 @@ from ..heap import freeze_while_growing
 from ..protocol import dtls, psk_server
 from ..protocol.cookies import CookieJar
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted, PeerClosed
+from ..syntax import format_host_port
 from ..throttle import ThrottledLog, exception_summary
 from .ratelimit import TokenBucket, client_hello_has_cookie
 
@@ -417,4 +418,4 @@ def _peer_key(addr: tuple) -> bytes:
 
 
 def _peer_text(addr: tuple) -> str:
-    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+    return format_host_port(addr[0], addr[1])
