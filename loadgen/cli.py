@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import cli_stats
 from .credentials import KeyStore, Secret, derive_key, key_from_env, key_from_file, parse_hex
 from .errors import ConfigError
-from .syntax import parse_host_port
 
 if TYPE_CHECKING:
     from .scenario import Scenario
@@ -381,7 +380,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--processes and --workers must be positive")
     builtin = None
     if args.builtin_address:
-        builtin = parse_host_port(args.builtin_address, "--builtin-address")
+        host, _, port = args.builtin_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--builtin-address: expected HOST:PORT, got {args.builtin_address!r}")
+        builtin = (host.strip("[]"), int(port))
     options = RunOptions(
         web=args.web, web_host=args.web_host, web_port=args.web_port, processes=args.processes,
         master=args.master, worker=args.worker, master_host=args.master_host, master_port=args.master_port,

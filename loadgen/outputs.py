@@ -28,7 +28,14 @@ from .scenario import Scenario
 from .scenario.model import PrometheusConfig, StatsdConfig
 from .stats.cells import PERCENTILES
 from .stats.run import KINDS, RunStats
-from .syntax import parse_host_port
+
+
+def parse_host_port(text: str, where: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` / ``PORT`` (host defaults to loopback)."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or default_host, int(port)
 
 
 def with_overrides(scenario: Scenario, *, prometheus: str | None = None, statsd: str | None = None,
@@ -38,12 +45,11 @@ def with_overrides(scenario: Scenario, *, prometheus: str | None = None, statsd:
     outputs = scenario.outputs
     changes: dict[str, Any] = {}
     if prometheus is not None:
-        host, port = parse_host_port(prometheus, "--prometheus", default_host="127.0.0.1")
+        host, port = parse_host_port(prometheus, "--prometheus")
         changes["prometheus"] = PrometheusConfig(host, port)
     if statsd is not None or statsd_prefix is not None:
         base = outputs.statsd or StatsdConfig()
-        host, port = (parse_host_port(statsd, "--statsd", default_host="127.0.0.1") if statsd is not None
-                      else (base.host, base.port))
+        host, port = parse_host_port(statsd, "--statsd") if statsd is not None else (base.host, base.port)
         changes["statsd"] = StatsdConfig(host, port, statsd_prefix if statsd_prefix is not None else base.prefix)
     for name, value in (("csv", csv), ("json", json), ("report", report)):
         if value is not None:
