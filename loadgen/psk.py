@@ -25,8 +25,9 @@ REQUIRED_SYMBOLS = (
     "SSL_CTX_set_psk_find_session_callback",
 )
 
-#: ``choose(connection, hint) -> (identity, key)``, or ``None`` to abort the handshake.
-ClientChooser = Callable[[SSL.Connection, "bytes | None"], "tuple[bytes, bytes] | None"]
+#: OpenSSL's client PSK callback, typed: ``callback(connection, hint) -> (identity, key)``, or
+#: ``None`` to abort the handshake (the engines wrap a :data:`~loadgen.credentials.PskChooser` in one).
+ClientPskCallback = Callable[[SSL.Connection, "bytes | None"], "tuple[bytes, bytes] | None"]
 #: ``lookup(connection, identity) -> key``, or ``None`` for an unknown identity.
 ServerLookup = Callable[[SSL.Connection, bytes], "bytes | None"]
 
@@ -55,7 +56,7 @@ def _keep_alive(context: SSL.Context, callback: Any) -> None:
     kept.append(callback)
 
 
-def set_client_psk(context: SSL.Context, choose: ClientChooser) -> None:
+def set_client_psk(context: SSL.Context, choose: ClientPskCallback) -> None:
     """Install a PSK client callback on ``context``.
 
     OpenSSL hands us the server's identity hint (or NULL); ``choose`` returns the

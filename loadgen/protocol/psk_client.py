@@ -10,9 +10,8 @@ from __future__ import annotations
 import functools
 import hmac
 import os
-from collections.abc import Callable
 
-from ..credentials import Secret
+from ..credentials import PskChooser
 from ..errors import (
     HandshakeTimeout,
     HelloVerifyLoop,
@@ -58,9 +57,6 @@ from .records import (
 
 __all__ = ["DEFAULT_MTU", "DEFAULT_RETRANSMIT_CAP", "MAX_HELLO_VERIFY_REQUESTS", "NATIVE_SUITES", "PskChooser",
            "PskClientEngine", "hello_verify_loop", "native_suites", "timeout_error"]
-
-#: ``choose(hint) -> (identity, key)`` for one client connection.
-PskChooser = Callable[["bytes | None"], "tuple[bytes, Secret]"]
 
 #: The longest an unanswered handshake flight waits before it is sent again.
 DEFAULT_RETRANSMIT_CAP = 2.0

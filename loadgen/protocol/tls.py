@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 
 from .. import psk as bindings  # the one module touching private OpenSSL bindings
-from ..credentials import KeyStore, Secret
+from ..credentials import KeyStore, PskChooser
 from ..errors import (
     ConfigError,
     LoadgenError,
@@ -52,8 +52,6 @@ PSK_TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"
 _RECORD = 16384
 
 VerifyMode = Literal["none", "peer", "require"]
-#: ``choose(hint) -> (identity, key)`` for one client connection (hint is None with TLS 1.3).
-PskChooser = Callable[["bytes | None"], "tuple[bytes, Secret]"]
 #: TLS 1.3 PSK key-exchange modes (RFC 8446 4.2.9): with (EC)DHE, or the PSK alone.
 PSK_MODES = ("psk_dhe_ke", "psk_ke")
 

@@ -73,8 +73,8 @@ class Ctx:
 
 
 @dataclass
-class Record:
-    """A checked mapping: converted values and the nodes they came from (for later errors)."""
+class Fields:
+    """The fields of one checked YAML mapping: converted values and the nodes they came from (for later errors)."""
 
     node: MappingNode
     path: str
@@ -338,10 +338,10 @@ def list_of(item: Conv) -> Conv:
     return conv
 
 
-def _record(ctx: Ctx, node: Node, path: str, fields: dict[str, Conv], required: Iterable[str]) -> Record:
+def _check_fields(ctx: Ctx, node: Node, path: str, fields: dict[str, Conv], required: Iterable[str]) -> Fields:
     if not isinstance(node, MappingNode):
         expected(ctx, node, path, "a mapping")
-    rec = Record(node, path, {}, {})
+    rec = Fields(node, path, {}, {})
     for key_node, value_node in node.value:
         if not (isinstance(key_node, ScalarNode) and key_node.tag == STD + "str"):
             expected(ctx, key_node, path, "a string key")
@@ -365,11 +365,11 @@ def section(fields: dict[str, Conv], required: Iterable[str] = (), build: Any = 
     """A mapping with exactly the keys of ``fields`` (unknown keys fail with a "did you mean" hint).
 
     ``build`` is a dataclass (called with the converted values), ``f(ctx, record)`` for
-    cross-field checks, or None to return the :class:`Record` itself.
+    cross-field checks, or None to return the :class:`Fields` itself.
     """
 
     def conv(ctx: Ctx, node: Node, path: str) -> Any:
-        rec = _record(ctx, node, path, fields, required)
+        rec = _check_fields(ctx, node, path, fields, required)
         if build is None:
             return rec
         return build(**rec.values) if isinstance(build, type) else build(ctx, rec)
@@ -377,7 +377,7 @@ def section(fields: dict[str, Conv], required: Iterable[str] = (), build: Any = 
     return conv
 
 
-def exactly_one(ctx: Ctx, rec: Record, names: tuple[str, ...]) -> str:
+def exactly_one(ctx: Ctx, rec: Fields, names: tuple[str, ...]) -> str:
     """The one key of ``names`` present in ``rec``; fails when none or several are."""
     given = [k for k in names if k in rec.nodes]
     if len(given) != 1:
@@ -403,7 +403,7 @@ def check_tags(ctx: Ctx, root: Node) -> None:
             children = [(c, f"{path}[{i}]") for i, c in enumerate(node.value)]
         elif isinstance(node, MappingNode):
             # Only a scalar key names a path: str() of a collection key would expand every alias
-            # under it (nine levels of nine references: 387 million leaves); _record refuses it later.
+            # under it (nine levels of nine references: 387 million leaves); _check_fields refuses it later.
             children = [p for k, val in node.value
                         for p in ((k, path), (val, join(path, k.value if isinstance(k, ScalarNode) else "<key>")))]
         else:

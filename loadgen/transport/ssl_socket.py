@@ -26,6 +26,7 @@ from typing import Any
 import gevent
 from gevent import socket
 
+from ..credentials import PskChooser
 from ..errors import (
     ConnectionRefused,
     ConnectionReset,
@@ -40,7 +41,7 @@ from ..errors import (
 )
 from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
 from ..protocol.events import PeerClosed as PeerClosedEvent
-from ..protocol.tls import CertCheckFailed, CertificateInfo, PskChooser, TlsContext, TlsEngine
+from ..protocol.tls import CertCheckFailed, CertificateInfo, TlsContext, TlsEngine
 from .fds import check_room
 
 #: Bytes asked of the kernel per recv.
