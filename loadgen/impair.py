@@ -45,6 +45,8 @@ from .syntax import format_host_port, parse_host_port
 from .syntax import parse_duration as parse_duration_text
 
 Address = tuple[str, int]
+#: A peer's address as ``recvfrom`` gives it: ``(host, port)``, or with IPv6 ``(host, port, flowinfo, scope_id)``.
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
 
 #: Jitter distributions: "uniform" draws delay +- jitter, "normal" draws N(delay, jitter).
 DISTRIBUTIONS = ("uniform", "normal")
@@ -220,7 +222,7 @@ class _Client:
 
     __slots__ = ("addr", "sock", "greenlet", "last_seen", "closed")
 
-    def __init__(self, addr: tuple, sock: socket.socket) -> None:
+    def __init__(self, addr: SockAddr, sock: socket.socket) -> None:
         self.addr = addr
         self.sock = sock
         self.greenlet: gevent.Greenlet | None = None
@@ -261,7 +263,7 @@ class ImpairmentProxy:
         # String seeds hash with SHA-512: stable across runs and Python versions.
         self._up = _Direction(up, random.Random(f"{self.seed}:up"), self.stats.up, self._send_up)
         self._down = _Direction(down, random.Random(f"{self.seed}:down"), self.stats.down, self._send_down)
-        self._clients: OrderedDict[tuple, _Client] = OrderedDict()  # least recently active first
+        self._clients: OrderedDict[SockAddr, _Client] = OrderedDict()  # least recently active first
         self._sock: socket.socket | None = None
         self._greenlets: list[gevent.Greenlet] = []
 
@@ -376,7 +378,7 @@ class ImpairmentProxy:
 
     # -- mappings -----------------------------------------------------------
 
-    def _open(self, addr: tuple) -> _Client | None:
+    def _open(self, addr: SockAddr) -> _Client | None:
         if len(self._clients) >= self.max_clients:
             self._close(self._clients.popitem(last=False)[1])
             self.stats.evicted += 1
@@ -405,7 +407,7 @@ class ImpairmentProxy:
             raise OSError("client mapping closed")
         client.sock.send(data)
 
-    def _send_down(self, data: bytes, addr: tuple) -> None:
+    def _send_down(self, data: bytes, addr: SockAddr) -> None:
         if self._sock is None:
             raise OSError("proxy stopped")
         self._sock.sendto(data, addr)

@@ -64,7 +64,7 @@ def set_client_psk(context: SSL.Context, choose: ClientPskCallback) -> None:
     (an exception must never propagate through C code).
     """
 
-    @ffi.callback(_CLIENT_CB)
+    @ffi.callback(_CLIENT_CB)  # type: ignore[untyped-decorator]  # cffi is untyped; the function is typed
     def callback(ssl: Any, hint: Any, identity: Any, max_identity: int, psk: Any, max_psk: int) -> int:
         try:
             chosen = choose(_connection(ssl), ffi.string(hint) if hint != ffi.NULL else None)
@@ -96,7 +96,7 @@ def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | Non
     ``lookup`` gets the identity as the client sent it.
     """
 
-    @ffi.callback(_FIND_SESSION_CB)
+    @ffi.callback(_FIND_SESSION_CB)  # type: ignore[untyped-decorator]  # cffi is untyped
     def probe(ssl: Any, identity: Any, length: int, session: Any) -> int:
         try:
             setattr(_connection(ssl), _IDENTITY_ATTR, bytes(ffi.buffer(identity, length)))
@@ -105,7 +105,7 @@ def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | Non
         session[0] = ffi.NULL  # no session from here: OpenSSL goes on to the callback below
         return 1
 
-    @ffi.callback(_SERVER_CB)
+    @ffi.callback(_SERVER_CB)  # type: ignore[untyped-decorator]  # cffi is untyped
     def callback(ssl: Any, identity: Any, psk: Any, max_psk: int) -> int:
         try:
             conn = _connection(ssl)

@@ -178,17 +178,17 @@ def install(web_ui: WebUI, stats: RunStats) -> LiveView:
         return response
 
     @app.route("/loadgen")
-    @web_ui.auth_required_if_enabled
+    @web_ui.auth_required_if_enabled  # type: ignore[untyped-decorator]  # locust is untyped
     def loadgen_page() -> Response:
         return Response(view.page(), mimetype="text/html")
 
     @app.route("/loadgen/stats.json")
-    @web_ui.auth_required_if_enabled
+    @web_ui.auth_required_if_enabled  # type: ignore[untyped-decorator]  # locust is untyped
     def loadgen_stats() -> Response:
         return Response(json.dumps(view.data()), mimetype="application/json")
 
     @app.route("/loadgen/timeseries.csv")
-    @web_ui.auth_required_if_enabled
+    @web_ui.auth_required_if_enabled  # type: ignore[untyped-decorator]  # locust is untyped
     def loadgen_csv() -> Response:
         buffer = io.StringIO()
         write_timeseries_csv(stats.rows(), buffer)

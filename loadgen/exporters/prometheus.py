@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 
 from ..recorder import HANDSHAKE
+from ..stats.cells import Cell
 from ..stats.run import RunStats
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
@@ -39,7 +40,7 @@ class RunStatsCollector:
     def collect(self) -> Iterator[Metric]:
         stats = self._stats
         labels = ["kind", "target"]
-        counters = {
+        counters: dict[str, tuple[str, Callable[[Cell], float]]] = {
             "attempts": ("Attempts started", lambda c: c.attempted),
             "successes": ("Attempts completed successfully", lambda c: c.completed),
             "retransmissions": ("Handshake flights retransmitted", lambda c: c.retransmits),
@@ -93,7 +94,7 @@ class PrometheusEndpoint:
 
     def __init__(self, stats: RunStats, host: str, port: int, users: Callable[[], int]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(RunStatsCollector(stats, users))  # type: ignore[arg-type]
+        self.registry.register(RunStatsCollector(stats, users))
         self._server = WSGIServer((host, port), make_wsgi_app(self.registry), log=None)
 
     @property

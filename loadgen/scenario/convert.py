@@ -204,7 +204,7 @@ def version(*options: str) -> Conv:
     def conv(ctx: Ctx, node: Node, path: str) -> str:
         if node.tag not in _TEXTUAL or node.value not in options:
             expected(ctx, node, path, what)
-        return node.value
+        return str(node.value)  # a scalar's source text
 
     return conv
 
@@ -268,7 +268,7 @@ def template(**sample: Any) -> Conv:
     known = ", ".join(sample)
 
     def conv(ctx: Ctx, node: Node, path: str) -> str:
-        text = string()(ctx, node, path)
+        text: str = string()(ctx, node, path)
         try:
             for _, _, spec, _ in _string.Formatter().parse(text):
                 # Checked before formatting: "{n:>9999999999}" would allocate 10 GB to check.

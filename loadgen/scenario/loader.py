@@ -364,7 +364,8 @@ def parse_scenario(text: str, filename: str) -> m.Scenario:
     check_tags(ctx, root)
     if not isinstance(root, MappingNode):
         expected(ctx, root, "", "a mapping of scenario keys (name, clients, ...) at the top level")
-    return _SCENARIO(ctx, root, "")
+    scenario: m.Scenario = _SCENARIO(ctx, root, "")
+    return scenario
 
 
 def load_scenario(path: str | os.PathLike[str]) -> m.Scenario:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..credentials import KeyStore, Secret
-from ..protocol.dtls import DEFAULT_MTU, DEFAULT_PSK_CIPHERS
+from ..protocol.dtls import DEFAULT_PSK_CIPHERS
+from ..protocol.psk_handshake import DEFAULT_MTU
 
 #: What :meth:`Scenario.redacted` writes in place of every secret.
 REDACTED = "<redacted>"
@@ -232,7 +233,8 @@ class Scenario:
 
     def redacted(self) -> dict[str, Any]:
         """The scenario as JSON-ready plain data, every secret replaced by ``<redacted>``."""
-        return _plain(self)
+        plain: dict[str, Any] = _plain(self)
+        return plain
 
 
 def _plain(value: Any) -> Any:
