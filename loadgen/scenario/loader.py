@@ -31,33 +31,35 @@ from ..errors import ConfigError
 from ..protocol.tls import PSK_MODES, psk_modes_problem
 from . import model as m
 from .convert import (
+    PEM_FILE_CAP,
+    Ctx,
+    Fields,
+    check_tags,
+    exactly_one,
+    expected,
+    list_of,
+    optional,
+    section,
+)
+from .errors import ScenarioError
+from .scalars import (
     ENV_NAME,
     HOST,
     NAME,
-    PEM_FILE_CAP,
     PORT,
-    Ctx,
-    Fields,
     addresses,
     boolean,
-    check_tags,
     choice,
     duration,
-    exactly_one,
-    expected,
     hex_bytes,
     integer,
-    list_of,
     number,
-    optional,
     regex,
     regular_file,
-    section,
     string,
     template,
     version,
 )
-from .errors import ScenarioError
 
 #: Largest scenario file read. 40,000 targets take about 2 MB of YAML and validate in seconds;
 #: PyYAML builds about 1 KiB of nodes per short line, so 64 MiB already means a GB of memory.
