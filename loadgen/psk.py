@@ -96,15 +96,6 @@ def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | Non
     ``lookup`` gets the identity as the client sent it.
     """
 
-    @ffi.callback(_FIND_SESSION_CB)  # type: ignore[untyped-decorator]  # cffi is untyped
-    def probe(ssl: Any, identity: Any, length: int, session: Any) -> int:
-        try:
-            setattr(_connection(ssl), _IDENTITY_ATTR, bytes(ffi.buffer(identity, length)))
-        except Exception:  # noqa: BLE001, S110 - must not cross the C boundary; the C string remains
-            pass
-        session[0] = ffi.NULL  # no session from here: OpenSSL goes on to the callback below
-        return 1
-
     @ffi.callback(_SERVER_CB)  # type: ignore[untyped-decorator]  # cffi is untyped
     def callback(ssl: Any, identity: Any, psk: Any, max_psk: int) -> int:
         try:
@@ -122,12 +113,29 @@ def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | Non
             return 0
 
     if tls13:
+        probe = _identity_probe()
         _keep_alive(context, probe)
         lib.SSL_CTX_set_psk_find_session_callback(context._context, probe)
     _keep_alive(context, callback)
     lib.SSL_CTX_set_psk_server_callback(context._context, callback)
     if hint is not None and not lib.SSL_CTX_use_psk_identity_hint(context._context, hint):
         raise ValueError("OpenSSL refused the PSK identity hint")
+
+
+def _identity_probe() -> Any:
+    """A ``psk_find_session`` callback that finds no session but keeps the offered identity whole
+    (see :func:`set_server_psk`). ``Any``: a cffi callback object, which cffi does not type."""
+
+    @ffi.callback(_FIND_SESSION_CB)  # type: ignore[untyped-decorator]  # cffi is untyped
+    def probe(ssl: Any, identity: Any, length: int, session: Any) -> int:
+        try:
+            setattr(_connection(ssl), _IDENTITY_ATTR, bytes(ffi.buffer(identity, length)))
+        except Exception:  # noqa: BLE001, S110 - must not cross the C boundary; the C string remains
+            pass
+        session[0] = ffi.NULL  # no session from here: OpenSSL goes on to the PSK server callback
+        return 1
+
+    return probe
 
 
 # -- TLS helpers (same private binding, so they live here too) ---------------------------
