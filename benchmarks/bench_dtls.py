@@ -25,12 +25,14 @@ from locust.env import Environment
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadgen.builtin_server import ServerProcess  # noqa: E402
-from loadgen.cli import QUICKSTART_KEY  # noqa: E402
+from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.credentials import KeyStore  # noqa: E402
-from loadgen.payloads import ReplyRule  # noqa: E402
 from loadgen.protocol import dtls  # noqa: E402
-from loadgen.recorder import FanOut, Tally  # noqa: E402
-from loadgen.transport.association import DtlsAssociation, PingPlan  # noqa: E402
+from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
+from loadgen.stats.facts import FanOut  # noqa: E402
+from loadgen.stats.sink import StatsSink  # noqa: E402
+from loadgen.traffic.tracker import traffic_plan  # noqa: E402
+from loadgen.transport.association import DtlsAssociation  # noqa: E402
 from loadgen.users import LocustSink  # noqa: E402
 
 
@@ -38,18 +40,22 @@ def cpu() -> float:
     return time.process_time()
 
 
-def run_sink(tally: Tally) -> FanOut:
+def run_sink(totals: StatsSink) -> FanOut:
     """What a real run's associations report to: Locust's request events (with Locust's
-    own stats listening) and loadgen's exact tally."""
+    own stats listening) and loadgen's exact totals."""
     env = Environment()
     env.create_local_runner()  # wires Locust's stats to the request event
-    return FanOut([LocustSink(env.events.request, "DTLS"), tally])
+    return FanOut([LocustSink(env.events.request, "DTLS"), totals])
 
 
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) another process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: The time the in-memory engines get: no timer fires in these handshakes, any value does.
+NOW = 0.0
 
 
 def engine_only(n: int, *, native: bool = True) -> tuple[float, float]:
@@ -62,7 +68,7 @@ def engine_only(n: int, *, native: bool = True) -> tuple[float, float]:
     for i in range(n):
         t0 = cpu()
         client = dtls.client_engine(cctx, lambda hint: (b"bench", QUICKSTART_KEY))
-        client.start()
+        client.start(NOW)
         to_server = client.datagrams_to_send()
         client_cpu += cpu() - t0
         server = None
@@ -71,29 +77,29 @@ def engine_only(n: int, *, native: bool = True) -> tuple[float, float]:
             to_client: list[bytes] = []
             for d in to_server:
                 if server is None:
-                    server, replies = dtls.accept(sctx, d, peer)
+                    server, replies = dtls.accept(sctx, d, peer, NOW)
                     to_client += replies
                 else:
-                    server.receive_datagram(d)
+                    server.receive_datagram(d, NOW)
                     to_client += server.datagrams_to_send()
             t0 = cpu()
             to_server = []
             for d in to_client:
-                client.receive_datagram(d)
+                client.receive_datagram(d, NOW)
                 to_server += client.datagrams_to_send()
             client_cpu += cpu() - t0
         if server is not None:
             for d in to_server:
-                server.receive_datagram(d)
+                server.receive_datagram(d, NOW)
     total = cpu() - start
     return total / n, client_cpu / n
 
 
-def socket_handshakes(address: tuple[str, int], n: int, concurrency: int) -> tuple[float, float, Tally]:
+def socket_handshakes(address: tuple[str, int], n: int, concurrency: int) -> tuple[float, float, StatsSink]:
     """Client CPU seconds per completed handshake over loopback, and handshakes per wall second."""
     ctx = dtls.client_context()
-    tally = Tally()
-    sink = run_sink(tally)
+    totals = StatsSink()
+    sink = run_sink(totals)
     todo = iter(range(n))
 
     def worker() -> None:
@@ -104,27 +110,27 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int) -> tup
     c0, w0 = cpu(), time.perf_counter()
     gevent.joinall([gevent.spawn(worker) for _ in range(concurrency)])
     c1, w1 = cpu(), time.perf_counter()
-    done = max(tally.handshakes.completed, 1)
-    return (c1 - c0) / done, done / (w1 - w0), tally
+    done = max(totals.handshakes.completed, 1)
+    return (c1 - c0) / done, done / (w1 - w0), totals
 
 
-def pings(address: tuple[str, int], associations: int, seconds: float) -> tuple[float, float, Tally]:
+def pings(address: tuple[str, int], associations: int, seconds: float) -> tuple[float, float, StatsSink]:
     """Completed pings per client CPU second and per wall second, with handshakes excluded."""
     ctx = dtls.client_context()
-    tally = Tally()
-    plan = PingPlan(interval=0.0, timeout=2.0, reply=ReplyRule("echo"))  # back-to-back pings
-    sink = run_sink(tally)
+    totals = StatsSink()
+    plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=2.0, expect=Expect("echo")))  # back-to-back pings
+    sink = run_sink(totals)
     assocs = [DtlsAssociation(f"ping-{i}", "bench", address, ctx, sink, identity=b"ping-%d" % i,
                               key=QUICKSTART_KEY, ping=plan, message_level=logging.WARNING)
               for i in range(associations)]
     greenlets = [gevent.spawn(a.run) for a in assocs]
-    while tally.handshakes.completed + tally.handshakes.failed < associations:
+    while totals.handshakes.completed + totals.handshakes.failed < associations:
         gevent.sleep(0.05)
-    p0, c0, w0 = tally.pings.completed, cpu(), time.perf_counter()
+    p0, c0, w0 = totals.pings.completed, cpu(), time.perf_counter()
     gevent.sleep(seconds)
-    p1, c1, w1 = tally.pings.completed, cpu(), time.perf_counter()
+    p1, c1, w1 = totals.pings.completed, cpu(), time.perf_counter()
     gevent.killall(greenlets)
-    return (p1 - p0) / max(c1 - c0, 1e-9), (p1 - p0) / (w1 - w0), tally
+    return (p1 - p0) / max(c1 - c0, 1e-9), (p1 - p0) / (w1 - w0), totals
 
 
 def main() -> int:

@@ -66,10 +66,11 @@ from adversarial.legit import LegitClients, limit_args  # noqa: E402
 from servers import LoadgenServer, loadgen_env, start_loadgen_server  # noqa: E402
 
 from loadgen.credentials import Secret  # noqa: E402
-from loadgen.payloads import ReplyRule  # noqa: E402
 from loadgen.protocol import dtls, records  # noqa: E402
-from loadgen.recorder import Tally  # noqa: E402
-from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan  # noqa: E402
+from loadgen.scenario.model import DtlsConfig, Expect, PingConfig  # noqa: E402
+from loadgen.stats.sink import StatsSink  # noqa: E402
+from loadgen.traffic.tracker import traffic_plan  # noqa: E402
+from loadgen.transport.association import DtlsAssociation  # noqa: E402
 
 #: Targets of the issue.
 MAX_KIB_PER_PEER = 48
@@ -157,15 +158,15 @@ class ServerPass:
 
     def stop(self, phase: str) -> None:
         served = self.legit.fresh_served(5.0)
-        tally = self.legit.tally
-        failed_share = tally.pings.failed / max(tally.pings.attempted, 1)
+        totals = self.legit.totals
+        failed_share = totals.pings.failed / max(totals.pings.attempted, 1)
         self.legit.stop()
         alive = self.alive()
         peak = hwm_kib(self.pid) / 1024 if alive else 0.0
         summary = self.server.stop()
-        report(f"  legitimate clients during {phase}: {tally.handshakes.completed} handshakes, "
-               f"{tally.handshakes.failed} failed {dict(tally.handshakes.failures)}; {tally.pings.completed} pings, "
-               f"{tally.pings.failed} failed {dict(tally.pings.failures)}; a fresh one served after: {served}   "
+        report(f"  legitimate clients during {phase}: {totals.handshakes.completed} handshakes, "
+               f"{totals.handshakes.failed} failed {dict(totals.handshakes.failures)}; {totals.pings.completed} pings, "
+               f"{totals.pings.failed} failed {dict(totals.pings.failures)}; a fresh one served after: {served}   "
                f"{verdict(served and failed_share <= 0.01 and alive)} (<= 1% pings failed, process alive)")
         report(f"  server peak memory (VmHWM) {peak:.0f} MiB; summary: "
                f"{summary.line[:300] if summary else 'NONE (no summary line after SIGTERM)'}")
@@ -203,20 +204,20 @@ class ServerPass:
         """Server CPU per legitimate handshake datagram (4 per handshake_once: two
         ClientHellos, ClientKeyExchange+CCS+Finished, close_notify)."""
         n = self.args.baseline_handshakes
-        tally = Tally()
+        totals = StatsSink()
         ctx = dtls.client_context()
         todo = iter(range(n))
 
         def worker() -> None:
             for i in todo:
-                DtlsAssociation(f"base-{i}", "s", self.server.address, ctx, tally, identity=b"base-%d" % i,
+                DtlsAssociation(f"base-{i}", "s", self.server.address, ctx, totals, identity=b"base-%d" % i,
                                 key=self.key, message_level=logging.ERROR).handshake_once()
 
         cpu0 = self.cpu()
         gevent.joinall([gevent.spawn(worker) for _ in range(10)])
-        per_datagram = (self.cpu() - cpu0) / max(tally.handshakes.completed * 4, 1)
+        per_datagram = (self.cpu() - cpu0) / max(totals.handshakes.completed * 4, 1)
         report(f"baseline: server CPU per legitimate handshake datagram: {per_datagram * 1e6:.1f} us "
-               f"({tally.handshakes.completed}/{n} handshakes)")
+               f"({totals.handshakes.completed}/{n} handshakes)")
         return per_datagram
 
     def handshake_fuzz(self, baseline: float) -> None:
@@ -450,10 +451,10 @@ class ClientPass:
             hwm0 = hwm_kib()
             self.flights()
             self.records()
-            tally = self.legit.tally
-            report(f"legitimate clients in the same process: {tally.pings.completed} pings, "
-                   f"{tally.pings.failed} failed {dict(tally.pings.failures)}   "
-                   f"{verdict(tally.pings.failed <= tally.pings.attempted * 0.01)}")
+            totals = self.legit.totals
+            report(f"legitimate clients in the same process: {totals.pings.completed} pings, "
+                   f"{totals.pings.failed} failed {dict(totals.pings.failures)}   "
+                   f"{verdict(totals.pings.failed <= totals.pings.attempted * 0.01)}")
             report(f"client process peak memory (VmHWM): {hwm_kib() / 1024:.0f} MiB (+{(hwm_kib() - hwm0) / 1024:.0f} "
                    f"MiB during the client pass)")
         finally:
@@ -461,17 +462,17 @@ class ClientPass:
             self.server.stop()
 
     def _drive(self, address: tuple[str, int], done: Callable[[], bool], *, workers: int, handshake_only: bool,
-               tally: Tally) -> tuple[float, int, float]:
+               totals: StatsSink) -> tuple[float, int, float]:
         """Associations, one after the other per worker, until ``done()``; (CPU s, associations, wall s)."""
         made = [0]
-        plan = PingPlan(interval=0.0, timeout=0.3, reply=ReplyRule("echo"), max_missed=10**6)
-        settings = DtlsSettings(handshake_timeout=1.5)
+        plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=0.3, expect=Expect("echo"), max_missed=10**6))
+        settings = DtlsConfig(handshake_timeout=1.5)
         ctx = dtls.client_context()
 
         def worker(w: int) -> None:
             while not done():
                 made[0] += 1
-                assoc = DtlsAssociation(f"victim-{w}-{made[0]}", "hostile", address, ctx, tally,
+                assoc = DtlsAssociation(f"victim-{w}-{made[0]}", "hostile", address, ctx, totals,
                                         identity=b"victim", key=self.key, settings=settings, ping=plan,
                                         message_level=logging.ERROR)
                 greenlet = gevent.spawn(assoc.handshake_once if handshake_only else assoc.run)
@@ -485,43 +486,43 @@ class ClientPass:
     def flights(self) -> None:
         target = self.args.client_flight_datagrams
         proc, address, stats = self.hostile("--mode", "fuzz", "--flight-copies", "20", "--seed", str(self.args.seed))
-        tally = Tally()
+        totals = StatsSink()
         rss0 = rss_kib()
         try:
             cpu, made, wall = self._drive(address, lambda: stats().get("mutated_flights", 0) >= target, workers=50,
-                                          handshake_only=True, tally=tally)
+                                          handshake_only=True, totals=totals)
             gevent.sleep(0.6)
             final = stats()
         finally:
             proc.terminate()
             proc.wait(10)
         mutated = final.get("mutated_flights", 0)
-        share = tally.handshakes.received_bytes / max(final.get("flight_bytes", 1), 1)
-        bugs = {c: n for c, n in tally.handshakes.failures.items() if c in ("internal-error", "local-error")}
+        share = totals.handshakes.received_bytes / max(final.get("flight_bytes", 1), 1)
+        bugs = {c: n for c, n in totals.handshakes.failures.items() if c in ("internal-error", "local-error")}
         report(f"client, mutated handshake flights: {mutated} sent in {wall:.0f} s ({share * 100:.0f}% of the flight "
-               f"bytes reached the associations), {made} associations: {tally.handshakes.completed} handshakes, "
-               f"failures {dict(tally.handshakes.failures)}")
+               f"bytes reached the associations), {made} associations: {totals.handshakes.completed} handshakes, "
+               f"failures {dict(totals.handshakes.failures)}")
         report(f"  client CPU per hostile flight datagram: {cpu / max(mutated * share, 1) * 1e6:.1f} us; "
                f"memory +{rss_kib() - rss0} KiB; exceptions escaped: {bugs or 'none'}   {verdict(not bugs)}")
 
     def records(self) -> None:
         target = self.args.client_records
         proc, address, stats = self.hostile("--mode", "fuzz", "--record-copies", "10", "--seed", str(self.args.seed))
-        tally = Tally()
+        totals = StatsSink()
         rss0 = rss_kib()
         try:
             cpu, made, wall = self._drive(address, lambda: stats().get("mutated_records", 0) >= target, workers=20,
-                                          handshake_only=False, tally=tally)
+                                          handshake_only=False, totals=totals)
             gevent.sleep(0.6)
             final = stats()
         finally:
             proc.terminate()
             proc.wait(10)
         mutated = final.get("mutated_records", 0)
-        failures = tally.handshakes.failures + tally.pings.failures
+        failures = totals.handshakes.failures + totals.pings.failures
         bugs = {c: n for c, n in failures.items() if c in ("internal-error", "local-error")}
         report(f"client, authentic records with mutated plaintext: {mutated} in {wall:.0f} s over {made} associations;"
-               f" pings {tally.pings.completed} completed, failures {dict(tally.pings.failures)}")
+               f" pings {totals.pings.completed} completed, failures {dict(totals.pings.failures)}")
         report(f"  client CPU per authentic hostile record: {cpu / max(mutated, 1) * 1e6:.1f} us; "
                f"memory +{rss_kib() - rss0} KiB; exceptions escaped: {bugs or 'none'}   {verdict(not bugs)}")
 

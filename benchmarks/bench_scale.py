@@ -25,11 +25,14 @@ from locust.env import Environment
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadgen.builtin_server import ServerProcess  # noqa: E402
-from loadgen.cli import QUICKSTART_KEY  # noqa: E402
-from loadgen.payloads import ReplyRule  # noqa: E402
+from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.protocol import dtls  # noqa: E402
-from loadgen.recorder import FanOut, Tally  # noqa: E402
-from loadgen.transport.association import DtlsAssociation, PingPlan  # noqa: E402
+from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
+from loadgen.stats.facts import FanOut  # noqa: E402
+from loadgen.stats.run import RunStats  # noqa: E402
+from loadgen.stats.sink import StatsSink  # noqa: E402
+from loadgen.traffic.tracker import traffic_plan  # noqa: E402
+from loadgen.transport.association import DtlsAssociation  # noqa: E402
 from loadgen.users import LocustSink  # noqa: E402
 
 
@@ -51,11 +54,11 @@ def main() -> int:
         print(f"at most {hard - 100} associations fit under the open-file limit ({hard})", file=sys.stderr)
         return 2
     n = args.associations
-    tally = Tally()
+    totals = StatsSink()
     env = Environment()
     env.create_local_runner()
-    sink = FanOut([LocustSink(env.events.request, "DTLS"), tally])
-    plan = PingPlan(interval=args.interval, jitter=0.1, reply=ReplyRule("echo"))
+    sink = FanOut([LocustSink(env.events.request, "DTLS"), totals])
+    plan = traffic_plan(PingConfig(interval=args.interval, jitter=0.1, expect=Expect("echo")))
     server = ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex(), "--idle-timeout", "120"])
     with server as address:
         ctx = dtls.client_context()
@@ -73,26 +76,30 @@ def main() -> int:
             behind = (i + 1) / args.ramp_rate - (time.perf_counter() - w0)
             if behind > 0:
                 gevent.sleep(behind)
-        while tally.handshakes.completed + tally.handshakes.failed < n and time.perf_counter() - w0 < 600:
+        while totals.handshakes.completed + totals.handshakes.failed < n and time.perf_counter() - w0 < 600:
             gevent.sleep(0.5)
         ramped = time.perf_counter() - w0
-        pings_before = tally.pings.completed + tally.pings.failed
-        tally.pings.histogram.reset()  # RTTs while holding, not while the ramp loads the server
+        ramp = totals.roll()  # the hold is counted afresh: RTTs while holding, not while the ramp loads the server
         gevent.sleep(args.hold)
         after = rss_bytes()
         server_after = rss_bytes(server.pid)
         c1 = time.process_time()
-        held = tally.pings.completed + tally.pings.failed - pings_before
+        hold = totals.roll()
         for assoc in assocs:
             assoc.close()
-    hs, pings = tally.handshakes, tally.pings
+    run, during_hold = RunStats(), RunStats()
+    for delta in (ramp, hold):
+        run.apply(delta)
+    during_hold.apply(hold)
+    held = during_hold.pings.completed + during_hold.pings.failed
+    hs, pings = run.handshakes, run.pings
     answered = pings.completed / max(pings.completed + pings.failed, 1)
     print(f"# python benchmarks/bench_scale.py {' '.join(sys.argv[1:])}")
     print(f"associations {n}: handshakes completed {hs.completed}, failed {hs.failed} {dict(hs.failures)}, "
           f"ramp {ramped:.1f} s")
     print(f"pings: {pings.completed} answered, {pings.failed} failed {dict(pings.failures)} -> {answered:.4%} "
           f"answered; {held} ended during the {args.hold:g} s hold")
-    p50, p99 = pings.percentile(50), pings.percentile(99)
+    p50, p99 = during_hold.pings.percentile(50), during_hold.pings.percentile(99)
     print(f"ping RTT during the hold: p50 {p50 * 1000 if p50 else 0:.2f} ms, p99 {p99 * 1000 if p99 else 0:.2f} ms")
     print(f"client memory: {(after - base) / n / 1024:.1f} KiB per association beyond the baseline "
           f"({base / 2**20:.0f} MiB -> {after / 2**20:.0f} MiB)")

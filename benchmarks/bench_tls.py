@@ -23,21 +23,22 @@ from locust.env import Environment
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadgen.builtin_server import ServerProcess  # noqa: E402
-from loadgen.cli import QUICKSTART_KEY  # noqa: E402
+from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.credentials import KeyStore  # noqa: E402
-from loadgen.payloads import ReplyRule  # noqa: E402
 from loadgen.protocol import tls  # noqa: E402
 from loadgen.protocol.tls import SessionCache, TlsOptions  # noqa: E402
-from loadgen.recorder import FanOut, Tally  # noqa: E402
-from loadgen.transport.association import PingPlan  # noqa: E402
+from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
+from loadgen.stats.facts import FanOut  # noqa: E402
+from loadgen.stats.sink import StatsSink  # noqa: E402
+from loadgen.traffic.tracker import traffic_plan  # noqa: E402
 from loadgen.transport.tls_association import TlsAssociation  # noqa: E402
 from loadgen.users import LocustSink  # noqa: E402
 
 
-def run_sink(tally: Tally) -> FanOut:
+def run_sink(totals: StatsSink) -> FanOut:
     env = Environment()
     env.create_local_runner()
-    return FanOut([LocustSink(env.events.request, "TLS"), tally])
+    return FanOut([LocustSink(env.events.request, "TLS"), totals])
 
 
 def options(version: str, resumption: bool) -> TlsOptions:
@@ -67,17 +68,17 @@ def engine_only(n: int, version: str) -> float:
 
 
 def socket_handshakes(address: tuple[str, int], n: int, concurrency: int, version: str,
-                      resumed: bool) -> tuple[float, Tally]:
+                      resumed: bool) -> tuple[float, StatsSink]:
     """Client CPU seconds per completed handshake; with ``resumed`` each device resumes its session."""
     ctx = tls.client_context(options(version, resumed), psk_mode=True)
-    tally = Tally()
-    sink = run_sink(tally)
+    totals = StatsSink()
+    sink = run_sink(totals)
     caches = [SessionCache(maxsize=1) for _ in range(concurrency)]
     todo = iter(range(n))
 
     def worker(w: int) -> None:
         if resumed:  # a first, full handshake leaves the session to resume (not measured)
-            TlsAssociation(f"w{w}", "bench", address, ctx, Tally(), identity=b"w%d" % w, key=QUICKSTART_KEY,
+            TlsAssociation(f"w{w}", "bench", address, ctx, StatsSink(), identity=b"w%d" % w, key=QUICKSTART_KEY,
                            sessions=caches[w], message_level=logging.WARNING).handshake_once()
         for _ in todo:
             TlsAssociation(f"w{w}", "bench", address, ctx, sink, identity=b"w%d" % w, key=QUICKSTART_KEY,
@@ -88,24 +89,24 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int, versio
     gevent.sleep(0)
     c0 = time.process_time()
     gevent.joinall(greenlets)
-    return (time.process_time() - c0) / max(tally.handshakes.completed, 1), tally
+    return (time.process_time() - c0) / max(totals.handshakes.completed, 1), totals
 
 
-def pings(address: tuple[str, int], associations: int, seconds: float, version: str) -> tuple[float, Tally]:
+def pings(address: tuple[str, int], associations: int, seconds: float, version: str) -> tuple[float, StatsSink]:
     ctx = tls.client_context(options(version, False), psk_mode=True)
-    tally = Tally()
-    sink = run_sink(tally)
-    plan = PingPlan(interval=0.0, timeout=2.0, reply=ReplyRule("echo"))
+    totals = StatsSink()
+    sink = run_sink(totals)
+    plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=2.0, expect=Expect("echo")))
     assocs = [TlsAssociation(f"p{i}", "bench", address, ctx, sink, identity=b"p%d" % i, key=QUICKSTART_KEY,
                              ping=plan, message_level=logging.WARNING) for i in range(associations)]
     greenlets = [gevent.spawn(a.run) for a in assocs]
-    while tally.handshakes.completed + tally.handshakes.failed < associations:
+    while totals.handshakes.completed + totals.handshakes.failed < associations:
         gevent.sleep(0.05)
-    p0, c0 = tally.pings.completed, time.process_time()
+    p0, c0 = totals.pings.completed, time.process_time()
     gevent.sleep(seconds)
-    p1, c1 = tally.pings.completed, time.process_time()
+    p1, c1 = totals.pings.completed, time.process_time()
     gevent.killall(greenlets)
-    return (p1 - p0) / max(c1 - c0, 1e-9), tally
+    return (p1 - p0) / max(c1 - c0, 1e-9), totals
 
 
 def main() -> int:

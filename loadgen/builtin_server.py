@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from .errors import LocalProtocolError
 
 if TYPE_CHECKING:
-    from .scenario.model import Scenario
+    from .scenario.model import PskConfig, Scenario
 
 #: The server's first line: ``loadgen: DTLS server listening on HOST:PORT (LIMITS)``.
 _LISTENING = re.compile(r"listening on (?P<host>\S+):(?P<port>\d+)(?: \(|\s*$)")
@@ -29,19 +29,21 @@ _LISTENING = re.compile(r"listening on (?P<host>\S+):(?P<port>\d+)(?: \(|\s*$)")
 class ServerProcess:
     """``with ServerProcess(["--scenario", path]) as (host, port): ...`` runs ``loadgen serve dtls`` (or tls).
 
-    Keys are passed by reference (scenario file, env var, key file), never on the
-    command line where ``ps`` would show them, except when the caller chooses ``--psk-hex``.
+    Keys are passed by reference (scenario file, env var, key file) or in ``env`` (added to the
+    child's environment, which only its user can read), never on the command line where ``ps``
+    would show them, except when the caller chooses ``--psk-hex``.
     """
 
     def __init__(self, options: Sequence[str], host: str = "127.0.0.1", startup_timeout: float = 20.0,
-                 protocol: str = "dtls") -> None:
+                 protocol: str = "dtls", env: Mapping[str, str] | None = None) -> None:
         self._args = [sys.executable, "-m", "loadgen", "serve", protocol, "--host", host, "--port", "0", *options]
+        self._env = dict(env or {})
         self._timeout = startup_timeout
         self._proc: subprocess.Popen[str] | None = None
         self.summary = ""
 
     def __enter__(self) -> tuple[str, int]:
-        env = dict(os.environ)
+        env = {**os.environ, **self._env}
         # Works uninstalled too: the child must import the same loadgen as we do.
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -96,18 +98,43 @@ def _die_with_parent() -> None:
         pass
 
 
+#: The child's environment variable that holds the built-in server's key (one shared key, or the
+#: master of a derivation) in hex: a process's environment is readable by its user only, its
+#: command line by everyone (``ps``).
+BUILTIN_KEY_ENV = "LOADGEN_BUILTIN_PSK"
+
+
 def builtin_server(scenario: Scenario) -> ServerProcess:
     """The reference server for a scenario without targets: keys and hint from the scenario.
 
+    The keys are those the scenario resolved when it was loaded (see :func:`_key_options`): the
+    child reads neither the scenario file nor its key sources again.
     Its limits follow the scenario, so that the built-in server is never what a run measures:
     room for every client as a peer and as a handshake at once, and half-open peers kept as
     long as the clients keep trying (``dtls.handshake_timeout``).
     """
     from .transport.dtls_server import DEFAULT_MAX_HALF_OPEN, DEFAULT_MAX_PEERS
 
-    assert scenario.source is not None, "the built-in server reads the scenario's keys from its file"
+    assert scenario.psk is not None, "a scenario without targets has a psk section (the built-in server is DTLS)"
+    keys, env = _key_options(scenario.psk)
     clients = scenario.clients.count
-    return ServerProcess(["--scenario", str(scenario.source),
-                          "--max-peers", str(max(DEFAULT_MAX_PEERS, clients)),
+    return ServerProcess([*keys, "--max-peers", str(max(DEFAULT_MAX_PEERS, clients)),
                           "--max-half-open", str(max(DEFAULT_MAX_HALF_OPEN, clients)),
-                          "--handshake-timeout", f"{scenario.dtls.handshake_timeout:g}"])
+                          "--handshake-timeout", f"{scenario.dtls.handshake_timeout:g}"], env=env)
+
+
+def _key_options(psk: PskConfig) -> tuple[list[str], dict[str, str]]:
+    """``loadgen serve dtls`` options and the environment that give the child the scenario's keys.
+
+    A shared key or a derivation's master travels in :data:`BUILTIN_KEY_ENV`; a CSV table (up to
+    a million rows, too big for an environment) by its file's path, which the child reads."""
+    hint = f"--hint={psk.hint}"  # one word: a hint may start with "-"
+    one_key = psk.store.one_key()
+    if one_key is None:
+        assert psk.source == "csv" and psk.location is not None, "a table comes from a CSV file"
+        return [hint, "--psk-csv", psk.location], {}
+    key, derived_length = one_key
+    env = {BUILTIN_KEY_ENV: key.value.hex()}
+    if derived_length is None:
+        return [hint, "--psk-env", BUILTIN_KEY_ENV], env
+    return [hint, "--psk-master-env", BUILTIN_KEY_ENV, "--derive-length", str(derived_length)], env

@@ -220,6 +220,13 @@ class KeyStore:
         assert self._master is not None
         return derive_key(self._master, identity, self._length)
 
+    def one_key(self) -> tuple[Secret, int | None] | None:
+        """The one key this store is made of, to hand it to another process: the shared key and None,
+        or a derivation's master and the derived keys' length; None for a table."""
+        if self._shared is not None:
+            return self._shared, None
+        return (self._master, self._length) if self._master is not None else None
+
     def __repr__(self) -> str:
         kind = "shared" if self._shared else "table" if self._table is not None else "derived"
         return f"KeyStore({kind})"

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import ConfigError, SocketsExhausted
-from .recorder import Fact, Finished
 from .scenario import Scenario
+from .stats.facts import Fact, Finished
 from .throttle import ThrottledLog
 
 log = logging.getLogger("loadgen")

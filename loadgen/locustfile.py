@@ -9,7 +9,7 @@ Ramp stages become the run's LoadTestShape.
 
 When Locust quits, the local runner or the master writes ``results/<run>/`` (summary, series,
 CSV, report, verdict) and prints loadgen's summary, as ``loadgen run`` does
-(:func:`loadgen.runner.finish_run`), and sets the exit status the same way: 0 when the run
+(:func:`loadgen.locust.run.finish_run`), and sets the exit status the same way: 0 when the run
 passed, 1 when a threshold failed, ``--exit-code-on-error`` (default 1) when the scenario has no
 thresholds and an attempt failed. Quitting while users still run (Ctrl-C) marks it interrupted.
 """
@@ -32,10 +32,10 @@ from loadgen.scenario import Scenario, load_scenario
 from loadgen.stats.live import LiveStats, Role
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import StatsSink
-from loadgen.users import DeviceUser, Session
+from loadgen.users import PingUser, Session
 
 
-class Device(DeviceUser):
+class Device(PingUser):
     """A simulated device of the scenario given with --scenario / LOADGEN_SCENARIO."""
 
     abstract = False
@@ -62,16 +62,16 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
         stats = _live_stats(environment, None, "master", web_ui)  # the master runs no users, it merges their seconds
         _results_when_quitting(environment, scenario, stats, stack, None)
         return
-    from loadgen.runner import RunOptions, endpoints
+    from loadgen.locust.environment import RunOptions, endpoints
 
     # The scenario's targets, or the built-in server for as long as Locust runs (as `loadgen run` does).
     eps, server = stack.enter_context(endpoints(scenario, RunOptions()))
     Device.session = Session(scenario, environment, eps)
     if isinstance(runner, WorkerRunner):
-        _live_stats(environment, Device.session.tally, "worker", web_ui)
+        _live_stats(environment, Device.session.stats_sink, "worker", web_ui)
         environment.events.quitting.add_listener(lambda **_: stack.close())
         return
-    stats = _live_stats(environment, Device.session.tally, "local", web_ui)
+    stats = _live_stats(environment, Device.session.stats_sink, "local", web_ui)
     _results_when_quitting(environment, scenario, stats, stack, server)
 
 
@@ -96,7 +96,9 @@ def _results_when_quitting(environment: Any, scenario: Scenario, stats: RunStats
     clock = RunClock(environment)
 
     def finish(**_: Any) -> None:
-        from loadgen.runner import finish_run, new_run_dir, stop_users
+        from loadgen.locust.drive import stop_users
+        from loadgen.locust.run import finish_run
+        from loadgen.results.files import new_run_dir
 
         options = environment.parsed_options
         # Locust quits while users run on Ctrl-C / SIGTERM, not at -t's or the stages' end; headless

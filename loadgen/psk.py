@@ -36,6 +36,9 @@ _SERVER_CB = "unsigned int(*)(SSL *, char *, unsigned char *, unsigned int)"
 _FIND_SESSION_CB = "int(*)(SSL *, unsigned char *, size_t, SSL_SESSION **)"
 #: Where the TLS 1.3 identity probe leaves the identity, whole, for the PSK callback that follows.
 _IDENTITY_ATTR = "_loadgen_psk_identity"
+#: OpenSSL's PSK_MAX_IDENTITY_LEN: longer identities never reach the PSK callback, so the probe
+#: copies no more (a hostile hello may offer a 64 KiB identity).
+_MAX_IDENTITY = 256
 
 
 def missing_symbols() -> list[str]:
@@ -84,7 +87,7 @@ def set_client_psk(context: SSL.Context, choose: ClientPskCallback) -> None:
 
 
 def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | None = None, *,
-                   tls13: bool = False) -> None:
+                   tls13: bool = False, offered: Callable[[SSL.Connection], None] | None = None) -> None:
     """Install a PSK server callback (identity -> key) and an optional identity hint.
 
     Returning ``None`` from ``lookup`` makes OpenSSL fail the handshake with an
@@ -93,7 +96,10 @@ def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | Non
     TLS 1.3 (``tls13``): OpenSSL hands the (TLS 1.2-style) callback a C string copy of each
     offered identity, cut at the first NUL, resumption tickets (random bytes) included. A
     ``psk_find_session`` probe that finds nothing sees the identity whole just before, so
-    ``lookup`` gets the identity as the client sent it.
+    ``lookup`` gets the identity as the client sent it. ``offered(connection)`` is called for
+    every identity the client offers, including those OpenSSL never passes to ``lookup``
+    (longer than its 256-byte limit), so a failed handshake can tell "offered none we know"
+    from "offered none at all".
     """
 
     @ffi.callback(_SERVER_CB)  # type: ignore[untyped-decorator]  # cffi is untyped
@@ -113,7 +119,7 @@ def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | Non
             return 0
 
     if tls13:
-        probe = _identity_probe()
+        probe = _identity_probe(offered)
         _keep_alive(context, probe)
         lib.SSL_CTX_set_psk_find_session_callback(context._context, probe)
     _keep_alive(context, callback)
@@ -122,14 +128,17 @@ def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | Non
         raise ValueError("OpenSSL refused the PSK identity hint")
 
 
-def _identity_probe() -> Any:
+def _identity_probe(offered: Callable[[SSL.Connection], None] | None) -> Any:
     """A ``psk_find_session`` callback that finds no session but keeps the offered identity whole
-    (see :func:`set_server_psk`). ``Any``: a cffi callback object, which cffi does not type."""
+    and tells ``offered`` (see :func:`set_server_psk`). ``Any``: a cffi callback, which cffi does not type."""
 
     @ffi.callback(_FIND_SESSION_CB)  # type: ignore[untyped-decorator]  # cffi is untyped
     def probe(ssl: Any, identity: Any, length: int, session: Any) -> int:
         try:
-            setattr(_connection(ssl), _IDENTITY_ATTR, bytes(ffi.buffer(identity, length)))
+            conn = _connection(ssl)
+            if offered is not None:
+                offered(conn)
+            setattr(conn, _IDENTITY_ATTR, bytes(ffi.buffer(identity, min(length, _MAX_IDENTITY))))
         except Exception:  # noqa: BLE001, S110 - must not cross the C boundary; the C string remains
             pass
         session[0] = ffi.NULL  # no session from here: OpenSSL goes on to the PSK server callback

@@ -11,9 +11,8 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-import string
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import gevent
@@ -24,14 +23,14 @@ from locust.env import Environment
 
 from .errors import LoadgenError, LocalProtocolError
 from .limits import ShortageLog
-from .payloads import PayloadMaker, ReplyRule, binary_payload, text_payload
 from .protocol import dtls, tls
 from .protocol.tls import SessionCache, TlsOptions
-from .recorder import FanOut, Finished, LogSink, Sink
 from .scenario import Scenario, Target
+from .stats.facts import FanOut, Finished, LogSink, Sink
 from .stats.sink import StatsSink
-from .transport.association import DtlsAssociation, DtlsSettings, PingPlan
-from .transport.tls_association import TlsAssociation, TlsSettings
+from .traffic.tracker import traffic_plan
+from .transport.association import DtlsAssociation
+from .transport.tls_association import TlsAssociation
 
 #: Either kind of client association: same constructor shape, same facts, same run().
 Association = DtlsAssociation | TlsAssociation
@@ -75,38 +74,6 @@ class LocustSink:
         )
 
 
-#: Template fields that differ per device or target: a ping plan of its own for each device.
-_DEVICE_FIELDS = frozenset({"n", "target"})
-
-
-def payload_maker(scenario: Scenario, **fields: object) -> PayloadMaker:
-    """The scenario's ping payload; ``fields`` are the text template's per-device fields
-    (``n``, ``target``) next to the ``name`` and ``seq`` every ping gets."""
-    payload = scenario.ping.payload
-    if payload.data is not None:
-        return binary_payload(payload.data, payload.seq_offset, payload.seq_width)
-    return text_payload(payload.text or "", **fields)
-
-
-def uses_device_fields(scenario: Scenario) -> bool:
-    """True when the ping text uses ``{n}`` or ``{target}`` (only then does a device need a
-    payload maker, and a ping plan, of its own: thousands share one otherwise)."""
-    text = scenario.ping.payload.text
-    if scenario.ping.payload.data is not None or not text:
-        return False
-    return any(field is not None and field.split(".")[0].split("[")[0] in _DEVICE_FIELDS
-               for _, field, _, _ in string.Formatter().parse(text))
-
-
-def reply_rule(scenario: Scenario) -> ReplyRule:
-    expect = scenario.ping.expect
-    if expect.kind == "regex" and expect.regex is not None:
-        return ReplyRule("regex", expect.regex.pattern)
-    if expect.kind == "prefix" and expect.prefix is not None:
-        return ReplyRule("prefix", expect.prefix)
-    return ReplyRule(expect.kind)
-
-
 @dataclass(frozen=True)
 class Endpoint:
     """A target with a resolved address (the built-in server's port is known only at run time)."""
@@ -134,10 +101,10 @@ class Session:
         self.scenario = scenario
         self.endpoints = endpoints
         # Exact per-target counts and histograms, rolled into a time series every second.
-        self.tally = StatsSink()
+        self.stats_sink = StatsSink()
         shortage = ShortageLog()  # clients without a socket: one line every 10 s with counts
         self.sinks = {
-            protocol: FanOut([LocustSink(environment.events.request, protocol.upper()), self.tally,
+            protocol: FanOut([LocustSink(environment.events.request, protocol.upper()), self.stats_sink,
                               LogSink(), shortage, *extra_sinks])
             for protocol in ("dtls", "tls")
         }
@@ -152,19 +119,9 @@ class Session:
                        psk_modes=t.psk_modes),
             psk_mode=self.tls_psk,
         ) if "tls" in protocols else None
-        self.tls_settings = TlsSettings(handshake_timeout=t.handshake_timeout)
-        self.settings = DtlsSettings(
-            mtu=scenario.dtls.mtu,
-            handshake_timeout=scenario.dtls.handshake_timeout,
-            max_retransmits=scenario.dtls.max_retransmits,
-            retransmit_cap=scenario.dtls.retransmit_cap,
-        )
-        ping = scenario.ping
-        self.ping = PingPlan(
-            interval=ping.interval, jitter=ping.jitter, timeout=ping.timeout, max_missed=ping.max_missed,
-            payload=payload_maker(scenario), reply=reply_rule(scenario),
-        )
-        self._device_fields = uses_device_fields(scenario)
+        # The associations take the scenario's dtls and tls sections as they are; the ping section,
+        # built once, serves every device (a device whose ping text names it gets its own: for_device).
+        self.ping = traffic_plan(scenario.ping)
         # Qt-style info messages are only built when the log would show them (-v).
         self.message_level = logging.getLogger("loadgen").getEffectiveLevel()
         self._counter = itertools.count()
@@ -208,9 +165,7 @@ class Session:
             name = f"{name}@{endpoint.target.name}"
         target = endpoint.target
         sink = self.sinks[target.protocol]
-        ping = self.ping
-        if self._device_fields:  # the template names the device or its target: its own payloads
-            ping = replace(ping, payload=payload_maker(self.scenario, n=n, target=target.name))
+        ping = self.ping.for_device(n=n, target=target.name)
 
         if target.protocol == "tls":
             tls_context = self.tls_context
@@ -222,7 +177,7 @@ class Session:
                 return TlsAssociation(
                     name, target.name, endpoint.address, tls_context, sink,
                     identity=identity if use_psk else None, key=key if use_psk else None,
-                    server_name=target.server_name, sessions=sessions, settings=self.tls_settings,
+                    server_name=target.server_name, sessions=sessions, settings=self.scenario.tls,
                     ping=ping, source_address=source, message_level=self.message_level,
                 )
 
@@ -234,7 +189,7 @@ class Session:
         def make() -> DtlsAssociation:
             return DtlsAssociation(
                 name, target.name, endpoint.address, dtls_context, sink, identity=identity, key=key,
-                settings=self.settings, ping=ping, source_address=source,
+                settings=self.scenario.dtls, ping=ping, source_address=source,
                 message_level=self.message_level,
             )
 
@@ -258,9 +213,12 @@ def keep_alive(make: Callable[[], Association], scenario: Scenario, stopping: Ev
     gevent.sleep(float("inf"))  # stay a (quiet) user so Locust's user count stays as asked
 
 
-class Device(User):
-    """What every kind of simulated device has: its number and one association factory per
-    target it talks to. Workloads subclass it with their task (:class:`DeviceUser`, churn)."""
+class DeviceBase(User):
+    """What every simulated device has: its number (``index``) and one association factory per
+    target it talks to. Each workload subclasses it with its task, as an abstract Locust user
+    class (:class:`PingUser`, :class:`~loadgen.capacity.workload.ChurnUser`); a run binds that to
+    its session as the concrete class Locust spawns, named for what it simulates: ``Device``
+    (:func:`user_class`, and plain Locust's in the locustfile) or ``ChurnDevice``."""
 
     abstract = True
     wait_time = constant(0)
@@ -268,14 +226,14 @@ class Device(User):
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        self.device = self.session.next_device()
-        self.factories = [self.session.association_factory(self.device, e)
-                          for e in self.session.endpoints_for(self.device)]
+        self.index = self.session.next_device()
+        self.factories = [self.session.association_factory(self.index, e)
+                          for e in self.session.endpoints_for(self.index)]
 
 
-class DeviceUser(Device):
-    """One simulated device that connects and pings. Subclassed per run with ``session``
-    set (see :func:`user_class`)."""
+class PingUser(DeviceBase):
+    """The scenario's workload: a device that connects and pings. Subclassed per run with
+    ``session`` set (see :func:`user_class`)."""
 
     abstract = True
 
@@ -294,6 +252,6 @@ class DeviceUser(Device):
             group.kill()
 
 
-def user_class(session: Session) -> type[DeviceUser]:
-    """A concrete DeviceUser subclass bound to ``session`` (Locust instantiates classes)."""
-    return type("Device", (DeviceUser,), {"session": session, "abstract": False})
+def user_class(session: Session) -> type[PingUser]:
+    """The run's ``Device``: a concrete PingUser bound to ``session`` (Locust instantiates classes)."""
+    return type("Device", (PingUser,), {"session": session, "abstract": False})

@@ -25,12 +25,12 @@ from flask import Flask, Response, redirect, request
 from locust.env import Environment
 from locust.web import WebUI
 
-from .outputs import write_timeseries_csv
-from .recorder import HANDSHAKE
 from .report.svg import Chart, Series, line_chart
+from .results.files import write_timeseries_csv
 from .runclock import RunClock
 from .scenario import Scenario
-from .stats.run import KINDS, RunStats
+from .stats.facts import HANDSHAKE, KINDS
+from .stats.run import RunStats
 
 TAB_KEY = "loadgen"
 TAB_TITLE = "DTLS/TLS (exact)"

@@ -4,9 +4,14 @@ No sockets: datagrams move between a client :class:`DtlsEngine` and the server,
 which is :func:`loadgen.protocol.dtls.accept` until a ClientHello with a valid
 cookie creates the server engine, and that engine afterwards. Chosen datagrams can
 be dropped (by direction and per-direction index, counted from 0 and including
-dropped ones), and retransmission timers are driven for real: sleep until the
-earliest ``get_timer()`` expires (and any other due within :data:`TIMER_TICK` of
-it), then call ``handle_timer()`` on both engines.
+dropped ones), and retransmission timers are driven by the wire's clock: it moves to
+the earliest ``get_timer()`` deadline (and any other due within :data:`TIMER_TICK` of
+it), then calls ``handle_timer(now)`` on both engines.
+
+The wire's clock is the real one plus the time it skipped. While every running timer is
+one the engines keep themselves, the clock jumps (no sleep). While an OpenSSL engine's
+own DTLS timer runs, it sleeps for real instead: OpenSSL reads its own clock, which no
+binding lets a test move.
 """
 
 from __future__ import annotations
@@ -57,7 +62,12 @@ class Wire:
         self.client_events: list[Event] = []
         self.server_events: list[Event] = []
         self._queues: dict[str, deque[bytes]] = {C2S: deque(), S2C: deque()}
-        self.timer_sleeps = 0
+        self.timer_sleeps = 0  # timer steps taken (slept or skipped)
+        self.skipped = 0.0  # seconds the clock jumped instead of sleeping
+
+    def now(self) -> float:
+        """The wire's clock, which the engines get as ``now``."""
+        return time.monotonic() + self.skipped
 
     # -- bookkeeping ----------------------------------------------------------
 
@@ -86,14 +96,14 @@ class Wire:
         if dropped:
             return
         if direction == S2C:
-            self.client.receive_datagram(datagram)
+            self.client.receive_datagram(datagram, self.now())
         elif self.server is None:
-            engine, replies = dtls.accept(self.server_context, datagram, self.peer, mtu=self.server_mtu,
+            engine, replies = dtls.accept(self.server_context, datagram, self.peer, self.now(), mtu=self.server_mtu,
                                           light=self.server_light)
             self.server = engine
             self._queues[S2C].extend(replies)
         else:
-            self.server.receive_datagram(datagram)
+            self.server.receive_datagram(datagram, self.now())
 
     def pump(self) -> None:
         """Deliver datagrams, one at a time, until neither side has anything to send."""
@@ -117,13 +127,13 @@ class Wire:
         """Start the client and run until both sides have finished or failed.
 
         Raises AssertionError when the sides are still unsettled after ``budget``
-        seconds of wall-clock time, or when no timer is left to make progress.
+        seconds of the wire's clock, or when no timer is left to make progress.
         """
-        self.client.start()
+        self.client.start(self.now())
         self.run_until_settled(budget=budget)
 
     def run_until_settled(self, *, budget: float = 8.0) -> None:
-        deadline = time.monotonic() + budget
+        deadline = self.now() + budget
         while True:
             self.pump()
             if self._settled(self.client) and self._settled(self.server):
@@ -136,13 +146,21 @@ class Wire:
             # Timers due within one tick of the earliest fire in the same step: two
             # engines that armed their timers microseconds apart retransmit together,
             # whatever the scheduling jitter of the machine running the tests.
-            wait = max(t for t in timers if t <= min(timers) + TIMER_TICK)
-            if time.monotonic() + wait > deadline:
+            wait = max(t for t in timers if t <= min(timers) + TIMER_TICK) - self.now()
+            if self.now() + wait > deadline:
                 raise AssertionError(f"handshake not settled within {budget}s: {self.describe()}")
             self.timer_sleeps += 1
-            time.sleep(wait + 0.002)
+            if self._openssl_timer_running():
+                time.sleep(max(wait, 0.0) + 0.002)
+            else:
+                self.skipped += max(wait, 0.0) + 0.002
             for engine in self._engines():
-                engine.handle_timer()
+                engine.handle_timer(self.now())
+
+    def _openssl_timer_running(self) -> bool:
+        """True while an OpenSSL engine's own DTLS timer runs (it retransmits by OpenSSL's clock)."""
+        return any(isinstance(e, dtls.DtlsEngine) and e.get_timer() is not None and e._openssl_due is not None
+                   for e in self._engines())
 
     def describe(self) -> str:
         return ", ".join(f"{s.direction}#{s.index}{'(dropped)' if s.dropped else ''}" for s in self.log)

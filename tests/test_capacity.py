@@ -34,16 +34,20 @@ def test_token_bucket_allows_rate_per_second_and_small_bursts() -> None:
     assert sum(idle.take(5.0) for _ in range(100)) == 20  # a long pause saves up one burst only
 
 
+#: The time the in-memory engines get: any value, the engines only compare times they were given.
+NOW = 1000.0
+
+
 def test_client_hello_with_cookie_is_told_apart() -> None:
     identity, key = b"dev", Secret(bytes.fromhex(KEY_HEX))
     server_ctx = dtls.server_context(KeyStore(table={identity: key}), hint=b"h", cookies=CookieJar())
     client = dtls.DtlsEngine.client(dtls.client_context(), lambda hint: (identity, key))
-    client.start()
+    client.start(NOW)
     (hello,) = client.datagrams_to_send()
     assert not client_hello_has_cookie(hello)
-    engine, replies = dtls.accept(server_ctx, hello, b"127.0.0.1:1")
+    engine, replies = dtls.accept(server_ctx, hello, b"127.0.0.1:1", NOW)
     assert engine is None and replies
-    client.receive_datagram(replies[0])
+    client.receive_datagram(replies[0], NOW)
     (hello_again,) = client.datagrams_to_send()
     assert client_hello_has_cookie(hello_again)
     assert not client_hello_has_cookie(b"\x17\xfe\xfd" + bytes(60))  # application data
@@ -172,8 +176,8 @@ def test_a_stepped_run_is_judged_by_its_knee_as_its_verdict_word_is(limited_by: 
     the capacity fails even with no failure. Before, ``loadgen run`` printed 'PASS: Knee at ...' and exited 1."""
     from loadgen.capacity import Analysis, Knee
     from loadgen.errors import HandshakeTimeout
-    from loadgen.recorder import HANDSHAKE, Finished, Started
-    from loadgen.runner import RunOutcome
+    from loadgen.results.summary import RunOutcome
+    from loadgen.stats.facts import HANDSHAKE, Finished, Started
     from loadgen.stats.run import RunStats
     from loadgen.stats.sink import StatsSink
 

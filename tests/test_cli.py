@@ -22,12 +22,15 @@ import pytest
 from procs import Procs, free_port
 from servers import loadgen_env
 
-from loadgen.cli import DEMO_KEY_NOTICE, build_parser, parsers, with_load_options
-from loadgen.cli_stats import duration
+from loadgen.cli.argtypes import duration
+from loadgen.cli.help import parsers
+from loadgen.cli.keys import DEMO_KEY_NOTICE
+from loadgen.cli.parser import build_parser
+from loadgen.cli.run import with_load_options
 from loadgen.errors import ConfigError
-from loadgen.recorder import HANDSHAKE, PING
 from loadgen.scenario import parse_scenario
 from loadgen.stats.cells import Cell, latency_us, new_histogram
+from loadgen.stats.facts import HANDSHAKE, PING
 from loadgen.stats.progress import Progress
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import SecondDelta
@@ -260,7 +263,7 @@ def test_serve_names_the_environment_variable_and_the_scenario(tmp_path: Path) -
 def test_tls_scenario_says_how_to_start_its_server_and_matches_the_demo_key() -> None:
     """Defect 11: `loadgen serve tls` then `loadgen run scenarios/tls.yaml` failed every handshake
     (psk-key-mismatch: the scenario had a key of its own and said nothing of its server)."""
-    from loadgen.cli import QUICKSTART_KEY
+    from loadgen.cli.keys import QUICKSTART_KEY
     from loadgen.scenario import load_scenario
 
     text = (ROOT / "scenarios" / "tls.yaml").read_text()

@@ -21,12 +21,14 @@ from gevent import socket
 
 from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import InternalError
-from loadgen.payloads import ReplyRule
 from loadgen.protocol import dtls, tls
 from loadgen.protocol.tls import TlsOptions
-from loadgen.recorder import LogSink, Message, Tally
+from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
+from loadgen.stats.facts import LogSink, Message
+from loadgen.stats.sink import StatsSink
+from loadgen.traffic.tracker import traffic_plan
 from loadgen.transport import ssl_socket
-from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan
+from loadgen.transport.association import DtlsAssociation
 from loadgen.transport.ssl_socket import SslSocket
 from loadgen.transport.tls_association import MAX_REPLY_LINE, TlsAssociation
 from loadgen.transport.tls_server import TlsServer
@@ -36,11 +38,11 @@ pytestmark = pytest.mark.timeout(60)
 KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 #: What the injected bug carries in its arguments: it must never reach a message.
 PEER_BYTES = "peer-chosen \\x17\\xfe\\xfd"
-PING = PingPlan(interval=0.1, reply=ReplyRule("echo"), max_missed=10**6)
+PING = traffic_plan(PingConfig(interval=0.1, jitter=0.0, expect=Expect("echo"), max_missed=10**6))
 
 
-class Recorder(Tally):
-    """A Tally that also keeps the messages."""
+class Recorder(StatsSink):
+    """A StatsSink that also keeps the messages."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -136,7 +138,7 @@ def test_dtls_engine_that_raises_ends_only_its_association(monkeypatch: pytest.M
         return engines[identity]
 
     monkeypatch.setattr(dtls, "client_engine", client_engine)
-    settings = DtlsSettings(handshake_timeout=20.0, retransmit_cap=0.3)
+    settings = DtlsConfig(handshake_timeout=20.0, retransmit_cap=0.3)
     try:
         def association(identity: bytes, rec: Recorder) -> DtlsAssociation:
             address = silent.getsockname() if identity == b"bad-timer" else server.address
@@ -273,7 +275,8 @@ def test_tls_reply_line_without_end_is_capped(monkeypatch: pytest.MonkeyPatch) -
     rec = Recorder()
     context = tls.client_context(TlsOptions(), psk_mode=True)
     assoc = TlsAssociation("dev", "tls", listener.getsockname(), context, rec, identity=b"dev", key=KEY,
-                           ping=PingPlan(interval=30.0, timeout=30.0, reply=ReplyRule("echo")))
+                           ping=traffic_plan(PingConfig(interval=30.0, jitter=0.0, timeout=30.0,
+                                                        expect=Expect("echo"))))
     try:
         error = gevent.spawn(assoc.run).get(timeout=20)
     finally:
@@ -304,7 +307,8 @@ def test_tls_server_that_never_answers_ends_the_association_after_max_missed() -
     rec = Recorder()
     context = tls.client_context(TlsOptions(), psk_mode=True)
     assoc = TlsAssociation("dev", "tls", listener.getsockname(), context, rec, identity=b"dev", key=KEY,
-                           ping=PingPlan(interval=0.1, timeout=0.1, reply=ReplyRule("echo"), max_missed=3))
+                           ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, timeout=0.1, expect=Expect("echo"),
+                                                        max_missed=3)))
     try:
         error = gevent.spawn(assoc.run).get(timeout=10)
     finally:
@@ -335,7 +339,7 @@ def test_reading_the_queue_after_an_icmp_error_is_bounded() -> None:
         handshake_done = False
         events: list[object] = []
 
-        def receive_datagram(self, data: bytes) -> None:
+        def receive_datagram(self, data: bytes, now: float) -> None:
             self.events.append(object())  # what a real engine queues per datagram (DataReceived, ...)
 
         def next_event(self) -> object | None:

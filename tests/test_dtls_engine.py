@@ -4,8 +4,9 @@ Every test runs with loadgen's own PSK handshake (``native``, what runs use for 
 AEAD suites) and with OpenSSL's (``openssl``), on the client and on the server side,
 in all four pairings.
 
-Retransmission tests sleep for real (OpenSSL's DTLS timer starts at 1 s), one timer
-period each; the whole module runs in a few seconds.
+Time is the wire's clock (see dtls_wire.py): retransmissions by loadgen's own engines
+move it by hand; those that wait on OpenSSL's own DTLS timer (1 s at first) sleep for
+real, one timer period each, since OpenSSL reads its own clock.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import HandshakeTimeout, LoadgenError, LocalProtocolError
 from loadgen.protocol import dtls, records
 from loadgen.protocol.cookies import CookieJar
-from loadgen.protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted, PeerClosed
+from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -27,6 +28,8 @@ KEY = Secret(bytes.fromhex("00112233445566778899aabbccddeeff"))
 IDENTITY = b"device-0001"
 HINT = b"loadgen-test-hint"
 PEER = b"192.0.2.1:40000"
+#: The time engines outside a wire get: any value, the engines only compare times they were given.
+NOW = 1000.0
 
 # -- reading datagrams --------------------------------------------------------
 
@@ -155,13 +158,13 @@ def test_application_data_both_ways(client_ctx, server_ctx):
     client.send(b"ping 1")
     client.send(b"ping 2")
     for d in client.datagrams_to_send():
-        server.receive_datagram(d)
+        server.receive_datagram(d, wire.now())
     assert list(iter(server.next_event, None)) == [DataReceived(b"ping 1"), DataReceived(b"ping 2")]
 
     server.send(b"pong")
     (reply,) = server.datagrams_to_send()
     assert b"pong" not in reply  # encrypted on the wire
-    client.receive_datagram(reply)
+    client.receive_datagram(reply, wire.now())
     assert list(iter(client.next_event, None)) == [DataReceived(b"pong")]
 
 
@@ -174,9 +177,9 @@ def test_close_notify_gives_peer_closed(client_ctx, server_ctx, closer):
     datagrams = closing.datagrams_to_send()
     assert [describe(d) for d in datagrams] == [("Alert(epoch=1)",)]
     for d in datagrams:
-        other.receive_datagram(d)
+        other.receive_datagram(d, wire.now())
 
-    assert list(iter(other.next_event, None)) == [PeerClosed()]
+    assert list(iter(other.next_event, None)) == [ConnectionClosed()]
     assert other.closed and closing.closed
     with pytest.raises(LocalProtocolError):
         closing.send(b"too late")
@@ -186,7 +189,7 @@ def test_close_notify_gives_peer_closed(client_ctx, server_ctx, closer):
 
 def test_send_before_handshake_is_refused(client_ctx):
     client = client_engine(client_ctx)
-    client.start()
+    client.start(NOW)
     with pytest.raises(LocalProtocolError):
         client.send(b"early")
 
@@ -307,7 +310,7 @@ def test_failure_codes_are_distinct(client_ctx, server_ctx):
     unknown = Wire(server_ctx, client_engine(client_ctx, b"nobody"), peer=PEER)
     unknown.handshake()
     client_started = client_engine(client_ctx)
-    client_started.start()  # nobody answers
+    client_started.start(NOW)  # nobody answers
     timeout_code = client_started.timeout_error().code
 
     assert timeout_code == HandshakeTimeout.code == "handshake-timeout"
@@ -363,7 +366,7 @@ def test_raising_chooser_fails_the_handshake_cleanly(client_ctx, server_ctx):
 
 def first_client_hello(client_ctx) -> tuple[dtls.DtlsEngine, bytes]:
     client = client_engine(client_ctx)
-    client.start()
+    client.start(NOW)
     (hello,) = client.datagrams_to_send()
     return client, hello
 
@@ -372,27 +375,27 @@ def test_cookieless_client_hello_gets_small_hello_verify_request(client_ctx, ser
     _, hello = first_client_hello(client_ctx)
     assert describe(hello) == CH
 
-    engine, replies = dtls.accept(server_ctx, hello, PEER)
+    engine, replies = dtls.accept(server_ctx, hello, PEER, NOW)
     assert engine is None
     (hvr,) = replies
     assert describe(hvr) == HVR
     assert len(hvr) <= len(hello)  # no amplification
     # Stateless: the same hello gets the same answer.
-    assert dtls.accept(server_ctx, hello, PEER) == (None, [hvr])
+    assert dtls.accept(server_ctx, hello, PEER, NOW) == (None, [hvr])
 
 
 def test_cookie_is_bound_to_the_peer_address(client_ctx, server_ctx):
     client, hello = first_client_hello(client_ctx)
-    (hvr,) = dtls.accept(server_ctx, hello, b"198.51.100.7:5683")[1]
-    client.receive_datagram(hvr)
+    (hvr,) = dtls.accept(server_ctx, hello, b"198.51.100.7:5683", NOW)[1]
+    client.receive_datagram(hvr, NOW)
     (hello_with_cookie,) = client.datagrams_to_send()
     assert describe(hello_with_cookie) == CH_COOKIE
 
-    engine, replies = dtls.accept(server_ctx, hello_with_cookie, b"198.51.100.8:5683")
+    engine, replies = dtls.accept(server_ctx, hello_with_cookie, b"198.51.100.8:5683", NOW)
     assert engine is None
     assert all(describe(r) == HVR for r in replies)  # asked to prove the new address
     # Positive control: from the address the cookie was made for, it is accepted.
-    engine, replies = dtls.accept(server_ctx, hello_with_cookie, b"198.51.100.7:5683")
+    engine, replies = dtls.accept(server_ctx, hello_with_cookie, b"198.51.100.7:5683", NOW)
     assert engine is not None
     assert [describe(r) for r in replies] == [SERVER_FLIGHT]
 
@@ -419,9 +422,9 @@ def _not_a_client_hello(hello: bytes) -> dict[str, bytes]:
 def test_garbage_gets_no_answer_and_no_state(client_ctx, server_ctx):
     _, hello = first_client_hello(client_ctx)
     for name, datagram in _not_a_client_hello(hello).items():
-        assert dtls.accept(server_ctx, datagram, PEER) == (None, []), name
+        assert dtls.accept(server_ctx, datagram, PEER, NOW) == (None, []), name
     # The hello these were cut from is answered (the cases above are not refused by accident).
-    assert dtls.accept(server_ctx, hello, PEER)[1]
+    assert dtls.accept(server_ctx, hello, PEER, NOW)[1]
 
 
 def test_corrupted_client_hellos_never_create_state(client_ctx, server_ctx):
@@ -431,7 +434,7 @@ def test_corrupted_client_hellos_never_create_state(client_ctx, server_ctx):
         corrupted = bytearray(hello)
         for _ in range(rng.randint(1, 4)):
             corrupted[rng.randrange(len(corrupted))] = rng.randrange(256)
-        engine, replies = dtls.accept(server_ctx, bytes(corrupted), PEER)
+        engine, replies = dtls.accept(server_ctx, bytes(corrupted), PEER, NOW)
         assert engine is None, corrupted.hex()
         for reply in replies:
             assert len(reply) <= len(corrupted)
@@ -440,38 +443,38 @@ def test_corrupted_client_hellos_never_create_state(client_ctx, server_ctx):
 
 def test_cookie_jar_rotation():
     now = [1000.0]
-    jar = CookieJar(rotate_every=60, clock=lambda: now[0])
-    cookie = jar.make(PEER)
+    jar = CookieJar(rotate_every=60)
+    cookie = jar.make(PEER, now[0])
 
-    assert jar.check(PEER, cookie)
-    assert not jar.check(b"192.0.2.2:40000", cookie)
+    assert jar.check(PEER, cookie, now[0])
+    assert not jar.check(b"192.0.2.2:40000", cookie, now[0])
     now[0] += 60  # first rotation: the previous secret is still accepted
-    assert jar.make(PEER) != cookie
-    assert jar.check(PEER, cookie)
+    assert jar.make(PEER, now[0]) != cookie
+    assert jar.check(PEER, cookie, now[0])
     now[0] += 60  # second rotation: too old
-    assert not jar.check(PEER, cookie)
-    assert jar.check(PEER, jar.make(PEER))
+    assert not jar.check(PEER, cookie, now[0])
+    assert jar.check(PEER, jar.make(PEER, now[0]), now[0])
 
 
 def test_cookie_jar_idle_for_two_periods_expires_old_cookies():
     now = [0.0]
-    jar = CookieJar(rotate_every=60, clock=lambda: now[0])
-    cookie = jar.make(PEER)
+    jar = CookieJar(rotate_every=60)
+    cookie = jar.make(PEER, now[0])
     now[0] += 130  # two rotation periods with no traffic in between
-    assert not jar.check(PEER, cookie)
+    assert not jar.check(PEER, cookie, now[0])
 
 
 def test_rotated_server_context_still_completes_handshake(client_ctx, server_native):
     # A rotation between HelloVerifyRequest and the second ClientHello must not fail it.
     now = [0.0]
-    jar = CookieJar(rotate_every=60, clock=lambda: now[0])
+    jar = CookieJar(rotate_every=60)
     server_ctx = dtls.server_context(KeyStore(table={IDENTITY: KEY}), cookies=jar, native=server_native)
     client, hello = first_client_hello(client_ctx)
-    (hvr,) = dtls.accept(server_ctx, hello, PEER)[1]
+    (hvr,) = dtls.accept(server_ctx, hello, PEER, now[0])[1]
     now[0] += 61
-    client.receive_datagram(hvr)
+    client.receive_datagram(hvr, NOW)
     (hello_with_cookie,) = client.datagrams_to_send()
-    engine, _ = dtls.accept(server_ctx, hello_with_cookie, PEER)
+    engine, _ = dtls.accept(server_ctx, hello_with_cookie, PEER, now[0])
     assert engine is not None
 
 
@@ -502,7 +505,7 @@ def test_small_mtu_bounds_every_datagram(client_ctx, server_native, mtu, hint_le
     client.send(b"x" * client.cleartext_mtu)  # the largest payload that fits
     (datagram,) = client.datagrams_to_send()
     assert len(datagram) <= mtu
-    server.receive_datagram(datagram)
+    server.receive_datagram(datagram, wire.now())
     assert server.next_event() == DataReceived(b"x" * client.cleartext_mtu)
 
     with pytest.raises(LocalProtocolError):
@@ -526,7 +529,7 @@ def test_mtu_below_dtls_minimum_is_refused_up_front(client_ctx, server_ctx):
         client_engine(client_ctx, mtu=dtls.MIN_MTU - 1)
     _, hello = first_client_hello(client_ctx)
     with pytest.raises(LocalProtocolError):
-        dtls.accept(server_ctx, hello, PEER, mtu=200)
+        dtls.accept(server_ctx, hello, PEER, NOW, mtu=200)
     # The minimum itself works.
     wire = Wire(server_ctx, client_engine(client_ctx, mtu=dtls.MIN_MTU), peer=PEER, server_mtu=dtls.MIN_MTU)
     wire.handshake()
@@ -538,9 +541,9 @@ def test_established_engines_ignore_empty_and_truncated_datagrams(client_ctx, se
     wire = handshake(client_ctx, server_ctx)
     for engine in (wire.client, wire.server):
         for junk in (b"", b"\x17", b"\x16\xfe\xfd\x00\x00"):
-            engine.receive_datagram(junk)  # UDP allows a zero-length datagram: nothing to do
+            engine.receive_datagram(junk, wire.now())  # UDP allows a zero-length datagram: nothing to do
         assert engine.next_event() is None and engine.datagrams_to_send() == [] and not engine.closed
     wire.client.send(b"still fine")
     (datagram,) = wire.client.datagrams_to_send()
-    wire.server.receive_datagram(datagram)
+    wire.server.receive_datagram(datagram, wire.now())
     assert wire.server.next_event() == DataReceived(b"still fine")

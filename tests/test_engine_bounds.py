@@ -33,6 +33,8 @@ IDENTITY = b"device-0001"
 HINT = b"hint"
 PEER = b"192.0.2.7:40000"
 MAX_RECORD_SEQ = (1 << 48) - 1
+#: The time engines get unless a test moves a clock: the engines only compare times they were given.
+NOW = 1000.0
 
 
 def server_ctx(*, native: bool = True, hint: bytes | None = HINT) -> dtls.ServerContext:
@@ -50,11 +52,11 @@ def events(engine) -> list:
 def cookie_hello(ctx: dtls.ServerContext, peer: bytes = PEER) -> bytes:
     """A real ClientHello that carries a valid cookie for ``peer`` (the cookie exchange done)."""
     c = client()
-    c.start()
+    c.start(NOW)
     (hello,) = c.datagrams_to_send()
-    engine, (hvr,) = dtls.accept(ctx, hello, peer)
+    engine, (hvr,) = dtls.accept(ctx, hello, peer, NOW)
     assert engine is None
-    c.receive_datagram(hvr)
+    c.receive_datagram(hvr, NOW)
     (hello,) = c.datagrams_to_send()
     return hello
 
@@ -80,7 +82,7 @@ def fragment(msg_type: int, length: int, seq: int, offset: int, data: bytes) -> 
             + len(data).to_bytes(3, "big") + data)
 
 
-def pump(c, ctx, *, peer: bytes = PEER, server=None, hook=None, c2s=None, s2c=None):
+def pump(c, ctx, *, peer: bytes = PEER, server=None, hook=None, c2s=None, s2c=None, now: float = NOW):
     """Move datagrams between client ``c`` and the server side until both are quiet.
 
     ``dtls.accept`` plays the server until it returns an engine (then ``hook(engine)``);
@@ -93,20 +95,20 @@ def pump(c, ctx, *, peer: bytes = PEER, server=None, hook=None, c2s=None, s2c=No
             if c2s is not None and (d := c2s(d)) is None:
                 continue
             if server is None:
-                server, replies = dtls.accept(ctx, d, peer)
+                server, replies = dtls.accept(ctx, d, peer, now)
                 if server is not None and hook is not None:
                     hook(server)
                 for r in replies:
                     if s2c is None or (r := s2c(r)) is not None:
-                        c.receive_datagram(r)
+                        c.receive_datagram(r, now)
             else:
-                server.receive_datagram(d)
+                server.receive_datagram(d, now)
         if server is not None:
             for d in server.datagrams_to_send():
                 moved = True
                 if s2c is not None and (d := s2c(d)) is None:
                     continue
-                c.receive_datagram(d)
+                c.receive_datagram(d, now)
         if not moved:
             return server
 
@@ -114,7 +116,7 @@ def pump(c, ctx, *, peer: bytes = PEER, server=None, hook=None, c2s=None, s2c=No
 def established(*, client_native: bool = True, server_native: bool = True):
     """A real client and server engine after a complete handshake, their events drained."""
     c = client(native=client_native)
-    c.start()
+    c.start(NOW)
     s = pump(c, server_ctx(native=server_native))
     assert c.handshake_done and s is not None and s.handshake_done
     events(c), events(s)
@@ -126,20 +128,15 @@ def codes(engine) -> list[str]:
 
 
 class Clock:
-    """A stand-in for the ``time`` module the engines read (``time.monotonic``)."""
+    """The time a test gives the engines (``now``), moved by hand."""
 
     def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
+        self.now = NOW
 
 
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(psk_handshake, "time", fake)
-    return fake
+def clock() -> Clock:
+    return Clock()
 
 
 # -- finding 1 and 4: message_seq near 65535 -------------------------------------
@@ -151,7 +148,7 @@ def test_client_hello_whose_numbering_would_pass_65535_is_dropped(message_seq):
     # its Finished after the ClientHello's message_seq: the last must fit 16 bits.
     ctx = server_ctx()
     hello = renumbered(cookie_hello(ctx), message_seq=message_seq)
-    assert psk_server.accept(ctx.native, hello, PEER) == (None, [])
+    assert psk_server.accept(ctx.native, hello, PEER, NOW) == (None, [])
 
 
 class FarClient(psk_client.PskClientEngine):
@@ -172,7 +169,7 @@ class FarClient(psk_client.PskClientEngine):
 def test_the_highest_numbering_that_fits_completes():
     # 65532: the server's Finished is message 65535, the last one there is.
     c = FarClient(psk_client.native_suites(dtls.DEFAULT_PSK_CIPHERS), lambda hint: (IDENTITY, KEY))
-    c.start()
+    c.start(NOW)
     s = pump(c, server_ctx())
     assert c.handshake_done and s is not None and s.handshake_done
 
@@ -181,7 +178,7 @@ def test_the_highest_numbering_that_fits_completes():
 @pytest.mark.parametrize("server_hello_seq", [65534, 65535])
 def test_server_hello_numbered_too_high_fails_the_client(native, server_hello_seq):
     c = client(native=native)
-    c.start()
+    c.start(NOW)
     ctx = server_ctx()
 
     def renumber_server_hello(datagram: bytes) -> bytes | None:
@@ -202,7 +199,7 @@ def test_a_handshake_numbered_one_higher_is_dropped_not_crashed():
     # client's Finished, in the server's receive loop). Now the ClientHello is dropped.
     far = FarClient(psk_client.native_suites(dtls.DEFAULT_PSK_CIPHERS), lambda hint: (IDENTITY, KEY))
     far.first = 65533
-    far.start()
+    far.start(NOW)
     assert pump(far, server_ctx()) is None
     assert not far.handshake_done and not far.closed  # the client just times out
 
@@ -213,20 +210,20 @@ def test_a_handshake_numbered_one_higher_is_dropped_not_crashed():
 def test_client_hello_near_the_record_number_limit_is_dropped(clock, record_seq):
     ctx = server_ctx()
     hello = renumbered(cookie_hello(ctx), record_seq=record_seq)
-    engine, replies = psk_server.accept(ctx.native, hello, PEER)
+    engine, replies = psk_server.accept(ctx.native, hello, PEER, clock.now)
     if engine is not None:  # whatever the server does with it, a retransmission must not raise
         clock.now += 10
-        engine.handle_timer()
+        engine.handle_timer(clock.now)
     assert (engine, replies) == (None, [])
 
 
 def test_retransmission_out_of_record_numbers_fails_the_association(clock):
     ctx = server_ctx()
-    engine, replies = psk_server.accept(ctx.native, cookie_hello(ctx), PEER)
+    engine, replies = psk_server.accept(ctx.native, cookie_hello(ctx), PEER, clock.now)
     assert engine is not None and replies
     engine._epoch0_seq = MAX_RECORD_SEQ - 1  # the next flight (3 records) cannot be numbered
     clock.now += 10
-    engine.handle_timer()
+    engine.handle_timer(clock.now)
     assert engine.closed and [e.error.code for e in events(engine)] == ["protocol-violation"]
     for datagram in engine.datagrams_to_send():  # whatever went out is well formed
         assert all(rec.sequence <= MAX_RECORD_SEQ for rec in records.records(datagram))
@@ -244,12 +241,12 @@ def test_openssl_server_wrong_key_verdict_at_the_record_number_limit(clock):
     def near_the_limit(server) -> None:
         server._last_epoch0_seq = MAX_RECORD_SEQ  # its plaintext alert would be 2^48
 
-    c.start()
-    s = pump(c, server_ctx(native=False), hook=near_the_limit)
+    c.start(clock.now)
+    s = pump(c, server_ctx(native=False), hook=near_the_limit, now=clock.now)
     for _ in range(3):  # the client repeats its Finished; the second bad one is the verdict
         clock.now += 10
-        c.handle_timer()
-        pump(c, None, server=s)
+        c.handle_timer(clock.now)
+        pump(c, None, server=s, now=clock.now)
     assert s.closed and codes(s) == ["psk-key-mismatch"]
 
 
@@ -258,7 +255,7 @@ def test_write_sequence_exhausted_is_a_loadgen_error():
     c._records._write_seq = MAX_RECORD_SEQ
     c.send(b"last")
     for d in c.datagrams_to_send():
-        s.receive_datagram(d)
+        s.receive_datagram(d, NOW)
     assert events(s) == [DataReceived(b"last")]
     with pytest.raises(LoadgenError):
         c.send(b"one too many")
@@ -272,7 +269,7 @@ def _deliver_at(sender, receiver, seq: int, data: bytes) -> list:
     sender._records._write_seq = seq
     sender.send(data)
     (datagram,) = sender.datagrams_to_send()
-    receiver.receive_datagram(datagram)
+    receiver.receive_datagram(datagram, NOW)
     return events(receiver)
 
 
@@ -314,7 +311,7 @@ def test_window_after_a_jump_keeps_exact_semantics():
 
 def _server_after_cookie(ctx=None):
     ctx = ctx or server_ctx()
-    engine, _ = psk_server.accept(ctx.native, cookie_hello(ctx), PEER)
+    engine, _ = psk_server.accept(ctx.native, cookie_hello(ctx), PEER, NOW)
     assert engine is not None
     return engine
 
@@ -333,7 +330,7 @@ def _cost(datagrams: list[bytes], repeat: int = 3) -> float:
         engine = _server_after_cookie()
         started = time.perf_counter()
         for d in datagrams:
-            engine.receive_datagram(d)
+            engine.receive_datagram(d, NOW)
         best = min(best, time.perf_counter() - started)
         assert not engine.closed
     return best
@@ -382,7 +379,7 @@ def first_client_flight():
     """A server engine after the cookie exchange and the client's next flight, not yet delivered
     (ClientKeyExchange, ChangeCipherSpec, Finished)."""
     c = client()
-    c.start()
+    c.start(NOW)
     flight: list[bytes] = []
 
     def hold(datagram: bytes) -> bytes | None:
@@ -402,7 +399,7 @@ def _normal_flight_cost() -> float:
     for _ in range(5):
         s, datagram = first_client_flight()
         started = time.perf_counter()
-        s.receive_datagram(datagram)
+        s.receive_datagram(datagram, NOW)
         best = min(best, time.perf_counter() - started)
         assert s.handshake_done
     return best
@@ -448,11 +445,11 @@ def test_hostile_peer_after_the_cookie_exchange_holds_bounded_memory():
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        engine, replies = psk_server.accept(ctx.native, hello, PEER)
+        engine, replies = psk_server.accept(ctx.native, hello, PEER, NOW)
         del replies
         created = tracemalloc.get_traced_memory()[0]
         for d in hostile:
-            engine.receive_datagram(d)
+            engine.receive_datagram(d, NOW)
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
@@ -467,16 +464,16 @@ def test_hostile_server_makes_a_client_hold_bounded_memory():
     # the server's numbering, so every message_seq is buffered until the caps.
     hostile = _hostile_datagrams()
     c = client()
-    c.start()
+    c.start(NOW)
     (hello,) = c.datagrams_to_send()
-    _, (hvr,) = dtls.accept(server_ctx(), hello, PEER)
-    c.receive_datagram(hvr)
+    _, (hvr,) = dtls.accept(server_ctx(), hello, PEER, NOW)
+    c.receive_datagram(hvr, NOW)
     c.datagrams_to_send()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         for d in hostile:
-            c.receive_datagram(d)
+            c.receive_datagram(d, NOW)
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
@@ -492,7 +489,7 @@ def _alert(level: int, description: int, seq: int = 50) -> bytes:
 @pytest.mark.parametrize("description", [0, 90, 200])  # close_notify, user_canceled, unknown
 def test_plaintext_warning_alert_does_not_end_a_handshake(description):
     c = client()
-    c.start()
+    c.start(NOW)
 
     def warn_first(datagram: bytes) -> bytes:
         if records.is_client_hello(datagram):
@@ -506,14 +503,14 @@ def test_plaintext_warning_alert_does_not_end_a_handshake(description):
 @pytest.mark.parametrize("native", [True, False], ids=["native", "openssl"])
 def test_plaintext_fatal_alert_still_ends_a_handshake(native):
     c = client(native=native)
-    c.start()
+    c.start(NOW)
     c.datagrams_to_send()
-    c.receive_datagram(_alert(records.ALERT_FATAL, 40))
+    c.receive_datagram(_alert(records.ALERT_FATAL, 40), NOW)
     assert c.closed and codes(c) == ["tls-handshake-failure"]
 
 
 def test_unknown_alert_descriptions_share_one_code():
-    from loadgen.protocol.events import alert_received
+    from loadgen.protocol.engine import alert_received
 
     failures = [alert_received(d) for d in (8, 200, 201, 255)]
     assert {f.error.code for f in failures} == {"tls-unknown-alert"}
@@ -522,16 +519,16 @@ def test_unknown_alert_descriptions_share_one_code():
     # And through an engine, in the handshake:
     for description in (200, 201):
         c = client()
-        c.start()
+        c.start(NOW)
         c.datagrams_to_send()
-        c.receive_datagram(_alert(records.ALERT_FATAL, description))
+        c.receive_datagram(_alert(records.ALERT_FATAL, description), NOW)
         assert codes(c) == ["tls-unknown-alert"]
 
 
 def test_record_plaintext_over_2_14_bytes_is_dropped():
     c, s = established()
     for size, delivered in ((1 << 14, True), ((1 << 14) + 1, False)):
-        s.receive_datagram(c._records.seal(records.APPLICATION_DATA, b"x" * size))
+        s.receive_datagram(c._records.seal(records.APPLICATION_DATA, b"x" * size), NOW)
         assert events(s) == ([DataReceived(b"x" * size)] if delivered else [])
 
 
@@ -540,9 +537,9 @@ def test_handshake_record_over_2_14_bytes_is_dropped():
     (_, _, cke), *rest = records.split(datagram)
     payload = cke[records.HEADER_LEN :]
     oversized = hs_record(payload + bytes((1 << 14) + 1 - len(payload)), 5)
-    s.receive_datagram(oversized + b"".join(raw for _, _, raw in rest))
+    s.receive_datagram(oversized + b"".join(raw for _, _, raw in rest), NOW)
     assert s._records is None and not s.handshake_done and not s.closed  # the key exchange was not read
-    s.receive_datagram(datagram)  # the real one still is
+    s.receive_datagram(datagram, NOW)  # the real one still is
     assert s.handshake_done
 
 
@@ -566,29 +563,29 @@ def _hello_verify_request(cookie: bytes, record_seq: int, message_seq: int) -> b
 @pytest.mark.parametrize("native", [True, False], ids=["native", "openssl"])
 def test_a_new_cookie_for_every_hello_ends_in_hello_verify_loop(native):
     c = client(native=native)
-    c.start()
+    c.start(NOW)
     hellos = 0
     for i in range(50):
         sent = c.datagrams_to_send()
         if c.closed or not sent:
             break
         hellos += 1
-        c.receive_datagram(_hello_verify_request(os.urandom(16), i, i))
+        c.receive_datagram(_hello_verify_request(os.urandom(16), i, i), NOW)
     assert c.closed and codes(c) == ["hello-verify-loop"]
     assert hellos <= 1 + psk_client.MAX_HELLO_VERIFY_REQUESTS
     # The same cookie again is a repeat, not a new request: it does not count.
     c = client(native=native)
-    c.start()
+    c.start(NOW)
     c.datagrams_to_send()
     for i in range(10):
-        c.receive_datagram(_hello_verify_request(b"same-cookie", i, 0))
+        c.receive_datagram(_hello_verify_request(b"same-cookie", i, 0), NOW)
     assert not c.closed
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native", "openssl"])
 def test_incomplete_server_flight_is_requested_again(clock, native):
     c = client(native=native)
-    c.start()
+    c.start(clock.now)
     ctx = server_ctx()
     held = []
 
@@ -599,18 +596,18 @@ def test_incomplete_server_flight_is_requested_again(clock, native):
         held.extend(recs[1:])  # ServerKeyExchange, ServerHelloDone: lost
         return recs[0]
 
-    s = pump(c, ctx, s2c=only_the_server_hello)
+    s = pump(c, ctx, s2c=only_the_server_hello, now=clock.now)
     assert held and not c.handshake_done
     timer = c.get_timer()
     assert timer is not None  # before: no timer once the ServerHello arrived
-    clock.now += timer  # the native engines' clock
+    wait, clock.now = timer - clock.now, timer  # the engines' clock
     if not native:
-        time.sleep(timer + 0.01)  # OpenSSL's own timer (1 s at first) reads the real one
-    c.handle_timer()
+        time.sleep(wait + 0.01)  # OpenSSL's own timer (1 s at first) reads OpenSSL's clock, the real one
+    c.handle_timer(clock.now)
     (again,) = c.datagrams_to_send()
     assert again[records.HEADER_LEN] == psk_handshake.CLIENT_HELLO and c.retransmits == 1
-    s.receive_datagram(again)  # the server answers the repeat with its whole flight
-    pump(c, ctx, server=s)
+    s.receive_datagram(again, clock.now)  # the server answers the repeat with its whole flight
+    pump(c, ctx, server=s, now=clock.now)
     assert c.handshake_done and s.handshake_done
 
 # -- a seeded fuzzer: real handshakes, mutated after the cookie check and inside sessions --
@@ -663,7 +660,7 @@ def _mutate(rng: random.Random, datagram: bytes) -> bytes:
 def _fuzz_handshake(rng: random.Random, clock: Clock, *, client_native: bool, server_native: bool) -> None:
     """One real handshake whose datagrams after the cookie exchange are mutated at random."""
     c = client(native=client_native)
-    c.start()
+    c.start(clock.now)
     ctx = server_ctx(native=server_native)
     mutate_rate = rng.choice((0.2, 0.5, 1.0))
 
@@ -681,14 +678,14 @@ def _fuzz_handshake(rng: random.Random, clock: Clock, *, client_native: bool, se
             return datagram
         return None if rng.random() < 0.1 else _mutate(rng, datagram)
 
-    s = pump(c, ctx, c2s=hostile, s2c=hostile)
+    s = pump(c, ctx, c2s=hostile, s2c=hostile, now=clock.now)
     for _ in range(3):  # timers: retransmissions meet more mutations
         clock.now += 70
         for engine in (c, s):
             if engine is not None:
                 engine.get_timer()
-                engine.handle_timer()
-        s = pump(c, ctx, server=s, c2s=hostile, s2c=hostile)
+                engine.handle_timer(clock.now)
+        s = pump(c, ctx, server=s, c2s=hostile, s2c=hostile, now=clock.now)
     for engine in (c, s):
         for event in events(engine) if engine is not None else []:
             if isinstance(event, ConnectionFailed):
@@ -722,9 +719,9 @@ def _fuzz_session(rng: random.Random, *, client_native: bool, server_native: boo
         datagram = _hostile_record(rng, sender)
         if rng.random() < 0.2:
             datagram = _mutate(rng, datagram)  # and no longer authentic
-        receiver.receive_datagram(datagram)
+        receiver.receive_datagram(datagram, NOW)
         receiver.get_timer()
-        receiver.handle_timer()
+        receiver.handle_timer(NOW)
         for event in events(receiver):
             if isinstance(event, ConnectionFailed):
                 assert isinstance(event.error, LoadgenError)
@@ -753,17 +750,17 @@ def test_fuzzed_peer_memory_stays_bounded(clock):
     for _ in range(30):
         hello = cookie_hello(ctx)
         c = client()
-        c.start()
-        s = pump(c, ctx)  # a real flight to mutate
+        c.start(clock.now)
+        s = pump(c, ctx, now=clock.now)  # a real flight to mutate
         flight = c.datagrams_to_send() or [hs_record(b"", 0)]
         hostile = [_mutate(rng, rng.choice(flight)) for _ in range(200)]
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
-            engine, replies = psk_server.accept(ctx.native, hello, PEER)
+            engine, replies = psk_server.accept(ctx.native, hello, PEER, clock.now)
             assert engine is not None
             for d in hostile:
-                engine.receive_datagram(d)
+                engine.receive_datagram(d, clock.now)
                 events(engine)
                 engine.datagrams_to_send()
             worst = max(worst, tracemalloc.get_traced_memory()[0] - before)
@@ -782,7 +779,7 @@ def test_forged_epoch1_numbers_during_the_handshake_do_not_deafen_the_session(vi
     # to become the new record layer's highest seen, so one forged record numbered 2^48 - 1
     # made every later record of the session look replayed.
     c = client(native=False)
-    c.start()
+    c.start(NOW)
     forged = hs_record(os.urandom(40), MAX_RECORD_SEQ, epoch=1)
 
     def forge(datagram: bytes) -> bytes:
@@ -794,18 +791,17 @@ def test_forged_epoch1_numbers_during_the_handshake_do_not_deafen_the_session(vi
     events(c), events(s)
     c.send(b"ping")
     for d in c.datagrams_to_send():
-        s.receive_datagram(d)
+        s.receive_datagram(d, NOW)
     s.send(b"pong")
     for d in s.datagrams_to_send():
-        c.receive_datagram(d)
+        c.receive_datagram(d, NOW)
     assert events(s) == [DataReceived(b"ping")] and events(c) == [DataReceived(b"pong")]
 
 
 @pytest.mark.parametrize("server_native", [True, False], ids=["native", "openssl"])
-def test_repeated_client_flights_get_the_final_flight_at_most_twice_a_second(monkeypatch, clock, server_native):
-    monkeypatch.setattr(dtls, "time", clock)  # the OpenSSL engine's own reading of the clock
+def test_repeated_client_flights_get_the_final_flight_at_most_twice_a_second(clock, server_native):
     c = client()
-    c.start()
+    c.start(clock.now)
     flights = []
 
     def keep(datagram: bytes) -> bytes:
@@ -813,14 +809,14 @@ def test_repeated_client_flights_get_the_final_flight_at_most_twice_a_second(mon
             flights.append(datagram)
         return datagram
 
-    s = pump(c, server_ctx(native=server_native), c2s=keep)
+    s = pump(c, server_ctx(native=server_native), c2s=keep, now=clock.now)
     assert s.handshake_done and flights
     clock.now += 1  # the client's retransmission timer fired: its flight comes again, a hundred times
     for _ in range(100):
-        s.receive_datagram(flights[0])
+        s.receive_datagram(flights[0], clock.now)
     assert len(s.datagrams_to_send()) == 1 and s.retransmits == 1
     clock.now += 1  # a second later the next repeat is answered again (the answer may be lost too)
-    s.receive_datagram(flights[0])
+    s.receive_datagram(flights[0], clock.now)
     assert len(s.datagrams_to_send()) == 1 and s.retransmits == 2
 
 
@@ -860,14 +856,14 @@ def _openssl_growth_per_association(length: int, count: int = 100) -> float:
     engines = []
     for i in range(count):
         peer = b"10.0.0.%d:1" % i
-        engine, _ = dtls.accept(ctx, cookie_hello(ctx, peer=peer), peer)
+        engine, _ = dtls.accept(ctx, cookie_hello(ctx, peer=peer), peer, NOW)
         assert engine is not None
         engines.append(engine)
     before = _rss_kib()
     for engine in engines:
         for seq in range(2, 14):
             engine.receive_datagram(hs_record(fragment(psk_handshake.CLIENT_KEY_EXCHANGE, length, seq, 5, b"\x00"),
-                                              seq))
+                                              seq), NOW)
     assert not any(engine.closed for engine in engines)
     return (_rss_kib() - before) / count
 

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import random
 import socket as stdsocket
+import time
 
 import gevent
 import pytest
 from gevent import socket
 
 from loadgen.credentials import Secret
-from loadgen.payloads import ReplyRule
 from loadgen.protocol import dtls, records
-from loadgen.recorder import Tally
-from loadgen.transport.association import DtlsAssociation, PingPlan
+from loadgen.scenario.model import Expect, PingConfig
+from loadgen.stats.sink import StatsSink
+from loadgen.traffic.tracker import traffic_plan
+from loadgen.transport.association import DtlsAssociation
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -64,7 +66,7 @@ def mutate(rng: random.Random, samples: list[bytes]) -> bytes:
 def capture(address: tuple[str, int], key: Secret) -> list[bytes]:
     """Real datagrams of a client: ClientHellos and encrypted pings, as seeds for mutation."""
     engine = dtls.DtlsEngine.client(dtls.client_context(), lambda hint: (b"seed", key))
-    engine.start()
+    engine.start(time.monotonic())  # over a real socket: the real clock
     samples = engine.datagrams_to_send()
     sock = socket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)
     sock.connect(address)
@@ -74,7 +76,7 @@ def capture(address: tuple[str, int], key: Secret) -> list[bytes]:
     for _ in range(20):
         if engine.handshake_done:
             break
-        engine.receive_datagram(sock.recv(65536))
+        engine.receive_datagram(sock.recv(65536), time.monotonic())
         out = engine.datagrams_to_send()
         samples += out
         for d in out:
@@ -91,9 +93,10 @@ def test_server_survives_mutated_datagrams(dtls_server, psk_hex: str) -> None:
     key = Secret(bytes.fromhex(psk_hex))
     rng = random.Random(7)
     samples = capture(dtls_server.address, key)
-    tally = Tally()
-    legit = [DtlsAssociation(f"legit-{i}", "srv", dtls_server.address, dtls.client_context(), tally,
-                             identity=b"legit-%d" % i, key=key, ping=PingPlan(interval=0.2, reply=ReplyRule("echo")))
+    totals = StatsSink()
+    legit = [DtlsAssociation(f"legit-{i}", "srv", dtls_server.address, dtls.client_context(), totals,
+                             identity=b"legit-%d" % i, key=key,
+                             ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, expect=Expect("echo"))))
              for i in range(10)]
     greenlets = [gevent.spawn(a.run) for a in legit]
     gevent.sleep(1)
@@ -120,15 +123,15 @@ def test_server_survives_mutated_datagrams(dtls_server, psk_hex: str) -> None:
                 s.setblocking(True)
     gevent.sleep(2)
     rss_after = rss_kib(dtls_server.process.pid)
-    pings_before = tally.pings.completed
+    pings_before = totals.pings.completed
     gevent.sleep(1.5)
-    assert tally.pings.completed > pings_before, "the server stopped answering legitimate clients"
+    assert totals.pings.completed > pings_before, "the server stopped answering legitimate clients"
     gevent.killall(greenlets)
     for s in senders:
         s.close()
     assert dtls_server.process.poll() is None, "server died"
-    assert tally.handshakes.completed == 10
-    assert tally.pings.failed <= tally.pings.completed * 0.01, dict(tally.pings.failures)
+    assert totals.handshakes.completed == 10
+    assert totals.pings.failed <= totals.pings.completed * 0.01, dict(totals.pings.failures)
     assert rss_after - rss_before < 64 * 1024, f"server grew by {rss_after - rss_before} KiB"
     summary = dtls_server.stop_and_summarize()
     assert summary.handshakes >= 11
@@ -158,14 +161,15 @@ def test_clients_survive_mutated_datagrams(dtls_server, psk_hex: str) -> None:
             up.send(data)
 
     relay_loop = gevent.spawn(pump_up)
-    tally = Tally()
-    clients = [DtlsAssociation(f"c-{i}", "srv", relay.getsockname(), dtls.client_context(), tally,
+    totals = StatsSink()
+    clients = [DtlsAssociation(f"c-{i}", "srv", relay.getsockname(), dtls.client_context(), totals,
                                identity=b"c-%d" % i, key=key,
-                               ping=PingPlan(interval=0.2, reply=ReplyRule("echo"), max_missed=10**6))
+                               ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, expect=Expect("echo"),
+                                                            max_missed=10**6)))
                for i in range(20)]
     greenlets = [gevent.spawn(a.run) for a in clients]
     gevent.sleep(1.5)
-    assert tally.handshakes.completed == 20
+    assert totals.handshakes.completed == 20
     rss_before = rss_kib()
     for n in range(DATAGRAMS):
         client = list(upstream)[n % len(upstream)]
@@ -176,11 +180,11 @@ def test_clients_survive_mutated_datagrams(dtls_server, psk_hex: str) -> None:
     rss_after = rss_kib()
     # The flood overflows the clients' socket buffers, so some real replies are lost
     # while it lasts: those pings time out, and nothing else may go wrong.
-    assert set(tally.pings.failures) <= {"ping-timeout"}, dict(tally.pings.failures)
-    completed, failed = tally.pings.completed, tally.pings.failed
+    assert set(totals.pings.failures) <= {"ping-timeout"}, dict(totals.pings.failures)
+    completed, failed = totals.pings.completed, totals.pings.failed
     gevent.sleep(1.5)
-    assert tally.pings.completed >= completed + 20 * 5, "clients did not go back to pinging"
-    assert tally.pings.failed == failed, "pings still failing after the flood"
+    assert totals.pings.completed >= completed + 20 * 5, "clients did not go back to pinging"
+    assert totals.pings.failed == failed, "pings still failing after the flood"
     ended = [g for g in greenlets if g.ready()]
     assert not ended, f"associations ended: {[g.value for g in ended]}"
     gevent.killall(greenlets)

@@ -14,21 +14,23 @@ from servers import free_udp_port, needs_openssl, run_openssl_client
 
 from loadgen.credentials import Secret
 from loadgen.errors import LoadgenError
-from loadgen.payloads import ReplyRule
 from loadgen.protocol import dtls
-from loadgen.recorder import Tally
-from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan
+from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
+from loadgen.stats.sink import StatsSink
+from loadgen.traffic.tracker import TrafficPlan, traffic_plan
+from loadgen.transport.association import DtlsAssociation
 
 pytestmark = pytest.mark.interop
 
 IDENTITY = "dev1"
+SLOW_PINGS = traffic_plan(PingConfig(interval=0.5, jitter=0.0, timeout=1.0))
 
 
-def association(address, key_hex: str, tally: Tally, *, identity: str = IDENTITY, name: str = "dev1",
-                ping: PingPlan = PingPlan(interval=0.5, timeout=1.0),
-                settings: DtlsSettings = DtlsSettings()) -> DtlsAssociation:
+def association(address, key_hex: str, totals: StatsSink, *, identity: str = IDENTITY, name: str = "dev1",
+                ping: TrafficPlan = SLOW_PINGS,
+                settings: DtlsConfig = DtlsConfig()) -> DtlsAssociation:
     return DtlsAssociation(
-        name, "target", address, dtls.client_context(), tally,
+        name, "target", address, dtls.client_context(), totals,
         identity=identity.encode(), key=Secret(bytes.fromhex(key_hex)), settings=settings, ping=ping,
     )
 
@@ -57,28 +59,28 @@ def wrong_key(key_hex: str) -> str:
 @needs_openssl
 def test_association_handshakes_and_pings_openssl_s_server(start_s_server, psk_hex):
     server = start_s_server(psk_hex, IDENTITY)
-    tally = Tally()
-    assoc = association(server.address, psk_hex, tally, name="dev1",
-                        ping=PingPlan(interval=0.5, timeout=1.0, reply=ReplyRule("any")))
+    totals = StatsSink()
+    assoc = association(server.address, psk_hex, totals, name="dev1",
+                        ping=traffic_plan(PingConfig(interval=0.5, jitter=0.0, timeout=1.0, expect=Expect("any"))))
     greenlet = gevent.spawn(assoc.run)
     try:
-        assert _wait(lambda: tally.handshakes.completed == 1 or greenlet.ready(), 10), "no handshake in 10 s"
+        assert _wait(lambda: totals.handshakes.completed == 1 or greenlet.ready(), 10), "no handshake in 10 s"
         assert not greenlet.ready(), f"association ended: {greenlet.value!r}"
-        assert tally.handshakes.completed == 1 and tally.handshakes.failed == 0
+        assert totals.handshakes.completed == 1 and totals.handshakes.failed == 0
 
         # Our pings arrive (s_server prints application data to its stdout) ...
         assert server.wait_output("I am dev1, please, accept our ping 1", 5, gevent.sleep), server.output
         assert "CIPHER is PSK-" in server.output, server.output
         # ... and a line typed into s_server answers the outstanding ping (rule "any").
         server.send_line("pong from s_server")
-        assert _wait(lambda: tally.pings.completed >= 1 or greenlet.ready(), 5), vars(tally.pings)
+        assert _wait(lambda: totals.pings.completed >= 1 or greenlet.ready(), 5), vars(totals.pings)
         assert not greenlet.ready(), f"association ended: {greenlet.value!r}"
     finally:
         greenlet.kill(block=True, timeout=5)
     # s_server never echoes, so the other pings time out; nothing else may go wrong.
-    assert set(tally.pings.failures) <= {"ping-timeout"}, tally.pings.failures
-    assert 0 <= tally.pings.in_flight <= 1
-    assert tally.handshakes.in_flight == 0
+    assert set(totals.pings.failures) <= {"ping-timeout"}, totals.pings.failures
+    assert 0 <= totals.pings.in_flight <= 1
+    assert totals.handshakes.in_flight == 0
 
 
 @needs_openssl
@@ -87,14 +89,14 @@ def test_association_wrong_key_against_openssl_s_server(start_s_server, psk_hex)
     # (Finished sent 3+ times, never answered) can name the cause. OpenSSL's client
     # retransmits at about 1, 3 and 7 s, so an 8 s handshake timeout sees 4 Finished.
     server = start_s_server(psk_hex, IDENTITY)
-    tally = Tally()
-    assoc = association(server.address, wrong_key(psk_hex), tally,
-                        settings=DtlsSettings(handshake_timeout=8.0))
+    totals = StatsSink()
+    assoc = association(server.address, wrong_key(psk_hex), totals,
+                        settings=DtlsConfig(handshake_timeout=8.0))
     error, elapsed = run_until_error(assoc, timeout=20)
     assert error is not None and error.code == "psk-key-mismatch", repr(error)
     assert 7.0 <= elapsed < 15, elapsed  # the handshake timeout, not something else
-    assert tally.handshakes.failures == {"psk-key-mismatch": 1}
-    assert tally.handshakes.completed == 0 and tally.pings.attempted == 0
+    assert totals.handshakes.failures == {"psk-key-mismatch": 1}
+    assert totals.handshakes.completed == 0 and totals.pings.attempted == 0
 
 
 # -- openssl s_client against our server ------------------------------------------------
@@ -147,52 +149,52 @@ def test_openssl_s_client_known_identity_from_csv(start_dtls_server, psk_hex):
 
 
 def test_association_pings_loadgen_server(dtls_server):
-    tally = Tally()
-    assoc = association(dtls_server.address, dtls_server.key_hex, tally,
-                        ping=PingPlan(interval=0.2, timeout=2.0, reply=ReplyRule("echo")))
+    totals = StatsSink()
+    assoc = association(dtls_server.address, dtls_server.key_hex, totals,
+                        ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, timeout=2.0, expect=Expect("echo"))))
     greenlet = gevent.spawn(assoc.run)
     try:
-        assert _wait(lambda: tally.pings.completed >= 3 or greenlet.ready(), 10), vars(tally.pings)
+        assert _wait(lambda: totals.pings.completed >= 3 or greenlet.ready(), 10), vars(totals.pings)
         assert not greenlet.ready(), f"association ended: {greenlet.value!r}"
     finally:
         greenlet.kill(block=True, timeout=5)
-    assert tally.handshakes.completed == 1 and tally.handshakes.failed == 0
-    assert tally.pings.failed == 0, tally.pings.failures
+    assert totals.handshakes.completed == 1 and totals.handshakes.failed == 0
+    assert totals.pings.failed == 0, totals.pings.failures
     summary = dtls_server.stop_and_summarize()
     assert summary.handshakes == 1 and summary.pings >= 3, summary.line
     assert not summary.failures, summary.line
 
 
 def test_association_wrong_key_against_loadgen_server(dtls_server):
-    tally = Tally()
-    assoc = association(dtls_server.address, wrong_key(dtls_server.key_hex), tally)
+    totals = StatsSink()
+    assoc = association(dtls_server.address, wrong_key(dtls_server.key_hex), totals)
     error, elapsed = run_until_error(assoc, timeout=15)
     assert error is not None and error.code == "psk-key-mismatch", repr(error)
     # The server answers the retransmitted Finished (~1 s) with decrypt_error: no timeout.
     assert elapsed < 5, elapsed
-    assert tally.handshakes.failures == {"psk-key-mismatch": 1}
+    assert totals.handshakes.failures == {"psk-key-mismatch": 1}
     assert dtls_server.stop_and_summarize().failures == {"psk-key-mismatch": 1}
 
 
 def test_association_unknown_identity_against_loadgen_server(start_dtls_server, psk_hex):
     server = start_dtls_server(psk_csv=[("dev7", psk_hex)])
-    tally = Tally()
-    assoc = association(server.address, psk_hex, tally, identity="dev9")
+    totals = StatsSink()
+    assoc = association(server.address, psk_hex, totals, identity="dev9")
     error, elapsed = run_until_error(assoc, timeout=15)
     assert error is not None and error.code == "psk-unknown-identity", repr(error)
     assert elapsed < 5, elapsed
-    assert tally.handshakes.failures == {"psk-unknown-identity": 1}
+    assert totals.handshakes.failures == {"psk-unknown-identity": 1}
     assert server.stop_and_summarize().failures == {"psk-unknown-identity": 1}
 
 
 def test_association_nothing_listening_is_connection_refused(psk_hex):
-    tally = Tally()
+    totals = StatsSink()
     port = free_udp_port()  # bound and closed again: nothing listens there now
-    assoc = association(("127.0.0.1", port), psk_hex, tally)
+    assoc = association(("127.0.0.1", port), psk_hex, totals)
     error, elapsed = run_until_error(assoc, timeout=10)
     assert error is not None and error.code == "connection-refused", repr(error)
     assert elapsed < 2, elapsed  # ICMP port unreachable, not the 30 s handshake timeout
-    assert tally.handshakes.failures == {"connection-refused": 1}
+    assert totals.handshakes.failures == {"connection-refused": 1}
 
 
 def _wait(predicate, timeout: float) -> bool:

@@ -31,8 +31,9 @@ from loadgen.errors import SocketError, SocketsExhausted, socket_error
 from loadgen.limits import HEADROOM, ShortageLog, plan, problems
 from loadgen.protocol import dtls, tls
 from loadgen.protocol.tls import TlsOptions
-from loadgen.recorder import HANDSHAKE, Finished, Tally
 from loadgen.scenario import load_scenario
+from loadgen.stats.facts import HANDSHAKE, Finished
+from loadgen.stats.sink import StatsSink
 from loadgen.transport import association, ssl_socket
 from loadgen.transport.association import DtlsAssociation
 from loadgen.transport.tls_association import TlsAssociation
@@ -127,7 +128,7 @@ def test_dtls_client_without_a_socket_fails_its_handshake_as_socket_error(monkey
         socket = staticmethod(_no_files)
 
     monkeypatch.setattr(association, "_socket", NoSockets)
-    rec = Tally()
+    rec = StatsSink()
     assoc = DtlsAssociation("dev", "t", ("127.0.0.1", 9), dtls.client_context(), rec, identity=b"dev", key=KEY)
     error = gevent.spawn(assoc.run).get(timeout=5)
     assert isinstance(error, SocketsExhausted) and error.code == "socket-error", repr(error)
@@ -136,7 +137,7 @@ def test_dtls_client_without_a_socket_fails_its_handshake_as_socket_error(monkey
 
 def test_tls_client_without_a_socket_fails_its_handshake_as_socket_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ssl_socket.socket, "socket", _no_files)
-    rec = Tally()
+    rec = StatsSink()
     context = tls.client_context(TlsOptions(), psk_mode=True)
     assoc = TlsAssociation("dev", "tls", ("127.0.0.1", 9), context, rec, identity=b"dev", key=KEY)
     error = gevent.spawn(assoc.run).get(timeout=5)
@@ -250,7 +251,7 @@ def test_devices_do_not_reconnect_while_locust_stops_the_users(tmp_path: Path) -
     handshakes meanwhile (7,000 did in a 30,000-client run, and its stop took 14 s instead of 6)."""
     from locust.env import Environment
 
-    from loadgen.runner import BUILTIN_TARGET
+    from loadgen.locust.environment import BUILTIN_TARGET
     from loadgen.users import Endpoint, Session, keep_alive
 
     scenario = load_scenario(write_scenario(tmp_path, "stop", """\

@@ -32,7 +32,7 @@ from test_runs import (
     write_scenario,
 )
 
-from loadgen.runner import make_environment
+from loadgen.locust.environment import make_environment
 from loadgen.scenario import load_scenario
 from loadgen.users import Endpoint
 

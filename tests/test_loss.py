@@ -23,8 +23,10 @@ from gevent.pool import Pool
 from loadgen.credentials import Secret
 from loadgen.impair import Impairment, ImpairmentProxy
 from loadgen.protocol import dtls
-from loadgen.recorder import HANDSHAKE, Fact, Finished, Tally
-from loadgen.transport.association import DtlsAssociation, DtlsSettings
+from loadgen.scenario.model import DtlsConfig
+from loadgen.stats.facts import HANDSHAKE, Fact, Finished
+from loadgen.stats.sink import StatsSink
+from loadgen.transport.association import DtlsAssociation
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +43,8 @@ REQUIRED = 0.99
 RUN_LIMIT = 150.0
 
 
-class Timeline(Tally):
-    """A Tally that also keeps each handshake's outcome: (elapsed, error code or None, retransmits)."""
+class Timeline(StatsSink):
+    """A StatsSink that also keeps each handshake's outcome: (elapsed, error code or None, retransmits)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -71,7 +73,7 @@ def _share(results: list[tuple[float, str | None, int]], within: float) -> float
 
 @pytest.mark.timeout(RUN_LIMIT + 60)
 def test_handshakes_complete_through_twenty_percent_loss_each_way(dtls_server):
-    settings = DtlsSettings()  # the defaults: 60 s handshake timeout, 16 retransmits
+    settings = DtlsConfig()  # the defaults: 60 s handshake timeout, 16 retransmits
     key = Secret(bytes.fromhex(dtls_server.key_hex))
     context = dtls.client_context()
     timeline = Timeline()

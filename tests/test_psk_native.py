@@ -17,6 +17,8 @@ from loadgen.protocol import dtls, psk_client, psk_handshake, psk_server, record
 from loadgen.protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
 
 pytestmark = pytest.mark.timeout(30)
+#: The time engines outside a wire get: any value, the engines only compare times they were given.
+NOW = 1000.0
 
 KEY = Secret(bytes.fromhex("00112233445566778899aabbccddeeff"))
 IDENTITY = b"device-0001"
@@ -81,12 +83,12 @@ def _record(payload: bytes, seq: int) -> bytes:
 def test_fragmented_and_reordered_server_flight_is_reassembled(server_ctx):
     client = native_client()
     wire = Wire(server_ctx, client)
-    client.start()
+    client.start(NOW)
     (hello,) = client.datagrams_to_send()
-    server, (hvr,) = dtls.accept(server_ctx, hello, wire.peer)
-    client.receive_datagram(hvr)
+    server, (hvr,) = dtls.accept(server_ctx, hello, wire.peer, NOW)
+    client.receive_datagram(hvr, NOW)
     (hello_with_cookie,) = client.datagrams_to_send()
-    server, (flight,) = dtls.accept(server_ctx, hello_with_cookie, wire.peer)
+    server, (flight,) = dtls.accept(server_ctx, hello_with_cookie, wire.peer, NOW)
     assert server is not None
 
     messages = _handshake_messages(flight)
@@ -96,17 +98,17 @@ def test_fragmented_and_reordered_server_flight_is_reassembled(server_ctx):
     # first ServerHello fragment arrives, and then everything must fall into place.
     for seq, fragment in enumerate(reversed(fragments)):
         assert client.datagrams_to_send() == []  # no answer before the flight is complete
-        client.receive_datagram(_record(fragment, 100 + seq))
+        client.receive_datagram(_record(fragment, 100 + seq), NOW)
     (answer,) = client.datagrams_to_send()
-    server.receive_datagram(answer)
+    server.receive_datagram(answer, NOW)
     for datagram in server.datagrams_to_send():
-        client.receive_datagram(datagram)
+        client.receive_datagram(datagram, NOW)
 
     (completed,) = [e for e in iter(client.next_event, None) if isinstance(e, HandshakeCompleted)]
     assert completed.retransmits == 0 and client.handshake_done
     client.send(b"after reassembly")
     for datagram in client.datagrams_to_send():
-        server.receive_datagram(datagram)
+        server.receive_datagram(datagram, NOW)
     assert DataReceived(b"after reassembly") in list(iter(server.next_event, None))
 
 
@@ -140,7 +142,7 @@ def test_every_native_suite_against_openssl(cipher, side):
     wire.client.send(b"x" * wire.client.cleartext_mtu)  # the largest payload fits one datagram
     (datagram,) = wire.client.datagrams_to_send()
     assert len(datagram) == dtls.DEFAULT_MTU
-    wire.server.receive_datagram(datagram)
+    wire.server.receive_datagram(datagram, wire.now())
     assert list(iter(wire.server.next_event, None)) == [DataReceived(b"x" * wire.client.cleartext_mtu)]
 
 
@@ -160,40 +162,40 @@ def test_native_server_with_a_client_without_extended_master_secret():
 def test_native_server_buffers_a_finished_that_overtakes_its_key_exchange():
     server_ctx = native_server(hint=b"hint")
     client = native_client()
-    client.start()
+    client.start(NOW)
     server = None
     datagrams = client.datagrams_to_send()
     while server is None:  # the cookie exchange
-        server, replies = dtls.accept(server_ctx, datagrams[0], b"peer")
+        server, replies = dtls.accept(server_ctx, datagrams[0], b"peer", NOW)
         for reply in replies:
-            client.receive_datagram(reply)
+            client.receive_datagram(reply, NOW)
         datagrams = client.datagrams_to_send()
     (flight,) = datagrams  # ClientKeyExchange, ChangeCipherSpec, Finished
     slices = [raw for _, _, raw in records.split(flight)]
     assert [r[0] for r in slices] == [records.HANDSHAKE, records.CHANGE_CIPHER_SPEC, records.HANDSHAKE]
-    server.receive_datagram(slices[2])  # the Finished first: no keys yet
+    server.receive_datagram(slices[2], NOW)  # the Finished first: no keys yet
     assert not server.handshake_done and not server.closed
-    server.receive_datagram(slices[0] + slices[1])
+    server.receive_datagram(slices[0] + slices[1], NOW)
     assert server.handshake_done and server.peer_identity == IDENTITY
     for reply in server.datagrams_to_send():
-        client.receive_datagram(reply)
+        client.receive_datagram(reply, NOW)
     assert client.handshake_done
 
 
 def test_native_server_ignores_fragmented_or_foreign_client_hellos():
     server_ctx = native_server()
     client = native_client()
-    client.start()
+    client.start(NOW)
     (hello,) = client.datagrams_to_send()
     message = hello[records.HEADER_LEN :]
     first, second = _fragmented(message, 2)
     # A ClientHello in two fragments: like OpenSSL's DTLSv1_listen, not answered.
-    assert dtls.accept(server_ctx, _record(first, 0), b"peer") == (None, [])
-    assert dtls.accept(server_ctx, _record(second, 1), b"peer") == (None, [])
+    assert dtls.accept(server_ctx, _record(first, 0), b"peer", NOW) == (None, [])
+    assert dtls.accept(server_ctx, _record(second, 1), b"peer", NOW) == (None, [])
     # A TLS (not DTLS) version inside the ClientHello.
     tls_version = bytearray(hello)
     tls_version[records.HEADER_LEN + 12] = 0x03
-    assert dtls.accept(server_ctx, bytes(tls_version), b"peer") == (None, [])
+    assert dtls.accept(server_ctx, bytes(tls_version), b"peer", NOW) == (None, [])
     assert psk_server.parse_client_hello(hello) is not None  # positive control
 
 

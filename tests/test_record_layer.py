@@ -14,7 +14,7 @@ from dtls_wire import C2S, S2C, Wire
 
 from loadgen.credentials import KeyStore, Secret
 from loadgen.protocol import dtls, records
-from loadgen.protocol.events import DataReceived, PeerClosed
+from loadgen.protocol.events import ConnectionClosed, DataReceived
 from loadgen.protocol.record_layer import SUITES, prf
 
 KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
@@ -32,10 +32,10 @@ def established(cipher: str, *, client_light: bool, server_light: bool, drop: fr
     return wire
 
 
-def exchange(sender: dtls.DtlsEngine, receiver: dtls.DtlsEngine, data: bytes) -> list:
+def exchange(sender: dtls.DtlsEngine, receiver: dtls.DtlsEngine, data: bytes, now: float) -> list:
     sender.send(data)
     for datagram in sender.datagrams_to_send():
-        receiver.receive_datagram(datagram)
+        receiver.receive_datagram(datagram, now)
     return list(iter(receiver.next_event, None))
 
 
@@ -46,12 +46,12 @@ def test_application_data_and_close_against_openssl(cipher: str, client_light: b
     client, server = wire.client, wire.server
     assert (client.light, server.light) == (client_light, server_light)
     for i in range(70):  # past the 64-record replay window
-        assert exchange(client, server, b"ping %d" % i) == [DataReceived(b"ping %d" % i)]
-        assert exchange(server, client, b"pong %d" % i) == [DataReceived(b"pong %d" % i)]
+        assert exchange(client, server, b"ping %d" % i, wire.now()) == [DataReceived(b"ping %d" % i)]
+        assert exchange(server, client, b"pong %d" % i, wire.now()) == [DataReceived(b"pong %d" % i)]
     client.close()
     for datagram in client.datagrams_to_send():
-        server.receive_datagram(datagram)
-    assert list(iter(server.next_event, None)) == [PeerClosed()]
+        server.receive_datagram(datagram, wire.now())
+    assert list(iter(server.next_event, None)) == [ConnectionClosed()]
 
 
 @pytest.mark.parametrize("cipher", ["PSK-AES128-GCM-SHA256", "PSK-CHACHA20-POLY1305"])
@@ -60,12 +60,12 @@ def test_replayed_and_forged_records_are_dropped(cipher: str) -> None:
     client, server = wire.client, wire.server
     client.send(b"once")
     (datagram,) = client.datagrams_to_send()
-    server.receive_datagram(datagram)
-    server.receive_datagram(datagram)  # replay
+    server.receive_datagram(datagram, wire.now())
+    server.receive_datagram(datagram, wire.now())  # replay
     forged = bytearray(datagram)
     forged[-1] ^= 1
-    server.receive_datagram(bytes(forged))  # tag fails
-    server.receive_datagram(datagram[:20])  # truncated
+    server.receive_datagram(bytes(forged), wire.now())  # tag fails
+    server.receive_datagram(datagram[:20], wire.now())  # truncated
     assert list(iter(server.next_event, None)) == [DataReceived(b"once")]
     assert not server.closed
 
@@ -78,7 +78,7 @@ def test_late_record_inside_the_window_is_accepted_once() -> None:
         client.send(b"m%d" % i)
         sent += client.datagrams_to_send()
     for datagram in [sent[4], sent[0], sent[2], sent[0], sent[1], sent[3]]:  # reordered, one replay
-        server.receive_datagram(datagram)
+        server.receive_datagram(datagram, wire.now())
     got = [e.data for e in iter(server.next_event, None)]
     assert got == [b"m4", b"m0", b"m2", b"m1", b"m3"]
 
@@ -89,14 +89,14 @@ def test_fatal_alert_from_openssl_peer_is_reported() -> None:
     # An OpenSSL peer that shuts down sends close_notify; a light engine reports it.
     server.close()
     for datagram in server.datagrams_to_send():
-        client.receive_datagram(datagram)
-    assert list(iter(client.next_event, None)) == [PeerClosed()]
+        client.receive_datagram(datagram, wire.now())
+    assert list(iter(client.next_event, None)) == [ConnectionClosed()]
     # A light engine closing sends an alert OpenSSL understands.
     wire2 = established("PSK-AES128-GCM-SHA256", client_light=False, server_light=True)
     wire2.server.close()
     for datagram in wire2.server.datagrams_to_send():
-        wire2.client.receive_datagram(datagram)
-    assert list(iter(wire2.client.next_event, None)) == [PeerClosed()]
+        wire2.client.receive_datagram(datagram, wire2.now())
+    assert list(iter(wire2.client.next_event, None)) == [ConnectionClosed()]
 
 
 def test_lost_final_flight_is_resent_by_a_light_server() -> None:
@@ -106,13 +106,13 @@ def test_lost_final_flight_is_resent_by_a_light_server() -> None:
     assert wire.server.light
     assert wire.server.retransmits == 1 and wire.client.retransmits == 1
     assert wire.count(C2S) == 4 and wire.count(S2C) == 4
-    assert exchange(wire.client, wire.server, b"after") == [DataReceived(b"after")]
+    assert exchange(wire.client, wire.server, b"after", wire.now()) == [DataReceived(b"after")]
 
 
 def test_unsupported_suite_stays_with_openssl() -> None:
     wire = established("PSK-AES128-CBC-SHA256", client_light=True, server_light=True)
     assert not wire.client.light and not wire.server.light
-    assert exchange(wire.client, wire.server, b"cbc") == [DataReceived(b"cbc")]
+    assert exchange(wire.client, wire.server, b"cbc", wire.now()) == [DataReceived(b"cbc")]
 
 
 def test_prf_matches_rfc5246_test_vector() -> None:

@@ -31,11 +31,12 @@ import pytest
 from servers import start_loadgen_server
 
 from loadgen.credentials import Secret
-from loadgen.payloads import ReplyRule
 from loadgen.protocol import dtls
-from loadgen.recorder import HANDSHAKE, PING, Finished
 from loadgen.scenario import parse_scenario
-from loadgen.transport.association import DtlsAssociation, PingPlan
+from loadgen.scenario.model import Expect, PingConfig
+from loadgen.stats.facts import HANDSHAKE, PING, Finished
+from loadgen.traffic.tracker import traffic_plan
+from loadgen.transport.association import DtlsAssociation
 from loadgen.users import keep_alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -112,7 +113,7 @@ def test_associations_come_back_after_a_server_restart(tmp_path, psk_hex: str, h
     server = start_loadgen_server("--port", str(port), key_hex=psk_hex, workdir=tmp_path / "a")
     sink = PerAssociation()
     ctx = dtls.client_context()
-    plan = PingPlan(interval=0.5, reply=ReplyRule("echo"))
+    plan = traffic_plan(PingConfig(interval=0.5, jitter=0.0, expect=Expect("echo")))
 
     def factory(i: int):
         return lambda: DtlsAssociation(f"d-{i}", f"d-{i}", server.address, ctx, sink, identity=b"d-%d" % i,

@@ -204,13 +204,13 @@ def locust_row(summary: dict[str, Any], name: str) -> dict[str, int]:
 
 
 def assert_consistent(summary: dict[str, Any], target: str = "builtin") -> None:
-    """loadgen's tally adds up, and Locust counted exactly the attempts that ended."""
+    """loadgen's totals add up, and Locust counted exactly the attempts that ended."""
     for kind in ("handshake", "ping"):
-        tally = summary[kind]
-        assert tally["completed"] + tally["failed"] + tally["in_flight"] == tally["attempted"], (kind, tally)
+        totals = summary[kind]
+        assert totals["completed"] + totals["failed"] + totals["in_flight"] == totals["attempted"], (kind, totals)
         row = locust_row(summary, f"{target} {kind}")
-        assert row["requests"] == tally["completed"] + tally["failed"], (kind, row, tally)
-        assert row["failures"] == tally["failed"], (kind, row, tally)
+        assert row["requests"] == totals["completed"] + totals["failed"], (kind, row, totals)
+        assert row["failures"] == totals["failed"], (kind, row, totals)
 
 
 def server_handshakes(summary: dict[str, Any]) -> int:
@@ -235,7 +235,7 @@ SMALL = """\
 # -- headless ------------------------------------------------------------------
 
 
-def test_headless_run_locust_stats_match_loadgen_tally(tmp_path: Path, spawn: Callable[..., Child]) -> None:
+def test_headless_run_locust_stats_match_loadgen_totals(tmp_path: Path, spawn: Callable[..., Child]) -> None:
     scenario = write_scenario(tmp_path, "headless", SMALL)
     run = finished_run(spawn, "run", scenario, timeout=40)
     assert run.proc.returncode == 0, run.describe()
@@ -334,7 +334,7 @@ def test_processes_give_every_device_its_own_identity(tmp_path: Path, spawn: Cal
 
 
 def test_ctrl_c_on_processes_run_keeps_every_workers_counts(tmp_path: Path, spawn: Callable[..., Child]) -> None:
-    """Ctrl-C reaches the whole process group; workers must still hand in their tallies."""
+    """Ctrl-C reaches the whole process group; workers must still hand in their counts."""
     scenario = write_scenario(tmp_path, "interrupted", """\
         clients: {count: 20, spawn_rate: 20}
         run_time: 2m
@@ -556,3 +556,31 @@ def test_a_run_whose_every_handshake_fails_exits_1_and_says_failed(tmp_path: Pat
     assert verdict and "FAILED, 3 attempts failed with no thresholds set" in verdict[1], run.stdout
     summary = load(run_dir(tmp_path, "allfail") / "summary.json")
     assert summary["handshake"]["failed"] == 3 and summary["handshake"]["errors"] == {"handshake-timeout": 3}
+
+
+@pytest.mark.parametrize("source", ["key", "derive", "csv"])
+def test_builtin_server_gets_the_scenarios_keys_without_its_file_or_a_key_on_its_command_line(
+        tmp_path: Path, source: str) -> None:
+    """Issue 13, item 4: the child neither re-reads the scenario (its file is gone) nor shows a key in ``ps``."""
+    from loadgen.builtin_server import BUILTIN_KEY_ENV, builtin_server
+    from loadgen.scenario import parse_scenario
+
+    master = "00112233445566778899aabbccddeeff"
+    (tmp_path / "keys.csv").write_text(f"device-00000,{KEY_HEX}\n")
+    (tmp_path / "keys.csv").chmod(0o600)
+    section = {"key": f'key: "{KEY_HEX}"', "derive": f'derive: {{master: "{master}", length: 20}}',
+               "csv": f"csv: {tmp_path / 'keys.csv'}"}[source]
+    text = (f'name: k\nclients: {{count: 1, spawn_rate: 1}}\nrun_time: 1s\n'
+            f'psk:\n  identity: "device-{{n:05d}}"\n  hint: "-h"\n  {section}\n')
+    scenario = parse_scenario(text, str(tmp_path / "gone.yaml"))
+    server = builtin_server(scenario)
+    with server:
+        assert server.pid is not None
+        command = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0")
+    assert not (tmp_path / "gone.yaml").exists() and "--scenario" not in command
+    assert not any(KEY_HEX in word or master in word for word in command), command
+    assert "--hint=-h" in command
+    expected = {"key": ("--psk-env", KEY_HEX), "derive": ("--psk-master-env", master),
+                "csv": ("--psk-csv", None)}[source]
+    assert expected[0] in command
+    assert server._env.get(BUILTIN_KEY_ENV) == expected[1]

@@ -13,10 +13,11 @@ import gevent
 import pytest
 
 from loadgen.credentials import Secret
-from loadgen.payloads import ReplyRule
 from loadgen.protocol import dtls
-from loadgen.recorder import Tally
-from loadgen.transport.association import DtlsAssociation, PingPlan
+from loadgen.scenario.model import Expect, PingConfig
+from loadgen.stats.sink import StatsSink
+from loadgen.traffic.tracker import traffic_plan
+from loadgen.transport.association import DtlsAssociation
 
 pytestmark = pytest.mark.slow
 
@@ -62,10 +63,10 @@ def test_two_thousand_associations_ping_the_reference_server(dtls_server):
     _raise_nofile(ASSOCIATIONS + 200)
     key = Secret(bytes.fromhex(dtls_server.key_hex))
     context = dtls.client_context()  # one context for all, as the runner does
-    tally = Tally()
-    plan = PingPlan(interval=PING_INTERVAL, jitter=0.1, reply=ReplyRule("echo"))
+    totals = StatsSink()
+    plan = traffic_plan(PingConfig(interval=PING_INTERVAL, jitter=0.1, expect=Expect("echo")))
     associations = [
-        DtlsAssociation(f"dev{i}", "reference", dtls_server.address, context, tally,
+        DtlsAssociation(f"dev{i}", "reference", dtls_server.address, context, totals,
                         identity=f"dev{i}".encode(), key=key, ping=plan)
         for i in range(ASSOCIATIONS)
     ]
@@ -74,7 +75,7 @@ def test_two_thousand_associations_ping_the_reference_server(dtls_server):
     greenlets = [gevent.spawn_later(i * RAMP / ASSOCIATIONS, a.run) for i, a in enumerate(associations)]
     try:
         gevent.sleep(RAMP)
-        all_up = _wait(lambda: tally.handshakes.completed + tally.handshakes.failed >= ASSOCIATIONS,
+        all_up = _wait(lambda: totals.handshakes.completed + totals.handshakes.failed >= ASSOCIATIONS,
                        HANDSHAKE_GRACE)
         handshakes_done = time.monotonic() - started
         if all_up:
@@ -86,7 +87,7 @@ def test_two_thousand_associations_ping_the_reference_server(dtls_server):
     elapsed = time.monotonic() - started
     assert all(g.dead for g in greenlets), "association greenlets survived killall"
 
-    hs, pings = tally.handshakes, tally.pings
+    hs, pings = totals.handshakes, totals.pings
     print(
         f"\n{ASSOCIATIONS} associations: handshakes done after {handshakes_done:.1f} s, run {elapsed:.1f} s; "
         f"handshakes {hs.completed} ok / {dict(hs.failures)} failed / {hs.in_flight} in flight, "

@@ -35,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import servers` whe
 from servers import loadgen_env  # noqa: E402
 
 from loadgen.credentials import KeyStore, Secret  # noqa: E402
-from loadgen.payloads import ReplyRule  # noqa: E402
 from loadgen.protocol import dtls, tls  # noqa: E402
 from loadgen.protocol.tls import TlsOptions  # noqa: E402
-from loadgen.recorder import Tally  # noqa: E402
-from loadgen.transport.association import DtlsAssociation, PingPlan  # noqa: E402
+from loadgen.scenario.model import DtlsConfig, Expect, Payload, PingConfig  # noqa: E402
+from loadgen.stats.sink import StatsSink  # noqa: E402
+from loadgen.traffic.tracker import traffic_plan  # noqa: E402
+from loadgen.transport.association import DtlsAssociation  # noqa: E402
 from loadgen.transport.dtls_server import DtlsServer  # noqa: E402
 from loadgen.transport.ssl_socket import SslSocket, State  # noqa: E402
 from loadgen.transport.tls_server import TlsServer  # noqa: E402
@@ -61,19 +62,20 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def legit_client_works(address: tuple[str, int], name: str = "legit", source: str = "127.0.0.1") -> Tally:
+def legit_client_works(address: tuple[str, int], name: str = "legit", source: str = "127.0.0.1") -> StatsSink:
     """A real association: it must complete its handshake and answered pings within a few seconds."""
-    tally = Tally()
-    assoc = DtlsAssociation(name, "srv", address, dtls.client_context(), tally, identity=name.encode(), key=KEY,
-                            source_address=source, ping=PingPlan(interval=0.1, reply=ReplyRule("echo")))
+    totals = StatsSink()
+    assoc = DtlsAssociation(name, "srv", address, dtls.client_context(), totals, identity=name.encode(), key=KEY,
+                            source_address=source,
+                            ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, expect=Expect("echo"))))
     greenlet = gevent.spawn(assoc.run)
     try:
-        wait_until(lambda: tally.pings.completed >= 3 or greenlet.ready(), 8)
+        wait_until(lambda: totals.pings.completed >= 3 or greenlet.ready(), 8)
     finally:
         greenlet.kill()
-    assert tally.handshakes.completed == 1, dict(tally.handshakes.failures)
-    assert tally.pings.completed >= 3, dict(tally.pings.failures)
-    return tally
+    assert totals.handshakes.completed == 1, dict(totals.handshakes.failures)
+    assert totals.pings.completed >= 3, dict(totals.pings.failures)
+    return totals
 
 
 class HalfOpen:
@@ -117,12 +119,12 @@ class HalfOpen:
     def _handshake_start(self, socks: list[socket.socket], context: dtls.ClientContext) -> None:
         engines = [dtls.client_engine(context, lambda hint: (b"hostile", KEY)) for _ in socks]
         for sock, engine in zip(socks, engines, strict=True):
-            engine.start()
+            engine.start(time.monotonic())
             for datagram in engine.datagrams_to_send():
                 sock.sendto(datagram, self.address)
         for sock, engine in zip(socks, engines, strict=True):  # HelloVerifyRequest -> ClientHello with cookie
             try:
-                engine.receive_datagram(sock.recv(65536))
+                engine.receive_datagram(sock.recv(65536), time.monotonic())
             except TimeoutError:
                 continue
             for datagram in engine.datagrams_to_send():
@@ -163,8 +165,8 @@ def _hostile_engines(monkeypatch: pytest.MonkeyPatch, source: str, **raising: Ba
     real_accept = dtls.accept
     made: list = []
 
-    def accept(context, datagram, peer, **kwargs):  # type: ignore[no-untyped-def]
-        engine, replies = real_accept(context, datagram, peer, **kwargs)
+    def accept(context, datagram, peer, now, **kwargs):  # type: ignore[no-untyped-def]
+        engine, replies = real_accept(context, datagram, peer, now, **kwargs)
         if engine is not None and peer.startswith(source.encode() + b":"):
             for method, exc in raising.items():
                 def fail(*args: object, _exc: BaseException = exc) -> None:
@@ -186,8 +188,9 @@ def test_a_peer_whose_engine_raises_on_a_datagram_is_dropped_and_others_are_serv
     made = _hostile_engines(monkeypatch, "127.0.0.77", receive_datagram=MemoryError(MARKER))
     with caplog.at_level(logging.WARNING, logger="loadgen.server"):
         # Its second flight (ClientKeyExchange...) reaches the engine that raises.
-        hostile = DtlsAssociation("hostile", "srv", server.address, dtls.client_context(), Tally(),
-                                  identity=b"hostile", key=KEY, source_address="127.0.0.77", ping=PingPlan(interval=5))
+        hostile = DtlsAssociation("hostile", "srv", server.address, dtls.client_context(), StatsSink(),
+                                  identity=b"hostile", key=KEY, source_address="127.0.0.77",
+                                  ping=traffic_plan(PingConfig(interval=5, jitter=0.0)))
         greenlet = gevent.spawn(hostile.run)
         assert wait_until(lambda: server.stats.failures["internal-error"] >= 1, 5), server.stats
         greenlet.kill()
@@ -225,11 +228,11 @@ def test_stop_survives_an_engine_that_raises_on_close(start_dtls, monkeypatch: p
     server = start_dtls()
     _hostile_engines(monkeypatch, "127.0.0.77", close=RuntimeError(MARKER))
     HalfOpen(server.address, 1, ("127.0.0.77",)).open()
-    tally = Tally()
-    assoc = DtlsAssociation("legit", "srv", server.address, dtls.client_context(), tally, identity=b"legit", key=KEY,
-                            ping=PingPlan(interval=5))
+    totals = StatsSink()
+    assoc = DtlsAssociation("legit", "srv", server.address, dtls.client_context(), totals, identity=b"legit", key=KEY,
+                            ping=traffic_plan(PingConfig(interval=5, jitter=0.0)))
     greenlet = gevent.spawn(assoc.run)
-    assert wait_until(lambda: tally.handshakes.completed == 1, 5)
+    assert wait_until(lambda: totals.handshakes.completed == 1, 5)
     assert server.peer_count == 2
     server.stop()  # must not raise, and the other peers still get their close_notify
     error = greenlet.get(timeout=3)
@@ -248,14 +251,14 @@ def test_max_half_open_drops_newcomers_but_still_answers_cookieless_hellos(start
     assert server.stats.failures["server-full"] == 2
     # A cookieless ClientHello still gets its (stateless) HelloVerifyRequest.
     engine = dtls.client_engine(dtls.client_context(), lambda hint: (b"x", KEY))
-    engine.start()
+    engine.start(time.monotonic())
     with socket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM) as sock:
         sock.settimeout(2.0)
         sock.sendto(engine.datagrams_to_send()[0], server.address)
         hvr = sock.recv(65536)
     assert hvr[0] == 22 and hvr[13] == 3  # handshake record, HelloVerifyRequest
-    tally = Tally()
-    error = DtlsAssociation("legit", "srv", server.address, dtls.client_context(), tally, identity=b"legit", key=KEY,
+    totals = StatsSink()
+    error = DtlsAssociation("legit", "srv", server.address, dtls.client_context(), totals, identity=b"legit", key=KEY,
                             settings=_short_handshake()).run()
     assert error is not None and error.code == "handshake-timeout"
     assert server.stats.failures["server-full"] > 2 and server.peer_count == 3
@@ -263,9 +266,10 @@ def test_max_half_open_drops_newcomers_but_still_answers_cookieless_hellos(start
 
 def test_max_peers_counts_established_peers(start_dtls) -> None:
     server = start_dtls(max_peers=2)
-    tallies = [Tally() for _ in range(3)]
+    tallies = [StatsSink() for _ in range(3)]
     assocs = [DtlsAssociation(f"d{i}", "srv", server.address, dtls.client_context(), tallies[i], identity=b"d%d" % i,
-                              key=KEY, ping=PingPlan(interval=5), settings=_short_handshake()) for i in range(3)]
+                              key=KEY, ping=traffic_plan(PingConfig(interval=5, jitter=0.0)),
+                              settings=_short_handshake()) for i in range(3)]
     greenlets = [gevent.spawn(a.run) for a in assocs[:2]]
     assert wait_until(lambda: server.stats.handshakes == 2, 5)
     error = assocs[2].run()
@@ -277,9 +281,7 @@ def test_max_peers_counts_established_peers(start_dtls) -> None:
 
 
 def _short_handshake():  # type: ignore[no-untyped-def]
-    from loadgen.transport.association import DtlsSettings
-
-    return DtlsSettings(handshake_timeout=1.5)
+    return DtlsConfig(handshake_timeout=1.5)
 
 
 def test_half_open_peers_expire_after_the_handshake_timeout(start_dtls) -> None:
@@ -361,8 +363,8 @@ def test_serve_dtls_limits_flags_and_listening_line(server_procs) -> None:
 RAISING_ENGINES = f"""
 import loadgen.protocol.dtls as d
 real_accept = d.accept
-def accept(context, datagram, peer, **kwargs):
-    engine, replies = real_accept(context, datagram, peer, **kwargs)
+def accept(context, datagram, peer, now, **kwargs):
+    engine, replies = real_accept(context, datagram, peer, now, **kwargs)
     if engine is not None and peer.startswith(b"127.0.0.77:"):
         def boom(*args):
             raise MemoryError("{MARKER}")
@@ -376,7 +378,7 @@ def test_serve_dtls_survives_a_raising_peer_and_still_stops_on_sigint(server_pro
     from servers import _SUMMARY
 
     server = server_procs("serve", "dtls", "--port", "0", "--psk-hex", KEY_HEX, prelude=RAISING_ENGINES)
-    error = DtlsAssociation("hostile", "srv", server.address, dtls.client_context(), Tally(), identity=b"hostile",
+    error = DtlsAssociation("hostile", "srv", server.address, dtls.client_context(), StatsSink(), identity=b"hostile",
                             key=KEY, source_address="127.0.0.77", settings=_short_handshake()).run()
     assert error is not None and error.code == "handshake-timeout"  # dropped at its second flight
     legit_client_works(server.address)
@@ -629,21 +631,19 @@ def test_a_ping_whose_echo_cannot_fit_the_servers_mtu_is_not_counted_as_answered
     """A client with a larger MTU than the server's: its big ping cannot be echoed in one of the
     server's datagrams. Counted as ``reply-too-large``, never as a ping answered (before: both
     a ping answered and a ``local-error`` failure, for every such ping)."""
-    from loadgen.payloads import binary_payload
-    from loadgen.transport.association import DtlsSettings
-
     server = start_dtls(mtu=300)
-    tally = Tally()
-    assoc = DtlsAssociation("big", "srv", server.address, dtls.client_context(), tally, identity=b"big", key=KEY,
-                            settings=DtlsSettings(mtu=1200),
-                            ping=PingPlan(interval=0.1, timeout=0.3, payload=binary_payload(b"x" * 600),
-                                          reply=ReplyRule("echo"), max_missed=10**6))
+    totals = StatsSink()
+    assoc = DtlsAssociation("big", "srv", server.address, dtls.client_context(), totals, identity=b"big", key=KEY,
+                            settings=DtlsConfig(mtu=1200),
+                            ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, timeout=0.3,
+                                                         payload=Payload(text=None, data=b"x" * 600),
+                                                         expect=Expect("echo"), max_missed=10**6)))
     greenlet = gevent.spawn(assoc.run)
     try:
         assert wait_until(lambda: server.stats.failures["reply-too-large"] >= 3, 5), dict(server.stats.failures)
     finally:
         greenlet.kill()
-    assert server.stats.pings == 0 and tally.pings.completed == 0
+    assert server.stats.pings == 0 and totals.pings.completed == 0
     assert set(server.stats.failures) == {"reply-too-large"}, dict(server.stats.failures)
     legit_client_works(server.address)
     assert server.stats.pings >= 3

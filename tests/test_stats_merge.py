@@ -16,12 +16,12 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from loadgen.errors import HandshakeTimeout, PingTimeout
-from loadgen.recorder import HANDSHAKE, PING, Ended, Finished, Message, Started
 from loadgen.scenario import Thresholds
 from loadgen.stats.cells import HDR_RANGE, PERCENTILES, Cell, latency_us
+from loadgen.stats.facts import HANDSHAKE, PING, Ended, Finished, Message, Started
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import SecondDelta, StatsSink
-from loadgen.thresholds import evaluate
+from loadgen.stats.thresholds import evaluate
 
 WORKERS = 4
 SECONDS = 5
@@ -175,7 +175,7 @@ def test_span_merges_a_window_of_seconds_exactly(merged) -> None:
     assert cells[PING].percentile(95) == hdr_of(samples).get_value_at_percentile(95) / 1e6
 
 
-def test_thresholds_judge_run_stats_like_a_tally(merged) -> None:
+def test_thresholds_judge_merged_run_stats(merged) -> None:
     master, _, _ = merged
     verdicts = evaluate(Thresholds(ping_p99=10.0, error_ratio=0.0), master, elapsed=SECONDS)
     assert [v.name for v in verdicts] == ["ping_p99", "error_ratio"]
@@ -207,3 +207,25 @@ def test_sink_roll_measures_time_and_cpu_and_starts_afresh() -> None:
     assert first.duration >= 0 and first.cpu >= 0 and first.users == 3
     sink.reset()
     assert sink.roll().index == 0
+
+
+def test_sink_reads_what_it_counted_since_the_last_roll() -> None:
+    """Tests and benchmarks read a sink's totals per kind over all targets (snapshots), as RunStats has them."""
+    sink = StatsSink()
+    assert sink.handshakes.attempted == 0 and set(sink.kinds) == {HANDSHAKE, PING}
+    for target, elapsed in (("a", 0.001), ("b", 0.003)):
+        sink.record(Started(HANDSHAKE, target))
+        sink.record(Finished(HANDSHAKE, target, elapsed, sent_bytes=5, retransmits=1))
+    sink.record(Started(PING, "a"))
+    sink.record(Finished(PING, "a", 0.5, PingTimeout("t")))
+    hs = sink.handshakes
+    assert (hs.attempted, hs.completed, hs.failed, hs.in_flight, hs.sent_bytes, hs.retransmits) == (2, 2, 0, 0, 10, 2)
+    assert hs.percentile(100) == hdr_of([0.001, 0.003]).get_value_at_percentile(100) / 1e6
+    assert dict(sink.pings.failures) == {"ping-timeout": 1} and sink.kinds[PING].failed == 1
+    hs.completed += 100  # a snapshot: the sink's own cells are untouched
+    assert sink.handshakes.completed == 2
+    delta = sink.roll()
+    run = RunStats()
+    run.apply(delta)
+    assert run.handshakes.to_wire() == hs.to_wire() | {"completed": 2}
+    assert sink.handshakes.attempted == 0 and sink.pings.failed == 0  # counting starts afresh

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from loadgen.recorder import LogSink, Message
+from loadgen.stats.facts import LogSink, Message
 from loadgen.throttle import ThrottledLog
 
 

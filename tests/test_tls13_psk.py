@@ -28,8 +28,8 @@ from loadgen.credentials import Secret
 from loadgen.errors import ConfigError
 from loadgen.protocol import tls
 from loadgen.protocol.tls import SessionCache, TlsOptions
-from loadgen.recorder import Tally
 from loadgen.scenario import ScenarioError, parse_scenario
+from loadgen.stats.sink import StatsSink
 from loadgen.transport.tls_association import TlsAssociation
 
 KEY_HEX = "00112233445566778899aabbccddeeff"
@@ -71,16 +71,16 @@ def our_server(tmp_path: Path) -> Iterator[Callable[..., LoadgenTlsServer]]:
 
 
 def handshakes(address: tuple[str, int], count: int, *, resumption: bool, key: Secret = KEY,
-               psk_modes: tuple[str, ...] = tls.PSK_MODES) -> tuple[Tally, list[str | None]]:
+               psk_modes: tuple[str, ...] = tls.PSK_MODES) -> tuple[StatsSink, list[str | None]]:
     """``count`` handshakes of one device (TLS 1.3 external PSK), one after the other."""
     ctx = tls.client_context(TlsOptions(min_version="1.3", resumption=resumption, psk_modes=psk_modes),
                              psk_mode=True)
-    tally, cache, errors = Tally(), SessionCache(), []
+    totals, cache, errors = StatsSink(), SessionCache(), []
     for _ in range(count):
-        assoc = TlsAssociation("dev1", "peer", address, ctx, tally, identity=b"dev1", key=key, sessions=cache)
+        assoc = TlsAssociation("dev1", "peer", address, ctx, totals, identity=b"dev1", key=key, sessions=cache)
         error = assoc.handshake_once()
         errors.append(error.code if error is not None else None)
-    return tally, errors
+    return totals, errors
 
 
 # -- resumed means a ticket was resumed -----------------------------------------------------
@@ -90,11 +90,11 @@ def handshakes(address: tuple[str, int], count: int, *, resumption: bool, key: S
 @pytest.mark.parametrize("resumption", [False, True], ids=["no-resumption", "resumption"])
 def test_client_counts_resumed_only_for_tickets(s_server, allow: bool, resumption: bool) -> None:
     server = s_server(*(["-allow_no_dhe_kex"] if allow else []))
-    tally, errors = handshakes(server.address, 3, resumption=resumption)
+    totals, errors = handshakes(server.address, 3, resumption=resumption)
     assert errors == [None, None, None]
-    assert tally.handshakes.completed == 3
+    assert totals.handshakes.completed == 3
     # Without resumption every handshake is a full PSK handshake; with it, the 2nd and 3rd resume.
-    assert tally.handshakes.resumed == (2 if resumption else 0)
+    assert totals.handshakes.resumed == (2 if resumption else 0)
 
 
 @pytest.mark.parametrize("allow", [False, True], ids=["dhe-only", "allow_no_dhe_kex"])
@@ -130,11 +130,11 @@ def test_psk_resumption_against_our_server_in_process() -> None:
 
     server = TlsServer(tls.server_context(TlsOptions(), keys=KeyStore(shared=KEY)), port=0).start()
     try:
-        tally, errors = handshakes(server.address, 3, resumption=True)
+        totals, errors = handshakes(server.address, 3, resumption=True)
         gevent.sleep(0.1)
     finally:
         server.stop()
-    assert errors == [None, None, None] and tally.handshakes.resumed == 2
+    assert errors == [None, None, None] and totals.handshakes.resumed == 2
     assert server.stats.handshakes == 3 and server.stats.resumed == 2, server.stats
 
 
@@ -143,8 +143,8 @@ def test_psk_resumption_against_our_server_in_process() -> None:
 
 def test_client_offers_psk_ke_by_default(s_server) -> None:
     server = s_server("-allow_no_dhe_kex", *NO_COMMON_GROUP)
-    tally, errors = handshakes(server.address, 1, resumption=False)
-    assert errors == [None] and tally.handshakes.completed == 1
+    totals, errors = handshakes(server.address, 1, resumption=False)
+    assert errors == [None] and totals.handshakes.completed == 1
 
 
 def test_client_with_dhe_only_reports_mode_mismatch(s_server) -> None:

@@ -11,12 +11,13 @@ import pytest
 from tls_servers import LoadgenTlsServer, Pki, free_tcp_port, make_pki, start_loadgen_tls_server
 
 from loadgen.credentials import Secret
-from loadgen.payloads import ReplyRule, binary_payload
 from loadgen.protocol import tls
 from loadgen.protocol.tls import SessionCache, TlsOptions
-from loadgen.recorder import Ended, Message, Tally
-from loadgen.transport.association import PingPlan
-from loadgen.transport.tls_association import TlsAssociation, TlsSettings
+from loadgen.scenario.model import Expect, Payload, PingConfig, TlsConfig
+from loadgen.stats.facts import Ended, Message
+from loadgen.stats.sink import StatsSink
+from loadgen.traffic.tracker import traffic_plan
+from loadgen.transport.tls_association import TlsAssociation
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,8 +25,8 @@ KEY_HEX = "000102030405060708090a0b0c0d0e0f"
 KEY = Secret(bytes.fromhex(KEY_HEX))
 
 
-class Recorder(Tally):
-    """A Tally that also keeps the messages and counts Ended facts."""
+class Recorder(StatsSink):
+    """A StatsSink that also keeps the messages and counts Ended facts."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -75,7 +76,8 @@ def test_handshake_and_pings_are_counted(start_server, pki: Pki) -> None:
     rec = Recorder()
     assoc = TlsAssociation("dev-1", "tls-local", server.address, verifying(pki), rec, server_name="server.test",
                            source_address="127.0.0.7",
-                           ping=PingPlan(interval=0.2, reply=ReplyRule("prefix", b"to ?: I am dev-1")))
+                           ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0,
+                                                        expect=Expect("prefix", prefix=b"to ?: I am dev-1"))))
     run_for(assoc, 1.1)
     assert rec.handshakes.completed == 1 and rec.handshakes.failed == 0 and rec.handshakes.resumed == 0
     assert rec.pings.completed >= 4 and rec.pings.failed == 0, rec.pings.failures
@@ -96,7 +98,7 @@ def test_psk_association(start_server, version: str) -> None:
     rec = Recorder()
     ctx = tls.client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
     assoc = TlsAssociation("dev-2", "tls-psk", server.address, ctx, rec, identity=b"dev-2", key=KEY,
-                           ping=PingPlan(interval=0.2, reply=ReplyRule("echo")))
+                           ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, expect=Expect("echo"))))
     run_for(assoc, 0.7)
     assert rec.handshakes.completed == 1 and rec.pings.completed >= 2 and rec.pings.failed == 0
     assert "dev-2: providing pre-shared key ..." in rec.messages
@@ -112,7 +114,7 @@ def test_reconnect_resumes_the_session(start_server, pki: Pki, version: str) -> 
 
     def make() -> TlsAssociation:
         return TlsAssociation("dev-3", "t", server.address, ctx, rec, server_name="localhost", sessions=sessions,
-                              ping=PingPlan(interval=0.1, reply=ReplyRule("echo")))
+                              ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, expect=Expect("echo"))))
 
     assert make().handshake_once() is None
     second = make()
@@ -139,7 +141,7 @@ def test_no_resumption_when_off(start_server, pki: Pki) -> None:
 def test_connection_refused_at_once() -> None:
     rec = Recorder()
     assoc = TlsAssociation("dev-5", "nowhere", ("127.0.0.1", free_tcp_port()), tls.client_context(), rec,
-                           settings=TlsSettings(handshake_timeout=10))
+                           settings=TlsConfig(handshake_timeout=10))
     started = time.monotonic()
     error = assoc.run()
     assert error is not None and error.code == "connection-refused"
@@ -162,7 +164,7 @@ def test_server_shutdown_ends_the_association(start_server, pki: Pki) -> None:
     server = start_server("--cert", str(pki.server_pem))
     rec = Recorder()
     assoc = TlsAssociation("dev-7", "t", server.address, verifying(pki), rec, server_name="localhost",
-                           ping=PingPlan(interval=0.1, reply=ReplyRule("echo")))
+                           ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, expect=Expect("echo"))))
     greenlet = gevent.spawn(assoc.run)
     try:
         gevent.sleep(0.5)
@@ -179,7 +181,8 @@ def test_payload_with_newline_is_refused(start_server, pki: Pki) -> None:
     server = start_server("--cert", str(pki.server_pem))
     rec = Recorder()
     assoc = TlsAssociation("dev-8", "t", server.address, verifying(pki), rec, server_name="localhost",
-                           ping=PingPlan(interval=0.1, payload=binary_payload(b"a\nb")))
+                           ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0,
+                                                        payload=Payload(text=None, data=b"a\nb"))))
     error = assoc.run()
     assert error is not None and error.code == "local-error"
     assert rec.pings.failed == 1 and rec.pings.in_flight == 0
@@ -194,7 +197,7 @@ def test_handshake_timeout(start_server) -> None:
     rec = Recorder()
     try:
         error = TlsAssociation("dev-9", "t", listener.getsockname(), tls.client_context(), rec,
-                               settings=TlsSettings(handshake_timeout=0.3)).run()
+                               settings=TlsConfig(handshake_timeout=0.3)).run()
     finally:
         listener.close()
     assert error is not None and error.code == "handshake-timeout"
@@ -205,7 +208,7 @@ def test_start_wait_and_close_from_outside(start_server, pki: Pki) -> None:
     server = start_server("--cert", str(pki.server_pem))
     rec = Recorder()
     assoc = TlsAssociation("dev-10", "t", server.address, verifying(pki), rec, server_name="localhost",
-                           ping=PingPlan(interval=0.1, reply=ReplyRule("echo")))
+                           ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, expect=Expect("echo"))))
     assoc.start()
     waiter = gevent.spawn(assoc.wait)
     gevent.sleep(0.4)
@@ -223,7 +226,9 @@ def test_many_concurrent_associations(start_server, pki: Pki) -> None:
     ctx = verifying(pki)
     count = 200
     assocs = [TlsAssociation(f"d{i}", "t", server.address, ctx, rec, server_name="localhost",
-                             message_level=30, ping=PingPlan(interval=1.0, timeout=5.0, reply=ReplyRule("echo")))
+                             message_level=30,
+                             ping=traffic_plan(PingConfig(interval=1.0, jitter=0.0, timeout=5.0,
+                                                          expect=Expect("echo"))))
               for i in range(count)]
     greenlets = [gevent.spawn(a.run) for a in assocs]
     try:

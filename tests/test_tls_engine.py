@@ -13,7 +13,7 @@ from loadgen import psk as bindings
 from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import ConfigError, LocalProtocolError
 from loadgen.protocol import tls
-from loadgen.protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted, PeerClosed
+from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
 from loadgen.protocol.tls import CertCheckFailed, CertificateInfo, SessionCache, TlsEngine, TlsOptions
 
 pytestmark = pytest.mark.timeout(60)
@@ -333,14 +333,14 @@ def test_close_notify_and_eof(pki: Pki) -> None:
     run(client, server)
     server.close()
     client.receive_data(server.data_to_send())
-    assert drain(client) == [PeerClosed()] and client.closed and client.peer_closed
+    assert drain(client) == [ConnectionClosed()] and client.closed and client.peer_closed
     assert client.data_to_send()  # our close_notify in answer
 
     client = TlsEngine.client(verifying_client(pki), server_name="localhost")
     server = TlsEngine.server(cert_server(pki))
     run(client, server)
     client.receive_eof()  # TCP FIN without close_notify
-    assert drain(client) == [PeerClosed()]
+    assert drain(client) == [ConnectionClosed()]
 
     client = TlsEngine.client(verifying_client(pki), server_name="localhost")
     client.start()

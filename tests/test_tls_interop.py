@@ -6,6 +6,7 @@ stopped on teardown.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,11 +25,11 @@ from tls_servers import (
 )
 
 from loadgen.credentials import Secret
-from loadgen.payloads import ReplyRule
 from loadgen.protocol import tls
 from loadgen.protocol.tls import TlsOptions
-from loadgen.recorder import Tally
-from loadgen.transport.association import PingPlan
+from loadgen.scenario.model import Expect, PingConfig
+from loadgen.stats.sink import StatsSink
+from loadgen.traffic.tracker import traffic_plan
 from loadgen.transport.ssl_socket import SslSocket
 from loadgen.transport.tls_association import TlsAssociation
 
@@ -122,19 +123,20 @@ def test_unknown_psk_identity_at_s_server(s_server) -> None:
 
 def test_association_pings_s_server(s_server, pki: Pki) -> None:
     server = s_server("-cert", str(pki.server_pem), "-key", str(pki.server_pem), "-rev")
-    tally = Tally()
+    totals = StatsSink()
     ctx = tls.client_context(TlsOptions(verify="peer", ca_file=pki.ca_file))
-    assoc = TlsAssociation("dev1", "s_server", server.address, ctx, tally, server_name="server.test",
-                           ping=PingPlan(interval=0.2, timeout=2.0, reply=ReplyRule("regex", rb"^\d+ gnip")))
+    assoc = TlsAssociation("dev1", "s_server", server.address, ctx, totals, server_name="server.test",
+                           ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, timeout=2.0,
+                                                        expect=Expect("regex", regex=re.compile(rb"^\d+ gnip")))))
     greenlet = gevent.spawn(assoc.run)
     try:
         deadline = time.monotonic() + 10
-        while tally.pings.completed < 3 and not greenlet.ready() and time.monotonic() < deadline:
+        while totals.pings.completed < 3 and not greenlet.ready() and time.monotonic() < deadline:
             gevent.sleep(0.05)
     finally:
         greenlet.kill(block=True, timeout=5)
-    assert tally.handshakes.completed == 1 and tally.pings.completed >= 3, (greenlet.value, vars(tally.pings))
-    assert tally.pings.failed == 0
+    assert totals.handshakes.completed == 1 and totals.pings.completed >= 3, (greenlet.value, vars(totals.pings))
+    assert totals.pings.failed == 0
 
 
 # -- openssl s_client against our server ------------------------------------------------------

@@ -6,17 +6,20 @@ import gevent
 import pytest
 
 from loadgen.credentials import KeyStore, Secret
-from loadgen.payloads import ReplyRule, binary_payload
 from loadgen.protocol import dtls
-from loadgen.recorder import Message, Tally
-from loadgen.transport.association import DtlsAssociation, PingPlan
+from loadgen.scenario.model import Expect, Payload, PingConfig
+from loadgen.stats.facts import Message
+from loadgen.stats.sink import StatsSink
+from loadgen.traffic.payloads import binary_payload
+from loadgen.traffic.tracker import traffic_plan
+from loadgen.transport.association import DtlsAssociation
 from loadgen.transport.dtls_server import DtlsServer
 
 KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 
 
-class Recorder(Tally):
-    """A Tally that also keeps the messages (Qt's info/warning/error)."""
+class Recorder(StatsSink):
+    """A StatsSink that also keeps the messages (Qt's info/warning/error)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -45,7 +48,9 @@ def test_source_address_and_qt_style_reply(server: DtlsServer) -> None:
     rec = Recorder()
     assoc = DtlsAssociation(
         "dev-1", "local", server.address, dtls.client_context(), rec, identity=b"dev-1", key=KEY,
-        source_address="127.0.0.5", ping=PingPlan(interval=0.2, reply=ReplyRule("prefix", b"to dev-1: I am dev-1")),
+        source_address="127.0.0.5",
+        ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0,
+                                     expect=Expect("prefix", prefix=b"to dev-1: I am dev-1"))),
     )
     run_for(assoc, 1.0)
     assert rec.handshakes.completed == 1
@@ -63,7 +68,8 @@ def test_server_keeps_peer_by_source_address(server: DtlsServer) -> None:
     rec = Recorder()
     assocs = [
         DtlsAssociation(f"d{i}", "local", server.address, dtls.client_context(), rec, identity=b"d%d" % i,
-                        key=KEY, source_address=f"127.0.0.{10 + i}", ping=PingPlan(interval=5))
+                        key=KEY, source_address=f"127.0.0.{10 + i}",
+                        ping=traffic_plan(PingConfig(interval=5, jitter=0.0)))
         for i in range(3)
     ]
     greenlets = [gevent.spawn(a.run) for a in assocs]
@@ -79,7 +85,7 @@ def test_server_shutdown_alert_stops_pinging() -> None:
     srv = DtlsServer(KeyStore(shared=KEY)).start()
     rec = Recorder()
     assoc = DtlsAssociation("dev", "local", srv.address, dtls.client_context(), rec, identity=b"dev", key=KEY,
-                            ping=PingPlan(interval=0.1, reply=ReplyRule("echo")))
+                            ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, expect=Expect("echo"))))
     g = gevent.spawn(assoc.run)
     gevent.sleep(0.5)
     srv.stop()
@@ -94,7 +100,10 @@ def test_binary_ping_sequence_field() -> None:
     rec = Recorder()
     coap_ping = binary_payload(bytes.fromhex("40000000"), seq_offset=2, seq_width=2)
     assoc = DtlsAssociation("dev", "local", srv.address, dtls.client_context(), rec, identity=b"dev", key=KEY,
-                            ping=PingPlan(interval=0.1, payload=coap_ping, reply=ReplyRule("echo")))
+                            ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0,
+                                                         payload=Payload(text=None, data=bytes.fromhex("40000000"),
+                                                                         seq_offset=2, seq_width=2),
+                                                         expect=Expect("echo"))))
     run_for(assoc, 0.6)
     srv.stop()
     assert coap_ping("dev", 258) == bytes.fromhex("40000102")

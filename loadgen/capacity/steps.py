@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from ..errors import PingTimeout
-from ..recorder import HANDSHAKE, PING
 from ..scenario import Scenario, Stage
 from ..stats.cells import Cell
+from ..stats.facts import HANDSHAKE, PING
 from ..stats.run import RunStats
 
 Workload = Literal["steady", "churn"]

@@ -19,10 +19,10 @@ from typing import ClassVar
 import gevent
 from locust import task
 
-from ..users import Device, Session
+from ..users import DeviceBase, Session
 
 
-class ChurnUser(Device):
+class ChurnUser(DeviceBase):
     """One churning device; subclassed per run with ``session`` and ``period`` (see :func:`churn_user_class`)."""
 
     abstract = True
@@ -32,7 +32,7 @@ class ChurnUser(Device):
     def churn(self) -> None:
         period = self.period
         # Spread the first handshakes of a step's new clients over one period, not one instant.
-        gevent.sleep(random.Random(self.device).uniform(0.0, period))
+        gevent.sleep(random.Random(self.index).uniform(0.0, period))
         next_start = time.monotonic()
         while True:
             for make in self.factories:

@@ -23,8 +23,8 @@ from gevent.pywsgi import WSGIServer
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 
-from ..recorder import HANDSHAKE
 from ..stats.cells import Cell
+from ..stats.facts import HANDSHAKE
 from ..stats.run import RunStats
 from ..stats.sink import Key
 

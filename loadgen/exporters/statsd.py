@@ -19,7 +19,7 @@ from collections.abc import Callable
 import gevent
 from statsd import StatsClient
 
-from ..recorder import HANDSHAKE
+from ..stats.facts import HANDSHAKE
 from ..stats.run import RunStats
 
 log = logging.getLogger("loadgen")

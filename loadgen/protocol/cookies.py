@@ -11,24 +11,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import time
-from collections.abc import Callable
 
 COOKIE_LEN = 16
 
 
 class CookieJar:
-    """Makes and checks cookies bound to a peer address."""
+    """Makes and checks cookies bound to a peer address.
 
-    def __init__(self, rotate_every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    It reads no clock: ``now`` (seconds, the caller's clock) comes with each use, and the
+    first secret's period starts at the first use.
+    """
+
+    def __init__(self, rotate_every: float = 60.0) -> None:
         self._rotate_every = rotate_every
-        self._clock = clock
         self._current = os.urandom(32)
         self._previous = self._current
-        self._rotated_at = clock()
+        self._rotated_at: float | None = None
 
-    def _maybe_rotate(self) -> None:
-        now = self._clock()
+    def _maybe_rotate(self, now: float) -> None:
+        if self._rotated_at is None:
+            self._rotated_at = now
         elapsed = now - self._rotated_at
         if elapsed >= self._rotate_every:
             fresh = os.urandom(32)
@@ -42,14 +44,14 @@ class CookieJar:
     def _mac(secret: bytes, peer: bytes) -> bytes:
         return hmac.new(secret, peer, hashlib.sha256).digest()[:COOKIE_LEN]
 
-    def make(self, peer: bytes) -> bytes:
-        """Cookie for ``peer`` (an address rendered as bytes, e.g. ``b"127.0.0.1:4433"``)."""
-        self._maybe_rotate()
+    def make(self, peer: bytes, now: float) -> bytes:
+        """Cookie for ``peer`` (an address rendered as bytes, e.g. ``b"127.0.0.1:4433"``) at ``now``."""
+        self._maybe_rotate(now)
         return self._mac(self._current, peer)
 
-    def check(self, peer: bytes, cookie: bytes) -> bool:
-        """True when ``cookie`` was made for ``peer`` with the current or previous secret."""
-        self._maybe_rotate()
+    def check(self, peer: bytes, cookie: bytes, now: float) -> bool:
+        """True when ``cookie`` was made for ``peer`` with the current or previous secret (at ``now``)."""
+        self._maybe_rotate(now)
         return any(
             hmac.compare_digest(cookie, self._mac(secret, peer))
             for secret in (self._current, self._previous)

@@ -1,14 +1,14 @@
-"""DTLS 1.2 engines over pyOpenSSL memory BIOs (no sockets, no gevent).
+"""DTLS 1.2 engines over pyOpenSSL memory BIOs (no sockets, no gevent, no clock).
 
-Shape borrowed from aioquic: ``receive_datagram()`` / ``datagrams_to_send()`` /
-``get_timer()`` / ``handle_timer()`` plus ``next_event()``. The transport moves bytes
-and re-arms the timer; everything else happens here, which is what lets tests wire a
-client and a server back to back in memory and drop chosen datagrams.
+Shape borrowed from aioquic (see :mod:`.engine`): ``receive_datagram(data, now)`` /
+``datagrams_to_send()`` / ``get_timer()`` (absolute) / ``handle_timer(now)`` plus
+``next_event()``. The transport moves bytes, owns the clock and re-arms the timer;
+everything else happens here, which is what lets tests wire a client and a server back
+to back in memory and drop chosen datagrams.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -24,7 +24,8 @@ from ..errors import (
 )
 from . import psk_server, record_layer, records
 from .cookies import CookieJar
-from .events import ConnectionFailed, DataReceived, EngineBase, HandshakeCompleted, PeerClosed
+from .engine import DatagramClient, DatagramEngine, EngineBase
+from .events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
 from .psk_client import (
     DEFAULT_MTU,
     DEFAULT_RETRANSMIT_CAP,
@@ -35,7 +36,7 @@ from .psk_client import (
     native_suites,
     timeout_error,
 )
-from .psk_handshake import CROSSING_WINDOW, HELLO_VERIFY_REQUEST, HS_HEADER_LEN, MAX_MESSAGE_LEN
+from .psk_handshake import HELLO_VERIFY_REQUEST, HS_HEADER_LEN, MAX_MESSAGE_LEN
 from .record_layer import RecordLayer
 
 #: PSK suites with AEAD ciphers (CCM8 is the common IoT/CoAP choice).
@@ -88,9 +89,11 @@ def client_engine(context: ClientContext, choose: PskChooser, *, mtu: int = DEFA
 
 @dataclass
 class ServerPeer:
-    """What the server knows about one peer: its address and, later, its PSK identity."""
+    """What the server knows about one peer: its address and, later, its PSK identity; ``now``
+    is the time of the ClientHello being answered (the transport's), for the cookie jar."""
 
     address: bytes
+    now: float = 0.0
     identity: bytes | None = None
 
 
@@ -127,8 +130,9 @@ def server_context(
     psk.set_server_psk(ctx, lookup, hint)
     # The cookie callbacks cannot see the peer address with memory BIOs: the server
     # puts it in the connection's app data before it feeds the datagram.
-    ctx.set_cookie_generate_callback(lambda conn: jar.make(conn.get_app_data().address))
-    ctx.set_cookie_verify_callback(lambda conn, c: jar.check(conn.get_app_data().address, c))
+    ctx.set_cookie_generate_callback(lambda conn: jar.make(conn.get_app_data().address, conn.get_app_data().now))
+    ctx.set_cookie_verify_callback(lambda conn, c: jar.check(conn.get_app_data().address, c,
+                                                             conn.get_app_data().now))
     suites = native_suites(ciphers) if native else None
     return ServerContext(ctx, psk_server.ServerConfig(keys, hint, suites, jar) if suites else None)
 
@@ -190,6 +194,13 @@ def _reason(exc: SSL.Error) -> str:
 class DtlsEngine(EngineBase):
     """One DTLS association (client or server side) over memory BIOs."""
 
+    # Class-level defaults for what only some instances set: once the instances of a class
+    # have used more than ~30 attribute names, their dicts are no longer shared (CPython):
+    # ~1.3 KiB more per association.
+    _max_peer_message_seq: int | None = None  # server: see accept()
+    _retransmit_cap: float | None = None  # client: see __init__
+    _light = True  # False: keep OpenSSL for application data (tests)
+
     def __init__(self, connection: SSL.Connection, *, is_client: bool, mtu: int = DEFAULT_MTU,
                  light: bool = True, retransmit_cap: float | None = None) -> None:
         _check_mtu(mtu)
@@ -197,8 +208,6 @@ class DtlsEngine(EngineBase):
         self._conn: SSL.Connection = connection
         self.is_client = is_client
         connection.set_ciphertext_mtu(mtu)
-        self.handshake_done = False
-        self.retransmits = 0
         # Bookkeeping that turns silent DTLS failures into a clear error code.
         self._finished_sent = 0  # client: flights carrying our ChangeCipherSpec
         self._retransmits_before_finished = 0  # client: retransmissions before our first Finished
@@ -206,14 +215,13 @@ class DtlsEngine(EngineBase):
         self._bad_finished = 0  # server: client Finished that did not decrypt
         self._ccs_seen = False  # server: the client's ChangeCipherSpec arrived
         self._last_epoch0_seq = -1  # server: for our own plaintext alert
-        self._max_peer_message_seq: int | None = None  # server: see accept()
         # After the handshake, application data can run through our own record layer
         # and the (large) OpenSSL connection is dropped: see record_layer.py.
-        self._light = light
+        if not light:  # else the class default
+            self._light = False
         self._records: RecordLayer | None = None
         self._epoch1_sent = -1  # highest epoch-1 sequence number we sent (our Finished)
         self._epoch1_seen = -1  # highest epoch-1 sequence number the peer sent
-        self._final_flight = b""  # server: CCS+Finished, re-sent if the client repeats its flight
         self._established: tuple[str, str, bytes | None, int] | None = None  # cipher, version, identity, mtu
         # Our latest handshake flight, re-sent as is (1) when the peer repeats a flight we
         # already answered (its copy, or a duplicate: our answer was probably lost), and
@@ -221,8 +229,11 @@ class DtlsEngine(EngineBase):
         # seconds: OpenSSL's timer doubles 1, 2, 4 ... 32 s, too slow for lossy paths.
         self._flight = bytearray()
         self._flight_fresh = True
-        self._last_tx = 0.0
-        self._retransmit_cap = retransmit_cap
+        if retransmit_cap is not None:  # else the class default
+            self._retransmit_cap = retransmit_cap
+        # OpenSSL's retransmission timer runs on OpenSSL's own clock (no binding drives it):
+        # its deadline on the transport's clock, as of the latest input (see _note_timer).
+        self._openssl_due: float | None = None
         self._peer_epoch0_top = -1
         self._cookie = b""  # client: the latest HelloVerifyRequest's cookie
         self._hello_verify_requests = 0  # client: those with a new cookie
@@ -238,19 +249,21 @@ class DtlsEngine(EngineBase):
         conn.set_connect_state()
         return cls(conn, is_client=True, mtu=mtu, light=light, retransmit_cap=retransmit_cap)
 
-    def start(self) -> None:
-        """Begin the handshake (client): queues the ClientHello."""
+    def start(self, now: float) -> None:
+        """Begin the handshake (client) at ``now`` (the transport's clock): queues the ClientHello."""
         self._flight_fresh = True
-        self._advance_handshake(None)
+        self._advance_handshake(None, now)
+        self._note_timer(now)
 
     # -- inputs -------------------------------------------------------------
 
-    def receive_datagram(self, datagram: bytes) -> None:
-        """Feed one datagram from the peer; read events with :meth:`next_event`."""
+    def receive_datagram(self, datagram: bytes, now: float) -> None:
+        """Feed one datagram from the peer, received at ``now`` (the transport's clock);
+        read events with :meth:`next_event`."""
         if self.closed:
             return
         if self._records is not None:
-            self._receive_light(datagram)
+            self._receive_established(self._records, datagram, now)
             return
         if self.is_client and not self.handshake_done and self._hello_verify_loop(datagram):
             return
@@ -268,45 +281,51 @@ class DtlsEngine(EngineBase):
         pending_before = len(self._outgoing)
         ccs_before = self._ccs_sent
         if not self.handshake_done:
-            self._advance_handshake(datagram)
+            self._advance_handshake(datagram, now)
         if self.handshake_done and not self.closed:
             self._read_application_data(single_record=records.is_one_record(datagram))
-        self._pull_outgoing()
+        self._pull_outgoing(now)
         if was_done and self._ccs_sent > ccs_before:
             # OpenSSL re-sent our final flight because the peer retransmitted its own
             # (our CCS+Finished was lost): a retransmission, without a timer.
             self.retransmits += 1
         if repeated and not self.handshake_done and not self.closed and len(self._outgoing) == pending_before:
-            self._resend_flight()  # the peer repeated itself and OpenSSL stayed silent
+            self._resend_flight(now)  # the peer repeated itself and OpenSSL stayed silent
         if self.handshake_done and not was_done and not self.closed:
-            self._go_light()
+            self._go_light(now)
+        if not was_done:
+            self._note_timer(now)
 
     def get_timer(self) -> float | None:
-        """Seconds until :meth:`handle_timer` is due (handshake retransmission), or None."""
+        """When :meth:`handle_timer` is due (handshake retransmission), on the transport's clock, or None."""
         if self.closed or self._records is not None:
             return None
-        timer: float | None = self._conn.DTLSv1_get_timeout()
+        due = self._openssl_due
         if self._retransmit_cap is not None and self._flight and not self.handshake_done:
-            copy_due = self._last_tx + self._retransmit_cap - time.monotonic()
-            timer = copy_due if timer is None else min(timer, copy_due)
-        return timer
+            copy_due = self._sent_at + self._retransmit_cap
+            due = copy_due if due is None else min(due, copy_due)
+        return due
 
-    def handle_timer(self) -> None:
-        """Retransmit the last flight if OpenSSL's timer has expired."""
+    def handle_timer(self, now: float) -> None:
+        """Retransmit the last flight if its timer has expired by ``now``: OpenSSL's (which
+        also asks OpenSSL's own clock), or our cap on how long a flight goes unanswered."""
         if self.closed or self._records is not None:
             return
         self._flight_fresh = True
-        try:
-            if self._conn.DTLSv1_handle_timeout():
-                self.retransmits += 1
-                self._pull_outgoing()  # OpenSSL's renumbered retransmission becomes the flight
+        if self._openssl_due is not None and now >= self._openssl_due:
+            try:
+                if self._conn.DTLSv1_handle_timeout():
+                    self.retransmits += 1
+                    self._pull_outgoing(now)  # OpenSSL's renumbered retransmission becomes the flight
+                    self._note_timer(now)
+                    return
+            except SSL.Error as exc:
+                self._fail(error_from_openssl(_reason(exc), remote=False))
                 return
-        except SSL.Error as exc:
-            self._fail(error_from_openssl(_reason(exc), remote=False))
-            return
         if (self._retransmit_cap is not None and self._flight and not self.handshake_done
-                and time.monotonic() >= self._last_tx + self._retransmit_cap):
-            self._resend_flight()
+                and now >= self._sent_at + self._retransmit_cap):
+            self._resend_flight(now)
+        self._note_timer(now)
 
     def send(self, data: bytes) -> None:
         """Encrypt application data into one record (must fit the MTU)."""
@@ -379,13 +398,13 @@ class DtlsEngine(EngineBase):
 
     # -- internals ----------------------------------------------------------
 
-    def _advance_handshake(self, datagram: bytes | None) -> None:
+    def _advance_handshake(self, datagram: bytes | None, now: float) -> None:
         try:
             self._conn.do_handshake()
         except SSL.WantReadError:
             if datagram is not None and not self.is_client:
                 self._check_client_finished(datagram)
-            self._pull_outgoing()
+            self._pull_outgoing(now)
             return
         except SSL.Error as exc:
             reason = _reason(exc)
@@ -454,12 +473,18 @@ class DtlsEngine(EngineBase):
                 self._peer_epoch0_top = max(self._peer_epoch0_top, rec.sequence)
         return repeated
 
-    def _resend_flight(self) -> None:
+    def _resend_flight(self, now: float) -> None:
         self._outgoing += self._flight
         self.retransmits += 1
-        self._last_tx = time.monotonic()
+        self._sent_at = now
 
-    def _go_light(self) -> None:
+    def _note_timer(self, now: float) -> None:
+        """OpenSSL's retransmission timer as a deadline on the transport's clock: OpenSSL says how
+        long it has left by its own clock, counted from the time of the input just handled."""
+        remaining = None if self.closed or self._records is not None else self._conn.DTLSv1_get_timeout()
+        self._openssl_due = None if remaining is None else now + remaining
+
+    def _go_light(self, now: float) -> None:
         """Hand application data to our record layer and free OpenSSL's connection."""
         conn = self._conn
         self._established = (conn.get_cipher_name() or "", conn.get_protocol_version_name(),
@@ -478,22 +503,9 @@ class DtlsEngine(EngineBase):
             write_seq=self._epoch1_sent + 1, read_seq=self._epoch1_seen,
         )
         if not self.is_client:
-            self._final_flight = bytes(self._outgoing)
-            self._last_tx = time.monotonic()  # when the final flight went out
+            self._final_flight = bytes(self._outgoing)  # CCS+Finished, re-sent if the client repeats its flight
+            self._sent_at = now  # when the final flight went out
         del self._conn  # the SSL object and its buffers go with the last reference
-
-    def _receive_light(self, datagram: bytes) -> None:
-        assert self._records is not None
-        if self._final_flight and records.starts_plaintext_handshake(datagram):
-            # The client repeated its last flight: our CCS+Finished was lost (at most once per
-            # CROSSING_WINDOW, as the native server: more often is a flood or a crossing).
-            now = time.monotonic()
-            if now - self._last_tx >= CROSSING_WINDOW:
-                self._outgoing += self._final_flight
-                self.retransmits += 1
-                self._last_tx = now
-            return
-        self._deliver(self._records, datagram)
 
     def _read_application_data(self, single_record: bool = False) -> None:
         while True:
@@ -503,7 +515,7 @@ class DtlsEngine(EngineBase):
                 return
             except SSL.ZeroReturnError:
                 self.closed = True
-                self._events.append(PeerClosed())
+                self._events.append(ConnectionClosed())
                 return
             except SSL.Error as exc:
                 reason = _reason(exc)
@@ -514,7 +526,9 @@ class DtlsEngine(EngineBase):
                 if single_record:
                     return  # the datagram held one record and we have it: skip the read that would fail
 
-    def _pull_outgoing(self) -> None:
+    def _pull_outgoing(self, now: float | None = None) -> None:
+        """Move what OpenSSL wrote to ``_outgoing``; before the handshake is done it is also our
+        latest flight, sent at ``now`` (None: the association is closing, its flight is over)."""
         if self._records is not None:
             return  # no OpenSSL connection any more: records are sealed straight into _outgoing
         while True:
@@ -529,7 +543,8 @@ class DtlsEngine(EngineBase):
                     self._flight = bytearray()
                     self._flight_fresh = False
                 self._flight += chunk
-                self._last_tx = time.monotonic()
+                if now is not None:
+                    self._sent_at = now
             if len(chunk) < _BIO_READ_SIZE:
                 break  # a memory BIO hands over everything pending at once
 
@@ -557,15 +572,17 @@ class DtlsEngine(EngineBase):
 
 _BIO_READ_SIZE = 65536
 
-#: Either kind of engine: OpenSSL's, or loadgen's own PSK handshake (same interface).
-ClientEngine: TypeAlias = "DtlsEngine | PskClientEngine"
-ServerEngine: TypeAlias = "DtlsEngine | psk_server.PskServerEngine"
+#: Either kind of engine: OpenSSL's, or loadgen's own PSK handshake (one interface, :mod:`.engine`).
+ClientEngine: TypeAlias = DatagramClient
+ServerEngine: TypeAlias = DatagramEngine
 
 
 def accept(
-    context: ServerContext | SSL.Context, datagram: bytes, peer: bytes, *, mtu: int = DEFAULT_MTU, light: bool = True
+    context: ServerContext | SSL.Context, datagram: bytes, peer: bytes, now: float, *, mtu: int = DEFAULT_MTU,
+    light: bool = True,
 ) -> tuple[ServerEngine | None, list[bytes]]:
-    """Handle a datagram from a peer the server keeps no state for.
+    """Handle a datagram from a peer the server keeps no state for, received at ``now``
+    (the transport's clock).
 
     Returns ``(engine, datagrams)``: a new server engine when the datagram is a
     ClientHello with a valid cookie, otherwise ``None`` and the HelloVerifyRequest to
@@ -576,12 +593,12 @@ def accept(
     _check_mtu(mtu)
     if isinstance(context, ServerContext):
         if context.native is not None and light:
-            return psk_server.accept(context.native, datagram, peer, mtu=mtu)
+            return psk_server.accept(context.native, datagram, peer, now, mtu=mtu)
         context = context.ssl
     if not records.is_client_hello(datagram):
         return None, []
     conn = SSL.Connection(context, None)
-    conn.set_app_data(ServerPeer(peer))
+    conn.set_app_data(ServerPeer(peer, now))
     conn.set_accept_state()
     try:
         conn.bio_write(datagram)
@@ -596,8 +613,9 @@ def accept(
     # Finished is encrypted). OpenSSL buffers messages numbered several ahead, each at the
     # length its fragment claims: fragments numbered further than one more are dropped.
     engine._max_peer_message_seq = int.from_bytes(datagram[records.HEADER_LEN + 4 : records.HEADER_LEN + 6], "big") + 2
-    engine._advance_handshake(None)
-    engine._pull_outgoing()
+    engine._advance_handshake(None, now)
+    engine._pull_outgoing(now)
+    engine._note_timer(now)
     return engine, engine.datagrams_to_send()
 
 

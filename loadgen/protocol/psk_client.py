@@ -121,8 +121,9 @@ class PskClientEngine(HandshakeEngine):
         self._finished_sent = 0
         self._retransmits_before_finished = 0
 
-    def start(self) -> None:
-        """Begin the handshake: queues the ClientHello."""
+    def start(self, now: float) -> None:
+        """Begin the handshake at ``now`` (the transport's clock): queues the ClientHello."""
+        self._now = now
         self._send_hello()
 
     @property

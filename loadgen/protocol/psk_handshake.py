@@ -29,22 +29,20 @@ record layer once established.
 from __future__ import annotations
 
 import struct
-import time
 from bisect import bisect_left, bisect_right
 from typing import Any
 
 from ..errors import LoadgenError, LocalProtocolError, ProtocolViolation, error_from_openssl
 from . import records
-from .events import ConnectionFailed, EngineBase, Event
+from .engine import CROSSING_WINDOW, INITIAL_TIMEOUT, EngineBase
+from .events import ConnectionFailed, Event
 from .record_layer import SUITES, Prf, RecordLayer, Suite, prf
 
 #: UDP payload budget: fits IPv6's 1280-byte minimum path MTU (1280 - 40 - 8 = 1232).
 DEFAULT_MTU = 1200
-#: RFC 6347 4.2.4.1: the timer starts at 1 s and doubles up to 60 s.
-INITIAL_TIMEOUT = 1.0
+#: RFC 6347 4.2.4.1: the timer starts at 1 s (:data:`~loadgen.protocol.engine.INITIAL_TIMEOUT`)
+#: and doubles up to 60 s.
 MAX_TIMEOUT = 60.0
-#: A repeat of the peer's flight that arrives this soon after we sent ours crossed it on the wire.
-CROSSING_WINDOW = INITIAL_TIMEOUT / 2
 
 #: IANA numbers of the PSK AEAD suites handled natively, by OpenSSL name.
 NATIVE_SUITES = {
@@ -346,13 +344,10 @@ class HandshakeEngine(EngineBase):
     def __init__(self, *, mtu: int, retransmit_cap: float | None) -> None:
         super().__init__(mtu)
         self._retransmit_cap = retransmit_cap
-        self.handshake_done = False
-        self.retransmits = 0
+        self._now = 0.0  # the transport's clock at the input being handled (engines never read one)
         self._epoch0_seq = 0  # next record sequence number in epoch 0
         self._flight: list[tuple[int, int, bytes]] = []  # (content type, epoch, payload)
         self._interval = INITIAL_TIMEOUT
-        self._due: float | None = None  # when the flight goes out again unless answered
-        self._sent_at = 0.0  # when the current flight last went out
         self._suite_code = 0
         self._records: RecordLayer | None = None  # epoch 1, once keys are known
         self._state = 0  # the subclass's handshake state: a repeat that moved nothing is a repeat
@@ -364,12 +359,15 @@ class HandshakeEngine(EngineBase):
 
     # -- inputs -------------------------------------------------------------
 
-    def receive_datagram(self, datagram: bytes) -> None:
-        """Feed one datagram from the peer; read events with :meth:`next_event`."""
+    def receive_datagram(self, datagram: bytes, now: float) -> None:
+        """Feed one datagram from the peer, received at ``now`` (the transport's clock);
+        read events with :meth:`next_event`."""
         if self.closed:
             return
+        self._now = now
         if self.handshake_done:
-            self._receive_established(datagram)
+            assert self._records is not None  # the handshake made it
+            self._receive_established(self._records, datagram, now)
             return
         state = self._state
         repeated = 0
@@ -397,22 +395,26 @@ class HandshakeEngine(EngineBase):
             if flags & REFUSED:
                 break  # a cap refused a fragment: a flood (or a peer far out of step), not a flight
         if (repeated and self._state == state and self._flight
-                and time.monotonic() - self._sent_at >= CROSSING_WINDOW):
+                and now - self._sent_at >= CROSSING_WINDOW):
             # The peer repeated a flight we already answered: our answer was lost
             # (RFC 6347 4.2.4). A repeat that arrives right after we sent ours
             # crossed it on the wire and needs no answer.
             self._transmit_flight(retransmission=True)
 
     def get_timer(self) -> float | None:
-        """Seconds until :meth:`handle_timer` is due (flight retransmission), or None."""
-        if self._due is None or self.closed or self.handshake_done:
-            return None
-        return max(self._due - time.monotonic(), 0.0)
+        """When :meth:`handle_timer` is due (flight retransmission), on the transport's clock, or None."""
+        # Derived, not stored: one attribute less keeps a server engine's instance dict shared
+        # (CPython's key-sharing dicts hold at most 30 keys), ~1.3 KiB per association.
+        if not self._flight or self.closed or self.handshake_done:
+            return None  # no flight waits for an answer
+        return self._sent_at + self._interval
 
-    def handle_timer(self) -> None:
-        """Send the unanswered flight again if its timer has expired."""
-        if self._due is None or self.closed or self.handshake_done or time.monotonic() < self._due:
+    def handle_timer(self, now: float) -> None:
+        """Send the unanswered flight again if its timer has expired by ``now``."""
+        due = self.get_timer()
+        if due is None or now < due:
             return
+        self._now = now
         self._interval = min(self._interval * 2, MAX_TIMEOUT, self._retransmit_cap or MAX_TIMEOUT)
         self._transmit_flight(retransmission=True)
 
@@ -429,7 +431,6 @@ class HandshakeEngine(EngineBase):
         if self.closed:
             return
         self.closed = True
-        self._due = None
         if self.handshake_done and self._records is not None and self._records.can_seal:
             self._outgoing += self._records.seal(records.ALERT, bytes((records.ALERT_WARNING, records.CLOSE_NOTIFY)))
 
@@ -501,24 +502,11 @@ class HandshakeEngine(EngineBase):
             else:
                 assert self._records is not None
                 out += self._records.seal(content_type, payload)
-        self._sent_at = time.monotonic()
-        self._due = self._sent_at + self._interval
-
-    def _repeat_final_flight(self, flight: bytes) -> None:
-        """The peer repeated the flight our last one (``flight``, already sealed) answers: ours
-        was lost, send it again. The peer's repeats come one retransmission timer (1 s or
-        more) apart; more often is a flood or a crossing on the wire and gets no answer
-        (each would cost a datagram back)."""
-        now = time.monotonic()
-        if now - self._sent_at >= CROSSING_WINDOW:
-            self._outgoing += flight
-            self.retransmits += 1
-            self._sent_at = now
+        self._sent_at = self._now  # the flight's timer runs from here (get_timer)
 
     def _established(self, completed: Event) -> None:
         self.handshake_done = True
         self._flight = []
-        self._due = None
         self._forget_handshake()
         self._events.append(completed)
 
@@ -559,13 +547,8 @@ class HandshakeEngine(EngineBase):
         self._outgoing += records.plaintext_alert(alert, seq)
         self._flight = []
         self.closed = True
-        self._due = None
         self.error = error
         self._events.append(ConnectionFailed(error))
 
     def _fail_local(self, reason: str, alert: int) -> None:
         self._fail(error_from_openssl(reason, remote=False), alert)
-
-    def _receive_established(self, datagram: bytes) -> None:
-        assert self._records is not None
-        self._deliver(self._records, datagram)

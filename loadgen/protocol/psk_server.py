@@ -148,16 +148,16 @@ def hello_verify_request(cookie: bytes, record_seq: int) -> bytes:
                                len(message)) + message
 
 
-def accept(config: ServerConfig, datagram: bytes, peer: bytes, *, mtu: int = DEFAULT_MTU
+def accept(config: ServerConfig, datagram: bytes, peer: bytes, now: float, *, mtu: int = DEFAULT_MTU
            ) -> tuple[PskServerEngine | None, list[bytes]]:
     """Handle a datagram from a peer the server keeps no state for (see :func:`loadgen.protocol.dtls.accept`)."""
     hello = parse_client_hello(datagram)
     if hello is None or hello.message_seq > MAX_HELLO_MESSAGE_SEQ or hello.record_seq > MAX_HELLO_RECORD_SEQ:
         return None, []
-    if not hello.cookie or not config.cookies.check(peer, hello.cookie):
-        reply = hello_verify_request(config.cookies.make(peer), hello.record_seq)
+    if not hello.cookie or not config.cookies.check(peer, hello.cookie, now):
+        reply = hello_verify_request(config.cookies.make(peer, now), hello.record_seq)
         return None, [reply] if len(reply) <= len(datagram) else []
-    engine = PskServerEngine(config, hello, mtu=mtu)
+    engine = PskServerEngine(config, hello, now, mtu=mtu)
     return engine, engine.datagrams_to_send()
 
 
@@ -166,12 +166,14 @@ _CLIENT_KEY_EXCHANGE, _FINISHED, _DONE = range(3)
 
 
 class PskServerEngine(HandshakeEngine):
-    """One server association, created by :func:`accept` from a ClientHello with a valid cookie."""
+    """One server association, created by :func:`accept` from a ClientHello with a valid cookie
+    received at ``now`` (the transport's clock)."""
 
     is_client = False
 
-    def __init__(self, config: ServerConfig, hello: ClientHello, *, mtu: int = DEFAULT_MTU) -> None:
+    def __init__(self, config: ServerConfig, hello: ClientHello, now: float, *, mtu: int = DEFAULT_MTU) -> None:
         super().__init__(mtu=mtu, retransmit_cap=None)
+        self._now = now
         self._keys = config.keys
         self._state = _CLIENT_KEY_EXCHANGE
         self._identity: bytes | None = None
@@ -187,7 +189,6 @@ class PskServerEngine(HandshakeEngine):
         self._finished_seq = 0  # message_seq of our Finished, after the ServerHelloDone
         self._early: list[bytes] = []  # epoch-1 records that came before the keys
         self._bad_finished = 0
-        self._final_flight = b""  # CCS + Finished, sent again when the client repeats its flight
         code = next((c for c in hello.suites if c in config.suites), None)
         if hello.version > records.DTLS_1_2:  # DTLS versions count down: 0xFEFF is 1.0
             self._fail_local("unsupported protocol", PROTOCOL_VERSION)
@@ -261,7 +262,7 @@ class PskServerEngine(HandshakeEngine):
         assert self._records is not None  # _derive_keys made it
         self._expected_client_finished = self._master(b"client finished", session_hash, VERIFY_DATA_LEN)
         self._state = _FINISHED
-        self._flight, self._due = [], None  # our ServerHello flight is answered
+        self._flight = []  # our ServerHello flight is answered: no timer
         early, self._early = self._early, []
         for record in early:  # a Finished that overtook this message: _advance() takes it next
             opened = self._records.open(record)
@@ -280,7 +281,7 @@ class PskServerEngine(HandshakeEngine):
         self._new_flight([(records.CHANGE_CIPHER_SPEC, 0, b"\x01"), (records.HANDSHAKE, 1, finished)])
         if self.closed:  # the flight could not be numbered
             return
-        self._final_flight = bytes(self._outgoing[start:])
+        self._final_flight = bytes(self._outgoing[start:])  # sent again when the client repeats its flight
         self._state = _DONE
         self._established(HandshakeCompleted(cipher=self.cipher or "", version="DTLSv1.2",
                                              psk_identity=self._identity, retransmits=self.retransmits))
@@ -297,11 +298,3 @@ class PskServerEngine(HandshakeEngine):
         self._bad_finished += 1
         if self._bad_finished >= BAD_FINISHED_LIMIT:
             self._fail(PskKeyMismatch("client Finished did not decrypt: the pre-shared keys differ"), DECRYPT_ERROR)
-
-    # -- established --------------------------------------------------------
-
-    def _receive_established(self, datagram: bytes) -> None:
-        if records.starts_plaintext_handshake(datagram):
-            self._repeat_final_flight(self._final_flight)  # the client repeated its last flight
-            return
-        super()._receive_established(datagram)

@@ -42,8 +42,7 @@ from ..errors import (
     error_from_openssl,
 )
 from .dtls import DEFAULT_PSK_CIPHERS
-from .events import ConnectionFailed, DataReceived, Event, HandshakeCompleted
-from .events import PeerClosed as PeerClosedEvent
+from .events import ConnectionClosed, ConnectionFailed, DataReceived, Event, HandshakeCompleted
 
 VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 #: TLS 1.3 suites usable with a callback PSK (OpenSSL binds such a key to SHA-256).
@@ -54,6 +53,9 @@ _RECORD = 16384
 VerifyMode = Literal["none", "peer", "require"]
 #: TLS 1.3 PSK key-exchange modes (RFC 8446 4.2.9): with (EC)DHE, or the PSK alone.
 PSK_MODES = ("psk_dhe_ke", "psk_ke")
+#: TLS 1.3 PSK identities of one ClientHello the server looks up (a client offers a ticket and
+#: its external identity); a hostile hello offering 1,500 gets the rest refused unlooked-up.
+MAX_PSK_IDENTITIES = 8
 
 
 def psk_modes_problem(modes: tuple[str, ...]) -> str | None:
@@ -143,6 +145,8 @@ def server_context(options: TlsOptions = TlsOptions(), *, keys: KeyStore | None 
                 # (The identity comes whole, NULs included: see bindings.set_server_psk.)
                 return None
             state: _ConnState = conn.get_app_data()
+            if state.psk_offers > MAX_PSK_IDENTITIES:
+                return None  # a client offers one or two; the rest of a hostile list costs no lookup
             state.identity = identity
             key = store.key_for(identity)
             state.psk_unknown = key is None
@@ -150,7 +154,11 @@ def server_context(options: TlsOptions = TlsOptions(), *, keys: KeyStore | None 
             state.external_psk = key is not None
             return key.value if key is not None else None
 
-        bindings.set_server_psk(ctx, lookup, hint, tls13=True)
+        def offered(conn: SSL.Connection) -> None:
+            state: _ConnState = conn.get_app_data()
+            state.psk_offers += 1
+
+        bindings.set_server_psk(ctx, lookup, hint, tls13=True, offered=offered)
     return TlsContext(ctx, options, is_server=True, psk=keys is not None)
 
 
@@ -319,6 +327,7 @@ class _ConnState:
     chooser: PskChooser | None = None
     identity: bytes | None = None  # PSK identity sent (client) or received (server)
     psk_unknown: bool = False  # server: the identity had no key
+    psk_offers: int = 0  # server: TLS 1.3 PSK identities the client offered (0: none, or none in a mode we take)
     external_psk: bool = False  # server: our callback gave a key (a full PSK handshake, not a resumption)
     offered: SSL.Session | None = None  # client: the session set for resumption
     verify_failure: tuple[int, int] | None = None  # (X509 verify code, depth)
@@ -344,7 +353,7 @@ def _reason(exc: SSL.Error) -> str:
 
 
 def _tls13_psk_error(error: LoadgenError, reason: str, *, is_client: bool, modes: tuple[str, ...],
-                     key_found: bool, psk_only: bool) -> LoadgenError | None:
+                     key_found: bool, psk_only: bool, offers: int = 0) -> LoadgenError | None:
     """The PSK error a TLS 1.3 handshake failure stands for, when OpenSSL's own code misleads."""
     if is_client:
         if error.code == "tls-illegal-parameter":
@@ -367,6 +376,10 @@ def _tls13_psk_error(error: LoadgenError, reason: str, *, is_client: bool, modes
     if error.code == "tls-no-suitable-key-share" and key_found and "psk_ke" not in modes:
         return PskModeMismatch(f"{reason} (local): the client's PSK is known but it shares no key-exchange "
                                "group with us, and psk_modes does not accept psk_ke")
+    if error.code == "tls-no-suitable-signature-algorithm" and psk_only and not key_found and offers:
+        # OpenSSL looks at the identities only when the client's PSK modes include one we take.
+        return PskUnknownIdentity(f"{reason} (local): the client offered {offers} TLS 1.3 PSK "
+                                  f"identit{'y' if offers == 1 else 'ies'}, none of them one we know")
     if error.code == "tls-no-suitable-signature-algorithm" and psk_only and not key_found:
         return PskModeMismatch(f"{reason} (local): the client offered no TLS 1.3 PSK we could take "
                                f"(none we know, or only in a mode other than {', '.join(modes)})")
@@ -480,7 +493,7 @@ class TlsEngine:
             return
         # No close_notify first: a truncation, which for line-based pings changes nothing.
         self.closed = self.peer_closed = True
-        self._events.append(PeerClosedEvent())
+        self._events.append(ConnectionClosed())
 
     def send(self, data: bytes) -> None:
         """Encrypt application data (any length: TLS cuts it into records)."""
@@ -607,7 +620,8 @@ class TlsEngine:
         options = self._context.options
         if self._context.psk and options.max_version == "1.3":
             tls13 = _tls13_psk_error(error, reason, is_client=self.is_client, modes=options.psk_modes,
-                                     key_found=state.external_psk, psk_only=options.cert_file is None)
+                                     key_found=state.external_psk, psk_only=options.cert_file is None,
+                                     offers=state.psk_offers)
             if tls13 is not None:
                 return tls13
         return error
@@ -621,7 +635,7 @@ class TlsEngine:
             except SSL.ZeroReturnError:
                 self.peer_closed = True
                 self.close()  # answer close_notify with ours, as TLS asks
-                self._events.append(PeerClosedEvent())
+                self._events.append(ConnectionClosed())
                 return
             except SSL.Error as exc:
                 reason = _reason(exc)

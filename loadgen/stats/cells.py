@@ -33,7 +33,7 @@ def latency_us(seconds: float) -> int:
 
 
 class Cell:
-    """Counters and an exact latency histogram; attribute names match :class:`loadgen.recorder.KindTally`."""
+    """Counters and an exact latency histogram of one kind of attempt (of one target, second or step, or summed)."""
 
     __slots__ = ("attempted", "completed", "failures", "retransmits", "resumed", "sent_bytes", "received_bytes",
                  "ended", "histogram", "packed")

@@ -6,8 +6,8 @@ worker on a master), not from Locust's rounded request stats, so the lines agree
 
 from __future__ import annotations
 
-from ..recorder import HANDSHAKE, PING
 from .cells import Cell
+from .facts import HANDSHAKE, PING
 from .run import RunStats
 
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..recorder import HANDSHAKE, PING
 from .cells import Cell
+from .facts import HANDSHAKE, KINDS, PING
 from .sink import Key, SecondDelta
-
-KINDS = (HANDSHAKE, PING)
 
 
 @dataclass

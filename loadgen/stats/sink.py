@@ -6,6 +6,9 @@ per success. Everything else (totals, percentiles, merging, exporting) happens o
 a second, when :meth:`StatsSink.roll` hands the second's cells over as a
 :class:`SecondDelta`: the one unit that local runs apply, workers send to their
 master, and masters merge (by second index), so all three agree exactly.
+
+Tests and benchmarks, which never roll, read their totals from the sink itself
+(:attr:`StatsSink.handshakes`, :attr:`StatsSink.pings`): the same cells a run counts.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..recorder import HANDSHAKE, Ended, Fact, Finished, Started
 from .cells import Cell, new_histogram
+from .facts import HANDSHAKE, KINDS, PING, Ended, Fact, Finished, Started
 
 Key = tuple[str, str]  # (kind, target)
 
@@ -53,7 +56,11 @@ class SecondDelta:
 
 
 class StatsSink:
-    """Counts facts per (kind, target) into the current second; :meth:`roll` closes the second."""
+    """Counts facts per (kind, target) into the current second; :meth:`roll` closes the second.
+
+    Between rolls :attr:`kinds` (and :attr:`handshakes`, :attr:`pings`) read what was counted
+    so far: a sink that is never rolled (tests, benchmarks) holds the totals of everything.
+    """
 
     def __init__(self) -> None:
         self._cells: dict[Key, Cell] = {}
@@ -99,6 +106,29 @@ class StatsSink:
             if cell is None:
                 cell = self._cells[key] = Cell()
             cell.ended += 1
+
+    def counted(self, kind: str) -> Cell:
+        """What was counted of ``kind`` since the last roll, over all targets: a fresh cell (a snapshot)."""
+        total = Cell()
+        for (counted_kind, _), cell in self._cells.items():
+            if counted_kind == kind:
+                total.add(cell)
+        return total
+
+    @property
+    def kinds(self) -> dict[str, Cell]:
+        """:meth:`counted` of every kind (handshake and ping always, as in :class:`~loadgen.stats.run.RunStats`)."""
+        return {kind: self.counted(kind) for kind in dict.fromkeys([*KINDS, *(kind for kind, _ in self._cells)])}
+
+    @property
+    def handshakes(self) -> Cell:
+        """Handshakes counted since the last roll."""
+        return self.counted(HANDSHAKE)
+
+    @property
+    def pings(self) -> Cell:
+        """Pings counted since the last roll."""
+        return self.counted(PING)
 
     def roll(self, users: int = 0, lag: float = 0.0, stop_lag: float = 0.0) -> SecondDelta:
         """Close the current second: its cells, this process's CPU use and loop lag, as a delta."""

@@ -2,8 +2,10 @@
 
 It connects a UDP socket to the server first (so the server sees one peer address
 per client and ICMP errors reach us), handshakes with retransmission and an overall
-timeout, then pings on an interval, decrypting and checking each response. Everything
-it learns goes to a :class:`~loadgen.recorder.Sink` as facts.
+timeout, then pings on an interval, decrypting each response: what to ping when and how
+a reply is judged is the :class:`~loadgen.traffic.tracker.RequestTracker`'s business, this
+class moves the bytes and re-arms the timer. Everything it learns goes to a
+:class:`~loadgen.stats.facts.Sink` as facts.
 
 Like Qt's class it is event driven: a read watcher and one timer on gevent's loop
 call back into it, so thousands of associations cost no greenlet switches, no
@@ -18,7 +20,6 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from gevent import get_hub
@@ -26,21 +27,19 @@ from gevent.event import AsyncResult
 
 from ..credentials import Secret
 from ..errors import (
-    BadReply,
     ConnectionRefused,
     InternalError,
     LoadgenError,
     LocalProtocolError,
     PeerClosed,
-    PingTimeout,
     SocketsExhausted,
     socket_error,
 )
-from ..payloads import PayloadMaker, ReplyRule, text_payload
 from ..protocol import dtls
-from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
-from ..protocol.events import PeerClosed as PeerClosedEvent
-from ..recorder import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
+from ..protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
+from ..scenario.model import DtlsConfig
+from ..stats.facts import HANDSHAKE, Ended, Finished, Message, Sink, Started
+from ..traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
 from .fds import check_room
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
@@ -53,33 +52,6 @@ _DRAIN = 512
 # Where an unexpected exception was met, for the internal-error message.
 _CALLBACKS = {"_on_readable": "datagram processing", "_on_timer": "a timer step",
               "_begin_handshake": "the handshake start"}
-
-
-@dataclass(frozen=True)
-class PingPlan:
-    """When and what to ping once the association is encrypted."""
-
-    interval: float = 5.0
-    jitter: float = 0.0  # fraction of the interval, applied +-
-    timeout: float | None = None  # default: the interval
-    payload: PayloadMaker = field(default_factory=text_payload)
-    reply: ReplyRule = field(default_factory=ReplyRule)
-    # This many unanswered pings in a row end the association (the server is gone
-    # without a word, e.g. restarted behind a silent network), so it can reconnect.
-    max_missed: int = 3
-
-
-@dataclass(frozen=True)
-class DtlsSettings:
-    """Per-association DTLS knobs (the context carries ciphers and PSK callbacks)."""
-
-    mtu: int = dtls.DEFAULT_MTU
-    # RFC 6347's timer doubles from 1 s to 60 s; 60 s leaves room for 6 transmissions
-    # of a flight, which a handshake needs on a lossy path (20% each way: 99%+ complete).
-    handshake_timeout: float = 60.0
-    max_retransmits: int = 16
-    # Longest wait before an unanswered flight goes out again (None: RFC 6347's doubling only).
-    retransmit_cap: float | None = dtls.DEFAULT_RETRANSMIT_CAP
 
 
 class DtlsAssociation:
@@ -100,8 +72,8 @@ class DtlsAssociation:
         *,
         identity: bytes,
         key: Secret,
-        settings: DtlsSettings = DtlsSettings(),
-        ping: PingPlan = PingPlan(),
+        settings: DtlsConfig = DtlsConfig(),
+        ping: TrafficPlan = DEFAULT_PLAN,
         source_address: str | None = None,
         rng: random.Random | None = None,
         message_level: int = INFO,
@@ -115,7 +87,6 @@ class DtlsAssociation:
         self._key = key
         self._settings = settings
         self._ping = ping
-        self._ping_timeout = ping.timeout if ping.timeout is not None else ping.interval
         self._source = source_address
         # Seeding a Random costs more than a ping: only a caller that wants a seed brings one.
         self._uniform = rng.uniform if rng is not None else random.uniform
@@ -130,16 +101,15 @@ class DtlsAssociation:
         self._state = _NEW
         self._handshake_only = False
         self._started_at = self._deadline = 0.0
-        # The ping awaiting its reply (one at a time, as Qt's timer-driven client).
-        self._seq = 0
-        self._pending: bytes | None = None
-        self._late: bytes | None = None  # last timed-out payload: its reply is late, not bad
-        self._sent_at = self._ping_deadline = self._next_ping = 0.0
-        self._ping_bytes = 0
-        self._missed = 0  # unanswered pings in a row
-        self.pings_sent = 0
+        # The pings, once established (one at a time, as Qt's timer-driven client).
+        self._tracker: RequestTracker | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
+
+    @property
+    def pings_sent(self) -> int:
+        """Pings sent so far."""
+        return self._tracker.requests_sent if self._tracker is not None else 0
 
     # -- public -------------------------------------------------------------
 
@@ -175,7 +145,8 @@ class DtlsAssociation:
     def wait(self) -> LoadgenError | None:
         """Block this greenlet until the association ends; closes it on the way out."""
         try:
-            return self._done.get()
+            result: LoadgenError | None = self._done.get()
+            return result
         finally:
             self.close()
 
@@ -227,7 +198,7 @@ class DtlsAssociation:
         self._engine = dtls.client_engine(self._context, self._choose_psk, mtu=self._settings.mtu,
                                           retransmit_cap=self._settings.retransmit_cap)
         self._say(INFO, "starting a handshake")
-        self._engine.start()
+        self._engine.start(time.perf_counter())
         self._flush()
         self._arm()
 
@@ -242,41 +213,28 @@ class DtlsAssociation:
             self._finish(None)
             return
         self._state = _ESTABLISHED
-        self._next_ping = time.perf_counter()  # Qt pings at once, then on the timer
-        self._send_ping(self._next_ping)
+        self._tracker = RequestTracker(self.name, self.target, self._ping, self._sink, uniform=self._uniform)
+        now = time.perf_counter()
+        self._tracker.start(now)
+        self._send_due(self._tracker, now)
 
-    def _send_ping(self, now: float) -> None:
+    def _send_due(self, tracker: RequestTracker, now: float) -> None:
+        """Time out an unanswered ping, send the next one if it is due."""
+        payload = tracker.poll(now)
+        if payload is None:
+            return
         assert self._engine is not None
-        plan = self._ping
-        self._seq += 1
-        payload = plan.payload(self.name, self._seq)
-        self._sink.record(Started(PING, self.target))
-        self._pending = payload
-        self._sent_at = now
-        self._ping_deadline = now + self._ping_timeout
         try:
             self._engine.send(payload)
         except LoadgenError as exc:  # e.g. a payload larger than the MTU allows
-            self._pending = None
-            self._sink.record(Finished(PING, self.target, 0.0, exc))
+            tracker.abandon(exc)
             raise
-        self._ping_bytes = self._flush()
-        self.pings_sent += 1
-        spread = plan.interval * plan.jitter
-        jitter = self._uniform(-spread, spread) if spread else 0.0
-        self._next_ping = max(self._next_ping + plan.interval + jitter, now)
+        tracker.sent(self._flush())
 
     def _on_reply(self, reply: bytes, size: int) -> None:
-        pending, rule = self._pending, self._ping.reply
-        if pending is None or (reply == self._late and not rule.accepts(pending, reply)):
+        tracker = self._tracker
+        if tracker is None or not tracker.receive(reply, size, time.perf_counter()):
             self._say(WARNING, f"unexpected or late reply of {len(reply)} bytes")
-            return
-        error = None if rule.accepts(pending, reply) else BadReply(
-            f"reply of {len(reply)} bytes does not match rule {rule.kind}")
-        self._sink.record(Finished(PING, self.target, time.perf_counter() - self._sent_at, error,
-                                   sent_bytes=self._ping_bytes, received_bytes=size))
-        self._pending = None
-        self._missed = 0
 
     # -- callbacks from the loop --------------------------------------------
 
@@ -318,14 +276,14 @@ class DtlsAssociation:
             self._say(WARNING, "zero-length datagram received?")
             return
         self.bytes_received += len(data)
-        engine.receive_datagram(data)
+        engine.receive_datagram(data, time.perf_counter())
         self._flush()
         while (event := engine.next_event()) is not None:
             if isinstance(event, DataReceived):
                 self._on_reply(event.data, len(data))
             elif isinstance(event, HandshakeCompleted):
                 self._handshake_completed()
-            elif isinstance(event, PeerClosedEvent):
+            elif isinstance(event, ConnectionClosed):
                 self._say(ERROR, "shutdown alert received")
                 raise PeerClosed("shutdown alert received")
             elif isinstance(event, ConnectionFailed):
@@ -341,19 +299,10 @@ class DtlsAssociation:
         if self._state == _HANDSHAKING:
             if now >= self._deadline or engine.retransmits > self._settings.max_retransmits:
                 raise engine.timeout_error()
-            engine.handle_timer()
+            engine.handle_timer(now)
             self._flush()
-        elif self._state == _ESTABLISHED:
-            if self._pending is not None and now >= self._ping_deadline:
-                self._sink.record(Finished(PING, self.target, now - self._sent_at,
-                                           PingTimeout(f"no reply in {self._ping_timeout:g} s"),
-                                           sent_bytes=self._ping_bytes))
-                self._late, self._pending = self._pending, None
-                self._missed += 1
-                if self._missed >= self._ping.max_missed:
-                    raise PingTimeout(f"{self._missed} pings in a row unanswered: the server is gone")
-            if self._pending is None and now >= self._next_ping:
-                self._send_ping(now)
+        elif self._state == _ESTABLISHED and self._tracker is not None:
+            self._send_due(self._tracker, now)
         self._arm()
 
     # -- helpers ------------------------------------------------------------
@@ -363,9 +312,9 @@ class DtlsAssociation:
         if self._state == _HANDSHAKING:
             assert self._engine is not None
             timer = self._engine.get_timer()
-            wake = self._deadline if timer is None else min(self._deadline, time.perf_counter() + timer)
-        elif self._state == _ESTABLISHED:
-            wake = self._next_ping if self._pending is None else min(self._next_ping, self._ping_deadline)
+            wake = self._deadline if timer is None else min(self._deadline, timer)
+        elif self._state == _ESTABLISHED and self._tracker is not None:
+            wake = self._tracker.get_timer()
         else:
             return
         if self._timer is not None:
@@ -389,11 +338,8 @@ class DtlsAssociation:
             self._sink.record(Finished(HANDSHAKE, self.target, now - self._started_at, error,
                                        sent_bytes=self.bytes_sent, received_bytes=self.bytes_received,
                                        retransmits=retransmits))
-        elif self._state == _ESTABLISHED and self._pending is not None:
-            if isinstance(error, PeerClosed):
-                error = PeerClosed("peer closed with a ping outstanding")
-            self._sink.record(Finished(PING, self.target, now - self._sent_at, error, sent_bytes=self._ping_bytes))
-            self._pending = None
+        elif self._state == _ESTABLISHED and self._tracker is not None:
+            self._tracker.fail(error, now)
         self._finish(error)
 
     def _finish(self, result: LoadgenError | None) -> None:
@@ -446,7 +392,7 @@ class DtlsAssociation:
         # queue full must not keep us reading (and queueing events) for ever.
         for read in range(_DRAIN + 1):
             while engine is not None and (event := engine.next_event()) is not None:
-                if isinstance(event, PeerClosedEvent):
+                if isinstance(event, ConnectionClosed):
                     self._say(ERROR, "shutdown alert received")
                     return PeerClosed("shutdown alert received")
             if read == _DRAIN or engine is None or engine.closed or self._sock is None:
@@ -455,7 +401,7 @@ class DtlsAssociation:
                 data = self._sock.recv(65536)
             except (BlockingIOError, ConnectionRefusedError):
                 break
-            engine.receive_datagram(data)
+            engine.receive_datagram(data, time.perf_counter())
         host, port = self.address
         return ConnectionRefused(f"{self.name}: {host}:{port} refused (ICMP port unreachable)")
 

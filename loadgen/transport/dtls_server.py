@@ -38,7 +38,7 @@ from ..errors import InternalError, LoadgenError, ServerFull
 from ..heap import freeze_while_growing
 from ..protocol import dtls, psk_server
 from ..protocol.cookies import CookieJar
-from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted, PeerClosed
+from ..protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
 from ..syntax import format_host_port
 from ..throttle import ThrottledLog, exception_summary
 from .ratelimit import TokenBucket, client_hello_has_cookie
@@ -298,20 +298,20 @@ class DtlsServer:
                 and not self._ping_bucket.take(now):
             self.stats.throttled_pings += 1  # 0x17: application data, i.e. a ping
             return
-        peer.engine.receive_datagram(datagram)
+        peer.engine.receive_datagram(datagram, now)
         self._after_input(peer, addr)
 
     def _handle_newcomer(self, datagram: bytes, addr: tuple, peer: _Peer | None, now: float) -> None:
         """An unknown peer, or a known one starting over (client restarted on the same port):
         stateless cookie exchange first; state only for a valid cookie and only within the limits."""
         with_cookie = client_hello_has_cookie(datagram)
-        if with_cookie and self._full(replacing=peer) and self._cookie_valid(datagram, addr):
+        if with_cookie and self._full(replacing=peer) and self._cookie_valid(datagram, addr, now):
             self.stats.failures[ServerFull.code] += 1  # counted, never logged per datagram
             return
         if self._handshake_bucket is not None and with_cookie and not self._handshake_bucket.take(now):
             self.stats.throttled_handshakes += 1
             return
-        engine, replies = dtls.accept(self._context, datagram, _peer_key(addr), mtu=self._mtu)
+        engine, replies = dtls.accept(self._context, datagram, _peer_key(addr), now, mtu=self._mtu)
         if engine is not None and self._full(replacing=peer):
             # The cookie check above and the engine's may differ (OpenSSL's path): still no state.
             self.stats.failures[ServerFull.code] += 1
@@ -336,9 +336,9 @@ class DtlsServer:
         peers = len(self._peers) - (replacing is not None)
         return peers >= self.max_peers or self._half_open >= self.max_half_open
 
-    def _cookie_valid(self, datagram: bytes, addr: tuple) -> bool:
+    def _cookie_valid(self, datagram: bytes, addr: tuple, now: float) -> bool:
         hello = psk_server.parse_client_hello(datagram)
-        return hello is not None and bool(hello.cookie) and self._cookies.check(_peer_key(addr), hello.cookie)
+        return hello is not None and bool(hello.cookie) and self._cookies.check(_peer_key(addr), hello.cookie, now)
 
     def _after_input(self, peer: _Peer, addr: tuple) -> None:
         engine = peer.engine
@@ -361,7 +361,7 @@ class DtlsServer:
                 if peer.half_open:
                     peer.half_open = False
                     self._half_open -= 1
-            elif isinstance(event, PeerClosed):
+            elif isinstance(event, ConnectionClosed):
                 self.stats.closed_by_peer += 1
             elif isinstance(event, ConnectionFailed):
                 self.stats.failures[event.error.code] += 1

@@ -39,8 +39,7 @@ from ..errors import (
     SocketsExhausted,
     socket_error,
 )
-from ..protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
-from ..protocol.events import PeerClosed as PeerClosedEvent
+from ..protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
 from ..protocol.tls import CertCheckFailed, CertificateInfo, TlsContext, TlsEngine
 from .fds import check_room
 
@@ -383,7 +382,7 @@ class SslSocket:
                 (self.connected if self.mode is Mode.CLIENT else self.accepted).emit()
             elif isinstance(event, CertCheckFailed):
                 self.cert_check_failed.emit(event.code, event.description)
-            elif isinstance(event, PeerClosedEvent):
+            elif isinstance(event, ConnectionClosed):
                 self.peer_closed = True
                 self._pump_out()  # our close_notify in answer, if it fits at once
                 self._teardown()

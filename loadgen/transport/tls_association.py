@@ -3,10 +3,11 @@
 It connects a TCP socket, handshakes (certificates or PSK, as the context says;
 resuming the device's last session when resumption is on), then pings on the interval
 over the stream: each ping is one newline-terminated line, and the server answers with
-one line (the reference server echoes it). Replies are judged with the ping plan's
-:class:`~loadgen.payloads.ReplyRule`. Everything goes to a :class:`~loadgen.recorder.Sink`
-as facts: Started/Finished for each handshake and ping, Qt-style messages, and Ended
-once an established association is over.
+one line (the reference server echoes it). When to ping and how a reply is judged is the
+:class:`~loadgen.traffic.tracker.RequestTracker`'s business, as for DTLS: this class moves
+the lines. Everything goes to a :class:`~loadgen.stats.facts.Sink` as facts: Started/Finished
+for each handshake and ping, Qt-style messages, and Ended once an established association
+is over.
 
 The handshake fact covers connection setup, TCP connect included: a refused connection
 (TCP RST) fails it at once with ``connection-refused``.
@@ -18,24 +19,22 @@ import logging
 import random
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass
 
 import gevent
 
 from ..credentials import Secret
 from ..errors import (
-    BadReply,
     InternalError,
     LoadgenError,
     LocalProtocolError,
     PeerClosed,
-    PingTimeout,
     ProtocolViolation,
     SocketsExhausted,
 )
 from ..protocol.tls import SessionCache, TlsContext
-from ..recorder import HANDSHAKE, PING, Ended, Finished, Message, Sink, Started
-from .association import PingPlan
+from ..scenario.model import TlsConfig
+from ..stats.facts import HANDSHAKE, Ended, Finished, Message, Sink, Started
+from ..traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
 from .ssl_socket import SslSocket, State
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
@@ -45,13 +44,6 @@ TICKET_WAIT = 1.0
 #: "qt" reply adds the identity in front. A server that sends more without a newline fails the
 #: ping with ``protocol-violation``, instead of growing the read buffer without bound.
 MAX_REPLY_LINE = 128 * 1024
-
-
-@dataclass(frozen=True)
-class TlsSettings:
-    """Per-association TLS knobs (the context carries versions, ciphers, certificates)."""
-
-    handshake_timeout: float = 30.0  # TCP connect + TLS handshake
 
 
 class TlsAssociation:
@@ -69,15 +61,17 @@ class TlsAssociation:
         key: Secret | None = None,
         server_name: str | None = None,
         sessions: SessionCache | None = None,
-        settings: TlsSettings = TlsSettings(),
-        ping: PingPlan = PingPlan(),
+        settings: TlsConfig = TlsConfig(),
+        ping: TrafficPlan = DEFAULT_PLAN,
         source_address: str | None = None,
         rng: random.Random | None = None,
         message_level: int = INFO,
     ) -> None:
         """``identity``/``key``: the PSK, for a PSK context. ``server_name``: SNI and the
         name the certificate must carry (default: the address's host). ``sessions``: where
-        the device keeps its session between associations (resumption)."""
+        the device keeps its session between associations (resumption). ``settings``: the
+        scenario's ``tls`` section, of which an association uses ``handshake_timeout`` (TCP
+        connect + TLS handshake); the context carries versions, ciphers and certificates."""
         if context.psk and (identity is None or key is None):
             raise LocalProtocolError(f"{name}: a PSK context needs an identity and a key")
         self.name = name
@@ -91,7 +85,6 @@ class TlsAssociation:
         self._sessions = sessions if context.options.resumption else None
         self._settings = settings
         self._ping = ping
-        self._ping_timeout = ping.timeout if ping.timeout is not None else ping.interval
         self._source = source_address
         self._uniform = rng.uniform if rng is not None else random.uniform
         self._message_level = message_level
@@ -100,11 +93,16 @@ class TlsAssociation:
         self._established = False
         self._closed = False
         self.resumed = False
-        self.pings_sent = 0
         self._bytes = (0, 0)  # sent, received: totals once the socket is gone
-        # The attempt under way (kind, started, sent bytes), so that anything that ends the
-        # association, a bug included, closes it exactly once.
-        self._attempt: tuple[str, float, int] | None = None
+        # When the handshake under way started, and the pings once established: anything that
+        # ends the association, a bug included, closes the attempt under way exactly once.
+        self._handshake_at: float | None = None
+        self._tracker: RequestTracker | None = None
+
+    @property
+    def pings_sent(self) -> int:
+        """Pings sent so far."""
+        return self._tracker.requests_sent if self._tracker is not None else 0
 
     @property
     def session_key(self) -> Hashable:
@@ -168,7 +166,8 @@ class TlsAssociation:
         """Block until the association started with :meth:`start` ends; closes it on the way out."""
         assert self._greenlet is not None, "start() first"
         try:
-            return self._greenlet.get()
+            result: LoadgenError | None = self._greenlet.get()
+            return result
         finally:
             self.close()
 
@@ -202,7 +201,7 @@ class TlsAssociation:
     def _establish(self) -> None:
         started = time.perf_counter()
         self._sink.record(Started(HANDSHAKE, self.target))
-        self._attempt = (HANDSHAKE, started, 0)
+        self._handshake_at = started
         session = self._sessions.get(self.session_key) if self._sessions is not None else None
         sock = SslSocket(self._context, server_name=self._server_name, session=session,
                          psk=self._choose_psk if self._context.psk else None)
@@ -217,14 +216,14 @@ class TlsAssociation:
             error = sock.last_error or LocalProtocolError("handshake failed")
             # No socket: counted, and summed up in one line every 10 s (limits.ShortageLog), not one per device.
             self._say(INFO if isinstance(error, SocketsExhausted) else ERROR, f"handshake error - {error}")
-            self._attempt = None
+            self._handshake_at = None
             self._sink.record(Finished(HANDSHAKE, self.target, time.perf_counter() - started, error,
                                        sent_bytes=sock.bytes_sent, received_bytes=sock.bytes_received))
             raise error
         self._established = True
         self.resumed = sock.session_reused
         self._say(INFO, "encrypted connection established!" + (" (session resumed)" if self.resumed else ""))
-        self._attempt = None
+        self._handshake_at = None
         self._sink.record(Finished(HANDSHAKE, self.target, time.perf_counter() - started,
                                    sent_bytes=sock.bytes_sent, received_bytes=sock.bytes_received,
                                    resumed=self.resumed))
@@ -232,63 +231,37 @@ class TlsAssociation:
     def _ping_loop(self) -> None:
         sock = self._sock
         assert sock is not None
-        plan = self._ping
-        next_ping = time.perf_counter()  # Qt pings at once, then on the timer
-        pending: bytes | None = None
-        late: bytes | None = None  # the last timed-out payload: its reply is late, not bad
-        sent_at = deadline = 0.0
-        sent_bytes = received_before = 0
-        seq = missed = 0
+        tracker = self._tracker = RequestTracker(self.name, self.target, self._ping, self._sink,
+                                                 uniform=self._uniform)
+        tracker.start(time.perf_counter())
+        received_before = 0  # the bytes received before the last ping went out: its reply's come after
         while True:
-            now = time.perf_counter()
-            if pending is not None and now >= deadline:
-                self._attempt = None
-                self._sink.record(Finished(PING, self.target, now - sent_at,
-                                           PingTimeout(f"no reply in {self._ping_timeout:g} s"), sent_bytes=sent_bytes))
-                late, pending = pending, None
-                missed += 1
-                if missed >= plan.max_missed:  # as DtlsAssociation: also what we queue stays bounded
-                    raise PingTimeout(f"{missed} pings in a row unanswered: the server is gone")
-            if pending is None and now >= next_ping:
-                seq += 1
-                pending = plan.payload(self.name, seq)
-                self._sink.record(Started(PING, self.target))
-                sent_at, deadline = now, now + self._ping_timeout
-                self._attempt = (PING, sent_at, 0)
-                if b"\n" in pending:
-                    bad = LocalProtocolError("a TLS ping is one line: the payload must not contain a newline")
-                    self._attempt = None
-                    self._sink.record(Finished(PING, self.target, 0.0, bad))
-                    raise bad
-                before, received_before = sock.bytes_sent, sock.bytes_received
-                sock.write(pending + b"\n")
-                sent_bytes = sock.bytes_sent - before
-                self._attempt = (PING, sent_at, sent_bytes)
-                self.pings_sent += 1
-                spread = plan.interval * plan.jitter
-                next_ping = max(next_ping + plan.interval + (self._uniform(-spread, spread) if spread else 0.0), now)
-            # One ping at a time: while one is out, only its reply or its deadline matters
-            # (waiting for next_ping instead would spin when the interval is shorter than an RTT).
-            wake = deadline if pending is not None else next_ping
-            sock.wait_for_ready_read(max(wake - time.perf_counter(), 0.0))
+            payload = tracker.poll(time.perf_counter())
+            if payload is not None:
+                received_before = self._send_line(sock, tracker, payload)
+            sock.wait_for_ready_read(max(tracker.get_timer() - time.perf_counter(), 0.0))
             while sock.can_read_line():
                 reply = sock.read_line()[:-1]
-                if pending is None or (reply == late and not plan.reply.accepts(pending, reply)):
+                if not tracker.receive(reply, sock.bytes_received - received_before, time.perf_counter()):
                     self._say(WARNING, f"unexpected or late reply of {len(reply)} bytes")
-                    continue
-                error = None if plan.reply.accepts(pending, reply) else BadReply(
-                    f"reply of {len(reply)} bytes does not match rule {plan.reply.kind}")
-                self._attempt = None
-                self._sink.record(Finished(PING, self.target, time.perf_counter() - sent_at, error,
-                                           sent_bytes=sent_bytes, received_bytes=sock.bytes_received - received_before))
-                pending = None
-                missed = 0
             if sock.bytes_available > MAX_REPLY_LINE:  # a line without an end: do not buffer it all
-                raise self._protocol_violation(f"a reply line over {MAX_REPLY_LINE // 1024} KiB", sent_bytes)
+                raise self._protocol_violation(f"a reply line over {MAX_REPLY_LINE // 1024} KiB")
             if sock.state is not State.CONNECTED:
-                self._ended(sock, pending, sent_at, sent_bytes)
+                self._ended(sock, tracker)
 
-    def _ended(self, sock: SslSocket, pending: bytes | None, sent_at: float, sent_bytes: int) -> None:
+    @staticmethod
+    def _send_line(sock: SslSocket, tracker: RequestTracker, payload: bytes) -> int:
+        """Write one ping as one line; returns the bytes received before it."""
+        if b"\n" in payload:
+            bad = LocalProtocolError("a TLS ping is one line: the payload must not contain a newline")
+            tracker.abandon(bad)
+            raise bad
+        sent_before, received_before = sock.bytes_sent, sock.bytes_received
+        sock.write(payload + b"\n")
+        tracker.sent(sock.bytes_sent - sent_before)
+        return received_before
+
+    def _ended(self, sock: SslSocket, tracker: RequestTracker) -> None:
         """The link went down under the ping loop: report and raise why."""
         if self._closed:  # close() from outside (wait() was killed): not an error
             raise gevent.GreenletExit
@@ -297,14 +270,10 @@ class TlsAssociation:
             error: LoadgenError = PeerClosed("shutdown alert received")
         else:
             error = sock.last_error or PeerClosed("connection lost")
-        if pending is not None:
-            outstanding = PeerClosed("peer closed with a ping outstanding") if sock.peer_closed else error
-            self._attempt = None
-            self._sink.record(Finished(PING, self.target, time.perf_counter() - sent_at, outstanding,
-                                       sent_bytes=sent_bytes))
+        tracker.fail(error, time.perf_counter())
         raise error
 
-    def _protocol_violation(self, what: str, sent_bytes: int) -> ProtocolViolation:
+    def _protocol_violation(self, what: str) -> ProtocolViolation:
         """The server broke the line protocol: the ping in flight (if any) fails with the error."""
         error = ProtocolViolation(what)
         self._say(ERROR, f"association ended - {error}")
@@ -315,17 +284,18 @@ class TlsAssociation:
         """A bug met while running this association (never its arguments: they may hold peer
         bytes): the attempt in flight fails once with ``internal-error``, one line says so."""
         error = InternalError(f"unexpected {type(exc).__name__}")
-        handshake = self._attempt is not None and self._attempt[0] == HANDSHAKE
+        handshake = self._handshake_at is not None
         self._say(ERROR, f"{'handshake error' if handshake else 'association ended'} - {error}")
         self._fail_attempt(error)
         return error
 
     def _fail_attempt(self, error: LoadgenError) -> None:
-        """Close the attempt under way (handshake or ping), if any, as failed with ``error``."""
-        attempt, self._attempt = self._attempt, None
-        if attempt is not None:
-            kind, started, sent_bytes = attempt
-            self._sink.record(Finished(kind, self.target, time.perf_counter() - started, error, sent_bytes=sent_bytes))
+        """Close the attempt under way (handshake or pings), if any, as failed with ``error``."""
+        started, self._handshake_at = self._handshake_at, None
+        if started is not None:
+            self._sink.record(Finished(HANDSHAKE, self.target, time.perf_counter() - started, error))
+        elif self._tracker is not None:
+            self._tracker.fail(error, time.perf_counter())
 
     # -- helpers ------------------------------------------------------------
 

@@ -337,7 +337,7 @@ class Session:
         """Run the handshake; ``after_server_hello`` datagrams are sent once the ServerHello
         flight arrived, before our answer. True when it completed."""
         engine = self.engine
-        engine.start()
+        engine.start(time.monotonic())
         extra = list(after_server_hello)
         deadline = time.monotonic() + timeout
         self._flush()
@@ -345,17 +345,18 @@ class Session:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            timer = engine.get_timer()
-            data = self.peer.recv(min(left, timer if timer is not None else left, 0.5))
+            timer = engine.get_timer()  # absolute, on the clock we give the engine
+            wait = left if timer is None else max(timer - time.monotonic(), 0.0)
+            data = self.peer.recv(min(left, wait, 0.5))
             if data is None:
-                engine.handle_timer()
+                engine.handle_timer(time.monotonic())
                 self._flush()
                 continue
             if extra and got_server_hello([data]):
                 for datagram in extra:
                     self.peer.send(datagram)
                 extra = []
-            engine.receive_datagram(data)
+            engine.receive_datagram(data, time.monotonic())
             self._flush()
             while engine.next_event() is not None:
                 pass

@@ -26,6 +26,7 @@ import os
 import random
 import socket as _stdsocket
 import sys
+import time
 from dataclasses import dataclass, field
 
 import gevent
@@ -137,7 +138,7 @@ class HostileServer:
             return
         engine = self._engines.get(addr)
         if engine is None or (engine.handshake_done and hello):
-            engine, replies = psk_server.accept(self.config, data, f"{addr[0]}:{addr[1]}".encode())
+            engine, replies = psk_server.accept(self.config, data, f"{addr[0]}:{addr[1]}".encode(), time.monotonic())
             if engine is None:
                 self.stats.hello_verify_sent += bool(replies)
                 for reply in replies:
@@ -151,7 +152,7 @@ class HostileServer:
                 self.stats.cookied_hellos += 1
                 self.stats.repeats_after_server_hello += 1
             done_before = engine.handshake_done
-            engine.receive_datagram(data)
+            engine.receive_datagram(data, time.monotonic())
             self._after_input(engine, addr, done_before)
         if engine.closed:
             self._engines.pop(addr, None)

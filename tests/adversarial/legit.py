@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING
 import gevent
 
 from loadgen.credentials import Secret
-from loadgen.payloads import ReplyRule
 from loadgen.protocol import dtls
-from loadgen.recorder import Sink, Tally
-from loadgen.transport.association import DtlsAssociation, DtlsSettings, PingPlan
+from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
+from loadgen.stats.facts import Sink
+from loadgen.stats.sink import StatsSink
+from loadgen.traffic.tracker import traffic_plan
+from loadgen.transport.association import DtlsAssociation
 
 if TYPE_CHECKING:
     from .hostile_server import HostileServer
@@ -68,18 +70,19 @@ class LegitClients:
         self.address = address
         self.key = key
         self.context = dtls.client_context(native=native)
-        self.tally = Tally()
+        self.totals = StatsSink()
         self._made = 0
         self._greenlets: list[gevent.Greenlet] = []
         for _ in range(count):
-            self._spawn(self.tally)
+            self._spawn(self.totals)
 
-    def _spawn(self, tally: Tally) -> gevent.Greenlet:
+    def _spawn(self, totals: StatsSink) -> gevent.Greenlet:
         self._made += 1
-        assoc = DtlsAssociation(f"legit-{self._made}", "server", self.address, self.context, tally,
+        assoc = DtlsAssociation(f"legit-{self._made}", "server", self.address, self.context, totals,
                                 identity=b"legit-%d" % self._made, key=self.key,
-                                settings=DtlsSettings(handshake_timeout=10.0),
-                                ping=PingPlan(interval=0.2, timeout=1.0, reply=ReplyRule("echo"), max_missed=10**6),
+                                settings=DtlsConfig(handshake_timeout=10.0),
+                                ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, timeout=1.0,
+                                                             expect=Expect("echo"), max_missed=10**6)),
                                 message_level=logging.ERROR)
         greenlet = gevent.spawn(assoc.run)
         self._greenlets.append(greenlet)
@@ -87,23 +90,23 @@ class LegitClients:
 
     def pings_progress(self, timeout: float = SERVED_WITHIN) -> bool:
         """True when the running associations complete pings within ``timeout``."""
-        before = self.tally.pings.completed
-        return wait_until(lambda: self.tally.pings.completed >= before + 2, timeout)
+        before = self.totals.pings.completed
+        return wait_until(lambda: self.totals.pings.completed >= before + 2, timeout)
 
     def fresh_served(self, timeout: float = SERVED_WITHIN) -> bool:
         """A new association completes a handshake and a ping within ``timeout``."""
-        tally = Tally()
-        greenlet = self._spawn(tally)
+        totals = StatsSink()
+        greenlet = self._spawn(totals)
         try:
-            return wait_until(lambda: tally.handshakes.completed >= 1 and tally.pings.completed >= 1, timeout)
+            return wait_until(lambda: totals.handshakes.completed >= 1 and totals.pings.completed >= 1, timeout)
         finally:
             greenlet.kill()
 
     def assert_served(self, when: str, timeout: float = SERVED_WITHIN) -> None:
         """Running clients keep pinging and a fresh one gets a handshake and a ping."""
         assert self.pings_progress(timeout), (
-            f"{when}: legitimate pings stopped completing (pings {self.tally.pings.completed} completed, "
-            f"failures {dict(self.tally.pings.failures)})")
+            f"{when}: legitimate pings stopped completing (pings {self.totals.pings.completed} completed, "
+            f"failures {dict(self.totals.pings.failures)})")
         assert self.fresh_served(timeout), f"{when}: a fresh legitimate client got no handshake and ping"
 
     def stop(self) -> None:
@@ -111,12 +114,13 @@ class LegitClients:
         self._greenlets = []
 
 
-def attacked(server: HostileServer, key: Secret, tally: Sink, *, name: str = "victim",
+def attacked(server: HostileServer, key: Secret, totals: Sink, *, name: str = "victim",
              handshake_timeout: float = 10.0) -> DtlsAssociation:
     """An association the way a run makes one, aimed at the hostile server."""
-    return DtlsAssociation(name, "hostile", server.address, dtls.client_context(), tally, identity=name.encode(),
-                           key=key, settings=DtlsSettings(handshake_timeout=handshake_timeout),
-                           ping=PingPlan(interval=0.2, timeout=1.0, reply=ReplyRule("echo"), max_missed=10**6))
+    return DtlsAssociation(name, "hostile", server.address, dtls.client_context(), totals, identity=name.encode(),
+                           key=key, settings=DtlsConfig(handshake_timeout=handshake_timeout),
+                           ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, timeout=1.0, expect=Expect("echo"),
+                                                        max_missed=10**6)))
 
 
 class LoopLag:

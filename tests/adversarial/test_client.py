@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import gevent
 import pytest
 
-from loadgen.recorder import FanOut, LogSink, Tally
+from loadgen.stats.facts import FanOut, LogSink
+from loadgen.stats.sink import StatsSink
 
 from .hostile import hwm_kib, reset_hwm
 from .hostile_server import HostileServer
@@ -37,8 +38,8 @@ def test_client_hello_verify_loop_is_capped(target, lag: LoopLag) -> None:
     then read "no handshake after 0 retransmissions". Now: a few, then hello-verify-loop."""
     t = target()
     with HostileServer(t.key, "hvr-loop") as server:
-        tally = Tally()
-        victims = [attacked(server, t.key, tally, name=f"victim-{i}", handshake_timeout=3.0) for i in range(5)]
+        totals = StatsSink()
+        victims = [attacked(server, t.key, totals, name=f"victim-{i}", handshake_timeout=3.0) for i in range(5)]
         greenlets = [gevent.spawn(v.run) for v in victims]
         t.legit.assert_served("during the HelloVerifyRequest loop")
         gevent.joinall(greenlets, timeout=6)
@@ -46,7 +47,7 @@ def test_client_hello_verify_loop_is_capped(target, lag: LoopLag) -> None:
         gevent.killall(greenlets)
     assert len(ended) == 5, "an association was still handshaking after its timeout"
     assert server.stats.client_hellos <= 5 * 20, f"{server.stats.client_hellos} ClientHellos from 5 clients"
-    assert dict(tally.handshakes.failures) == {"hello-verify-loop": 5}, dict(tally.handshakes.failures)
+    assert dict(totals.handshakes.failures) == {"hello-verify-loop": 5}, dict(totals.handshakes.failures)
     assert lag.worst < 0.5, f"event loop stalled {lag.worst:.2f} s"
     t.assert_served("after the HelloVerifyRequest loop")
 
@@ -56,15 +57,15 @@ def test_client_rerequests_incomplete_flight(target) -> None:
     our ClientHello must go out again until the flight is complete."""
     t = target()
     with HostileServer(t.key, "incomplete") as server:
-        tally = Tally()
-        victim = attacked(server, t.key, tally, handshake_timeout=8.0)
+        totals = StatsSink()
+        victim = attacked(server, t.key, totals, handshake_timeout=8.0)
         greenlet = gevent.spawn(victim.run)
         try:
-            assert wait_until(lambda: tally.handshakes.completed + tally.handshakes.failed >= 1, 6.0), (
+            assert wait_until(lambda: totals.handshakes.completed + totals.handshakes.failed >= 1, 6.0), (
                 "no handshake within 6 s: the incomplete flight was never re-requested")
         finally:
             greenlet.kill()
-    assert tally.handshakes.completed == 1, dict(tally.handshakes.failures)
+    assert totals.handshakes.completed == 1, dict(totals.handshakes.failures)
     assert server.stats.repeats_after_server_hello >= 1
 
 
@@ -74,20 +75,20 @@ def test_client_authentic_record_number_jumps(target, lag: LoopLag) -> None:
     O(1), the jumped echoes are accepted, the association and the process carry on."""
     t = target()
     with HostileServer(t.key, "seq-jump") as server:
-        tally = Tally()
+        totals = StatsSink()
         reset_hwm()
         hwm_before = hwm_kib()
-        greenlet = gevent.spawn(attacked(server, t.key, tally).run)
+        greenlet = gevent.spawn(attacked(server, t.key, totals).run)
         try:
             t.legit.assert_served("during the jumps")
-            assert wait_until(lambda: tally.pings.completed >= 4, 5.0), (
-                f"pings {tally.pings.completed} completed, {dict(tally.pings.failures)}")
+            assert wait_until(lambda: totals.pings.completed >= 4, 5.0), (
+                f"pings {totals.pings.completed} completed, {dict(totals.pings.failures)}")
             assert not greenlet.ready(), f"the association ended: {greenlet.value}"
         finally:
             greenlet.kill()
         growth = hwm_kib() - hwm_before
     assert server.stats.hostile_sent == 2, "the jumped records did not go out"
-    assert tally.pings.failed == 0, dict(tally.pings.failures)
+    assert totals.pings.failed == 0, dict(totals.pings.failures)
     assert lag.worst < 0.5, f"event loop stalled {lag.worst:.2f} s"
     assert growth < 64 * 1024, f"peak memory grew by {growth} KiB"
 
@@ -110,10 +111,10 @@ def test_client_varying_reply_sizes_stay_throttled(target) -> None:
     logger.addHandler(handler)
     try:
         with HostileServer(t.key, "sizes") as server:
-            tally = Tally()
-            greenlet = gevent.spawn(attacked(server, t.key, FanOut([tally, LogSink()])).run)
+            totals = StatsSink()
+            greenlet = gevent.spawn(attacked(server, t.key, FanOut([totals, LogSink()])).run)
             try:
-                assert wait_until(lambda: tally.pings.completed >= 10, 5.0), dict(tally.pings.failures)
+                assert wait_until(lambda: totals.pings.completed >= 10, 5.0), dict(totals.pings.failures)
             finally:
                 greenlet.kill()
     finally:
@@ -130,18 +131,18 @@ def test_client_survives_garbage_and_huge_datagrams(target, lag: LoopLag) -> Non
     the association keeps pinging, the process keeps its memory."""
     t = target()
     with HostileServer(t.key, "garbage") as server:
-        tally = Tally()
+        totals = StatsSink()
         reset_hwm()
         hwm_before = hwm_kib()
-        greenlet = gevent.spawn(attacked(server, t.key, tally).run)
+        greenlet = gevent.spawn(attacked(server, t.key, totals).run)
         try:
-            assert wait_until(lambda: tally.pings.completed >= 10, 5.0), dict(tally.pings.failures)
+            assert wait_until(lambda: totals.pings.completed >= 10, 5.0), dict(totals.pings.failures)
             t.legit.assert_served("during the garbage")
             assert not greenlet.ready(), f"the association ended: {greenlet.value}"
         finally:
             greenlet.kill()
         growth = hwm_kib() - hwm_before
     assert server.stats.hostile_sent >= 40
-    assert tally.pings.failed == 0, dict(tally.pings.failures)
+    assert totals.pings.failed == 0, dict(totals.pings.failures)
     assert lag.worst < 0.5, f"event loop stalled {lag.worst:.2f} s"
     assert growth < 32 * 1024, f"peak memory grew by {growth} KiB"

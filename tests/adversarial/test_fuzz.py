@@ -16,7 +16,7 @@ import gevent
 import pytest
 
 from loadgen.protocol import records
-from loadgen.recorder import Tally
+from loadgen.stats.sink import StatsSink
 
 from . import fuzz
 from .hostile import HostilePeer, Ports, established, got_server_hello
@@ -159,7 +159,7 @@ def test_fuzz_at_a_client(target) -> None:
     of its sealed replies; the clients' process must shrug it all off."""
     t = target()
     lag = LoopLag()
-    tally = Tally()
+    totals = StatsSink()
     with HostileServer(t.key, "fuzz", seed=3) as server:
         stop_at = time.monotonic() + 4.0
 
@@ -167,7 +167,7 @@ def test_fuzz_at_a_client(target) -> None:
             n = 0
             while time.monotonic() < stop_at:
                 n += 1
-                greenlet = gevent.spawn(attacked(server, t.key, tally, name=f"fuzzed-{w}-{n}",
+                greenlet = gevent.spawn(attacked(server, t.key, totals, name=f"fuzzed-{w}-{n}",
                                                  handshake_timeout=1.5).run)
                 greenlet.join(timeout=1.5)
                 greenlet.kill()
@@ -182,11 +182,11 @@ def test_fuzz_at_a_client(target) -> None:
     t.assert_served("after the client fuzz")
     stats = server.stats
     assert stats.handshakes >= 10, f"only {stats.handshakes} handshakes completed: the fuzz never got inside"
-    judged = tally.pings.completed + tally.pings.failures["bad-reply"]
-    assert judged >= 20 and stats.authentic_sent >= 50, (stats, dict(tally.pings.failures))
-    bugs = {c: n for c, n in (tally.handshakes.failures + tally.pings.failures).items() if c in BUG_CODES}
+    judged = totals.pings.completed + totals.pings.failures["bad-reply"]
+    assert judged >= 20 and stats.authentic_sent >= 50, (stats, dict(totals.pings.failures))
+    bugs = {c: n for c, n in (totals.handshakes.failures + totals.pings.failures).items() if c in BUG_CODES}
     assert not bugs, f"exceptions escaped the client engine: {bugs}"
-    failures = tally.handshakes.failures + tally.pings.failures
+    failures = totals.handshakes.failures + totals.pings.failures
     alert_codes = [code for code in failures if re.fullmatch(r"tls-alert-\d+", code)]
     assert len(alert_codes) <= 1, f"{len(alert_codes)} codes for unknown alert descriptions: {alert_codes[:5]}"
     assert lag.worst < 0.5, f"event loop stalled {lag.worst:.2f} s"

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
-from hdrh.histogram import HdrHistogram
-
-from .errors import LoadgenError
-from .throttle import ThrottledLog
+from ..errors import LoadgenError
+from ..throttle import ThrottledLog
 
 log = logging.getLogger("loadgen")
 
 HANDSHAKE = "handshake"
 PING = "ping"
+#: The kinds of attempt, in report order.
+KINDS = (HANDSHAKE, PING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +70,8 @@ Fact = Started | Finished | Message | Ended
 
 
 class Sink(Protocol):
+    """Anything that takes facts: :class:`loadgen.stats.sink.StatsSink` counts them, others log or forward."""
+
     def record(self, fact: Fact) -> None: ...
 
 
@@ -115,70 +116,3 @@ def message_kind(message: Message) -> str:
     if message.association:
         text = text.replace(message.association, "<name>")
     return _NUMBERS.sub("#", text[:200])[:40]
-
-
-#: Latencies are kept in microseconds, 1 us .. 1 h, to 3 significant digits.
-_HDR_RANGE = (1, 3_600_000_000, 3)
-
-
-def _histogram() -> HdrHistogram:
-    return HdrHistogram(*_HDR_RANGE)
-
-
-@dataclass
-class KindTally:
-    """Counts and an exact (HDR) latency histogram of one kind of attempt."""
-
-    attempted: int = 0
-    completed: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-    retransmits: int = 0
-    resumed: int = 0
-    sent_bytes: int = 0
-    received_bytes: int = 0
-    histogram: HdrHistogram = field(default_factory=_histogram)
-
-    @property
-    def failed(self) -> int:
-        return sum(self.failures.values())
-
-    @property
-    def in_flight(self) -> int:
-        return self.attempted - self.completed - self.failed
-
-    def percentile(self, p: float) -> float | None:
-        """Latency at percentile ``p`` (0..100) of completed attempts, in seconds."""
-        if self.histogram.get_total_count() == 0:
-            return None
-        return self.histogram.get_value_at_percentile(p) / 1e6
-
-
-class Tally:
-    """Exact in-process totals per kind, for tests and benchmarks (runs use
-    :class:`loadgen.stats.sink.StatsSink`, which also keeps them per target and per second)."""
-
-    def __init__(self) -> None:
-        self.kinds: dict[str, KindTally] = {HANDSHAKE: KindTally(), PING: KindTally()}
-
-    def record(self, fact: Fact) -> None:
-        if isinstance(fact, Started):
-            self.kinds[fact.kind].attempted += 1
-        elif isinstance(fact, Finished):
-            tally = self.kinds[fact.kind]
-            tally.retransmits += fact.retransmits
-            tally.sent_bytes += fact.sent_bytes
-            tally.received_bytes += fact.received_bytes
-            if fact.error is None:
-                tally.completed += 1
-                tally.resumed += fact.resumed
-                tally.histogram.record_value(max(1, int(fact.elapsed * 1e6)))
-            else:
-                tally.failures[fact.error.code] += 1
-
-    @property
-    def handshakes(self) -> KindTally:
-        return self.kinds[HANDSHAKE]
-
-    @property
-    def pings(self) -> KindTally:
-        return self.kinds[PING]

@@ -1,32 +1,12 @@
-"""Pass/fail verdicts for a run's thresholds (handshake and ping percentiles, errors, rate)."""
+"""Pass/fail verdicts for a run's thresholds (handshake and ping percentiles, errors, rate), judged on its
+:class:`~loadgen.stats.run.RunStats`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
-from .scenario import Thresholds
-
-
-class KindTotals(Protocol):
-    """Totals of one kind of attempt (a recorder.KindTally or a stats Cell)."""
-
-    completed: int
-
-    @property
-    def failed(self) -> int: ...
-
-    def percentile(self, p: float) -> float | None: ...
-
-
-class Totals(Protocol):
-    """What thresholds are judged on: handshake and ping totals (a recorder.Tally or stats.RunStats)."""
-
-    @property
-    def handshakes(self) -> KindTotals: ...
-
-    @property
-    def pings(self) -> KindTotals: ...
+from ..scenario import Thresholds
+from .run import RunStats
 
 
 @dataclass(frozen=True)
@@ -60,9 +40,9 @@ class Verdict:
                 f"off by {fmt(off)}{ratio}")
 
 
-def evaluate(thresholds: Thresholds, tally: Totals, elapsed: float) -> list[Verdict]:
+def evaluate(thresholds: Thresholds, stats: RunStats, elapsed: float) -> list[Verdict]:
     """Verdicts for every threshold the scenario sets, in a stable order."""
-    hs, pings = tally.handshakes, tally.pings
+    hs, pings = stats.handshakes, stats.pings
     ended = hs.completed + hs.failed + pings.completed + pings.failed
     checks: list[tuple[str, float | None, float | None, bool, str]] = [
         ("handshake_p95", thresholds.handshake_p95, hs.percentile(95), True, "s"),

@@ -1,0 +1,178 @@
+"""A finished run's outcome, the summary printed at its end and the data of its ``summary.json``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from locust.env import Environment
+
+from ..capacity import KNEE_FOUND, Analysis
+from ..distributed import Health
+from ..scenario import Scenario
+from ..stats.run import KINDS, RunStats
+from ..stats.thresholds import Verdict
+
+
+@dataclass
+class RunOutcome:
+    """What a finished run leaves behind."""
+
+    scenario: Scenario
+    environment: Environment
+    stats: RunStats  # exact totals per kind and target, and the per-second series
+    elapsed: float
+    verdicts: list[Verdict] = field(default_factory=list)
+    results_dir: Path | None = None
+    server_summary: str = ""
+    analysis: Analysis | None = None  # steps, knee, verdict sentence (not on workers)
+    health: Health | None = None  # loop lag, workers marked missing, Locust vs loadgen counts (not on workers)
+    interrupted: bool = False  # stopped (Ctrl-C, SIGTERM) before its planned end
+
+    @property
+    def outcome(self) -> str:
+        """``passed``, ``failed`` or ``interrupted``: what the verdict's first word says."""
+        return "interrupted" if self.interrupted else "passed" if self.passed else "failed"
+
+    @property
+    def failed_attempts(self) -> int:
+        """Handshakes and pings that failed (attempts still in flight at the stop are neither)."""
+        return sum(t.failed for t in self.stats.kinds.values())
+
+    @property
+    def passed(self) -> bool:
+        """A stepped run is a capacity search, judged by its knee as its verdict is (failures past
+        the knee are what finding it takes). Otherwise thresholds decide when the scenario has them;
+        without, any failed attempt fails the run (Locust's convention: ``locust`` exits 1 on any failure)."""
+        if self.analysis is not None and self.analysis.knee is not None:
+            return self.analysis.knee.limited_by in KNEE_FOUND
+        if self.verdicts:
+            return all(v.passed for v in self.verdicts)
+        return self.failed_attempts == 0
+
+
+# -- the console summary ----------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}"
+
+
+def print_summary(outcome: RunOutcome, out: TextIO) -> None:
+    """loadgen's exact totals and percentiles first, Locust's counts of the same attempts, the thresholds.
+
+    Locust's latency columns are left out: it keeps response times rounded (to whole ms below
+    100 ms, 2 significant digits above), so its median read 0.0 ms against an exact 0.43 ms and
+    a distributed p99 came out above the max. Its counts are exact and are the cross-check."""
+    _print_exact_figures(outcome, out)
+    _print_locust_counts(outcome, out)
+    if outcome.server_summary:
+        print(outcome.server_summary, file=out)
+    for v in outcome.verdicts:
+        print(f"threshold {v.describe()}", file=out)
+    _print_result(outcome, out)
+    _print_health(outcome, out)
+    if outcome.analysis is not None:
+        print(f"loadgen: verdict: {outcome.analysis.verdict}", file=out)
+
+
+def _print_exact_figures(outcome: RunOutcome, out: TextIO) -> None:
+    print("\nloadgen's exact figures (every attempt, HDR histograms):", file=out)
+    for kind, t in outcome.stats.kinds.items():
+        codes = ", ".join(f"{code} {n}" for code, n in t.failures.most_common()) or "none"
+        print(f"{kind + 's':<11} attempted {t.attempted}, completed {t.completed}, failed {t.failed}, "
+              f"in flight at stop {t.in_flight}; p50 {_ms(t.percentile(50))} ms, p99 {_ms(t.percentile(99))} ms;"
+              f" errors: {codes}", file=out)
+
+
+def _print_locust_counts(outcome: RunOutcome, out: TextIO) -> None:
+    stats = outcome.environment.stats
+    print("Locust's request counts (the same attempts; for latencies use loadgen's figures above):", file=out)
+    print(f"{'name':<28}{'type':<6}{'count':>9}{'fail':>7}{'per s':>9}", file=out)
+    for e in sorted(stats.entries.values(), key=lambda e: (e.name, e.method)):
+        print(f"{e.name:<28}{e.method:<6}{e.num_requests:>9}{e.num_failures:>7}"
+              f"{e.num_requests / max(outcome.elapsed, 1e-9):>9.1f}", file=out)
+
+
+def _print_result(outcome: RunOutcome, out: TextIO) -> None:
+    """Interrupted, thresholds met or not, or failed attempts in a run without thresholds."""
+    if outcome.interrupted:
+        print("loadgen: INTERRUPTED: stopped before the planned end; the figures cover the part that ran", file=out)
+    if outcome.verdicts:
+        failed = sum(not v.passed for v in outcome.verdicts)
+        result = f"FAILED: {failed} of {len(outcome.verdicts)} thresholds not met" if failed else \
+            "passed: every threshold met"
+        print(f"loadgen: {result}", file=out)
+    elif outcome.failed_attempts:
+        print(f"loadgen: FAILED: {outcome.failed_attempts} attempts failed and the scenario sets no thresholds "
+              "(then any failure fails the run; set thresholds.error_ratio to allow some)", file=out)
+
+
+def _print_health(outcome: RunOutcome, out: TextIO) -> None:
+    if (h := outcome.health) is None:
+        return
+    same = "equal" if not h.counts_differ else "DIFFER"
+    counts = ", ".join(f"{kind}s {c['locust']}/{c['loadgen']}" for kind, c in h.counts.items())
+    missed = ", ".join(map(str, h.missed)) or "none"
+    workers = f"workers {h.workers}, marked missing: {missed}; " if h.workers else ""
+    print(f"loadgen: health: {workers}event-loop lag max {h.lag_max * 1000:.0f} ms "
+          f"({h.stop_lag_max * 1000:.0f} ms while stopping); "
+          f"Locust/loadgen counts {same} ({counts})", file=out)
+
+
+# -- summary.json ---------------------------------------------------------------------
+
+
+def summary_data(outcome: RunOutcome) -> dict[str, Any]:
+    """The JSON summary: totals, percentiles (ms), error codes per kind, thresholds; ``interrupted``
+    and ``outcome`` (passed / failed / interrupted) as the verdict's first word says."""
+    # Locust's counts only: its latencies are rounded (see print_summary); the exact ones are above.
+    locust_view = {
+        f"{e.method} {e.name}": {"requests": e.num_requests, "failures": e.num_failures}
+        for e in outcome.environment.stats.entries.values()
+    }
+    return {
+        "scenario": outcome.scenario.name, "elapsed_s": outcome.elapsed,
+        "interrupted": outcome.interrupted, "outcome": outcome.outcome, **_kinds_data(outcome),
+        "locust": locust_view,
+        "thresholds": [{"name": v.name, "limit": v.limit, "actual": v.actual, "passed": v.passed}
+                       for v in outcome.verdicts],
+        "server": outcome.server_summary,
+        # Issue 5: exact figures per target, the run's start, the steps / knee / verdict.
+        "targets": targets_summary(outcome.stats, outcome.elapsed),
+        "active_associations": outcome.stats.active(),
+        "started_utc": _started_utc(outcome.stats),
+        "analysis": outcome.analysis.to_json() if outcome.analysis is not None else None,
+        "health": outcome.health.to_json() if outcome.health is not None else None,
+    }
+
+
+def _kinds_data(outcome: RunOutcome) -> dict[str, Any]:
+    """Per kind (handshake, ping): totals, error codes, bytes, rate and exact percentiles (ms)."""
+    kinds = {}
+    for kind, t in outcome.stats.kinds.items():
+        kinds[kind] = {
+            "attempted": t.attempted, "completed": t.completed, "failed": t.failed,
+            "in_flight": t.in_flight, "errors": dict(t.failures), "retransmits": t.retransmits,
+            "resumed": t.resumed, "sent_bytes": t.sent_bytes, "received_bytes": t.received_bytes,
+            "rate_per_s": t.completed / max(outcome.elapsed, 1e-9),
+            "latency_ms": {f"p{p:g}": (None if (v := t.percentile(p)) is None else v * 1000)
+                           for p in (50, 90, 95, 99, 99.9, 100)},
+        }
+    return kinds
+
+
+def targets_summary(stats: RunStats, elapsed: float) -> dict[str, Any]:
+    """Per target: per-kind totals (with exact percentiles) and active associations."""
+    out: dict[str, Any] = {}
+    for target in stats.targets:
+        out[target] = {kind: stats.cell(kind, target).summary(elapsed) for kind in KINDS}
+        out[target]["active_associations"] = stats.active(target)
+    return out
+
+
+def _started_utc(stats: RunStats) -> str | None:
+    first = min(stats.seconds.values(), key=lambda row: row.index, default=None)
+    return datetime.fromtimestamp(first.wall, UTC).isoformat(timespec="seconds") if first else None

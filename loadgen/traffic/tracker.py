@@ -1,0 +1,212 @@
+"""RequestTracker: what a device sends once its association is up, and how each request ends.
+
+The one request/response loop that both client transports (DTLS and TLS) drive. It is
+sans-I/O, as aioquic's connection is: it never reads a clock, touches a socket or
+sleeps. The transport passes ``now`` in, sends the payload :meth:`~RequestTracker.poll`
+returns, hands every reply to :meth:`~RequestTracker.receive` and wakes up at
+:meth:`~RequestTracker.get_timer`. The tracker decides when the next request is due
+(interval and jitter), keeps the requests outstanding (keyed by their sequence number),
+matches replies, times requests out, tells late replies apart, ends the association after
+``max_missed`` unanswered requests in a row, and reports every request to the sink as
+facts (``Started`` when it goes out, one ``Finished`` when it ends).
+
+Today's pings are one at a time (``max_in_flight`` = 1) and carry no id, so a reply answers
+the oldest request outstanding. Several requests in flight are a larger ``max_in_flight``;
+matching a reply by an id in its payload changes :meth:`RequestTracker.receive`'s lookup.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from ..errors import BadReply, LoadgenError, PeerClosed, PingTimeout
+from ..scenario.model import PingConfig
+from ..stats.facts import PING, Finished, Sink, Started
+from .payloads import PayloadMaker, ReplyRule, payload_maker, uses_device_fields
+
+
+class Matcher(Protocol):
+    """Judges a reply against the request it answers (:class:`~.payloads.ReplyRule` is one)."""
+
+    @property
+    def kind(self) -> str:
+        """The rule's name, for the ``bad-reply`` message."""
+        ...
+
+    def accepts(self, request: bytes, reply: bytes) -> bool:
+        """True when ``reply`` is a valid answer to ``request``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficPlan:
+    """The scenario's ``ping`` section with what it takes to run it: the payload maker and the
+    reply matcher. Built by :func:`traffic_plan`; one plan serves every association of a run
+    (or of a device, when the payload text names the device: see :meth:`for_device`)."""
+
+    config: PingConfig
+    payload: PayloadMaker
+    matcher: Matcher
+    device_fields: bool = False  # the payload text uses {n} or {target}
+
+    def for_device(self, *, n: int, target: str) -> TrafficPlan:
+        """This plan for device ``n`` talking to ``target``: payloads of its own when the text
+        names the device or its target, else this same plan (thousands share one)."""
+        if not self.device_fields:
+            return self
+        return replace(self, payload=payload_maker(self.config.payload, n=n, target=target))
+
+
+def traffic_plan(ping: PingConfig) -> TrafficPlan:
+    """The one place the scenario's ``ping`` section becomes what a transport runs."""
+    return TrafficPlan(ping, payload_maker(ping.payload), ReplyRule.expecting(ping.expect),
+                       uses_device_fields(ping.payload))
+
+
+class _Request:
+    """One request awaiting its reply."""
+
+    __slots__ = ("payload", "sent_at", "deadline", "sent_bytes")
+
+    def __init__(self, payload: bytes, sent_at: float, deadline: float) -> None:
+        self.payload = payload
+        self.sent_at = sent_at
+        self.deadline = deadline
+        self.sent_bytes = 0
+
+
+class RequestTracker:
+    """The requests of one association: when to send, what is outstanding, how each one ends.
+
+    ``name`` is the association's (payloads may carry it), ``target`` the one its facts name.
+    ``uniform(a, b)`` draws the jitter (pass a seeded ``Random``'s for a reproducible run).
+    Nothing is due before :meth:`start`.
+    """
+
+    def __init__(self, name: str, target: str, plan: TrafficPlan, sink: Sink, *,
+                 uniform: Callable[[float, float], float] = random.uniform, max_in_flight: int = 1,
+                 kind: str = PING) -> None:
+        config = plan.config
+        self._name = name
+        self._target = target
+        self._kind = kind
+        self._sink = sink
+        self._make = plan.payload
+        self._matcher = plan.matcher
+        self._interval = config.interval
+        self._spread = config.interval * config.jitter  # the jitter is a fraction of the interval, applied +-
+        self._timeout = config.timeout if config.timeout is not None else config.interval
+        self._max_missed = config.max_missed
+        self._max_in_flight = max_in_flight
+        self._uniform = uniform
+        self._started = Started(kind, target)  # the same (frozen) fact for every request: made once
+        self._in_flight: dict[int, _Request] = {}  # by sequence number, oldest first
+        self._seq = 0
+        self._late: bytes | None = None  # the last timed-out payload: its reply is late, not bad
+        self._next = float("inf")  # when the next request is due
+        self._missed = 0  # unanswered requests in a row
+        #: Requests sent so far.
+        self.requests_sent = 0
+
+    @property
+    def outstanding(self) -> int:
+        """Requests awaiting their reply."""
+        return len(self._in_flight)
+
+    def start(self, now: float) -> None:
+        """The association is up: the first request is due at once (as Qt's client pings), then on the interval."""
+        self._next = now
+
+    def get_timer(self) -> float:
+        """When :meth:`poll` has something to do next (a deadline or a request due); inf: nothing."""
+        if not self._in_flight:
+            return self._next
+        deadline = next(iter(self._in_flight.values())).deadline
+        if len(self._in_flight) >= self._max_in_flight:
+            # While the window is full only a reply or a deadline matters: waking for the next
+            # request instead would spin when the interval is shorter than a round trip.
+            return deadline
+        return min(deadline, self._next)
+
+    def poll(self, now: float) -> bytes | None:
+        """Time out what is overdue, then begin the next request if one is due and returns its
+        payload: the transport sends it, then calls :meth:`sent` (or :meth:`abandon`). None: nothing to send.
+
+        Raises :class:`~loadgen.errors.PingTimeout` when ``max_missed`` requests in a row went unanswered.
+        """
+        if self._in_flight:
+            self._expire(now)
+        if now < self._next or len(self._in_flight) >= self._max_in_flight:
+            return None
+        self._seq += 1
+        payload = self._make(self._name, self._seq)
+        self._sink.record(self._started)
+        self._in_flight[self._seq] = _Request(payload, now, now + self._timeout)
+        return payload
+
+    def sent(self, size: int) -> None:
+        """The payload :meth:`poll` returned went out as ``size`` bytes on the wire."""
+        request = self._in_flight[self._seq]
+        request.sent_bytes = size
+        self.requests_sent += 1
+        jitter = self._uniform(-self._spread, self._spread) if self._spread else 0.0
+        self._next = max(self._next + self._interval + jitter, request.sent_at)
+
+    def abandon(self, error: LoadgenError) -> None:
+        """The payload :meth:`poll` returned could not be sent (e.g. larger than the MTU): it fails with ``error``."""
+        self._in_flight.pop(self._seq, None)
+        self._sink.record(Finished(self._kind, self._target, 0.0, error))
+
+    def receive(self, reply: bytes, size: int, now: float) -> bool:
+        """A reply arrived (``size``: the bytes it took on the wire). False: it answers no request
+        outstanding (unexpected, or the late reply to one that timed out and was counted then)."""
+        if not self._in_flight:
+            return False
+        # Today's requests carry no id: a reply answers the oldest one outstanding. (Matching by
+        # an id in the payload looks the request up by its key here instead.)
+        seq = next(iter(self._in_flight))
+        request = self._in_flight[seq]
+        accepted = self._matcher.accepts(request.payload, reply)
+        if not accepted and reply == self._late:
+            return False
+        del self._in_flight[seq]
+        self._missed = 0
+        error = None if accepted else BadReply(f"reply of {len(reply)} bytes does not match rule {self._matcher.kind}")
+        self._sink.record(Finished(self._kind, self._target, now - request.sent_at, error,
+                                   sent_bytes=request.sent_bytes, received_bytes=size))
+        return True
+
+    def fail(self, error: LoadgenError, now: float) -> None:
+        """The association ended with ``error``: every request outstanding fails with it (with
+        ``peer-closed`` saying a request was outstanding, when the peer closed)."""
+        if not self._in_flight:
+            return
+        if isinstance(error, PeerClosed):
+            error = PeerClosed(f"peer closed with a {self._kind} outstanding")
+        requests = list(self._in_flight.values())
+        self._in_flight.clear()
+        for request in requests:
+            self._sink.record(Finished(self._kind, self._target, now - request.sent_at, error,
+                                       sent_bytes=request.sent_bytes))
+
+    def _expire(self, now: float) -> None:
+        """Fail the requests whose deadline passed (oldest first: they share one timeout)."""
+        while self._in_flight:
+            seq = next(iter(self._in_flight))
+            request = self._in_flight[seq]
+            if now < request.deadline:
+                return
+            del self._in_flight[seq]
+            self._sink.record(Finished(self._kind, self._target, now - request.sent_at,
+                                       PingTimeout(f"no reply in {self._timeout:g} s"), sent_bytes=request.sent_bytes))
+            self._late = request.payload
+            self._missed += 1
+            if self._missed >= self._max_missed:
+                raise PingTimeout(f"{self._missed} {self._kind}s in a row unanswered: the server is gone")
+
+
+#: The scenario's default ``ping`` section, built: what a transport runs when given no plan.
+DEFAULT_PLAN = traffic_plan(PingConfig())
