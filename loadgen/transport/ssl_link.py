@@ -29,6 +29,8 @@ _RECV_SIZE = 65536
 
 
 class Mode(enum.Enum):
+    """Which side of the handshake a socket plays (its context says)."""
+
     CLIENT = "client"
     SERVER = "server"
 
