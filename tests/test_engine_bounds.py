@@ -23,8 +23,8 @@ from OpenSSL import SSL
 from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import LoadgenError, error_from_openssl
 from loadgen.protocol import dtls, psk_client, psk_handshake, psk_server, records
-from loadgen.protocol import tls as tls_engine
 from loadgen.protocol.events import ConnectionFailed, DataReceived
+from loadgen.protocol.tls_errors import openssl_reason
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -831,7 +831,7 @@ def test_an_openssl_failure_without_a_reason_gets_a_stable_code(exc):
     # left over), whose repr became the code "tls-(-1,-'unexpected-eof')" (9,035 times in
     # bench_hostile's handshake fuzz).
     assert error_from_openssl(dtls._reason(exc), remote=False).code == "tls-unexpected-eof"
-    assert error_from_openssl(tls_engine._reason(exc), remote=False).code == "tls-unexpected-eof"
+    assert error_from_openssl(openssl_reason(exc), remote=False).code == "tls-unexpected-eof"
 
 
 @pytest.mark.parametrize("reason", ["(-1, 'Unexpected EOF')", "(11, 'EAGAIN')", "reason(1234)", "tlsv1 alert 163",

@@ -28,7 +28,7 @@ from ..credentials import (
     read_capped,
 )
 from ..errors import ConfigError
-from ..protocol.tls import PSK_MODES, psk_modes_problem
+from ..protocol.tls_contexts import PSK_MODES, psk_modes_problem
 from . import model as m
 from .convert import (
     PEM_FILE_CAP,
