@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from loadgen.builtin_server import ServerProcess  # noqa: E402
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.credentials import KeyStore  # noqa: E402
-from loadgen.protocol import tls  # noqa: E402
-from loadgen.protocol.tls import SessionCache, TlsOptions  # noqa: E402
+from loadgen.protocol.tls import SessionCache, TlsEngine  # noqa: E402
+from loadgen.protocol.tls_contexts import TlsOptions, client_context, server_context  # noqa: E402
 from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
 from loadgen.stats.facts import FanOut  # noqa: E402
 from loadgen.stats.sink import StatsSink  # noqa: E402
@@ -48,12 +48,12 @@ def options(version: str, resumption: bool) -> TlsOptions:
 
 def engine_only(n: int, version: str) -> float:
     """CPU seconds per full handshake, client and server engines in memory."""
-    cctx = tls.client_context(options(version, False), psk_mode=True)
-    sctx = tls.server_context(options(version, False), keys=KeyStore(shared=QUICKSTART_KEY))
+    cctx = client_context(options(version, False), psk_mode=True)
+    sctx = server_context(options(version, False), keys=KeyStore(shared=QUICKSTART_KEY))
     start = time.process_time()
     for i in range(n):
-        client = tls.TlsEngine.client(cctx, psk=lambda hint, i=i: (b"e%d" % i, QUICKSTART_KEY))
-        server = tls.TlsEngine.server(sctx)
+        client = TlsEngine.client(cctx, psk=lambda hint, i=i: (b"e%d" % i, QUICKSTART_KEY))
+        server = TlsEngine.server(sctx)
         client.start()
         for _ in range(10):
             data = client.data_to_send()
@@ -70,7 +70,7 @@ def engine_only(n: int, version: str) -> float:
 def socket_handshakes(address: tuple[str, int], n: int, concurrency: int, version: str,
                       resumed: bool) -> tuple[float, StatsSink]:
     """Client CPU seconds per completed handshake; with ``resumed`` each device resumes its session."""
-    ctx = tls.client_context(options(version, resumed), psk_mode=True)
+    ctx = client_context(options(version, resumed), psk_mode=True)
     totals = StatsSink()
     sink = run_sink(totals)
     caches = [SessionCache(maxsize=1) for _ in range(concurrency)]
@@ -93,7 +93,7 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int, versio
 
 
 def pings(address: tuple[str, int], associations: int, seconds: float, version: str) -> tuple[float, StatsSink]:
-    ctx = tls.client_context(options(version, False), psk_mode=True)
+    ctx = client_context(options(version, False), psk_mode=True)
     totals = StatsSink()
     sink = run_sink(totals)
     plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=2.0, expect=Expect("echo")))

@@ -12,7 +12,7 @@ import hmac
 import os
 import stat
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,12 @@ class Secret:
         return f"Secret(<{len(self.value)} bytes>)"
 
     __str__ = __repr__
+
+
+#: A client's key chooser: ``choose(hint) -> (identity, key)`` for one connection, given the
+#: server's identity hint (None when it sent none, and always with TLS 1.3). Both engine kinds
+#: and both protocols take one; the transports build it from the scenario's ``psk`` section.
+PskChooser = Callable[[bytes | None], tuple[bytes, "Secret"]]
 
 
 def parse_hex(text: str, *, where: str = "key") -> Secret:

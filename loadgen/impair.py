@@ -18,98 +18,60 @@ datagram and its copy are held back ``reorder_delay`` longer, so later ones over
 it); then each copy gets its own delay drawn with jitter. As with netem, jitter alone
 can reorder datagrams too; ``reordered`` counts only the deliberate holds.
 
-Delays never block other traffic: each direction has one scheduler greenlet and a heap
-of due times, not one greenlet per datagram. Idle client mappings expire; when
-``max_clients`` mappings exist, a new client evicts the least recently active one
-(as a full NAT table would).
+What happens to one datagram is decided in :mod:`loadgen.impairment` (no sockets, no clock);
+this module moves the datagrams and keeps time. Delays never block other traffic: each
+direction has one scheduler greenlet and a heap of due times, not one greenlet per datagram.
+Idle client mappings expire; when ``max_clients`` mappings exist, a new client evicts the
+least recently active one (as a full NAT table would).
 """
 
 from __future__ import annotations
 
 import heapq
-import ipaddress
-import math
 import random
-import re
 import socket as _stdsocket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import gevent
 from gevent import socket
 from gevent.event import Event
 
-from .errors import ConfigError
+from .impairment import (
+    DISTRIBUTIONS,
+    NO_IMPAIRMENT,
+    OPTIONS,
+    Address,
+    Counters,
+    Impairment,
+    counters_line,
+    format_address,
+    impair,
+    impairments_from_options,
+    parse_address,
+    parse_duration,
+    parse_probability,
+    parse_size,
+)
 
-Address = tuple[str, int]
+# The model and the option parsers live in loadgen.impairment; they are named here too, for
+# the command line and for users of the proxy (one import for the proxy and what it takes).
+__all__ = ["DISTRIBUTIONS", "OPTIONS", "Address", "Counters", "Impairment", "ImpairmentProxy", "ProxyStats",
+           "SockAddr", "counters_line", "format_address", "impair", "impairments_from_options", "parse_address",
+           "parse_duration", "parse_probability", "parse_size"]
 
-#: Jitter distributions: "uniform" draws delay +- jitter, "normal" draws N(delay, jitter).
-DISTRIBUTIONS = ("uniform", "normal")
+#: A peer's address as ``recvfrom`` gives it: ``(host, port)``, or with IPv6 ``(host, port, flowinfo, scope_id)``.
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
+
+#: Where a direction sends: the client's mapping (up) or the client's address (down).
+_Dest = TypeVar("_Dest")
+
 _MAX_DATAGRAM = 65536
 _BUFFER = 4 * 1024 * 1024  # socket receive buffers: bursts must not add loss of their own
 _BURST = 32  # datagrams a scheduler sends before it yields
-_PROBABILITIES = ("loss", "duplicate", "reorder", "corrupt")
-_DELAYS = ("delay", "jitter", "reorder_delay")
-
-
-@dataclass(frozen=True)
-class Impairment:
-    """What happens to datagrams in one direction. Probabilities in 0..1, times in seconds."""
-
-    loss: float = 0.0
-    delay: float = 0.0
-    jitter: float = 0.0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-    corrupt: float = 0.0
-    truncate: int | None = None  # datagrams longer than this many bytes are cut to it
-    distribution: str = "uniform"  # of the jitter
-    reorder_delay: float = 0.010  # how much longer a reordered datagram is held back
-
-    def __post_init__(self) -> None:
-        for name in _PROBABILITIES:
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
-                raise ValueError(f"{name}: expected a probability between 0 and 1, got {value!r}")
-        for name in _DELAYS:
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}: expected a time >= 0 in seconds, got {value!r}")
-        if self.truncate is not None and not (isinstance(self.truncate, int) and self.truncate >= 1):
-            raise ValueError(f"truncate: expected a size >= 1 in bytes, got {self.truncate!r}")
-        if self.distribution not in DISTRIBUTIONS:
-            raise ValueError(f"distribution: expected one of {', '.join(DISTRIBUTIONS)}, got {self.distribution!r}")
-
-    def describe(self) -> str:
-        """A short human summary, e.g. ``loss 20%, delay 20 ms +- 5 ms (uniform)``; ``none`` when clear."""
-        parts = [f"{name} {getattr(self, name) * 100:.4g}%" for name in _PROBABILITIES if getattr(self, name)]
-        if self.delay or self.jitter:
-            jitter = f" +- {self.jitter * 1000:.4g} ms ({self.distribution})" if self.jitter else ""
-            parts.append(f"delay {self.delay * 1000:.4g} ms{jitter}")
-        if self.reorder:
-            parts.append(f"reorder hold {self.reorder_delay * 1000:.4g} ms")
-        if self.truncate is not None:
-            parts.append(f"truncate to {self.truncate} bytes")
-        return ", ".join(parts) or "none"
-
-
-@dataclass
-class Counters:
-    """What one direction did. ``forwarded`` counts datagrams sent on, copies included."""
-
-    forwarded: int = 0
-    dropped: int = 0
-    duplicated: int = 0
-    reordered: int = 0
-    corrupted: int = 0
-    truncated: int = 0
-    send_errors: int = 0  # could not be sent (socket error, or the client mapping was gone)
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 @dataclass
@@ -123,16 +85,16 @@ class ProxyStats:
     evicted: int = 0  # mappings closed to make room (``max_clients``)
 
 
-class _Direction:
+class _Direction(Generic[_Dest]):
     """One direction's impairments: decides per datagram, then sends now or from its heap."""
 
     def __init__(self, impairment: Impairment, rng: random.Random, counters: Counters,
-                 send: Callable[[bytes, Any], None]) -> None:
+                 send: Callable[[bytes, _Dest], None]) -> None:
         self.impairment = impairment
         self._rng = rng
         self._counters = counters
         self._send_now = send
-        self._heap: list[tuple[float, int, bytes, Any]] = []
+        self._heap: list[tuple[float, int, bytes, _Dest]] = []
         self._seq = 0  # tie-breaker: equal due times keep their arrival order
         self._wake = Event()
         self._greenlet: gevent.Greenlet | None = None
@@ -146,30 +108,10 @@ class _Direction:
             self._greenlet = None
         self._heap.clear()  # datagrams still on their way are lost, as on a link going down
 
-    def submit(self, data: bytes, dest: Any) -> None:
+    def submit(self, data: bytes, dest: _Dest) -> None:
         """Impair one datagram bound for ``dest`` (a client mapping or a client address)."""
-        imp, rng, counters = self.impairment, self._rng, self._counters
-        if imp.loss and rng.random() < imp.loss:
-            counters.dropped += 1
-            return
-        if imp.truncate is not None and len(data) > imp.truncate:
-            data = data[: imp.truncate]
-            counters.truncated += 1
-        if imp.corrupt and data and rng.random() < imp.corrupt:
-            buf = bytearray(data)
-            buf[rng.randrange(len(buf))] ^= rng.randrange(1, 256)
-            data = bytes(buf)
-            counters.corrupted += 1
-        copies = 1
-        if imp.duplicate and rng.random() < imp.duplicate:
-            copies = 2
-            counters.duplicated += 1
-        hold = 0.0
-        if imp.reorder and rng.random() < imp.reorder:
-            hold = imp.reorder_delay
-            counters.reordered += 1
-        for _ in range(copies):
-            wait = self._delay() + hold
+        data, waits = impair(data, self.impairment, self._rng, self._counters)
+        for wait in waits:
             if wait <= 0:
                 self._send(data, dest)
                 continue
@@ -179,15 +121,7 @@ class _Direction:
             if self._heap[0] is entry:  # due before whatever the scheduler sleeps for
                 self._wake.set()
 
-    def _delay(self) -> float:
-        imp = self.impairment
-        if not imp.jitter:
-            return imp.delay
-        if imp.distribution == "normal":
-            return max(0.0, self._rng.gauss(imp.delay, imp.jitter))
-        return max(0.0, imp.delay + self._rng.uniform(-imp.jitter, imp.jitter))
-
-    def _send(self, data: bytes, dest: Any) -> None:
+    def _send(self, data: bytes, dest: _Dest) -> None:
         try:
             self._send_now(data, dest)
         except OSError:
@@ -220,7 +154,7 @@ class _Client:
 
     __slots__ = ("addr", "sock", "greenlet", "last_seen", "closed")
 
-    def __init__(self, addr: tuple, sock: socket.socket) -> None:
+    def __init__(self, addr: SockAddr, sock: socket.socket) -> None:
         self.addr = addr
         self.sock = sock
         self.greenlet: gevent.Greenlet | None = None
@@ -244,8 +178,8 @@ class ImpairmentProxy:
         target: Address,
         *,
         listen: Address = ("127.0.0.1", 0),
-        up: Impairment = Impairment(),
-        down: Impairment = Impairment(),
+        up: Impairment = NO_IMPAIRMENT,
+        down: Impairment = NO_IMPAIRMENT,
         seed: int | None = None,
         max_clients: int = 10_000,
         idle_timeout: float = 60.0,
@@ -261,7 +195,7 @@ class ImpairmentProxy:
         # String seeds hash with SHA-512: stable across runs and Python versions.
         self._up = _Direction(up, random.Random(f"{self.seed}:up"), self.stats.up, self._send_up)
         self._down = _Direction(down, random.Random(f"{self.seed}:down"), self.stats.down, self._send_down)
-        self._clients: OrderedDict[tuple, _Client] = OrderedDict()  # least recently active first
+        self._clients: OrderedDict[SockAddr, _Client] = OrderedDict()  # least recently active first
         self._sock: socket.socket | None = None
         self._greenlets: list[gevent.Greenlet] = []
 
@@ -376,7 +310,7 @@ class ImpairmentProxy:
 
     # -- mappings -----------------------------------------------------------
 
-    def _open(self, addr: tuple) -> _Client | None:
+    def _open(self, addr: SockAddr) -> _Client | None:
         if len(self._clients) >= self.max_clients:
             self._close(self._clients.popitem(last=False)[1])
             self.stats.evicted += 1
@@ -405,7 +339,7 @@ class ImpairmentProxy:
             raise OSError("client mapping closed")
         client.sock.send(data)
 
-    def _send_down(self, data: bytes, addr: tuple) -> None:
+    def _send_down(self, data: bytes, addr: SockAddr) -> None:
         if self._sock is None:
             raise OSError("proxy stopped")
         self._sock.sendto(data, addr)
@@ -413,102 +347,3 @@ class ImpairmentProxy:
 
 def _family(host: str) -> int:
     return _stdsocket.AF_INET6 if ":" in host else _stdsocket.AF_INET
-
-
-# -- command-line values ------------------------------------------------------
-
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*")
-
-#: The impairment options of ``loadgen impair``: field -> (metavar, help).
-OPTIONS: dict[str, tuple[str, str]] = {
-    "loss": ("P", "probability a datagram is dropped"),
-    "delay": ("TIME", "added one-way delay, e.g. 20ms or 0.02s (a bare number is seconds)"),
-    "jitter": ("TIME", "delay varies by this much (see --distribution)"),
-    "distribution": ("NAME", "jitter distribution: uniform (delay +- jitter) or normal (sd = jitter)"),
-    "duplicate": ("P", "probability a datagram is sent twice"),
-    "reorder": ("P", "probability a datagram is held back so later ones overtake it"),
-    "reorder_delay": ("TIME", "how much longer a reordered datagram is held back (default 10ms)"),
-    "corrupt": ("P", "probability one random byte of a datagram is changed"),
-    "truncate": ("BYTES", "datagrams longer than this are cut to this size (and still sent)"),
-}
-
-
-def parse_probability(text: str, option: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{option}: expected a probability between 0 and 1, got {text!r}")
-    return value
-
-
-def parse_duration(text: str, option: str) -> float:
-    """Seconds from ``20ms``, ``0.02s`` or ``0.02``; never negative."""
-    match = _DURATION.fullmatch(text)
-    if not match:
-        raise ConfigError(f"{option}: expected a time >= 0 like '20ms' or '0.5s', got {text!r}")
-    return float(match[1]) * (0.001 if match[2] == "ms" else 1.0)
-
-
-def parse_size(text: str, option: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ConfigError(f"{option}: expected a size in bytes >= 1, got {text!r}")
-    return int(text)
-
-
-def parse_address(text: str, option: str, *, any_port: bool = False) -> Address:
-    """``HOST:PORT`` or ``[V6]:PORT`` with a literal IP (or ``localhost``); port 0 only if ``any_port``."""
-    host, sep, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if host == "localhost":
-        host = "127.0.0.1"
-    try:
-        ipaddress.ip_address(host)
-        ok = bool(sep) and port.isdigit() and (1 if not any_port else 0) <= int(port) <= 65535
-    except ValueError:
-        ok = False
-    if not ok:
-        lowest = 0 if any_port else 1
-        raise ConfigError(f"{option}: expected HOST:PORT with an IP address and a port {lowest}..65535, got {text!r}")
-    return host, int(port)
-
-
-def format_address(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-_PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "loss": parse_probability, "duplicate": parse_probability, "reorder": parse_probability,
-    "corrupt": parse_probability, "delay": parse_duration, "jitter": parse_duration,
-    "reorder_delay": parse_duration, "truncate": parse_size,
-}
-
-
-def impairments_from_options(options: Mapping[str, str | None]) -> tuple[Impairment, Impairment]:
-    """``(up, down)`` from command-line text: ``loss`` sets both, ``up_loss`` / ``down_loss`` one.
-
-    Raises :class:`ConfigError` naming the option.
-    """
-    chosen: dict[str, dict[str, Any]] = {"up": {}, "down": {}}
-    for name in OPTIONS:
-        for prefix, directions in (("", ("up", "down")), ("up_", ("up",)), ("down_", ("down",))):
-            text = options.get(prefix + name)
-            if text is None:
-                continue
-            option = "--" + (prefix + name).replace("_", "-")
-            if name == "distribution":
-                if text not in DISTRIBUTIONS:
-                    raise ConfigError(f"{option}: expected one of {', '.join(DISTRIBUTIONS)}, got {text!r}")
-                value: Any = text
-            else:
-                value = _PARSERS[name](text, option)
-            for direction in directions:  # the one-direction options come later: they win
-                chosen[direction][name] = value
-    return Impairment(**chosen["up"]), Impairment(**chosen["down"])
-
-
-def counters_line(direction: str, counters: Counters) -> str:
-    return f"{direction}: " + ", ".join(f"{name} {value}" for name, value in counters.as_dict().items())
-

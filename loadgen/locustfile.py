@@ -41,13 +41,13 @@ class Device(PingUser):
     abstract = False
 
 
-@events.init_command_line_parser.add_listener
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]  # locust is untyped
 def _add_scenario_option(parser: Any) -> None:
     parser.add_argument("--scenario", default=os.environ.get("LOADGEN_SCENARIO", ""),
                         help="loadgen scenario YAML (or set LOADGEN_SCENARIO)", include_in_web_ui=False)
 
 
-@events.init.add_listener
+@events.init.add_listener  # type: ignore[untyped-decorator]  # locust is untyped
 def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any) -> None:
     path = getattr(environment.parsed_options, "scenario", "") or os.environ.get("LOADGEN_SCENARIO", "")
     if not path:

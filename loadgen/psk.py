@@ -25,8 +25,9 @@ REQUIRED_SYMBOLS = (
     "SSL_CTX_set_psk_find_session_callback",
 )
 
-#: ``choose(connection, hint) -> (identity, key)``, or ``None`` to abort the handshake.
-ClientChooser = Callable[[SSL.Connection, "bytes | None"], "tuple[bytes, bytes] | None"]
+#: OpenSSL's client PSK callback, typed: ``callback(connection, hint) -> (identity, key)``, or
+#: ``None`` to abort the handshake (the engines wrap a :data:`~loadgen.credentials.PskChooser` in one).
+ClientPskCallback = Callable[[SSL.Connection, "bytes | None"], "tuple[bytes, bytes] | None"]
 #: ``lookup(connection, identity) -> key``, or ``None`` for an unknown identity.
 ServerLookup = Callable[[SSL.Connection, bytes], "bytes | None"]
 
@@ -58,7 +59,7 @@ def _keep_alive(context: SSL.Context, callback: Any) -> None:
     kept.append(callback)
 
 
-def set_client_psk(context: SSL.Context, choose: ClientChooser) -> None:
+def set_client_psk(context: SSL.Context, choose: ClientPskCallback) -> None:
     """Install a PSK client callback on ``context``.
 
     OpenSSL hands us the server's identity hint (or NULL); ``choose`` returns the
@@ -66,7 +67,7 @@ def set_client_psk(context: SSL.Context, choose: ClientChooser) -> None:
     (an exception must never propagate through C code).
     """
 
-    @ffi.callback(_CLIENT_CB)
+    @ffi.callback(_CLIENT_CB)  # type: ignore[untyped-decorator]  # cffi is untyped; the function is typed
     def callback(ssl: Any, hint: Any, identity: Any, max_identity: int, psk: Any, max_psk: int) -> int:
         try:
             chosen = choose(_connection(ssl), ffi.string(hint) if hint != ffi.NULL else None)
@@ -101,19 +102,7 @@ def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | Non
     from "offered none at all".
     """
 
-    @ffi.callback(_FIND_SESSION_CB)
-    def probe(ssl: Any, identity: Any, length: int, session: Any) -> int:
-        try:
-            conn = _connection(ssl)
-            if offered is not None:
-                offered(conn)
-            setattr(conn, _IDENTITY_ATTR, bytes(ffi.buffer(identity, min(length, _MAX_IDENTITY))))
-        except Exception:  # noqa: BLE001, S110 - must not cross the C boundary; the C string remains
-            pass
-        session[0] = ffi.NULL  # no session from here: OpenSSL goes on to the callback below
-        return 1
-
-    @ffi.callback(_SERVER_CB)
+    @ffi.callback(_SERVER_CB)  # type: ignore[untyped-decorator]  # cffi is untyped
     def callback(ssl: Any, identity: Any, psk: Any, max_psk: int) -> int:
         try:
             conn = _connection(ssl)
@@ -130,12 +119,32 @@ def set_server_psk(context: SSL.Context, lookup: ServerLookup, hint: bytes | Non
             return 0
 
     if tls13:
+        probe = _identity_probe(offered)
         _keep_alive(context, probe)
         lib.SSL_CTX_set_psk_find_session_callback(context._context, probe)
     _keep_alive(context, callback)
     lib.SSL_CTX_set_psk_server_callback(context._context, callback)
     if hint is not None and not lib.SSL_CTX_use_psk_identity_hint(context._context, hint):
         raise ValueError("OpenSSL refused the PSK identity hint")
+
+
+def _identity_probe(offered: Callable[[SSL.Connection], None] | None) -> Any:
+    """A ``psk_find_session`` callback that finds no session but keeps the offered identity whole
+    and tells ``offered`` (see :func:`set_server_psk`). ``Any``: a cffi callback, which cffi does not type."""
+
+    @ffi.callback(_FIND_SESSION_CB)  # type: ignore[untyped-decorator]  # cffi is untyped
+    def probe(ssl: Any, identity: Any, length: int, session: Any) -> int:
+        try:
+            conn = _connection(ssl)
+            if offered is not None:
+                offered(conn)
+            setattr(conn, _IDENTITY_ATTR, bytes(ffi.buffer(identity, min(length, _MAX_IDENTITY))))
+        except Exception:  # noqa: BLE001, S110 - must not cross the C boundary; the C string remains
+            pass
+        session[0] = ffi.NULL  # no session from here: OpenSSL goes on to the PSK server callback
+        return 1
+
+    return probe
 
 
 # -- TLS helpers (same private binding, so they live here too) ---------------------------

@@ -23,8 +23,9 @@ from locust.env import Environment
 
 from .errors import LoadgenError, LocalProtocolError
 from .limits import ShortageLog
-from .protocol import dtls_contexts, tls
-from .protocol.tls import SessionCache, TlsOptions
+from .protocol import dtls_contexts
+from .protocol.tls import SessionCache
+from .protocol.tls_contexts import TlsOptions, client_context
 from .scenario import Scenario, Target
 from .stats.facts import FanOut, Finished, LogSink, Sink
 from .stats.sink import StatsSink
@@ -114,7 +115,7 @@ class Session:
         t = scenario.tls
         # TLS targets use the scenario's PSK unless it sets up certificates.
         self.tls_psk = scenario.psk is not None and t.cert_file is None and t.ca_file is None and t.verify == "none"
-        self.tls_context = tls.client_context(
+        self.tls_context = client_context(
             TlsOptions(min_version=t.min_version, max_version=t.max_version, ciphers=t.ciphers, ca_file=t.ca_file,
                        cert_file=t.cert_file, key_file=t.key_file, verify=t.verify, resumption=t.resumption,
                        psk_modes=t.psk_modes),

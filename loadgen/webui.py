@@ -21,7 +21,7 @@ from html import escape
 from typing import Any
 
 import gevent
-from flask import Response, redirect, request
+from flask import Flask, Response, redirect, request
 from locust.env import Environment
 from locust.web import WebUI
 
@@ -148,6 +148,14 @@ def install(web_ui: WebUI, stats: RunStats) -> LiveView:
     view = LiveView(stats)
     app = web_ui.app
     assert app is not None, "the web UI has no Flask app"
+    _add_tab(web_ui)
+    _add_request_hooks(app, view)
+    _add_routes(app, web_ui, view, stats)
+    return view
+
+
+def _add_tab(web_ui: WebUI) -> None:
+    """Our tab and table in Locust's UI, and links to our page and files under its downloads."""
     web_ui.template_args["extended_tabs"] = [{"title": TAB_TITLE, "key": TAB_KEY}]
     web_ui.template_args["extended_tables"] = [
         {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}]
@@ -155,6 +163,10 @@ def install(web_ui: WebUI, stats: RunStats) -> LiveView:
         {"href": "./loadgen", "title": "loadgen live page: DTLS/TLS figures and charts"},
         {"href": "./loadgen/timeseries.csv", "title": "loadgen per-second time series (CSV)"},
         {"href": "./loadgen/stats.json", "title": "loadgen live figures (JSON)"}]
+
+
+def _add_request_hooks(app: Flask, view: LiveView) -> None:
+    """Open on our tab, show the banner, and add our rows to Locust's stats polls."""
 
     @app.before_request
     def open_on_exact_figures() -> Any:
@@ -177,25 +189,27 @@ def install(web_ui: WebUI, stats: RunStats) -> LiveView:
         response.set_data(json.dumps(payload))
         return response
 
+
+def _add_routes(app: Flask, web_ui: WebUI, view: LiveView, stats: RunStats) -> None:
+    """Our page, its figures (JSON) and the per-second series (CSV), behind Locust's login if it has one."""
+
     @app.route("/loadgen")
-    @web_ui.auth_required_if_enabled
+    @web_ui.auth_required_if_enabled  # type: ignore[untyped-decorator]  # locust is untyped
     def loadgen_page() -> Response:
         return Response(view.page(), mimetype="text/html")
 
     @app.route("/loadgen/stats.json")
-    @web_ui.auth_required_if_enabled
+    @web_ui.auth_required_if_enabled  # type: ignore[untyped-decorator]  # locust is untyped
     def loadgen_stats() -> Response:
         return Response(json.dumps(view.data()), mimetype="application/json")
 
     @app.route("/loadgen/timeseries.csv")
-    @web_ui.auth_required_if_enabled
+    @web_ui.auth_required_if_enabled  # type: ignore[untyped-decorator]  # locust is untyped
     def loadgen_csv() -> Response:
         buffer = io.StringIO()
         write_timeseries_csv(stats.rows(), buffer)
         return Response(buffer.getvalue(), mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=loadgen-timeseries.csv"})
-
-    return view
 
 
 class WebRunControl(RunClock):

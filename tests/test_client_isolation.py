@@ -21,14 +21,15 @@ from gevent import socket
 
 from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import InternalError
-from loadgen.protocol import dtls_contexts, dtls_factory, tls
-from loadgen.protocol.tls import TlsOptions
+from loadgen.protocol import dtls_contexts, dtls_factory
+from loadgen.protocol.tls_contexts import TlsOptions, client_context, server_context
 from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
 from loadgen.stats.facts import LogSink, Message
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import traffic_plan
 from loadgen.transport import ssl_socket
 from loadgen.transport.association import DtlsAssociation
+from loadgen.transport.ssl_link import State
 from loadgen.transport.ssl_socket import SslSocket
 from loadgen.transport.tls_association import MAX_REPLY_LINE, TlsAssociation
 from loadgen.transport.tls_server import TlsServer
@@ -166,7 +167,7 @@ def test_dtls_engine_that_raises_ends_only_its_association(monkeypatch: pytest.M
 
 @pytest.fixture
 def tls_server() -> Iterator[TlsServer]:
-    context = tls.server_context(TlsOptions(), keys=KeyStore(shared=KEY), hint=b"loadgen")
+    context = server_context(TlsOptions(), keys=KeyStore(shared=KEY), hint=b"loadgen")
     server = TlsServer(context, reply="echo").start()
     yield server
     server.stop()
@@ -184,7 +185,7 @@ def test_tls_engine_that_raises_ends_only_its_association(tls_server: TlsServer,
             return Breaking(engine, *faults[server_name]) if server_name in faults else engine
 
     monkeypatch.setattr(ssl_socket, "TlsEngine", Engines)
-    context = tls.client_context(TlsOptions(), psk_mode=True)
+    context = client_context(TlsOptions(), psk_mode=True)
 
     def association(name: str, rec: Recorder) -> TlsAssociation:
         return TlsAssociation(name, "tls-local", tls_server.address, context, rec, identity=name.encode(), key=KEY,
@@ -243,7 +244,7 @@ def test_different_kinds_of_messages_keep_their_own_keys(caplog: pytest.LogCaptu
 
 def test_tls_reply_line_without_end_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     """A server that answers a ping with an endless line: the ping fails, the buffer stays bounded."""
-    server_context = tls.server_context(TlsOptions(), keys=KeyStore(shared=KEY), hint=b"loadgen")
+    server_ctx = server_context(TlsOptions(), keys=KeyStore(shared=KEY), hint=b"loadgen")
     listener = socket.socket(stdsocket.AF_INET, stdsocket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -252,12 +253,12 @@ def test_tls_reply_line_without_end_is_capped(monkeypatch: pytest.MonkeyPatch) -
 
     def hostile() -> None:
         conn, _ = listener.accept()
-        sock = SslSocket(server_context, conn)
+        sock = SslSocket(server_ctx, conn)
         if not sock.start_server_handshake(5.0):
             return
         if not sock.can_read_line():  # the first ping (it may have come with the client's Finished)
             sock.wait_for_ready_read(5.0)
-        while sock.state is ssl_socket.State.CONNECTED and sent[0] < 64 * MAX_REPLY_LINE:
+        while sock.state is State.CONNECTED and sent[0] < 64 * MAX_REPLY_LINE:
             sock.write(b"x" * 16384)  # never a newline
             sent[0] += 16384
             sock.flush(5.0)
@@ -273,7 +274,7 @@ def test_tls_reply_line_without_end_is_capped(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(SslSocket, "_receive", receive)
     server = gevent.spawn(hostile)
     rec = Recorder()
-    context = tls.client_context(TlsOptions(), psk_mode=True)
+    context = client_context(TlsOptions(), psk_mode=True)
     assoc = TlsAssociation("dev", "tls", listener.getsockname(), context, rec, identity=b"dev", key=KEY,
                            ping=traffic_plan(PingConfig(interval=30.0, jitter=0.0, timeout=30.0,
                                                         expect=Expect("echo"))))
@@ -291,21 +292,21 @@ def test_tls_reply_line_without_end_is_capped(monkeypatch: pytest.MonkeyPatch) -
 def test_tls_server_that_never_answers_ends_the_association_after_max_missed() -> None:
     """As for DTLS: unanswered pings in a row end it (and what it queues for a server that never
     reads stays a few pings, instead of one more ping every interval for ever)."""
-    server_context = tls.server_context(TlsOptions(), keys=KeyStore(shared=KEY), hint=b"loadgen")
+    server_ctx = server_context(TlsOptions(), keys=KeyStore(shared=KEY), hint=b"loadgen")
     listener = socket.socket(stdsocket.AF_INET, stdsocket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
 
     def silent() -> None:
         conn, _ = listener.accept()
-        sock = SslSocket(server_context, conn)
+        sock = SslSocket(server_ctx, conn)
         if sock.start_server_handshake(5.0):
             gevent.sleep(30)  # never reads, never answers
         sock.abort()
 
     server = gevent.spawn(silent)
     rec = Recorder()
-    context = tls.client_context(TlsOptions(), psk_mode=True)
+    context = client_context(TlsOptions(), psk_mode=True)
     assoc = TlsAssociation("dev", "tls", listener.getsockname(), context, rec, identity=b"dev", key=KEY,
                            ping=traffic_plan(PingConfig(interval=0.1, jitter=0.0, timeout=0.1, expect=Expect("echo"),
                                                         max_missed=3)))

@@ -301,7 +301,7 @@ def test_wrong_key_fails_on_both_sides_with_key_mismatch(client_ctx, server_ctx)
     assert flights(wire, C2S)[2:] == [CLIENT_FLIGHT, CLIENT_FLIGHT]
     alert = wire.datagrams(S2C)[-1]
     assert describe(alert) == ("Alert(epoch=0)",)
-    assert alert[-2:] == bytes((records.ALERT_FATAL, records.ALERT_DECRYPT_ERROR))
+    assert alert[-2:] == bytes((records.ALERT_FATAL, records.DECRYPT_ERROR))
     assert not wire.only(wire.client_events, HandshakeCompleted)
     assert not wire.only(wire.server_events, HandshakeCompleted)
 
@@ -411,7 +411,7 @@ def _not_a_client_hello(hello: bytes) -> dict[str, bytes]:
         "missing last byte": hello[:-1],
         "record length too long": hello[:11] + b"\xff\xff" + hello[13:],
         "application data": bytes([records.APPLICATION_DATA]) + hello[1:],
-        "alert": records.plaintext_alert(records.ALERT_DECRYPT_ERROR, 0),
+        "alert": records.plaintext_alert(records.DECRYPT_ERROR, 0),
         "epoch 1": hello[:3] + b"\x00\x01" + hello[5:],
         "TLS record version": hello[:1] + b"\x03\x03" + hello[3:],
         "zeros": bytes(200),

@@ -23,8 +23,8 @@ from OpenSSL import SSL
 from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import LoadgenError, error_from_openssl
 from loadgen.protocol import dtls, dtls_contexts, dtls_factory, handshake_messages, psk_client, psk_server, records
-from loadgen.protocol import tls as tls_engine
 from loadgen.protocol.events import ConnectionFailed, DataReceived
+from loadgen.protocol.tls_errors import openssl_reason
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -357,7 +357,7 @@ def _small_datagrams_of_repeated_fragments(count: int, *, length: int = 4000, se
         recs = [head] if n == 0 else []
         while len(recs) < handshake_messages.MAX_RECORDS_PER_DATAGRAM:
             recs.append(hs_record(b"".join(fragment(handshake_messages.CLIENT_KEY_EXCHANGE, length, seq,
-                                                         rng.randrange(length - 1), b"\x00")
+                                                    rng.randrange(length - 1), b"\x00")
                                            for _ in range(handshake_messages.MAX_FRAGMENTS_PER_RECORD)), record_seq))
             record_seq += 1
         datagrams.append(b"".join(recs))
@@ -831,7 +831,7 @@ def test_an_openssl_failure_without_a_reason_gets_a_stable_code(exc):
     # left over), whose repr became the code "tls-(-1,-'unexpected-eof')" (9,035 times in
     # bench_hostile's handshake fuzz).
     assert error_from_openssl(dtls._reason(exc), remote=False).code == "tls-unexpected-eof"
-    assert error_from_openssl(tls_engine._reason(exc), remote=False).code == "tls-unexpected-eof"
+    assert error_from_openssl(openssl_reason(exc), remote=False).code == "tls-unexpected-eof"
 
 
 @pytest.mark.parametrize("reason", ["(-1, 'Unexpected EOF')", "(11, 'EAGAIN')", "reason(1234)", "tlsv1 alert 163",

@@ -29,12 +29,12 @@ from loadgen import limits
 from loadgen.credentials import Secret
 from loadgen.errors import SocketError, SocketsExhausted, socket_error
 from loadgen.limits import HEADROOM, ShortageLog, plan, problems
-from loadgen.protocol import dtls_contexts, tls
-from loadgen.protocol.tls import TlsOptions
+from loadgen.protocol import dtls_contexts
+from loadgen.protocol.tls_contexts import TlsOptions, client_context
 from loadgen.scenario import load_scenario
 from loadgen.stats.facts import HANDSHAKE, Finished
 from loadgen.stats.sink import StatsSink
-from loadgen.transport import association, ssl_socket
+from loadgen.transport import association, tcp
 from loadgen.transport.association import DtlsAssociation
 from loadgen.transport.tls_association import TlsAssociation
 
@@ -136,9 +136,9 @@ def test_dtls_client_without_a_socket_fails_its_handshake_as_socket_error(monkey
 
 
 def test_tls_client_without_a_socket_fails_its_handshake_as_socket_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ssl_socket.socket, "socket", _no_files)
+    monkeypatch.setattr(tcp.socket, "socket", _no_files)
     rec = StatsSink()
-    context = tls.client_context(TlsOptions(), psk_mode=True)
+    context = client_context(TlsOptions(), psk_mode=True)
     assoc = TlsAssociation("dev", "tls", ("127.0.0.1", 9), context, rec, identity=b"dev", key=KEY)
     error = gevent.spawn(assoc.run).get(timeout=5)
     assert isinstance(error, SocketsExhausted) and error.code == "socket-error", repr(error)

@@ -218,7 +218,7 @@ def test_quickstart() -> None:
     assert s.ping.payload.text == "I am {name}, please, accept our ping {seq}"
     assert s.psk is not None and s.psk.source == "key"
     assert s.psk.identity_for(0) == b"device-00000" and s.psk.identity_for(42) == b"device-00042"
-    key = s.psk.key_store().key_for(b"anything")
+    key = s.psk.store.key_for(b"anything")
     assert key is not None and key.value == bytes.fromhex("000102030405060708090a0b0c0d0e0f")
     assert s.dtls.version == "1.2" and s.dtls.mtu == 1200 and s.dtls.handshake_timeout == 60.0
     assert s.reconnect.policy == "on-failure" and s.reconnect.max_attempts is None
@@ -282,7 +282,7 @@ def test_derived_keys_match_hmac() -> None:
     )
     for n in (0, 1, 4999):
         identity = s.psk.identity_for(n)
-        key = s.psk.key_store().key_for(identity)
+        key = s.psk.store.key_for(identity)
         assert key is not None and key.value == hmac.new(master, identity, hashlib.sha256).digest()[:16]
 
 
@@ -451,7 +451,7 @@ def secrets_of(path: Path) -> list[str]:
     if "derive" in doc:
         found.append(doc["derive"]["master"])
     for n in range(3):
-        key = s.psk.key_store().key_for(s.psk.identity_for(n))
+        key = s.psk.store.key_for(s.psk.identity_for(n))
         assert key is not None
         found.append(key.value.hex())
     return found
@@ -480,7 +480,7 @@ def test_redacted_keeps_references(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_key_store_type() -> None:
     s = load_scenario(ROOT / "scenarios" / "quickstart.yaml")
-    assert s.psk is not None and isinstance(s.psk.key_store(), KeyStore)
+    assert s.psk is not None and isinstance(s.psk.store, KeyStore)
 
 
 # --- JSON Schema --------------------------------------------------------------------------

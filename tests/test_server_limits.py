@@ -35,14 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import servers` whe
 from servers import loadgen_env  # noqa: E402
 
 from loadgen.credentials import KeyStore, Secret  # noqa: E402
-from loadgen.protocol import dtls_contexts, dtls_factory, tls  # noqa: E402
-from loadgen.protocol.tls import TlsOptions  # noqa: E402
+from loadgen.protocol import dtls_contexts, dtls_factory  # noqa: E402
+from loadgen.protocol.tls_contexts import TlsOptions, client_context, server_context  # noqa: E402
 from loadgen.scenario.model import DtlsConfig, Expect, Payload, PingConfig  # noqa: E402
 from loadgen.stats.sink import StatsSink  # noqa: E402
 from loadgen.traffic.tracker import traffic_plan  # noqa: E402
 from loadgen.transport.association import DtlsAssociation  # noqa: E402
 from loadgen.transport.dtls_server import DtlsServer  # noqa: E402
-from loadgen.transport.ssl_socket import SslSocket, State  # noqa: E402
+from loadgen.transport.ssl_link import State  # noqa: E402
+from loadgen.transport.ssl_socket import SslSocket  # noqa: E402
 from loadgen.transport.tls_server import TlsServer  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
@@ -440,7 +441,7 @@ def start_tls(pki) -> Iterator[Callable[..., TlsServer]]:  # type: ignore[no-unt
     servers: list[TlsServer] = []
 
     def start(**kwargs: object) -> TlsServer:
-        server = TlsServer(tls.server_context(TlsOptions(cert_file=pki.server_pem)), **kwargs)  # type: ignore[arg-type]
+        server = TlsServer(server_context(TlsOptions(cert_file=pki.server_pem)), **kwargs)  # type: ignore[arg-type]
         servers.append(server.start())
         return server
 
@@ -451,7 +452,7 @@ def start_tls(pki) -> Iterator[Callable[..., TlsServer]]:  # type: ignore[no-unt
 
 @pytest.fixture
 def tls_client(pki) -> Callable[[TlsServer], SslSocket]:  # type: ignore[no-untyped-def]
-    context = tls.client_context(TlsOptions(verify="peer", ca_file=pki.ca_file))
+    context = client_context(TlsOptions(verify="peer", ca_file=pki.ca_file))
 
     def connect(server: TlsServer) -> SslSocket:
         sock = SslSocket(context)
@@ -512,7 +513,7 @@ class FailingListener:
 
 
 def test_tls_accept_errors_back_off_and_log_once_a_second(pki, caplog: pytest.LogCaptureFixture) -> None:
-    server = TlsServer(tls.server_context(TlsOptions(cert_file=pki.server_pem)))
+    server = TlsServer(server_context(TlsOptions(cert_file=pki.server_pem)))
     listener = FailingListener()
     server._listener = listener  # type: ignore[assignment]
     server._acceptor = gevent.spawn(server._accept_loop)
@@ -586,7 +587,7 @@ def test_serve_tls_at_the_open_file_limit_backs_off_then_serves_again(server_pro
     time.sleep(3.0)
     for hog in hogs:
         hog.close()
-    context = tls.client_context(TlsOptions(verify="peer", ca_file=pki.ca_file))
+    context = client_context(TlsOptions(verify="peer", ca_file=pki.ca_file))
     sock = SslSocket(context)
     assert sock.connect_to_host("localhost", server.address[1], timeout=10), sock.error_string
     sock.write(b"ping\n")

@@ -12,9 +12,9 @@ from tls_servers import Pki, free_tcp_port, make_pki
 
 from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import LocalProtocolError
-from loadgen.protocol import tls
-from loadgen.protocol.tls import TlsOptions
-from loadgen.transport.ssl_socket import Mode, SslSocket, State
+from loadgen.protocol.tls_contexts import TlsContext, TlsOptions, client_context, server_context
+from loadgen.transport.ssl_link import Mode, State
+from loadgen.transport.ssl_socket import SslSocket
 from loadgen.transport.tls_server import TlsServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,7 +33,7 @@ def start_server(pki: Pki) -> Iterator[Callable[..., TlsServer]]:
 
     def start(pem=None, **kwargs) -> TlsServer:
         options = kwargs.pop("options", TlsOptions(cert_file=pem or pki.server_pem))
-        server = TlsServer(tls.server_context(options, keys=kwargs.pop("keys", None)), **kwargs).start()
+        server = TlsServer(server_context(options, keys=kwargs.pop("keys", None)), **kwargs).start()
         servers.append(server)
         return server
 
@@ -43,8 +43,8 @@ def start_server(pki: Pki) -> Iterator[Callable[..., TlsServer]]:
 
 
 @pytest.fixture
-def client_ctx(pki: Pki) -> tls.TlsContext:
-    return tls.client_context(TlsOptions(verify="peer", ca_file=pki.ca_file))
+def client_ctx(pki: Pki) -> TlsContext:
+    return client_context(TlsOptions(verify="peer", ca_file=pki.ca_file))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -180,7 +180,7 @@ def test_wrap_connected_sockets_both_modes(pki: Pki, client_ctx) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
-    server_ctx = tls.server_context(TlsOptions(cert_file=pki.server_pem))
+    server_ctx = server_context(TlsOptions(cert_file=pki.server_pem))
 
     def serve() -> bytes:
         raw, _ = listener.accept()
@@ -215,7 +215,7 @@ def test_wrap_connected_sockets_both_modes(pki: Pki, client_ctx) -> None:
 def test_psk_socket_and_qt_style_reply(start_server) -> None:
     server = start_server(options=TlsOptions(), keys=KeyStore(shared=KEY), reply="qt")
     for version in ("1.2", "1.3"):
-        ctx = tls.client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
+        ctx = client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
         sock = SslSocket(ctx, psk=lambda hint: (b"dev7", KEY))
         assert sock.connect_to_host("127.0.0.1", server.address[1], timeout=5), sock.error_string
         assert sock.protocol_version == f"TLSv{version}"

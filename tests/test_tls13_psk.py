@@ -26,8 +26,8 @@ from tls_servers import (
 
 from loadgen.credentials import Secret
 from loadgen.errors import ConfigError
-from loadgen.protocol import tls
-from loadgen.protocol.tls import SessionCache, TlsOptions
+from loadgen.protocol.tls import SessionCache
+from loadgen.protocol.tls_contexts import PSK_MODES, TlsOptions, client_context, server_context
 from loadgen.scenario import ScenarioError, parse_scenario
 from loadgen.stats.sink import StatsSink
 from loadgen.transport.tls_association import TlsAssociation
@@ -71,9 +71,9 @@ def our_server(tmp_path: Path) -> Iterator[Callable[..., LoadgenTlsServer]]:
 
 
 def handshakes(address: tuple[str, int], count: int, *, resumption: bool, key: Secret = KEY,
-               psk_modes: tuple[str, ...] = tls.PSK_MODES) -> tuple[StatsSink, list[str | None]]:
+               psk_modes: tuple[str, ...] = PSK_MODES) -> tuple[StatsSink, list[str | None]]:
     """``count`` handshakes of one device (TLS 1.3 external PSK), one after the other."""
-    ctx = tls.client_context(TlsOptions(min_version="1.3", resumption=resumption, psk_modes=psk_modes),
+    ctx = client_context(TlsOptions(min_version="1.3", resumption=resumption, psk_modes=psk_modes),
                              psk_mode=True)
     totals, cache, errors = StatsSink(), SessionCache(), []
     for _ in range(count):
@@ -128,7 +128,7 @@ def test_psk_resumption_against_our_server_in_process() -> None:
     from loadgen.credentials import KeyStore
     from loadgen.transport.tls_server import TlsServer
 
-    server = TlsServer(tls.server_context(TlsOptions(), keys=KeyStore(shared=KEY)), port=0).start()
+    server = TlsServer(server_context(TlsOptions(), keys=KeyStore(shared=KEY)), port=0).start()
     try:
         totals, errors = handshakes(server.address, 3, resumption=True)
         gevent.sleep(0.1)
@@ -220,9 +220,9 @@ def test_scenario_psk_modes() -> None:
 
 def test_context_refuses_unusable_modes() -> None:
     with pytest.raises(ConfigError, match="psk_dhe_ke must be one"):
-        tls.client_context(TlsOptions(psk_modes=("psk_ke",)), psk_mode=True)
+        client_context(TlsOptions(psk_modes=("psk_ke",)), psk_mode=True)
     with pytest.raises(ConfigError, match="listed twice"):
-        tls.client_context(TlsOptions(psk_modes=("psk_dhe_ke", "psk_dhe_ke")), psk_mode=True)
+        client_context(TlsOptions(psk_modes=("psk_dhe_ke", "psk_dhe_ke")), psk_mode=True)
 
 
 def test_serve_tls_refuses_unusable_psk_modes() -> None:

@@ -11,8 +11,8 @@ import pytest
 from tls_servers import LoadgenTlsServer, Pki, free_tcp_port, make_pki, start_loadgen_tls_server
 
 from loadgen.credentials import Secret
-from loadgen.protocol import tls
-from loadgen.protocol.tls import SessionCache, TlsOptions
+from loadgen.protocol.tls import SessionCache
+from loadgen.protocol.tls_contexts import TlsContext, TlsOptions, client_context
 from loadgen.scenario.model import Expect, Payload, PingConfig, TlsConfig
 from loadgen.stats.facts import Ended, Message
 from loadgen.stats.sink import StatsSink
@@ -60,8 +60,8 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., LoadgenTlsServer]]:
         server.stop()
 
 
-def verifying(pki: Pki, **options) -> tls.TlsContext:
-    return tls.client_context(TlsOptions(verify="peer", ca_file=pki.ca_file, **options))
+def verifying(pki: Pki, **options) -> TlsContext:
+    return client_context(TlsOptions(verify="peer", ca_file=pki.ca_file, **options))
 
 
 def run_for(assoc: TlsAssociation, seconds: float) -> None:
@@ -96,7 +96,7 @@ def test_handshake_and_pings_are_counted(start_server, pki: Pki) -> None:
 def test_psk_association(start_server, version: str) -> None:
     server = start_server(key_hex=KEY_HEX)
     rec = Recorder()
-    ctx = tls.client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
+    ctx = client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
     assoc = TlsAssociation("dev-2", "tls-psk", server.address, ctx, rec, identity=b"dev-2", key=KEY,
                            ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, expect=Expect("echo"))))
     run_for(assoc, 0.7)
@@ -140,7 +140,7 @@ def test_no_resumption_when_off(start_server, pki: Pki) -> None:
 
 def test_connection_refused_at_once() -> None:
     rec = Recorder()
-    assoc = TlsAssociation("dev-5", "nowhere", ("127.0.0.1", free_tcp_port()), tls.client_context(), rec,
+    assoc = TlsAssociation("dev-5", "nowhere", ("127.0.0.1", free_tcp_port()), client_context(), rec,
                            settings=TlsConfig(handshake_timeout=10))
     started = time.monotonic()
     error = assoc.run()
@@ -196,7 +196,7 @@ def test_handshake_timeout(start_server) -> None:
     listener.listen(1)  # the kernel accepts; nobody ever answers
     rec = Recorder()
     try:
-        error = TlsAssociation("dev-9", "t", listener.getsockname(), tls.client_context(), rec,
+        error = TlsAssociation("dev-9", "t", listener.getsockname(), client_context(), rec,
                                settings=TlsConfig(handshake_timeout=0.3)).run()
     finally:
         listener.close()

@@ -12,9 +12,16 @@ from tls_servers import Pki, make_pki
 from loadgen import psk as bindings
 from loadgen.credentials import KeyStore, Secret
 from loadgen.errors import ConfigError, LocalProtocolError
-from loadgen.protocol import tls
-from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
-from loadgen.protocol.tls import CertCheckFailed, CertificateInfo, SessionCache, TlsEngine, TlsOptions
+from loadgen.protocol.events import (
+    CertCheckFailed,
+    ConnectionClosed,
+    ConnectionFailed,
+    DataReceived,
+    HandshakeCompleted,
+)
+from loadgen.protocol.tls import SessionCache, TlsEngine
+from loadgen.protocol.tls_certificates import CertificateInfo, _qt_name
+from loadgen.protocol.tls_contexts import TlsContext, TlsOptions, client_context, server_context
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,13 +69,13 @@ def failure(events: list):
     return failed[0].error
 
 
-def cert_server(pki: Pki, pem: Path | None = None, **options) -> tls.TlsContext:
-    return tls.server_context(TlsOptions(cert_file=pem or pki.server_pem, **options))
+def cert_server(pki: Pki, pem: Path | None = None, **options) -> TlsContext:
+    return server_context(TlsOptions(cert_file=pem or pki.server_pem, **options))
 
 
-def verifying_client(pki: Pki, **options) -> tls.TlsContext:
+def verifying_client(pki: Pki, **options) -> TlsContext:
     options.setdefault("ca_file", pki.ca_file)
-    return tls.client_context(TlsOptions(verify="peer", **options))
+    return client_context(TlsOptions(verify="peer", **options))
 
 
 # -- certificates ---------------------------------------------------------------------------
@@ -111,7 +118,7 @@ def test_ca_file_is_used_first_then_the_directory(pki: Pki) -> None:
 
 
 def test_certificate_and_key_in_separate_files(pki: Pki) -> None:
-    server_ctx = tls.server_context(TlsOptions(cert_file=pki.server_cert, key_file=pki.server_key))
+    server_ctx = server_context(TlsOptions(cert_file=pki.server_cert, key_file=pki.server_key))
     c, _ = run(TlsEngine.client(verifying_client(pki), server_name="localhost"), TlsEngine.server(server_ctx))
     completed(c)
 
@@ -152,7 +159,7 @@ def test_verification_failures_have_their_own_codes(pki: Pki, pem: str, server_n
 
 
 def test_verify_none_accepts_any_certificate(pki: Pki) -> None:
-    client = TlsEngine.client(tls.client_context(TlsOptions(verify="none")), server_name="wrong.test")
+    client = TlsEngine.client(client_context(TlsOptions(verify="none")), server_name="wrong.test")
     c, _ = run(client, TlsEngine.server(cert_server(pki, pki.self_signed_pem)))
     completed(c)
 
@@ -174,17 +181,17 @@ def test_cipher_restriction_and_version_bounds(pki: Pki) -> None:
 
 def test_bad_configuration_is_a_config_error(pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="min_version"):
-        tls.client_context(TlsOptions(min_version="1.3", max_version="1.2"))
+        client_context(TlsOptions(min_version="1.3", max_version="1.2"))
     with pytest.raises(ConfigError, match="cipher"):
-        tls.client_context(TlsOptions(ciphers="NO-SUCH-CIPHER"))
+        client_context(TlsOptions(ciphers="NO-SUCH-CIPHER"))
     with pytest.raises(ConfigError, match="certificate"):
-        tls.server_context(TlsOptions(cert_file=tmp_path / "missing.pem"))
+        server_context(TlsOptions(cert_file=tmp_path / "missing.pem"))
     with pytest.raises(ConfigError, match="private key"):  # key does not match the certificate
-        tls.server_context(TlsOptions(cert_file=pki.server_cert, key_file=pki.client_pem))
+        server_context(TlsOptions(cert_file=pki.server_cert, key_file=pki.client_pem))
     with pytest.raises(ConfigError, match="needs a certificate"):
-        tls.server_context(TlsOptions())
+        server_context(TlsOptions())
     with pytest.raises(LocalProtocolError):
-        TlsEngine.client(tls.client_context(TlsOptions(), psk_mode=True))  # no chooser
+        TlsEngine.client(client_context(TlsOptions(), psk_mode=True))  # no chooser
 
 
 # -- mutual TLS -------------------------------------------------------------------------------
@@ -232,8 +239,8 @@ def test_optional_client_certificate(pki: Pki) -> None:
 
 def psk_pair(version: str, identity: bytes = b"dev1", key: Secret = KEY,
              keys: KeyStore | None = None) -> tuple[TlsEngine, TlsEngine]:
-    client_ctx = tls.client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
-    server_ctx = tls.server_context(TlsOptions(), keys=keys or KeyStore(table={b"dev1": KEY}), hint=b"loadgen")
+    client_ctx = client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
+    server_ctx = server_context(TlsOptions(), keys=keys or KeyStore(table={b"dev1": KEY}), hint=b"loadgen")
     hints: list = []
 
     def choose(hint: bytes | None) -> tuple[bytes, Secret]:
@@ -314,7 +321,7 @@ def test_resumption_off(pki: Pki, version: str) -> None:
 
 def test_session_cache_is_bounded() -> None:
     cache = SessionCache(maxsize=2)
-    client = tls.client_context()
+    client = client_context()
     sessions = [object() for _ in range(3)]
     for i, session in enumerate(sessions):
         cache.put(i, session)  # type: ignore[arg-type]
@@ -366,4 +373,4 @@ def test_certificate_info_names() -> None:
     from cryptography.x509.oid import NameOID
 
     name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "NO"), x509.NameAttribute(NameOID.COMMON_NAME, "x")])
-    assert tls._qt_name(name) == "/C=NO/CN=x"
+    assert _qt_name(name) == "/C=NO/CN=x"

@@ -25,8 +25,7 @@ from tls_servers import (
 )
 
 from loadgen.credentials import Secret
-from loadgen.protocol import tls
-from loadgen.protocol.tls import TlsOptions
+from loadgen.protocol.tls_contexts import TlsOptions, client_context
 from loadgen.scenario.model import Expect, PingConfig
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import traffic_plan
@@ -87,7 +86,7 @@ def exchange_line(sock: SslSocket, line: bytes, timeout: float = 5.0) -> bytes:
 def test_client_against_s_server_with_certificate(s_server, pki: Pki, version: str) -> None:
     # s_server -rev answers each line reversed: a reply that proves the round trip.
     server = s_server("-cert", str(pki.server_cert), "-key", str(pki.server_key), "-rev")
-    ctx = tls.client_context(TlsOptions(verify="peer", ca_file=pki.ca_file, min_version=version,
+    ctx = client_context(TlsOptions(verify="peer", ca_file=pki.ca_file, min_version=version,
                                         max_version=version))
     sock = SslSocket(ctx)
     try:
@@ -102,7 +101,7 @@ def test_client_against_s_server_with_certificate(s_server, pki: Pki, version: s
 def test_client_against_s_server_with_psk(s_server, version: str) -> None:
     flag = "-tls1_2" if version == "1.2" else "-tls1_3"
     server = s_server("-psk", KEY_HEX, "-psk_identity", "dev1", "-nocert", flag, "-rev")
-    ctx = tls.client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
+    ctx = client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
     sock = SslSocket(ctx, psk=lambda hint: (b"dev1", KEY))
     try:
         assert sock.connect_to_host("127.0.0.1", server.port, timeout=10), sock.error_string
@@ -115,7 +114,7 @@ def test_client_against_s_server_with_psk(s_server, version: str) -> None:
 
 def test_unknown_psk_identity_at_s_server(s_server) -> None:
     server = s_server("-psk", KEY_HEX, "-psk_identity", "dev1", "-nocert", "-tls1_3")
-    ctx = tls.client_context(TlsOptions(min_version="1.3"), psk_mode=True)
+    ctx = client_context(TlsOptions(min_version="1.3"), psk_mode=True)
     sock = SslSocket(ctx, psk=lambda hint: (b"stranger", KEY))
     assert not sock.connect_to_host("127.0.0.1", server.port, timeout=10)
     assert sock.error == "psk-unknown-identity", sock.error_string
@@ -124,7 +123,7 @@ def test_unknown_psk_identity_at_s_server(s_server) -> None:
 def test_association_pings_s_server(s_server, pki: Pki) -> None:
     server = s_server("-cert", str(pki.server_pem), "-key", str(pki.server_pem), "-rev")
     totals = StatsSink()
-    ctx = tls.client_context(TlsOptions(verify="peer", ca_file=pki.ca_file))
+    ctx = client_context(TlsOptions(verify="peer", ca_file=pki.ca_file))
     assoc = TlsAssociation("dev1", "s_server", server.address, ctx, totals, server_name="server.test",
                            ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, timeout=2.0,
                                                         expect=Expect("regex", regex=re.compile(rb"^\d+ gnip")))))

@@ -126,32 +126,14 @@ def find_knee(steps: list[StepResult], thresholds: Thresholds, workload: Workloa
     base = Knee("", unit, "", peak=peak.throughput, peak_step=peak.index, health=tuple(health),
                 broke_step=steps[broke].index if broke is not None else None)
     if hot:
-        s = hot[0]
-        best = max(steps[:last + 1], key=lambda x: x.throughput)
-        return replace(
-            base, verdict=f"No server limit found: the load generator saturated first (its busiest process ran at "
-            f"{s.cpu_max:.0f}% of a core at {s.clients} clients), so the server sustained at least "
-            f"{best.throughput:.0f} {unit}; add --processes or load machines to find the server's knee.",
-            limited_by="generator", knee_step=best.index, knee_clients=best.clients, capacity=best.throughput)
+        return _generator_limited(base, hot[0], max(steps[:last + 1], key=lambda x: x.throughput))
     if broke == 0:
         s = steps[0]
         return replace(
             base, verdict=f"Over capacity already at the first step ({s.clients} clients: "
             f"{'; '.join(health[0].reasons)}); start lower to find the knee.", limited_by="first-step")
-    if broke is None and interrupted:
-        s = steps[-1]
-        return replace(
-            base, verdict=f"No knee up to {s.clients} clients before the run was interrupted: the server sustained "
-            f"{s.throughput:.0f} {unit} within the thresholds ({_figures(s, workload)}); the later steps were not "
-            f"run, so run it to its end to find the knee.", limited_by="interrupted", knee_step=s.index,
-            knee_clients=s.clients, capacity=s.throughput)
     if broke is None:
-        s = steps[-1]
-        return replace(
-            base, verdict=f"No knee within the tested load: up to {s.clients} clients the server sustained "
-            f"{s.throughput:.0f} {unit} within the thresholds ({_figures(s, workload)}); raise the load to find "
-            f"its limit.", limited_by="not-reached", knee_step=s.index, knee_clients=s.clients,
-            capacity=s.throughput)
+        return _no_knee(base, steps[-1], workload, interrupted)
     knee, bad = steps[broke - 1], steps[broke]
     cpu = max(s.cpu_max for s in steps[:broke + 1])
     return replace(
@@ -160,6 +142,30 @@ def find_knee(steps: list[StepResult], thresholds: Thresholds, workload: Workloa
         f"(peak {peak.throughput:.0f} {unit}; generator CPU at most {cpu:.0f}% of a core, so the limit is "
         f"the server's).",
         limited_by="server", knee_step=knee.index, knee_clients=knee.clients, capacity=knee.throughput)
+
+
+def _generator_limited(base: Knee, hot: StepResult, best: StepResult) -> Knee:
+    """The load generator saturated (at step ``hot``) before the server broke: ``best`` is a lower bound."""
+    return replace(
+        base, verdict=f"No server limit found: the load generator saturated first (its busiest process ran at "
+        f"{hot.cpu_max:.0f}% of a core at {hot.clients} clients), so the server sustained at least "
+        f"{best.throughput:.0f} {base.unit}; add --processes or load machines to find the server's knee.",
+        limited_by="generator", knee_step=best.index, knee_clients=best.clients, capacity=best.throughput)
+
+
+def _no_knee(base: Knee, s: StepResult, workload: Workload, interrupted: bool) -> Knee:
+    """Every step ``s`` and before was healthy: the run ended (or was interrupted) below the knee."""
+    if interrupted:
+        return replace(
+            base, verdict=f"No knee up to {s.clients} clients before the run was interrupted: the server sustained "
+            f"{s.throughput:.0f} {base.unit} within the thresholds ({_figures(s, workload)}); the later steps were "
+            f"not run, so run it to its end to find the knee.", limited_by="interrupted", knee_step=s.index,
+            knee_clients=s.clients, capacity=s.throughput)
+    return replace(
+        base, verdict=f"No knee within the tested load: up to {s.clients} clients the server sustained "
+        f"{s.throughput:.0f} {base.unit} within the thresholds ({_figures(s, workload)}); raise the load to find "
+        f"its limit.", limited_by="not-reached", knee_step=s.index, knee_clients=s.clients,
+        capacity=s.throughput)
 
 
 def _figures(step: StepResult, workload: Workload) -> str:

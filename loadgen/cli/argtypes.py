@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from collections.abc import Callable
 from typing import TypeVar
 
-_N = TypeVar("_N", int, float)
+from ..syntax import parse_duration
 
-#: One part of a duration: a number and its unit ("ms" before "m", so "500ms" is not 500 minutes and a second).
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_N = TypeVar("_N", int, float)
 
 
 def positive(kind: type[_N]) -> Callable[[str], _N]:
@@ -38,14 +35,9 @@ def positive(kind: type[_N]) -> Callable[[str], _N]:
 def duration(text: str) -> float:
     """Seconds (argparse type) from a scenario's syntax (``10``, ``10s``, ``500ms``, ``2m``, ``1.5h``) or
     Locust's ``-t`` syntax, which chains units (``1h30m``, ``2m30s``); a bare number is seconds."""
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        if not re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text):
-            raise argparse.ArgumentTypeError(
-                f"expected a duration like 30s, 500ms, 2m or 1h30m, got {text!r}") from None
-        value = sum(float(number) * _UNITS[unit] for number, unit in _DURATION_PART.findall(text))
+    value = parse_duration(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a duration like 30s, 500ms, 2m or 1h30m, got {text!r}")
     if not value > 0 or not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
     return value

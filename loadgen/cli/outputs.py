@@ -8,7 +8,9 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
+from ..syntax import parse_host_port
+
+LOOPBACK = "127.0.0.1"  # where a collector listens or sends when HOST is left out
 
 if TYPE_CHECKING:
     from ..scenario import Scenario
@@ -38,14 +40,6 @@ def apply_output_options(scenario: Scenario, args: argparse.Namespace) -> Scenar
                           csv=args.csv, json=args.json, report=args.report, results_dir=args.results_dir)
 
 
-def parse_host_port(text: str, where: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` / ``PORT`` (host defaults to loopback)."""
-    host, _, port = text.rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{where}: expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or default_host, int(port)
-
-
 def with_overrides(scenario: Scenario, *, prometheus: str | None = None, statsd: str | None = None,
                    statsd_prefix: str | None = None, csv: bool | None = None, json: bool | None = None,
                    report: bool | None = None, results_dir: str | None = None) -> Scenario:
@@ -55,11 +49,12 @@ def with_overrides(scenario: Scenario, *, prometheus: str | None = None, statsd:
     outputs = scenario.outputs
     changes: dict[str, Any] = {}
     if prometheus is not None:
-        host, port = parse_host_port(prometheus, "--prometheus")
+        host, port = parse_host_port(prometheus, "--prometheus", default_host=LOOPBACK)
         changes["prometheus"] = PrometheusConfig(host, port)
     if statsd is not None or statsd_prefix is not None:
         base = outputs.statsd or StatsdConfig()
-        host, port = parse_host_port(statsd, "--statsd") if statsd is not None else (base.host, base.port)
+        host, port = (parse_host_port(statsd, "--statsd", default_host=LOOPBACK) if statsd is not None
+                      else (base.host, base.port))
         changes["statsd"] = StatsdConfig(host, port, statsd_prefix if statsd_prefix is not None else base.prefix)
     for name, value in (("csv", csv), ("json", json), ("report", report)):
         if value is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..syntax import parse_host_port
 from .argtypes import duration, positive
 from .exit_status import EXIT_THRESHOLD, exit_status
 from .outputs import add_output_options, apply_output_options
@@ -102,10 +103,7 @@ def _builtin_address(text: str | None) -> tuple[str, int] | None:
     """``--builtin-address HOST:PORT`` (None when not given)."""
     if not text:
         return None
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--builtin-address: expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+    return parse_host_port(text, "--builtin-address")
 
 
 def with_load_options(scenario: Scenario, args: argparse.Namespace) -> Scenario:

@@ -59,7 +59,7 @@ def _throttle_options(parser: argparse.ArgumentParser) -> None:
 
 def _psk_modes(text: str) -> tuple[str, ...]:
     """An argparse type: comma-separated TLS 1.3 PSK modes (``--psk-modes``)."""
-    from ..protocol.tls import psk_modes_problem
+    from ..protocol.tls_contexts import psk_modes_problem
 
     modes = tuple(m.strip() for m in text.split(",") if m.strip())
     problem = psk_modes_problem(modes)
@@ -138,7 +138,7 @@ def _serve_dtls(args: argparse.Namespace) -> int:
 
 
 def _serve_tls(args: argparse.Namespace) -> int:
-    from ..protocol import tls
+    from ..protocol.tls_contexts import TlsOptions, server_context
     from ..transport.tls_server import TlsServer
 
     psk_given = any(getattr(args, name, None) for name in KEY_OPTIONS)
@@ -147,13 +147,13 @@ def _serve_tls(args: argparse.Namespace) -> int:
         raise ConfigError("--require-client-cert needs --cert and --ca-file or --ca-dir")
     for option, path in (("--cert", args.cert), ("--key", args.key), ("--ca-file", args.ca_file)):
         _check_pem_file(option, path)
-    options = tls.TlsOptions(
+    options = TlsOptions(
         min_version=args.min_version, max_version=args.max_version, ciphers=args.ciphers,
         ciphersuites=args.ciphersuites, ca_file=args.ca_file, ca_dir=args.ca_dir, cert_file=args.cert,
         key_file=args.key, verify="require" if args.require_client_cert else "none",
         resumption=not args.no_resumption, psk_modes=args.psk_modes,
     )
-    context = tls.server_context(options, keys=keys, hint=args.hint.encode() or None)
+    context = server_context(options, keys=keys, hint=args.hint.encode() or None)
     server = TlsServer(context, host=args.host, port=args.port, reply=args.reply, idle_timeout=args.idle_timeout,
                        handshake_timeout=args.handshake_timeout, max_connections=args.max_connections)
 

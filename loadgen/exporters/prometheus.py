@@ -23,8 +23,10 @@ from gevent.pywsgi import WSGIServer
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 
+from ..stats.cells import Cell
 from ..stats.facts import HANDSHAKE
 from ..stats.run import RunStats
+from ..stats.sink import Key
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
 
@@ -37,41 +39,13 @@ class RunStatsCollector:
         self._users = users
 
     def collect(self) -> Iterator[Metric]:
-        stats = self._stats
-        labels = ["kind", "target"]
-        counters = {
-            "attempts": ("Attempts started", lambda c: c.attempted),
-            "successes": ("Attempts completed successfully", lambda c: c.completed),
-            "retransmissions": ("Handshake flights retransmitted", lambda c: c.retransmits),
-            "sent_bytes": ("UDP payload bytes sent", lambda c: c.sent_bytes),
-            "received_bytes": ("UDP payload bytes received", lambda c: c.received_bytes),
-        }
-        items = sorted(stats.totals.items())
-        for name, (doc, value) in counters.items():
-            family = CounterMetricFamily(f"loadgen_{name}", doc, labels=labels)
-            for (kind, target), cell in items:
-                family.add_metric([kind, target], value(cell))
-            yield family
-        failures = CounterMetricFamily("loadgen_failures", "Attempts failed, by error code",
-                                       labels=[*labels, "code"])
-        in_flight = GaugeMetricFamily("loadgen_in_flight", "Attempts under way", labels=labels)
-        latency = SummaryMetricFamily("loadgen_latency_seconds", "Latency of completed attempts (exact HDR)",
-                                      labels=labels)
-        for (kind, target), cell in items:
-            for code, count in sorted(cell.failures.items()):
-                failures.add_metric([kind, target, code], count)
-            in_flight.add_metric([kind, target], cell.in_flight)
-            mean = cell.mean()
-            latency.add_metric([kind, target], cell.completed, cell.completed * (mean or 0.0))
-            if cell.completed:
-                for q in QUANTILES:
-                    seconds = cell.percentile(q * 100)
-                    if seconds is not None:
-                        latency.add_sample("loadgen_latency_seconds",
-                                           {"kind": kind, "target": target, "quantile": f"{q:g}"}, seconds)
-        yield failures
-        yield in_flight
-        yield latency
+        items = sorted(self._stats.totals.items())
+        yield from _counters(items)
+        yield from _failures_and_latency(items)
+        yield from self._gauges(items)
+
+    def _gauges(self, items: list[tuple[Key, Cell]]) -> Iterator[Metric]:
+        """Associations up, users and the generator's CPU: the figures that are levels, not totals."""
         active = GaugeMetricFamily("loadgen_active_associations",
                                    "Associations up: handshakes completed minus associations ended", labels=["target"])
         for (kind, target), cell in items:
@@ -81,11 +55,53 @@ class RunStatsCollector:
         yield GaugeMetricFamily("loadgen_users", "Simulated clients running", value=self._users())
         cpu = GaugeMetricFamily("loadgen_generator_cpu_percent",
                                 "Load generator CPU in the last whole second, % of one core", labels=["process"])
-        whole = [row for row in stats.seconds.values() if row.duration >= 0.5]
+        whole = [row for row in self._stats.seconds.values() if row.duration >= 0.5]
         last = max(whole, key=lambda r: r.index) if whole else None
         cpu.add_metric(["busiest"], last.cpu_max if last else 0.0)
         cpu.add_metric(["all"], last.cpu_total if last else 0.0)
         yield cpu
+
+
+_LABELS = ["kind", "target"]
+#: The per-(kind, target) counters: name -> (help, the cell's figure).
+_COUNTERS: dict[str, tuple[str, Callable[[Cell], float]]] = {
+    "attempts": ("Attempts started", lambda c: c.attempted),
+    "successes": ("Attempts completed successfully", lambda c: c.completed),
+    "retransmissions": ("Handshake flights retransmitted", lambda c: c.retransmits),
+    "sent_bytes": ("UDP payload bytes sent", lambda c: c.sent_bytes),
+    "received_bytes": ("UDP payload bytes received", lambda c: c.received_bytes),
+}
+
+
+def _counters(items: list[tuple[Key, Cell]]) -> Iterator[Metric]:
+    for name, (doc, value) in _COUNTERS.items():
+        family = CounterMetricFamily(f"loadgen_{name}", doc, labels=_LABELS)
+        for (kind, target), cell in items:
+            family.add_metric([kind, target], value(cell))
+        yield family
+
+
+def _failures_and_latency(items: list[tuple[Key, Cell]]) -> Iterator[Metric]:
+    """Failures by code, attempts in flight, and the latency summary with the HDR quantiles."""
+    failures = CounterMetricFamily("loadgen_failures", "Attempts failed, by error code", labels=[*_LABELS, "code"])
+    in_flight = GaugeMetricFamily("loadgen_in_flight", "Attempts under way", labels=_LABELS)
+    latency = SummaryMetricFamily("loadgen_latency_seconds", "Latency of completed attempts (exact HDR)",
+                                  labels=_LABELS)
+    for (kind, target), cell in items:
+        for code, count in sorted(cell.failures.items()):
+            failures.add_metric([kind, target, code], count)
+        in_flight.add_metric([kind, target], cell.in_flight)
+        mean = cell.mean()
+        latency.add_metric([kind, target], cell.completed, cell.completed * (mean or 0.0))
+        if cell.completed:
+            for q in QUANTILES:
+                seconds = cell.percentile(q * 100)
+                if seconds is not None:
+                    latency.add_sample("loadgen_latency_seconds",
+                                       {"kind": kind, "target": target, "quantile": f"{q:g}"}, seconds)
+    yield failures
+    yield in_flight
+    yield latency
 
 
 class PrometheusEndpoint:
@@ -93,7 +109,7 @@ class PrometheusEndpoint:
 
     def __init__(self, stats: RunStats, host: str, port: int, users: Callable[[], int]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(RunStatsCollector(stats, users))  # type: ignore[arg-type]
+        self.registry.register(RunStatsCollector(stats, users))
         self._server = WSGIServer((host, port), make_wsgi_app(self.registry), log=None)
 
     @property

@@ -63,7 +63,7 @@ def drive_web(env: Environment, scenario: Scenario, options: RunOptions, stop: E
     try:
         stop.wait()
     finally:
-        web_ui.stop()  # type: ignore[no-untyped-call]  # Locust's WebUI has no annotations
+        web_ui.stop()  # Locust's WebUI has no annotations
     return control.running(), control.seconds
 
 

@@ -83,7 +83,7 @@ def make_environment(scenario: Scenario, eps: list[Endpoint], options: RunOption
     env = Environment(shape_class=StagesShape(scenario.stages) if scenario.stages else None)
     # Defaults the web UI shows in its start form.
     parser = argument_parser.get_empty_argument_parser()
-    argument_parser.setup_parser_arguments(parser)  # type: ignore[no-untyped-call]  # Locust's, unannotated
+    argument_parser.setup_parser_arguments(parser)  # Locust's, unannotated
     env.parsed_options = parser.parse_args(
         ["--users", str(scenario.clients.count), "--spawn-rate", str(scenario.clients.spawn_rate)]
     )

@@ -76,7 +76,7 @@ def _create_runner(env: Environment, scenario: Scenario, options: RunOptions,
     workers started by hand (told how when the built-in server is the master's)."""
     if not options.distributed:
         runner: Runner = env.create_local_runner()
-        env.events.spawning_complete.add_listener(freeze_heap)  # type: ignore[no-untyped-call]  # Locust's
+        env.events.spawning_complete.add_listener(freeze_heap)
         freeze_while_spawning(env)
         return runner
     tune_locust()  # the master's heartbeat patience

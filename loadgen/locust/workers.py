@@ -55,8 +55,8 @@ def run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutco
             runner._send_stats()  # noqa: SLF001 - what Locust itself does on quit
 
         # Locust's EventHook.add_listener has no annotations (mypy --strict: an untyped call).
-        env.events.test_stop.add_listener(flush)  # type: ignore[no-untyped-call]
-        env.events.spawning_complete.add_listener(freeze_heap)  # type: ignore[no-untyped-call]
+        env.events.test_stop.add_listener(flush)
+        env.events.spawning_complete.add_listener(freeze_heap)
         freeze_while_spawning(env)
         # SIGTERM (the master's last resort, or an operator): stop the users, send the last counts, write
         # worker-<i>.json, as a quit message from the master would.

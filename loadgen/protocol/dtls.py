@@ -17,7 +17,6 @@ from OpenSSL import SSL
 
 from ..errors import LoadgenError, LocalProtocolError, error_from_openssl
 from . import record_layer, records
-from .dtls_contexts import DEFAULT_PSK_CIPHERS as DEFAULT_PSK_CIPHERS  # protocol/tls*.py import it from here
 from .dtls_contexts import ClientContext, ServerPeer, check_mtu
 from .dtls_watch import DtlsWatch, claims_too_much
 from .events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted

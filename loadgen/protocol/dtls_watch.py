@@ -86,7 +86,7 @@ class DtlsWatch(EngineBase):
             return
         self._bad_finished += 1
         if self._bad_finished >= psk_server.BAD_FINISHED_LIMIT:
-            self._outgoing += records.plaintext_alert(records.ALERT_DECRYPT_ERROR, self._last_epoch0_seq + 1)
+            self._outgoing += records.plaintext_alert(records.DECRYPT_ERROR, self._last_epoch0_seq + 1)
             self._fail(PskKeyMismatch("client Finished did not decrypt: the pre-shared keys differ"))
 
     def _hello_verify_loop(self, datagram: bytes) -> bool:

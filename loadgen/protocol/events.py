@@ -35,4 +35,19 @@ class ConnectionFailed:
     error: LoadgenError
 
 
+@dataclass(frozen=True)
+class CertCheckFailed:
+    """TLS: the peer's certificate failed verification (QtSSLSocket's certCheckFailed).
+
+    ``code`` is OpenSSL's X509 verify result, ``description`` its text. A
+    :class:`ConnectionFailed` with the coded ``cert-*`` error follows.
+    """
+
+    code: int
+    description: str
+    depth: int
+
+
 Event = HandshakeCompleted | DataReceived | ConnectionClosed | ConnectionFailed
+#: What a TLS engine reports: an :data:`Event`, or a failed certificate check before its failure.
+TlsEvent = Event | CertCheckFailed

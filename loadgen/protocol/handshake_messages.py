@@ -23,10 +23,6 @@ RENEGOTIATION_SCSV = 0x00FF
 VERSION = records.DTLS_1_2.to_bytes(2, "big")
 VERIFY_DATA_LEN = 12
 
-# Alert descriptions we send (RFC 5246 7.2, RFC 4279).
-UNEXPECTED_MESSAGE, HANDSHAKE_FAILURE, ILLEGAL_PARAMETER = 10, 40, 47
-DECODE_ERROR, DECRYPT_ERROR, PROTOCOL_VERSION, UNKNOWN_PSK_IDENTITY = 50, 51, 70, 115
-
 # -- limits: what a peer, hostile or broken, can make one association hold or spend ------------
 #: RFC 6347 4.2.2: message_seq is a 16-bit field; a peer whose numbering would pass it is refused.
 MAX_MESSAGE_SEQ = 0xFFFF

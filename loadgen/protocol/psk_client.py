@@ -10,9 +10,8 @@ from __future__ import annotations
 import functools
 import hmac
 import os
-from collections.abc import Callable
 
-from ..credentials import Secret
+from ..credentials import PskChooser
 from ..errors import (
     HandshakeTimeout,
     HelloVerifyLoop,
@@ -27,13 +26,9 @@ from .handshake_keys import NATIVE_SUITES, native_suites
 from .handshake_messages import (
     CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
-    DECODE_ERROR,
-    DECRYPT_ERROR,
     EXT_EXTENDED_MASTER_SECRET,
     FINISHED,
-    HANDSHAKE_FAILURE,
     HELLO_VERIFY_REQUEST,
-    ILLEGAL_PARAMETER,
     MAX_MESSAGE_SEQ,
     READY,
     RENEGOTIATION_SCSV,
@@ -41,7 +36,6 @@ from .handshake_messages import (
     SERVER_HELLO,
     SERVER_HELLO_DONE,
     SERVER_KEY_EXCHANGE,
-    UNEXPECTED_MESSAGE,
     VERIFY_DATA_LEN,
     VERSION,
     Fragment,
@@ -51,12 +45,16 @@ from .handshake_messages import (
     parse_extensions,
 )
 from .psk_handshake import DEFAULT_MTU, HandshakeEngine
+from .records import (
+    DECODE_ERROR,
+    DECRYPT_ERROR,
+    HANDSHAKE_FAILURE,
+    ILLEGAL_PARAMETER,
+    UNEXPECTED_MESSAGE,
+)
 
 __all__ = ["DEFAULT_MTU", "DEFAULT_RETRANSMIT_CAP", "MAX_HELLO_VERIFY_REQUESTS", "NATIVE_SUITES", "PskChooser",
            "PskClientEngine", "hello_verify_loop", "native_suites", "timeout_error"]
-
-#: ``choose(hint) -> (identity, key)`` for one client connection.
-PskChooser = Callable[["bytes | None"], "tuple[bytes, Secret]"]
 
 #: The longest an unanswered handshake flight waits before it is sent again.
 DEFAULT_RETRANSMIT_CAP = 2.0

@@ -37,7 +37,6 @@ from .events import ConnectionFailed, Event
 from .handshake_keys import SUITE_NAMES, master_secret, suite
 from .handshake_messages import (
     HS_HEADER_LEN,
-    ILLEGAL_PARAMETER,
     MAX_RECORDS_PER_DATAGRAM,
     READY,
     REFUSED,
@@ -209,7 +208,7 @@ class HandshakeEngine(EngineBase):
         if self._epoch0_seq + plaintext - 1 > records.MAX_SEQUENCE:
             # Only a peer that started us near 2^48 gets here (the server continues the
             # client's numbering): the flight cannot be numbered, the association is over.
-            self._fail(ProtocolViolation("record sequence numbers exhausted (48 bits)"), ILLEGAL_PARAMETER)
+            self._fail(ProtocolViolation("record sequence numbers exhausted (48 bits)"), records.ILLEGAL_PARAMETER)
             return
         if retransmission:
             self.retransmits += 1

@@ -24,22 +24,16 @@ from .events import HandshakeCompleted
 from .handshake_messages import (
     CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
-    DECODE_ERROR,
-    DECRYPT_ERROR,
     EXT_EXTENDED_MASTER_SECRET,
     EXT_RENEGOTIATION_INFO,
     FINISHED,
-    HANDSHAKE_FAILURE,
     HELLO_VERIFY_REQUEST,
     HS_HEADER_LEN,
     MAX_MESSAGE_SEQ,
-    PROTOCOL_VERSION,
     RENEGOTIATION_SCSV,
     SERVER_HELLO,
     SERVER_HELLO_DONE,
     SERVER_KEY_EXCHANGE,
-    UNEXPECTED_MESSAGE,
-    UNKNOWN_PSK_IDENTITY,
     VERIFY_DATA_LEN,
     VERSION,
     Reassembler,
@@ -49,6 +43,14 @@ from .handshake_messages import (
 )
 from .psk_handshake import DEFAULT_MTU, HandshakeEngine
 from .record_layer import Prf
+from .records import (
+    DECODE_ERROR,
+    DECRYPT_ERROR,
+    HANDSHAKE_FAILURE,
+    PROTOCOL_VERSION,
+    UNEXPECTED_MESSAGE,
+    UNKNOWN_PSK_IDENTITY,
+)
 
 #: Wrong-key verdicts need this many undecryptable Finished flights (one could be corruption).
 BAD_FINISHED_LIMIT = 2
@@ -93,6 +95,16 @@ class ClientHello(NamedTuple):
     extensions: set[int]
 
 
+def hello_cookie_span(data: bytes, at: int = 0) -> tuple[int, int]:
+    """Where the cookie of the ClientHello body starting at ``data[at]`` lies: ``(start, end)``.
+
+    Reads only the session id's and the cookie's length bytes, so it works on a first
+    fragment too; raises IndexError when ``data`` ends before the cookie's length byte.
+    """
+    sid_end = at + 35 + data[at + 34]  # version (2), random (32), session id length (1) and the id
+    return sid_end + 1, sid_end + 1 + data[sid_end]
+
+
 def parse_client_hello(datagram: bytes) -> ClientHello | None:
     """The ClientHello a datagram starts with, or None (not one, malformed, or fragmented:
     like OpenSSL's ``DTLSv1_listen``, a ClientHello must arrive whole)."""
@@ -110,8 +122,7 @@ def parse_client_hello(datagram: bytes) -> ClientHello | None:
     if offset != 0 or len(body) != length:
         return None
     try:
-        sid_end = 35 + body[34]
-        cookie_end = sid_end + 1 + body[sid_end]
+        cookie_start, cookie_end = hello_cookie_span(body)
         suites_end = cookie_end + 2 + int.from_bytes(body[cookie_end : cookie_end + 2], "big")
         compression_end = suites_end + 1 + body[suites_end]
         if compression_end > len(body) or (suites_end - cookie_end) % 2 or body[0] != _DTLS_MAJOR:
@@ -123,7 +134,7 @@ def parse_client_hello(datagram: bytes) -> ClientHello | None:
     return ClientHello(
         record_seq=(header[3] << 16) | header[4], message_seq=message_seq,
         message=handshake_message(CLIENT_HELLO, message_seq, body),
-        version=int.from_bytes(body[:2], "big"), random=body[2:34], cookie=body[sid_end + 1 : cookie_end],
+        version=int.from_bytes(body[:2], "big"), random=body[2:34], cookie=body[cookie_start:cookie_end],
         suites=suites, compression=body[suites_end + 1 : compression_end], extensions=extensions,
     )
 

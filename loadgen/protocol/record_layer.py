@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
@@ -22,10 +23,24 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20
 from ..errors import LocalProtocolError
 from . import records
 
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+#: ``hashlib.sha256`` and its kind: ``factory()`` or ``factory(data)`` gives a hash object.
+HashFactory = Callable[..., "_Hash"]
+
 _EPOCH_SEQ = struct.Struct("!HHI")  # epoch, then the 48-bit sequence number as 16 + 32 bits
 _AAD_TAIL = struct.Struct("!BHH")  # type, version, plaintext length
 WINDOW = 64  # replay window (RFC 6347 4.1.2.6)
 _WINDOW_MASK = (1 << WINDOW) - 1
+
+
+class Aead(Protocol):
+    """What ``cryptography``'s AEAD ciphers (AESGCM, AESCCM, ChaCha20Poly1305) have in common."""
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -35,11 +50,11 @@ class Suite:
     key_len: int
     fixed_iv_len: int  # 4 (salt; 8-byte explicit nonce per record) or 12 (ChaCha20: no explicit nonce)
     tag_len: int
-    aead: Any  # factory(key) -> AEAD object
-    prf_hash: Any = hashlib.sha256
+    aead: Callable[[bytes], Aead]  # factory(key) -> AEAD object
+    prf_hash: HashFactory = hashlib.sha256
 
 
-def _ccm(tag: int) -> Any:
+def _ccm(tag: int) -> Callable[[bytes], Aead]:
     return lambda key: AESCCM(key, tag_length=tag)
 
 
@@ -65,7 +80,7 @@ class Prf:
     the key block and both Finished messages come from it.
     """
 
-    def __init__(self, secret: bytes, hash_fn: Any = hashlib.sha256) -> None:
+    def __init__(self, secret: bytes, hash_fn: HashFactory = hashlib.sha256) -> None:
         self._inner, self._outer = hash_fn(), hash_fn()
         if len(secret) > self._inner.block_size:
             secret = hash_fn(secret).digest()
@@ -90,7 +105,7 @@ class Prf:
         return out[:length]
 
 
-def prf(secret: bytes, label: bytes, seed: bytes, length: int, hash_fn: Any = hashlib.sha256) -> bytes:
+def prf(secret: bytes, label: bytes, seed: bytes, length: int, hash_fn: HashFactory = hashlib.sha256) -> bytes:
     """The TLS 1.2 PRF, once (see :class:`Prf`)."""
     return Prf(secret, hash_fn)(label, seed, length)
 

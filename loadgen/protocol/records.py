@@ -32,8 +32,9 @@ MAX_RECORD_LEN = MAX_PLAINTEXT + 2048
 
 ALERT_WARNING = 1
 ALERT_FATAL = 2
-CLOSE_NOTIFY = 0
-ALERT_DECRYPT_ERROR = 51
+# Alert descriptions the engines send (RFC 5246 7.2, RFC 4279); every one is named in ALERT_NAMES.
+CLOSE_NOTIFY, UNEXPECTED_MESSAGE, HANDSHAKE_FAILURE, ILLEGAL_PARAMETER = 0, 10, 40, 47
+DECODE_ERROR, DECRYPT_ERROR, PROTOCOL_VERSION, UNKNOWN_PSK_IDENTITY = 50, 51, 70, 115
 #: Alert descriptions (RFC 5246 7.2, RFC 4279, RFC 7507, RFC 8446 6) by number, in OpenSSL's
 #: wording (so both engine kinds give an alert the same code); any other number is "unknown".
 ALERT_NAMES = {

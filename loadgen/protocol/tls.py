@@ -1,246 +1,33 @@
-"""TLS engines over pyOpenSSL memory BIOs (no sockets, no gevent), and their contexts.
+"""TLS engines over pyOpenSSL memory BIOs (no sockets, no gevent).
 
 Same shape as :mod:`loadgen.protocol.dtls`: the transport feeds received bytes with
 :meth:`TlsEngine.receive_data` (and :meth:`TlsEngine.receive_eof` when TCP says EOF),
 sends whatever :meth:`TlsEngine.data_to_send` returns, and reads events with
 :meth:`TlsEngine.next_event`. TCP retransmits for us, so there is no timer.
 
-Contexts cover QtSSLSocket's settings: CA file (used first) and CA directory (hashed
-names), certificate and key paths (one file may hold both), cipher restriction, verify
-modes, hostname checking, protocol version bounds, session resumption and SNI; or PSK,
-for TLS 1.2 PSK suites and for TLS 1.3 external PSKs. For TLS 1.3, OpenSSL falls back
-to the TLS 1.2-style PSK callbacks when no ``psk_use_session`` callback is set and
-then uses the key with SHA-256 suites only, which is why PSK contexts offer just those.
+The contexts engines are made from are :mod:`loadgen.protocol.tls_contexts`'s; how a failure
+becomes a loadgen error is :mod:`loadgen.protocol.tls_errors`'s. A :class:`SessionCache`
+keeps a client's sessions between connections, for resumption.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Literal
+from collections.abc import Hashable
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 
 from .. import psk as bindings  # the one module touching private OpenSSL bindings
-from ..credentials import KeyStore, Secret
-from ..errors import (
-    ConfigError,
-    LoadgenError,
-    LocalProtocolError,
-    PeerClosed,
-    PskKeyMismatch,
-    PskModeMismatch,
-    PskUnknownIdentity,
-    cert_error,
-    error_from_openssl,
-)
-from .dtls import DEFAULT_PSK_CIPHERS
-from .events import ConnectionClosed, ConnectionFailed, DataReceived, Event, HandshakeCompleted
+from ..credentials import PskChooser
+from ..errors import LoadgenError, LocalProtocolError, PeerClosed, PskUnknownIdentity, cert_error, error_from_openssl
+from .events import CertCheckFailed, ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted, TlsEvent
+from .tls_contexts import ConnState, TlsContext
+from .tls_errors import openssl_reason, tls13_psk_error
 
-VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
-#: TLS 1.3 suites usable with a callback PSK (OpenSSL binds such a key to SHA-256).
-PSK_TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"
 #: Largest plaintext per SSL_write (one TLS record).
 _RECORD = 16384
-
-VerifyMode = Literal["none", "peer", "require"]
-#: ``choose(hint) -> (identity, key)`` for one client connection (hint is None with TLS 1.3).
-PskChooser = Callable[["bytes | None"], "tuple[bytes, Secret]"]
-#: TLS 1.3 PSK key-exchange modes (RFC 8446 4.2.9): with (EC)DHE, or the PSK alone.
-PSK_MODES = ("psk_dhe_ke", "psk_ke")
-#: TLS 1.3 PSK identities of one ClientHello the server looks up (a client offers a ticket and
-#: its external identity); a hostile hello offering 1,500 gets the rest refused unlooked-up.
-MAX_PSK_IDENTITIES = 8
-
-
-def psk_modes_problem(modes: tuple[str, ...]) -> str | None:
-    """What is wrong with a ``psk_modes`` list for OpenSSL, or None when it can be used."""
-    unknown = [m for m in modes if m not in PSK_MODES]
-    if unknown:
-        return f"unknown PSK mode {unknown[0]!r} (expected psk_dhe_ke, psk_ke)"
-    if len(set(modes)) != len(modes):
-        return "a PSK mode is listed twice"
-    if "psk_dhe_ke" not in modes:
-        # OpenSSL always offers and accepts psk_dhe_ke; psk_ke can only be added (and preferred).
-        return "psk_dhe_ke must be one of the modes: OpenSSL always offers and accepts it (psk_ke can be added)"
-    return None
-
-
-@dataclass(frozen=True)
-class TlsOptions:
-    """What a TLS context is made of (QtSSLSocket's setters, plus versions and resumption).
-
-    ``verify``: ``none`` checks nothing; ``peer`` verifies the peer's certificate (a server
-    asks for a client certificate but accepts a client without one); ``require`` is
-    ``peer`` and, on a server, refuses clients without a certificate.
-    """
-
-    min_version: Literal["1.2", "1.3"] = "1.2"
-    max_version: Literal["1.2", "1.3"] = "1.3"
-    ciphers: str | None = None  # TLS 1.2 cipher list (OpenSSL syntax); None = OpenSSL's default
-    ciphersuites: str | None = None  # TLS 1.3 suites; None = OpenSSL's default (SHA-256 only with PSK)
-    ca_file: str | Path | None = None
-    ca_dir: str | Path | None = None  # hashed names (``openssl rehash``), searched after ca_file
-    cert_file: str | Path | None = None
-    key_file: str | Path | None = None  # None: the key is in cert_file
-    verify: VerifyMode = "none"
-    check_hostname: bool = True  # client, when verifying: the certificate must name the host
-    resumption: bool = True
-    #: TLS 1.3 PSK key-exchange modes (external PSKs and resumed tickets alike). A client offers
-    #: psk_ke too when listed; a server accepts it when listed, and prefers it when listed first.
-    psk_modes: tuple[str, ...] = PSK_MODES
-
-
-@dataclass(frozen=True, eq=False)
-class TlsContext:
-    """A configured pyOpenSSL context and what it was built from; share one per many engines."""
-
-    ssl: SSL.Context = field(repr=False)
-    options: TlsOptions
-    is_server: bool
-    psk: bool
-
-
-def client_context(options: TlsOptions = TlsOptions(), *, psk_mode: bool = False) -> TlsContext:
-    """A client context; with ``psk_mode`` each engine needs a :data:`PskChooser`."""
-    ctx = _base(SSL.TLS_CLIENT_METHOD, options, psk_only=psk_mode, psk_too=psk_mode)
-    if psk_mode:
-
-        def choose(conn: SSL.Connection, hint: bytes | None) -> tuple[bytes, bytes] | None:
-            state: _ConnState = conn.get_app_data()
-            if state.chooser is None:
-                return None
-            identity, key = state.chooser(hint)
-            state.identity = identity
-            return identity, key.value
-
-        bindings.set_client_psk(ctx, choose)
-    return TlsContext(ctx, options, is_server=False, psk=psk_mode)
-
-
-def server_context(options: TlsOptions = TlsOptions(), *, keys: KeyStore | None = None,
-                   hint: bytes | None = None) -> TlsContext:
-    """A server context: certificate and key from ``options``, PSKs from ``keys``, or both."""
-    if options.cert_file is None and keys is None:
-        raise ConfigError("a TLS server needs a certificate and key, or pre-shared keys")
-    ctx = _base(SSL.TLS_SERVER_METHOD, options, psk_only=options.cert_file is None, psk_too=keys is not None)
-    # Needed to resume sessions of clients that sent a certificate; harmless otherwise.
-    ctx.set_session_id(b"loadgen")
-    if not options.resumption:
-        ctx.set_options(SSL.OP_NO_TICKET)
-        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-    if keys is not None:
-        store = keys
-
-        def lookup(conn: SSL.Connection, identity: bytes) -> bytes | None:
-            if not _is_text(identity):
-                # A TLS 1.3 resumption ticket: OpenSSL asks about every offered identity, tickets
-                # too, before it tries to decrypt them. A store that has a key for any identity
-                # (shared, derived) would turn the resumption into an external PSK that fails.
-                # (The identity comes whole, NULs included: see bindings.set_server_psk.)
-                return None
-            state: _ConnState = conn.get_app_data()
-            if state.psk_offers > MAX_PSK_IDENTITIES:
-                return None  # a client offers one or two; the rest of a hostile list costs no lookup
-            state.identity = identity
-            key = store.key_for(identity)
-            state.psk_unknown = key is None
-            # Told apart from a resumed ticket: OpenSSL says "reused" for both in TLS 1.3.
-            state.external_psk = key is not None
-            return key.value if key is not None else None
-
-        def offered(conn: SSL.Connection) -> None:
-            state: _ConnState = conn.get_app_data()
-            state.psk_offers += 1
-
-        bindings.set_server_psk(ctx, lookup, hint, tls13=True, offered=offered)
-    return TlsContext(ctx, options, is_server=True, psk=keys is not None)
-
-
-def _base(method: int, options: TlsOptions, *, psk_only: bool, psk_too: bool) -> SSL.Context:
-    ctx = SSL.Context(method)
-    low, high = VERSIONS[options.min_version], VERSIONS[options.max_version]
-    if low > high:
-        raise ConfigError(f"TLS min_version {options.min_version} is above max_version {options.max_version}")
-    ctx.set_min_proto_version(low)
-    ctx.set_max_proto_version(high)
-    ctx.set_options(SSL.OP_NO_RENEGOTIATION)
-    problem = psk_modes_problem(options.psk_modes)
-    if problem is not None:
-        raise ConfigError(f"TLS psk_modes: {problem}")
-    if "psk_ke" in options.psk_modes:
-        ctx.set_options(bindings.OP_ALLOW_NO_DHE_KEX)
-        if method == SSL.TLS_SERVER_METHOD and options.psk_modes[0] == "psk_ke":
-            ctx.set_options(bindings.OP_PREFER_NO_DHE_KEX)
-    if method == SSL.TLS_CLIENT_METHOD and not options.resumption:
-        ctx.set_options(SSL.OP_NO_TICKET)
-    ciphers = options.ciphers
-    if ciphers is None and psk_too:
-        ciphers = DEFAULT_PSK_CIPHERS if psk_only else f"DEFAULT:{DEFAULT_PSK_CIPHERS}"
-    if ciphers is not None:
-        if "CCM8" in ciphers.upper() and "@SECLEVEL" not in ciphers.upper():
-            ciphers += ":@SECLEVEL=0"  # OpenSSL 3.2+ offers CCM8 (8-byte tag) only at level 0
-        try:
-            ctx.set_cipher_list(ciphers.encode())
-        except SSL.Error:
-            raise ConfigError(f"no usable TLS 1.2 cipher in {ciphers!r}") from None
-    suites = options.ciphersuites or (PSK_TLS13_SUITES if psk_only else None)
-    if suites is not None:
-        try:
-            ctx.set_tls13_ciphersuites(suites.encode())
-        except SSL.Error:
-            raise ConfigError(f"no usable TLS 1.3 ciphersuite in {suites!r}") from None
-    _load_certificates(ctx, options)
-    if options.verify == "none":
-        ctx.set_verify(SSL.VERIFY_NONE)
-    else:
-        mode = SSL.VERIFY_PEER
-        if options.verify == "require":
-            mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-        ctx.set_verify(mode, _verify_callback)
-    return ctx
-
-
-def _load_certificates(ctx: SSL.Context, options: TlsOptions) -> None:
-    def load(what: str, path: str | Path, action: Callable[[], object]) -> None:
-        try:
-            action()
-        except (SSL.Error, OSError, TypeError) as exc:
-            raise ConfigError(f"cannot load {what} {path}: {_reason(exc) if isinstance(exc, SSL.Error) else exc}") \
-                from None
-
-    # The CA file is loaded into the store up front; the directory is searched by hashed
-    # name only for issuers not found there, so the file's CAs are used first (as in Qt).
-    if options.ca_file is not None:
-        load("CA file", options.ca_file, lambda: ctx.load_verify_locations(str(options.ca_file)))
-    if options.ca_dir is not None:
-        load("CA directory", options.ca_dir, lambda: ctx.load_verify_locations(None, str(options.ca_dir)))
-    if options.verify != "none" and options.ca_file is None and options.ca_dir is None:
-        ctx.set_default_verify_paths()
-    if options.cert_file is not None:
-        key = options.key_file or options.cert_file
-        load("certificate", options.cert_file, lambda: ctx.use_certificate_chain_file(str(options.cert_file)))
-        load("private key", key, lambda: ctx.use_privatekey_file(str(key)))
-        load("private key", key, ctx.check_privatekey)
-    elif options.key_file is not None:
-        raise ConfigError("a TLS key file needs a certificate file")
-
-
-def _verify_callback(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
-    # Keep the first failure: that is the verify result Qt's certCheckFailed reports. OpenSSL
-    # forgets a certificate that failed, so keep it too (Qt's peerCertificate() shows it).
-    state = conn.get_app_data()
-    if not ok and isinstance(state, _ConnState) and state.verify_failure is None:
-        state.verify_failure = (errno, depth)
-        state.failed_certificate = cert.to_cryptography()
-    return bool(ok)
 
 
 class SessionCache:
@@ -273,130 +60,6 @@ class SessionCache:
         return len(self._sessions)
 
 
-@dataclass(frozen=True)
-class CertificateInfo:
-    """What QtSSLSocket shows of a certificate; names in Qt's ``/KEY=value/...`` form."""
-
-    subject: str
-    issuer: str
-    not_before: datetime
-    not_after: datetime
-    sha256_fingerprint: str  # colon-separated upper-case hex
-    serial_number: int
-    alt_names: tuple[str, ...] = ()
-
-    @classmethod
-    def from_x509(cls, cert: x509.Certificate) -> CertificateInfo:
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            alt_names = tuple(str(v) for v in san.get_values_for_type(x509.DNSName)) + tuple(
-                str(v) for v in san.get_values_for_type(x509.IPAddress))
-        except x509.ExtensionNotFound:
-            alt_names = ()
-        digest = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest().upper()
-        return cls(
-            subject=_qt_name(cert.subject), issuer=_qt_name(cert.issuer),
-            not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
-            sha256_fingerprint=":".join(digest[i:i + 2] for i in range(0, len(digest), 2)),
-            serial_number=cert.serial_number, alt_names=alt_names,
-        )
-
-
-def _qt_name(name: x509.Name) -> str:
-    return "".join(f"/{attr.rfc4514_attribute_name}={attr.value!s}" for rdn in name.rdns for attr in rdn)
-
-
-@dataclass(frozen=True)
-class CertCheckFailed:
-    """Event: the peer's certificate failed verification (QtSSLSocket's certCheckFailed).
-
-    ``code`` is OpenSSL's X509 verify result, ``description`` its text. A
-    :class:`ConnectionFailed` with the coded ``cert-*`` error follows.
-    """
-
-    code: int
-    description: str
-    depth: int
-
-
-TlsEvent = Event | CertCheckFailed
-
-
-@dataclass
-class _ConnState:
-    """Per-connection data the context callbacks reach through the connection's app data."""
-
-    chooser: PskChooser | None = None
-    identity: bytes | None = None  # PSK identity sent (client) or received (server)
-    psk_unknown: bool = False  # server: the identity had no key
-    psk_offers: int = 0  # server: TLS 1.3 PSK identities the client offered (0: none, or none in a mode we take)
-    external_psk: bool = False  # server: our callback gave a key (a full PSK handshake, not a resumption)
-    offered: SSL.Session | None = None  # client: the session set for resumption
-    verify_failure: tuple[int, int] | None = None  # (X509 verify code, depth)
-    failed_certificate: x509.Certificate | None = None  # the one that failed verification
-
-
-#: OpenSSL reasons that only say which layer gave up; the one before them says why.
-_GENERIC_REASONS = frozenset({"record layer failure", "cipher operation failed"})
-
-
-def _reason(exc: SSL.Error) -> str:
-    if isinstance(exc, SSL.SysCallError):
-        # pyOpenSSL's (errno, name) pair, e.g. (-1, 'Unexpected EOF'): OpenSSL failed without
-        # a reason in its error queue (an over-long handshake message length, say). Over
-        # memory BIOs no system call of ours failed: its errno is whatever was left over.
-        return "unexpected eof"
-    errors = exc.args[0] if exc.args else []
-    if errors and isinstance(errors, list) and isinstance(errors[0], tuple):
-        reasons = [str(e[2]) for e in errors if len(e) > 2 and e[2]]
-        specific = [r for r in reasons if r not in _GENERIC_REASONS]
-        return (specific or reasons or ["unknown TLS error"])[-1]
-    return str(exc) or "unknown TLS error"
-
-
-def _tls13_psk_error(error: LoadgenError, reason: str, *, is_client: bool, modes: tuple[str, ...],
-                     key_found: bool, psk_only: bool, offers: int = 0) -> LoadgenError | None:
-    """The PSK error a TLS 1.3 handshake failure stands for, when OpenSSL's own code misleads."""
-    if is_client:
-        if error.code == "tls-illegal-parameter":
-            # OpenSSL servers before 3.2 answer a binder that does not verify (the keys differ)
-            # with illegal_parameter (later ones with decrypt_error, already psk-key-mismatch).
-            return PskKeyMismatch(f"{reason} (peer) after we offered a TLS 1.3 PSK: "
-                                  "the binder did not verify, the server's key for our identity differs")
-        if error.code == "tls-handshake-failure":
-            # TLS 1.3 has no unknown_psk_identity alert: a server that does not know the identity
-            # ignores the PSK and fails for want of a certificate. A server that knows it but needs
-            # psk_ke (no key-exchange group in common) fails with the same alert.
-            if "psk_ke" in modes:
-                return PskUnknownIdentity(f"{reason} (peer) after we offered a TLS 1.3 PSK: the server probably "
-                                          "does not know our identity (or shares no key-exchange group "
-                                          "with us and takes no psk_ke)")
-            return PskModeMismatch(f"{reason} (peer) after we offered a TLS 1.3 PSK in psk_dhe_ke mode only: "
-                                   "the server needs psk_ke (no key-exchange group in common), "
-                                   "or does not know our identity")
-        return None
-    if error.code == "tls-no-suitable-key-share" and key_found and "psk_ke" not in modes:
-        return PskModeMismatch(f"{reason} (local): the client's PSK is known but it shares no key-exchange "
-                               "group with us, and psk_modes does not accept psk_ke")
-    if error.code == "tls-no-suitable-signature-algorithm" and psk_only and not key_found and offers:
-        # OpenSSL looks at the identities only when the client's PSK modes include one we take.
-        return PskUnknownIdentity(f"{reason} (local): the client offered {offers} TLS 1.3 PSK "
-                                  f"identit{'y' if offers == 1 else 'ies'}, none of them one we know")
-    if error.code == "tls-no-suitable-signature-algorithm" and psk_only and not key_found:
-        return PskModeMismatch(f"{reason} (local): the client offered no TLS 1.3 PSK we could take "
-                               f"(none we know, or only in a mode other than {', '.join(modes)})")
-    return None
-
-
-def _is_text(identity: bytes) -> bool:
-    """A PSK identity is text (RFC 4279: UTF-8); an OpenSSL ticket is a hundred random
-    bytes or more, never all printable UTF-8 in practice."""
-    try:
-        return identity.decode("utf-8").isprintable()
-    except UnicodeDecodeError:
-        return False
-
-
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name.strip("[]"))
@@ -408,7 +71,7 @@ def _is_ip(name: str) -> bool:
 class TlsEngine:
     """One TLS connection (client or server side) over memory BIOs."""
 
-    def __init__(self, connection: SSL.Connection, context: TlsContext, state: _ConnState, *,
+    def __init__(self, connection: SSL.Connection, context: TlsContext, state: ConnState, *,
                  is_client: bool) -> None:
         self._conn = connection
         self._context = context
@@ -439,7 +102,7 @@ class TlsEngine:
         if context.psk and psk is None:
             raise LocalProtocolError("a PSK context needs a PSK chooser per connection")
         conn = SSL.Connection(context.ssl, None)
-        state = _ConnState(chooser=psk)
+        state = ConnState(chooser=psk)
         conn.set_app_data(state)
         if server_name and not _is_ip(server_name):
             conn.set_tlsext_host_name(server_name.encode("idna"))
@@ -463,7 +126,7 @@ class TlsEngine:
         if not context.is_server:
             raise LocalProtocolError("a server engine needs a server context")
         conn = SSL.Connection(context.ssl, None)
-        state = _ConnState()
+        state = ConnState()
         conn.set_app_data(state)
         conn.set_accept_state()
         return cls(conn, context, state, is_client=False)
@@ -507,7 +170,7 @@ class TlsEngine:
                 sent = self._conn.send(view[:_RECORD])
                 view = view[sent:]
         except SSL.Error as exc:
-            raise LocalProtocolError(f"cannot send {len(data)} bytes: {_reason(exc)}") from None
+            raise LocalProtocolError(f"cannot send {len(data)} bytes: {openssl_reason(exc)}") from None
         self._pull_outgoing()
 
     def close(self) -> None:
@@ -617,13 +280,13 @@ class TlsEngine:
             return cert_error(code, description, depth)
         if state.psk_unknown:
             return PskUnknownIdentity("no key for the client's PSK identity (local)")
-        reason = _reason(exc)
+        reason = openssl_reason(exc)
         error = error_from_openssl(reason, remote="alert" in reason)
         options = self._context.options
         if self._context.psk and options.max_version == "1.3":
-            tls13 = _tls13_psk_error(error, reason, is_client=self.is_client, modes=options.psk_modes,
-                                     key_found=state.external_psk, psk_only=options.cert_file is None,
-                                     offers=state.psk_offers)
+            tls13 = tls13_psk_error(error, reason, is_client=self.is_client, modes=options.psk_modes,
+                                    key_found=state.external_psk, psk_only=options.cert_file is None,
+                                    offers=state.psk_offers)
             if tls13 is not None:
                 return tls13
         return error
@@ -640,7 +303,7 @@ class TlsEngine:
                 self._events.append(ConnectionClosed())
                 return
             except SSL.Error as exc:
-                reason = _reason(exc)
+                reason = openssl_reason(exc)
                 self._fail(error_from_openssl(reason, remote="alert" in reason))
                 return
             if data:

@@ -210,11 +210,17 @@ def _thresholds_line(summary: dict[str, Any]) -> str:
         return '<p class="muted">No thresholds set.</p>'
     parts = []
     for t in items:
-        unit_ms = t["name"].endswith(("p95", "p99"))
-        fmt = (lambda v: "-" if v is None else f"{v * 1000:.1f} ms") if unit_ms else \
-            (lambda v: "-" if v is None else f"{v:.4g}")
+        fmt = _threshold_ms if t["name"].endswith(("p95", "p99")) else _threshold_number
         parts.append(f"{'pass' if t['passed'] else 'FAIL'} {t['name']} {fmt(t['actual'])} (limit {fmt(t['limit'])})")
     return f"<p>Thresholds: {escape('; '.join(parts))}.</p>"
+
+
+def _threshold_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f} ms"
+
+
+def _threshold_number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _steps_table(steps: list[dict[str, Any]], knee: dict[str, Any], analysis: dict[str, Any]) -> str:

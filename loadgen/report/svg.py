@@ -7,6 +7,7 @@ anywhere, offline. Every data point carries a ``<title>`` so hovering shows its 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from html import escape
 
@@ -92,19 +93,7 @@ def line_chart(title: str, series: list[Series], *, x_label: str, y_label: str, 
     x_lo, x_hi = min(xs), max(xs)
     if x_hi == x_lo:
         x_lo, x_hi = x_lo - 1, x_hi + 1
-    if log_y:
-        y_lo, y_hi = min(ys), max(ys)
-        y_lo, y_hi = 10 ** math.floor(math.log10(y_lo)), 10 ** math.ceil(math.log10(y_hi * 1.0001))
-        yticks = log_ticks(y_lo, y_hi)
-
-        def ypos(v: float) -> float:
-            return c.top + c.plot_h * (1 - (math.log10(v) - math.log10(y_lo)) / (math.log10(y_hi) - math.log10(y_lo)))
-    else:
-        yticks = nice_ticks(min(0.0, min(ys)), max(ys) * 1.05 if max(ys) > 0 else 1.0)
-        y_lo, y_hi = yticks[0], yticks[-1]
-
-        def ypos(v: float) -> float:
-            return c.top + c.plot_h * (1 - (v - y_lo) / (y_hi - y_lo))
+    yticks, ypos = _y_scale(c, ys, log_y)
 
     def xpos(v: float) -> float:
         return c.left + c.plot_w * (v - x_lo) / (x_hi - x_lo)
@@ -118,15 +107,7 @@ def line_chart(title: str, series: list[Series], *, x_label: str, y_label: str, 
     parts.append(_axes(c, [(xpos(t), fmt(t)) for t in nice_ticks(x_lo, x_hi, 8) if x_lo <= t <= x_hi],
                        [(ypos(t), fmt(t)) for t in yticks], x_label, y_label))
     for i, s in enumerate(series):
-        color = s.color or PALETTE[i % len(PALETTE)]
-        dash = ' stroke-dasharray="5,4"' if s.dashed else ""
-        for run in _runs(s.points, log_y):
-            pts = " ".join(f"{xpos(x):.1f},{ypos(y):.1f}" for x, y in run)
-            parts.append(f'<polyline class="series" data-series="{escape(s.name)}" data-n="{len(run)}" '
-                         f'points="{pts}" fill="none" stroke="{color}" stroke-width="1.8"{dash}/>')
-            if (s.markers and len(run) <= 120) or len(run) == 1:  # a lone point needs its dot to show
-                parts += [f'<circle cx="{xpos(x):.1f}" cy="{ypos(y):.1f}" r="2.6" fill="{color}">'
-                          f'<title>{escape(s.name)}: {fmt(y)} at {fmt(x)}</title></circle>' for x, y in run]
+        parts += _series_lines(s, s.color or PALETTE[i % len(PALETTE)], xpos, ypos, log_y)
     for x, label in vlines or []:
         if x_lo <= x <= x_hi:
             px = xpos(x)
@@ -136,6 +117,40 @@ def line_chart(title: str, series: list[Series], *, x_label: str, y_label: str, 
     parts.append(_legend(c, [(s.name, s.color or PALETTE[i % len(PALETTE)], s.dashed) for i, s in enumerate(series)]))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _y_scale(c: Chart, ys: list[float], log_y: bool) -> tuple[list[float], Callable[[float], float]]:
+    """The y ticks and the value -> pixel mapping: decades for a log axis, nice ticks from 0 otherwise."""
+    if log_y:
+        y_lo, y_hi = min(ys), max(ys)
+        y_lo, y_hi = 10 ** math.floor(math.log10(y_lo)), 10 ** math.ceil(math.log10(y_hi * 1.0001))
+
+        def ypos(v: float) -> float:
+            return c.top + c.plot_h * (1 - (math.log10(v) - math.log10(y_lo)) / (math.log10(y_hi) - math.log10(y_lo)))
+
+        return log_ticks(y_lo, y_hi), ypos
+    yticks = nice_ticks(min(0.0, min(ys)), max(ys) * 1.05 if max(ys) > 0 else 1.0)
+    lo, hi = yticks[0], yticks[-1]
+
+    def ypos_linear(v: float) -> float:
+        return c.top + c.plot_h * (1 - (v - lo) / (hi - lo))
+
+    return yticks, ypos_linear
+
+
+def _series_lines(s: Series, color: str, xpos: Callable[[float], float], ypos: Callable[[float], float],
+                  log_y: bool) -> list[str]:
+    """One series as polylines (one per run without gaps), with dots where they stay readable."""
+    parts = []
+    dash = ' stroke-dasharray="5,4"' if s.dashed else ""
+    for run in _runs(s.points, log_y):
+        pts = " ".join(f"{xpos(x):.1f},{ypos(y):.1f}" for x, y in run)
+        parts.append(f'<polyline class="series" data-series="{escape(s.name)}" data-n="{len(run)}" '
+                     f'points="{pts}" fill="none" stroke="{color}" stroke-width="1.8"{dash}/>')
+        if (s.markers and len(run) <= 120) or len(run) == 1:  # a lone point needs its dot to show
+            parts += [f'<circle cx="{xpos(x):.1f}" cy="{ypos(y):.1f}" r="2.6" fill="{color}">'
+                      f'<title>{escape(s.name)}: {fmt(y)} at {fmt(x)}</title></circle>' for x, y in run]
+    return parts
 
 
 def bar_chart(title: str, bars: list[tuple[str, float]], *, x_label: str, chart: Chart | None = None) -> str:

@@ -28,36 +28,38 @@ from ..credentials import (
     read_capped,
 )
 from ..errors import ConfigError
-from ..protocol.tls import PSK_MODES, psk_modes_problem
+from ..protocol.tls_contexts import PSK_MODES, psk_modes_problem
 from . import model as m
 from .convert import (
+    PEM_FILE_CAP,
+    Ctx,
+    Fields,
+    check_tags,
+    exactly_one,
+    expected,
+    list_of,
+    optional,
+    section,
+)
+from .errors import ScenarioError
+from .scalars import (
     ENV_NAME,
     HOST,
     NAME,
-    PEM_FILE_CAP,
     PORT,
-    Ctx,
-    Record,
     addresses,
     boolean,
-    check_tags,
     choice,
     duration,
-    exactly_one,
-    expected,
     hex_bytes,
     integer,
-    list_of,
     number,
-    optional,
     regex,
     regular_file,
-    section,
     string,
     template,
     version,
 )
-from .errors import ScenarioError
 
 #: Largest scenario file read. 40,000 targets take about 2 MB of YAML and validate in seconds;
 #: PyYAML builds about 1 KiB of nodes per short line, so 64 MiB already means a GB of memory.
@@ -66,7 +68,7 @@ SCENARIO_FILE_CAP = 64 << 20
 # --- sections with cross-field rules ------------------------------------------------------
 
 
-def _load_secret(ctx: Ctx, rec: Record, kind: str) -> tuple[Secret, str | None]:
+def _load_secret(ctx: Ctx, rec: Fields, kind: str) -> tuple[Secret, str | None]:
     """Resolve an inline / env / file key source now, so a bad one fails at load time."""
     value = rec.values[kind]
     if isinstance(value, Secret):
@@ -80,12 +82,12 @@ def _load_secret(ctx: Ctx, rec: Record, kind: str) -> tuple[Secret, str | None]:
         ctx.fail(node, path, exc.args[0])
 
 
-def _build_psk(ctx: Ctx, rec: Record) -> m.PskConfig:
+def _build_psk(ctx: Ctx, rec: Fields) -> m.PskConfig:
     source = cast(m.KeySourceName, exactly_one(ctx, rec, ("key", "key_env", "key_file", "derive", "csv")))
     v = rec.values
     common = {"identity": v.get("identity", "device-{n:05d}"), "hint": v.get("hint", "loadgen")}
     if source == "derive":
-        drec: Record = rec.values["derive"]
+        drec: Fields = rec.values["derive"]
         kind = cast(m.MasterSourceName, exactly_one(ctx, drec, ("master", "master_env", "master_file")))
         master, location = _load_secret(ctx, drec, kind)
         length = drec.values.get("length", 16)
@@ -106,7 +108,7 @@ def _build_psk(ctx: Ctx, rec: Record) -> m.PskConfig:
     return m.PskConfig(**common, source=source, store=KeyStore(shared=key), location=location)
 
 
-def _build_tls(ctx: Ctx, rec: Record) -> m.TlsConfig:
+def _build_tls(ctx: Ctx, rec: Fields) -> m.TlsConfig:
     tls = m.TlsConfig(**rec.values)
     if float(tls.min_version) > float(tls.max_version):
         got = f'"{tls.max_version}", below min_version "{tls.min_version}"'
@@ -118,7 +120,7 @@ def _build_tls(ctx: Ctx, rec: Record) -> m.TlsConfig:
     return tls
 
 
-def _build_payload(ctx: Ctx, rec: Record) -> m.Payload:
+def _build_payload(ctx: Ctx, rec: Fields) -> m.Payload:
     kind = exactly_one(ctx, rec, ("text", "hex"))
     v = rec.values
     if kind == "text":
@@ -270,9 +272,9 @@ _OUTPUTS = section(
 )
 
 
-def _build_scenario(ctx: Ctx, rec: Record) -> m.Scenario:
+def _build_scenario(ctx: Ctx, rec: Fields) -> m.Scenario:
     v = rec.values
-    target_recs: tuple[Record, ...] = v.get("targets", ())
+    target_recs: tuple[Fields, ...] = v.get("targets", ())
     targets: list[m.Target] = []
     names: set[str] = set()  # a set, not a scan of the list so far: 40,000 targets took 76 s that way
     for trec in target_recs:
@@ -281,8 +283,8 @@ def _build_scenario(ctx: Ctx, rec: Record) -> m.Scenario:
         names.add(trec.values["name"])
         targets.append(m.Target(**trec.values))
 
-    stage_recs: tuple[Record, ...] = v.get("stages", ())
-    crec: Record | None = v.get("clients")
+    stage_recs: tuple[Fields, ...] = v.get("stages", ())
+    crec: Fields | None = v.get("clients")
     cv = crec.values if crec else {}
     count = cv.get("count")
     if count is None:
@@ -364,7 +366,8 @@ def parse_scenario(text: str, filename: str) -> m.Scenario:
     check_tags(ctx, root)
     if not isinstance(root, MappingNode):
         expected(ctx, root, "", "a mapping of scenario keys (name, clients, ...) at the top level")
-    return _SCENARIO(ctx, root, "")
+    scenario: m.Scenario = _SCENARIO(ctx, root, "")
+    return scenario
 
 
 def load_scenario(path: str | os.PathLike[str]) -> m.Scenario:

@@ -65,15 +65,11 @@ class PskConfig:
     identity: str  # str.format template with field n (client index, 0-based)
     hint: str
     source: KeySourceName  # which YAML key supplied the key
-    store: KeyStore = field(repr=False, compare=False)
+    store: KeyStore = field(repr=False, compare=False)  # identity -> key, for the clients and the built-in server
     # Env var name or absolute path that held the key (derive: that of the master); None for inline hex.
     location: str | None = None
     master_source: MasterSourceName | None = None  # derive only
     length: int = 16  # derived key length in bytes (derive only)
-
-    def key_store(self) -> KeyStore:
-        """The identity -> key store shared by the clients and the built-in server."""
-        return self.store
 
     def identity_for(self, n: int) -> bytes:
         """The PSK identity of client ``n`` (0-based)."""
@@ -237,7 +233,8 @@ class Scenario:
 
     def redacted(self) -> dict[str, Any]:
         """The scenario as JSON-ready plain data, every secret replaced by ``<redacted>``."""
-        return _plain(self)
+        plain: dict[str, Any] = _plain(self)
+        return plain
 
 
 def _plain(value: Any) -> Any:

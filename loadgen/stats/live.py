@@ -57,9 +57,9 @@ class LiveStats:
         """Register with the environment's events (and, for a master, its runner's messages)."""
         events = self.environment.events
         # Locust's EventHook.add_listener has no annotations (mypy --strict: an untyped call).
-        events.test_start.add_listener(self._on_test_start)  # type: ignore[no-untyped-call]
-        events.test_stop.add_listener(self._on_test_stop)  # type: ignore[no-untyped-call]
-        events.test_stopping.add_listener(self._on_test_stopping)  # type: ignore[no-untyped-call]
+        events.test_start.add_listener(self._on_test_start)
+        events.test_stop.add_listener(self._on_test_stop)
+        events.test_stopping.add_listener(self._on_test_stopping)
         if self.role == "master":
             runner = self.environment.runner
             assert runner is not None, "create the master runner first"

@@ -40,6 +40,7 @@ from ..protocol import dtls_contexts, dtls_factory, psk_server, records
 from ..protocol.cookies import CookieJar
 from ..protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
 from ..protocol.psk_handshake import DEFAULT_MTU
+from ..syntax import format_host_port
 from ..throttle import ThrottledLog, exception_summary
 from .ratelimit import TokenBucket, client_hello_has_cookie
 
@@ -419,4 +420,4 @@ def _peer_key(addr: tuple) -> bytes:
 
 
 def _peer_text(addr: tuple) -> str:
-    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+    return format_host_port(addr[0], addr[1])

@@ -9,9 +9,8 @@ known capacity, which is what capacity planning is tested against.
 from __future__ import annotations
 
 from ..protocol import records
-
-#: ClientHello body offsets after the record (13) and handshake (12) headers: version (2), random (32).
-_SESSION_ID_AT = records.HEADER_LEN + 12 + 2 + 32
+from ..protocol.handshake_messages import HS_HEADER_LEN
+from ..protocol.psk_server import hello_cookie_span
 
 
 class TokenBucket:
@@ -42,7 +41,10 @@ def client_hello_has_cookie(datagram: bytes) -> bool:
     The cookieless first ClientHello only costs the server a stateless HelloVerifyRequest,
     so the handshake limit counts the second one, which makes the server keep state.
     """
-    if not records.is_client_hello(datagram) or len(datagram) <= _SESSION_ID_AT:
+    if not records.is_client_hello(datagram):
         return False
-    cookie_at = _SESSION_ID_AT + 1 + datagram[_SESSION_ID_AT]
-    return cookie_at < len(datagram) and datagram[cookie_at] > 0
+    try:
+        start, end = hello_cookie_span(datagram, records.HEADER_LEN + HS_HEADER_LEN)
+    except IndexError:  # the fragment ends before the cookie's length
+        return False
+    return end > start

@@ -31,11 +31,13 @@ from ..errors import (
     ProtocolViolation,
     SocketsExhausted,
 )
-from ..protocol.tls import SessionCache, TlsContext
+from ..protocol.tls import SessionCache
+from ..protocol.tls_contexts import TlsContext
 from ..scenario.model import TlsConfig
 from ..stats.facts import HANDSHAKE, Ended, Finished, Message, Sink, Started
 from ..traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
-from .ssl_socket import SslSocket, State
+from .ssl_link import State
+from .ssl_socket import SslSocket
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 #: How long handshake_once waits for TLS 1.3 session tickets (sent after the handshake).

@@ -1,7 +1,7 @@
 """The reference TLS server: a line echo over TLS, one greenlet per connection.
 
 Certificate and key, pre-shared keys, or both (see
-:func:`loadgen.protocol.tls.server_context`); optionally requires client
+:func:`loadgen.protocol.tls_contexts.server_context`); optionally requires client
 certificates. Each received line is answered at once, either echoed or in the style of
 Qt's DTLS server example ("to IDENTITY: LINE").
 
@@ -28,9 +28,10 @@ import gevent
 from gevent import socket
 
 from ..errors import InternalError, LoadgenError, ServerFull
-from ..protocol.tls import TlsContext
+from ..protocol.tls_contexts import TlsContext
 from ..throttle import ThrottledLog, exception_summary
-from .ssl_socket import SslSocket, State
+from .ssl_link import State
+from .ssl_socket import SslSocket
 
 log = logging.getLogger("loadgen.server")
 
