@@ -65,12 +65,13 @@ from adversarial.hostile import (  # noqa: E402
 from adversarial.legit import LegitClients, limit_args  # noqa: E402
 from servers import LoadgenServer, loadgen_env, start_loadgen_server  # noqa: E402
 
-from loadgen.credentials import Secret  # noqa: E402
-from loadgen.protocol import dtls_contexts, records  # noqa: E402
+from loadgen.protocol import dtls_contexts  # noqa: E402
+from loadgen.protocol.credentials import Secret  # noqa: E402
+from loadgen.protocol.native import records  # noqa: E402
 from loadgen.scenario.model import DtlsConfig, Expect, PingConfig  # noqa: E402
 from loadgen.stats.sink import StatsSink  # noqa: E402
 from loadgen.traffic.tracker import traffic_plan  # noqa: E402
-from loadgen.transport.association import DtlsAssociation  # noqa: E402
+from loadgen.transport.dtls_association import DtlsAssociation  # noqa: E402
 
 #: Targets of the issue.
 MAX_KIB_PER_PEER = 48

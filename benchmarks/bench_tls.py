@@ -22,17 +22,17 @@ from locust.env import Environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadgen.builtin_server import ServerProcess  # noqa: E402
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
-from loadgen.credentials import KeyStore  # noqa: E402
-from loadgen.protocol.tls import SessionCache, TlsEngine  # noqa: E402
-from loadgen.protocol.tls_contexts import TlsOptions, client_context, server_context  # noqa: E402
+from loadgen.locust.users import LocustSink  # noqa: E402
+from loadgen.protocol.credentials import KeyStore  # noqa: E402
+from loadgen.protocol.openssl.tls import SessionCache, TlsEngine  # noqa: E402
+from loadgen.protocol.openssl.tls_contexts import TlsOptions, client_context, server_context  # noqa: E402
 from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
+from loadgen.servers.launcher import ServerProcess  # noqa: E402
 from loadgen.stats.facts import FanOut  # noqa: E402
 from loadgen.stats.sink import StatsSink  # noqa: E402
 from loadgen.traffic.tracker import traffic_plan  # noqa: E402
 from loadgen.transport.tls_association import TlsAssociation  # noqa: E402
-from loadgen.users import LocustSink  # noqa: E402
 
 
 def run_sink(totals: StatsSink) -> FanOut:

@@ -25,14 +25,14 @@ from typing import Any
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadgen import shape  # not the class itself: Locust instantiates every shape class it finds here
-from loadgen.builtin_server import ServerProcess
-from loadgen.runclock import RunClock
+from loadgen.locust import shape  # not the class itself: Locust instantiates every shape class it finds here
+from loadgen.locust.runclock import RunClock
+from loadgen.locust.users import PingUser, Session
 from loadgen.scenario import Scenario, load_scenario
+from loadgen.servers.launcher import ServerProcess
 from loadgen.stats.live import LiveStats, Role
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import StatsSink
-from loadgen.users import PingUser, Session
 
 
 class Device(PingUser):
@@ -78,8 +78,8 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
 def _check_limits(scenario: Any, environment: Any, runner: Any) -> Any:
     """As ``loadgen run`` does: raise the open-file limit; a run that cannot fit exits 2 before it starts
     (a worker only warns: how many workers share the users is the master's business)."""
-    from loadgen.errors import ConfigError
-    from loadgen.limits import prepare
+    from loadgen.locust.limits import prepare
+    from loadgen.protocol.errors import ConfigError
 
     users = getattr(environment.parsed_options, "num_users", None)
     try:
@@ -125,7 +125,7 @@ def _live_stats(environment: Any, sink: StatsSink | None, role: Role, web_ui: An
     stats = RunStats()
     LiveStats(environment, stats, sink, role).install()
     if web_ui is not None:
-        from loadgen.webui import install
+        from loadgen.locust.webui import install
 
         install(web_ui, stats)
     return stats

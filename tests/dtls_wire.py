@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 from OpenSSL import SSL
 
-from loadgen.protocol import dtls, dtls_factory
+from loadgen.protocol import dtls_factory
 from loadgen.protocol.events import ConnectionFailed, Event, HandshakeCompleted
+from loadgen.protocol.openssl import dtls
 
 #: Timers that expire within this many seconds of each other are handled together.
 TIMER_TICK = 0.1

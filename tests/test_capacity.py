@@ -13,11 +13,12 @@ from procs import Procs
 from loadgen.capacity import stepped
 from loadgen.capacity.knee import find_knee
 from loadgen.capacity.steps import KindFigures, StepResult
-from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls, dtls_contexts, dtls_factory
+from loadgen.protocol import dtls_contexts, dtls_factory
 from loadgen.protocol.cookies import CookieJar
+from loadgen.protocol.credentials import KeyStore, Secret
+from loadgen.protocol.openssl import dtls
 from loadgen.scenario import Clients, Scenario, Thresholds
-from loadgen.transport.ratelimit import TokenBucket, client_hello_has_cookie
+from loadgen.servers.ratelimit import TokenBucket, client_hello_has_cookie
 
 KEY_HEX = "000102030405060708090a0b0c0d0e0f"
 
@@ -175,7 +176,7 @@ def test_a_stepped_run_is_judged_by_its_knee_as_its_verdict_word_is(limited_by: 
     was found passes (exit 0, outcome passed), as its verdict's PASS says; one whose figures cannot tell
     the capacity fails even with no failure. Before, ``loadgen run`` printed 'PASS: Knee at ...' and exited 1."""
     from loadgen.capacity import Analysis, Knee
-    from loadgen.errors import HandshakeTimeout
+    from loadgen.protocol.errors import HandshakeTimeout
     from loadgen.results.summary import RunOutcome
     from loadgen.stats.facts import HANDSHAKE, Finished, Started
     from loadgen.stats.run import RunStats

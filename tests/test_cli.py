@@ -27,7 +27,7 @@ from loadgen.cli.help import parsers
 from loadgen.cli.keys import DEMO_KEY_NOTICE
 from loadgen.cli.parser import build_parser
 from loadgen.cli.run import with_load_options
-from loadgen.errors import ConfigError
+from loadgen.protocol.errors import ConfigError
 from loadgen.scenario import parse_scenario
 from loadgen.stats.cells import Cell, latency_us, new_histogram
 from loadgen.stats.facts import HANDSHAKE, PING

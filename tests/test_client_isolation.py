@@ -19,20 +19,20 @@ import gevent
 import pytest
 from gevent import socket
 
-from loadgen.credentials import KeyStore, Secret
-from loadgen.errors import InternalError
 from loadgen.protocol import dtls_contexts, dtls_factory
-from loadgen.protocol.tls_contexts import TlsOptions, client_context, server_context
+from loadgen.protocol.credentials import KeyStore, Secret
+from loadgen.protocol.errors import InternalError
+from loadgen.protocol.openssl.tls_contexts import TlsOptions, client_context, server_context
 from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
+from loadgen.servers.tls import TlsServer
 from loadgen.stats.facts import LogSink, Message
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import traffic_plan
 from loadgen.transport import ssl_socket
-from loadgen.transport.association import DtlsAssociation
+from loadgen.transport.dtls_association import DtlsAssociation
 from loadgen.transport.ssl_link import State
 from loadgen.transport.ssl_socket import SslSocket
 from loadgen.transport.tls_association import MAX_REPLY_LINE, TlsAssociation
-from loadgen.transport.tls_server import TlsServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -121,7 +121,7 @@ def _assert_one_internal_error(rec: Recorder, error: Any, kind: str) -> None:
 
 
 def test_dtls_engine_that_raises_ends_only_its_association(monkeypatch: pytest.MonkeyPatch) -> None:
-    from loadgen.transport.dtls_server import DtlsServer
+    from loadgen.servers.dtls import DtlsServer
 
     server = DtlsServer(KeyStore(shared=KEY)).start()
     silent = socket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)  # a server that never answers

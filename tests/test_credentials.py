@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from loadgen.credentials import KeyStore, Secret, derive_key, key_from_env, key_from_file, parse_hex
-from loadgen.errors import ConfigError
+from loadgen.protocol.credentials import KeyStore, Secret, derive_key, key_from_env, key_from_file, parse_hex
+from loadgen.protocol.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(30)
 

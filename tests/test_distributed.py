@@ -12,8 +12,8 @@ import locust  # noqa: F401 - gevent's monkey-patching first, as in a run
 import pytest
 from locust import argument_parser, runners
 
-from loadgen.distributed import HEARTBEAT_LIVENESS, Health, LoopLag, WorkerEvent, tune_locust
-from loadgen.limits import PORT_SHARE, ephemeral_ports, spread_sources
+from loadgen.locust.health import HEARTBEAT_LIVENESS, Health, LoopLag, WorkerEvent, tune_locust
+from loadgen.locust.limits import PORT_SHARE, ephemeral_ports, spread_sources
 from loadgen.scenario import load_scenario
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import SecondDelta

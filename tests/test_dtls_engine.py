@@ -16,11 +16,13 @@ import random
 import pytest
 from dtls_wire import C2S, S2C, Wire
 
-from loadgen.credentials import KeyStore, Secret
-from loadgen.errors import HandshakeTimeout, LoadgenError, LocalProtocolError
-from loadgen.protocol import dtls, dtls_contexts, dtls_factory, records
+from loadgen.protocol import dtls_contexts, dtls_factory
 from loadgen.protocol.cookies import CookieJar
+from loadgen.protocol.credentials import KeyStore, Secret
+from loadgen.protocol.errors import HandshakeTimeout, LoadgenError, LocalProtocolError
 from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
+from loadgen.protocol.native import records
+from loadgen.protocol.openssl import dtls
 
 pytestmark = pytest.mark.timeout(30)
 

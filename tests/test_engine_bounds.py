@@ -20,11 +20,24 @@ import tracemalloc
 import pytest
 from OpenSSL import SSL
 
-from loadgen.credentials import KeyStore, Secret
-from loadgen.errors import LoadgenError, error_from_openssl
-from loadgen.protocol import dtls, dtls_contexts, dtls_factory, handshake_messages, psk_client, psk_server, records
+from loadgen.protocol import dtls_contexts, dtls_factory
+from loadgen.protocol.credentials import KeyStore, Secret
+from loadgen.protocol.errors import LoadgenError, error_from_openssl
 from loadgen.protocol.events import ConnectionFailed, DataReceived
-from loadgen.protocol.tls_errors import openssl_reason
+from loadgen.protocol.native import (
+    client as psk_client,
+)
+from loadgen.protocol.native import (
+    messages as handshake_messages,
+)
+from loadgen.protocol.native import (
+    records,
+)
+from loadgen.protocol.native import (
+    server as psk_server,
+)
+from loadgen.protocol.openssl import dtls
+from loadgen.protocol.openssl.tls_errors import openssl_reason
 
 pytestmark = pytest.mark.timeout(60)
 

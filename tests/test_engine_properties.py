@@ -7,8 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loadgen.protocol import handshake_messages, records
-from loadgen.protocol.record_layer import SUITES, WINDOW, RecordLayer
+from loadgen.protocol.native import messages as handshake_messages
+from loadgen.protocol.native import records
+from loadgen.protocol.native.record_layer import SUITES, WINDOW, RecordLayer
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,12 +16,14 @@ import gevent
 import pytest
 from gevent import socket
 
-from loadgen.credentials import Secret
-from loadgen.protocol import dtls, dtls_contexts, records
+from loadgen.protocol import dtls_contexts
+from loadgen.protocol.credentials import Secret
+from loadgen.protocol.native import records
+from loadgen.protocol.openssl import dtls
 from loadgen.scenario.model import Expect, PingConfig
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import traffic_plan
-from loadgen.transport.association import DtlsAssociation
+from loadgen.transport.dtls_association import DtlsAssociation
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from procs import child_env
 
-from loadgen.credentials import CSV_FILE_CAP, KEY_FILE_CAP
+from loadgen.protocol.credentials import CSV_FILE_CAP, KEY_FILE_CAP
 from loadgen.scenario import ScenarioError, load_scenario
 from loadgen.scenario.loader import SCENARIO_FILE_CAP
 

@@ -22,7 +22,7 @@ import gevent
 import pytest
 from gevent import socket
 
-from loadgen.impair import Impairment, ImpairmentProxy
+from loadgen.servers.impair import Impairment, ImpairmentProxy
 
 pytestmark = pytest.mark.timeout(120)
 

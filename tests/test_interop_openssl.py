@@ -12,13 +12,13 @@ import gevent
 import pytest
 from servers import free_udp_port, needs_openssl, run_openssl_client
 
-from loadgen.credentials import Secret
-from loadgen.errors import LoadgenError
 from loadgen.protocol import dtls_contexts
+from loadgen.protocol.credentials import Secret
+from loadgen.protocol.errors import LoadgenError
 from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import TrafficPlan, traffic_plan
-from loadgen.transport.association import DtlsAssociation
+from loadgen.transport.dtls_association import DtlsAssociation
 
 pytestmark = pytest.mark.interop
 

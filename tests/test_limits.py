@@ -25,17 +25,18 @@ from typing import Any
 import gevent
 import pytest
 
-from loadgen import limits
-from loadgen.credentials import Secret
-from loadgen.errors import SocketError, SocketsExhausted, socket_error
-from loadgen.limits import HEADROOM, ShortageLog, plan, problems
+from loadgen.locust import limits
+from loadgen.locust.limits import HEADROOM, ShortageLog, plan, problems
 from loadgen.protocol import dtls_contexts
-from loadgen.protocol.tls_contexts import TlsOptions, client_context
+from loadgen.protocol.credentials import Secret
+from loadgen.protocol.errors import SocketError, SocketsExhausted, socket_error
+from loadgen.protocol.openssl.tls_contexts import TlsOptions, client_context
 from loadgen.scenario import load_scenario
 from loadgen.stats.facts import HANDSHAKE, Finished
 from loadgen.stats.sink import StatsSink
-from loadgen.transport import association, tcp
-from loadgen.transport.association import DtlsAssociation
+from loadgen.transport import dtls_association as association
+from loadgen.transport import tcp
+from loadgen.transport.dtls_association import DtlsAssociation
 from loadgen.transport.tls_association import TlsAssociation
 
 pytestmark = pytest.mark.timeout(90)
@@ -252,7 +253,7 @@ def test_devices_do_not_reconnect_while_locust_stops_the_users(tmp_path: Path) -
     from locust.env import Environment
 
     from loadgen.locust.environment import BUILTIN_TARGET
-    from loadgen.users import Endpoint, Session, keep_alive
+    from loadgen.locust.users import Endpoint, Session, keep_alive
 
     scenario = load_scenario(write_scenario(tmp_path, "stop", """\
         clients: {count: 1, spawn_rate: 1}

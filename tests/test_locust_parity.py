@@ -33,8 +33,8 @@ from test_runs import (
 )
 
 from loadgen.locust.environment import make_environment
+from loadgen.locust.users import Endpoint
 from loadgen.scenario import load_scenario
-from loadgen.users import Endpoint
 
 pytestmark = pytest.mark.timeout(120)
 __all__ = ["spawn"]  # the fixture, from test_runs

@@ -2,7 +2,7 @@
 
 1,000 associations in this process (gevent) handshake with the reference server running
 in another process (``dtls_server`` fixture) through an in-process
-:class:`~loadgen.impair.ImpairmentProxy`; each association closes right after its
+:class:`~loadgen.servers.impair.ImpairmentProxy`; each association closes right after its
 handshake result (:meth:`DtlsAssociation.handshake_once`), at most ``CONCURRENCY`` at
 a time. At least 99% must complete within the default handshake timeout, and every
 attempt must be accounted for exactly. The seed fixes the proxy's sequence of loss
@@ -20,13 +20,13 @@ import gevent
 import pytest
 from gevent.pool import Pool
 
-from loadgen.credentials import Secret
-from loadgen.impair import Impairment, ImpairmentProxy
 from loadgen.protocol import dtls_contexts
+from loadgen.protocol.credentials import Secret
 from loadgen.scenario.model import DtlsConfig
+from loadgen.servers.impair import Impairment, ImpairmentProxy
 from loadgen.stats.facts import HANDSHAKE, Fact, Finished
 from loadgen.stats.sink import StatsSink
-from loadgen.transport.association import DtlsAssociation
+from loadgen.transport.dtls_association import DtlsAssociation
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Guard for the private cffi bindings loadgen.psk uses: an upgrade must fail loudly here."""
+"""Guard for the private cffi bindings loadgen.protocol.openssl.bindings uses: an upgrade must fail loudly here."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 from dtls_wire import Wire
 from OpenSSL._util import lib
 
-from loadgen import psk
-from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls, dtls_contexts
+from loadgen.protocol import dtls_contexts
+from loadgen.protocol.credentials import KeyStore, Secret
+from loadgen.protocol.openssl import bindings as psk
+from loadgen.protocol.openssl import dtls
 
 pytestmark = pytest.mark.timeout(30)
 

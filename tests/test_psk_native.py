@@ -12,9 +12,22 @@ from __future__ import annotations
 import pytest
 from dtls_wire import C2S, S2C, Wire
 
-from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls, dtls_contexts, dtls_factory, handshake_messages, psk_client, psk_server, records
+from loadgen.protocol import dtls_contexts, dtls_factory
+from loadgen.protocol.credentials import KeyStore, Secret
 from loadgen.protocol.events import ConnectionFailed, DataReceived, HandshakeCompleted
+from loadgen.protocol.native import (
+    client as psk_client,
+)
+from loadgen.protocol.native import (
+    messages as handshake_messages,
+)
+from loadgen.protocol.native import (
+    records,
+)
+from loadgen.protocol.native import (
+    server as psk_server,
+)
+from loadgen.protocol.openssl import dtls
 
 pytestmark = pytest.mark.timeout(30)
 #: The time engines outside a wire get: any value, the engines only compare times they were given.

@@ -1,7 +1,7 @@
 """loadgen's own record layer for established associations, against OpenSSL's.
 
 After the handshake an engine drops OpenSSL's connection and seals/opens records
-itself (``loadgen.protocol.record_layer``). Every supported suite is checked against
+itself (``loadgen.protocol.native.record_layer``). Every supported suite is checked against
 a peer that kept OpenSSL's record layer, in both directions, plus the DTLS rules a
 record layer must keep: replayed and forged records are dropped silently, alerts and
 close_notify are understood, and a lost final flight is re-sent.
@@ -12,10 +12,12 @@ from __future__ import annotations
 import pytest
 from dtls_wire import C2S, S2C, Wire
 
-from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import dtls, dtls_contexts, records
+from loadgen.protocol import dtls_contexts
+from loadgen.protocol.credentials import KeyStore, Secret
 from loadgen.protocol.events import ConnectionClosed, DataReceived
-from loadgen.protocol.record_layer import SUITES, prf
+from loadgen.protocol.native import records
+from loadgen.protocol.native.record_layer import SUITES, prf
+from loadgen.protocol.openssl import dtls
 
 KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 CIPHERS = ["PSK-AES128-GCM-SHA256", "PSK-AES256-GCM-SHA384", "PSK-CHACHA20-POLY1305", "PSK-AES128-CCM",

@@ -30,14 +30,14 @@ import gevent
 import pytest
 from servers import start_loadgen_server
 
-from loadgen.credentials import Secret
+from loadgen.locust.users import keep_alive
 from loadgen.protocol import dtls_contexts
+from loadgen.protocol.credentials import Secret
 from loadgen.scenario import parse_scenario
 from loadgen.scenario.model import Expect, PingConfig
 from loadgen.stats.facts import HANDSHAKE, PING, Finished
 from loadgen.traffic.tracker import traffic_plan
-from loadgen.transport.association import DtlsAssociation
-from loadgen.users import keep_alive
+from loadgen.transport.dtls_association import DtlsAssociation
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

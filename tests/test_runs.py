@@ -562,8 +562,8 @@ def test_a_run_whose_every_handshake_fails_exits_1_and_says_failed(tmp_path: Pat
 def test_builtin_server_gets_the_scenarios_keys_without_its_file_or_a_key_on_its_command_line(
         tmp_path: Path, source: str) -> None:
     """Issue 13, item 4: the child neither re-reads the scenario (its file is gone) nor shows a key in ``ps``."""
-    from loadgen.builtin_server import BUILTIN_KEY_ENV, builtin_server
     from loadgen.scenario import parse_scenario
+    from loadgen.servers.launcher import BUILTIN_KEY_ENV, builtin_server
 
     master = "00112233445566778899aabbccddeeff"
     (tmp_path / "keys.csv").write_text(f"device-00000,{KEY_HEX}\n")

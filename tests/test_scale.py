@@ -12,12 +12,12 @@ import time
 import gevent
 import pytest
 
-from loadgen.credentials import Secret
 from loadgen.protocol import dtls_contexts
+from loadgen.protocol.credentials import Secret
 from loadgen.scenario.model import Expect, PingConfig
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import traffic_plan
-from loadgen.transport.association import DtlsAssociation
+from loadgen.transport.dtls_association import DtlsAssociation
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loadgen.credentials import KeyStore
-from loadgen.errors import ConfigError
+from loadgen.protocol.credentials import KeyStore
+from loadgen.protocol.errors import ConfigError
 from loadgen.scenario import REDACTED, Scenario, ScenarioError, load_scenario, parse_scenario
 
 pytestmark = pytest.mark.timeout(60)
@@ -543,8 +543,9 @@ def test_docs_example_matches_schema(validator) -> None:
 def test_dtls_handshake_key_picks_the_engine(handshake: str, native: bool) -> None:
     from locust.env import Environment
 
-    from loadgen.protocol import dtls, dtls_factory
-    from loadgen.users import Endpoint, Session
+    from loadgen.locust.users import Endpoint, Session
+    from loadgen.protocol import dtls_factory
+    from loadgen.protocol.openssl import dtls
 
     scenario = parse_scenario(
         "name: hs\ntargets: [{name: gw, host: 127.0.0.1, port: 5684}]\nclients: {count: 1}\nrun_time: 1s\n"

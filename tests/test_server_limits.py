@@ -34,17 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import servers` whe
 
 from servers import loadgen_env  # noqa: E402
 
-from loadgen.credentials import KeyStore, Secret  # noqa: E402
 from loadgen.protocol import dtls_contexts, dtls_factory  # noqa: E402
-from loadgen.protocol.tls_contexts import TlsOptions, client_context, server_context  # noqa: E402
+from loadgen.protocol.credentials import KeyStore, Secret  # noqa: E402
+from loadgen.protocol.openssl.tls_contexts import TlsOptions, client_context, server_context  # noqa: E402
 from loadgen.scenario.model import DtlsConfig, Expect, Payload, PingConfig  # noqa: E402
+from loadgen.servers.dtls import DtlsServer  # noqa: E402
+from loadgen.servers.tls import TlsServer  # noqa: E402
 from loadgen.stats.sink import StatsSink  # noqa: E402
 from loadgen.traffic.tracker import traffic_plan  # noqa: E402
-from loadgen.transport.association import DtlsAssociation  # noqa: E402
-from loadgen.transport.dtls_server import DtlsServer  # noqa: E402
+from loadgen.transport.dtls_association import DtlsAssociation  # noqa: E402
 from loadgen.transport.ssl_link import State  # noqa: E402
 from loadgen.transport.ssl_socket import SslSocket  # noqa: E402
-from loadgen.transport.tls_server import TlsServer  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from loadgen.credentials import KeyStore, Secret
 from loadgen.protocol import dtls_contexts, dtls_factory
+from loadgen.protocol.credentials import KeyStore, Secret
 from loadgen.protocol.events import HandshakeCompleted
 
 pytestmark = pytest.mark.timeout(30)

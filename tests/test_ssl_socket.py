@@ -10,12 +10,12 @@ import pytest
 from gevent import socket
 from tls_servers import Pki, free_tcp_port, make_pki
 
-from loadgen.credentials import KeyStore, Secret
-from loadgen.errors import LocalProtocolError
-from loadgen.protocol.tls_contexts import TlsContext, TlsOptions, client_context, server_context
+from loadgen.protocol.credentials import KeyStore, Secret
+from loadgen.protocol.errors import LocalProtocolError
+from loadgen.protocol.openssl.tls_contexts import TlsContext, TlsOptions, client_context, server_context
+from loadgen.servers.tls import TlsServer
 from loadgen.transport.ssl_link import Mode, State
 from loadgen.transport.ssl_socket import SslSocket
-from loadgen.transport.tls_server import TlsServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,7 +15,7 @@ import msgpack
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from loadgen.errors import HandshakeTimeout, PingTimeout
+from loadgen.protocol.errors import HandshakeTimeout, PingTimeout
 from loadgen.scenario import Thresholds
 from loadgen.stats.cells import HDR_RANGE, PERCENTILES, Cell, latency_us
 from loadgen.stats.facts import HANDSHAKE, PING, Ended, Finished, Message, Started

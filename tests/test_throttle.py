@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from loadgen.stats.facts import LogSink, Message
-from loadgen.throttle import ThrottledLog
+from loadgen.stats.throttle import ThrottledLog
 
 
 class Clock:

@@ -24,10 +24,10 @@ from tls_servers import (
     start_openssl_tls_server,
 )
 
-from loadgen.credentials import Secret
-from loadgen.errors import ConfigError
-from loadgen.protocol.tls import SessionCache
-from loadgen.protocol.tls_contexts import PSK_MODES, TlsOptions, client_context, server_context
+from loadgen.protocol.credentials import Secret
+from loadgen.protocol.errors import ConfigError
+from loadgen.protocol.openssl.tls import SessionCache
+from loadgen.protocol.openssl.tls_contexts import PSK_MODES, TlsOptions, client_context, server_context
 from loadgen.scenario import ScenarioError, parse_scenario
 from loadgen.stats.sink import StatsSink
 from loadgen.transport.tls_association import TlsAssociation
@@ -125,8 +125,8 @@ def test_psk_resumption_against_our_server_in_process() -> None:
     # must not become an external PSK (its binder would fail: every other handshake did).
     import gevent
 
-    from loadgen.credentials import KeyStore
-    from loadgen.transport.tls_server import TlsServer
+    from loadgen.protocol.credentials import KeyStore
+    from loadgen.servers.tls import TlsServer
 
     server = TlsServer(server_context(TlsOptions(), keys=KeyStore(shared=KEY)), port=0).start()
     try:

@@ -10,9 +10,9 @@ import gevent
 import pytest
 from tls_servers import LoadgenTlsServer, Pki, free_tcp_port, make_pki, start_loadgen_tls_server
 
-from loadgen.credentials import Secret
-from loadgen.protocol.tls import SessionCache
-from loadgen.protocol.tls_contexts import TlsContext, TlsOptions, client_context
+from loadgen.protocol.credentials import Secret
+from loadgen.protocol.openssl.tls import SessionCache
+from loadgen.protocol.openssl.tls_contexts import TlsContext, TlsOptions, client_context
 from loadgen.scenario.model import Expect, Payload, PingConfig, TlsConfig
 from loadgen.stats.facts import Ended, Message
 from loadgen.stats.sink import StatsSink

@@ -9,9 +9,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from tls_servers import Pki, make_pki
 
-from loadgen import psk as bindings
-from loadgen.credentials import KeyStore, Secret
-from loadgen.errors import ConfigError, LocalProtocolError
+from loadgen.protocol.credentials import KeyStore, Secret
+from loadgen.protocol.errors import ConfigError, LocalProtocolError
 from loadgen.protocol.events import (
     CertCheckFailed,
     ConnectionClosed,
@@ -19,9 +18,10 @@ from loadgen.protocol.events import (
     DataReceived,
     HandshakeCompleted,
 )
-from loadgen.protocol.tls import SessionCache, TlsEngine
-from loadgen.protocol.tls_certificates import CertificateInfo, _qt_name
-from loadgen.protocol.tls_contexts import TlsContext, TlsOptions, client_context, server_context
+from loadgen.protocol.openssl import bindings
+from loadgen.protocol.openssl.tls import SessionCache, TlsEngine
+from loadgen.protocol.openssl.tls_certificates import CertificateInfo, _qt_name
+from loadgen.protocol.openssl.tls_contexts import TlsContext, TlsOptions, client_context, server_context
 
 pytestmark = pytest.mark.timeout(60)
 

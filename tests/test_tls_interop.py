@@ -24,8 +24,8 @@ from tls_servers import (
     start_openssl_tls_server,
 )
 
-from loadgen.credentials import Secret
-from loadgen.protocol.tls_contexts import TlsOptions, client_context
+from loadgen.protocol.credentials import Secret
+from loadgen.protocol.openssl.tls_contexts import TlsOptions, client_context
 from loadgen.scenario.model import Expect, PingConfig
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import traffic_plan

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from loadgen.errors import LocalProtocolError, PeerClosed, PingTimeout
+from loadgen.protocol.errors import LocalProtocolError, PeerClosed, PingTimeout
 from loadgen.scenario.model import Expect, Payload, PingConfig
 from loadgen.stats.facts import PING, Finished, Started
 from loadgen.traffic.tracker import RequestTracker, traffic_plan

@@ -5,15 +5,15 @@ from __future__ import annotations
 import gevent
 import pytest
 
-from loadgen.credentials import KeyStore, Secret
 from loadgen.protocol import dtls_contexts
+from loadgen.protocol.credentials import KeyStore, Secret
 from loadgen.scenario.model import Expect, Payload, PingConfig
+from loadgen.servers.dtls import DtlsServer
 from loadgen.stats.facts import Message
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.payloads import binary_payload
 from loadgen.traffic.tracker import traffic_plan
-from loadgen.transport.association import DtlsAssociation
-from loadgen.transport.dtls_server import DtlsServer
+from loadgen.transport.dtls_association import DtlsAssociation
 
 KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 

@@ -12,10 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..scenario import Scenario, Stage, Thresholds
-from ..stats.run import RunStats
-from .knee import Knee, find_knee, unit_of
-from .steps import StepResult, Workload, measure_steps, settle_time
+from loadgen.capacity.knee import Knee, find_knee, unit_of
+from loadgen.capacity.steps import StepResult, Workload, measure_steps, settle_time
+from loadgen.scenario import Scenario, Stage, Thresholds
+from loadgen.stats.run import RunStats
 
 __all__ = ["Analysis", "Knee", "StepResult", "Workload", "analyze", "run_verdict", "settle_time", "stepped"]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ..scenario import Thresholds
-from .steps import StepResult, Workload
+from loadgen.capacity.steps import StepResult, Workload
+from loadgen.scenario import Thresholds
 
 #: A load process above this share of one core (%) cannot be trusted to offer more load.
 SATURATED_CPU = 85.0

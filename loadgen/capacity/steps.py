@@ -12,11 +12,11 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from ..errors import PingTimeout
-from ..scenario import Scenario, Stage
-from ..stats.cells import Cell
-from ..stats.facts import HANDSHAKE, PING
-from ..stats.run import RunStats
+from loadgen.protocol.errors import PingTimeout
+from loadgen.scenario import Scenario, Stage
+from loadgen.stats.cells import Cell
+from loadgen.stats.facts import HANDSHAKE, PING
+from loadgen.stats.run import RunStats
 
 Workload = Literal["steady", "churn"]
 #: Error code of a ping that got no answer in time: what "loss" means for pings.

@@ -19,7 +19,7 @@ from typing import ClassVar
 import gevent
 from locust import task
 
-from ..users import DeviceBase, Session
+from loadgen.locust.users import DeviceBase, Session
 
 
 class ChurnUser(DeviceBase):

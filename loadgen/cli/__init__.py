@@ -14,13 +14,13 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
-from ..errors import ConfigError
-from .capacity import capacity_command, report_command
-from .exit_status import EXIT_INTERRUPTED, EXIT_USAGE
-from .impair import impair_command
-from .parser import build_parser
-from .run import locustfile_command, run_command, validate_command
-from .serve import serve_command
+from loadgen.cli.capacity import capacity_command, report_command
+from loadgen.cli.exit_status import EXIT_INTERRUPTED, EXIT_USAGE
+from loadgen.cli.impair import impair_command
+from loadgen.cli.parser import build_parser
+from loadgen.cli.run import locustfile_command, run_command, validate_command
+from loadgen.cli.serve import serve_command
+from loadgen.protocol.errors import ConfigError
 
 #: What each command does with its parsed arguments; returns its exit status.
 COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = MappingProxyType({

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..syntax import parse_duration
+from loadgen.scenario.syntax import parse_duration
 
 _N = TypeVar("_N", int, float)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import ConfigError
-from .argtypes import duration
-from .outputs import add_output_options, apply_output_options
-from .run import add_workload_options
+from loadgen.cli.argtypes import duration
+from loadgen.cli.outputs import add_output_options, apply_output_options
+from loadgen.cli.run import add_workload_options
+from loadgen.protocol.errors import ConfigError
 
 
 def add_capacity_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,10 +37,10 @@ def capacity_command(args: argparse.Namespace) -> int:
     """``loadgen capacity``: stepped run; exit 0 when the knee was found or not reached, 1 otherwise."""
     import locust  # noqa: F401 - monkey-patches the standard library for gevent; must come first
 
-    from ..capacity import KNEE_FOUND, stepped
-    from ..locust.environment import RunOptions
-    from ..locust.run import run
-    from ..scenario import load_scenario
+    from loadgen.capacity import KNEE_FOUND, stepped
+    from loadgen.locust.environment import RunOptions
+    from loadgen.locust.run import run
+    from loadgen.scenario import load_scenario
 
     scenario = apply_output_options(load_scenario(args.scenario), args)
     if args.steps < 1 or args.processes < 0:
@@ -61,7 +61,7 @@ def capacity_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """``loadgen report``: rebuild ``RUN_DIR/report.html``; exit 0."""
-    from ..report import rebuild
+    from loadgen.report import rebuild
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

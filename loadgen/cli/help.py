@@ -50,6 +50,6 @@ def version() -> str:
     try:
         return installed("loadgen")
     except PackageNotFoundError:
-        from .. import __version__
+        from loadgen import __version__
 
         return __version__

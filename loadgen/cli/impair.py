@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import ConfigError
-from .serve import wait_for_signal
+from loadgen.cli.serve import wait_for_signal
+from loadgen.protocol.errors import ConfigError
 
 
 def add_impair_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``impair``: where it listens and sends, and one option per impairment (per direction, hidden)."""
-    from ..impair import OPTIONS as IMPAIR_OPTIONS
+    from loadgen.servers.impair import OPTIONS as IMPAIR_OPTIONS
 
     impair = sub.add_parser("impair", help="UDP impairment proxy: loss, delay, duplication, reordering, corruption")
     impair.add_argument("--listen", default="127.0.0.1:6000", metavar="HOST:PORT",
@@ -32,7 +32,7 @@ def impair_command(args: argparse.Namespace) -> int:
     """``loadgen impair``: proxy until SIGINT / SIGTERM, then its counters; exit 0."""
     import time
 
-    from .. import impair
+    from loadgen.servers import impair
 
     up, down = impair.impairments_from_options(vars(args))
     listen = impair.parse_address(args.listen, "--listen", any_port=True)

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..credentials import KeyStore, Secret, derive_key, key_from_env, key_from_file, parse_hex
-from ..errors import ConfigError
+from loadgen.protocol.credentials import KeyStore, Secret, derive_key, key_from_env, key_from_file, parse_hex
+from loadgen.protocol.errors import ConfigError
 
 _T = TypeVar("_T")
 
@@ -47,7 +47,7 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
 def key_store_from_args(args: argparse.Namespace) -> KeyStore:
     """The KeyStore the key options describe (default: the quickstart key)."""
     if getattr(args, "scenario", None):
-        from ..scenario import load_scenario
+        from loadgen.scenario import load_scenario
 
         psk = load_scenario(args.scenario).psk
         if psk is None:

@@ -8,12 +8,12 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..syntax import parse_host_port
+from loadgen.scenario.syntax import parse_host_port
 
 LOOPBACK = "127.0.0.1"  # where a collector listens or sends when HOST is left out
 
 if TYPE_CHECKING:
-    from ..scenario import Scenario
+    from loadgen.scenario import Scenario
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def with_overrides(scenario: Scenario, *, prometheus: str | None = None, statsd:
                    statsd_prefix: str | None = None, csv: bool | None = None, json: bool | None = None,
                    report: bool | None = None, results_dir: str | None = None) -> Scenario:
     """``scenario`` with its ``outputs`` changed by command-line options (None: keep the scenario's)."""
-    from ..scenario.model import PrometheusConfig, StatsdConfig
+    from loadgen.scenario.model import PrometheusConfig, StatsdConfig
 
     outputs = scenario.outputs
     changes: dict[str, Any] = {}

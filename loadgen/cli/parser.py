@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from .capacity import add_capacity_parsers
-from .help import EXAMPLES, HelpFormatter, parsers, version
-from .impair import add_impair_parser
-from .run import add_run_parser, add_validate_parser
-from .serve import add_serve_parser
+from loadgen.cli.capacity import add_capacity_parsers
+from loadgen.cli.help import EXAMPLES, HelpFormatter, parsers, version
+from loadgen.cli.impair import add_impair_parser
+from loadgen.cli.run import add_run_parser, add_validate_parser
+from loadgen.cli.serve import add_serve_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,14 +7,14 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
-from ..syntax import parse_host_port
-from .argtypes import duration, positive
-from .exit_status import EXIT_THRESHOLD, exit_status
-from .outputs import add_output_options, apply_output_options
+from loadgen.cli.argtypes import duration, positive
+from loadgen.cli.exit_status import EXIT_THRESHOLD, exit_status
+from loadgen.cli.outputs import add_output_options, apply_output_options
+from loadgen.protocol.errors import ConfigError
+from loadgen.scenario.syntax import parse_host_port
 
 if TYPE_CHECKING:
-    from ..scenario import Scenario
+    from loadgen.scenario import Scenario
 
 
 def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,9 +78,9 @@ def run_command(args: argparse.Namespace) -> int:
     """``loadgen run``: 0 when the run passed, 1 when a threshold failed, else ``--exit-code-on-error``."""
     import locust  # noqa: F401 - monkey-patches the standard library for gevent; must come first
 
-    from ..locust.environment import RunOptions
-    from ..locust.run import run
-    from ..scenario import load_scenario
+    from loadgen.locust.environment import RunOptions
+    from loadgen.locust.run import run
+    from loadgen.scenario import load_scenario
 
     scenario = with_load_options(apply_output_options(load_scenario(args.scenario), args), args)
     if args.processes < 0 or (args.workers is not None and args.workers < 1):
@@ -123,7 +123,7 @@ def with_load_options(scenario: Scenario, args: argparse.Namespace) -> Scenario:
 
 def locustfile_command(args: argparse.Namespace) -> int:
     """``loadgen locustfile``: the path of loadgen's locustfile."""
-    from .. import locustfile
+    from loadgen import locustfile
 
     print(locustfile.__file__)
     return 0
@@ -131,11 +131,11 @@ def locustfile_command(args: argparse.Namespace) -> int:
 
 def validate_command(args: argparse.Namespace) -> int:
     """``loadgen validate``: exit 0 for a valid scenario (with a warning when this machine could not run it)."""
-    from ..scenario import load_scenario
+    from loadgen.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
     print(f"{args.scenario}: scenario {scenario.name!r} is valid")
-    from ..limits import advice
+    from loadgen.locust.limits import advice
 
     for problem in advice(scenario):  # what `loadgen run` would stop at (exit 2)
         print(f"loadgen: WARNING: on this machine `loadgen run` would not start: {problem}")

@@ -8,9 +8,9 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ConfigError
-from .argtypes import positive
-from .keys import KEY_OPTIONS, add_key_options, key_store_from_args, say_keys
+from loadgen.cli.argtypes import positive
+from loadgen.cli.keys import KEY_OPTIONS, add_key_options, key_store_from_args, say_keys
+from loadgen.protocol.errors import ConfigError
 
 
 def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,7 +59,7 @@ def _throttle_options(parser: argparse.ArgumentParser) -> None:
 
 def _psk_modes(text: str) -> tuple[str, ...]:
     """An argparse type: comma-separated TLS 1.3 PSK modes (``--psk-modes``)."""
-    from ..protocol.tls_contexts import psk_modes_problem
+    from loadgen.protocol.openssl.tls_contexts import psk_modes_problem
 
     modes = tuple(m.strip() for m in text.split(",") if m.strip())
     problem = psk_modes_problem(modes)
@@ -109,9 +109,9 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def _serve_dtls(args: argparse.Namespace) -> int:
-    from ..protocol import dtls_contexts
-    from ..protocol.psk_handshake import DEFAULT_MTU
-    from ..transport.dtls_server import DtlsServer
+    from loadgen.protocol import dtls_contexts
+    from loadgen.protocol.native.handshake import DEFAULT_MTU
+    from loadgen.servers.dtls import DtlsServer
 
     keys = key_store_from_args(args)
     server = DtlsServer(
@@ -138,8 +138,8 @@ def _serve_dtls(args: argparse.Namespace) -> int:
 
 
 def _serve_tls(args: argparse.Namespace) -> int:
-    from ..protocol.tls_contexts import TlsOptions, server_context
-    from ..transport.tls_server import TlsServer
+    from loadgen.protocol.openssl.tls_contexts import TlsOptions, server_context
+    from loadgen.servers.tls import TlsServer
 
     psk_given = any(getattr(args, name, None) for name in KEY_OPTIONS)
     keys = key_store_from_args(args) if psk_given or not args.cert else None
@@ -175,8 +175,8 @@ def _check_pem_file(option: str, path: str | None) -> None:
     OpenSSL blocks for ever on a FIFO and reads a device such as /dev/zero without end."""
     import os
 
-    from ..credentials import check_regular
-    from ..scenario.convert import PEM_FILE_CAP
+    from loadgen.protocol.credentials import check_regular
+    from loadgen.scenario.convert import PEM_FILE_CAP
 
     if path is None:
         return
@@ -222,7 +222,7 @@ def _serve_until_signal(server: Any, label: str, args: argparse.Namespace, say: 
         try:
             server.stop()
         except Exception as exc:  # noqa: BLE001 - the summary below is what the user needs
-            from ..throttle import exception_summary
+            from loadgen.stats.throttle import exception_summary
 
             logging.getLogger("loadgen.server").error("stopping the server: %s", exception_summary(exc))
     return server.stats

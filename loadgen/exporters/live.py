@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TextIO
 
-from ..errors import ConfigError
-from ..scenario import Scenario
-from ..stats.run import RunStats
-from .prometheus import PrometheusEndpoint
-from .statsd import StatsdExporter
+from loadgen.exporters.prometheus import PrometheusEndpoint
+from loadgen.exporters.statsd import StatsdExporter
+from loadgen.protocol.errors import ConfigError
+from loadgen.scenario import Scenario
+from loadgen.stats.run import RunStats
 
 
 class Exporters:

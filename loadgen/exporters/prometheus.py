@@ -23,10 +23,10 @@ from gevent.pywsgi import WSGIServer
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 
-from ..stats.cells import Cell
-from ..stats.facts import HANDSHAKE
-from ..stats.run import RunStats
-from ..stats.sink import Key
+from loadgen.stats.cells import Cell
+from loadgen.stats.facts import HANDSHAKE
+from loadgen.stats.run import RunStats
+from loadgen.stats.sink import Key
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
 

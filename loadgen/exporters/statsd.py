@@ -19,8 +19,8 @@ from collections.abc import Callable
 import gevent
 from statsd import StatsClient
 
-from ..stats.facts import HANDSHAKE
-from ..stats.run import RunStats
+from loadgen.stats.facts import HANDSHAKE
+from loadgen.stats.run import RunStats
 
 log = logging.getLogger("loadgen")
 

@@ -13,9 +13,9 @@ from gevent.event import Event
 from locust.env import Environment
 from locust.runners import STATE_STOPPED, MasterRunner, Runner
 
-from ..scenario import Scenario
-from ..stats.run import RunStats
-from .environment import RunOptions
+from loadgen.locust.environment import RunOptions
+from loadgen.scenario import Scenario
+from loadgen.stats.run import RunStats
 
 
 def stop_on_signals() -> Event:
@@ -53,8 +53,8 @@ def drive_web(env: Environment, scenario: Scenario, options: RunOptions, stop: E
     # our arguments (already parsed) would make it exit, so leave it only the program name.
     sys.argv[1:] = []
     web_ui = env.create_web_ui(options.web_host, options.web_port)
-    from ..webui import install as install_loadgen_page
-    from ..webui import web_run_control
+    from loadgen.locust.webui import install as install_loadgen_page
+    from loadgen.locust.webui import web_run_control
 
     install_loadgen_page(web_ui, stats)  # the DTLS/TLS tab and /loadgen
     control = web_run_control(env, web_ui, scenario, where)
@@ -84,7 +84,7 @@ def stop_users(runner: Runner) -> None:
 
 def _progress(stats: RunStats, runner: Runner, started: float, out: TextIO, every: float = 2.0) -> None:
     """Every few seconds: clients, loadgen's exact totals, the last interval's rates and p99s (see Progress)."""
-    from ..stats.progress import Progress
+    from loadgen.stats.progress import Progress
 
     progress = Progress(stats, hold_newest=isinstance(runner, MasterRunner))
     while True:

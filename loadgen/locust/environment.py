@@ -11,12 +11,12 @@ from pathlib import Path
 from locust import argument_parser
 from locust.env import Environment
 
-from ..builtin_server import ServerProcess, builtin_server
-from ..capacity import Workload
-from ..capacity.workload import churn_user_class
-from ..scenario import Scenario, Target
-from ..shape import StagesShape
-from ..users import Endpoint, Session, user_class
+from loadgen.capacity import Workload
+from loadgen.capacity.workload import churn_user_class
+from loadgen.locust.shape import StagesShape
+from loadgen.locust.users import Endpoint, Session, user_class
+from loadgen.scenario import Scenario, Target
+from loadgen.servers.launcher import ServerProcess, builtin_server
 
 BUILTIN_TARGET = Target(name="builtin", host="127.0.0.1", port=0, protocol="dtls")
 

@@ -18,22 +18,22 @@ from gevent.event import Event
 from locust.env import Environment
 from locust.runners import Runner
 
-from ..builtin_server import ServerProcess
-from ..capacity import Workload, analyze
-from ..distributed import STARVED_LAG, Health, WorkerWatch, freeze_heap, freeze_while_spawning, tune_locust
-from ..errors import RunNotStarted
-from ..exporters.live import Exporters
-from ..limits import prepare
-from ..results.files import new_run_dir, write_results
-from ..results.summary import RunOutcome, print_summary
-from ..scenario import Scenario
-from ..stats.live import LiveStats
-from ..stats.run import RunStats
-from ..stats.thresholds import evaluate
-from ..users import Endpoint
-from .drive import drive_headless, drive_web, stop_and_quit, stop_on_signals
-from .environment import LOCAL_RUN, RunOptions, endpoints, make_environment
-from .workers import free_tcp_port, run_worker, wait_for_workers, worker_processes
+from loadgen.capacity import Workload, analyze
+from loadgen.exporters.live import Exporters
+from loadgen.locust.drive import drive_headless, drive_web, stop_and_quit, stop_on_signals
+from loadgen.locust.environment import LOCAL_RUN, RunOptions, endpoints, make_environment
+from loadgen.locust.health import STARVED_LAG, Health, WorkerWatch, freeze_heap, freeze_while_spawning, tune_locust
+from loadgen.locust.limits import prepare
+from loadgen.locust.users import Endpoint
+from loadgen.locust.workers import free_tcp_port, run_worker, wait_for_workers, worker_processes
+from loadgen.protocol.errors import RunNotStarted
+from loadgen.results.files import new_run_dir, write_results
+from loadgen.results.summary import RunOutcome, print_summary
+from loadgen.scenario import Scenario
+from loadgen.servers.launcher import ServerProcess
+from loadgen.stats.live import LiveStats
+from loadgen.stats.run import RunStats
+from loadgen.stats.thresholds import evaluate
 
 
 def run(scenario: Scenario, options: RunOptions = LOCAL_RUN, out: TextIO = sys.stdout) -> RunOutcome:

@@ -19,14 +19,14 @@ import gevent
 from gevent.event import Event
 from locust.runners import MasterRunner, Runner
 
-from ..distributed import freeze_heap, freeze_while_spawning, tune_locust
-from ..errors import RunNotStarted
-from ..results.summary import RunOutcome, summary_data
-from ..scenario import Scenario
-from ..stats.live import LiveStats
-from ..stats.run import RunStats
-from ..users import Endpoint
-from .environment import RunOptions, endpoints, make_environment
+from loadgen.locust.environment import RunOptions, endpoints, make_environment
+from loadgen.locust.health import freeze_heap, freeze_while_spawning, tune_locust
+from loadgen.locust.users import Endpoint
+from loadgen.protocol.errors import RunNotStarted
+from loadgen.results.summary import RunOutcome, summary_data
+from loadgen.scenario import Scenario
+from loadgen.stats.live import LiveStats
+from loadgen.stats.run import RunStats
 
 log = logging.getLogger("loadgen")
 

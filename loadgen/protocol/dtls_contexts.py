@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 from OpenSSL import SSL
 
-from .. import psk
-from ..credentials import KeyStore
-from ..errors import LocalProtocolError
-from . import psk_server, records
-from .cookies import CookieJar
-from .handshake_keys import native_suites
+from loadgen.protocol.cookies import CookieJar
+from loadgen.protocol.credentials import KeyStore
+from loadgen.protocol.errors import LocalProtocolError
+from loadgen.protocol.native import records
+from loadgen.protocol.native import server as psk_server
+from loadgen.protocol.native.keys import native_suites
+from loadgen.protocol.openssl import bindings as psk
 
 #: PSK suites with AEAD ciphers (CCM8 is the common IoT/CoAP choice).
 DEFAULT_PSK_CIPHERS = (

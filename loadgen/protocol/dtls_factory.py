@@ -12,11 +12,12 @@ from typing import TypeAlias
 
 from OpenSSL import SSL
 
-from . import psk_server, records
-from .dtls import DtlsEngine
-from .dtls_contexts import ClientContext, ServerContext, ServerPeer, check_mtu
-from .engine import DatagramClient, DatagramEngine
-from .psk_client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser, PskClientEngine
+from loadgen.protocol.dtls_contexts import ClientContext, ServerContext, ServerPeer, check_mtu
+from loadgen.protocol.engine import DatagramClient, DatagramEngine
+from loadgen.protocol.native import records
+from loadgen.protocol.native import server as psk_server
+from loadgen.protocol.native.client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser, PskClientEngine
+from loadgen.protocol.openssl.dtls import DtlsEngine
 
 #: Either kind of engine: OpenSSL's, or loadgen's own PSK handshake (one interface, :mod:`.engine`).
 ClientEngine: TypeAlias = DatagramClient

@@ -13,7 +13,7 @@ answers with an absolute deadline on that same clock, as aioquic's ``QuicConnect
 
 So tests wire a client and a server back to back in memory and move time by hand. Two
 families implement it: loadgen's own PSK handshake (:mod:`.psk_client`, :mod:`.psk_server`)
-and OpenSSL's (:class:`loadgen.protocol.dtls.DtlsEngine`). OpenSSL's own retransmission timer
+and OpenSSL's (:class:`loadgen.protocol.openssl.dtls.DtlsEngine`). OpenSSL's own retransmission timer
 is the one exception to "time passed in": it runs on OpenSSL's clock, which no binding lets us
 drive, so that engine maps it onto the transport's clock at every input, and it retransmits
 once both clocks agree the timer expired.
@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import HandshakeFailed, LoadgenError, error_from_openssl
-from . import records
-from .events import ConnectionClosed, ConnectionFailed, DataReceived, Event
+from loadgen.protocol.errors import HandshakeFailed, LoadgenError, error_from_openssl
+from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, Event
+from loadgen.protocol.native import records
 
 if TYPE_CHECKING:
-    from .record_layer import RecordLayer
+    from loadgen.protocol.native.record_layer import RecordLayer
 
 #: RFC 6347 4.2.4.1: a flight's retransmission timer starts at 1 s (OpenSSL's too).
 INITIAL_TIMEOUT = 1.0

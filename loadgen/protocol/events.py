@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import LoadgenError
+from loadgen.protocol.errors import LoadgenError
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class DataReceived:
 class ConnectionClosed:
     """The peer closed the connection: close_notify (for TLS also the end of the stream after
     the handshake). An event, not an error: the error a transport ends with for it is
-    :class:`loadgen.errors.PeerClosed`."""
+    :class:`loadgen.protocol.errors.PeerClosed`."""
 
 
 @dataclass(frozen=True)

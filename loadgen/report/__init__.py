@@ -13,8 +13,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from .svg import Series, bar_chart, line_chart
+from loadgen.protocol.errors import ConfigError
+from loadgen.report.svg import Series, bar_chart, line_chart
 
 KIND_NAMES = {"handshake": "handshakes", "ping": "pings"}
 
@@ -32,7 +32,7 @@ svg.chart{display:block;margin:10px 0;background:#fff;max-width:100%;height:auto
 
 def rebuild(run_dir: Path) -> Path:
     """Write ``RUN_DIR/report.html`` again from ``summary.json``, ``series.json`` and ``scenario.json``."""
-    from ..stats.run import RunStats
+    from loadgen.stats.run import RunStats
 
     summary_path, series_path = run_dir / "summary.json", run_dir / "series.json"
     for path in (summary_path, series_path):

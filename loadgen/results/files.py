@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..scenario import Scenario
-from ..stats.cells import PERCENTILES
-from ..stats.run import KINDS, RunStats
-from .summary import RunOutcome, summary_data
+from loadgen.results.summary import RunOutcome, summary_data
+from loadgen.scenario import Scenario
+from loadgen.stats.cells import PERCENTILES
+from loadgen.stats.run import KINDS, RunStats
 
 
 def new_run_dir(scenario: Scenario) -> Path:
@@ -82,7 +82,7 @@ def write_timeseries_csv(rows: list[dict[str, Any]], target: Path | TextIO) -> N
 def write_files(run_dir: Path, scenario: Scenario, stats: RunStats, summary: dict[str, Any],
                 scenario_json: dict[str, Any]) -> list[Path]:
     """summary.json, series.json, timeseries.csv and report.html, as ``scenario.outputs`` asks."""
-    from ..report import render_report  # the report pulls in the chart code only when asked for
+    from loadgen.report import render_report  # the report pulls in the chart code only when asked for
 
     outputs = scenario.outputs
     written = []

@@ -9,11 +9,11 @@ from typing import Any, TextIO
 
 from locust.env import Environment
 
-from ..capacity import KNEE_FOUND, Analysis
-from ..distributed import Health
-from ..scenario import Scenario
-from ..stats.run import KINDS, RunStats
-from ..stats.thresholds import Verdict
+from loadgen.capacity import KNEE_FOUND, Analysis
+from loadgen.locust.health import Health
+from loadgen.scenario import Scenario
+from loadgen.stats.run import KINDS, RunStats
+from loadgen.stats.thresholds import Verdict
 
 
 @dataclass

@@ -15,9 +15,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .errors import ScenarioError
-    from .loader import load_scenario, parse_scenario
-    from .model import (
+    from loadgen.scenario.errors import ScenarioError
+    from loadgen.scenario.loader import load_scenario, parse_scenario
+    from loadgen.scenario.model import (
         REDACTED,
         Clients,
         DtlsConfig,

@@ -21,7 +21,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .errors import ScenarioError
+from loadgen.scenario.errors import ScenarioError
 
 STD = "tag:yaml.org,2002:"
 _SCALAR_TAGS = frozenset(STD + t for t in ("str", "int", "float", "bool", "null", "timestamp"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from loadgen.protocol.errors import ConfigError
 
 
 class ScenarioError(ConfigError):

@@ -17,7 +17,7 @@ from typing import cast
 import yaml
 from yaml.nodes import MappingNode, Node
 
-from ..credentials import (
+from loadgen.protocol.credentials import (
     CSV_FILE_CAP,
     KEY_FILE_CAP,
     FileRefused,
@@ -27,10 +27,10 @@ from ..credentials import (
     key_from_file,
     read_capped,
 )
-from ..errors import ConfigError
-from ..protocol.tls_contexts import PSK_MODES, psk_modes_problem
-from . import model as m
-from .convert import (
+from loadgen.protocol.errors import ConfigError
+from loadgen.protocol.openssl.tls_contexts import PSK_MODES, psk_modes_problem
+from loadgen.scenario import model as m
+from loadgen.scenario.convert import (
     PEM_FILE_CAP,
     Ctx,
     Fields,
@@ -41,8 +41,8 @@ from .convert import (
     optional,
     section,
 )
-from .errors import ScenarioError
-from .scalars import (
+from loadgen.scenario.errors import ScenarioError
+from loadgen.scenario.scalars import (
     ENV_NAME,
     HOST,
     NAME,

@@ -1,7 +1,7 @@
 """The scenario model: frozen dataclasses that :mod:`loadgen.scenario.loader` builds and validates.
 
 Everything here is already checked and resolved: durations are float seconds, paths
-are absolute, key sources have been read into :class:`~loadgen.credentials.Secret`
+are absolute, key sources have been read into :class:`~loadgen.protocol.credentials.Secret`
 values. Constructing these classes directly (in tests or code) skips validation.
 """
 
@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..credentials import KeyStore, Secret
-from ..protocol.dtls_contexts import DEFAULT_PSK_CIPHERS
-from ..protocol.psk_handshake import DEFAULT_MTU
+from loadgen.protocol.credentials import KeyStore, Secret
+from loadgen.protocol.dtls_contexts import DEFAULT_PSK_CIPHERS
+from loadgen.protocol.native.handshake import DEFAULT_MTU
 
 #: What :meth:`Scenario.redacted` writes in place of every secret.
 REDACTED = "<redacted>"

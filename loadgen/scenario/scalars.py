@@ -17,10 +17,10 @@ from typing import Any
 
 from yaml.nodes import Node, ScalarNode
 
-from ..credentials import Secret, check_regular, parse_hex
-from ..errors import ConfigError
-from ..syntax import parse_duration
-from .convert import HEXISH, TEXTUAL_TAGS, Conv, Ctx, expected, items, show
+from loadgen.protocol.credentials import Secret, check_regular, parse_hex
+from loadgen.protocol.errors import ConfigError
+from loadgen.scenario.convert import HEXISH, TEXTUAL_TAGS, Conv, Ctx, expected, items, show
+from loadgen.scenario.syntax import parse_duration
 
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # All-hex "names" are refused: that is a key pasted where its variable's name belongs.

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import LoadgenError
-from ..throttle import ThrottledLog
+from loadgen.protocol.errors import LoadgenError
+from loadgen.stats.throttle import ThrottledLog
 
 log = logging.getLogger("loadgen")
 

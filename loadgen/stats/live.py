@@ -22,9 +22,9 @@ import gevent
 from gevent.lock import Semaphore
 from locust.env import Environment
 
-from ..distributed import LoopLag
-from .run import RunStats
-from .sink import SecondDelta, StatsSink
+from loadgen.locust.health import LoopLag
+from loadgen.stats.run import RunStats
+from loadgen.stats.sink import SecondDelta, StatsSink
 
 log = logging.getLogger("loadgen")
 

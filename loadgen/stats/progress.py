@@ -6,9 +6,9 @@ worker on a master), not from Locust's rounded request stats, so the lines agree
 
 from __future__ import annotations
 
-from .cells import Cell
-from .facts import HANDSHAKE, PING
-from .run import RunStats
+from loadgen.stats.cells import Cell
+from loadgen.stats.facts import HANDSHAKE, PING
+from loadgen.stats.run import RunStats
 
 
 class Progress:

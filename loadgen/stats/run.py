@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cells import Cell
-from .facts import HANDSHAKE, KINDS, PING
-from .sink import Key, SecondDelta
+from loadgen.stats.cells import Cell
+from loadgen.stats.facts import HANDSHAKE, KINDS, PING
+from loadgen.stats.sink import Key, SecondDelta
 
 
 @dataclass

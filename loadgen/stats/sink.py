@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cells import Cell, new_histogram
-from .facts import HANDSHAKE, KINDS, PING, Ended, Fact, Finished, Started
+from loadgen.stats.cells import Cell, new_histogram
+from loadgen.stats.facts import HANDSHAKE, KINDS, PING, Ended, Fact, Finished, Started
 
 Key = tuple[str, str]  # (kind, target)
 
@@ -33,7 +33,7 @@ class SecondDelta:
     cpu: float  # CPU seconds this process used meanwhile (time.process_time)
     users: int  # Locust users (simulated clients) running at its end
     cells: dict[Key, Cell] = field(default_factory=dict)
-    lag: float = 0.0  # worst event-loop lag in the second (s): how late a timer could run (loadgen.distributed)
+    lag: float = 0.0  # worst event-loop lag in the second (s): how late a timer could run (loadgen.locust.health)
     stop_lag: float = 0.0  # the same once stopping began (Locust stops every user at once): not starvation
 
     def to_wire(self) -> dict[str, Any]:

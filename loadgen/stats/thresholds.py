@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..scenario import Thresholds
-from .run import RunStats
+from loadgen.scenario import Thresholds
+from loadgen.stats.run import RunStats
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..scenario.model import Expect, Payload
+from loadgen.scenario.model import Expect, Payload
 
 #: ``make(name, seq) -> bytes`` builds ping number ``seq`` of association ``name``.
 PayloadMaker = Callable[[str, int], bytes]

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from ..errors import BadReply, LoadgenError, PeerClosed, PingTimeout
-from ..scenario.model import PingConfig
-from ..stats.facts import PING, Finished, Sink, Started
-from .payloads import PayloadMaker, ReplyRule, payload_maker, uses_device_fields
+from loadgen.protocol.errors import BadReply, LoadgenError, PeerClosed, PingTimeout
+from loadgen.scenario.model import PingConfig
+from loadgen.stats.facts import PING, Finished, Sink, Started
+from loadgen.traffic.payloads import PayloadMaker, ReplyRule, payload_maker, uses_device_fields
 
 
 class Matcher(Protocol):
@@ -135,7 +135,7 @@ class RequestTracker:
         """Time out what is overdue, then begin the next request if one is due and returns its
         payload: the transport sends it, then calls :meth:`sent` (or :meth:`abandon`). None: nothing to send.
 
-        Raises :class:`~loadgen.errors.PingTimeout` when ``max_missed`` requests in a row went unanswered.
+        Raises :class:`~loadgen.protocol.errors.PingTimeout` when ``max_missed`` requests in a row went unanswered.
         """
         if self._in_flight:
             self._expire(now)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import resource
 
-from ..errors import SocketsExhausted
+from loadgen.protocol.errors import SocketsExhausted
 
 #: Files kept free for everything else in a load process (Locust, psutil, logs, results).
 RESERVE = 32

@@ -1,6 +1,6 @@
 """The state machine of one TLS connection over TCP, under :class:`~loadgen.transport.ssl_socket.SslSocket`.
 
-:class:`TlsLink` runs a :class:`~loadgen.protocol.tls.TlsEngine` over a gevent TCP socket:
+:class:`TlsLink` runs a :class:`~loadgen.protocol.openssl.tls.TlsEngine` over a gevent TCP socket:
 what one recv brings goes through the engine, whose events become state changes, read
 buffer data and Qt-style :class:`Signal` emissions; what the engine produces is written
 without blocking the caller (a helper greenlet writes what the kernel does not take at once);
@@ -18,11 +18,17 @@ from typing import Any
 import gevent
 from gevent import socket
 
-from ..errors import LoadgenError
-from ..protocol.events import CertCheckFailed, ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
-from ..protocol.tls import TlsEngine
-from ..protocol.tls_contexts import TlsContext
-from .tcp import transfer_error, tune
+from loadgen.protocol.errors import LoadgenError
+from loadgen.protocol.events import (
+    CertCheckFailed,
+    ConnectionClosed,
+    ConnectionFailed,
+    DataReceived,
+    HandshakeCompleted,
+)
+from loadgen.protocol.openssl.tls import TlsEngine
+from loadgen.protocol.openssl.tls_contexts import TlsContext
+from loadgen.transport.tcp import transfer_error, tune
 
 #: Bytes asked of the kernel per recv.
 _RECV_SIZE = 65536

@@ -1,4 +1,4 @@
-"""SslSocket: QtSSLSocket's feature set on a gevent TCP socket and a :class:`~loadgen.protocol.tls.TlsEngine`.
+"""SslSocket: QtSSLSocket's feature set on a gevent TCP socket and a :class:`~loadgen.protocol.openssl.tls.TlsEngine`.
 
 Client or server mode (from the context); :meth:`SslSocket.connect_to_host` resolves,
 connects and handshakes, or an already connected socket is wrapped and the handshake
@@ -27,13 +27,13 @@ from typing import Any
 import gevent
 from gevent import socket
 
-from ..credentials import PskChooser
-from ..errors import HandshakeTimeout, LoadgenError, LocalProtocolError
-from ..protocol.tls import TlsEngine
-from ..protocol.tls_certificates import CertificateInfo
-from ..protocol.tls_contexts import TlsContext
-from .ssl_link import Mode, State, TlsLink
-from .tcp import connect, resolve
+from loadgen.protocol.credentials import PskChooser
+from loadgen.protocol.errors import HandshakeTimeout, LoadgenError, LocalProtocolError
+from loadgen.protocol.openssl.tls import TlsEngine
+from loadgen.protocol.openssl.tls_certificates import CertificateInfo
+from loadgen.protocol.openssl.tls_contexts import TlsContext
+from loadgen.transport.ssl_link import Mode, State, TlsLink
+from loadgen.transport.tcp import connect, resolve
 
 
 class SslSocket(TlsLink):

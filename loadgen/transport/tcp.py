@@ -11,7 +11,7 @@ from typing import Any
 import gevent
 from gevent import socket
 
-from ..errors import (
+from loadgen.protocol.errors import (
     ConnectionRefused,
     ConnectionReset,
     ConnectTimeout,
@@ -21,7 +21,7 @@ from ..errors import (
     SocketsExhausted,
     socket_error,
 )
-from .fds import check_room
+from loadgen.transport.fds import check_room
 
 #: What :func:`resolve` returns: ``getaddrinfo``'s (family, type, proto, canonname, address) tuples.
 AddressInfo = list[tuple[Any, ...]]

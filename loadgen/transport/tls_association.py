@@ -22,8 +22,8 @@ from collections.abc import Hashable
 
 import gevent
 
-from ..credentials import Secret
-from ..errors import (
+from loadgen.protocol.credentials import Secret
+from loadgen.protocol.errors import (
     InternalError,
     LoadgenError,
     LocalProtocolError,
@@ -31,13 +31,13 @@ from ..errors import (
     ProtocolViolation,
     SocketsExhausted,
 )
-from ..protocol.tls import SessionCache
-from ..protocol.tls_contexts import TlsContext
-from ..scenario.model import TlsConfig
-from ..stats.facts import HANDSHAKE, Ended, Finished, Message, Sink, Started
-from ..traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
-from .ssl_link import State
-from .ssl_socket import SslSocket
+from loadgen.protocol.openssl.tls import SessionCache
+from loadgen.protocol.openssl.tls_contexts import TlsContext
+from loadgen.scenario.model import TlsConfig
+from loadgen.stats.facts import HANDSHAKE, Ended, Finished, Message, Sink, Started
+from loadgen.traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
+from loadgen.transport.ssl_link import State
+from loadgen.transport.ssl_socket import SslSocket
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 #: How long handshake_once waits for TLS 1.3 session tickets (sent after the handshake).

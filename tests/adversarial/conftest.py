@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 from servers import LoadgenServer
 
-from loadgen.credentials import Secret
+from loadgen.protocol.credentials import Secret
 
 from .hostile import cpu_seconds, hwm_kib, rss_kib
 from .legit import LegitClients, limit_args

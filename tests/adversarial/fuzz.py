@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import random
 
-from loadgen.protocol import records
-from loadgen.protocol.handshake_messages import (
+from loadgen.protocol.native import records
+from loadgen.protocol.native.messages import (
     CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
     FINISHED,

@@ -26,10 +26,11 @@ from pathlib import Path
 
 from gevent import socket
 
-from loadgen.credentials import Secret
-from loadgen.protocol import records
-from loadgen.protocol.handshake_keys import NATIVE_SUITES
-from loadgen.protocol.handshake_messages import (
+from loadgen.protocol.credentials import Secret
+from loadgen.protocol.native import records
+from loadgen.protocol.native.client import PskClientEngine
+from loadgen.protocol.native.keys import NATIVE_SUITES
+from loadgen.protocol.native.messages import (
     CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
     EXT_EXTENDED_MASTER_SECRET,
@@ -39,8 +40,7 @@ from loadgen.protocol.handshake_messages import (
     VERSION,
     handshake_message,
 )
-from loadgen.protocol.psk_client import PskClientEngine
-from loadgen.protocol.record_layer import RecordLayer
+from loadgen.protocol.native.record_layer import RecordLayer
 
 #: What loadgen's server accepts by default (and what our hellos offer).
 SUITES = (NATIVE_SUITES["PSK-AES128-GCM-SHA256"], NATIVE_SUITES["PSK-AES128-CCM8"])

@@ -1,6 +1,6 @@
 """A scripted hostile DTLS server for the client cases: one UDP socket on 127.0.0.1:0.
 
-It runs loadgen's own server engine (:func:`loadgen.protocol.psk_server.accept`) with
+It runs loadgen's own server engine (:func:`loadgen.protocol.native.server.accept`) with
 the real key, so what it sends after the handshake is sealed with the session's real
 keys and authenticates at the client; then it misbehaves, by ``mode``:
 
@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 import gevent
 from gevent import socket
 
-from loadgen.credentials import KeyStore, Secret
-from loadgen.protocol import psk_server, records
 from loadgen.protocol.cookies import CookieJar
+from loadgen.protocol.credentials import KeyStore, Secret
 from loadgen.protocol.events import DataReceived
-from loadgen.protocol.handshake_keys import NATIVE_SUITES
-from loadgen.protocol.psk_server import PskServerEngine
+from loadgen.protocol.native import records
+from loadgen.protocol.native import server as psk_server
+from loadgen.protocol.native.keys import NATIVE_SUITES
+from loadgen.protocol.native.server import PskServerEngine
 
 from . import fuzz
 

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import gevent
 
-from loadgen.credentials import Secret
 from loadgen.protocol import dtls_contexts
+from loadgen.protocol.credentials import Secret
 from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
 from loadgen.stats.facts import Sink
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.tracker import traffic_plan
-from loadgen.transport.association import DtlsAssociation
+from loadgen.transport.dtls_association import DtlsAssociation
 
 if TYPE_CHECKING:
     from .hostile_server import HostileServer

@@ -15,7 +15,7 @@ import time
 import gevent
 import pytest
 
-from loadgen.protocol import records
+from loadgen.protocol.native import records
 from loadgen.stats.sink import StatsSink
 
 from . import fuzz

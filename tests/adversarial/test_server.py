@@ -16,8 +16,8 @@ import time
 import gevent
 import pytest
 
-from loadgen.protocol import records
-from loadgen.protocol.handshake_messages import CLIENT_KEY_EXCHANGE
+from loadgen.protocol.native import records
+from loadgen.protocol.native.messages import CLIENT_KEY_EXCHANGE
 
 from .hostile import (
     MAX_RECORD_SEQ,

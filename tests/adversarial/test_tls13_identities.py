@@ -15,7 +15,7 @@ import pytest
 from servers import LoadgenServer, needs_openssl, start_loadgen_server
 from tls_servers import run_openssl_tls_client
 
-from loadgen.protocol.tls_contexts import MAX_PSK_IDENTITIES
+from loadgen.protocol.openssl.tls_contexts import MAX_PSK_IDENTITIES
 
 from .tls13 import ALERT, HANDSHAKE, client_hello, first_record_type
 

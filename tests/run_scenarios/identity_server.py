@@ -19,7 +19,7 @@ import gevent
 from gevent.event import Event
 
 from loadgen.scenario import load_scenario
-from loadgen.transport.dtls_server import DtlsServer
+from loadgen.servers.dtls import DtlsServer
 
 
 class IdentityServer(DtlsServer):

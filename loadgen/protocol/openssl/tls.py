@@ -1,12 +1,12 @@
 """TLS engines over pyOpenSSL memory BIOs (no sockets, no gevent).
 
-Same shape as :mod:`loadgen.protocol.dtls`: the transport feeds received bytes with
+Same shape as :mod:`loadgen.protocol.openssl.dtls`: the transport feeds received bytes with
 :meth:`TlsEngine.receive_data` (and :meth:`TlsEngine.receive_eof` when TCP says EOF),
 sends whatever :meth:`TlsEngine.data_to_send` returns, and reads events with
 :meth:`TlsEngine.next_event`. TCP retransmits for us, so there is no timer.
 
-The contexts engines are made from are :mod:`loadgen.protocol.tls_contexts`'s; how a failure
-becomes a loadgen error is :mod:`loadgen.protocol.tls_errors`'s. A :class:`SessionCache`
+The contexts engines are made from are :mod:`loadgen.protocol.openssl.tls_contexts`'s; how a failure
+becomes a loadgen error is :mod:`loadgen.protocol.openssl.tls_errors`'s. A :class:`SessionCache`
 keeps a client's sessions between connections, for resumption.
 """
 
@@ -19,12 +19,26 @@ from collections.abc import Hashable
 from cryptography import x509
 from OpenSSL import SSL
 
-from .. import psk as bindings  # the one module touching private OpenSSL bindings
-from ..credentials import PskChooser
-from ..errors import LoadgenError, LocalProtocolError, PeerClosed, PskUnknownIdentity, cert_error, error_from_openssl
-from .events import CertCheckFailed, ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted, TlsEvent
-from .tls_contexts import ConnState, TlsContext
-from .tls_errors import openssl_reason, tls13_psk_error
+from loadgen.protocol.credentials import PskChooser
+from loadgen.protocol.errors import (
+    LoadgenError,
+    LocalProtocolError,
+    PeerClosed,
+    PskUnknownIdentity,
+    cert_error,
+    error_from_openssl,
+)
+from loadgen.protocol.events import (
+    CertCheckFailed,
+    ConnectionClosed,
+    ConnectionFailed,
+    DataReceived,
+    HandshakeCompleted,
+    TlsEvent,
+)
+from loadgen.protocol.openssl import bindings  # the one module touching private OpenSSL bindings
+from loadgen.protocol.openssl.tls_contexts import ConnState, TlsContext
+from loadgen.protocol.openssl.tls_errors import openssl_reason, tls13_psk_error
 
 #: Largest plaintext per SSL_write (one TLS record).
 _RECORD = 16384

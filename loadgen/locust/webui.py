@@ -25,12 +25,12 @@ from flask import Flask, Response, redirect, request
 from locust.env import Environment
 from locust.web import WebUI
 
-from .report.svg import Chart, Series, line_chart
-from .results.files import write_timeseries_csv
-from .runclock import RunClock
-from .scenario import Scenario
-from .stats.facts import HANDSHAKE, KINDS
-from .stats.run import RunStats
+from loadgen.locust.runclock import RunClock
+from loadgen.report.svg import Chart, Series, line_chart
+from loadgen.results.files import write_timeseries_csv
+from loadgen.scenario import Scenario
+from loadgen.stats.facts import HANDSHAKE, KINDS
+from loadgen.stats.run import RunStats
 
 TAB_KEY = "loadgen"
 TAB_TITLE = "DTLS/TLS (exact)"
@@ -216,7 +216,7 @@ class WebRunControl(RunClock):
     """Web mode as the scenario says: its run time ends each Start (Locust's form may set its own;
     stages end by themselves), the Host field shows the scenario's targets (Locust ignores it for
     our users; empty, it asked "please provide a host"), and the time users ran is measured
-    (:class:`~loadgen.runclock.RunClock`), so rates are not averaged over the idle time before Start
+    (:class:`~loadgen.locust.runclock.RunClock`), so rates are not averaged over the idle time before Start
     and after Stop."""
 
     def __init__(self, env: Environment, web_ui: WebUI, scenario: Scenario, where: str) -> None:

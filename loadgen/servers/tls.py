@@ -1,7 +1,7 @@
 """The reference TLS server: a line echo over TLS, one greenlet per connection.
 
 Certificate and key, pre-shared keys, or both (see
-:func:`loadgen.protocol.tls_contexts.server_context`); optionally requires client
+:func:`loadgen.protocol.openssl.tls_contexts.server_context`); optionally requires client
 certificates. Each received line is answered at once, either echoed or in the style of
 Qt's DTLS server example ("to IDENTITY: LINE").
 
@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 import gevent
 from gevent import socket
 
-from ..errors import InternalError, LoadgenError, ServerFull
-from ..protocol.tls_contexts import TlsContext
-from ..throttle import ThrottledLog, exception_summary
-from .ssl_link import State
-from .ssl_socket import SslSocket
+from loadgen.protocol.errors import InternalError, LoadgenError, ServerFull
+from loadgen.protocol.openssl.tls_contexts import TlsContext
+from loadgen.stats.throttle import ThrottledLog, exception_summary
+from loadgen.transport.ssl_link import State
+from loadgen.transport.ssl_socket import SslSocket
 
 log = logging.getLogger("loadgen.server")
 

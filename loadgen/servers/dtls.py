@@ -33,16 +33,18 @@ import gevent
 from gevent import socket
 from gevent.event import Event
 
-from ..credentials import KeyStore
-from ..errors import InternalError, LoadgenError, ServerFull
-from ..heap import freeze_while_growing
-from ..protocol import dtls_contexts, dtls_factory, psk_server, records
-from ..protocol.cookies import CookieJar
-from ..protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
-from ..protocol.psk_handshake import DEFAULT_MTU
-from ..syntax import format_host_port
-from ..throttle import ThrottledLog, exception_summary
-from .ratelimit import TokenBucket, client_hello_has_cookie
+from loadgen.protocol import dtls_contexts, dtls_factory
+from loadgen.protocol.cookies import CookieJar
+from loadgen.protocol.credentials import KeyStore
+from loadgen.protocol.errors import InternalError, LoadgenError, ServerFull
+from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
+from loadgen.protocol.native import records
+from loadgen.protocol.native import server as psk_server
+from loadgen.protocol.native.handshake import DEFAULT_MTU
+from loadgen.scenario.syntax import format_host_port
+from loadgen.servers.ratelimit import TokenBucket, client_hello_has_cookie
+from loadgen.stats.throttle import ThrottledLog, exception_summary
+from loadgen.transport.heap import freeze_while_growing
 
 log = logging.getLogger("loadgen.server")
 

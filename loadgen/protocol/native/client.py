@@ -11,8 +11,8 @@ import functools
 import hmac
 import os
 
-from ..credentials import PskChooser
-from ..errors import (
+from loadgen.protocol.credentials import PskChooser
+from loadgen.protocol.errors import (
     HandshakeTimeout,
     HelloVerifyLoop,
     LoadgenError,
@@ -20,10 +20,11 @@ from ..errors import (
     ProtocolViolation,
     PskKeyMismatch,
 )
-from . import records
-from .events import HandshakeCompleted
-from .handshake_keys import NATIVE_SUITES, native_suites
-from .handshake_messages import (
+from loadgen.protocol.events import HandshakeCompleted
+from loadgen.protocol.native import records
+from loadgen.protocol.native.handshake import DEFAULT_MTU, HandshakeEngine
+from loadgen.protocol.native.keys import NATIVE_SUITES, native_suites
+from loadgen.protocol.native.messages import (
     CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
     EXT_EXTENDED_MASTER_SECRET,
@@ -44,8 +45,7 @@ from .handshake_messages import (
     handshake_message,
     parse_extensions,
 )
-from .psk_handshake import DEFAULT_MTU, HandshakeEngine
-from .records import (
+from loadgen.protocol.native.records import (
     DECODE_ERROR,
     DECRYPT_ERROR,
     HANDSHAKE_FAILURE,

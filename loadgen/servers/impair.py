@@ -18,7 +18,7 @@ datagram and its copy are held back ``reorder_delay`` longer, so later ones over
 it); then each copy gets its own delay drawn with jitter. As with netem, jitter alone
 can reorder datagrams too; ``reordered`` counts only the deliberate holds.
 
-What happens to one datagram is decided in :mod:`loadgen.impairment` (no sockets, no clock);
+What happens to one datagram is decided in :mod:`loadgen.servers.impairment` (no sockets, no clock);
 this module moves the datagrams and keeps time. Delays never block other traffic: each
 direction has one scheduler greenlet and a heap of due times, not one greenlet per datagram.
 Idle client mappings expire; when ``max_clients`` mappings exist, a new client evicts the
@@ -40,7 +40,7 @@ import gevent
 from gevent import socket
 from gevent.event import Event
 
-from .impairment import (
+from loadgen.servers.impairment import (
     DISTRIBUTIONS,
     NO_IMPAIRMENT,
     OPTIONS,
@@ -57,7 +57,7 @@ from .impairment import (
     parse_size,
 )
 
-# The model and the option parsers live in loadgen.impairment; they are named here too, for
+# The model and the option parsers live in loadgen.servers.impairment; they are named here too, for
 # the command line and for users of the proxy (one import for the proxy and what it takes).
 __all__ = ["DISTRIBUTIONS", "OPTIONS", "Address", "Counters", "Impairment", "ImpairmentProxy", "ProxyStats",
            "SockAddr", "counters_line", "format_address", "impair", "impairments_from_options", "parse_address",

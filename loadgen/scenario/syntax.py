@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from .errors import ConfigError
+from loadgen.protocol.errors import ConfigError
 
 #: Seconds per duration unit ("ms" is tried before "m": "500ms" is not 500 minutes and a second).
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

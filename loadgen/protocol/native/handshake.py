@@ -6,8 +6,8 @@ callbacks), which caps a client process near 3,000 handshakes per second and the
 reference server below that. A plain-PSK handshake with an AEAD suite is four small
 flights, a dozen HMACs and two AEAD operations per side; done here with hashlib and
 ``cryptography``'s AEADs it costs a fraction of that, and the association ends up on
-:class:`~loadgen.protocol.record_layer.RecordLayer` directly. Other suites (CBC,
-ECDHE-PSK, ...) keep going through OpenSSL (:class:`loadgen.protocol.dtls.DtlsEngine`);
+:class:`~loadgen.protocol.native.record_layer.RecordLayer` directly. Other suites (CBC,
+ECDHE-PSK, ...) keep going through OpenSSL (:class:`loadgen.protocol.openssl.dtls.DtlsEngine`);
 both kinds of engine present the same interface (aioquic's shape).
 
 The exchange (RFC 6347 4.2, RFC 4279 2)::
@@ -30,12 +30,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import LoadgenError, LocalProtocolError, ProtocolViolation, error_from_openssl
-from . import records
-from .engine import CROSSING_WINDOW, INITIAL_TIMEOUT, EngineBase
-from .events import ConnectionFailed, Event
-from .handshake_keys import SUITE_NAMES, master_secret, suite
-from .handshake_messages import (
+from loadgen.protocol.engine import CROSSING_WINDOW, INITIAL_TIMEOUT, EngineBase
+from loadgen.protocol.errors import LoadgenError, LocalProtocolError, ProtocolViolation, error_from_openssl
+from loadgen.protocol.events import ConnectionFailed, Event
+from loadgen.protocol.native import records
+from loadgen.protocol.native.keys import SUITE_NAMES, master_secret, suite
+from loadgen.protocol.native.messages import (
     HS_HEADER_LEN,
     MAX_RECORDS_PER_DATAGRAM,
     READY,
@@ -43,7 +43,7 @@ from .handshake_messages import (
     REPEATED,
     fragment_message,
 )
-from .record_layer import Prf, RecordLayer
+from loadgen.protocol.native.record_layer import Prf, RecordLayer
 
 #: UDP payload budget: fits IPv6's 1280-byte minimum path MTU (1280 - 40 - 8 = 1232).
 DEFAULT_MTU = 1200

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
-from ..errors import LocalProtocolError
-from . import records
+from loadgen.protocol.errors import LocalProtocolError
+from loadgen.protocol.native import records
 
 if TYPE_CHECKING:
     from hashlib import _Hash

@@ -2,9 +2,9 @@
 
 Sans-I/O: :func:`impair` takes one datagram, the direction's :class:`Impairment`, its seeded
 ``random.Random`` and its :class:`Counters`, and says which bytes go on and after which
-waits (:mod:`loadgen.impair` sends them). With a fixed seed and the same datagrams in the
+waits (:mod:`loadgen.servers.impair` sends them). With a fixed seed and the same datagrams in the
 same order the same draws are made, so the same datagrams are dropped, delayed, duplicated,
-held back, corrupted. The order per datagram is in :mod:`loadgen.impair`'s module doc.
+held back, corrupted. The order per datagram is in :mod:`loadgen.servers.impair`'s module doc.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import ConfigError
-from .syntax import format_host_port, parse_host_port
-from .syntax import parse_duration as parse_duration_text
+from loadgen.protocol.errors import ConfigError
+from loadgen.scenario.syntax import format_host_port, parse_host_port
+from loadgen.scenario.syntax import parse_duration as parse_duration_text
 
 Address = tuple[str, int]
 
@@ -148,7 +148,10 @@ def parse_probability(text: str, option: str) -> float:
 
 
 def parse_duration(text: str, option: str) -> float:
-    """Seconds from ``20ms``, ``0.02s`` or ``0.02`` (see :func:`loadgen.syntax.parse_duration`); never negative."""
+    """Seconds from ``20ms``, ``0.02s`` or ``0.02`` (see :func:`loadgen.scenario.syntax.parse_duration`).
+
+    Never negative.
+    """
     value = parse_duration_text(text)
     if value is None or not math.isfinite(value):
         raise ConfigError(f"{option}: expected a time >= 0 like '20ms' or '0.5s', got {text!r}")

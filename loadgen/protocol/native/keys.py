@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .record_layer import SUITES, Suite, prf
+from loadgen.protocol.native.record_layer import SUITES, Suite, prf
 
 #: IANA numbers of the PSK AEAD suites handled natively, by OpenSSL name.
 NATIVE_SUITES = {

@@ -25,8 +25,9 @@ from typing import Any
 from gevent import get_hub
 from gevent.event import AsyncResult
 
-from ..credentials import Secret
-from ..errors import (
+from loadgen.protocol import dtls_contexts, dtls_factory
+from loadgen.protocol.credentials import Secret
+from loadgen.protocol.errors import (
     ConnectionRefused,
     InternalError,
     LoadgenError,
@@ -35,12 +36,11 @@ from ..errors import (
     SocketsExhausted,
     socket_error,
 )
-from ..protocol import dtls_contexts, dtls_factory
-from ..protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
-from ..scenario.model import DtlsConfig
-from ..stats.facts import HANDSHAKE, Ended, Finished, Message, Sink, Started
-from ..traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
-from .fds import check_room
+from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
+from loadgen.scenario.model import DtlsConfig
+from loadgen.stats.facts import HANDSHAKE, Ended, Finished, Message, Sink, Started
+from loadgen.traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
+from loadgen.transport.fds import check_room
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 _READ = 1  # libev EV_READ

@@ -21,17 +21,17 @@ from gevent.pool import Group
 from locust import User, constant, task
 from locust.env import Environment
 
-from .errors import LoadgenError, LocalProtocolError
-from .limits import ShortageLog
-from .protocol import dtls_contexts
-from .protocol.tls import SessionCache
-from .protocol.tls_contexts import TlsOptions, client_context
-from .scenario import Scenario, Target
-from .stats.facts import FanOut, Finished, LogSink, Sink
-from .stats.sink import StatsSink
-from .traffic.tracker import traffic_plan
-from .transport.association import DtlsAssociation
-from .transport.tls_association import TlsAssociation
+from loadgen.locust.limits import ShortageLog
+from loadgen.protocol import dtls_contexts
+from loadgen.protocol.errors import LoadgenError, LocalProtocolError
+from loadgen.protocol.openssl.tls import SessionCache
+from loadgen.protocol.openssl.tls_contexts import TlsOptions, client_context
+from loadgen.scenario import Scenario, Target
+from loadgen.stats.facts import FanOut, Finished, LogSink, Sink
+from loadgen.stats.sink import StatsSink
+from loadgen.traffic.tracker import traffic_plan
+from loadgen.transport.dtls_association import DtlsAssociation
+from loadgen.transport.tls_association import TlsAssociation
 
 #: Either kind of client association: same constructor shape, same facts, same run().
 Association = DtlsAssociation | TlsAssociation

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from locust import LoadTestShape
 
-from .scenario import Stage
+from loadgen.scenario import Stage
 
 
 class StagesShape(LoadTestShape):

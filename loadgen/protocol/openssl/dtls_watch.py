@@ -9,16 +9,17 @@ handshake needs (dropped before OpenSSL buffers what they claim).
 
 from __future__ import annotations
 
-from ..errors import LoadgenError, PskKeyMismatch
-from . import psk_server, record_layer, records
-from .engine import EngineBase
-from .handshake_messages import HELLO_VERIFY_REQUEST, HS_HEADER_LEN, MAX_MESSAGE_LEN
-from .psk_client import MAX_HELLO_VERIFY_REQUESTS, hello_verify_loop, timeout_error
+from loadgen.protocol.engine import EngineBase
+from loadgen.protocol.errors import LoadgenError, PskKeyMismatch
+from loadgen.protocol.native import record_layer, records
+from loadgen.protocol.native import server as psk_server
+from loadgen.protocol.native.client import MAX_HELLO_VERIFY_REQUESTS, hello_verify_loop, timeout_error
+from loadgen.protocol.native.messages import HELLO_VERIFY_REQUEST, HS_HEADER_LEN, MAX_MESSAGE_LEN
 
 
 def claims_too_much(datagram: bytes, max_message_seq: int | None) -> bool:
     """True when a plaintext handshake fragment in ``datagram`` claims a message longer than
-    :data:`~loadgen.protocol.handshake_messages.MAX_MESSAGE_LEN` (a PSK handshake has none), or
+    :data:`~loadgen.protocol.native.messages.MAX_MESSAGE_LEN` (a PSK handshake has none), or
     numbered past ``max_message_seq`` (when given).
 
     OpenSSL allocates a reassembly buffer of the claimed length (up to its ~100 KiB handshake

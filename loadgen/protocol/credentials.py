@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from loadgen.protocol.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """TLS contexts: what one is made of (:class:`TlsOptions`), and building the pyOpenSSL
-contexts many :class:`~loadgen.protocol.tls.TlsEngine` share, with their callbacks.
+contexts many :class:`~loadgen.protocol.openssl.tls.TlsEngine` share, with their callbacks.
 
 Contexts cover QtSSLSocket's settings: CA file (used first) and CA directory (hashed
 names), certificate and key paths (one file may hold both), cipher restriction, verify
@@ -21,11 +21,11 @@ from typing import Literal
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
-from .. import psk as bindings  # the one module touching private OpenSSL bindings
-from ..credentials import KeyStore, PskChooser
-from ..errors import ConfigError
-from .dtls_contexts import DEFAULT_PSK_CIPHERS
-from .tls_errors import openssl_reason
+from loadgen.protocol.credentials import KeyStore, PskChooser
+from loadgen.protocol.dtls_contexts import DEFAULT_PSK_CIPHERS
+from loadgen.protocol.errors import ConfigError
+from loadgen.protocol.openssl import bindings  # the one module touching private OpenSSL bindings
+from loadgen.protocol.openssl.tls_errors import openssl_reason
 
 VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 #: TLS 1.3 suites usable with a callback PSK (OpenSSL binds such a key to SHA-256).

@@ -8,9 +8,9 @@ known capacity, which is what capacity planning is tested against.
 
 from __future__ import annotations
 
-from ..protocol import records
-from ..protocol.handshake_messages import HS_HEADER_LEN
-from ..protocol.psk_server import hello_cookie_span
+from loadgen.protocol.native import records
+from loadgen.protocol.native.messages import HS_HEADER_LEN
+from loadgen.protocol.native.server import hello_cookie_span
 
 
 class TokenBucket:

@@ -16,12 +16,13 @@ import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..credentials import KeyStore
-from ..errors import PskKeyMismatch
-from . import records
-from .cookies import CookieJar
-from .events import HandshakeCompleted
-from .handshake_messages import (
+from loadgen.protocol.cookies import CookieJar
+from loadgen.protocol.credentials import KeyStore
+from loadgen.protocol.errors import PskKeyMismatch
+from loadgen.protocol.events import HandshakeCompleted
+from loadgen.protocol.native import records
+from loadgen.protocol.native.handshake import DEFAULT_MTU, HandshakeEngine
+from loadgen.protocol.native.messages import (
     CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
     EXT_EXTENDED_MASTER_SECRET,
@@ -41,9 +42,8 @@ from .handshake_messages import (
     handshake_message,
     parse_extensions,
 )
-from .psk_handshake import DEFAULT_MTU, HandshakeEngine
-from .record_layer import Prf
-from .records import (
+from loadgen.protocol.native.record_layer import Prf
+from loadgen.protocol.native.records import (
     DECODE_ERROR,
     DECRYPT_ERROR,
     HANDSHAKE_FAILURE,

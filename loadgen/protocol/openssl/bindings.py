@@ -26,7 +26,7 @@ REQUIRED_SYMBOLS = (
 )
 
 #: OpenSSL's client PSK callback, typed: ``callback(connection, hint) -> (identity, key)``, or
-#: ``None`` to abort the handshake (the engines wrap a :data:`~loadgen.credentials.PskChooser` in one).
+#: ``None`` to abort the handshake (the engines wrap a :data:`~loadgen.protocol.credentials.PskChooser` in one).
 ClientPskCallback = Callable[[SSL.Connection, "bytes | None"], "tuple[bytes, bytes] | None"]
 #: ``lookup(connection, identity) -> key``, or ``None`` for an unknown identity.
 ServerLookup = Callable[[SSL.Connection, bytes], "bytes | None"]

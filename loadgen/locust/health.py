@@ -30,7 +30,7 @@ from typing import Any
 
 import gevent
 
-from .heap import freeze_while_growing
+from loadgen.transport.heap import freeze_while_growing
 
 log = logging.getLogger("loadgen")
 
@@ -53,7 +53,7 @@ def freeze_heap(**_: Any) -> None:
 
 
 def freeze_while_spawning(environment: Any, every: float = 1.0) -> gevent.Greenlet:
-    """:func:`~loadgen.heap.freeze_while_growing` over the runner's user count.
+    """:func:`~loadgen.transport.heap.freeze_while_growing` over the runner's user count.
 
     Full collections during a ramp walked every user spawned so far (0.3-0.6 s stalls
     every ~10 s per worker at 17,000 users). (A worker's runner is "spawning" only for

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 
-from ..errors import LoadgenError, LocalProtocolError, error_from_openssl
-from . import record_layer, records
-from .dtls_contexts import ClientContext, ServerPeer, check_mtu
-from .dtls_watch import DtlsWatch, claims_too_much
-from .events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
-from .psk_client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser
-from .record_layer import RecordLayer
+from loadgen.protocol.dtls_contexts import ClientContext, ServerPeer, check_mtu
+from loadgen.protocol.errors import LoadgenError, LocalProtocolError, error_from_openssl
+from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
+from loadgen.protocol.native import record_layer, records
+from loadgen.protocol.native.client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser
+from loadgen.protocol.native.record_layer import RecordLayer
+from loadgen.protocol.openssl.dtls_watch import DtlsWatch, claims_too_much
 
 
 def _reason(exc: SSL.Error) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from bisect import bisect_left, bisect_right
 
-from . import records
+from loadgen.protocol.native import records
 
 # Handshake message types (RFC 5246 7.4, RFC 6347 4.3.2).
 CLIENT_HELLO, SERVER_HELLO, HELLO_VERIFY_REQUEST = 1, 2, 3

@@ -1,5 +1,5 @@
 """What QtSSLSocket shows of a certificate: :class:`CertificateInfo`, made from the
-``cryptography`` certificate a :class:`~loadgen.protocol.tls.TlsEngine` hands out."""
+``cryptography`` certificate a :class:`~loadgen.protocol.openssl.tls.TlsEngine` hands out."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """TLS failures into loadgen error codes: OpenSSL's reason for a failure, and what a TLS 1.3
 PSK handshake failure stands for when OpenSSL's own code misleads.
 
-The codes themselves (and the reason-to-code table) live in :mod:`loadgen.errors`; this
+The codes themselves (and the reason-to-code table) live in :mod:`loadgen.protocol.errors`; this
 module picks the reason out of a pyOpenSSL error and corrects the TLS 1.3 PSK cases, where
 the alert a peer sends does not say what went wrong.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 
-from ..errors import LoadgenError, PskKeyMismatch, PskModeMismatch, PskUnknownIdentity
+from loadgen.protocol.errors import LoadgenError, PskKeyMismatch, PskModeMismatch, PskUnknownIdentity
 
 #: OpenSSL reasons that only say which layer gave up; the one before them says why.
 _GENERIC_REASONS = frozenset({"record layer failure", "cipher operation failed"})

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .errors import ConfigError, SocketsExhausted
-from .scenario import Scenario
-from .stats.facts import Fact, Finished
-from .throttle import ThrottledLog
+from loadgen.protocol.errors import ConfigError, SocketsExhausted
+from loadgen.scenario import Scenario
+from loadgen.stats.facts import Fact, Finished
+from loadgen.stats.throttle import ThrottledLog
 
 log = logging.getLogger("loadgen")
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .errors import LocalProtocolError
+from loadgen.protocol.errors import LocalProtocolError
 
 if TYPE_CHECKING:
-    from .scenario.model import PskConfig, Scenario
+    from loadgen.scenario.model import PskConfig, Scenario
 
 #: The server's first line: ``loadgen: DTLS server listening on HOST:PORT (LIMITS)``.
 _LISTENING = re.compile(r"listening on (?P<host>\S+):(?P<port>\d+)(?: \(|\s*$)")
@@ -113,7 +113,7 @@ def builtin_server(scenario: Scenario) -> ServerProcess:
     room for every client as a peer and as a handshake at once, and half-open peers kept as
     long as the clients keep trying (``dtls.handshake_timeout``).
     """
-    from .transport.dtls_server import DEFAULT_MAX_HALF_OPEN, DEFAULT_MAX_PEERS
+    from loadgen.servers.dtls import DEFAULT_MAX_HALF_OPEN, DEFAULT_MAX_PEERS
 
     assert scenario.psk is not None, "a scenario without targets has a psk section (the built-in server is DTLS)"
     keys, env = _key_options(scenario.psk)
