@@ -25,7 +25,8 @@ from typing import Any, TextIO
 from loadgen.results.summary import RunOutcome, summary_data
 from loadgen.scenario import Scenario
 from loadgen.stats.cells import PERCENTILES
-from loadgen.stats.run import KINDS, RunStats
+from loadgen.stats.facts import KINDS
+from loadgen.stats.run import RunStats
 
 
 def new_run_dir(scenario: Scenario) -> Path:

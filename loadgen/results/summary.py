@@ -12,7 +12,8 @@ from locust.env import Environment
 from loadgen.capacity import KNEE_FOUND, Analysis
 from loadgen.locust.health import Health
 from loadgen.scenario import Scenario
-from loadgen.stats.run import KINDS, RunStats
+from loadgen.stats.facts import KINDS
+from loadgen.stats.run import RunStats
 from loadgen.stats.thresholds import Verdict
 
 

@@ -17,6 +17,9 @@ import re
 from loadgen.protocol.errors import ConfigError
 
 #: Seconds per duration unit ("ms" is tried before "m": "500ms" is not 500 minutes and a second).
+#: A peer's address as ``recvfrom`` gives it: ``(host, port)``, or with IPv6 ``(host, port, flowinfo, scope_id)``.
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
+
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _PART = re.compile(rf"{_NUMBER}\s*(ms|s|m|h)")

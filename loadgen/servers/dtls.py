@@ -41,7 +41,7 @@ from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataRece
 from loadgen.protocol.native import records
 from loadgen.protocol.native import server as psk_server
 from loadgen.protocol.native.handshake import DEFAULT_MTU
-from loadgen.scenario.syntax import format_host_port
+from loadgen.scenario.syntax import SockAddr, format_host_port
 from loadgen.servers.ratelimit import TokenBucket, client_hello_has_cookie
 from loadgen.stats.throttle import ThrottledLog, exception_summary
 from loadgen.transport.heap import freeze_while_growing
@@ -127,9 +127,9 @@ class DtlsServer:
         self.handshake_timeout = handshake_timeout
         self.max_peers = max_peers
         self.max_half_open = max_half_open
-        self._peers: dict[tuple, _Peer] = {}
+        self._peers: dict[SockAddr, _Peer] = {}
         self._half_open = 0  # peers whose handshake is not done yet
-        self._heap: list[tuple[float, tuple]] = []  # (due, address), see _Peer.wake
+        self._heap: list[tuple[float, SockAddr]] = []  # (due, address), see _Peer.wake
         self._wakeup = Event()
         self._sleeping_until = -math.inf  # when the timer loop wakes by itself (-inf: it is not asleep)
         self._sock: socket.socket | None = None
@@ -156,7 +156,7 @@ class DtlsServer:
         """Peers whose handshake is not done yet."""
         return self._half_open
 
-    def peer_addresses(self) -> list[tuple]:
+    def peer_addresses(self) -> list[SockAddr]:
         """Addresses of the peers the server holds state for (after their cookie checked out)."""
         return list(self._peers)
 
@@ -260,7 +260,7 @@ class DtlsServer:
                 gevent.sleep(0)  # thousands due at once: let datagrams in between
                 now = time.monotonic()
 
-    def _on_due(self, peer: _Peer, addr: tuple, now: float) -> None:
+    def _on_due(self, peer: _Peer, addr: SockAddr, now: float) -> None:
         if peer.half_open and now >= peer.deadline:
             self._drop(addr, peer, "handshake-timeout")
             return
@@ -270,7 +270,7 @@ class DtlsServer:
             return
         self._schedule(peer, addr)
 
-    def _schedule(self, peer: _Peer, addr: tuple) -> None:
+    def _schedule(self, peer: _Peer, addr: SockAddr) -> None:
         """Make sure the heap holds an entry for ``peer`` no later than its next due time."""
         due = peer.last_seen + self.idle_timeout
         if peer.half_open:
@@ -291,7 +291,7 @@ class DtlsServer:
 
     # -- per datagram -------------------------------------------------------
 
-    def handle_datagram(self, datagram: bytes, addr: tuple) -> None:
+    def handle_datagram(self, datagram: bytes, addr: SockAddr) -> None:
         peer = self._peers.get(addr)
         now = time.monotonic()
         if peer is None or (not peer.half_open and records.is_client_hello(datagram)):
@@ -305,7 +305,7 @@ class DtlsServer:
         peer.engine.receive_datagram(datagram, now)
         self._after_input(peer, addr)
 
-    def _handle_newcomer(self, datagram: bytes, addr: tuple, peer: _Peer | None, now: float) -> None:
+    def _handle_newcomer(self, datagram: bytes, addr: SockAddr, peer: _Peer | None, now: float) -> None:
         """An unknown peer, or a known one starting over (client restarted on the same port):
         stateless cookie exchange first; state only for a valid cookie and only within the limits."""
         with_cookie = client_hello_has_cookie(datagram)
@@ -340,11 +340,11 @@ class DtlsServer:
         peers = len(self._peers) - (replacing is not None)
         return peers >= self.max_peers or self._half_open >= self.max_half_open
 
-    def _cookie_valid(self, datagram: bytes, addr: tuple, now: float) -> bool:
+    def _cookie_valid(self, datagram: bytes, addr: SockAddr, now: float) -> bool:
         hello = psk_server.parse_client_hello(datagram)
         return hello is not None and bool(hello.cookie) and self._cookies.check(_peer_key(addr), hello.cookie, now)
 
-    def _after_input(self, peer: _Peer, addr: tuple) -> None:
+    def _after_input(self, peer: _Peer, addr: SockAddr) -> None:
         engine = peer.engine
         while (event := engine.next_event()) is not None:
             if isinstance(event, DataReceived):
@@ -380,7 +380,7 @@ class DtlsServer:
         who = (engine.peer_identity or b"?").decode("utf-8", "replace")
         return f"to {who}: ".encode() + data
 
-    def _drop(self, addr: tuple, peer: _Peer | None, failure: str | None) -> None:
+    def _drop(self, addr: SockAddr, peer: _Peer | None, failure: str | None) -> None:
         """Forget ``peer`` (if it is still the one at ``addr``); its heap entry goes stale."""
         if failure:
             self.stats.failures[failure] += 1
@@ -393,7 +393,7 @@ class DtlsServer:
             current.half_open = False
             self._half_open -= 1
 
-    def _internal_error(self, addr: tuple | None, exc: Exception) -> None:
+    def _internal_error(self, addr: SockAddr | None, exc: Exception) -> None:
         """A bug met while serving one peer: drop that peer, count it, log its type (rate-limited)."""
         try:
             self.stats.failures[InternalError.code] += 1
@@ -404,11 +404,11 @@ class DtlsServer:
         except Exception:  # noqa: S110 - e.g. MemoryError again: the loop must go on regardless
             pass
 
-    def _send(self, engine: dtls_factory.ServerEngine, addr: tuple) -> None:
+    def _send(self, engine: dtls_factory.ServerEngine, addr: SockAddr) -> None:
         for datagram in engine.datagrams_to_send():
             self._sendto(datagram, addr)
 
-    def _sendto(self, datagram: bytes, addr: tuple) -> None:
+    def _sendto(self, datagram: bytes, addr: SockAddr) -> None:
         if self._sock is None:
             return
         try:
@@ -417,9 +417,9 @@ class DtlsServer:
             self._log.log(logging.WARNING, "send", "send to %s failed: %s", _peer_text(addr), exc)
 
 
-def _peer_key(addr: tuple) -> bytes:
+def _peer_key(addr: SockAddr) -> bytes:
     return f"{addr[0]}:{addr[1]}".encode()
 
 
-def _peer_text(addr: tuple) -> str:
+def _peer_text(addr: SockAddr) -> str:
     return format_host_port(addr[0], addr[1])

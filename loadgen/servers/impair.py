@@ -40,6 +40,7 @@ import gevent
 from gevent import socket
 from gevent.event import Event
 
+from loadgen.scenario.syntax import SockAddr
 from loadgen.servers.impairment import (
     DISTRIBUTIONS,
     NO_IMPAIRMENT,
@@ -63,8 +64,6 @@ __all__ = ["DISTRIBUTIONS", "OPTIONS", "Address", "Counters", "Impairment", "Imp
            "SockAddr", "counters_line", "format_address", "impair", "impairments_from_options", "parse_address",
            "parse_duration", "parse_probability", "parse_size"]
 
-#: A peer's address as ``recvfrom`` gives it: ``(host, port)``, or with IPv6 ``(host, port, flowinfo, scope_id)``.
-SockAddr = tuple[str, int] | tuple[str, int, int, int]
 
 #: Where a direction sends: the client's mapping (up) or the client's address (down).
 _Dest = TypeVar("_Dest")

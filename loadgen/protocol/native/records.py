@@ -1,8 +1,10 @@
-"""Just enough of the DTLS 1.2 record layer (RFC 6347 4.1) to look at headers.
+"""DTLS 1.2 record headers (RFC 6347 4.1) and the alert table: parsing and building records.
 
-OpenSSL does the real work; we peek at headers only to classify what arrived
-(e.g. an encrypted Finished that OpenSSL silently discarded) and to build the one
-plaintext alert the server sends when a client's Finished does not decrypt.
+Both engine families use it: the native handshake splits and packs datagrams with it, and the
+OpenSSL engine peeks at headers to classify what arrived (e.g. an encrypted Finished
+that OpenSSL silently discarded) and to build the one plaintext alert the server sends
+when a client's Finished does not decrypt. Protected records after the handshake are
+:mod:`.record_layer`'s.
 """
 
 from __future__ import annotations

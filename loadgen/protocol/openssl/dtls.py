@@ -1,4 +1,4 @@
-"""DTLS 1.2 engines over pyOpenSSL memory BIOs (no sockets, no gevent, no clock).
+"""DTLS 1.2 engines over pyOpenSSL memory BIOs (no sockets, no gevent; OpenSSL keeps its own retransmit clock).
 
 Shape borrowed from aioquic (see :mod:`.engine`): ``receive_datagram(data, now)`` /
 ``datagrams_to_send()`` / ``get_timer()`` (absolute) / ``handle_timer(now)`` plus
