@@ -23,13 +23,15 @@ from locust.env import Environment
 
 from loadgen.locust.limits import ShortageLog
 from loadgen.protocol import dtls_contexts
+from loadgen.protocol.credentials import Secret
 from loadgen.protocol.errors import LoadgenError, LocalProtocolError
 from loadgen.protocol.openssl.tls import SessionCache
 from loadgen.protocol.openssl.tls_contexts import TlsOptions, client_context
 from loadgen.scenario import Scenario, Target
+from loadgen.scenario.model import TlsConfig
 from loadgen.stats.facts import FanOut, Finished, LogSink, Sink
 from loadgen.stats.sink import StatsSink
-from loadgen.traffic.tracker import traffic_plan
+from loadgen.traffic.tracker import TrafficPlan, traffic_plan
 from loadgen.transport.dtls_association import DtlsAssociation
 from loadgen.transport.tls_association import TlsAssociation
 
@@ -115,12 +117,7 @@ class Session:
         t = scenario.tls
         # TLS targets use the scenario's PSK unless it sets up certificates.
         self.tls_psk = scenario.psk is not None and t.cert_file is None and t.ca_file is None and t.verify == "none"
-        self.tls_context = client_context(
-            TlsOptions(min_version=t.min_version, max_version=t.max_version, ciphers=t.ciphers, ca_file=t.ca_file,
-                       cert_file=t.cert_file, key_file=t.key_file, verify=t.verify, resumption=t.resumption,
-                       psk_modes=t.psk_modes),
-            psk_mode=self.tls_psk,
-        ) if "tls" in protocols else None
+        self.tls_context = client_context(tls_options(t), psk_mode=self.tls_psk) if "tls" in protocols else None
         # The associations take the scenario's dtls and tls sections as they are; the ping section,
         # built once, serves every device (a device whose ping text names it gets its own: for_device).
         self.ping = traffic_plan(scenario.ping)
@@ -155,11 +152,7 @@ class Session:
 
     def association_factory(self, n: int, endpoint: Endpoint) -> Callable[[], Association]:
         """A function making device ``n``'s association to ``endpoint`` (again, on each reconnect)."""
-        psk = self.scenario.psk
-        identity = psk.identity_for(n) if psk is not None else None
-        key = psk.store.key_for(identity) if psk is not None and identity is not None else None
-        if identity is not None and key is None:
-            raise LocalProtocolError(f"no pre-shared key for identity {identity!r}")
+        identity, key = self._credentials(n)
         pool = self.scenario.clients.source_addresses
         source = pool[n % len(pool)] if pool else None
         name = identity.decode(errors="replace") if identity is not None else f"client-{n:05d}"
@@ -168,22 +161,8 @@ class Session:
         target = endpoint.target
         sink = self.sinks[target.protocol]
         ping = self.ping.for_device(n=n, target=target.name)
-
         if target.protocol == "tls":
-            tls_context = self.tls_context
-            assert tls_context is not None
-            sessions = SessionCache(maxsize=1)  # this device's session, resumed by its reconnects
-            use_psk = self.tls_psk
-
-            def make_tls() -> TlsAssociation:
-                return TlsAssociation(
-                    name, target.name, endpoint.address, tls_context, sink,
-                    identity=identity if use_psk else None, key=key if use_psk else None,
-                    server_name=target.server_name, sessions=sessions, settings=self.scenario.tls,
-                    ping=ping, source_address=source, message_level=self.message_level,
-                )
-
-            return make_tls
+            return self._tls_factory(name, endpoint, sink, identity, key, ping, source)
 
         dtls_context = self.dtls_context
         assert dtls_context is not None and identity is not None and key is not None
@@ -196,6 +175,34 @@ class Session:
             )
 
         return make
+
+    def _credentials(self, n: int) -> tuple[bytes | None, Secret | None]:
+        """Device ``n``'s PSK identity and key (None, None without a psk section)."""
+        psk = self.scenario.psk
+        if psk is None:
+            return None, None
+        identity = psk.identity_for(n)
+        key = psk.store.key_for(identity)
+        if key is None:
+            raise LocalProtocolError(f"no pre-shared key for identity {identity!r}")
+        return identity, key
+
+    def _tls_factory(self, name: str, endpoint: Endpoint, sink: Sink, identity: bytes | None, key: Secret | None,
+                     ping: TrafficPlan, source: str | None) -> Callable[[], TlsAssociation]:
+        tls_context = self.tls_context
+        assert tls_context is not None
+        sessions = SessionCache(maxsize=1)  # this device's session, resumed by its reconnects
+        use_psk, target = self.tls_psk, endpoint.target
+
+        def make_tls() -> TlsAssociation:
+            return TlsAssociation(
+                name, target.name, endpoint.address, tls_context, sink,
+                identity=identity if use_psk else None, key=key if use_psk else None,
+                server_name=target.server_name, sessions=sessions, settings=self.scenario.tls,
+                ping=ping, source_address=source, message_level=self.message_level,
+            )
+
+        return make_tls
 
 
 def keep_alive(make: Callable[[], Association], scenario: Scenario, stopping: Event | None = None) -> None:
@@ -257,3 +264,10 @@ class PingUser(DeviceBase):
 def user_class(session: Session) -> type[PingUser]:
     """The run's ``Device``: a concrete PingUser bound to ``session`` (Locust instantiates classes)."""
     return type("Device", (PingUser,), {"session": session, "abstract": False})
+
+
+def tls_options(tls: TlsConfig) -> TlsOptions:
+    """The TLS context options a scenario's ``tls`` section asks for (the one place they are copied)."""
+    return TlsOptions(min_version=tls.min_version, max_version=tls.max_version, ciphers=tls.ciphers,
+                      ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file, verify=tls.verify,
+                      resumption=tls.resumption, psk_modes=tls.psk_modes)

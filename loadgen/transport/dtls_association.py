@@ -16,7 +16,6 @@ greenlet that wants to wait for the association to end.
 from __future__ import annotations
 
 import _socket  # the C socket type: never monkey-patched, no wrapper on the hot path
-import logging
 import math
 import random
 import time
@@ -38,11 +37,11 @@ from loadgen.protocol.errors import (
 )
 from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
 from loadgen.scenario.model import DtlsConfig
-from loadgen.stats.facts import HANDSHAKE, Ended, Finished, Message, Sink, Started
+from loadgen.stats.facts import HANDSHAKE, Ended, Finished, Sink, Started
 from loadgen.traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
+from loadgen.transport.base import ERROR, INFO, WARNING, AssociationBase
 from loadgen.transport.fds import check_room
 
-INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 _READ = 1  # libev EV_READ
 
 # Association states.
@@ -54,7 +53,7 @@ _CALLBACKS = {"_on_readable": "datagram processing", "_on_timer": "a timer step"
               "_begin_handshake": "the handshake start"}
 
 
-class DtlsAssociation:
+class DtlsAssociation(AssociationBase):
     """A client association to one DTLS server.
 
     ``run()`` (or ``start()`` then ``wait()``) drives it until it fails or the waiting
@@ -78,20 +77,10 @@ class DtlsAssociation:
         rng: random.Random | None = None,
         message_level: int = INFO,
     ) -> None:
-        self.name = name
-        self.target = target
-        self.address = address
+        super().__init__(name, target, address, sink, identity=identity, key=key, ping=ping,
+                         source_address=source_address, rng=rng, message_level=message_level)
         self._context = context
-        self._sink = sink
-        self._identity = identity
-        self._key = key
         self._settings = settings
-        self._ping = ping
-        self._source = source_address
-        # Seeding a Random costs more than a ping: only a caller that wants a seed brings one.
-        self._uniform = rng.uniform if rng is not None else random.uniform
-        # Messages below this level are not even formatted (a run logs warnings and up).
-        self._message_level = message_level
         self._sock: Any = None
         self._engine: dtls_factory.ClientEngine | None = None
         self._reader: Any = None
@@ -361,10 +350,6 @@ class DtlsAssociation:
                 watcher.close()
         self._reader = self._timer = None
 
-    def _choose_psk(self, hint: bytes | None) -> tuple[bytes, Secret]:
-        self._say(INFO, "providing pre-shared key ...")
-        return self._identity, self._key
-
     def _flush(self) -> int:
         """Send what the engine has queued; returns the bytes sent."""
         if self._engine is None or self._sock is None:
@@ -405,6 +390,3 @@ class DtlsAssociation:
         host, port = self.address
         return ConnectionRefused(f"{self.name}: {host}:{port} refused (ICMP port unreachable)")
 
-    def _say(self, level: int, text: str) -> None:
-        if level >= self._message_level:
-            self._sink.record(Message(level, self.name, f"{self.name}: {text}"))

@@ -15,7 +15,6 @@ The handshake fact covers connection setup, TCP connect included: a refused conn
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Hashable
@@ -34,12 +33,12 @@ from loadgen.protocol.errors import (
 from loadgen.protocol.openssl.tls import SessionCache
 from loadgen.protocol.openssl.tls_contexts import TlsContext
 from loadgen.scenario.model import TlsConfig
-from loadgen.stats.facts import HANDSHAKE, Ended, Finished, Message, Sink, Started
+from loadgen.stats.facts import HANDSHAKE, Ended, Finished, Sink, Started
 from loadgen.traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
+from loadgen.transport.base import ERROR, INFO, WARNING, AssociationBase
 from loadgen.transport.ssl_link import State
 from loadgen.transport.ssl_socket import SslSocket
 
-INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 #: How long handshake_once waits for TLS 1.3 session tickets (sent after the handshake).
 TICKET_WAIT = 1.0
 #: Longest reply line buffered (bytes): the reference server takes lines of up to 64 KiB and its
@@ -48,7 +47,7 @@ TICKET_WAIT = 1.0
 MAX_REPLY_LINE = 128 * 1024
 
 
-class TlsAssociation:
+class TlsAssociation(AssociationBase):
     """A client association to one TLS server. ``run()`` in a greenlet; kill it to close."""
 
     def __init__(
@@ -76,20 +75,12 @@ class TlsAssociation:
         connect + TLS handshake); the context carries versions, ciphers and certificates."""
         if context.psk and (identity is None or key is None):
             raise LocalProtocolError(f"{name}: a PSK context needs an identity and a key")
-        self.name = name
-        self.target = target
-        self.address = address
+        super().__init__(name, target, address, sink, identity=identity, key=key, ping=ping,
+                         source_address=source_address, rng=rng, message_level=message_level)
         self._context = context
-        self._sink = sink
-        self._identity = identity
-        self._key = key
         self._server_name = server_name
         self._sessions = sessions if context.options.resumption else None
         self._settings = settings
-        self._ping = ping
-        self._source = source_address
-        self._uniform = rng.uniform if rng is not None else random.uniform
-        self._message_level = message_level
         self._sock: SslSocket | None = None
         self._greenlet: gevent.Greenlet | None = None
         self._established = False
@@ -304,12 +295,3 @@ class TlsAssociation:
     def _on_state(self, state: State) -> None:
         if state is State.HANDSHAKING:
             self._say(INFO, "starting a handshake")
-
-    def _choose_psk(self, hint: bytes | None) -> tuple[bytes, Secret]:
-        self._say(INFO, "providing pre-shared key ...")
-        assert self._identity is not None and self._key is not None
-        return self._identity, self._key
-
-    def _say(self, level: int, text: str) -> None:
-        if level >= self._message_level:
-            self._sink.record(Message(level, self.name, f"{self.name}: {text}"))
