@@ -26,6 +26,7 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen.locust import shape  # not the class itself: Locust instantiates every shape class it finds here
+from loadgen.locust.numbering import WorkerPlace, number_workers
 from loadgen.locust.runclock import RunClock
 from loadgen.locust.users import PingUser, Session
 from loadgen.scenario import Scenario, load_scenario
@@ -52,6 +53,8 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
     path = getattr(environment.parsed_options, "scenario", "") or os.environ.get("LOADGEN_SCENARIO", "")
     if not path:
         raise SystemExit("loadgen: give --scenario FILE or set LOADGEN_SCENARIO")
+    # A worker listens for its place before anything here can yield to its message loop.
+    place = WorkerPlace(runner) if isinstance(runner, WorkerRunner) else None
     scenario = load_scenario(path)
     scenario = _check_limits(scenario, environment, runner)
     if scenario.stages and environment.shape_class is None:
@@ -61,13 +64,15 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
     if isinstance(runner, MasterRunner):
         stats = _live_stats(environment, None, "master", web_ui)  # the master runs no users, it merges their seconds
         _results_when_quitting(environment, scenario, stats, stack, None)
+        number_workers(runner)  # plain Locust workers are alike: each is told its place
         return
     from loadgen.locust.environment import RunOptions, endpoints
 
     # The scenario's targets, or the built-in server for as long as Locust runs (as `loadgen run` does).
     eps, server = stack.enter_context(endpoints(scenario, RunOptions()))
     Device.session = Session(scenario, environment, eps)
-    if isinstance(runner, WorkerRunner):
+    if place is not None:
+        place.bind(Device.session)
         _live_stats(environment, Device.session.stats_sink, "worker", web_ui)
         environment.events.quitting.add_listener(lambda **_: stack.close())
         return

@@ -143,6 +143,12 @@ class Session:
             offset = getattr(self._environment.runner, "worker_index", 0)
         return next(self._counter) * self._stride + offset
 
+    def renumber(self, offset: int, stride: int) -> None:
+        """Number the next devices ``offset + k * stride`` from ``k = 0`` (a plain Locust worker's place,
+        told by its master at each test start: :mod:`loadgen.locust.numbering`)."""
+        self._offset, self._stride = offset, stride
+        self._counter = itertools.count()
+
     def endpoints_for(self, n: int) -> list[Endpoint]:
         """One endpoint picked by weight (``connect: one``) or all of them (``connect: all``)."""
         if self.scenario.clients.connect == "all" or len(self.endpoints) == 1:
