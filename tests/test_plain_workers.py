@@ -17,10 +17,15 @@ from pathlib import Path
 import gevent
 import locust  # noqa: F401 - gevent's monkey-patching first, as in a run
 import pytest
+from locust.rpc import Message
 from test_restart import ephemeral_range
 from test_runs import KEY_HEX, Child, load, loadgen, run_dir, spawn, write_scenario
 
+from loadgen.locust.environment import make_environment
+from loadgen.locust.numbering import MESSAGE, WorkerPlace
+from loadgen.locust.users import Endpoint
 from loadgen.protocol.credentials import KeyStore, Secret
+from loadgen.scenario import load_scenario
 from loadgen.servers.dtls import DtlsServer
 
 pytestmark = pytest.mark.timeout(90)
@@ -109,3 +114,28 @@ def test_plain_locust_workers_number_their_devices_apart(tmp_path: Path, spawn: 
     assert handshakes == 4, handshakes
     summary = load(run_dir(tmp_path, "plainworkers") / "summary.json")
     assert summary["handshake"]["completed"] == 4 and summary["handshake"]["failed"] == 0, summary["handshake"]
+
+
+def test_a_worker_takes_its_place_whether_told_before_or_after_its_session_exists(tmp_path: Path) -> None:
+    """The master may tell a worker its place while the worker is still loading (before its Session
+    exists); a message without a valid place changes nothing. The handler is called as Locust's
+    worker loop calls a registered custom message."""
+    scenario = load_scenario(write_scenario(tmp_path, "place", """\
+        targets: [{name: gw, host: 127.0.0.1, port: 9}]
+        clients: {count: 3, spawn_rate: 10}
+        run_time: 1s
+        """))
+    for told_first in (True, False):
+        env, session = make_environment(scenario, [Endpoint(t, (t.host, t.port)) for t in scenario.targets])
+        runner = env.create_local_runner()  # any runner registers custom messages as a worker does
+        place = WorkerPlace(runner)
+        handler, concurrent = runner.custom_messages[MESSAGE]
+        assert not concurrent  # inline: handled before the spawn message that follows it
+        session.next_device()  # a previous test's device: the counter restarts at the new place
+        if not told_first:
+            place.bind(session)
+        handler(environment=env, msg=Message(MESSAGE, {"index": 1, "count": 3}, "worker-b"))
+        handler(environment=env, msg=Message(MESSAGE, {"index": 3, "count": 3}, "worker-b"))  # ignored
+        if told_first:
+            place.bind(session)
+        assert [session.next_device() for _ in range(3)] == [1, 4, 7], told_first
