@@ -33,7 +33,10 @@ class Started:
     target: str
 
 
-@dataclass(frozen=True, slots=True)
+# Finished is made once per attempt on the hot path: a frozen dataclass's __init__ goes through
+# object.__setattr__ per field (1.2 us here, against 0.35 us plain), so it is not frozen; no
+# code changes a fact once made.
+@dataclass(slots=True)
 class Finished:
     """An attempt ended: ``error`` is None on success. ``elapsed`` in seconds."""
 

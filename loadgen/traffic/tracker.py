@@ -69,9 +69,10 @@ def traffic_plan(ping: PingConfig) -> TrafficPlan:
 class _Request:
     """One request awaiting its reply."""
 
-    __slots__ = ("payload", "sent_at", "deadline", "sent_bytes")
+    __slots__ = ("seq", "payload", "sent_at", "deadline", "sent_bytes")
 
-    def __init__(self, payload: bytes, sent_at: float, deadline: float) -> None:
+    def __init__(self, seq: int, payload: bytes, sent_at: float, deadline: float) -> None:
+        self.seq = seq
         self.payload = payload
         self.sent_at = sent_at
         self.deadline = deadline
@@ -104,6 +105,9 @@ class RequestTracker:
         self._uniform = uniform
         self._started = Started(kind, target)  # the same (frozen) fact for every request: made once
         self._in_flight: dict[int, _Request] = {}  # by sequence number, oldest first
+        # The oldest outstanding request (None: none), kept apart so that the per-ping calls
+        # (get_timer twice, receive, poll) read an attribute instead of iterating the dict.
+        self._head: _Request | None = None
         self._seq = 0
         self._late: bytes | None = None  # the last timed-out payload: its reply is late, not bad
         self._next = float("inf")  # when the next request is due
@@ -122,9 +126,10 @@ class RequestTracker:
 
     def get_timer(self) -> float:
         """When :meth:`poll` has something to do next (a deadline or a request due); inf: nothing."""
-        if not self._in_flight:
+        head = self._head
+        if head is None:
             return self._next
-        deadline = next(iter(self._in_flight.values())).deadline
+        deadline = head.deadline
         if len(self._in_flight) >= self._max_in_flight:
             # While the window is full only a reply or a deadline matters: waking for the next
             # request instead would spin when the interval is shorter than a round trip.
@@ -137,14 +142,16 @@ class RequestTracker:
 
         Raises :class:`~loadgen.protocol.errors.PingTimeout` when ``max_missed`` requests in a row went unanswered.
         """
-        if self._in_flight:
+        if self._head is not None:
             self._expire(now)
         if now < self._next or len(self._in_flight) >= self._max_in_flight:
             return None
         self._seq += 1
         payload = self._make(self._name, self._seq)
         self._sink.record(self._started)
-        self._in_flight[self._seq] = _Request(payload, now, now + self._timeout)
+        request = self._in_flight[self._seq] = _Request(self._seq, payload, now, now + self._timeout)
+        if self._head is None:
+            self._head = request
         return payload
 
     def sent(self, size: int) -> None:
@@ -157,22 +164,24 @@ class RequestTracker:
 
     def abandon(self, error: LoadgenError) -> None:
         """The payload :meth:`poll` returned could not be sent (e.g. larger than the MTU): it fails with ``error``."""
-        self._in_flight.pop(self._seq, None)
+        if self._head is not None and self._head.seq == self._seq:
+            self._pop_head()
+        else:
+            self._in_flight.pop(self._seq, None)
         self._sink.record(Finished(self._kind, self._target, 0.0, error))
 
     def receive(self, reply: bytes, size: int, now: float) -> bool:
         """A reply arrived (``size``: the bytes it took on the wire). False: it answers no request
         outstanding (unexpected, or the late reply to one that timed out and was counted then)."""
-        if not self._in_flight:
-            return False
         # Today's requests carry no id: a reply answers the oldest one outstanding. (Matching by
         # an id in the payload looks the request up by its key here instead.)
-        seq = next(iter(self._in_flight))
-        request = self._in_flight[seq]
+        request = self._head
+        if request is None:
+            return False
         accepted = self._matcher.accepts(request.payload, reply)
         if not accepted and reply == self._late:
             return False
-        del self._in_flight[seq]
+        self._pop_head()
         self._missed = 0
         error = None if accepted else BadReply(f"reply of {len(reply)} bytes does not match rule {self._matcher.kind}")
         self._sink.record(Finished(self._kind, self._target, now - request.sent_at, error,
@@ -188,24 +197,30 @@ class RequestTracker:
             error = PeerClosed(f"peer closed with a {self._kind} outstanding")
         requests = list(self._in_flight.values())
         self._in_flight.clear()
+        self._head = None
         for request in requests:
             self._sink.record(Finished(self._kind, self._target, now - request.sent_at, error,
                                        sent_bytes=request.sent_bytes))
 
     def _expire(self, now: float) -> None:
         """Fail the requests whose deadline passed (oldest first: they share one timeout)."""
-        while self._in_flight:
-            seq = next(iter(self._in_flight))
-            request = self._in_flight[seq]
+        while (request := self._head) is not None:
             if now < request.deadline:
                 return
-            del self._in_flight[seq]
+            self._pop_head()
             self._sink.record(Finished(self._kind, self._target, now - request.sent_at,
                                        PingTimeout(f"no reply in {self._timeout:g} s"), sent_bytes=request.sent_bytes))
             self._late = request.payload
             self._missed += 1
             if self._missed >= self._max_missed:
                 raise PingTimeout(f"{self._missed} {self._kind}s in a row unanswered: the server is gone")
+
+
+    def _pop_head(self) -> None:
+        """The oldest request is over: forget it; the next oldest (if any) is the head."""
+        assert self._head is not None
+        del self._in_flight[self._head.seq]
+        self._head = next(iter(self._in_flight.values())) if self._in_flight else None
 
 
 #: The scenario's default ``ping`` section, built: what a transport runs when given no plan.
