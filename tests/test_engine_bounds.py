@@ -36,8 +36,7 @@ from loadgen.protocol.native import (
 from loadgen.protocol.native import (
     server as psk_server,
 )
-from loadgen.protocol.openssl import dtls
-from loadgen.protocol.openssl.tls_errors import openssl_reason
+from loadgen.protocol.openssl.connection import openssl_reason
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -843,7 +842,6 @@ def test_an_openssl_failure_without_a_reason_gets_a_stable_code(exc):
     # below); pyOpenSSL then raises SysCallError(-1, 'Unexpected EOF') (errno: whatever was
     # left over), whose repr became the code "tls-(-1,-'unexpected-eof')" (9,035 times in
     # bench_hostile's handshake fuzz).
-    assert error_from_openssl(dtls._reason(exc), remote=False).code == "tls-unexpected-eof"
     assert error_from_openssl(openssl_reason(exc), remote=False).code == "tls-unexpected-eof"
 
 

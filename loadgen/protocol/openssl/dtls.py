@@ -17,23 +17,12 @@ from OpenSSL import SSL
 
 from loadgen.protocol.dtls_contexts import ClientContext, ServerPeer, check_mtu
 from loadgen.protocol.errors import LoadgenError, LocalProtocolError, error_from_openssl
-from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
+from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, HandshakeCompleted
 from loadgen.protocol.native import record_layer, records
 from loadgen.protocol.native.client import DEFAULT_MTU, DEFAULT_RETRANSMIT_CAP, PskChooser
 from loadgen.protocol.native.record_layer import RecordLayer
+from loadgen.protocol.openssl.connection import openssl_reason, read_application_data
 from loadgen.protocol.openssl.dtls_watch import DtlsWatch, claims_too_much
-
-
-def _reason(exc: SSL.Error) -> str:
-    if isinstance(exc, SSL.SysCallError):
-        # pyOpenSSL's (errno, name) pair, e.g. (-1, 'Unexpected EOF'): OpenSSL failed without
-        # a reason in its error queue (an over-long handshake message length, say). Over
-        # memory BIOs no system call of ours failed: its errno is whatever was left over.
-        return "unexpected eof"
-    errors = exc.args[0] if exc.args else []
-    if errors and isinstance(errors, list) and isinstance(errors[0], tuple):
-        return errors[-1][2] or "unknown TLS error"
-    return str(exc) or "unknown TLS error"
 
 
 class DtlsEngine(DtlsWatch):
@@ -181,7 +170,7 @@ class DtlsEngine(DtlsWatch):
                     self._note_timer(now)
                     return
             except SSL.Error as exc:
-                self._fail(error_from_openssl(_reason(exc), remote=False))
+                self._fail(error_from_openssl(openssl_reason(exc), remote=False))
                 return
         if (self._retransmit_cap is not None and self._flight and not self.handshake_done
                 and now >= self._sent_at + self._retransmit_cap):
@@ -203,7 +192,7 @@ class DtlsEngine(DtlsWatch):
         try:
             self._conn.send(data)
         except SSL.Error as exc:
-            raise LocalProtocolError(f"cannot send {len(data)} bytes: {_reason(exc)}") from None
+            raise LocalProtocolError(f"cannot send {len(data)} bytes: {openssl_reason(exc)}") from None
         self._pull_outgoing()
 
     def close(self) -> None:
@@ -260,7 +249,7 @@ class DtlsEngine(DtlsWatch):
             self._pull_outgoing(now)
             return
         except SSL.Error as exc:
-            reason = _reason(exc)
+            reason = openssl_reason(exc)
             self._fail(error_from_openssl(reason, remote="alert" in reason))
             return
         self.handshake_done = True
@@ -309,23 +298,12 @@ class DtlsEngine(DtlsWatch):
         del self._conn  # the SSL object and its buffers go with the last reference
 
     def _read_application_data(self, single_record: bool = False) -> None:
-        while True:
-            try:
-                data = self._conn.recv(65536)
-            except SSL.WantReadError:
-                return
-            except SSL.ZeroReturnError:
-                self.closed = True
-                self._events.append(ConnectionClosed())
-                return
-            except SSL.Error as exc:
-                reason = _reason(exc)
-                self._fail(error_from_openssl(reason, remote="alert" in reason))
-                return
-            if data:
-                self._events.append(DataReceived(data))
-                if single_record:
-                    return  # the datagram held one record and we have it: skip the read that would fail
+        read_application_data(self._conn, self._events.append, self._fail, self._closed_by_peer,
+                              single_record=single_record)
+
+    def _closed_by_peer(self) -> None:
+        self.closed = True
+        self._events.append(ConnectionClosed())
 
     def _pull_outgoing(self, now: float | None = None) -> None:
         """Move what OpenSSL wrote to ``_outgoing``; before the handshake is done it is also our

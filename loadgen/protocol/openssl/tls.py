@@ -32,13 +32,13 @@ from loadgen.protocol.events import (
     CertCheckFailed,
     ConnectionClosed,
     ConnectionFailed,
-    DataReceived,
     HandshakeCompleted,
     TlsEvent,
 )
 from loadgen.protocol.openssl import bindings  # the one module touching private OpenSSL bindings
+from loadgen.protocol.openssl.connection import openssl_reason, read_application_data
 from loadgen.protocol.openssl.tls_contexts import ConnState, TlsContext
-from loadgen.protocol.openssl.tls_errors import openssl_reason, tls13_psk_error
+from loadgen.protocol.openssl.tls_errors import tls13_psk_error
 
 #: Largest plaintext per SSL_write (one TLS record).
 _RECORD = 16384
@@ -306,22 +306,12 @@ class TlsEngine:
         return error
 
     def _read_application_data(self) -> None:
-        while True:
-            try:
-                data = self._conn.recv(65536)
-            except SSL.WantReadError:
-                return
-            except SSL.ZeroReturnError:
-                self.peer_closed = True
-                self.close()  # answer close_notify with ours, as TLS asks
-                self._events.append(ConnectionClosed())
-                return
-            except SSL.Error as exc:
-                reason = openssl_reason(exc)
-                self._fail(error_from_openssl(reason, remote="alert" in reason))
-                return
-            if data:
-                self._events.append(DataReceived(data))
+        read_application_data(self._conn, self._events.append, self._fail, self._closed_by_peer)
+
+    def _closed_by_peer(self) -> None:
+        self.peer_closed = True
+        self.close()  # answer close_notify with ours, as TLS asks
+        self._events.append(ConnectionClosed())
 
     def _pull_outgoing(self) -> None:
         while True:

@@ -25,7 +25,7 @@ from loadgen.protocol.credentials import KeyStore, PskChooser
 from loadgen.protocol.dtls_contexts import DEFAULT_PSK_CIPHERS
 from loadgen.protocol.errors import ConfigError
 from loadgen.protocol.openssl import bindings  # the one module touching private OpenSSL bindings
-from loadgen.protocol.openssl.tls_errors import openssl_reason
+from loadgen.protocol.openssl.connection import openssl_reason
 
 VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 #: TLS 1.3 suites usable with a callback PSK (OpenSSL binds such a key to SHA-256).

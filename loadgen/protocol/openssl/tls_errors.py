@@ -1,34 +1,13 @@
-"""TLS failures into loadgen error codes: OpenSSL's reason for a failure, and what a TLS 1.3
-PSK handshake failure stands for when OpenSSL's own code misleads.
+"""What a TLS 1.3 PSK handshake failure stands for when OpenSSL's own code misleads.
 
-The codes themselves (and the reason-to-code table) live in :mod:`loadgen.protocol.errors`; this
-module picks the reason out of a pyOpenSSL error and corrects the TLS 1.3 PSK cases, where
-the alert a peer sends does not say what went wrong.
+The codes themselves (and the reason-to-code table) live in :mod:`loadgen.protocol.errors`, the
+reason comes from :mod:`.connection`; this module corrects the TLS 1.3 PSK cases, where the alert a
+peer sends does not say what went wrong.
 """
 
 from __future__ import annotations
 
-from OpenSSL import SSL
-
 from loadgen.protocol.errors import LoadgenError, PskKeyMismatch, PskModeMismatch, PskUnknownIdentity
-
-#: OpenSSL reasons that only say which layer gave up; the one before them says why.
-_GENERIC_REASONS = frozenset({"record layer failure", "cipher operation failed"})
-
-
-def openssl_reason(exc: SSL.Error) -> str:
-    """The OpenSSL reason (e.g. ``sslv3 alert bad record mac``) a pyOpenSSL error stands for."""
-    if isinstance(exc, SSL.SysCallError):
-        # pyOpenSSL's (errno, name) pair, e.g. (-1, 'Unexpected EOF'): OpenSSL failed without
-        # a reason in its error queue (an over-long handshake message length, say). Over
-        # memory BIOs no system call of ours failed: its errno is whatever was left over.
-        return "unexpected eof"
-    errors = exc.args[0] if exc.args else []
-    if errors and isinstance(errors, list) and isinstance(errors[0], tuple):
-        reasons = [str(e[2]) for e in errors if len(e) > 2 and e[2]]
-        specific = [r for r in reasons if r not in _GENERIC_REASONS]
-        return (specific or reasons or ["unknown TLS error"])[-1]
-    return str(exc) or "unknown TLS error"
 
 
 def tls13_psk_error(error: LoadgenError, reason: str, *, is_client: bool, modes: tuple[str, ...],
