@@ -52,7 +52,7 @@ def engine_only(n: int, version: str) -> float:
     sctx = server_context(options(version, False), keys=KeyStore(shared=QUICKSTART_KEY))
     start = time.process_time()
     for i in range(n):
-        client = TlsEngine.client(cctx, psk=lambda hint, i=i: (b"e%d" % i, QUICKSTART_KEY))
+        client = TlsEngine.client(cctx, choose=lambda hint, i=i: (b"e%d" % i, QUICKSTART_KEY))
         server = TlsEngine.server(sctx)
         client.start()
         for _ in range(10):

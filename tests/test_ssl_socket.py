@@ -216,7 +216,7 @@ def test_psk_socket_and_qt_style_reply(start_server) -> None:
     server = start_server(options=TlsOptions(), keys=KeyStore(shared=KEY), reply="qt")
     for version in ("1.2", "1.3"):
         ctx = client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
-        sock = SslSocket(ctx, psk=lambda hint: (b"dev7", KEY))
+        sock = SslSocket(ctx, choose=lambda hint: (b"dev7", KEY))
         assert sock.connect_to_host("127.0.0.1", server.address[1], timeout=5), sock.error_string
         assert sock.protocol_version == f"TLSv{version}"
         sock.write(b"ping\n")

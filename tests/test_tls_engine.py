@@ -247,7 +247,7 @@ def psk_pair(version: str, identity: bytes = b"dev1", key: Secret = KEY,
         hints.append(hint)
         return identity, key
 
-    client = TlsEngine.client(client_ctx, psk=choose)
+    client = TlsEngine.client(client_ctx, choose=choose)
     client.hints = hints  # type: ignore[attr-defined]
     return client, TlsEngine.server(server_ctx)
 

@@ -102,7 +102,7 @@ def test_client_against_s_server_with_psk(s_server, version: str) -> None:
     flag = "-tls1_2" if version == "1.2" else "-tls1_3"
     server = s_server("-psk", KEY_HEX, "-psk_identity", "dev1", "-nocert", flag, "-rev")
     ctx = client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
-    sock = SslSocket(ctx, psk=lambda hint: (b"dev1", KEY))
+    sock = SslSocket(ctx, choose=lambda hint: (b"dev1", KEY))
     try:
         assert sock.connect_to_host("127.0.0.1", server.port, timeout=10), sock.error_string
         assert exchange_line(sock, b"abc") == b"cba\n"
@@ -115,7 +115,7 @@ def test_client_against_s_server_with_psk(s_server, version: str) -> None:
 def test_unknown_psk_identity_at_s_server(s_server) -> None:
     server = s_server("-psk", KEY_HEX, "-psk_identity", "dev1", "-nocert", "-tls1_3")
     ctx = client_context(TlsOptions(min_version="1.3"), psk_mode=True)
-    sock = SslSocket(ctx, psk=lambda hint: (b"stranger", KEY))
+    sock = SslSocket(ctx, choose=lambda hint: (b"stranger", KEY))
     assert not sock.connect_to_host("127.0.0.1", server.port, timeout=10)
     assert sock.error == "psk-unknown-identity", sock.error_string
 

@@ -46,18 +46,18 @@ class SslSocket(TlsLink):
         *,
         server_name: str | None = None,
         session: Any = None,
-        psk: PskChooser | None = None,
+        choose: PskChooser | None = None,
         close_timeout: float = 30.0,
     ) -> None:
         """``sock``: an already connected gevent TCP socket to wrap (then call a
         ``start_*_handshake``). ``server_name``: SNI and the name to verify (client; default:
         the host given to :meth:`connect_to_host`). ``session``: a session to resume.
-        ``psk``: the identity/key chooser of a client with a PSK context.
+        ``choose``: the identity/key chooser of a client with a PSK context.
         """
         super().__init__(context, sock, close_timeout)
         self._server_name = server_name
         self._session = session
-        self._psk = psk
+        self._choose = choose
 
     # -- connecting -----------------------------------------------------------
 
@@ -96,7 +96,7 @@ class SslSocket(TlsLink):
         if self._sock is None or self._engine is not None:
             raise LocalProtocolError("a handshake needs a connected socket that has not handshaken yet")
         if self.mode is Mode.CLIENT:
-            engine = TlsEngine.client(self.context, server_name=name, session=self._session, psk=self._psk)
+            engine = TlsEngine.client(self.context, server_name=name, session=self._session, choose=self._choose)
         else:
             engine = TlsEngine.server(self.context)
         self._engine = engine

@@ -197,7 +197,7 @@ class TlsAssociation(AssociationBase):
         self._handshake_at = started
         session = self._sessions.get(self.session_key) if self._sessions is not None else None
         sock = SslSocket(self._context, server_name=self._server_name, session=session,
-                         psk=self._choose_psk if self._context.psk else None)
+                         choose=self._choose_psk if self._context.psk else None)
         self._sock = sock
         sock.state_changed.connect(self._on_state)
         sock.cert_check_failed.connect(

@@ -103,7 +103,7 @@ class TlsEngine:
 
     @classmethod
     def client(cls, context: TlsContext, *, server_name: str | None = None, verify_name: str | None = None,
-               session: SSL.Session | None = None, psk: PskChooser | None = None) -> TlsEngine:
+               session: SSL.Session | None = None, choose: PskChooser | None = None) -> TlsEngine:
         """A client engine; :meth:`start` queues the ClientHello.
 
         ``server_name`` goes into SNI (unless it is an IP address) and is the name the
@@ -113,10 +113,10 @@ class TlsEngine:
         """
         if context.is_server:
             raise LocalProtocolError("a client engine needs a client context")
-        if context.psk and psk is None:
+        if context.psk and choose is None:
             raise LocalProtocolError("a PSK context needs a PSK chooser per connection")
         conn = SSL.Connection(context.ssl, None)
-        state = ConnState(chooser=psk)
+        state = ConnState(choose=choose)
         conn.set_app_data(state)
         if server_name and not _is_ip(server_name):
             conn.set_tlsext_host_name(server_name.encode("idna"))

@@ -94,9 +94,9 @@ def client_context(options: TlsOptions = TlsOptions(), *, psk_mode: bool = False
 
         def choose(conn: SSL.Connection, hint: bytes | None) -> tuple[bytes, bytes] | None:
             state: ConnState = conn.get_app_data()
-            if state.chooser is None:
+            if state.choose is None:
                 return None
-            identity, key = state.chooser(hint)
+            identity, key = state.choose(hint)
             state.identity = identity
             return identity, key.value
 
@@ -235,7 +235,7 @@ def _verify_callback(conn: SSL.Connection, cert: crypto.X509, errno: int, depth:
 class ConnState:
     """Per-connection data the context callbacks reach through the connection's app data."""
 
-    chooser: PskChooser | None = None
+    choose: PskChooser | None = None
     identity: bytes | None = None  # PSK identity sent (client) or received (server)
     psk_unknown: bool = False  # server: the identity had no key
     psk_offers: int = 0  # server: TLS 1.3 PSK identities the client offered (0: none, or none in a mode we take)
