@@ -19,9 +19,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import sys
 from typing import Any
 
+import gevent
+import greenlet
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -53,6 +56,7 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
     path = getattr(environment.parsed_options, "scenario", "") or os.environ.get("LOADGEN_SCENARIO", "")
     if not path:
         raise SystemExit("loadgen: give --scenario FILE or set LOADGEN_SCENARIO")
+    _interrupt_in_main_greenlet()
     # A worker listens for its place before anything here can yield to its message loop.
     place = WorkerPlace(runner) if isinstance(runner, WorkerRunner) else None
     scenario = load_scenario(path)
@@ -78,6 +82,18 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
         return
     stats = _live_stats(environment, Device.session.stats_sink, "local", web_ui)
     _results_when_quitting(environment, scenario, stats, stack, server)
+
+
+def _interrupt_in_main_greenlet() -> None:
+    """Deliver Ctrl-C to Locust's main greenlet only.
+
+    Plain Locust stops on the KeyboardInterrupt its main greenlet catches, but Python raises it
+    in whatever greenlet runs when SIGINT lands: once our stats ticker, which died with a
+    traceback on stderr (CI, test_plain_locust_stopped_by_ctrl_c_is_marked_interrupted). A gevent
+    signal handler runs in a greenlet of its own and throws the interrupt where Locust waits for it.
+    """
+    main = greenlet.getcurrent()  # Locust calls init listeners from its main greenlet
+    gevent.signal_handler(signal.SIGINT, lambda: main.throw(KeyboardInterrupt))
 
 
 def _check_limits(scenario: Any, environment: Any, runner: Any) -> Any:
