@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import signal
 import socket as _stdsocket
 import subprocess
@@ -22,7 +23,7 @@ import gevent
 import pytest
 from gevent import socket
 
-from loadgen.servers.impair import Impairment, ImpairmentProxy
+from loadgen.servers.impair import Counters, Impairment, ImpairmentProxy, impair
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -230,7 +231,27 @@ def test_delays_do_not_block_other_traffic(proxies, echo):
 
 
 @pytest.mark.parametrize("distribution", ["uniform", "normal"])
-def test_jitter_spreads_the_delay(proxies, echo, distribution):
+def test_jitter_spreads_the_delay(distribution):
+    """The waits the proxy draws (its sans-I/O model, seeded as the proxy seeds it): centred on the
+    delay, spread like the distribution. Judged on the draws, not on arrival times, which a loaded
+    machine only makes later (a median measured over sockets once read 131 ms for 100)."""
+    delay, jitter, n = 0.1, 0.03, 2000
+    imp = Impairment(delay=delay, jitter=jitter, distribution=distribution)
+    rng, counters = random.Random(3), Counters()
+    waits = sorted(impair(b"datagram", imp, rng, counters)[1][0] for _ in range(n))
+    median = waits[n // 2]
+    assert abs(median - delay) < 0.005, median
+    if distribution == "uniform":
+        assert waits[0] >= delay - jitter and waits[-1] <= delay + jitter, (waits[0], waits[-1])
+    # Spread like the distribution: quartiles jitter apart (uniform), about 1.35 sd apart (normal).
+    spread = waits[3 * n // 4] - waits[n // 4]
+    expected = jitter if distribution == "uniform" else 1.35 * jitter
+    assert 0.8 * expected < spread < 1.2 * expected, spread
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "normal"])
+def test_the_proxy_holds_each_datagram_for_its_jittered_delay(proxies, echo, distribution):
+    """Over real sockets, lower bounds only (load can delay a datagram more, never less)."""
     delay, jitter, n = 0.1, 0.03, 200
     proxy = start(proxies, echo, up=Impairment(delay=delay, jitter=jitter, distribution=distribution), seed=3)
     sock = client(proxy)
@@ -238,14 +259,9 @@ def test_jitter_spreads_the_delay(proxies, echo, distribution):
     drain(sock)
     assert len(echo.received) == n
     one_way = sorted(arrived - sent[data] for data, _, arrived in echo.received)
-    median = one_way[n // 2]
-    assert abs(median - delay) < 0.015, median
+    assert one_way[n // 2] >= delay - 0.01, one_way[n // 2]
     if distribution == "uniform":
         assert one_way[0] >= delay - jitter, one_way[:5]
-    # Spread like the distribution: quartiles jitter apart (uniform), about 1.35 sd apart (normal).
-    spread = one_way[3 * n // 4] - one_way[n // 4]
-    expected = jitter if distribution == "uniform" else 1.35 * jitter
-    assert 0.6 * expected < spread < 1.6 * expected, spread
 
 
 # -- duplication, reordering, corruption, truncation ---------------------------------
