@@ -25,6 +25,7 @@ DEFAULT_PING_TEXT = "I am {name}, please, accept our ping {seq}"
 KeySourceName = Literal["key", "key_env", "key_file", "derive", "csv"]
 MasterSourceName = Literal["master", "master_env", "master_file"]
 ExpectKind = Literal["any", "echo", "regex", "prefix"]
+CoapMethod = Literal["GET", "POST", "PUT", "DELETE", "FETCH", "PATCH", "iPATCH"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +136,17 @@ class Payload:
 
 @dataclass(frozen=True, slots=True)
 class Expect:
-    """How a ping reply is judged: any reply, an echo, a regex match or a byte prefix."""
+    """How a reply is judged: any reply, an echo, a regex match (bytes, DOTALL) or a byte prefix;
+    for CoAP also the response code; for binary payloads also the request's sequence number echoed."""
 
     kind: ExpectKind = "any"
     regex: re.Pattern[bytes] | None = None
     prefix: bytes | None = None
+    code: str | None = None  # CoAP response code the reply must carry, e.g. "2.05" (CoAP requests only)
+    # The reply carries the request's sequence number (its seq_width bytes, big-endian) at this
+    # offset: a reply without it is bad, and with several requests in flight it says which one it answers.
+    seq_offset: int | None = None
+    seq_width: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +163,70 @@ class PingConfig:
     def __post_init__(self) -> None:
         if self.timeout is None:
             object.__setattr__(self, "timeout", self.interval)
+
+
+@dataclass(frozen=True, slots=True)
+class CoapRequest:
+    """One CoAP request (RFC 7252) a request step sends. Text fields are templates with the
+    payload's fields (name, seq, n, target)."""
+
+    method: CoapMethod = "GET"
+    path: str = "/"  # Uri-Path, split at "/"
+    query: tuple[str, ...] = ()  # Uri-Query options, each "k=v" (or "k")
+    payload: Payload | None = None
+    content_format: int | None = None  # Content-Format option (numeric, e.g. 0 text/plain, 50 json)
+    accept: int | None = None
+    confirmable: bool = True  # CON (retransmitted until acknowledged) or NON
+    observe: bool = False  # register (Observe: 0); notifications are counted until ``observe_for`` ends
+    observe_for: float | None = None  # seconds after which the client deregisters (None: never)
+    block_size: int | None = None  # Block2 size asked for (16..1024); None: the server's choice
+    ping: bool = False  # a CoAP ping: an empty CON, answered by RST (method/path unused)
+
+
+@dataclass(frozen=True, slots=True)
+class CoapConfig:
+    """CoAP transmission parameters (RFC 7252 section 4.8)."""
+
+    ack_timeout: float = 2.0
+    ack_random_factor: float = 1.5
+    max_retransmit: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStep:
+    """One entry of ``requests:``: what a device sends, how often, and how the reply is judged.
+
+    Exactly one of ``payload`` and ``coap``. A step runs ``once`` (right after the handshake,
+    before the others start), on its own ``interval``, or, with a ``weight``, on the section's
+    shared interval, picked by weight among the weighted steps (as Locust picks tasks).
+    """
+
+    name: str  # the stats and Locust name (default: "GET /path" for CoAP, "request N" otherwise)
+    payload: Payload | None = None
+    coap: CoapRequest | None = None
+    expect: Expect = field(default_factory=Expect)
+    interval: float | None = None
+    weight: float | None = None
+    once: bool = False
+    in_flight: int = 1  # requests of this step outstanding at once
+    timeout: float | None = None  # None: the interval (weighted steps: the shared interval)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceGroup:
+    """One class of devices in a fleet (``devices:``): how many, who they are, what they send.
+
+    ``count`` fixes the group's number of clients; else ``share`` is its weight among the groups
+    without a count. Sections left out are the scenario's own (``psk``, ``ping``, ``requests``).
+    """
+
+    name: str
+    count: int | None = None
+    share: float = 1.0
+    psk: PskConfig | None = None
+    ping: PingConfig | None = None
+    requests: tuple[RequestStep, ...] = ()
+    targets: tuple[str, ...] = ()  # target names this group talks to (empty: all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +292,9 @@ class Scenario:
     dtls: DtlsConfig = field(default_factory=DtlsConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     ping: PingConfig = field(default_factory=PingConfig)
+    requests: tuple[RequestStep, ...] = ()  # when given, replaces the ping
+    coap: CoapConfig = field(default_factory=CoapConfig)
+    devices: tuple[DeviceGroup, ...] = ()  # empty: one group, the scenario's own clients/psk/ping/requests
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
     outputs: Outputs = field(default_factory=Outputs)

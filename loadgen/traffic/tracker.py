@@ -18,7 +18,6 @@ matching a reply by an id in its payload changes :meth:`RequestTracker.receive`'
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -26,6 +25,7 @@ from loadgen.protocol.errors import BadReply, LoadgenError, PeerClosed, PingTime
 from loadgen.scenario.model import PingConfig
 from loadgen.stats.facts import PING, Finished, Sink, Started
 from loadgen.traffic.payloads import PayloadMaker, ReplyRule, payload_maker, uses_device_fields
+from loadgen.traffic.workload import Uniform
 
 
 class Matcher(Protocol):
@@ -59,6 +59,10 @@ class TrafficPlan:
             return self
         return replace(self, payload=payload_maker(self.config.payload, n=n, target=target))
 
+    def workload(self, name: str, target: str, sink: Sink, *, uniform: Uniform = random.uniform) -> RequestTracker:
+        """A fresh :class:`RequestTracker` for association ``name`` (:class:`~.workload.WorkloadPlan`)."""
+        return RequestTracker(name, target, self, sink, uniform=uniform)
+
 
 def traffic_plan(ping: PingConfig) -> TrafficPlan:
     """The one place the scenario's ``ping`` section becomes what a transport runs."""
@@ -88,7 +92,7 @@ class RequestTracker:
     """
 
     def __init__(self, name: str, target: str, plan: TrafficPlan, sink: Sink, *,
-                 uniform: Callable[[float, float], float] = random.uniform, max_in_flight: int = 1,
+                 uniform: Uniform = random.uniform, max_in_flight: int = 1,
                  kind: str = PING) -> None:
         config = plan.config
         self._name = name

@@ -13,7 +13,7 @@ import random
 
 from loadgen.protocol.credentials import Secret
 from loadgen.stats.facts import Message, Sink
-from loadgen.traffic.tracker import TrafficPlan
+from loadgen.traffic.workload import WorkloadPlan
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 
@@ -22,7 +22,7 @@ class AssociationBase:
     """The fields and the two callbacks both associations have."""
 
     def __init__(self, name: str, target: str, address: tuple[str, int], sink: Sink, *,
-                 identity: bytes | None, key: Secret | None, ping: TrafficPlan, source_address: str | None,
+                 identity: bytes | None, key: Secret | None, ping: WorkloadPlan, source_address: str | None,
                  rng: random.Random | None, message_level: int) -> None:
         self.name = name
         self.target = target

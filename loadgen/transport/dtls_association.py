@@ -38,7 +38,8 @@ from loadgen.protocol.errors import (
 from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
 from loadgen.scenario.model import DtlsConfig
 from loadgen.stats.facts import HANDSHAKE, Ended, Finished, Sink, Started
-from loadgen.traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
+from loadgen.traffic.tracker import DEFAULT_PLAN
+from loadgen.traffic.workload import Workload, WorkloadPlan
 from loadgen.transport.base import ERROR, INFO, WARNING, AssociationBase
 from loadgen.transport.fds import check_room
 
@@ -72,7 +73,7 @@ class DtlsAssociation(AssociationBase):
         identity: bytes,
         key: Secret,
         settings: DtlsConfig = DtlsConfig(),
-        ping: TrafficPlan = DEFAULT_PLAN,
+        ping: WorkloadPlan = DEFAULT_PLAN,
         source_address: str | None = None,
         rng: random.Random | None = None,
         message_level: int = INFO,
@@ -91,7 +92,7 @@ class DtlsAssociation(AssociationBase):
         self._handshake_only = False
         self._started_at = self._deadline = 0.0
         # The pings, once established (one at a time, as Qt's timer-driven client).
-        self._tracker: RequestTracker | None = None
+        self._tracker: Workload | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -202,28 +203,29 @@ class DtlsAssociation(AssociationBase):
             self._finish(None)
             return
         self._state = _ESTABLISHED
-        self._tracker = RequestTracker(self.name, self.target, self._ping, self._sink, uniform=self._uniform)
+        self._tracker = self._ping.workload(self.name, self.target, self._sink, uniform=self._uniform)
         now = time.perf_counter()
         self._tracker.start(now)
         self._send_due(self._tracker, now)
 
-    def _send_due(self, tracker: RequestTracker, now: float) -> None:
-        """Time out an unanswered ping, send the next one if it is due."""
-        payload = tracker.poll(now)
-        if payload is None:
-            return
-        assert self._engine is not None
-        try:
-            self._engine.send(payload)
-        except LoadgenError as exc:  # e.g. a payload larger than the MTU allows
-            tracker.abandon(exc)
-            raise
-        tracker.sent(self._flush())
+    def _send_due(self, tracker: Workload, now: float) -> None:
+        """Time out what is overdue, send whatever the workload has due (a ping, a CoAP ACK ...)."""
+        while (payload := tracker.poll(now)) is not None:
+            assert self._engine is not None
+            try:
+                self._engine.send(payload)
+            except LoadgenError as exc:  # e.g. a payload larger than the MTU allows
+                tracker.abandon(exc)
+                raise
+            tracker.sent(self._flush())
 
     def _on_reply(self, reply: bytes, size: int) -> None:
         tracker = self._tracker
-        if tracker is None or not tracker.receive(reply, size, time.perf_counter()):
+        now = time.perf_counter()
+        if tracker is None or not tracker.receive(reply, size, now):
             self._say(WARNING, f"unexpected or late reply of {len(reply)} bytes")
+        elif self._state == _ESTABLISHED:
+            self._send_due(tracker, now)  # the reply may call for an answer (a CoAP ACK) or free the window
 
     # -- callbacks from the loop --------------------------------------------
 

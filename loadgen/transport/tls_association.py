@@ -34,7 +34,8 @@ from loadgen.protocol.openssl.tls import SessionCache
 from loadgen.protocol.openssl.tls_contexts import TlsContext
 from loadgen.scenario.model import TlsConfig
 from loadgen.stats.facts import HANDSHAKE, Ended, Finished, Sink, Started
-from loadgen.traffic.tracker import DEFAULT_PLAN, RequestTracker, TrafficPlan
+from loadgen.traffic.tracker import DEFAULT_PLAN
+from loadgen.traffic.workload import Workload, WorkloadPlan
 from loadgen.transport.base import ERROR, INFO, WARNING, AssociationBase
 from loadgen.transport.ssl_link import State
 from loadgen.transport.ssl_socket import SslSocket
@@ -63,7 +64,7 @@ class TlsAssociation(AssociationBase):
         server_name: str | None = None,
         sessions: SessionCache | None = None,
         settings: TlsConfig = TlsConfig(),
-        ping: TrafficPlan = DEFAULT_PLAN,
+        ping: WorkloadPlan = DEFAULT_PLAN,
         source_address: str | None = None,
         rng: random.Random | None = None,
         message_level: int = INFO,
@@ -90,7 +91,7 @@ class TlsAssociation(AssociationBase):
         # When the handshake under way started, and the pings once established: anything that
         # ends the association, a bug included, closes the attempt under way exactly once.
         self._handshake_at: float | None = None
-        self._tracker: RequestTracker | None = None
+        self._tracker: Workload | None = None
 
     @property
     def pings_sent(self) -> int:
@@ -224,13 +225,11 @@ class TlsAssociation(AssociationBase):
     def _ping_loop(self) -> None:
         sock = self._sock
         assert sock is not None
-        tracker = self._tracker = RequestTracker(self.name, self.target, self._ping, self._sink,
-                                                 uniform=self._uniform)
+        tracker = self._tracker = self._ping.workload(self.name, self.target, self._sink, uniform=self._uniform)
         tracker.start(time.perf_counter())
         received_before = 0  # the bytes received before the last ping went out: its reply's come after
         while True:
-            payload = tracker.poll(time.perf_counter())
-            if payload is not None:
+            while (payload := tracker.poll(time.perf_counter())) is not None:
                 received_before = self._send_line(sock, tracker, payload)
             sock.wait_for_ready_read(max(tracker.get_timer() - time.perf_counter(), 0.0))
             while sock.can_read_line():
@@ -243,7 +242,7 @@ class TlsAssociation(AssociationBase):
                 self._ended(sock, tracker)
 
     @staticmethod
-    def _send_line(sock: SslSocket, tracker: RequestTracker, payload: bytes) -> int:
+    def _send_line(sock: SslSocket, tracker: Workload, payload: bytes) -> int:
         """Write one ping as one line; returns the bytes received before it."""
         if b"\n" in payload:
             bad = LocalProtocolError("a TLS ping is one line: the payload must not contain a newline")
@@ -254,7 +253,7 @@ class TlsAssociation(AssociationBase):
         tracker.sent(sock.bytes_sent - sent_before)
         return received_before
 
-    def _ended(self, sock: SslSocket, tracker: RequestTracker) -> None:
+    def _ended(self, sock: SslSocket, tracker: Workload) -> None:
         """The link went down under the ping loop: report and raise why."""
         if self._closed:  # close() from outside (wait() was killed): not an error
             raise gevent.GreenletExit
