@@ -48,6 +48,7 @@ class Finished:
     received_bytes: int = 0
     retransmits: int = 0
     resumed: bool = False
+    code: str | None = None  # the reply's CoAP response code ("2.05"; "RST" for a reset), None otherwise
 
 
 @dataclass(frozen=True, slots=True)
