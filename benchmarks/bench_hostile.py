@@ -40,7 +40,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gevent
@@ -207,18 +207,25 @@ class ServerPass:
         n = self.args.baseline_handshakes
         totals = StatsSink()
         ctx = dtls_contexts.client_context()
-        todo = iter(range(n))
 
-        def worker() -> None:
+        def worker(todo: Iterator[int]) -> None:
             for i in todo:
                 DtlsAssociation(f"base-{i}", "s", self.server.address, ctx, totals, identity=b"base-%d" % i,
                                 key=self.key, message_level=logging.ERROR).handshake_once()
 
         cpu0 = self.cpu()
-        gevent.joinall([gevent.spawn(worker) for _ in range(10)])
+        done = 0
+        # The server's CPU clock ticks every 10 ms: batches of n until it has ticked ten times,
+        # so that a small --baseline-handshakes still measures something (it read 0 and divided by it).
+        while done == 0 or (self.cpu() - cpu0 < 0.1 and done < 50 * n):
+            done += n
+            todo = iter(range(done - n, done))  # shared: the ten workers take turns
+            gevent.joinall([gevent.spawn(worker, todo) for _ in range(10)])
         per_datagram = (self.cpu() - cpu0) / max(totals.handshakes.completed * 4, 1)
+        if per_datagram <= 0:
+            raise SystemExit("the baseline measured no server CPU: raise --baseline-handshakes")
         report(f"baseline: server CPU per legitimate handshake datagram: {per_datagram * 1e6:.1f} us "
-               f"({totals.handshakes.completed}/{n} handshakes)")
+               f"({totals.handshakes.completed}/{done} handshakes)")
         return per_datagram
 
     def handshake_fuzz(self, baseline: float) -> None:
