@@ -137,12 +137,14 @@ class CoapEndpoint:
         self._drop(ex)
 
     def fail_all(self) -> list[Exchange]:
-        """Forget everything under way (the association ended); returns what was."""
+        """Forget everything under way (the association ended); returns the requests that
+        awaited their response (not observations, nor their deregistrations)."""
         under_way = list(self._exchanges.values())
+        awaiting = [ex for ex in under_way if ex.state != OBSERVING and ex.parent is None]
         for ex in under_way:
             self._drop(ex)
         self._out.clear()
-        return under_way
+        return awaiting
 
     def pop_datagram(self) -> tuple[bytes, Exchange | None] | None:
         """The next datagram to send and the exchange it belongs to (None: an ACK or RST of
@@ -290,8 +292,9 @@ class CoapEndpoint:
     def _notification(self, ex: Exchange, msg: m.Message, now: float) -> list[Event]:
         observe = msg.option(m.OBSERVE)
         if observe is None or not 64 <= msg.code < 96:  # the server ended the observation
-            if ex.state == OBSERVING:
-                self._drop(ex)
+            if ex.state != OBSERVING:
+                return []  # being deregistered: the deregistration's response ends it
+            self._drop(ex)
             return [ObserveEnded(ex)]
         seq = m.decode_uint(observe[:3])
         last = ex.observe_seq
