@@ -50,6 +50,8 @@ INF = float("inf")
 OBSERVE_FRESH_AFTER = 128.0
 _SEQ_HALF = 1 << 23
 _DEREGISTER = m.encode_uint(1)
+#: ACKs and RSTs of ours queued at most (requests are bounded by ``max_exchanges``).
+MAX_ANSWERS = 64
 #: RFC 7252's transmission parameters.
 DEFAULT_CONFIG = CoapConfig()
 
@@ -192,7 +194,7 @@ class CoapEndpoint:
         seen = self._seen.get(msg.mid)
         if seen is not None and seen[0] > now:
             if seen[1] is not None:
-                self._out.append((seen[1], None))  # the ACK (or RST) again: ours was lost
+                self._answer(seen[1])  # the ACK (or RST) again: ours was lost
             return []
         if not 64 <= msg.code < 192:  # an empty CON/NON (a ping), a request: we serve nothing
             return self._reject(msg, now, f"{m.TYPE_NAMES[msg.mtype]} with code {msg.code_text} to a client")
@@ -317,7 +319,7 @@ class CoapEndpoint:
         if msg.mtype == m.CON:
             rst = m.empty(m.RST, msg.mid)
             self._remember(msg.mid, rst, now)
-            self._out.append((rst, None))
+            self._answer(rst)
         return [Unmatched(reason)]
 
     def _remember(self, mid: int, answer: bytes | None, now: float) -> None:
@@ -328,7 +330,13 @@ class CoapEndpoint:
         seen.pop(mid, None)
         seen[mid] = (now + self._lifetime, answer)
         if answer is not None and answer[0] >> 4 & 3 == m.ACK:
-            self._out.append((answer, None))
+            self._answer(answer)
+
+    def _answer(self, datagram: bytes) -> None:
+        """Queue an ACK or RST of ours, unless ``MAX_ANSWERS`` wait already: a peer flooding us
+        between two polls gets no more (they are best effort: its retransmission asks again)."""
+        if len(self._out) < MAX_ANSWERS:
+            self._out.append((datagram, None))
 
     def _fail(self, ex: Exchange, error: LoadgenError) -> Event:
         """``ex`` fails: a request's :class:`Failed`; an observation's (or its deregistration's) end."""
