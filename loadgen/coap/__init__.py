@@ -4,8 +4,8 @@
 - :mod:`.exchange`: :class:`Request` (what to send), :class:`Exchange` (one under way) and the events;
 - :mod:`.endpoint`: :class:`CoapEndpoint`, the sans-I/O client (ids, tokens, ACKs, retransmission,
   duplicates, ping, Observe, Block2), for any caller that owns a socket and a clock;
-- :mod:`.schedule`, :mod:`.plan`, :mod:`.workload`: :class:`CoapPlan` / :class:`CoapWorkload`, the
-  ``requests:`` steps with ``coap:`` as the DTLS transport runs them.
+- :mod:`.plan`, :mod:`.workload`: :class:`CoapPlan` / :class:`CoapWorkload`, the ``requests:`` steps
+  with ``coap:`` as the DTLS transport runs them (scheduled by :mod:`loadgen.traffic.schedule`).
 """
 
 from loadgen.coap.endpoint import CoapEndpoint

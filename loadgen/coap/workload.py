@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 from loadgen.coap import message as m
 from loadgen.coap.endpoint import CoapEndpoint
 from loadgen.coap.exchange import OBSERVING, Event, Exchange, Failed, Notification, ObserveEnded, Response
-from loadgen.coap.schedule import StepSchedule
 from loadgen.protocol.errors import BadReply, CoapReset, CoapTimeout, LoadgenError, PeerClosed
 from loadgen.stats.facts import Finished, Sink, Started
+from loadgen.traffic.schedule import StepSchedule
 from loadgen.traffic.workload import Uniform
 
 if TYPE_CHECKING:
