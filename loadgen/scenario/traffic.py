@@ -218,7 +218,8 @@ COAP = section(
 def _build_step(ctx: Ctx, rec: Fields) -> m.RequestStep:
     v = rec.values
     exactly_one(ctx, rec, ("payload", "coap"))
-    schedule = [key for key in ("interval", "weight", "once") if key in v and (key != "once" or v[key])]
+    schedule = sorted((key for key in ("interval", "weight", "once") if key in v and (key != "once" or v[key])),
+                      key=lambda key: rec.nodes[key].start_mark.index)  # in file order: the error points at the later
     if len(schedule) > 1:
         got = " and ".join(schedule)
         ctx.fail(*rec.at(schedule[1]), f"expected at most one of interval, weight, once: true, got {got}")
