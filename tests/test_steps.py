@@ -95,19 +95,20 @@ def test_once_goes_first_and_alone_then_each_interval_step_on_its_own_interval()
     assert sink.exact("config") == (2, 1, 0) and w.requests_sent == 6 and w.outstanding == 2
 
 
-def test_a_once_step_that_times_out_still_lets_the_others_start() -> None:
+def test_once_steps_go_together_and_one_that_times_out_still_lets_the_others_start() -> None:
     sink = Facts()
-    second = RequestStep("second", payload=text("S {seq}"), once=True, expect=Expect("echo"))
+    second = RequestStep("second", payload=text("S {seq}"), once=True, expect=Expect("echo"), timeout=5.0)
     w = workload(sink, REGISTER, second, TELEMETRY)
     w.start(0.0)
-    assert drain(w, 0.0) == [b"REG dev-1 1"]
-    assert drain(w, 2.0) == [b"S 2"]  # the register timed out at 2.0 (ping timeout): the next once step goes
+    assert drain(w, 0.0) == [b"REG dev-1 1", b"S 2"]  # every once step right after the handshake
+    assert drain(w, 2.0) == []  # the register timed out at 2.0 (the ping's timeout); "second" is still out
     (timeout,) = sink.finished
     assert timeout.kind == "register" and timeout.error is not None and timeout.error.code == "ping-timeout"
-    assert not w.receive(b"REG dev-1 1", 11, 2.1)  # its late reply: not counted again
-    assert w.receive(b"S 2", 3, 2.2)
-    assert drain(w, 2.2) == [b"T 3"]
+    assert not w.receive(b"REG dev-1 1", 11, 2.1)  # its late reply: not counted again, nor taken as S's
+    assert w.receive(b"S 2", 3, 2.5)  # replies come in order: S's after the register's
+    assert drain(w, 2.5) == [b"T 3"]  # every once step has ended: the others begin
     assert sink.exact("register") == (1, 0, 1) and sink.exact("second") == (1, 1, 0)
+    assert sink.exact("telemetry") == (1, 0, 0)
 
 
 def test_in_flight_lets_a_step_have_several_outstanding_and_a_full_window_waits() -> None:
@@ -199,7 +200,7 @@ def test_each_step_times_out_on_its_own_timeout_earliest_first_and_max_missed_en
 def test_weighted_steps_share_the_ping_interval_and_are_picked_by_weight() -> None:
     sink = Facts()
     heavy = RequestStep("heavy", payload=text("H"), weight=3.0)
-    light = RequestStep("light", payload=text("L"))  # neither interval, weight nor once: weight 1
+    light = RequestStep("light", payload=text("L"), weight=1.0)
     ping = PingConfig(interval=1.0, jitter=0.0, timeout=0.5)
     draws = iter([0.5, 3.5, 2.9, 3.0])  # uniform(0, 4): below 3 picks heavy
 
@@ -216,6 +217,17 @@ def test_weighted_steps_share_the_ping_interval_and_are_picked_by_weight() -> No
         assert w.get_timer() == now + 1.0  # the shared interval
     assert picked == [b"H", b"L", b"H", b"L"]
     assert sink.exact("heavy") == (2, 2, 0) and sink.exact("light") == (2, 2, 0)
+
+
+def test_a_step_with_no_interval_weight_or_once_runs_on_the_ping_interval_with_its_timeout() -> None:
+    sink = Facts()
+    w = workload(sink, RequestStep("a", payload=text("A")), RequestStep("b", payload=text("B")),
+                 ping=PingConfig(interval=2.0, jitter=0.0, timeout=0.5))
+    w.start(0.0)
+    assert drain(w, 0.0) == [b"A", b"B"]  # each on its own timer, both every ping.interval
+    assert w.get_timer() == 0.5  # and the ping's timeout
+    assert drain(w, 0.5) == [] and [f.error.code for f in sink.finished if f.error] == ["ping-timeout"] * 2
+    assert w.get_timer() == 2.0 and drain(w, 2.0) == [b"A", b"B"]
 
 
 def test_a_pick_whose_window_is_full_waits_for_room_without_spinning() -> None:
@@ -301,3 +313,21 @@ def test_build_plan_picks_the_ping_or_the_steps_and_device_payloads() -> None:
     assert own is not plan and own.steps[0].make("x", 3) == b"gw2/7 3" and own.steps[1] is plan.steps[1]
     shared = build_plan(PING, (TELEMETRY, CONFIG))
     assert shared.for_device(n=7, target="gw2") is shared
+
+
+def test_build_plan_gives_coap_steps_to_the_coap_plan() -> None:
+    from loadgen.protocol.errors import ConfigError
+    from loadgen.scenario.model import CoapRequest
+
+    steps = (RequestStep("GET /time", coap=CoapRequest(path="/time"), interval=1.0),)
+    with pytest.raises(ConfigError, match="cannot be mixed"):
+        build_plan(PING, (*steps, TELEMETRY))
+    try:
+        from loadgen.coap.plan import CoapPlan
+    except ImportError:  # before the CoAP package is merged
+        with pytest.raises(ConfigError, match="CoAP request steps need loadgen.coap.plan"):
+            build_plan(PING, steps)
+        return
+
+    plan = build_plan(PING, steps)
+    assert isinstance(plan, CoapPlan) and plan.ping == PING

@@ -86,22 +86,25 @@ class ReplyRule:
             return cls("prefix", prefix=expect.prefix, seq_offset=offset, seq_width=width)
         return cls(expect.kind, seq_offset=offset, seq_width=width)
 
-    def check(self, request: bytes, reply: bytes, seq: int) -> str | None:
-        """None when ``reply`` is a valid answer to ``request`` (number ``seq``), else why it is not."""
+    def accepts(self, request: bytes, reply: bytes) -> bool:
+        """True when ``reply``'s bytes meet the rule (any, echo of ``request``, prefix, regex); the
+        sequence number is :meth:`check`'s (CoAP judges its response payloads with this alone)."""
         kind = self.kind
         if kind == "any":
-            ok = True
-        elif kind == "echo":
-            ok = reply == request
-        elif kind == "prefix":
-            ok = reply.startswith(self.prefix)
-        elif kind == "regex":
+            return True
+        if kind == "echo":
+            return reply == request
+        if kind == "prefix":
+            return reply.startswith(self.prefix)
+        if kind == "regex":
             assert self.regex is not None
-            ok = self.regex.search(reply) is not None
-        else:
-            raise ValueError(f"unknown reply rule {kind!r}")
-        if not ok:
-            return f"reply of {len(reply)} bytes does not match rule {kind}"
+            return self.regex.search(reply) is not None
+        raise ValueError(f"unknown reply rule {kind!r}")
+
+    def check(self, request: bytes, reply: bytes, seq: int) -> str | None:
+        """None when ``reply`` is a valid answer to ``request`` (number ``seq``), else why it is not."""
+        if not self.accepts(request, reply):
+            return f"reply of {len(reply)} bytes does not match rule {self.kind}"
         if self.seq_offset is None:
             return None
         echoed = self.echoed(reply)

@@ -25,10 +25,13 @@ def build_plan(ping: PingConfig, requests: tuple[RequestStep, ...] = (),
 
 
 def _coap_plan(ping: PingConfig, requests: tuple[RequestStep, ...], coap: CoapConfig) -> WorkloadPlan:
-    """CoAP's plan, imported here: only CoAP runs load the CoAP package."""
+    """CoAP's plan (:class:`loadgen.coap.plan.CoapPlan`), imported here: only CoAP runs load the CoAP package."""
     try:
-        from loadgen.coap import CoapPlan  # type: ignore[attr-defined, unused-ignore]
+        from loadgen.coap.plan import CoapPlan  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
-        raise ConfigError("CoAP request steps need loadgen.coap's CoapPlan, which this build lacks") from None
-    plan: WorkloadPlan = CoapPlan(ping, requests, coap)
+        raise ConfigError("CoAP request steps need loadgen.coap.plan, which this build lacks") from None
+    try:
+        plan: WorkloadPlan = CoapPlan.build(requests, coap, ping)
+    except ValueError as exc:
+        raise ConfigError(f"requests: {exc}") from None
     return plan

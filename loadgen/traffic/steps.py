@@ -3,10 +3,11 @@
 The scenario's ``requests:`` list, when its steps carry payloads, becomes a :class:`StepsPlan`
 and, per association, a :class:`StepsWorkload` (a :class:`~.workload.Workload`):
 
-- ``once`` steps go first, right after the handshake, one after another in list order, each
-  when the one before has ended (answered, failed or timed out): "register, then report";
-- then every ``interval`` step runs on its own interval, and the weighted steps share the ping
-  section's interval: at each tick one of them is picked by weight (as Locust picks tasks);
+- ``once`` steps go first, right after the handshake (one request each); the other steps
+  begin when every once step has ended (answered, failed or timed out): "register, then report";
+- then every other step runs on its own interval (``interval``, by default the ping section's),
+  and the ``weight`` steps share the ping section's interval: at each tick one of them is picked
+  by weight (as Locust picks tasks); :class:`~.schedule.StepSchedule` (CoAP's too) says when;
 - a step has up to ``in_flight`` requests outstanding; while its window is full it waits.
 
 One sequence number counts the requests of an association across all its steps (1, 2, 3 ...):
@@ -22,16 +23,15 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Literal
 
 from loadgen.protocol.errors import LoadgenError
 from loadgen.scenario.model import PingConfig, RequestStep
 from loadgen.stats.facts import Sink, Started
 from loadgen.traffic.payloads import PayloadMaker, ReplyRule, payload_maker, uses_device_fields
+from loadgen.traffic.schedule import StepSchedule
 from loadgen.traffic.tracker import Request, RequestBook
 from loadgen.traffic.workload import Uniform
 
-Mode = Literal["once", "interval", "weight"]
 #: Timed-out requests remembered so that their late replies are told from bad ones.
 LATE_KEPT = 16
 _INF = float("inf")
@@ -42,12 +42,9 @@ class PlainStep:
     """One request step, built: what it sends, when, and how its replies are judged."""
 
     name: str
-    step: RequestStep  # as the scenario gave it (for per-device payloads)
+    step: RequestStep  # as the scenario gave it (for the schedule and per-device payloads)
     make: PayloadMaker
     rule: ReplyRule
-    mode: Mode
-    interval: float  # its own (interval steps) or the shared one (weighted steps); unused for once
-    weight: float
     in_flight: int
     timeout: float
 
@@ -59,15 +56,12 @@ class PlainStep:
 
 
 def plain_step(step: RequestStep, ping: PingConfig) -> PlainStep:
-    """``step`` built with the ping section's shared interval and timeout as its defaults."""
+    """``step`` built; its timeout is by default its own interval, else the ping section's timeout."""
     assert step.payload is not None, "a plain step carries a payload"
-    mode: Mode = "once" if step.once else "interval" if step.interval is not None else "weight"
-    interval = step.interval if step.interval is not None else ping.interval
-    default_timeout = interval if mode == "interval" else ping.timeout
-    timeout = step.timeout if step.timeout is not None else default_timeout
+    timeout = step.timeout if step.timeout is not None else step.interval or ping.timeout
     assert timeout is not None  # PingConfig fills its timeout in
-    return PlainStep(step.name, step, payload_maker(step.payload), ReplyRule.expecting(step.expect), mode, interval,
-                     step.weight if step.weight is not None else 1.0, 1 if step.once else step.in_flight, timeout)
+    return PlainStep(step.name, step, payload_maker(step.payload), ReplyRule.expecting(step.expect),
+                     1 if step.once else step.in_flight, timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +70,7 @@ class StepsPlan:
     device, when a payload text names the device: see :meth:`for_device`)."""
 
     steps: tuple[PlainStep, ...]
+    interval: float  # the ping section's: the weighted steps' and the default interval
     jitter: float  # the ping section's: a fraction of each interval, applied +-
     max_missed: int
 
@@ -97,19 +92,19 @@ class StepsPlan:
 def steps_plan(ping: PingConfig, requests: tuple[RequestStep, ...]) -> StepsPlan:
     """The plan for plain request steps; the ping section gives the shared interval, the jitter,
     the default timeout and ``max_missed``."""
-    return StepsPlan(tuple(plain_step(step, ping) for step in requests), ping.jitter, ping.max_missed)
+    return StepsPlan(tuple(plain_step(step, ping) for step in requests), ping.interval, ping.jitter, ping.max_missed)
 
 
 class _Step:
     """One step's state in one association."""
 
-    __slots__ = ("spec", "started", "outstanding", "next")
+    __slots__ = ("index", "spec", "started", "outstanding")
 
-    def __init__(self, spec: PlainStep, target: str) -> None:
+    def __init__(self, index: int, spec: PlainStep, target: str) -> None:
+        self.index = index  # in the plan (and the schedule)
         self.spec = spec
         self.started = Started(spec.name, target)  # the same (frozen) fact for every request: made once
         self.outstanding = 0
-        self.next = _INF  # when its next request is due (interval steps)
 
 
 class _StepRequest(Request):
@@ -132,14 +127,9 @@ class StepsWorkload(RequestBook):
                  uniform: Uniform = random.uniform) -> None:
         super().__init__(target, sink, plan.max_missed, "request")
         self._name = name
-        self._uniform = uniform
-        self._jitter = plan.jitter
-        states = [_Step(spec, target) for spec in plan.steps]
-        self._once = deque(s for s in states if s.spec.mode == "once")  # still to send, in list order
-        self._timed = [s for s in states if s.spec.mode == "interval"]
-        self._weighted = [s for s in states if s.spec.mode == "weight"]
-        self._total_weight = sum(s.spec.weight for s in self._weighted)
-        self._shared = self._weighted[0].spec.interval if self._weighted else _INF
+        self._states = states = [_Step(i, spec, target) for i, spec in enumerate(plan.steps)]
+        self._schedule = StepSchedule([spec.step for spec in plan.steps], shared_interval=plan.interval,
+                                      jitter=plan.jitter, uniform=uniform)
         # Distinct places where replies echo the sequence number (usually one, often none).
         self._layouts = sorted({s.spec.echo for s in states if s.spec.echo is not None})
         self._by_echo: dict[tuple[int, int, bytes], _StepRequest] = {}
@@ -147,35 +137,17 @@ class StepsWorkload(RequestBook):
         self._late: deque[_StepRequest] = deque(maxlen=LATE_KEPT)
         self._seq = 0
         self._last: _StepRequest | None = None  # what the last poll returned
-        self._waiting: _StepRequest | None = None  # the once request outstanding
-        self._once_due = _INF
-        self._tick = _INF  # when the weighted steps' next pick is due
-        self._picked: _Step | None = None  # picked, waiting for room in its window
         self._deadline = _INF  # the earliest deadline outstanding
 
     # -- the Workload protocol ------------------------------------------------
 
     def start(self, now: float) -> None:
-        """The association is up: the once steps are due at once, else the periodic ones."""
-        if self._once:
-            self._once_due = now
-        else:
-            self._begin_periodic(now)
+        """The association is up: the once steps are due at once, else the others."""
+        self._schedule.start(now)
 
     def get_timer(self) -> float:
         """When :meth:`poll` has something to do next (a deadline or a request due); inf: nothing."""
-        due = self._deadline
-        if self._waiting is not None:
-            return due
-        if self._once:
-            return min(due, self._once_due)
-        for state in self._timed:
-            if state.next < due and state.outstanding < state.spec.in_flight:
-                due = state.next
-        picked = self._picked
-        if picked is None or picked.outstanding < picked.spec.in_flight:
-            due = min(due, self._tick)
-        return due
+        return min(self._deadline, self._schedule.next_time(self._open))
 
     def poll(self, now: float) -> bytes | None:
         """Time out what is overdue, then begin the next request due and return its payload (None: nothing to send).
@@ -184,26 +156,12 @@ class StepsWorkload(RequestBook):
         """
         if now >= self._deadline:
             self._expire(now)
-        if self._waiting is not None:
+        index = self._schedule.due(now, self._open)
+        if index is None:
             return None
-        if self._once:
-            if now < self._once_due:
-                return None
-            self._waiting = self._begin(self._once.popleft(), now)
-            return self._waiting.payload
-        for state in self._timed:
-            if state.next <= now and state.outstanding < state.spec.in_flight:
-                state.next = max(state.next + self._spaced(state.spec.interval), now)
-                return self._begin(state, now).payload
-        if now < self._tick:
-            return None
-        state = self._picked or self._pick()
-        if state.outstanding >= state.spec.in_flight:
-            self._picked = state  # hold the pick until its window has room
-            return None
-        self._picked = None
-        self._tick = max(self._tick + self._spaced(self._shared), now)
-        return self._begin(state, now).payload
+        request = self._begin(self._states[index], now)
+        self._schedule.sent(index, now)
+        return request.payload
 
     def sent(self, size: int) -> None:
         """The payload :meth:`poll` returned went out as ``size`` bytes on the wire."""
@@ -235,29 +193,10 @@ class StepsWorkload(RequestBook):
 
     # -- helpers --------------------------------------------------------------
 
-    def _begin_periodic(self, now: float) -> None:
-        """The once steps are over: every interval step is due now, and the first weighted pick."""
-        for state in self._timed:
-            state.next = now
-        if self._weighted:
-            self._tick = now
-
-    def _spaced(self, interval: float) -> float:
-        """``interval`` with its jitter drawn."""
-        spread = interval * self._jitter
-        return interval + self._uniform(-spread, spread) if spread else interval
-
-    def _pick(self) -> _Step:
-        """A weighted step, drawn by weight."""
-        weighted = self._weighted
-        if len(weighted) == 1:
-            return weighted[0]
-        point = self._uniform(0.0, self._total_weight)
-        for state in weighted:
-            point -= state.spec.weight
-            if point < 0:
-                return state
-        return weighted[-1]
+    def _open(self, index: int) -> bool:
+        """Whether step ``index`` has room in its window."""
+        state = self._states[index]
+        return state.outstanding < state.spec.in_flight
 
     def _begin(self, state: _Step, now: float) -> _StepRequest:
         """A new request of ``state``'s step: numbered, reported as started, outstanding."""
@@ -315,11 +254,8 @@ class StepsWorkload(RequestBook):
             self._by_echo.pop((*echo, request.key), None)
         if request.deadline <= self._deadline:
             self._deadline = min((r.deadline for r in self._in_flight.values()), default=_INF)
-        if request is self._waiting:
-            self._waiting = None
-            self._once_due = now
-            if not self._once:
-                self._begin_periodic(now)
+        if state.spec.step.once:
+            self._schedule.once_ended(now)
 
     def _expire(self, now: float) -> None:
         """Fail the requests whose deadline passed, earliest first (the steps' timeouts differ)."""
@@ -331,11 +267,8 @@ class StepsWorkload(RequestBook):
             self._timed_out(request, request.state.spec.timeout, now)
 
     def _clear(self) -> None:
-        for state in (*self._timed, *self._weighted):
+        for state in self._states:
             state.outstanding = 0
         self._by_echo.clear()
         self._fifo = 0
         self._deadline = _INF
-        if self._waiting is not None:
-            self._waiting.state.outstanding = 0
-            self._waiting = None
