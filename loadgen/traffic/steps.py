@@ -98,10 +98,9 @@ def steps_plan(ping: PingConfig, requests: tuple[RequestStep, ...]) -> StepsPlan
 class _Step:
     """One step's state in one association."""
 
-    __slots__ = ("index", "spec", "started", "outstanding")
+    __slots__ = ("spec", "started", "outstanding")
 
-    def __init__(self, index: int, spec: PlainStep, target: str) -> None:
-        self.index = index  # in the plan (and the schedule)
+    def __init__(self, spec: PlainStep, target: str) -> None:
         self.spec = spec
         self.started = Started(spec.name, target)  # the same (frozen) fact for every request: made once
         self.outstanding = 0
@@ -127,7 +126,7 @@ class StepsWorkload(RequestBook):
                  uniform: Uniform = random.uniform) -> None:
         super().__init__(target, sink, plan.max_missed, "request")
         self._name = name
-        self._states = states = [_Step(i, spec, target) for i, spec in enumerate(plan.steps)]
+        self._states = states = [_Step(spec, target) for spec in plan.steps]  # as the schedule's indices
         self._schedule = StepSchedule([spec.step for spec in plan.steps], shared_interval=plan.interval,
                                       jitter=plan.jitter, uniform=uniform)
         # Distinct places where replies echo the sequence number (usually one, often none).
@@ -242,7 +241,7 @@ class StepsWorkload(RequestBook):
         return any(r.state.spec.rule.names(r.payload, r.seq, reply) for r in self._late)
 
     def _forget(self, request: _StepRequest, now: float) -> None:
-        """``request`` is over: it is no longer outstanding; a once step's end lets the next one go."""
+        """``request`` is over: it is no longer outstanding (a once step's end counts toward the others' start)."""
         del self._in_flight[request.seq]
         state = request.state
         state.outstanding -= 1
