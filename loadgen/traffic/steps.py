@@ -45,7 +45,6 @@ class PlainStep:
     step: RequestStep  # as the scenario gave it (for the schedule and per-device payloads)
     make: PayloadMaker
     rule: ReplyRule
-    in_flight: int
     timeout: float
 
     @property
@@ -60,8 +59,7 @@ def plain_step(step: RequestStep, ping: PingConfig) -> PlainStep:
     assert step.payload is not None, "a plain step carries a payload"
     timeout = step.timeout if step.timeout is not None else step.interval or ping.timeout
     assert timeout is not None  # PingConfig fills its timeout in
-    return PlainStep(step.name, step, payload_maker(step.payload), ReplyRule.expecting(step.expect),
-                     1 if step.once else step.in_flight, timeout)
+    return PlainStep(step.name, step, payload_maker(step.payload), ReplyRule.expecting(step.expect), timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +96,12 @@ def steps_plan(ping: PingConfig, requests: tuple[RequestStep, ...]) -> StepsPlan
 class _Step:
     """One step's state in one association."""
 
-    __slots__ = ("spec", "started", "outstanding")
+    __slots__ = ("index", "spec", "started")
 
-    def __init__(self, spec: PlainStep, target: str) -> None:
+    def __init__(self, index: int, spec: PlainStep, target: str) -> None:
+        self.index = index  # in the plan and the schedule (whose ``busy`` counts its requests outstanding)
         self.spec = spec
         self.started = Started(spec.name, target)  # the same (frozen) fact for every request: made once
-        self.outstanding = 0
 
 
 class _StepRequest(Request):
@@ -126,7 +124,7 @@ class StepsWorkload(RequestBook):
                  uniform: Uniform = random.uniform) -> None:
         super().__init__(target, sink, plan.max_missed, "request")
         self._name = name
-        self._states = states = [_Step(spec, target) for spec in plan.steps]  # as the schedule's indices
+        self._states = states = [_Step(i, spec, target) for i, spec in enumerate(plan.steps)]
         self._schedule = StepSchedule([spec.step for spec in plan.steps], shared_interval=plan.interval,
                                       jitter=plan.jitter, uniform=uniform)
         # Distinct places where replies echo the sequence number (usually one, often none).
@@ -146,7 +144,7 @@ class StepsWorkload(RequestBook):
 
     def get_timer(self) -> float:
         """When :meth:`poll` has something to do next (a deadline or a request due); inf: nothing."""
-        return min(self._deadline, self._schedule.next_time(self._open))
+        return min(self._deadline, self._schedule.next_time())
 
     def poll(self, now: float) -> bytes | None:
         """Time out what is overdue, then begin the next request due and return its payload (None: nothing to send).
@@ -155,7 +153,7 @@ class StepsWorkload(RequestBook):
         """
         if now >= self._deadline:
             self._expire(now)
-        index = self._schedule.due(now, self._open)
+        index = self._schedule.due(now)
         if index is None:
             return None
         request = self._begin(self._states[index], now)
@@ -192,11 +190,6 @@ class StepsWorkload(RequestBook):
 
     # -- helpers --------------------------------------------------------------
 
-    def _open(self, index: int) -> bool:
-        """Whether step ``index`` has room in its window."""
-        state = self._states[index]
-        return state.outstanding < state.spec.in_flight
-
     def _begin(self, state: _Step, now: float) -> _StepRequest:
         """A new request of ``state``'s step: numbered, reported as started, outstanding."""
         self._seq = seq = self._seq + 1
@@ -206,7 +199,7 @@ class StepsWorkload(RequestBook):
         request = _StepRequest(seq, spec.make(self._name, seq), now, state, key)
         self._sink.record(state.started)
         self._in_flight[seq] = request
-        state.outstanding += 1
+        self._schedule.busy[state.index] += 1
         if echo is None:
             self._fifo += 1
         else:
@@ -244,7 +237,7 @@ class StepsWorkload(RequestBook):
         """``request`` is over: it is no longer outstanding (a once step's end counts toward the others' start)."""
         del self._in_flight[request.seq]
         state = request.state
-        state.outstanding -= 1
+        self._schedule.busy[state.index] -= 1
         if request.key is None:
             self._fifo -= 1
         else:
@@ -266,8 +259,8 @@ class StepsWorkload(RequestBook):
             self._timed_out(request, request.state.spec.timeout, now)
 
     def _clear(self) -> None:
-        for state in self._states:
-            state.outstanding = 0
+        busy = self._schedule.busy
+        busy[:] = [0] * len(busy)
         self._by_echo.clear()
         self._fifo = 0
         self._deadline = _INF
