@@ -209,3 +209,49 @@ def test_a_plan_of_its_own_only_for_a_text_that_names_the_device() -> None:
     assert own is not named and own.payload("dev-7", 3) == b"gw/7: dev-7 #3"
     binary = traffic_plan(PingConfig(payload=Payload(text=None, data=b"\x40\x00\x00\x00", seq_offset=2)))
     assert binary.for_device(n=1, target="gw") is binary and binary.payload("d", 258) == b"\x40\x00\x01\x02"
+
+
+BINARY_PING = """name: t
+clients: {count: 1}
+run_time: 1s
+psk: {key: "00112233"}
+ping:
+  interval: 1s
+  jitter: 0
+  payload: {hex: "40010000", seq_offset: 2}
+"""
+
+
+@pytest.mark.parametrize("expect", [
+    'expect: {regex: "^\\\\x60\\\\x01..$"}',  # '.' must match 0x0a: DOTALL
+    "expect: {prefix: '60', seq_offset: 2}",  # the message id echoed (its width: the payload's)
+    'expect: {regex: "^`.{3}", seq_offset: 2, seq_width: 2}',
+])
+def test_a_binary_ping_whose_tenth_reply_carries_0x0a_passes(expect: str) -> None:
+    from loadgen.scenario import parse_scenario
+
+    scenario = parse_scenario(BINARY_PING + "  " + expect + "\n", "binary.yaml")
+    sink = Facts()
+    t = RequestTracker("dev-1", "gw", traffic_plan(scenario.ping), sink)
+    t.start(0.0)
+    replies = []
+    for i in range(12):
+        ping = send(t, float(i))
+        replies.append(b"\x60" + ping[1:])  # an ACK with the ping's message id
+        assert t.receive(replies[-1], 4, i + 0.1)
+    assert replies[9] == b"\x60\x01\x00\x0a"
+    assert [f.error for f in sink.finished] == [None] * 12
+
+
+def test_a_reply_echoing_another_message_id_is_bad_and_the_late_one_is_not_counted() -> None:
+    sink = Facts()
+    config = PingConfig(interval=1.0, jitter=0.0, timeout=0.5, expect=Expect(seq_offset=2),
+                        payload=Payload(text=None, data=b"\x40\x01\x00\x00", seq_offset=2))
+    t = RequestTracker("dev-1", "gw", traffic_plan(config), sink)
+    t.start(0.0)
+    send(t, 0.0)  # times out at 0.5
+    send(t, 1.0)
+    assert not t.receive(b"\x60\x01\x00\x01", 4, 1.1)  # the first's late reply: not the second's answer
+    assert t.receive(b"\x60\x01\x00\x07", 4, 1.2)  # nobody's: the second fails
+    errors = [str(f.error) for f in sink.finished]
+    assert "ping-timeout" in errors[0] and "sequence number 7 at byte 2, expected 2" in errors[1]

@@ -31,7 +31,8 @@ from loadgen.scenario import Scenario, Target
 from loadgen.scenario.model import TlsConfig
 from loadgen.stats.facts import FanOut, Finished, LogSink, Sink
 from loadgen.stats.sink import StatsSink
-from loadgen.traffic.tracker import TrafficPlan, traffic_plan
+from loadgen.traffic.plans import build_plan
+from loadgen.traffic.workload import WorkloadPlan
 from loadgen.transport.dtls_association import DtlsAssociation
 from loadgen.transport.tls_association import TlsAssociation
 
@@ -120,7 +121,7 @@ class Session:
         self.tls_context = client_context(tls_options(t), psk_mode=self.tls_psk) if "tls" in protocols else None
         # The associations take the scenario's dtls and tls sections as they are; the ping section,
         # built once, serves every device (a device whose ping text names it gets its own: for_device).
-        self.ping = traffic_plan(scenario.ping)
+        self.ping = build_plan(scenario.ping, scenario.requests, scenario.coap)
         # Qt-style info messages are only built when the log would show them (-v).
         self.message_level = logging.getLogger("loadgen").getEffectiveLevel()
         self._counter = itertools.count()
@@ -194,7 +195,7 @@ class Session:
         return identity, key
 
     def _tls_factory(self, name: str, endpoint: Endpoint, sink: Sink, identity: bytes | None, key: Secret | None,
-                     ping: TrafficPlan, source: str | None) -> Callable[[], TlsAssociation]:
+                     ping: WorkloadPlan, source: str | None) -> Callable[[], TlsAssociation]:
         tls_context = self.tls_context
         assert tls_context is not None
         sessions = SessionCache(maxsize=1)  # this device's session, resumed by its reconnects

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import cast
 
 import yaml
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import MappingNode
 
 from loadgen.protocol.credentials import (
     CSV_FILE_CAP,
@@ -54,12 +54,15 @@ from loadgen.scenario.scalars import (
     hex_bytes,
     integer,
     number,
-    regex,
     regular_file,
     string,
     template,
     version,
 )
+from loadgen.scenario.traffic import COAP as _COAP
+from loadgen.scenario.traffic import PING as _PING
+from loadgen.scenario.traffic import check_request_targets
+from loadgen.scenario.traffic import requests as _REQUESTS
 
 #: Largest scenario file read. 40,000 targets take about 2 MB of YAML and validate in seconds;
 #: PyYAML builds about 1 KiB of nodes per short line, so 64 MiB already means a GB of memory.
@@ -118,37 +121,6 @@ def _build_tls(ctx: Ctx, rec: Fields) -> m.TlsConfig:
     if "psk_modes" in rec.values and (problem := psk_modes_problem(tls.psk_modes)) is not None:
         ctx.fail(*rec.at("psk_modes"), problem)
     return tls
-
-
-def _build_payload(ctx: Ctx, rec: Fields) -> m.Payload:
-    kind = exactly_one(ctx, rec, ("text", "hex"))
-    v = rec.values
-    if kind == "text":
-        for key in ("seq_offset", "seq_width"):
-            if key in v:
-                ctx.fail(*rec.at(key), "only allowed with hex (put {seq} in the text instead)")
-        return m.Payload(text=v["text"])
-    if "seq_width" in v and "seq_offset" not in v:
-        ctx.fail(*rec.at("seq_width"), "seq_width needs seq_offset")
-    offset, width, size = v.get("seq_offset"), v.get("seq_width", 2), len(v["hex"])
-    if offset is not None and offset + width > size:
-        what = f"the {width}-byte sequence number inside the {size}-byte payload"
-        got = f"offset {offset} (bytes {offset}..{offset + width - 1})"
-        ctx.fail(*rec.at("seq_offset"), f"expected {what}, got {got}")
-    return m.Payload(text=None, data=v["hex"], seq_offset=offset, seq_width=width)
-
-
-_EXPECT_MAP = section({"regex": regex, "prefix": hex_bytes(secret=False)})
-
-
-def _expect(ctx: Ctx, node: Node, path: str) -> m.Expect:
-    if isinstance(node, MappingNode):
-        rec = _EXPECT_MAP(ctx, node, path)
-        kind = cast(m.ExpectKind, exactly_one(ctx, rec, ("regex", "prefix")))
-        return m.Expect(kind=kind, **{kind: rec.values[kind]})
-    if ctx.value(node) not in ("any", "echo"):
-        expected(ctx, node, path, "'any', 'echo', {regex: ...} or {prefix: hex}")
-    return m.Expect(kind=ctx.value(node))
 
 
 _TARGET = section(
@@ -221,26 +193,6 @@ _TLS = section(
     },
     build=_build_tls,
 )
-_PAYLOAD = section(
-    {
-        "text": template(name="gw1-0", seq=0, n=0, target="gw1"),
-        "hex": hex_bytes(secret=False),
-        "seq_offset": integer(0),
-        "seq_width": choice(1, 2, 4, 8),
-    },
-    build=_build_payload,
-)
-_PING = section(
-    {
-        "interval": duration(),
-        "jitter": number(0, 1),
-        "timeout": optional(duration()),
-        "max_missed": integer(1),
-        "payload": _PAYLOAD,
-        "expect": _expect,
-    },
-    build=m.PingConfig,
-)
 _RECONNECT = section(
     {
         "policy": choice("never", "on-failure", "always"),
@@ -301,7 +253,8 @@ def _build_scenario(ctx: Ctx, rec: Fields) -> m.Scenario:
     if "psk" not in v and (not targets or any(t.protocol == "dtls" for t in targets)):
         ctx.fail(rec.node, "psk", "required key is missing (DTLS clients need a pre-shared key)")
 
-    sections = ("dtls", "tls", "ping", "reconnect", "thresholds", "outputs")
+    check_request_targets(ctx, rec, targets)
+    sections = ("dtls", "tls", "ping", "requests", "coap", "reconnect", "thresholds", "outputs")
     return m.Scenario(
         name=v["name"],
         description=v.get("description", ""),
@@ -327,6 +280,8 @@ _SCENARIO = section(
         "dtls": _DTLS,
         "tls": _TLS,
         "ping": _PING,
+        "requests": _REQUESTS,
+        "coap": _COAP,
         "reconnect": _RECONNECT,
         "thresholds": _THRESHOLDS,
         "outputs": _OUTPUTS,

@@ -184,10 +184,13 @@ def template(**sample: Any) -> Conv:
 
 
 def regex(ctx: Ctx, node: Node, path: str) -> re.Pattern[bytes]:
-    """A regular expression, compiled now (over bytes) so that a bad one fails at load time."""
+    """A regular expression, compiled now (over bytes) so that a bad one fails at load time.
+
+    DOTALL: replies are bytes, often binary, and ``.`` must match every byte, 0x0a included
+    (without it a binary reply whose sequence number is 10 failed as ``bad-reply``)."""
     text = string()(ctx, node, path)
     try:
-        return re.compile(text.encode())  # replies are bytes
+        return re.compile(text.encode(), re.DOTALL)  # replies are bytes
     except re.error as exc:
         ctx.fail(node, path, f"bad regular expression {show(text)}: {exc}")
 

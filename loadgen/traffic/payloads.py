@@ -63,28 +63,70 @@ def uses_device_fields(payload: Payload) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ReplyRule:
-    """Decides whether ``reply`` answers ``ping``: any | echo | regex | prefix."""
+    """Decides whether ``reply`` answers request number ``seq``: any | echo | regex | prefix,
+    and, with ``seq_offset``, the request's sequence number echoed there (big-endian, ``seq_width`` bytes).
+
+    Regexes match with DOTALL whoever compiled them: replies are bytes, and ``.`` must match 0x0a too.
+    """
 
     kind: str = "any"
-    pattern: bytes = b""
+    prefix: bytes = b""
+    regex: re.Pattern[bytes] | None = None
+    seq_offset: int | None = None
+    seq_width: int = 2
 
     @classmethod
     def expecting(cls, expect: Expect) -> ReplyRule:
-        """The rule for the scenario's ``ping.expect``."""
+        """The rule for a scenario's ``expect`` (the ping's or a request step's)."""
+        offset, width = expect.seq_offset, expect.seq_width
         if expect.kind == "regex" and expect.regex is not None:
-            return cls("regex", expect.regex.pattern)
+            pattern = re.compile(expect.regex.pattern, expect.regex.flags | re.DOTALL)
+            return cls("regex", regex=pattern, seq_offset=offset, seq_width=width)
         if expect.kind == "prefix" and expect.prefix is not None:
-            return cls("prefix", expect.prefix)
-        return cls(expect.kind)
+            return cls("prefix", prefix=expect.prefix, seq_offset=offset, seq_width=width)
+        return cls(expect.kind, seq_offset=offset, seq_width=width)
 
-    def accepts(self, ping: bytes, reply: bytes) -> bool:
-        """True when ``reply`` is a valid answer to ``ping``."""
-        if self.kind == "any":
+    def accepts(self, request: bytes, reply: bytes) -> bool:
+        """True when ``reply``'s bytes meet the rule (any, echo of ``request``, prefix, regex); the
+        sequence number is :meth:`check`'s (CoAP judges its response payloads with this alone)."""
+        kind = self.kind
+        if kind == "any":
             return True
-        if self.kind == "echo":
-            return reply == ping
-        if self.kind == "prefix":
-            return reply.startswith(self.pattern)
-        if self.kind == "regex":
-            return re.search(self.pattern, reply) is not None
-        raise ValueError(f"unknown reply rule {self.kind!r}")
+        if kind == "echo":
+            return reply == request
+        if kind == "prefix":
+            return reply.startswith(self.prefix)
+        if kind == "regex":
+            assert self.regex is not None
+            return self.regex.search(reply) is not None
+        raise ValueError(f"unknown reply rule {kind!r}")
+
+    def check(self, request: bytes, reply: bytes, seq: int) -> str | None:
+        """None when ``reply`` is a valid answer to ``request`` (number ``seq``), else why it is not."""
+        if not self.accepts(request, reply):
+            return f"reply of {len(reply)} bytes does not match rule {self.kind}"
+        if self.seq_offset is None:
+            return None
+        echoed = self.echoed(reply)
+        if echoed is None:
+            first, last = self.seq_offset, self.seq_offset + self.seq_width - 1
+            return f"reply of {len(reply)} bytes is too short to carry the sequence number (bytes {first}..{last})"
+        want = seq % (1 << (8 * self.seq_width))
+        if echoed != want:
+            return f"reply carries sequence number {echoed} at byte {self.seq_offset}, expected {want}"
+        return None
+
+    def echoed(self, reply: bytes) -> int | None:
+        """The sequence number ``reply`` carries at ``seq_offset`` (None: no such field, or too short)."""
+        offset = self.seq_offset
+        if offset is None or len(reply) < offset + self.seq_width:
+            return None
+        return int.from_bytes(reply[offset : offset + self.seq_width], "big")
+
+    def names(self, request: bytes, seq: int, reply: bytes) -> bool:
+        """True when ``reply`` is recognisably the answer to ``request``: its echoed sequence number
+        is ``seq``'s (with ``seq_offset``), else the reply is the request's own bytes (an echo).
+        Tells a late reply to a timed-out request from a bad one."""
+        if self.seq_offset is None:
+            return reply == request
+        return self.echoed(reply) == seq % (1 << (8 * self.seq_width))

@@ -10,9 +10,11 @@ matches replies, times requests out, tells late replies apart, ends the associat
 ``max_missed`` unanswered requests in a row, and reports every request to the sink as
 facts (``Started`` when it goes out, one ``Finished`` when it ends).
 
-Today's pings are one at a time (``max_in_flight`` = 1) and carry no id, so a reply answers
-the oldest request outstanding. Several requests in flight are a larger ``max_in_flight``;
-matching a reply by an id in its payload changes :meth:`RequestTracker.receive`'s lookup.
+Today's pings are one at a time (``max_in_flight`` = 1), so a reply answers the oldest
+request outstanding (with ``expect.seq_offset`` it must also carry that request's sequence
+number). :class:`RequestBook` is what the ping and the request steps (:mod:`.steps`, several
+steps, several requests in flight, replies matched by their echoed sequence number) share:
+the requests outstanding and how each one ends.
 """
 
 from __future__ import annotations
@@ -31,13 +33,12 @@ from loadgen.traffic.workload import Uniform
 class Matcher(Protocol):
     """Judges a reply against the request it answers (:class:`~.payloads.ReplyRule` is one)."""
 
-    @property
-    def kind(self) -> str:
-        """The rule's name, for the ``bad-reply`` message."""
+    def check(self, request: bytes, reply: bytes, seq: int) -> str | None:
+        """None when ``reply`` validly answers ``request`` (number ``seq``), else why not (``bad-reply``'s text)."""
         ...
 
-    def accepts(self, request: bytes, reply: bytes) -> bool:
-        """True when ``reply`` is a valid answer to ``request``."""
+    def names(self, request: bytes, seq: int, reply: bytes) -> bool:
+        """True when ``reply`` is recognisably ``request``'s (a late reply to a timed-out request, not a bad one)."""
         ...
 
 
@@ -70,20 +71,88 @@ def traffic_plan(ping: PingConfig) -> TrafficPlan:
                        uses_device_fields(ping.payload))
 
 
-class _Request:
-    """One request awaiting its reply."""
+class Request:
+    """One request awaiting its reply (``kind``: its stats row)."""
 
-    __slots__ = ("seq", "payload", "sent_at", "deadline", "sent_bytes")
+    __slots__ = ("seq", "payload", "sent_at", "deadline", "sent_bytes", "kind")
 
-    def __init__(self, seq: int, payload: bytes, sent_at: float, deadline: float) -> None:
+    def __init__(self, seq: int, payload: bytes, sent_at: float, deadline: float, kind: str) -> None:
         self.seq = seq
         self.payload = payload
         self.sent_at = sent_at
         self.deadline = deadline
         self.sent_bytes = 0
+        self.kind = kind
 
 
-class RequestTracker:
+class RequestBook:
+    """What every plain workload shares: the requests outstanding (by sequence number, oldest
+    first) and the facts that end them (a reply, a timeout, the association's end), with the
+    count of unanswered requests in a row that ends the association at ``max_missed``.
+
+    Subclasses decide what is sent when and which request a reply answers; they forget a
+    request they end and implement :meth:`_clear` (everything outstanding is gone).
+    """
+
+    def __init__(self, target: str, sink: Sink, max_missed: int, noun: str) -> None:
+        self._target = target
+        self._sink = sink
+        self._max_missed = max_missed
+        self._noun = noun  # what the requests are called in messages ("ping", "request")
+        self._in_flight: dict[int, Request] = {}  # by sequence number, oldest first
+        self._missed = 0  # unanswered requests in a row
+        #: Requests sent so far.
+        self.requests_sent = 0
+
+    @property
+    def outstanding(self) -> int:
+        """Requests awaiting their reply."""
+        return len(self._in_flight)
+
+    def fail(self, error: LoadgenError, now: float) -> None:
+        """The association ended with ``error``: every request outstanding fails with it (with
+        ``peer-closed`` saying a request was outstanding, when the peer closed)."""
+        if not self._in_flight:
+            return
+        requests = list(self._in_flight.values())
+        self._in_flight.clear()
+        self._clear()
+        closed = isinstance(error, PeerClosed)
+        for request in requests:
+            why = PeerClosed(f"peer closed with {self._a(request.kind)} outstanding") if closed else error
+            self._sink.record(Finished(request.kind, self._target, now - request.sent_at, why,
+                                       sent_bytes=request.sent_bytes))
+
+    def _clear(self) -> None:
+        """Everything outstanding was failed at once: reset what the subclass keeps about it."""
+        raise NotImplementedError
+
+    def _a(self, kind: str) -> str:
+        """``kind`` in a message: "a ping", "request 'telemetry'"."""
+        return f"a {kind}" if kind == self._noun else f"{self._noun} {kind!r}"
+
+    def _answered(self, request: Request, problem: str | None, size: int, now: float) -> None:
+        """``request`` (already forgotten) got its reply of ``size`` bytes; ``problem``: why it is bad."""
+        self._missed = 0
+        error = None if problem is None else BadReply(problem)
+        self._sink.record(Finished(request.kind, self._target, now - request.sent_at, error,
+                                   sent_bytes=request.sent_bytes, received_bytes=size))
+
+    def _timed_out(self, request: Request, timeout: float, now: float) -> None:
+        """``request`` (already forgotten) had no reply in ``timeout`` seconds; raises
+        :class:`PingTimeout` when that makes ``max_missed`` in a row."""
+        self._sink.record(Finished(request.kind, self._target, now - request.sent_at,
+                                   PingTimeout(f"no reply in {timeout:g} s"), sent_bytes=request.sent_bytes))
+        self._missed += 1
+        if self._missed >= self._max_missed:
+            raise PingTimeout(f"{self._missed} {self._noun}s in a row unanswered: the server is gone")
+
+    def _abandoned(self, kind: str, error: LoadgenError) -> None:
+        """A request of ``kind`` (already forgotten) could not be sent: it fails with ``error``."""
+        self._sink.record(Finished(kind, self._target, 0.0, error))
+
+
+class RequestTracker(RequestBook):
     """The requests of one association: when to send, what is outstanding, how each one ends.
 
     ``name`` is the association's (payloads may carry it), ``target`` the one its facts name.
@@ -95,34 +164,23 @@ class RequestTracker:
                  uniform: Uniform = random.uniform, max_in_flight: int = 1,
                  kind: str = PING) -> None:
         config = plan.config
+        super().__init__(target, sink, config.max_missed, kind)
         self._name = name
-        self._target = target
         self._kind = kind
-        self._sink = sink
         self._make = plan.payload
         self._matcher = plan.matcher
         self._interval = config.interval
         self._spread = config.interval * config.jitter  # the jitter is a fraction of the interval, applied +-
         self._timeout = config.timeout if config.timeout is not None else config.interval
-        self._max_missed = config.max_missed
         self._max_in_flight = max_in_flight
         self._uniform = uniform
         self._started = Started(kind, target)  # the same (frozen) fact for every request: made once
-        self._in_flight: dict[int, _Request] = {}  # by sequence number, oldest first
         # The oldest outstanding request (None: none), kept apart so that the per-ping calls
         # (get_timer twice, receive, poll) read an attribute instead of iterating the dict.
-        self._head: _Request | None = None
+        self._head: Request | None = None
         self._seq = 0
-        self._late: bytes | None = None  # the last timed-out payload: its reply is late, not bad
+        self._late: Request | None = None  # the last timed-out request: its reply is late, not bad
         self._next = float("inf")  # when the next request is due
-        self._missed = 0  # unanswered requests in a row
-        #: Requests sent so far.
-        self.requests_sent = 0
-
-    @property
-    def outstanding(self) -> int:
-        """Requests awaiting their reply."""
-        return len(self._in_flight)
 
     def start(self, now: float) -> None:
         """The association is up: the first request is due at once (as Qt's client pings), then on the interval."""
@@ -153,7 +211,7 @@ class RequestTracker:
         self._seq += 1
         payload = self._make(self._name, self._seq)
         self._sink.record(self._started)
-        request = self._in_flight[self._seq] = _Request(self._seq, payload, now, now + self._timeout)
+        request = self._in_flight[self._seq] = Request(self._seq, payload, now, now + self._timeout, self._kind)
         if self._head is None:
             self._head = request
         return payload
@@ -172,39 +230,25 @@ class RequestTracker:
             self._pop_head()
         else:
             self._in_flight.pop(self._seq, None)
-        self._sink.record(Finished(self._kind, self._target, 0.0, error))
+        self._abandoned(self._kind, error)
 
     def receive(self, reply: bytes, size: int, now: float) -> bool:
         """A reply arrived (``size``: the bytes it took on the wire). False: it answers no request
         outstanding (unexpected, or the late reply to one that timed out and was counted then)."""
-        # Today's requests carry no id: a reply answers the oldest one outstanding. (Matching by
-        # an id in the payload looks the request up by its key here instead.)
+        # A reply answers the oldest request outstanding (requests in flight are answered in order).
         request = self._head
         if request is None:
             return False
-        accepted = self._matcher.accepts(request.payload, reply)
-        if not accepted and reply == self._late:
+        problem = self._matcher.check(request.payload, reply, request.seq)
+        if problem is not None and (late := self._late) is not None \
+                and self._matcher.names(late.payload, late.seq, reply):
             return False
         self._pop_head()
-        self._missed = 0
-        error = None if accepted else BadReply(f"reply of {len(reply)} bytes does not match rule {self._matcher.kind}")
-        self._sink.record(Finished(self._kind, self._target, now - request.sent_at, error,
-                                   sent_bytes=request.sent_bytes, received_bytes=size))
+        self._answered(request, problem, size, now)
         return True
 
-    def fail(self, error: LoadgenError, now: float) -> None:
-        """The association ended with ``error``: every request outstanding fails with it (with
-        ``peer-closed`` saying a request was outstanding, when the peer closed)."""
-        if not self._in_flight:
-            return
-        if isinstance(error, PeerClosed):
-            error = PeerClosed(f"peer closed with a {self._kind} outstanding")
-        requests = list(self._in_flight.values())
-        self._in_flight.clear()
+    def _clear(self) -> None:
         self._head = None
-        for request in requests:
-            self._sink.record(Finished(self._kind, self._target, now - request.sent_at, error,
-                                       sent_bytes=request.sent_bytes))
 
     def _expire(self, now: float) -> None:
         """Fail the requests whose deadline passed (oldest first: they share one timeout)."""
@@ -212,13 +256,8 @@ class RequestTracker:
             if now < request.deadline:
                 return
             self._pop_head()
-            self._sink.record(Finished(self._kind, self._target, now - request.sent_at,
-                                       PingTimeout(f"no reply in {self._timeout:g} s"), sent_bytes=request.sent_bytes))
-            self._late = request.payload
-            self._missed += 1
-            if self._missed >= self._max_missed:
-                raise PingTimeout(f"{self._missed} {self._kind}s in a row unanswered: the server is gone")
-
+            self._late = request
+            self._timed_out(request, self._timeout, now)
 
     def _pop_head(self) -> None:
         """The oldest request is over: forget it; the next oldest (if any) is the head."""
