@@ -178,3 +178,65 @@ def kinds_run(results: Path) -> KindsRun:
             stats.apply(wire(delta))
     return KindsRun(stats, single, ledger, plan)
 
+
+
+def write_run(run_dir: Path) -> Path:
+    """The run's results directory (summary.json, series.json, timeseries.csv, report.html), as a run writes it.
+
+    Imports Locust (its environment holds Locust's request counts): a process that already imported
+    ssl (the browser tests' selenium) calls this in a child process (``python kinds_run.py DIR``).
+    """
+    from locust.env import Environment
+
+    from loadgen.results.files import write_results
+    from loadgen.results.summary import RunOutcome
+    from loadgen.stats.thresholds import evaluate
+
+    run = kinds_run(run_dir.parent)
+    outcome = RunOutcome(run.scenario, Environment(), run.stats, 2.0,
+                         verdicts=evaluate(run.scenario.thresholds, run.stats, 2.0))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return write_results(outcome, run_dir)
+
+
+def serve_web() -> None:
+    """Locust's web UI on 127.0.0.1 (a free port, printed) with loadgen's tab showing this run, until killed.
+
+    Locust's real UI and runner (a local runner whose users do nothing): the browser test starts
+    them and reads the tab's rows as Locust's UI renders them from its ``/stats/requests`` polls.
+    """
+    import gevent
+    from locust import User, constant, task
+    from locust.env import Environment
+
+    from loadgen.locust.webui import install
+
+    class Idle(User):  # Locust's UI shows its tabs once a run started: users that do nothing
+        wait_time = constant(60)
+        host = "127.0.0.1"
+
+        @task
+        def idle(self) -> None:
+            pass
+
+    env = Environment(user_classes=[Idle])
+    env.create_local_runner()
+    web_ui = env.create_web_ui("127.0.0.1", 0)
+    install(web_ui, kinds_run(Path("results")).stats)
+    for _ in range(200):  # the server binds in its greenlet: at most 10 s
+        if web_ui.server is not None and web_ui.server.started:
+            break
+        gevent.sleep(0.05)
+    assert web_ui.server is not None and web_ui.greenlet is not None
+    print(f"web UI at http://127.0.0.1:{web_ui.server.address[1]}", flush=True)
+    web_ui.greenlet.join()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1] == "web":
+        del sys.argv[1:]  # Locust reads the command line too
+        serve_web()
+    else:
+        write_run(Path(sys.argv[1]))
