@@ -27,10 +27,10 @@ from locust.web import WebUI
 
 from loadgen.locust.runclock import RunClock
 from loadgen.report.svg import Chart, Series, line_chart
-from loadgen.report.tables import KIND_NAMES, kind_label
+from loadgen.report.tables import kind_label
 from loadgen.results.files import write_timeseries_csv
 from loadgen.scenario import Scenario
-from loadgen.stats.facts import HANDSHAKE, is_plain
+from loadgen.stats.facts import HANDSHAKE, is_plain, plural
 from loadgen.stats.run import RunStats
 
 TAB_KEY = "loadgen"
@@ -133,7 +133,7 @@ class LiveView:
                 Series("clients", [(r["second"], r["users"]) for r in series], markers=False, dashed=True)],
                 x_label="seconds", y_label="count", chart=small),
             line_chart("Completed per second", [
-                Series(KIND_NAMES.get(kind, kind), [(r["second"], r["kinds"][kind]["completed"] / r["duration"])
+                Series(plural(kind), [(r["second"], r["kinds"][kind]["completed"] / r["duration"])
                                                     for r in series if r["duration"] >= 0.5], markers=False)
                 for kind in kinds], x_label="seconds", y_label="per second", chart=Chart(width=620, height=220)),
             line_chart("p99 latency per second", [
@@ -142,7 +142,7 @@ class LiveView:
                 chart=Chart(width=620, height=220)),
         ]
         rates = data["rates_per_s"]
-        per_kind = "".join(f'<span>{escape(KIND_NAMES.get(kind, kind))}/s <b>{rate:.1f}</b></span>'
+        per_kind = "".join(f'<span>{escape(plural(kind))}/s <b>{rate:.1f}</b></span>'
                            for kind, rate in rates.items() if kind != HANDSHAKE)
         return (
             '<!DOCTYPE html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">'

@@ -16,7 +16,6 @@ from typing import Any
 from loadgen.protocol.errors import ConfigError
 from loadgen.report.svg import Series, bar_chart, line_chart
 from loadgen.report.tables import (
-    KIND_NAMES,
     request_tables,
     steps_table,
     summary_kinds,
@@ -24,7 +23,7 @@ from loadgen.report.tables import (
     targets_table,
     thresholds_line,
 )
-from loadgen.stats.facts import HANDSHAKE, is_notification, is_plain
+from loadgen.stats.facts import HANDSHAKE, is_notification, is_plain, plural
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1000px;
@@ -113,7 +112,7 @@ def _rate(row: dict[str, Any], kind: str) -> float:
 
 def _per_s(kind: str) -> str:
     """A kind's rate in a chart's legend: "pings/s", "telemetry/s"."""
-    return KIND_NAMES.get(kind, kind) + "/s"
+    return plural(kind) + "/s"
 
 
 def _step_bands(analysis: dict[str, Any]) -> list[tuple[float, float, str]]:

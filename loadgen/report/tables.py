@@ -8,9 +8,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from loadgen.stats.facts import HANDSHAKE, KINDS, PING, is_notification
-
-KIND_NAMES = {HANDSHAKE: "handshakes", PING: "pings"}
+from loadgen.stats.facts import HANDSHAKE, KINDS, is_notification
 
 
 def summary_kinds(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:

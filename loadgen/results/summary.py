@@ -13,7 +13,7 @@ from loadgen.capacity import KNEE_FOUND, Analysis
 from loadgen.locust.health import Health
 from loadgen.scenario import Scenario
 from loadgen.stats.cells import Cell
-from loadgen.stats.facts import KINDS, is_notification, is_plain
+from loadgen.stats.facts import KINDS, is_notification, is_plain, plural
 from loadgen.stats.run import RunStats
 from loadgen.stats.thresholds import Verdict
 
@@ -40,7 +40,7 @@ class RunOutcome:
 
     @property
     def failed_attempts(self) -> int:
-        """Handshakes and pings that failed (attempts still in flight at the stop are neither)."""
+        """Attempts of every kind that failed (attempts still in flight at the stop are neither)."""
         return sum(t.failed for t in self.stats.kinds.values())
 
     @property
@@ -84,7 +84,7 @@ def _print_exact_figures(outcome: RunOutcome, out: TextIO) -> None:
     print("\nloadgen's exact figures (every attempt, HDR histograms):", file=out)
     stats = outcome.stats
     for kind, t in stats.kinds.items():
-        print(_figures_line(f"{kind + 's':<11}" if kind in KINDS else f"{kind}:", kind, t), file=out)
+        print(_figures_line(f"{plural(kind):<11}" if kind in KINDS else f"{kind}:", kind, t), file=out)
     # Per target (each device group's ``group@target``) when there is more than a plain run's totals.
     if len(stats.targets) > 1 and not (is_plain(stats.kind_names) and not any("@" in t for t in stats.targets)):
         for target in stats.targets:
@@ -133,7 +133,7 @@ def _print_health(outcome: RunOutcome, out: TextIO) -> None:
     if (h := outcome.health) is None:
         return
     same = "equal" if not h.counts_differ else "DIFFER"
-    counts = ", ".join(f"{kind}s {c['locust']}/{c['loadgen']}" for kind, c in h.counts.items())
+    counts = ", ".join(f"{plural(kind)} {c['locust']}/{c['loadgen']}" for kind, c in h.counts.items())
     missed = ", ".join(map(str, h.missed)) or "none"
     workers = f"workers {h.workers}, marked missing: {missed}; " if h.workers else ""
     print(f"loadgen: health: {workers}event-loop lag max {h.lag_max * 1000:.0f} ms "

@@ -40,6 +40,11 @@ def is_notification(kind: str) -> bool:
     return kind.endswith(NOTIFICATION_SUFFIX)
 
 
+def plural(kind: str) -> str:
+    """A kind in prose and legends: "handshakes", "pings"; a request name as it is ("GET /time")."""
+    return f"{kind}s" if kind in KINDS else kind
+
+
 def is_plain(kinds: Iterable[str]) -> bool:
     """True when ``kinds`` are those of a plain run (handshakes and pings only): its outputs keep the
     shape they had before request steps (no response-code columns, no per-request tables)."""
@@ -77,7 +82,7 @@ def scenario_kinds(scenario: Scenario) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    """An attempt (``kind`` = handshake or ping) began."""
+    """An attempt (``kind`` = handshake, ping or a request step's name) began."""
 
     kind: str
     target: str
