@@ -34,6 +34,7 @@ from loadgen.locust.runclock import RunClock
 from loadgen.locust.users import PingUser, Session
 from loadgen.scenario import Scenario, load_scenario
 from loadgen.servers.launcher import ServerProcess
+from loadgen.stats.facts import scenario_kinds
 from loadgen.stats.live import LiveStats, Role
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import StatsSink
@@ -66,7 +67,8 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
         environment.shape_class.runner = runner
     stack = contextlib.ExitStack()
     if isinstance(runner, MasterRunner):
-        stats = _live_stats(environment, None, "master", web_ui)  # the master runs no users, it merges their seconds
+        # The master runs no users, it merges their seconds.
+        stats = _live_stats(environment, None, "master", web_ui, scenario)
         _results_when_quitting(environment, scenario, stats, stack, None)
         number_workers(runner)  # plain Locust workers are alike: each is told its place
         return
@@ -77,10 +79,10 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
     Device.session = Session(scenario, environment, eps)
     if place is not None:
         place.bind(Device.session)
-        _live_stats(environment, Device.session.stats_sink, "worker", web_ui)
+        _live_stats(environment, Device.session.stats_sink, "worker", web_ui, scenario)
         environment.events.quitting.add_listener(lambda **_: stack.close())
         return
-    stats = _live_stats(environment, Device.session.stats_sink, "local", web_ui)
+    stats = _live_stats(environment, Device.session.stats_sink, "local", web_ui, scenario)
     _results_when_quitting(environment, scenario, stats, stack, server)
 
 
@@ -141,9 +143,9 @@ def _results_when_quitting(environment: Any, scenario: Scenario, stats: RunStats
     environment.events.quitting.add_listener(finish)
 
 
-def _live_stats(environment: Any, sink: StatsSink | None, role: Role, web_ui: Any) -> RunStats:
+def _live_stats(environment: Any, sink: StatsSink | None, role: Role, web_ui: Any, scenario: Scenario) -> RunStats:
     """Per-second stats (merged at a master) and the web UI's DTLS/TLS tab, as ``loadgen run`` has them."""
-    stats = RunStats()
+    stats = RunStats(scenario_kinds(scenario))
     LiveStats(environment, stats, sink, role).install()
     if web_ui is not None:
         from loadgen.locust.webui import install

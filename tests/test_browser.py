@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import textwrap
 import time
 import urllib.parse
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import Procs, free_port
+from procs import Procs, child_env, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -148,3 +150,63 @@ def test_web_ui_tab_shows_live_dtls_figures(tmp_path: Path, procs: Procs, browse
 def _rows(browser: Any) -> list[list[str]]:
     return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
             for tr in browser.find_elements(By.CSS_SELECTOR, "table tbody tr")]
+
+
+def test_report_of_a_multi_kind_run_shows_a_table_per_request_kind(tmp_path: Path, browser: Any) -> None:
+    import kinds_run
+    from kinds_run import NOTIFY, TEMP
+
+    run = kinds_run.kinds_run(tmp_path / "results")  # the same facts the child process writes out
+    run_dir = tmp_path / "results" / "fleet"
+    # In a child: the results need Locust, which must not monkey-patch ssl after selenium imported it.
+    subprocess.run([sys.executable, kinds_run.__file__, str(run_dir)], check=True, timeout=60, cwd=tmp_path,
+                   env=child_env())
+    browser.get((run_dir / "report.html").as_uri())
+    browser.save_screenshot(str(tmp_path / "report-kinds.png"))
+    print(f"screenshot: {tmp_path / 'report-kinds.png'}")
+    shown = [div.get_attribute("data-kind") for div in browser.find_elements(By.CSS_SELECTOR, "div.request-kind")]
+    assert shown == ["register", TEMP, "GET /time", NOTIFY, "telemetry"]
+    table = browser.find_element(By.CSS_SELECTOR, f'div.request-kind[data-kind="{TEMP}"] table')
+    assert table.size["width"] > 300 and table.is_displayed()
+    head = [th.text for th in table.find_elements(By.TAG_NAME, "th")]
+    assert head[:4] == ["target", "attempted", "completed", "failed"] and head[-3:] == [
+        "retransmits", "RSTs", "response codes"]
+    rows = {tr.find_elements(By.TAG_NAME, "td")[0].text: [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in table.find_elements(By.TAG_NAME, "tr")[1:]}
+    assert list(rows) == ["sensors@gw1", "sensors@gw2", "all targets"]
+    tally = run.ledger.tally(TEMP, "sensors@gw1")
+    assert rows["sensors@gw1"][1] == str(tally.attempted) and rows["sensors@gw1"][-2] == str(tally.rsts)
+    assert f"4.04 {tally.codes['4.04']}" in rows["sensors@gw1"][-1]
+    notify = browser.find_element(By.CSS_SELECTOR, f'div.request-kind[data-kind="{NOTIFY}"]')
+    assert "interval p50 ms" in [th.text for th in notify.find_elements(By.TAG_NAME, "th")]
+    lines = browser.find_elements(By.CSS_SELECTOR, "svg.chart polyline.series")
+    drawn = {line.get_attribute("data-series") for line in lines}
+    assert {f"{TEMP}/s", "telemetry/s", f"{TEMP} p99"} <= drawn, drawn
+
+
+def test_web_ui_tab_shows_each_request_kind_per_group(tmp_path: Path, procs: Procs, browser: Any) -> None:
+    import kinds_run
+    from kinds_run import NOTIFY, TEMP
+    from procs import Proc
+
+    run = kinds_run.kinds_run(tmp_path / "results")  # what the child's tab shows
+    web = Proc([sys.executable, kinds_run.__file__, "web"], tmp_path, "webkinds")
+    procs.started.append(web)  # ended by the fixture's cleanup
+    base = web.wait_for(r"web UI at (http://127\.0\.0\.1:\d+)").group(1)
+    form = urllib.parse.urlencode({"user_count": 1, "spawn_rate": 1}).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/swarm", data=form), timeout=5) as response:
+        assert json.load(response)["success"] is True
+    browser.get(f"{base}/")
+    deadline = time.monotonic() + 30
+    rows: dict[tuple[str, str], list[str]] = {}
+    while time.monotonic() < deadline and ("sensors@gw1", TEMP) not in rows:
+        rows = {(r[0], r[1]): r for r in _rows(browser) if len(r) > 2}
+        time.sleep(0.5)
+    browser.save_screenshot(str(tmp_path / "web-tab-kinds.png"))
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "table thead th")]
+    assert headers[-2:] == ["RSTs", "Response codes"], headers
+    tally = run.ledger.tally(TEMP, "sensors@gw1")
+    temp = rows[("sensors@gw1", TEMP)]
+    assert temp[headers.index("Attempts")] == str(tally.attempted)
+    assert temp[headers.index("RSTs")] == str(tally.rsts) and f"4.04: {tally.codes['4.04']}" in temp[-1]
+    assert ("meters@gw1", "telemetry") in rows and ("all targets", f"{NOTIFY} (interval)") in rows

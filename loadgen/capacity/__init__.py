@@ -15,6 +15,7 @@ from typing import Any
 from loadgen.capacity.knee import Knee, find_knee, unit_of
 from loadgen.capacity.steps import StepResult, Workload, measure_steps, settle_time
 from loadgen.scenario import Scenario, Stage, Thresholds
+from loadgen.stats.facts import is_plain
 from loadgen.stats.run import RunStats
 
 __all__ = ["Analysis", "Knee", "StepResult", "Workload", "analyze", "run_verdict", "settle_time", "stepped"]
@@ -69,7 +70,7 @@ def judgement(stats: RunStats, failed_thresholds: int, total_thresholds: int, in
         return "INTERRUPTED"
     if total_thresholds:
         return "FAIL" if failed_thresholds else "PASS"
-    return "FAIL" if stats.handshakes.failed + stats.pings.failed else "PASS"
+    return "FAIL" if any(cell.failed for cell in stats.kinds.values()) else "PASS"
 
 
 def analyze(stats: RunStats, scenario: Scenario, elapsed: float, failed_thresholds: int, total_thresholds: int,
@@ -112,22 +113,23 @@ def reanalyze(stats: RunStats, scenario: Scenario, data: dict[str, Any], thresho
 
 def run_verdict(stats: RunStats, elapsed: float, failed: int, total: int, workload: Workload = "steady") -> str:
     """One sentence for a run without steps: what was held, how fast, and the thresholds."""
-    hs, pings = stats.handshakes, stats.pings
+    hs, pings = stats.handshakes, stats.requests  # with request steps: all requests (is_plain says)
+    what = "ping" if is_plain(stats.kind_names) else "request"
     seconds = max(elapsed, 1e-9)
-    ended = hs.completed + hs.failed + pings.completed + pings.failed
-    errors = (hs.failed + pings.failed) / ended if ended else 0.0
+    ended = sum(cell.completed + cell.failed for cell in stats.kinds.values())
+    failures = sum(cell.failed for cell in stats.kinds.values())
+    errors = failures / ended if ended else 0.0
     rows = stats.rows()
     peak_active = max((r["active"] for r in rows), default=stats.active())
     p99 = pings.percentile(99) if pings.completed else hs.percentile(99)
-    which = "ping" if pings.completed else "handshake"
+    which = what if pings.completed else "handshake"
     latency = f", {which} p99 {p99 * 1000:.1f} ms" if p99 is not None else ""
-    failures = hs.failed + pings.failed
     if total:
         judged = f"{failed} of {total} thresholds FAILED" if failed else "every threshold met"
     else:  # without thresholds any failed attempt fails the run (the exit status says so too)
         judged = f"FAILED, {failures} attempts failed with no thresholds set" if failures else "no thresholds set"
     cpu = max((r["cpu_max"] for r in rows if r["duration"] >= 0.5), default=0.0)  # not the last instant
     load = f"{hs.completed / seconds:.1f} handshakes/s" if workload == "churn" else \
-        f"{peak_active} associations up at peak, {pings.completed / seconds:.1f} pings/s"
+        f"{peak_active} associations up at peak, {pings.completed / seconds:.1f} {what}s/s"
     return (f"Held {load}{latency}, errors {errors:.1%} over {elapsed:.0f} s: {judged} "
             f"(no stepped stages, so no knee; generator CPU at most {cpu:.0f}% of a core).")

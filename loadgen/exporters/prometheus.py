@@ -5,10 +5,13 @@ counts): each scrape reads the same totals the JSON summary is written from, so 
 last scrape after a run and ``summary.json`` agree exactly. Served by gevent's WSGI
 server, so it lives on the load generator's event loop and stops cleanly.
 
-Metrics (labels ``kind`` = handshake | ping, ``target``):
+Metrics (labels ``kind`` = handshake | ping | a request step's name, ``target``, which is
+``group@target`` with device groups):
 
 - ``loadgen_attempts_total``, ``loadgen_successes_total``, ``loadgen_failures_total{code}``,
   ``loadgen_retransmissions_total``, ``loadgen_sent_bytes_total``, ``loadgen_received_bytes_total``
+- with CoAP requests: ``loadgen_responses_total{code}`` (replies by response code, "RST" for a reset)
+  and ``loadgen_resets_total`` (requests answered by a reset)
 - ``loadgen_in_flight``, ``loadgen_active_associations{target}``, ``loadgen_users``,
   ``loadgen_generator_cpu_percent{process="busiest"|"all"}`` (last whole second)
 - ``loadgen_latency_seconds{kind,target,quantile}`` with ``_count`` and ``_sum``: a summary
@@ -41,6 +44,7 @@ class RunStatsCollector:
     def collect(self) -> Iterator[Metric]:
         items = sorted(self._stats.totals.items())
         yield from _counters(items)
+        yield from _responses(items)
         yield from _failures_and_latency(items)
         yield from self._gauges(items)
 
@@ -67,7 +71,7 @@ _LABELS = ["kind", "target"]
 _COUNTERS: dict[str, tuple[str, Callable[[Cell], float]]] = {
     "attempts": ("Attempts started", lambda c: c.attempted),
     "successes": ("Attempts completed successfully", lambda c: c.completed),
-    "retransmissions": ("Handshake flights retransmitted", lambda c: c.retransmits),
+    "retransmissions": ("Handshake flights and CoAP confirmable messages retransmitted", lambda c: c.retransmits),
     "sent_bytes": ("UDP payload bytes sent", lambda c: c.sent_bytes),
     "received_bytes": ("UDP payload bytes received", lambda c: c.received_bytes),
 }
@@ -79,6 +83,21 @@ def _counters(items: list[tuple[Key, Cell]]) -> Iterator[Metric]:
         for (kind, target), cell in items:
             family.add_metric([kind, target], value(cell))
         yield family
+
+
+def _responses(items: list[tuple[Key, Cell]]) -> Iterator[Metric]:
+    """Replies by response code and resets: only in runs that have them (a plain run's metrics are as before)."""
+    codes = CounterMetricFamily("loadgen_responses", "Replies by CoAP response code", labels=[*_LABELS, "code"])
+    resets = CounterMetricFamily("loadgen_resets", "Requests answered by a CoAP reset (RST)", labels=_LABELS)
+    for (kind, target), cell in items:
+        for code, count in sorted(cell.codes.items()):
+            codes.add_metric([kind, target, code], count)
+        if cell.codes or cell.rsts:
+            resets.add_metric([kind, target], cell.rsts)
+    if codes.samples:
+        yield codes
+    if resets.samples:
+        yield resets
 
 
 def _failures_and_latency(items: list[tuple[Key, Cell]]) -> Iterator[Metric]:

@@ -3,10 +3,12 @@
 Counters are sent as the difference between the RunStats totals and what was sent
 before, so the increments a StatsD server adds up equal the run's totals once the
 last flush (at the end of the run) is out. Names, under the configured prefix
-(target names with dots get underscores):
+(dots and other characters StatsD reserves, and spaces and slashes, in kind and target names
+get underscores: ``GET__sensors_temp.sensors_gw1.completed``):
 
 - ``KIND.TARGET.attempts|completed|failed|retransmits|sent_bytes|received_bytes`` (c)
-- ``KIND.TARGET.errors.CODE`` (c)
+- ``KIND.TARGET.errors.CODE`` (c); with CoAP requests ``KIND.TARGET.codes.CODE`` (replies by response
+  code) and ``KIND.TARGET.rsts`` (c)
 - ``KIND.TARGET.p50_ms|p95_ms|p99_ms`` (g): cumulative percentiles so far, exact HDR
 - ``TARGET.active_associations``, ``active_associations``, ``users``, ``cpu_percent`` (g)
 """
@@ -26,7 +28,7 @@ log = logging.getLogger("loadgen")
 
 
 def _safe(name: str) -> str:
-    return name.replace(".", "_").replace(":", "_").replace("|", "_").replace("@", "_")
+    return "".join("_" if ch in ".:|@ /#" else ch for ch in name)
 
 
 class StatsdExporter:
@@ -63,7 +65,7 @@ class StatsdExporter:
         """Every counter's current total, by StatsD name (without the prefix)."""
         out: dict[str, int] = {}
         for (kind, target), cell in self._stats.totals.items():
-            base = f"{kind}.{_safe(target)}"
+            base = f"{_safe(kind)}.{_safe(target)}"
             out[f"{base}.attempts"] = cell.attempted
             out[f"{base}.completed"] = cell.completed
             out[f"{base}.failed"] = cell.failed
@@ -72,6 +74,10 @@ class StatsdExporter:
             out[f"{base}.received_bytes"] = cell.received_bytes
             for code, count in cell.failures.items():
                 out[f"{base}.errors.{_safe(code)}"] = count
+            for code, count in cell.codes.items():
+                out[f"{base}.codes.{_safe(code)}"] = count
+            if cell.codes or cell.rsts:
+                out[f"{base}.rsts"] = cell.rsts
         return out
 
     def flush(self) -> None:
@@ -84,7 +90,7 @@ class StatsdExporter:
                     self._sent[name] = total
             active_all = 0
             for (kind, target), cell in self._stats.totals.items():
-                base = f"{kind}.{_safe(target)}"
+                base = f"{_safe(kind)}.{_safe(target)}"
                 pct = cell.percentiles_ms()
                 for key in ("p50", "p95", "p99"):
                     value = pct[key]

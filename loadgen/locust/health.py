@@ -30,6 +30,7 @@ from typing import Any
 
 import gevent
 
+from loadgen.stats.facts import plural
 from loadgen.transport.heap import freeze_while_growing
 
 log = logging.getLogger("loadgen")
@@ -241,7 +242,7 @@ class Health:
                             "(killed before it could write)")
         for kind in self.counts_differ:
             c = self.counts[kind]
-            problems.append(f"Locust counted {c['locust']} {kind}s, loadgen {c['loadgen']}")
+            problems.append(f"Locust counted {c['locust']} {plural(kind)}, loadgen {c['loadgen']}")
         if problems:
             parts.append("ACCOUNTING: " + "; ".join(problems) + ".")
         return " ".join(parts)

@@ -31,6 +31,7 @@ from loadgen.results.files import new_run_dir, write_results
 from loadgen.results.summary import RunOutcome, print_summary
 from loadgen.scenario import Scenario
 from loadgen.servers.launcher import ServerProcess
+from loadgen.stats.facts import scenario_kinds
 from loadgen.stats.live import LiveStats
 from loadgen.stats.run import RunStats
 from loadgen.stats.thresholds import evaluate
@@ -47,7 +48,7 @@ def run(scenario: Scenario, options: RunOptions = LOCAL_RUN, out: TextIO = sys.s
     with endpoints(scenario, options) as (eps, server), contextlib.ExitStack() as children:
         env, session = make_environment(scenario, eps, options)
         runner = _create_runner(env, scenario, options, (eps, server), run_dir, children, out)
-        stats = RunStats()
+        stats = RunStats(scenario_kinds(scenario))
         LiveStats(env, stats, None if options.distributed else session.stats_sink,
                   "master" if options.distributed else "local").install()
         children.enter_context(_exporters(scenario, stats, runner, out))
@@ -143,7 +144,8 @@ def run_health(env: Environment, stats: RunStats, watch: WorkerWatch | None, run
     rows = stats.rows()
     counts: dict[str, dict[str, int]] = {}
     for kind, cell in stats.kinds.items():
-        locust = sum(e.num_requests for e in env.stats.entries.values() if e.name.rsplit(" ", 1)[-1] == kind)
+        # Locust's request name is "<target> <kind>", and a request kind may have spaces ("GET /time").
+        locust = sum(e.num_requests for e in env.stats.entries.values() if e.name.partition(" ")[2] == kind)
         counts[kind] = {"locust": locust, "loadgen": cell.completed + cell.failed}
     missing_files = [i for i in range(processes) if run_dir is not None and not (run_dir / f"worker-{i}.json").exists()]
     return Health(

@@ -27,9 +27,10 @@ from locust.web import WebUI
 
 from loadgen.locust.runclock import RunClock
 from loadgen.report.svg import Chart, Series, line_chart
+from loadgen.report.tables import kind_label
 from loadgen.results.files import write_timeseries_csv
 from loadgen.scenario import Scenario
-from loadgen.stats.facts import HANDSHAKE, KINDS
+from loadgen.stats.facts import HANDSHAKE, is_plain, plural
 from loadgen.stats.run import RunStats
 
 TAB_KEY = "loadgen"
@@ -44,12 +45,20 @@ COLUMNS = [("target", "Target"), ("kind", "Kind"), ("active", "Active associatio
            ("attempts", "Attempts"), ("ok", "Completed"), ("failed", "Failed"), ("retrans", "Retransmits"),
            ("p50", "p50 ms"), ("p95", "p95 ms"), ("p99", "p99 ms"), ("p999", "p99.9 ms"), ("max", "Max ms"),
            ("errors", "Errors by code")]
+#: Added for a run of request steps (CoAP): resets and replies by response code.
+REQUEST_COLUMNS = [("rsts", "RSTs"), ("codes", "Response codes")]
 #: Completion rates are measured over the last few whole seconds of the series.
 RATE_WINDOW = 5
 
 
 def _ms(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
+
+
+def columns(stats: RunStats) -> list[tuple[str, str]]:
+    """The tab's columns: a plain run's, and resets and response codes when the run has request kinds
+    (declared when its RunStats was made: the tab's structure is set once, at install)."""
+    return COLUMNS if is_plain(stats.kind_names) else COLUMNS + REQUEST_COLUMNS
 
 
 class LiveView:
@@ -71,20 +80,23 @@ class LiveView:
         return rate
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per (target, kind), then one per kind over all targets."""
+        """One row per (target, kind) (a target's own kinds; ``group@target`` with device groups), then
+        one per kind over all targets. A notification kind's percentiles are intervals: its name says so."""
         stats = self.stats
-        cells = [((target, kind), stats.cell(kind, target)) for target in stats.targets for kind in KINDS]
-        cells += [(("all targets", kind), stats.kinds[kind]) for kind in KINDS]
+        cells = [((target, kind), stats.cell(kind, target)) for target in stats.targets
+                 for kind in stats.kinds_of(target)]
+        cells += [(("all targets", kind), cell) for kind, cell in stats.kinds.items()]
         out = []
         for (target, kind), cell in cells:
             pct = cell.percentiles_ms()
             active = (stats.active(None if target == "all targets" else target)) if kind == HANDSHAKE else ""
             out.append({
-                "target": target, "kind": kind, "active": active,
+                "target": target, "kind": kind_label(kind), "active": active,
                 "rate": f"{self._rate((target, kind), cell.completed):.1f}", "attempts": cell.attempted,
                 "ok": cell.completed, "failed": cell.failed, "retrans": cell.retransmits, "p50": _ms(pct["p50"]),
                 "p95": _ms(pct["p95"]), "p99": _ms(pct["p99"]), "p999": _ms(pct["p99.9"]), "max": _ms(pct["p100"]),
                 "errors": ", ".join(f"{code}: {n}" for code, n in cell.failures.most_common()) or "-",
+                "rsts": cell.rsts, "codes": ", ".join(f"{code}: {n}" for code, n in cell.codes.most_common()) or "-",
             })
         return out
 
@@ -92,14 +104,15 @@ class LiveView:
         """``/loadgen/stats.json``: the table rows, totals and the last five minutes of the series."""
         rows = self.stats.rows()
         recent = [r for r in rows if r["duration"] >= 0.5][-RATE_WINDOW:]
-        rates = {kind: (sum(r[kind]["completed"] for r in recent) / sum(r["duration"] for r in recent))
-                 if recent else 0.0 for kind in KINDS}
+        kinds = self.stats.kinds
+        rates = {kind: (sum(r["kinds"][kind]["completed"] for r in recent) / sum(r["duration"] for r in recent))
+                 if recent else 0.0 for kind in kinds}
         return {
             "active_associations": self.stats.active(),
             "users": rows[-1]["users"] if rows else 0,
             "rates_per_s": rates,
             "cpu_busiest_pct": recent[-1]["cpu_max"] if recent else 0.0,
-            "totals": {kind: self.stats.kinds[kind].summary() for kind in KINDS},
+            "totals": {kind: cell.summary(kind=kind) for kind, cell in kinds.items()},
             "rows": self.rows(),
             "series": rows[-300:],
         }
@@ -108,9 +121,11 @@ class LiveView:
         """``/loadgen``: the figures and charts, refreshing every two seconds."""
         data = self.data()
         series = data["series"]
-        head = "".join(f"<th>{escape(title)}</th>" for _, title in COLUMNS)
-        body = "".join("<tr>" + "".join(f"<td>{escape(str(row[key]))}</td>" for key, _ in COLUMNS) + "</tr>"
+        shown = columns(self.stats)
+        head = "".join(f"<th>{escape(title)}</th>" for _, title in shown)
+        body = "".join("<tr>" + "".join(f"<td>{escape(str(row[key]))}</td>" for key, _ in shown) + "</tr>"
                        for row in data["rows"])
+        kinds = list(data["rates_per_s"])
         small = Chart(width=620, height=220)
         charts = [
             line_chart("Active associations and clients", [
@@ -118,15 +133,17 @@ class LiveView:
                 Series("clients", [(r["second"], r["users"]) for r in series], markers=False, dashed=True)],
                 x_label="seconds", y_label="count", chart=small),
             line_chart("Completed per second", [
-                Series(f"{kind}s", [(r["second"], r[kind]["completed"] / r["duration"]) for r in series
-                                    if r["duration"] >= 0.5], markers=False) for kind in KINDS],
-                x_label="seconds", y_label="per second", chart=Chart(width=620, height=220)),
+                Series(plural(kind), [(r["second"], r["kinds"][kind]["completed"] / r["duration"])
+                                                    for r in series if r["duration"] >= 0.5], markers=False)
+                for kind in kinds], x_label="seconds", y_label="per second", chart=Chart(width=620, height=220)),
             line_chart("p99 latency per second", [
-                Series(f"{kind} p99", [(r["second"], r[kind]["p99"]) for r in series], markers=False)
-                for kind in KINDS], x_label="seconds", y_label="ms (log)", log_y=True,
+                Series(f"{kind_label(kind)} p99", [(r["second"], r["kinds"][kind]["p99"]) for r in series],
+                       markers=False) for kind in kinds], x_label="seconds", y_label="ms (log)", log_y=True,
                 chart=Chart(width=620, height=220)),
         ]
         rates = data["rates_per_s"]
+        per_kind = "".join(f'<span>{escape(plural(kind))}/s <b>{rate:.1f}</b></span>'
+                           for kind, rate in rates.items() if kind != HANDSHAKE)
         return (
             '<!DOCTYPE html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">'
             "<title>loadgen: DTLS/TLS</title><style>body{font:14px system-ui,sans-serif;margin:16px}"
@@ -135,7 +152,7 @@ class LiveView:
             f'<p class="figs"><span id="active">active associations <b>{data["active_associations"]}</b></span>'
             f'<span>clients <b>{data["users"]}</b></span>'
             f'<span id="handshake-rate">handshakes/s <b>{rates[HANDSHAKE]:.1f}</b></span>'
-            f'<span>pings/s <b>{rates["ping"]:.1f}</b></span>'
+            f"{per_kind}"
             f'<span>generator CPU <b>{data["cpu_busiest_pct"]:.0f}%</b></span></p>'
             f'<table id="loadgen-stats"><tr>{head}</tr>{body}</table>{"".join(charts)}'
             '<p><a href="./">Locust UI</a> &middot; <a href="./loadgen/stats.json">stats.json</a> &middot; '
@@ -148,17 +165,17 @@ def install(web_ui: WebUI, stats: RunStats) -> LiveView:
     view = LiveView(stats)
     app = web_ui.app
     assert app is not None, "the web UI has no Flask app"
-    _add_tab(web_ui)
+    _add_tab(web_ui, columns(stats))
     _add_request_hooks(app, view)
     _add_routes(app, web_ui, view, stats)
     return view
 
 
-def _add_tab(web_ui: WebUI) -> None:
+def _add_tab(web_ui: WebUI, shown: list[tuple[str, str]]) -> None:
     """Our tab and table in Locust's UI, and links to our page and files under its downloads."""
     web_ui.template_args["extended_tabs"] = [{"title": TAB_TITLE, "key": TAB_KEY}]
     web_ui.template_args["extended_tables"] = [
-        {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}]
+        {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in shown]}]
     web_ui.template_args["extended_csv_files"] = [
         {"href": "./loadgen", "title": "loadgen live page: DTLS/TLS figures and charts"},
         {"href": "./loadgen/timeseries.csv", "title": "loadgen per-second time series (CSV)"},

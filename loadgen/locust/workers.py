@@ -25,6 +25,7 @@ from loadgen.locust.users import Endpoint
 from loadgen.protocol.errors import RunNotStarted
 from loadgen.results.summary import RunOutcome, summary_data
 from loadgen.scenario import Scenario
+from loadgen.stats.facts import scenario_kinds
 from loadgen.stats.live import LiveStats
 from loadgen.stats.run import RunStats
 
@@ -45,7 +46,7 @@ def run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutco
     with endpoints(scenario, options) as (eps, _):
         env, session = make_environment(scenario, eps, options)
         runner = env.create_worker_runner(options.master_host, options.master_port)
-        totals = RunStats()
+        totals = RunStats(scenario_kinds(scenario))
         LiveStats(env, totals, session.stats_sink, "worker").install()  # ships each second to the master
 
         def flush(**_: Any) -> None:

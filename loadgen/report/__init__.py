@@ -15,8 +15,15 @@ from typing import Any
 
 from loadgen.protocol.errors import ConfigError
 from loadgen.report.svg import Series, bar_chart, line_chart
-
-KIND_NAMES = {"handshake": "handshakes", "ping": "pings"}
+from loadgen.report.tables import (
+    request_tables,
+    steps_table,
+    summary_kinds,
+    table,
+    targets_table,
+    thresholds_line,
+)
+from loadgen.stats.facts import HANDSHAKE, is_notification, is_plain, plural
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1000px;
@@ -59,6 +66,8 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], scenario:
     failed = any(not t.get("passed", True) for t in summary.get("thresholds", [])) or \
         summary.get("outcome") in ("failed", "interrupted")
     name = str(summary.get("scenario", "run"))
+    kinds = list(summary_kinds(summary))
+    plain = is_plain(kinds)
     body = [
         f"<h1>loadgen report: {escape(name)}</h1>",
         f'<p class="muted">{escape(str(summary.get("started_utc", "")))} &middot; '
@@ -66,25 +75,29 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], scenario:
         "</p>",
         f'<p id="verdict" class="verdict{" fail" if failed or knee.get("limited_by") == "generator" else ""}">'
         f"{escape(verdict)}</p>",
-        _thresholds_line(summary),
+        thresholds_line(summary),
+    ]
+    if not plain:  # a run of request steps: its requests first (a plain run's page keeps its sections)
+        body += ['<h2 id="requests">Requests</h2>', request_tables(summary)]
+    body += [
         "<h2>Throughput and latency against offered load</h2>",
-        _throughput_vs_load(steps, knee, rows, analysis),
+        _throughput_vs_load(steps, knee, rows, analysis, kinds),
     ]
     if steps:
-        body.append(_latency_per_step(steps, knee))
+        body.append(_latency_per_step(steps, knee, plain))
     bands = _step_bands(analysis)
     body += [
         "<h2>Over time</h2>",
-        _throughput_over_time(rows, bands),
-        *[_latency_over_time(rows, kind, bands) for kind in ("handshake", "ping")],
+        _throughput_over_time(rows, bands, kinds),
+        *[_latency_over_time(rows, kind, bands) for kind in kinds],
         _active_over_time(rows, bands),
         _cpu_over_time(rows, bands),
         "<h2>Errors</h2>",
-        _errors(summary, rows, bands),
+        _errors(summary, rows, bands, kinds),
     ]
     if steps:
-        body += ["<h2>Steps</h2>", _steps_table(steps, knee, analysis)]
-    body += ["<h2>Per target</h2>", _targets_table(summary),
+        body += ["<h2>Steps</h2>", steps_table(steps, knee, analysis, plain)]
+    body += ["<h2>Per target</h2>", targets_table(summary),
              "<h2>Run parameters</h2>", _parameters(scenario, summary)]
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>loadgen: {escape(name)}</title>'
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
@@ -94,7 +107,12 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], scenario:
 
 
 def _rate(row: dict[str, Any], kind: str) -> float:
-    return row[kind]["completed"] / row["duration"] if row["duration"] > 0 else 0.0
+    return row["kinds"][kind]["completed"] / row["duration"] if row["duration"] > 0 else 0.0
+
+
+def _per_s(kind: str) -> str:
+    """A kind's rate in a chart's legend: "pings/s", "telemetry/s"."""
+    return plural(kind) + "/s"
 
 
 def _step_bands(analysis: dict[str, Any]) -> list[tuple[float, float, str]]:
@@ -107,11 +125,12 @@ def _step_bands(analysis: dict[str, Any]) -> list[tuple[float, float, str]]:
 
 
 def _throughput_vs_load(steps: list[dict[str, Any]], knee: dict[str, Any], rows: list[dict[str, Any]],
-                        analysis: dict[str, Any]) -> str:
+                        analysis: dict[str, Any], kinds: list[str]) -> str:
     unit = analysis.get("unit", "per s")
     if steps:
         series = [Series("handshakes/s", [(s["clients"], s["handshake"]["rate"]) for s in steps]),
-                  Series("pings/s", [(s["clients"], s["ping"]["rate"]) for s in steps])]
+                  Series("pings/s" if is_plain(kinds) else "requests/s", [(s["clients"], s["ping"]["rate"])
+                                                                          for s in steps])]
         if any(s.get("offered_rate") for s in steps):
             series.append(Series(f"offered {unit}", [(s["clients"], s.get("offered_rate")) for s in steps],
                                  color="#999", dashed=True))
@@ -124,35 +143,38 @@ def _throughput_vs_load(steps: list[dict[str, Any]], knee: dict[str, Any], rows:
         if row["duration"] >= 0.5:
             by_users[row["users"]].append(row)
     points = sorted(by_users.items())
-    series = [Series(KIND_NAMES[kind] + "/s", [(u, sum(_rate(r, kind) for r in rs) / len(rs)) for u, rs in points])
-              for kind in ("handshake", "ping")]
+    series = [Series(_per_s(kind), [(u, sum(_rate(r, kind) for r in rs) / len(rs)) for u, rs in points])
+              for kind in kinds]
     return line_chart("Throughput vs offered load (mean per second at each client count)", series,
                       x_label="running clients", y_label="completed per second")
 
 
-def _latency_per_step(steps: list[dict[str, Any]], knee: dict[str, Any]) -> str:
+def _latency_per_step(steps: list[dict[str, Any]], knee: dict[str, Any], plain: bool) -> str:
     series = []
     for kind in ("handshake", "ping"):
         for p in ("p50", "p95", "p99"):
-            series.append(Series(f"{kind} {p}", [(s["clients"], s[kind][f"{p}_ms"]) for s in steps],
+            label = kind if plain or kind == HANDSHAKE else "requests"  # a step's "ping": all its requests
+            series.append(Series(f"{label} {p}", [(s["clients"], s[kind][f"{p}_ms"]) for s in steps],
                                  dashed=kind == "ping"))
     marks = [(float(knee["knee_clients"]), "knee")] if knee.get("knee_clients") is not None else []
     return line_chart("Latency percentiles per step", series, x_label="offered clients", y_label="ms (log)",
                       log_y=True, vlines=marks)
 
 
-def _throughput_over_time(rows: list[dict[str, Any]], bands: list[tuple[float, float, str]]) -> str:
+def _throughput_over_time(rows: list[dict[str, Any]], bands: list[tuple[float, float, str]],
+                          kinds: list[str]) -> str:
     whole = [r for r in rows if r["duration"] >= 0.5]
-    series = [Series(KIND_NAMES[kind] + "/s", [(r["second"], _rate(r, kind)) for r in whole], markers=False)
-              for kind in ("handshake", "ping")]
+    series = [Series(_per_s(kind), [(r["second"], _rate(r, kind)) for r in whole], markers=False)
+              for kind in kinds]
     return line_chart("Throughput per second", series, x_label="seconds", y_label="completed per second",
                       bands=bands)
 
 
 def _latency_over_time(rows: list[dict[str, Any]], kind: str, bands: list[tuple[float, float, str]]) -> str:
-    series = [Series(f"{kind} {p}", [(r["second"], r[kind][p]) for r in rows], markers=False)
+    series = [Series(f"{kind} {p}", [(r["second"], r["kinds"][kind][p]) for r in rows], markers=False)
               for p in ("p50", "p95", "p99", "p100")]
-    return line_chart(f"{kind.capitalize()} latency percentiles per second", series, x_label="seconds",
+    what = "interval between notifications" if is_notification(kind) else "latency"
+    return line_chart(f"{kind[:1].upper()}{kind[1:]} {what} percentiles per second", series, x_label="seconds",
                       y_label="ms (log)", log_y=True, bands=bands)
 
 
@@ -170,89 +192,21 @@ def _cpu_over_time(rows: list[dict[str, Any]], bands: list[tuple[float, float, s
     return line_chart("Generator CPU (% of one core)", series, x_label="seconds", y_label="%", bands=bands)
 
 
-def _errors(summary: dict[str, Any], rows: list[dict[str, Any]], bands: list[tuple[float, float, str]]) -> str:
-    bars = [(f"{kind}: {code}", float(n)) for kind in ("handshake", "ping")
-            for code, n in (summary.get(kind, {}).get("errors") or {}).items()]
+def _errors(summary: dict[str, Any], rows: list[dict[str, Any]], bands: list[tuple[float, float, str]],
+            kinds: list[str]) -> str:
+    figures = summary_kinds(summary)
+    bars = [(f"{kind}: {code}", float(n)) for kind in kinds for code, n in (figures[kind].get("errors") or {}).items()]
     chart = bar_chart("Errors by code (whole run)", bars, x_label="failed attempts")
-    series = [Series(f"{kind} failures/s", [(r["second"], float(r[kind]["failed"])) for r in rows], markers=False)
-              for kind in ("handshake", "ping")]
-    series.append(Series("handshake retransmits/s", [(r["second"], float(r["handshake"]["retransmits"]))
-                                                     for r in rows], markers=False, dashed=True))
+    series = [Series(f"{kind} failures/s", [(r["second"], float(r["kinds"][kind]["failed"])) for r in rows],
+                     markers=False) for kind in kinds]
+    # A plain run's pings are never retransmitted; request kinds' CoAP retransmissions are drawn too.
+    series += [Series(f"{kind} retransmits/s", [(r["second"], float(r["kinds"][kind]["retransmits"])) for r in rows],
+                      markers=False, dashed=True) for kind in kinds if kind == HANDSHAKE or not is_plain(kinds)]
     return chart + line_chart("Failures and retransmissions per second", series, x_label="seconds",
                               y_label="per second", bands=bands)
 
 
-# -- tables -------------------------------------------------------------------------------
-
-
-def _num(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return f"{value:,}" if isinstance(value, int) else escape(str(value))
-
-
-def _table(head: list[str], rows: list[list[Any]], classes: list[str] | None = None) -> str:
-    out = ["<table><tr>", *(f'<th class="{"l" if i == 0 else ""}">{escape(h)}</th>' for i, h in enumerate(head)),
-           "</tr>"]
-    for n, row in enumerate(rows):
-        cls = f' class="{classes[n]}"' if classes and classes[n] else ""
-        out.append(f"<tr{cls}>" + "".join(f'<td class="{"l" if i == 0 else ""}">{v if isinstance(v, str) else _num(v)}'
-                                          "</td>" for i, v in enumerate(row)) + "</tr>")
-    out.append("</table>")
-    return "".join(out)
-
-
-def _thresholds_line(summary: dict[str, Any]) -> str:
-    items = summary.get("thresholds") or []
-    if not items:
-        return '<p class="muted">No thresholds set.</p>'
-    parts = []
-    for t in items:
-        fmt = _threshold_ms if t["name"].endswith(("p95", "p99")) else _threshold_number
-        parts.append(f"{'pass' if t['passed'] else 'FAIL'} {t['name']} {fmt(t['actual'])} (limit {fmt(t['limit'])})")
-    return f"<p>Thresholds: {escape('; '.join(parts))}.</p>"
-
-
-def _threshold_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.1f} ms"
-
-
-def _threshold_number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
-def _steps_table(steps: list[dict[str, Any]], knee: dict[str, Any], analysis: dict[str, Any]) -> str:
-    health = {h["step"]: h for h in knee.get("health") or []}
-    head = ["step", "clients", "measured s", f"offered {analysis.get('unit', '/s')}", "throughput", "handshakes/s",
-            "hs p95 ms", "hs p99 ms", "pings/s", "ping p95 ms", "ping p99 ms", "errors", "loss", "CPU %", "health"]
-    rows, classes = [], []
-    for s in steps:
-        h = health.get(s["index"], {})
-        rows.append([str(s["index"]), s["clients"], s["seconds"], s.get("offered_rate"), s["throughput"],
-                     s["handshake"]["rate"], s["handshake"]["p95_ms"], s["handshake"]["p99_ms"], s["ping"]["rate"],
-                     s["ping"]["p95_ms"], s["ping"]["p99_ms"],
-                     "-" if s["error_ratio"] is None else f"{s['error_ratio']:.2%}",
-                     "-" if s["loss_ratio"] is None else f"{s['loss_ratio']:.2%}", s["cpu_max"],
-                     escape("ok" if h.get("healthy") else "; ".join(h.get("reasons") or []) or "-")])
-        classes.append("knee" if s["index"] == knee.get("knee_step") else "")
-    return _table(head, rows, classes)
-
-
-def _targets_table(summary: dict[str, Any]) -> str:
-    head = ["target", "kind", "attempted", "completed", "failed", "retransmits", "p50 ms", "p95 ms", "p99 ms",
-            "p99.9 ms", "max ms", "errors", "active"]
-    rows = []
-    for target, data in sorted((summary.get("targets") or {}).items()):
-        for kind in ("handshake", "ping"):
-            d = data[kind]
-            lat = d["latency_ms"]
-            errors = ", ".join(f"{c} {n}" for c, n in sorted(d["errors"].items())) or "none"
-            rows.append([escape(target), kind, d["attempted"], d["completed"], d["failed"], d["retransmits"],
-                         lat["p50"], lat["p95"], lat["p99"], lat["p99.9"], lat["p100"], escape(errors),
-                         data["active_associations"] if kind == "handshake" else "-"])
-    return _table(head, rows)
+# -- run parameters ----------------------------------------------------------------------
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -268,4 +222,4 @@ def _parameters(scenario: dict[str, Any], summary: dict[str, Any]) -> str:
     server = summary.get("server")
     if server:
         rows.append(["built-in server", escape(str(server))])
-    return _table(["parameter", "value"], rows) if rows else '<p class="muted">not recorded</p>'
+    return table(["parameter", "value"], rows) if rows else '<p class="muted">not recorded</p>'

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,7 +26,7 @@ from typing import Any, TextIO
 from loadgen.results.summary import RunOutcome, summary_data
 from loadgen.scenario import Scenario
 from loadgen.stats.cells import PERCENTILES
-from loadgen.stats.facts import KINDS
+from loadgen.stats.facts import KINDS, is_notification
 from loadgen.stats.run import RunStats
 
 
@@ -50,33 +51,45 @@ def write_results(outcome: RunOutcome, run_dir: Path) -> Path:
     return run_dir
 
 
-def _csv_header() -> list[str]:
+def _csv_header(kinds: Sequence[str]) -> list[str]:
     head = ["second", "time_utc", "duration_s", "users", "active_associations", "processes",
             "cpu_busiest_pct", "cpu_total_pct"]
-    for kind in KINDS:
+    for kind in kinds:
         head += [f"{kind}_{c}" for c in ("attempted", "completed", "failed", "retransmits")]
-        head += [f"{kind}_{name}_ms" for name, _ in PERCENTILES]
+        # A notification kind's percentiles are of the interval between notifications.
+        timing = "interval_" if is_notification(kind) else ""
+        head += [f"{kind}_{timing}{name}_ms" for name, _ in PERCENTILES]
         head.append(f"{kind}_errors")
+        if kind not in KINDS:  # request kinds: resets and response codes (a plain run keeps its columns)
+            head += [f"{kind}_rsts", f"{kind}_codes"]
     return head
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return ";".join(f"{code}={n}" for code, n in sorted(counts.items()))
+
+
 def write_timeseries_csv(rows: list[dict[str, Any]], target: Path | TextIO) -> None:
-    """One line per second; errors as ``code=n;code=n``; empty percentile cells for seconds without data."""
+    """One line per second; errors and response codes as ``code=n;code=n``; empty percentile cells for
+    seconds without data. Columns per kind of the run (those of the rows), in its order."""
     if isinstance(target, Path):
         with target.open("w", newline="") as f:
             write_timeseries_csv(rows, f)
         return
+    kinds = list(rows[0]["kinds"]) if rows else list(KINDS)
     writer = csv.writer(target)
-    writer.writerow(_csv_header())
+    writer.writerow(_csv_header(kinds))
     for row in rows:
         line: list[Any] = [row["second"], datetime.fromtimestamp(row["time"], UTC).isoformat(timespec="seconds"),
                            f"{row['duration']:.3f}", row["users"], row["active"], row["processes"],
                            f"{row['cpu_max']:.1f}", f"{row['cpu_total']:.1f}"]
-        for kind in KINDS:
-            fig = row[kind]
+        for kind in kinds:
+            fig = row["kinds"][kind]
             line += [fig["attempted"], fig["completed"], fig["failed"], fig["retransmits"]]
             line += ["" if fig[name] is None else f"{fig[name]:.3f}" for name, _ in PERCENTILES]
-            line.append(";".join(f"{code}={n}" for code, n in sorted(fig["errors"].items())))
+            line.append(_counts(fig["errors"]))
+            if kind not in KINDS:
+                line += [fig["rsts"], _counts(fig["codes"])]
         writer.writerow(line)
 
 

@@ -12,7 +12,8 @@ from locust.env import Environment
 from loadgen.capacity import KNEE_FOUND, Analysis
 from loadgen.locust.health import Health
 from loadgen.scenario import Scenario
-from loadgen.stats.facts import KINDS
+from loadgen.stats.cells import Cell
+from loadgen.stats.facts import KINDS, is_notification, is_plain, plural
 from loadgen.stats.run import RunStats
 from loadgen.stats.thresholds import Verdict
 
@@ -39,7 +40,7 @@ class RunOutcome:
 
     @property
     def failed_attempts(self) -> int:
-        """Handshakes and pings that failed (attempts still in flight at the stop are neither)."""
+        """Attempts of every kind that failed (attempts still in flight at the stop are neither)."""
         return sum(t.failed for t in self.stats.kinds.values())
 
     @property
@@ -81,11 +82,28 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
 
 def _print_exact_figures(outcome: RunOutcome, out: TextIO) -> None:
     print("\nloadgen's exact figures (every attempt, HDR histograms):", file=out)
-    for kind, t in outcome.stats.kinds.items():
-        codes = ", ".join(f"{code} {n}" for code, n in t.failures.most_common()) or "none"
-        print(f"{kind + 's':<11} attempted {t.attempted}, completed {t.completed}, failed {t.failed}, "
-              f"in flight at stop {t.in_flight}; p50 {_ms(t.percentile(50))} ms, p99 {_ms(t.percentile(99))} ms;"
-              f" errors: {codes}", file=out)
+    stats = outcome.stats
+    for kind, t in stats.kinds.items():
+        print(_figures_line(f"{plural(kind):<11}" if kind in KINDS else f"{kind}:", kind, t), file=out)
+    # Per target (each device group's ``group@target``) when there is more than a plain run's totals.
+    if len(stats.targets) > 1 and not (is_plain(stats.kind_names) and not any("@" in t for t in stats.targets)):
+        for target in stats.targets:
+            for kind in stats.kinds_of(target):
+                print(_figures_line(f"  {target} {kind}:", kind, stats.cell(kind, target)), file=out)
+
+
+def _figures_line(head: str, kind: str, t: Cell) -> str:
+    """One kind's counts, percentiles and error codes; response codes, RSTs and retransmissions
+    for request kinds (notifications: the interval between them, not a latency)."""
+    codes = ", ".join(f"{code} {n}" for code, n in t.failures.most_common()) or "none"
+    timing = "interval p50" if is_notification(kind) else "p50"
+    line = (f"{head} attempted {t.attempted}, completed {t.completed}, failed {t.failed}, "
+            f"in flight at stop {t.in_flight}; {timing} {_ms(t.percentile(50))} ms, p99 {_ms(t.percentile(99))} ms;"
+            f" errors: {codes}")
+    if t.shows_codes(kind):
+        replies = ", ".join(f"{code} {n}" for code, n in t.codes.most_common()) or "none"
+        line += f"; retransmits {t.retransmits}, RSTs {t.rsts}, response codes: {replies}"
+    return line
 
 
 def _print_locust_counts(outcome: RunOutcome, out: TextIO) -> None:
@@ -115,7 +133,7 @@ def _print_health(outcome: RunOutcome, out: TextIO) -> None:
     if (h := outcome.health) is None:
         return
     same = "equal" if not h.counts_differ else "DIFFER"
-    counts = ", ".join(f"{kind}s {c['locust']}/{c['loadgen']}" for kind, c in h.counts.items())
+    counts = ", ".join(f"{plural(kind)} {c['locust']}/{c['loadgen']}" for kind, c in h.counts.items())
     missed = ", ".join(map(str, h.missed)) or "none"
     workers = f"workers {h.workers}, marked missing: {missed}; " if h.workers else ""
     print(f"loadgen: health: {workers}event-loop lag max {h.lag_max * 1000:.0f} ms "
@@ -138,8 +156,7 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
         "scenario": outcome.scenario.name, "elapsed_s": outcome.elapsed,
         "interrupted": outcome.interrupted, "outcome": outcome.outcome, **_kinds_data(outcome),
         "locust": locust_view,
-        "thresholds": [{"name": v.name, "limit": v.limit, "actual": v.actual, "passed": v.passed}
-                       for v in outcome.verdicts],
+        "thresholds": [v.to_json() for v in outcome.verdicts],
         "server": outcome.server_summary,
         # Issue 5: exact figures per target, the run's start, the steps / knee / verdict.
         "targets": targets_summary(outcome.stats, outcome.elapsed),
@@ -151,25 +168,36 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
 
 
 def _kinds_data(outcome: RunOutcome) -> dict[str, Any]:
-    """Per kind (handshake, ping): totals, error codes, bytes, rate and exact percentiles (ms)."""
+    """Per kind: totals, error codes, bytes, rate and exact percentiles (ms); request kinds also
+    response codes and RSTs. See :func:`by_kind` for where each kind goes."""
     kinds = {}
     for kind, t in outcome.stats.kinds.items():
-        kinds[kind] = {
-            "attempted": t.attempted, "completed": t.completed, "failed": t.failed,
-            "in_flight": t.in_flight, "errors": dict(t.failures), "retransmits": t.retransmits,
-            "resumed": t.resumed, "sent_bytes": t.sent_bytes, "received_bytes": t.received_bytes,
-            "rate_per_s": t.completed / max(outcome.elapsed, 1e-9),
-            "latency_ms": {f"p{p:g}": (None if (v := t.percentile(p)) is None else v * 1000)
-                           for p in (50, 90, 95, 99, 99.9, 100)},
-        }
-    return kinds
+        data = t.summary(outcome.elapsed, kind)
+        timing = "interval_ms" if is_notification(kind) else "latency_ms"
+        data[timing] = {f"p{p:g}": (None if (v := t.percentile(p)) is None else v * 1000)
+                        for p in (50, 90, 95, 99, 99.9, 100)}
+        kinds[kind] = data
+    return by_kind(kinds)
+
+
+def by_kind(figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Where a summary keeps each kind's figures: a plain run's "handshake" and "ping" at the top, as
+    they always were; request kinds, in the run's order, under "requests" (a request may be named
+    like any other key)."""
+    out: dict[str, Any] = {kind: data for kind, data in figures.items() if kind in KINDS}
+    requests = {kind: data for kind, data in figures.items() if kind not in KINDS}
+    if requests:
+        out["requests"] = requests
+    return out
 
 
 def targets_summary(stats: RunStats, elapsed: float) -> dict[str, Any]:
-    """Per target: per-kind totals (with exact percentiles) and active associations."""
+    """Per target (``group@target`` with device groups): its kinds' totals (with exact percentiles,
+    placed as :func:`by_kind` says) and active associations."""
     out: dict[str, Any] = {}
     for target in stats.targets:
-        out[target] = {kind: stats.cell(kind, target).summary(elapsed) for kind in KINDS}
+        out[target] = by_kind({kind: stats.cell(kind, target).summary(elapsed, kind)
+                               for kind in stats.kinds_of(target)})
         out[target]["active_associations"] = stats.active(target)
     return out
 

@@ -17,10 +17,26 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from loadgen.stats.facts import HANDSHAKE, PING, is_notification
+
 #: Latencies are kept in microseconds, 1 us .. 1 h, to 3 significant digits.
 HDR_RANGE = (1, 3_600_000_000, 3)
 #: The percentiles reports show, named as in summary.json since issue 3 ("p100" is the maximum).
 PERCENTILES: tuple[tuple[str, float], ...] = tuple((f"p{p:g}", p) for p in (50.0, 90.0, 95.0, 99.0, 99.9, 100.0))
+
+
+#: A cell counts at most this many distinct response codes; any further code counts as :data:`OTHER_CODE`
+#: (a CoAP code is one byte, but a hostile server choosing them must not grow a cell without bound).
+MAX_CODES = 32
+OTHER_CODE = "other"
+
+
+def count_code(codes: Counter[str], code: str, n: int = 1) -> None:
+    """Add ``n`` replies with response ``code`` to ``codes``, within :data:`MAX_CODES` distinct codes."""
+    if code in codes or len(codes) < MAX_CODES - 1 or code == OTHER_CODE:
+        codes[code] += n
+    else:
+        codes[OTHER_CODE] += n
 
 
 def new_histogram() -> HdrHistogram:
@@ -36,7 +52,7 @@ class Cell:
     """Counters and an exact latency histogram of one kind of attempt (of one target, second or step, or summed)."""
 
     __slots__ = ("attempted", "completed", "failures", "retransmits", "resumed", "sent_bytes", "received_bytes",
-                 "ended", "histogram", "packed")
+                 "ended", "rsts", "codes", "histogram", "packed")
 
     #: Plain integer counters, in wire order.
     COUNTERS = ("attempted", "completed", "retransmits", "resumed", "sent_bytes", "received_bytes", "ended")
@@ -50,6 +66,8 @@ class Cell:
         self.sent_bytes = 0
         self.received_bytes = 0
         self.ended = 0  # handshake cells: established associations that ended
+        self.rsts = 0  # attempts answered by a CoAP reset (code "RST" or error coap-reset)
+        self.codes: Counter[str] = Counter()  # replies by response code ("2.05"), bounded: see count_code
         self.histogram: HdrHistogram | None = None
         self.packed: bytes = b""  # the histogram's encoding while ``histogram`` is None
 
@@ -103,8 +121,11 @@ class Cell:
         self.sent_bytes += other.sent_bytes
         self.received_bytes += other.received_bytes
         self.ended += other.ended
+        self.rsts += other.rsts
         if other.failures:
             self.failures.update(other.failures)
+        for code, n in other.codes.items():
+            count_code(self.codes, code, n)
         theirs = other.hist()
         if theirs is not None and theirs.get_total_count():
             mine = self.hist()
@@ -128,6 +149,11 @@ class Cell:
     def to_wire(self) -> dict[str, Any]:
         data: dict[str, Any] = {name: getattr(self, name) for name in self.COUNTERS}
         data["failures"] = dict(self.failures)
+        # Absent on the wire and in files when zero: cells of plain runs keep the shape they had.
+        if self.rsts:
+            data["rsts"] = self.rsts
+        if self.codes:
+            data["codes"] = dict(self.codes)
         if self.histogram is not None:
             data["hdr"] = self.histogram.encode() if self.histogram.get_total_count() else b""
         else:
@@ -140,6 +166,9 @@ class Cell:
         for name in cls.COUNTERS:
             setattr(cell, name, int(data.get(name, 0)))
         cell.failures.update(data.get("failures", {}))
+        cell.rsts = int(data.get("rsts", 0))
+        for code, n in dict(data.get("codes") or {}).items():
+            count_code(cell.codes, str(code), int(n))
         hdr = data.get("hdr") or b""
         cell.packed = hdr.encode("ascii") if isinstance(hdr, str) else bytes(hdr)
         return cell
@@ -150,14 +179,24 @@ class Cell:
         data["hdr"] = data["hdr"].decode("ascii")
         return data
 
-    def summary(self, elapsed: float | None = None) -> dict[str, Any]:
-        """Plain figures for JSON summaries and web pages (latencies in ms)."""
+    def shows_codes(self, kind: str) -> bool:
+        """Whether figures of this cell of ``kind`` carry response codes and RSTs: request kinds do; a
+        plain run's handshakes and pings only when they have any (their outputs keep their old shape)."""
+        return kind not in (HANDSHAKE, PING) or bool(self.codes) or bool(self.rsts)
+
+    def summary(self, elapsed: float | None = None, kind: str = "") -> dict[str, Any]:
+        """Plain figures for JSON summaries and web pages (latencies in ms). With ``kind``: response
+        codes and RSTs as :meth:`shows_codes` says, and a notification kind's percentiles as
+        ``interval_ms`` (the time between notifications) instead of ``latency_ms``."""
         out: dict[str, Any] = {
             "attempted": self.attempted, "completed": self.completed, "failed": self.failed,
             "in_flight": self.in_flight, "errors": dict(self.failures), "retransmits": self.retransmits,
             "resumed": self.resumed, "sent_bytes": self.sent_bytes, "received_bytes": self.received_bytes,
         }
+        if kind and self.shows_codes(kind):
+            out["rsts"] = self.rsts
+            out["codes"] = dict(self.codes.most_common())
         if elapsed is not None:
             out["rate_per_s"] = self.completed / max(elapsed, 1e-9)
-        out["latency_ms"] = self.percentiles_ms()
+        out["interval_ms" if is_notification(kind) else "latency_ms"] = self.percentiles_ms()
         return out

@@ -12,22 +12,77 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from loadgen.protocol.errors import LoadgenError
 from loadgen.stats.throttle import ThrottledLog
+
+if TYPE_CHECKING:
+    from loadgen.scenario.model import RequestStep, Scenario
 
 log = logging.getLogger("loadgen")
 
 HANDSHAKE = "handshake"
 PING = "ping"
-#: The kinds of attempt, in report order.
+#: The kinds of a plain run (handshakes and the one ping), in report order. A run with request steps
+#: has "handshake" and its request names instead: see :func:`run_kinds`.
 KINDS = (HANDSHAKE, PING)
+#: The kind of Observe notifications of request ``X`` is ``X`` + this suffix (see :func:`is_notification`).
+NOTIFICATION_SUFFIX = " notification"
+#: ``Finished.code`` of a reply that was a CoAP reset, and the error code of a request answered by one.
+RST = "RST"
+RESET_ERROR = "coap-reset"
+
+
+def is_notification(kind: str) -> bool:
+    """True for a kind of CoAP Observe notifications: its ``elapsed`` is the interval since the previous
+    notification, not a latency, so reports label it "interval" and latency thresholds leave it out."""
+    return kind.endswith(NOTIFICATION_SUFFIX)
+
+
+def plural(kind: str) -> str:
+    """A kind in prose and legends: "handshakes", "pings"; a request name as it is ("GET /time")."""
+    return f"{kind}s" if kind in KINDS else kind
+
+
+def is_plain(kinds: Iterable[str]) -> bool:
+    """True when ``kinds`` are those of a plain run (handshakes and pings only): its outputs keep the
+    shape they had before request steps (no response-code columns, no per-request tables)."""
+    return set(kinds) <= set(KINDS)
+
+
+def run_kinds(seen: Iterable[str]) -> tuple[str, ...]:
+    """A run's kinds in report order: "handshake" first, then the others in the order given (first
+    declared or first seen); a run without any other kind has "ping", as every run had before requests."""
+    others = tuple(dict.fromkeys(kind for kind in seen if kind != HANDSHAKE))
+    return (HANDSHAKE, *(others or (PING,)))
+
+
+def request_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """The kinds of ``kinds`` that are request/response attempts: not handshakes, not notifications.
+    Their latency is what ``ping_p99`` judges; in a plain run that is "ping"."""
+    return tuple(kind for kind in kinds if kind != HANDSHAKE and not is_notification(kind))
+
+
+def scenario_kinds(scenario: Scenario) -> tuple[str, ...]:
+    """The kinds a scenario's run will count, in the scenario's order (:func:`run_kinds` of its
+    request names, the device groups' after the scenario's own; an Observe request adds its
+    notifications' kind after it). Declared up front, they show (with zeros) before any is seen."""
+    steps: list[RequestStep] = list(scenario.requests)
+    for group in scenario.devices:
+        steps += group.requests
+    names: list[str] = []
+    for step in steps:
+        names.append(step.name)
+        if step.coap is not None and step.coap.observe:
+            names.append(step.name + NOTIFICATION_SUFFIX)
+    groups_ping = any(not group.requests for group in scenario.devices) and not scenario.requests
+    return run_kinds([PING] * groups_ping + names)
 
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    """An attempt (``kind`` = handshake or ping) began."""
+    """An attempt (``kind`` = handshake, ping or a request step's name) began."""
 
     kind: str
     target: str

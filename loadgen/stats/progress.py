@@ -7,7 +7,7 @@ worker on a master), not from Locust's rounded request stats, so the lines agree
 from __future__ import annotations
 
 from loadgen.stats.cells import Cell
-from loadgen.stats.facts import HANDSHAKE, PING
+from loadgen.stats.facts import HANDSHAKE, is_plain, request_kinds
 from loadgen.stats.run import RunStats
 
 
@@ -24,8 +24,9 @@ class Progress:
         self._next = 0  # the first second index the next line covers
 
     def line(self, elapsed: float, clients: int) -> str:
-        kinds = self.stats.kinds
-        hs, pings = kinds[HANDSHAKE], kinds[PING]
+        # A plain run's pings; with request steps all requests together (notifications are not requests).
+        hs, pings = self.stats.handshakes, self.stats.requests
+        what = "pings" if is_plain(self.stats.kind_names) else "requests"
         newest = max(self.stats.seconds, default=-1)
         if self._next > newest + 1:  # the stats were reset (a new run): start over
             self._next = 0
@@ -33,10 +34,13 @@ class Progress:
         cells, rows = self.stats.span(self._next, end)
         self._next = max(self._next, end)
         seconds = sum(row.duration for row in rows)
+        now = Cell()
+        for kind in request_kinds(cells):
+            now.add(cells[kind])
         return (f"[{elapsed:5.0f}s] clients {clients:>6}  "
                 f"handshakes {hs.completed:>7} ok {hs.failed:>5} failed  "
-                f"pings {pings.completed:>8} ok {pings.failed:>5} failed  "
-                f"now: {_rate(cells[HANDSHAKE], seconds, 'handshakes')}, {_rate(cells[PING], seconds, 'pings')}")
+                f"{what} {pings.completed:>8} ok {pings.failed:>5} failed  "
+                f"now: {_rate(cells[HANDSHAKE], seconds, 'handshakes')}, {_rate(now, seconds, what)}")
 
 
 def _rate(cell: Cell, seconds: float, what: str) -> str:

@@ -10,11 +10,12 @@ of a row come from the merged HDR histogram, hence equal those of all raw sample
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.stats.cells import Cell
-from loadgen.stats.facts import HANDSHAKE, KINDS, PING
+from loadgen.stats.facts import HANDSHAKE, KINDS, PING, is_plain, request_kinds, run_kinds
 from loadgen.stats.sink import Key, SecondDelta
 
 
@@ -31,7 +32,7 @@ class SecondRow:
     cpu_total: float = 0.0  # all processes together, % of one core
     lag_max: float = 0.0  # worst event-loop lag of any process in this second (s)
     stop_lag_max: float = 0.0  # the same while the processes were stopping their users
-    kinds: dict[str, Cell] = field(default_factory=lambda: {kind: Cell() for kind in KINDS})
+    kinds: dict[str, Cell] = field(default_factory=dict)  # the kinds counted in this second
     _figures: dict[str, dict[str, Any]] | None = None  # cached per-kind figures
 
     def merge(self, delta: SecondDelta, per_kind: dict[str, Cell]) -> None:
@@ -58,16 +59,22 @@ class SecondRow:
             self._figures[kind] = {
                 "attempted": cell.attempted, "completed": cell.completed, "failed": cell.failed,
                 "retransmits": cell.retransmits, "ended": cell.ended, "sent_bytes": cell.sent_bytes,
-                "received_bytes": cell.received_bytes, "errors": dict(cell.failures), **cell.percentiles_ms(),
+                "received_bytes": cell.received_bytes, "errors": dict(cell.failures), "rsts": cell.rsts,
+                "codes": dict(cell.codes), **cell.percentiles_ms(),
             }
             cell.pack()
         return self._figures[kind]
 
 
 class RunStats:
-    """Totals per (kind, target) and the per-second series of one run (see the module doc)."""
+    """Totals per (kind, target) and the per-second series of one run (see the module doc).
 
-    def __init__(self) -> None:
+    ``kinds``: the kinds the run will count, in report order (:func:`~loadgen.stats.facts.scenario_kinds`);
+    they are shown, with zeros, before they are first seen. Kinds seen but not declared follow them.
+    """
+
+    def __init__(self, kinds: Iterable[str] = ()) -> None:
+        self.declared = tuple(kinds)
         self.totals: dict[Key, Cell] = {}
         self.seconds: dict[int, SecondRow] = {}
         self.deltas = 0
@@ -111,11 +118,25 @@ class RunStats:
     def kinds(self) -> dict[str, Cell]:
         """Totals per kind over all targets (fresh cells; cached until the next delta)."""
         if self._kinds is None:
-            kinds = {kind: Cell() for kind in KINDS}
+            kinds = {kind: Cell() for kind in run_kinds([*self.declared, *(kind for kind, _ in self.totals)])}
             for (kind, _), cell in self.totals.items():
-                kinds.setdefault(kind, Cell()).add(cell)
+                kinds[kind].add(cell)
             self._kinds = kinds
         return self._kinds
+
+    @property
+    def kind_names(self) -> tuple[str, ...]:
+        """The run's kinds in report order: "handshake", then the declared kinds and those seen
+        (in first-seen order); "ping" when there is no other (see :func:`~loadgen.stats.facts.run_kinds`)."""
+        return tuple(self.kinds)
+
+    def kinds_of(self, target: str) -> tuple[str, ...]:
+        """The kinds ``target`` counted, in report order (handshake always; ping when it has no other).
+        With device groups each ``group@target`` has its own group's kinds."""
+        mine = [kind for kind in self.kind_names if kind == HANDSHAKE or (kind, target) in self.totals]
+        if len(mine) == 1 and PING in self.kinds:
+            mine.append(PING)
+        return tuple(mine)
 
     def lag_max(self) -> float:
         """Worst event-loop lag any load process had in any second (s)."""
@@ -131,7 +152,17 @@ class RunStats:
 
     @property
     def pings(self) -> Cell:
-        return self.kinds[PING]
+        """The "ping" kind's totals (an empty cell in a run of request steps)."""
+        return self.kinds.get(PING) or Cell()
+
+    @property
+    def requests(self) -> Cell:
+        """Every request/response attempt (all kinds but handshakes and notifications) merged: the pings
+        of a plain run, all request steps' requests otherwise. A fresh cell."""
+        total = Cell()
+        for kind in request_kinds(self.kind_names):
+            total.add(self.kinds[kind])
+        return total
 
     @property
     def targets(self) -> list[str]:
@@ -149,22 +180,26 @@ class RunStats:
         """The per-second series, oldest first, as plain data (latencies in ms)."""
         out = []
         active = 0
+        names = self.kind_names
         for index in sorted(self.seconds):
             row = self.seconds[index]
             hs = row.figures(HANDSHAKE)
             active += hs["completed"] - hs["ended"]
+            figures = {kind: row.figures(kind) for kind in names}
             out.append({
                 "second": index, "time": row.wall, "duration": row.duration, "users": row.users,
                 "processes": row.processes, "cpu_max": row.cpu_max, "cpu_total": row.cpu_total,
                 "lag_max": row.lag_max, "stop_lag_max": row.stop_lag_max, "active": active,
-                **{kind: row.figures(kind) for kind in KINDS},
+                # A plain run's kinds also at the top, as before request steps; request names only
+                # under "kinds" (a request may be called "users").
+                **{kind: figures[kind] for kind in KINDS if kind in figures}, "kinds": figures,
             })
         return out
 
     def span(self, first: int, end: int) -> tuple[dict[str, Cell], list[SecondRow]]:
         """Per-kind cells and the rows of seconds ``first <= index < end`` (exact merge)."""
         rows = [self.seconds[i] for i in sorted(self.seconds) if first <= i < end]
-        cells = {kind: Cell() for kind in KINDS}
+        cells = {kind: Cell() for kind in self.kind_names}
         for row in rows:
             for kind, cell in row.kinds.items():
                 cells.setdefault(kind, Cell()).add(cell)
@@ -175,21 +210,25 @@ class RunStats:
 
     def to_json(self) -> dict[str, Any]:
         """Everything needed to rebuild this object (histograms included): ``series.json``."""
+        order = {kind: n for n, kind in enumerate(self.kind_names)}  # from_json rebuilds the run's kind order
+        # A plain run's file keeps its old keys; a run of request steps records its declared kinds.
+        declared = {} if is_plain(self.declared) else {"declared": list(self.declared)}
         return {
-            "version": 1,
-            "totals": [[kind, target, cell.to_json()] for (kind, target), cell in sorted(self.totals.items())],
+            "version": 1, **declared,
+            "totals": [[kind, target, cell.to_json()] for (kind, target), cell in
+                       sorted(self.totals.items(), key=lambda item: (order[item[0][0]], item[0][1]))],
             "seconds": [
                 {"second": row.index, "time": row.wall, "duration": row.duration, "users": row.users,
                  "processes": row.processes, "cpu_max": row.cpu_max, "cpu_total": row.cpu_total,
                  "lag_max": row.lag_max, "stop_lag_max": row.stop_lag_max,
-                 "kinds": {kind: cell.to_json() for kind, cell in row.kinds.items()}}
+                 "kinds": {kind: (row.kinds.get(kind) or Cell()).to_json() for kind in self.kind_names}}
                 for row in (self.seconds[i] for i in sorted(self.seconds))
             ],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunStats:
-        stats = cls()
+        stats = cls(data.get("declared", ()))
         for kind, target, wire in data.get("totals", []):
             stats.totals[(kind, target)] = Cell.from_wire(wire)
         for item in data.get("seconds", []):

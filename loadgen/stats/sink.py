@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen.stats.cells import Cell, new_histogram
-from loadgen.stats.facts import HANDSHAKE, KINDS, PING, Ended, Fact, Finished, Started
+from loadgen.stats.cells import Cell, count_code, new_histogram
+from loadgen.stats.facts import HANDSHAKE, PING, RESET_ERROR, RST, Ended, Fact, Finished, Started, run_kinds
 
 Key = tuple[str, str]  # (kind, target)
 
@@ -84,6 +84,13 @@ class StatsSink:
             cell.retransmits += fact.retransmits
             cell.sent_bytes += fact.sent_bytes
             cell.received_bytes += fact.received_bytes
+            code = fact.code
+            if code is not None:  # a CoAP reply: count its code (bounded), and resets
+                count_code(cell.codes, code)
+                if code == RST:
+                    cell.rsts += 1
+            elif fact.error is not None and fact.error.code == RESET_ERROR:
+                cell.rsts += 1
             if fact.error is None:
                 cell.completed += 1
                 cell.resumed += fact.resumed
@@ -117,8 +124,9 @@ class StatsSink:
 
     @property
     def kinds(self) -> dict[str, Cell]:
-        """:meth:`counted` of every kind (handshake and ping always, as in :class:`~loadgen.stats.run.RunStats`)."""
-        return {kind: self.counted(kind) for kind in dict.fromkeys([*KINDS, *(kind for kind, _ in self._cells)])}
+        """:meth:`counted` of every kind, in :func:`~loadgen.stats.facts.run_kinds` order (handshake first;
+        ping when nothing else was counted), as in :class:`~loadgen.stats.run.RunStats`."""
+        return {kind: self.counted(kind) for kind in run_kinds(kind for kind, _ in self._cells)}
 
     @property
     def handshakes(self) -> Cell:
