@@ -64,8 +64,12 @@ def devices_total(groups: Sequence[Fields]) -> int | None:
 
 
 def build_devices(ctx: Ctx, groups: Sequence[Fields], clients: m.Clients, stages: Sequence[m.Stage],
-                  targets: Sequence[m.Target], psk: m.PskConfig | None, count_node: Node) -> tuple[m.DeviceGroup, ...]:
-    """The checked device groups; ``count_node``: where ``clients.count`` is (or the scenario) for errors."""
+                  targets: Sequence[m.Target], psk: m.PskConfig | None, count_node: Node,
+                  stage_nodes: Sequence[Node]) -> tuple[m.DeviceGroup, ...]:
+    """The checked device groups; ``count_node`` and ``stage_nodes``: where ``clients.count`` (or the scenario)
+    and each stage's ``clients`` are, for errors."""
+    if not groups:
+        return ()
     names: set[str] = set()
     built: list[m.DeviceGroup] = []
     for rec in groups:
@@ -74,7 +78,7 @@ def build_devices(ctx: Ctx, groups: Sequence[Fields], clients: m.Clients, stages
             ctx.fail(*rec.at("name"), f"duplicate device group name {name!r}")
         names.add(name)
         built.append(_group(ctx, rec, targets, psk))
-    _check_counts(ctx, groups, clients, stages, count_node)
+    _check_counts(ctx, groups, clients, stages, count_node, stage_nodes)
     _check_identities(ctx, groups, built, clients, stages, psk)
     if not targets:
         _check_one_key_source(ctx, groups, built, psk)
@@ -86,7 +90,7 @@ def _group(ctx: Ctx, rec: Fields, targets: Sequence[m.Target], psk: m.PskConfig 
     if "count" in v and "share" in v:
         ctx.fail(*rec.at("share"), "give count or share, not both")
     known = {t.name: t for t in targets}
-    for item, (name, path) in zip(v.get("targets", ()), _item_nodes(rec, "targets"), strict=True):
+    for name, (item, path) in zip(v.get("targets", ()), _item_nodes(rec, "targets"), strict=True):
         if name not in known:
             what = ", ".join(known) if known else "none: the scenario has no targets (it runs the built-in server)"
             ctx.fail(item, path, f"unknown target {name!r} (targets: {what})")
@@ -119,7 +123,7 @@ def _inherit_key(ctx: Ctx, rec: Fields, psk: m.PskConfig | None) -> m.PskConfig:
 
 
 def _check_counts(ctx: Ctx, groups: Sequence[Fields], clients: m.Clients, stages: Sequence[m.Stage],
-                  count_node: Node) -> None:
+                  count_node: Node, stage_nodes: Sequence[Node]) -> None:
     """Counts fit ``clients.count``; without a share group, nothing is left to no group."""
     counted = [g for g in groups if "count" in g.values]
     total = sum(g.values["count"] for g in counted)
@@ -128,14 +132,14 @@ def _check_counts(ctx: Ctx, groups: Sequence[Fields], clients: m.Clients, stages
                                               f"{clients.count}")
     if len(counted) < len(groups):
         return
+    for i, stage in enumerate(stages):
+        if stage.clients > total:
+            ctx.fail(stage_nodes[i], f"stages[{i}].clients", f"{stage.clients} clients, above the {total} the "
+                                                             "device groups' counts give (no group has a share)")
     if clients.count > total:
         ctx.fail(count_node, "clients.count", f"clients.count {clients.count} leaves {clients.count - total} "
                                               f"clients to no group (the counts sum to {total}): give a group a "
                                               "share instead of a count, or lower clients.count")
-    for i, stage in enumerate(stages):
-        if stage.clients > total:
-            ctx.fail(count_node, f"stages[{i}].clients", f"{stage.clients} clients, above the {total} the device "
-                                                         "groups' counts give (no group has a share)")
 
 
 def _check_identities(ctx: Ctx, groups: Sequence[Fields], built: Sequence[m.DeviceGroup], clients: m.Clients,
@@ -148,11 +152,10 @@ def _check_identities(ctx: Ctx, groups: Sequence[Fields], built: Sequence[m.Devi
         own = group.psk or psk
         if own is None:
             continue
-        devices = min(group.count or peak, IDENTITY_CHECK)
-        mine = {own.identity_for(n) for n in range(devices)}
-        for identity in mine:
+        mine = [own.identity_for(n) for n in range(min(group.count or peak, IDENTITY_CHECK))]
+        for identity in mine:  # in device order: the message names the first device that collides
             other = owner.get(identity)
-            if other is not None:
+            if other is not None and other != group.name:
                 node, path = rec.at("psk")
                 ctx.fail(node, path, f"identity {identity.decode(errors='replace')!r} would be used by groups "
                                      f"{other!r} and {group.name!r} (give each group its own psk.identity)")

@@ -315,7 +315,8 @@ def _build_scenario(ctx: Ctx, rec: Fields) -> m.Scenario:
         run_time=run_time,
         psk=v.get("psk"),
         devices=build_devices(ctx, v.get("devices", ()), clients, stages, targets, v.get("psk"),
-                              crec.nodes.get("count", crec.node) if crec else rec.node),
+                              crec.nodes.get("count", crec.node) if crec else rec.node,
+                              [s.at("clients")[0] for s in stage_recs]),
         source=ctx.source,
         **{k: v[k] for k in sections if k in v},
     )
