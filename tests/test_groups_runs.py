@@ -22,11 +22,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import locust  # noqa: F401 - gevent's monkey-patching first, as in a run
 import pytest
+from test_plain_workers import RUN_END, RecordingKeys, master_port, wait_in_gevent
 from test_runs import IDENTITY_SERVER, KEY_HEX, ROW, STOP, Child, finished_run, load, loadgen, run_dir, spawn
 
+from loadgen.protocol.credentials import Secret
+from loadgen.servers.dtls import DtlsServer
+
 pytestmark = pytest.mark.timeout(150)
-__all__ = ["spawn"]  # the fixture, from test_runs
+__all__ = ["master_port", "spawn"]  # the fixtures, from test_plain_workers and test_runs
 
 GROUPS = {"meters": 3, "sensors": 5}
 INTERVALS = {"meters": 1.0, "sensors": 0.2}
@@ -153,3 +158,33 @@ def test_plain_locust_runs_the_groups_as_user_classes(tmp_path: Path, spawn: Cal
             summary["targets"][f"{group}@builtin"]["ping"]["completed"]
     # Locust ran the groups' classes, named for them, in place of Device.
     assert 'All users spawned: {"meters": 3, "sensors": 5} (8 total users)' in run.stderr, run.describe()
+
+
+def test_plain_locust_workers_number_each_group_apart(tmp_path: Path, spawn: Callable[..., Child],
+                                                     master_port: int) -> None:
+    """``locust --master`` dispatches the groups' classes by name (it has them too, without a session); each
+    ``--worker`` numbers each group's devices at the place the master told it."""
+    keys = RecordingKeys(Secret(bytes.fromhex(KEY_HEX)))
+    server = DtlsServer(keys).start()
+    try:
+        host, port = server.address
+        scenario = fleet(tmp_path, "plainworkers", f"targets: [{{name: gw, host: {host}, port: {port}}}]\n")
+        locustfile = subprocess.run(loadgen("locustfile"), capture_output=True, text=True, check=True,
+                                    timeout=30).stdout.strip()
+        plain = [sys.executable, "-m", "locust", "-f", locustfile, "--scenario", str(scenario)]
+        master = spawn(*plain, "--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
+                       str(master_port), "--expect-workers", "2", "-u", "8", "-r", "100", "-t", "4s", label="master")
+        workers = [spawn(*plain, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port),
+                         label="worker") for _ in range(2)]
+        status = wait_in_gevent(master, RUN_END)
+        for worker in workers:
+            wait_in_gevent(worker, RUN_END)
+    finally:
+        server.stop()
+    assert status == 0, master.describe()
+    asked = Counter(keys.asked)
+    assert not {i: n for i, n in asked.items() if n > 1}, asked  # one handshake per device, none shared
+    assert Counter(i.split(b"-")[0] for i in asked) == {b"meter": 3, b"sensor": 5}, asked
+    summary = load(run_dir(tmp_path, "plainworkers") / "summary.json")
+    for group, count in GROUPS.items():
+        assert summary["locust"][f"DTLS {group}@gw handshake"] == {"requests": count, "failures": 0}, summary["locust"]
