@@ -154,7 +154,8 @@ def test_plain_locust_runs_the_groups_as_user_classes(tmp_path: Path, spawn: Cal
     for group, count in GROUPS.items():
         assert (rows[f"{group}@builtin handshake"]["Request Count"],
                 rows[f"{group}@builtin handshake"]["Failure Count"]) == (str(count), "0")
-        assert int(rows[f"{group}@builtin ping"]["Request Count"]) == \
+        # Locust writes its CSV once a second (the last second may be missing): at most loadgen's count.
+        assert 0 < int(rows[f"{group}@builtin ping"]["Request Count"]) <= \
             summary["targets"][f"{group}@builtin"]["ping"]["completed"]
     # Locust ran the groups' classes, named for them, in place of Device.
     assert 'All users spawned: {"meters": 3, "sensors": 5} (8 total users)' in run.stderr, run.describe()
