@@ -299,3 +299,16 @@ def test_each_group_numbers_its_devices_from_0_and_apart_across_processes(tmp_pa
     assert (make.name, make.target) == ("cam-4", "cams@gw2")
     assert session.endpoints_for(4, "cams") == [e for e in endpoints(s) if e.target.name == "gw2"]
     assert session.association_factory(0, endpoints(s)[0], "meters")().target == "meters@gw1"
+
+
+def test_churn_workload_has_one_class_per_group_too(tmp_path: Path) -> None:
+    from loadgen.capacity.workload import churn_user_classes
+    from loadgen.locust.environment import RunOptions
+
+    s = load(tmp_path, TWO_GROUPS, targets=TARGETS)
+    env, session = make_environment(s, endpoints(s), RunOptions(workload="churn", period=2.0))
+    assert [(c.__name__, c.group, c.period, c.fixed_count) for c in env.user_classes] == \
+        [("meters", "meters", 2.0, 3), ("sensors", "sensors", 2.0, 0), ("cams", "cams", 2.0, 0)]
+    single = load(tmp_path, "clients: {count: 2}\n", targets=TARGETS)
+    (churn,) = churn_user_classes(Session(single, Environment(), endpoints(single)), 1.0)
+    assert (churn.__name__, churn.group) == ("ChurnDevice", "")

@@ -24,7 +24,7 @@ from typing import Any
 
 import locust  # noqa: F401 - gevent's monkey-patching first, as in a run
 import pytest
-from test_plain_workers import RUN_END, RecordingKeys, master_port, wait_in_gevent
+from test_plain_workers import RecordingKeys, master_and_two_workers, master_port
 from test_runs import IDENTITY_SERVER, KEY_HEX, ROW, STOP, Child, finished_run, load, loadgen, run_dir, spawn
 
 from loadgen.protocol.credentials import Secret
@@ -170,16 +170,7 @@ def test_plain_locust_workers_number_each_group_apart(tmp_path: Path, spawn: Cal
     try:
         host, port = server.address
         scenario = fleet(tmp_path, "plainworkers", f"targets: [{{name: gw, host: {host}, port: {port}}}]\n")
-        locustfile = subprocess.run(loadgen("locustfile"), capture_output=True, text=True, check=True,
-                                    timeout=30).stdout.strip()
-        plain = [sys.executable, "-m", "locust", "-f", locustfile, "--scenario", str(scenario)]
-        master = spawn(*plain, "--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
-                       str(master_port), "--expect-workers", "2", "-u", "8", "-r", "100", "-t", "4s", label="master")
-        workers = [spawn(*plain, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port),
-                         label="worker") for _ in range(2)]
-        status = wait_in_gevent(master, RUN_END)
-        for worker in workers:
-            wait_in_gevent(worker, RUN_END)
+        master, status = master_and_two_workers(spawn, scenario, master_port, users=8)
     finally:
         server.stop()
     assert status == 0, master.describe()
