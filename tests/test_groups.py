@@ -312,3 +312,16 @@ def test_churn_workload_has_one_class_per_group_too(tmp_path: Path) -> None:
     single = load(tmp_path, "clients: {count: 2}\n", targets=TARGETS)
     (churn,) = churn_user_classes(Session(single, Environment(), endpoints(single)), 1.0)
     assert (churn.__name__, churn.group) == ("ChurnDevice", "")
+
+
+def test_a_tls_target_gets_the_groups_label_and_identity(tmp_path: Path) -> None:
+    s = load(tmp_path, """\
+        devices:
+          - {name: phones, count: 2, psk: {identity: "phone-{n}"}, targets: [web]}
+          - {name: meters, count: 1, psk: {identity: "meter-{n}"}, targets: [gw1]}
+        """, targets=TARGETS + "  - {name: web, host: 127.0.0.1, port: 4433, protocol: tls}\n")
+    session = Session(s, Environment(), endpoints(s))
+    (web,) = session.endpoints_for(1, "phones")
+    tls = session.association_factory(1, web, "phones")()
+    assert (type(tls).__name__, tls.name, tls.target) == ("TlsAssociation", "phone-1", "phones@web")
+    assert session.tls_psk and session.dtls_context is not None
