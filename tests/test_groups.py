@@ -325,3 +325,10 @@ def test_a_tls_target_gets_the_groups_label_and_identity(tmp_path: Path) -> None
     tls = session.association_factory(1, web, "phones")()
     assert (type(tls).__name__, tls.name, tls.target) == ("TlsAssociation", "phone-1", "phones@web")
     assert session.tls_psk and session.dtls_context is not None
+
+
+def test_an_empty_devices_list_is_the_single_group_form(tmp_path: Path) -> None:
+    s = load(tmp_path, "devices: []\nclients: {count: 2}\n")
+    assert s.devices == () and [g.name for g in s.fleet()] == [""]
+    err = error(tmp_path, "devices: []\nclients: {count: 2}\n", psk="")
+    assert err.key_path == "psk" and "required key is missing" in err.message

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from locust import argument_parser
+from locust import User, argument_parser
 from locust.env import Environment
 
 from loadgen.capacity import Workload
 from loadgen.capacity.workload import churn_user_classes
 from loadgen.locust.shape import StagesShape
-from loadgen.locust.users import DeviceBase, Endpoint, PingUser, Session, user_classes
+from loadgen.locust.users import Endpoint, PingUser, Session, user_classes
 from loadgen.scenario import Scenario, Target
 from loadgen.servers.launcher import ServerProcess, builtin_server
 
@@ -89,7 +89,8 @@ def make_environment(scenario: Scenario, eps: list[Endpoint], options: RunOption
     )
     session = Session(scenario, env, eps, index_offset=options.worker_index,
                       index_stride=options.workers or 1)
-    classes: list[type[DeviceBase]] = [*churn_user_classes(session, options.period)] if options.workload == "churn" \
-        else [*user_classes(PingUser, scenario, "Device", session=session)]
-    env.user_classes = [*classes]
+    classes: list[type[User]] = []
+    classes += churn_user_classes(session, options.period) if options.workload == "churn" \
+        else user_classes(PingUser, scenario, "Device", session=session)
+    env.user_classes = classes
     return env, session

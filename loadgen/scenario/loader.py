@@ -302,7 +302,7 @@ def _build_scenario(ctx: Ctx, rec: Fields) -> m.Scenario:
     run_time = v.get("run_time", sum(s.duration for s in stages))
     if not run_time:
         ctx.fail(rec.node, "run_time", "required key is missing (give run_time or stages)")
-    if "psk" not in v and "devices" not in v and (not targets or any(t.protocol == "dtls" for t in targets)):
+    if "psk" not in v and not v.get("devices") and (not targets or any(t.protocol == "dtls" for t in targets)):
         ctx.fail(rec.node, "psk", "required key is missing (DTLS clients need a pre-shared key)")
 
     sections = ("dtls", "tls", "ping", "reconnect", "thresholds", "outputs")
