@@ -105,6 +105,10 @@ def test_two_groups_run_headless_against_the_builtin_server(tmp_path: Path, spaw
         row = re.search(ROW.format(name=f"{group}@builtin handshake"), run.stdout, re.M)
         assert row and (int(row["count"]), int(row["fail"])) == (count, 0), run.stdout
     assert re.search(r"DTLS server stopped: 8 handshakes", summary["server"]), summary["server"]
+    # The stored scenario has each group, and no key material.
+    stored = (run_dir(tmp_path, "fleet") / "scenario.json").read_text()
+    assert [g["psk"]["identity"] for g in json.loads(stored)["devices"]] == ["meter-{n:03d}", "sensor-{n}"]
+    assert KEY_HEX not in stored
 
 
 def test_two_groups_use_each_groups_identities_once(tmp_path: Path, spawn: Callable[..., Child]) -> None:
