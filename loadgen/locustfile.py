@@ -31,7 +31,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadgen.locust import shape  # not the class itself: Locust instantiates every shape class it finds here
 from loadgen.locust.numbering import WorkerPlace, number_workers
 from loadgen.locust.runclock import RunClock
-from loadgen.locust.users import PingUser, Session
+from loadgen.locust.users import PingUser, Session, user_classes
 from loadgen.scenario import Scenario, load_scenario
 from loadgen.servers.launcher import ServerProcess
 from loadgen.stats.facts import scenario_kinds
@@ -66,6 +66,7 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
         environment.shape_class = shape.StagesShape(scenario.stages)
         environment.shape_class.runner = runner
     stack = contextlib.ExitStack()
+    _fleet_classes(environment, scenario, None)
     if isinstance(runner, MasterRunner):
         # The master runs no users, it merges their seconds.
         stats = _live_stats(environment, None, "master", web_ui, scenario)
@@ -76,14 +77,25 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
 
     # The scenario's targets, or the built-in server for as long as Locust runs (as `loadgen run` does).
     eps, server = stack.enter_context(endpoints(scenario, RunOptions()))
-    Device.session = Session(scenario, environment, eps)
+    session = Device.session = Session(scenario, environment, eps)
+    _fleet_classes(environment, scenario, session)
     if place is not None:
-        place.bind(Device.session)
-        _live_stats(environment, Device.session.stats_sink, "worker", web_ui, scenario)
+        place.bind(session)
+        _live_stats(environment, session.stats_sink, "worker", web_ui, scenario)
         environment.events.quitting.add_listener(lambda **_: stack.close())
         return
-    stats = _live_stats(environment, Device.session.stats_sink, "local", web_ui, scenario)
+    stats = _live_stats(environment, session.stats_sink, "local", web_ui, scenario)
     _results_when_quitting(environment, scenario, stats, stack, server)
+
+
+def _fleet_classes(environment: Any, scenario: Scenario, session: Session | None) -> None:
+    """With device groups, Locust spawns one class per group (named for it, by count or share) in place
+    of ``Device``; a master gets them too, without a session: it dispatches users by class name."""
+    if not scenario.devices:
+        return
+    classes = user_classes(PingUser, scenario, "Device", **({"session": session} if session else {}))
+    environment.user_classes[:] = classes
+    environment.available_user_classes = {c.__name__: c for c in classes}
 
 
 def _interrupt_in_main_greenlet() -> None:

@@ -81,6 +81,24 @@ def wait_in_gevent(child: Child, timeout: float) -> int:
     return child.proc.returncode
 
 
+def master_and_two_workers(spawn: Callable[..., Child], scenario: Path, master_port: int, *,
+                           users: int) -> tuple[Child, int]:
+    """Plain ``locust --master`` and two ``--worker`` processes of loadgen's locustfile, a 4 s headless run
+    of ``users``: the master and its exit status, once the workers quit too."""
+    locustfile = subprocess.run(loadgen("locustfile"), capture_output=True, text=True, check=True,
+                                timeout=30).stdout.strip()
+    plain = [sys.executable, "-m", "locust", "-f", locustfile, "--scenario", str(scenario)]
+    master = spawn(*plain, "--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
+                   str(master_port), "--expect-workers", "2", "-u", str(users), "-r", "100", "-t", "4s",
+                   label="master")
+    workers = [spawn(*plain, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port),
+                     label="worker") for _ in range(2)]
+    status = wait_in_gevent(master, RUN_END)
+    for worker in workers:
+        wait_in_gevent(worker, RUN_END)  # a worker quits when its master says so
+    return master, status
+
+
 def test_plain_locust_workers_number_their_devices_apart(tmp_path: Path, spawn: Callable[..., Child],
                                                           master_port: int) -> None:
     """Each worker used to number its devices 0, 1, ...: two workers ran device-00000 twice and never
@@ -95,16 +113,7 @@ def test_plain_locust_workers_number_their_devices_apart(tmp_path: Path, spawn: 
             run_time: 4s
             ping: {{interval: 500ms, expect: echo}}
             """)
-        locustfile = subprocess.run(loadgen("locustfile"), capture_output=True, text=True, check=True,
-                                    timeout=30).stdout.strip()
-        plain = [sys.executable, "-m", "locust", "-f", locustfile, "--scenario", str(scenario)]
-        master = spawn(*plain, "--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
-                       str(master_port), "--expect-workers", "2", "-u", "4", "-r", "100", "-t", "4s", label="master")
-        workers = [spawn(*plain, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port),
-                         label="worker") for _ in range(2)]
-        status = wait_in_gevent(master, RUN_END)
-        for worker in workers:
-            wait_in_gevent(worker, RUN_END)  # a worker quits when its master says so
+        master, status = master_and_two_workers(spawn, scenario, master_port, users=4)
         handshakes = server.stats.handshakes
     finally:
         server.stop()

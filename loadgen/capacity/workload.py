@@ -19,11 +19,11 @@ from typing import ClassVar
 import gevent
 from locust import task
 
-from loadgen.locust.users import DeviceBase, Session
+from loadgen.locust.users import DeviceBase, Session, user_classes
 
 
 class ChurnUser(DeviceBase):
-    """One churning device; subclassed per run with ``session`` and ``period`` (see :func:`churn_user_class`)."""
+    """One churning device; subclassed per run with ``session`` and ``period`` (see :func:`churn_user_classes`)."""
 
     abstract = True
     period: ClassVar[float] = 1.0
@@ -41,8 +41,9 @@ class ChurnUser(DeviceBase):
             gevent.sleep(next_start - time.monotonic())
 
 
-def churn_user_class(session: Session, period: float) -> type[ChurnUser]:
-    """A concrete ChurnUser bound to ``session`` (Locust instantiates classes)."""
+def churn_user_classes(session: Session, period: float) -> list[type[ChurnUser]]:
+    """Concrete ChurnUsers bound to ``session`` (Locust instantiates classes): ``ChurnDevice``, or one
+    per device group (see :func:`~loadgen.locust.users.user_classes`)."""
     if period <= 0:
         raise ValueError("the churn period must be > 0")
-    return type("ChurnDevice", (ChurnUser,), {"session": session, "period": period, "abstract": False})
+    return user_classes(ChurnUser, session.scenario, "ChurnDevice", session=session, period=period)

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from locust import argument_parser
+from locust import User, argument_parser
 from locust.env import Environment
 
 from loadgen.capacity import Workload
-from loadgen.capacity.workload import churn_user_class
+from loadgen.capacity.workload import churn_user_classes
 from loadgen.locust.shape import StagesShape
-from loadgen.locust.users import Endpoint, Session, user_class
+from loadgen.locust.users import Endpoint, PingUser, Session, user_classes
 from loadgen.scenario import Scenario, Target
 from loadgen.servers.launcher import ServerProcess, builtin_server
 
@@ -76,7 +76,7 @@ def endpoints(scenario: Scenario, options: RunOptions) -> Iterator[tuple[list[En
 
 def make_environment(scenario: Scenario, eps: list[Endpoint], options: RunOptions = LOCAL_RUN
                      ) -> tuple[Environment, Session]:
-    """A Locust Environment whose one user class is a device bound to a fresh Session."""
+    """A Locust Environment whose user classes (one, or one per device group) are bound to a fresh Session."""
     runners_log = logging.getLogger("locust.runners")
     if not any(isinstance(f, _HighSpawnRateFilter) for f in runners_log.filters):
         runners_log.addFilter(_HighSpawnRateFilter())
@@ -89,6 +89,8 @@ def make_environment(scenario: Scenario, eps: list[Endpoint], options: RunOption
     )
     session = Session(scenario, env, eps, index_offset=options.worker_index,
                       index_stride=options.workers or 1)
-    env.user_classes = [churn_user_class(session, options.period) if options.workload == "churn"
-                        else user_class(session)]
+    classes: list[type[User]] = []
+    classes += churn_user_classes(session, options.period) if options.workload == "churn" \
+        else user_classes(PingUser, scenario, "Device", session=session)
+    env.user_classes = classes
     return env, session

@@ -11,9 +11,9 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 import gevent
 from gevent.event import Event
@@ -28,13 +28,16 @@ from loadgen.protocol.errors import LoadgenError, LocalProtocolError
 from loadgen.protocol.openssl.tls import SessionCache
 from loadgen.protocol.openssl.tls_contexts import TlsOptions, client_context
 from loadgen.scenario import Scenario, Target
-from loadgen.scenario.model import TlsConfig
+from loadgen.scenario.model import CoapConfig, DeviceGroup, PskConfig, TlsConfig
 from loadgen.stats.facts import FanOut, Finished, LogSink, Sink
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.plans import build_plan
 from loadgen.traffic.workload import WorkloadPlan
 from loadgen.transport.dtls_association import DtlsAssociation
 from loadgen.transport.tls_association import TlsAssociation
+
+#: A user class :func:`user_classes` subclasses.
+D = TypeVar("D", bound="DeviceBase")
 
 #: Either kind of client association: same constructor shape, same facts, same run().
 Association = DtlsAssociation | TlsAssociation
@@ -86,8 +89,30 @@ class Endpoint:
     address: tuple[str, int]
 
 
+def group_plan(group: DeviceGroup, coap: CoapConfig) -> WorkloadPlan:
+    """What a group's devices send: its ping / requests sections as a plan (:func:`.plans.build_plan`)."""
+    assert group.ping is not None, "a resolved group has a ping section"
+    return build_plan(group.ping, group.requests, coap)
+
+
+@dataclass
+class GroupPlan:
+    """One device group's part of a session: who its devices are, what they send and to whom, and
+    its own device counter (a group's devices are numbered from 0, apart across processes)."""
+
+    group: DeviceGroup  # resolved (Scenario.fleet): psk, ping and requests filled in
+    plan: WorkloadPlan
+    endpoints: list[Endpoint]
+    counter: Iterator[int] = field(default_factory=itertools.count)
+
+    def label(self, target: str) -> str:
+        """The facts' target: ``group@target`` (every table shows each group), bare for the implicit group."""
+        return f"{self.group.name}@{target}" if self.group.name else target
+
+
 class Session:
-    """What all users of one process share: contexts, sinks, the device counter."""
+    """What all users of one process share: contexts, sinks, the device numbering; and per device group
+    (one implicit group without ``devices:``) its plan, credentials and endpoints (:class:`GroupPlan`)."""
 
     def __init__(
         self,
@@ -99,11 +124,14 @@ class Session:
         index_stride: int = 1,
         extra_sinks: tuple[Sink, ...] = (),
     ) -> None:
-        protocols = {e.target.protocol for e in endpoints}
-        if scenario.psk is None and "dtls" in protocols:
-            raise LocalProtocolError("a DTLS target needs psk credentials in the scenario")
         self.scenario = scenario
         self.endpoints = endpoints
+        self.groups = {g.name: GroupPlan(g, group_plan(g, scenario.coap), _group_endpoints(g, endpoints))
+                       for g in scenario.fleet()}
+        for plan in self.groups.values():
+            if plan.group.psk is None and any(e.target.protocol == "dtls" for e in plan.endpoints):
+                raise LocalProtocolError("a DTLS target needs psk credentials in the scenario")
+        protocols = {e.target.protocol for e in endpoints}
         # Exact per-target counts and histograms, rolled into a time series every second.
         self.stats_sink = StatsSink()
         shortage = ShortageLog()  # clients without a socket: one line every 10 s with counts
@@ -117,14 +145,11 @@ class Session:
             if "dtls" in protocols else None
         t = scenario.tls
         # TLS targets use the scenario's PSK unless it sets up certificates.
-        self.tls_psk = scenario.psk is not None and t.cert_file is None and t.ca_file is None and t.verify == "none"
+        self.tls_psk = all(p.group.psk is not None for p in self.groups.values()) and t.cert_file is None \
+            and t.ca_file is None and t.verify == "none"
         self.tls_context = client_context(tls_options(t), psk_mode=self.tls_psk) if "tls" in protocols else None
-        # The associations take the scenario's dtls and tls sections as they are; the ping section,
-        # built once, serves every device (a device whose ping text names it gets its own: for_device).
-        self.ping = build_plan(scenario.ping, scenario.requests, scenario.coap)
         # Qt-style info messages are only built when the log would show them (-v).
         self.message_level = logging.getLogger("loadgen").getEffectiveLevel()
-        self._counter = itertools.count()
         self._environment = environment
         # Set while Locust stops the users: stopping 30,000 frees sockets, and devices that had none
         # would reconnect meanwhile (7,000 handshakes during one stop), which made the stop take 14 s.
@@ -134,68 +159,62 @@ class Session:
         self._offset = index_offset
         self._stride = index_stride
 
-    def next_device(self) -> int:
-        """Index of the next device: ``offset + k * stride``, unique across worker processes.
+    def next_device(self, group: str = "") -> int:
+        """Index of ``group``'s next device: ``offset + k * stride``, unique across worker processes.
 
         Without an explicit offset, a worker uses the index its master assigned it.
         """
         offset = self._offset
         if offset is None:
             offset = getattr(self._environment.runner, "worker_index", 0)
-        return next(self._counter) * self._stride + offset
+        return next(self.groups[group].counter) * self._stride + offset
 
     def renumber(self, offset: int, stride: int) -> None:
-        """Number the next devices ``offset + k * stride`` from ``k = 0`` (a plain Locust worker's place,
-        told by its master at each test start: :mod:`loadgen.locust.numbering`)."""
+        """Number every group's next devices ``offset + k * stride`` from ``k = 0`` (a plain Locust worker's
+        place, told by its master at each test start: :mod:`loadgen.locust.numbering`)."""
         self._offset, self._stride = offset, stride
-        self._counter = itertools.count()
+        for plan in self.groups.values():
+            plan.counter = itertools.count()
 
-    def endpoints_for(self, n: int) -> list[Endpoint]:
-        """One endpoint picked by weight (``connect: one``) or all of them (``connect: all``)."""
-        if self.scenario.clients.connect == "all" or len(self.endpoints) == 1:
-            return self.endpoints
+    def endpoints_for(self, n: int, group: str = "") -> list[Endpoint]:
+        """One of the group's endpoints picked by weight (``connect: one``) or all of them (``connect: all``)."""
+        eps = self.groups[group].endpoints
+        if self.scenario.clients.connect == "all" or len(eps) == 1:
+            return eps
         rng = random.Random(n)  # deterministic: device n always talks to the same target
-        return rng.choices(self.endpoints, weights=[e.target.weight for e in self.endpoints])
+        return rng.choices(eps, weights=[e.target.weight for e in eps])
 
-    def association_factory(self, n: int, endpoint: Endpoint) -> Callable[[], Association]:
-        """A function making device ``n``'s association to ``endpoint`` (again, on each reconnect)."""
-        identity, key = self._credentials(n)
+    def association_factory(self, n: int, endpoint: Endpoint, group: str = "") -> Callable[[], Association]:
+        """A function making ``group``'s device ``n``'s association to ``endpoint`` (again, on each reconnect)."""
+        plan = self.groups[group]
+        identity, key = _credentials(plan.group.psk, n)
         pool = self.scenario.clients.source_addresses
         source = pool[n % len(pool)] if pool else None
-        name = identity.decode(errors="replace") if identity is not None else f"client-{n:05d}"
-        if len(self.endpoints) > 1 and self.scenario.clients.connect == "all":
+        name = identity.decode(errors="replace") if identity is not None else \
+            f"{plan.group.name or 'client'}-{n:05d}"
+        if len(plan.endpoints) > 1 and self.scenario.clients.connect == "all":
             name = f"{name}@{endpoint.target.name}"
         target = endpoint.target
+        label = plan.label(target.name)
         sink = self.sinks[target.protocol]
-        ping = self.ping.for_device(n=n, target=target.name)
+        ping = plan.plan.for_device(n=n, target=target.name)
         if target.protocol == "tls":
-            return self._tls_factory(name, endpoint, sink, identity, key, ping, source)
+            return self._tls_factory(name, label, endpoint, sink, identity, key, ping, source)
 
         dtls_context = self.dtls_context
         assert dtls_context is not None and identity is not None and key is not None
 
         def make() -> DtlsAssociation:
             return DtlsAssociation(
-                name, target.name, endpoint.address, dtls_context, sink, identity=identity, key=key,
+                name, label, endpoint.address, dtls_context, sink, identity=identity, key=key,
                 settings=self.scenario.dtls, ping=ping, source_address=source,
                 message_level=self.message_level,
             )
 
         return make
 
-    def _credentials(self, n: int) -> tuple[bytes | None, Secret | None]:
-        """Device ``n``'s PSK identity and key (None, None without a psk section)."""
-        psk = self.scenario.psk
-        if psk is None:
-            return None, None
-        identity = psk.identity_for(n)
-        key = psk.store.key_for(identity)
-        if key is None:
-            raise LocalProtocolError(f"no pre-shared key for identity {identity!r}")
-        return identity, key
-
-    def _tls_factory(self, name: str, endpoint: Endpoint, sink: Sink, identity: bytes | None, key: Secret | None,
-                     ping: WorkloadPlan, source: str | None) -> Callable[[], TlsAssociation]:
+    def _tls_factory(self, name: str, label: str, endpoint: Endpoint, sink: Sink, identity: bytes | None,
+                     key: Secret | None, ping: WorkloadPlan, source: str | None) -> Callable[[], TlsAssociation]:
         tls_context = self.tls_context
         assert tls_context is not None
         sessions = SessionCache(maxsize=1)  # this device's session, resumed by its reconnects
@@ -203,13 +222,29 @@ class Session:
 
         def make_tls() -> TlsAssociation:
             return TlsAssociation(
-                name, target.name, endpoint.address, tls_context, sink,
+                name, label, endpoint.address, tls_context, sink,
                 identity=identity if use_psk else None, key=key if use_psk else None,
                 server_name=target.server_name, sessions=sessions, settings=self.scenario.tls,
                 ping=ping, source_address=source, message_level=self.message_level,
             )
 
         return make_tls
+
+
+def _group_endpoints(group: DeviceGroup, endpoints: list[Endpoint]) -> list[Endpoint]:
+    """The endpoints of the targets ``group`` talks to (all without ``targets``)."""
+    return [e for e in endpoints if e.target.name in group.targets] if group.targets else endpoints
+
+
+def _credentials(psk: PskConfig | None, n: int) -> tuple[bytes | None, Secret | None]:
+    """Device ``n``'s PSK identity and key (None, None without a psk section)."""
+    if psk is None:
+        return None, None
+    identity = psk.identity_for(n)
+    key = psk.store.key_for(identity)
+    if key is None:
+        raise LocalProtocolError(f"no pre-shared key for identity {identity!r}")
+    return identity, key
 
 
 def keep_alive(make: Callable[[], Association], scenario: Scenario, stopping: Event | None = None) -> None:
@@ -230,26 +265,28 @@ def keep_alive(make: Callable[[], Association], scenario: Scenario, stopping: Ev
 
 
 class DeviceBase(User):
-    """What every simulated device has: its number (``index``) and one association factory per
-    target it talks to. Each workload subclasses it with its task, as an abstract Locust user
+    """What every simulated device has: its group, its number in the group (``index``) and one association
+    factory per target it talks to. Each workload subclasses it with its task, as an abstract Locust user
     class (:class:`PingUser`, :class:`~loadgen.capacity.workload.ChurnUser`); a run binds that to
-    its session as the concrete class Locust spawns, named for what it simulates: ``Device``
-    (:func:`user_class`, and plain Locust's in the locustfile) or ``ChurnDevice``."""
+    its session as the concrete classes Locust spawns (:func:`user_classes`), named for what they
+    simulate: ``Device`` (and plain Locust's in the locustfile) or ``ChurnDevice``, or with device
+    groups one class per group, named for it (``sensors``)."""
 
     abstract = True
     wait_time = constant(0)
     session: ClassVar[Session]
+    group: ClassVar[str] = ""  # the device group ("" : the scenario's one implicit group)
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        self.index = self.session.next_device()
-        self.factories = [self.session.association_factory(self.index, e)
-                          for e in self.session.endpoints_for(self.index)]
+        self.index = self.session.next_device(self.group)
+        self.factories = [self.session.association_factory(self.index, e, self.group)
+                          for e in self.session.endpoints_for(self.index, self.group)]
 
 
 class PingUser(DeviceBase):
     """The scenario's workload: a device that connects and pings. Subclassed per run with
-    ``session`` set (see :func:`user_class`)."""
+    ``session`` set (see :func:`user_classes`)."""
 
     abstract = True
 
@@ -268,9 +305,17 @@ class PingUser(DeviceBase):
             group.kill()
 
 
-def user_class(session: Session) -> type[PingUser]:
-    """The run's ``Device``: a concrete PingUser bound to ``session`` (Locust instantiates classes)."""
-    return type("Device", (PingUser,), {"session": session, "abstract": False})
+def user_classes(base: type[D], scenario: Scenario, single: str, **attrs: Any) -> list[type[D]]:
+    """The concrete classes Locust spawns, subclasses of ``base`` with ``attrs`` (``session=...``).
+
+    Without ``devices:`` one class named ``single``; else one per group, named for it, with the group's
+    count as Locust's ``fixed_count`` (spawned first) or its share as ``weight`` (the rest of the users,
+    by weight). A master makes them too (without a session): it dispatches users by class name."""
+    if not scenario.devices:
+        return [type(single, (base,), {**attrs, "abstract": False})]
+    return [type(g.name, (base,), {**attrs, "abstract": False, "group": g.name,
+                                   **({"fixed_count": g.count} if g.count is not None else {"weight": g.share})})
+            for g in scenario.devices]
 
 
 def tls_options(tls: TlsConfig) -> TlsOptions:

@@ -41,6 +41,7 @@ from loadgen.scenario.convert import (
     optional,
     section,
 )
+from loadgen.scenario.devices import build_devices, device_section, devices_total
 from loadgen.scenario.errors import ScenarioError
 from loadgen.scenario.scalars import (
     ENV_NAME,
@@ -223,6 +224,9 @@ _OUTPUTS = section(
     build=m.Outputs,
 )
 
+# Device groups (see loadgen.scenario.devices): a group's psk and ping are read as the scenario's are.
+_DEVICES = device_section(psk=_PSK, ping=_PING, requests=_REQUESTS)
+
 
 def _build_scenario(ctx: Ctx, rec: Fields) -> m.Scenario:
     v = rec.values
@@ -238,7 +242,7 @@ def _build_scenario(ctx: Ctx, rec: Fields) -> m.Scenario:
     stage_recs: tuple[Fields, ...] = v.get("stages", ())
     crec: Fields | None = v.get("clients")
     cv = crec.values if crec else {}
-    count = cv.get("count")
+    count = cv.get("count", None if stage_recs else devices_total(v.get("devices", ())))
     if count is None:
         if not stage_recs:
             node = crec.node if crec else rec.node
@@ -250,7 +254,7 @@ def _build_scenario(ctx: Ctx, rec: Fields) -> m.Scenario:
     run_time = v.get("run_time", sum(s.duration for s in stages))
     if not run_time:
         ctx.fail(rec.node, "run_time", "required key is missing (give run_time or stages)")
-    if "psk" not in v and (not targets or any(t.protocol == "dtls" for t in targets)):
+    if "psk" not in v and not v.get("devices") and (not targets or any(t.protocol == "dtls" for t in targets)):
         ctx.fail(rec.node, "psk", "required key is missing (DTLS clients need a pre-shared key)")
 
     check_request_targets(ctx, rec, targets)
@@ -263,6 +267,9 @@ def _build_scenario(ctx: Ctx, rec: Fields) -> m.Scenario:
         stages=stages,
         run_time=run_time,
         psk=v.get("psk"),
+        devices=build_devices(ctx, v.get("devices", ()), clients, stages, targets, v.get("psk"),
+                              crec.nodes.get("count", crec.node) if crec else rec.node,
+                              [s.at("clients")[0] for s in stage_recs]),
         source=ctx.source,
         **{k: v[k] for k in sections if k in v},
     )
@@ -282,6 +289,7 @@ _SCENARIO = section(
         "ping": _PING,
         "requests": _REQUESTS,
         "coap": _COAP,
+        "devices": _DEVICES,
         "reconnect": _RECONNECT,
         "thresholds": _THRESHOLDS,
         "outputs": _OUTPUTS,

@@ -8,7 +8,7 @@ values. Constructing these classes directly (in tests or code) skips validation.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -228,6 +228,16 @@ class DeviceGroup:
     requests: tuple[RequestStep, ...] = ()
     targets: tuple[str, ...] = ()  # target names this group talks to (empty: all)
 
+    def resolved(self, scenario: Scenario) -> DeviceGroup:
+        """This group with every section filled in: a psk it leaves out is the scenario's; its traffic is
+        its own when it gives ``ping`` or ``requests`` (a ``ping`` alone replaces the scenario's requests
+        too), else the scenario's ``ping`` and ``requests``."""
+        ping, requests = self.ping, self.requests
+        if ping is None:
+            ping = scenario.ping
+            requests = requests or scenario.requests
+        return replace(self, psk=self.psk or scenario.psk, ping=ping, requests=requests)
+
 
 @dataclass(frozen=True, slots=True)
 class ReconnectConfig:
@@ -299,6 +309,13 @@ class Scenario:
     thresholds: Thresholds = field(default_factory=Thresholds)
     outputs: Outputs = field(default_factory=Outputs)
     source: Path | None = None  # absolute path of the YAML file
+
+    def fleet(self) -> tuple[DeviceGroup, ...]:
+        """The device groups, each :meth:`~DeviceGroup.resolved`; without ``devices``, one implicit group
+        named "" (no count: ``clients``/``stages`` say how many) with the scenario's own sections."""
+        if not self.devices:
+            return (DeviceGroup(name="", psk=self.psk, ping=self.ping, requests=self.requests),)
+        return tuple(group.resolved(self) for group in self.devices)
 
     @property
     def builtin_server(self) -> bool:

@@ -115,8 +115,10 @@ def builtin_server(scenario: Scenario) -> ServerProcess:
     """
     from loadgen.servers.dtls import DEFAULT_MAX_HALF_OPEN, DEFAULT_MAX_PEERS
 
-    assert scenario.psk is not None, "a scenario without targets has a psk section (the built-in server is DTLS)"
-    keys, env = _key_options(scenario.psk)
+    # Device groups may each have a psk; without targets the loader made them share one key source.
+    psk = next((g.psk for g in scenario.fleet() if g.psk is not None), None)
+    assert psk is not None, "a scenario without targets has a psk section (the built-in server is DTLS)"
+    keys, env = _key_options(psk)
     clients = scenario.clients.count
     return ServerProcess([*keys, "--max-peers", str(max(DEFAULT_MAX_PEERS, clients)),
                           "--max-half-open", str(max(DEFAULT_MAX_HALF_OPEN, clients)),
