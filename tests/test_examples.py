@@ -1,0 +1,119 @@
+"""Each locustfile in examples/ runs under real plain ``locust -f``, headless, against a real server,
+and leaves results/<run>/ whose exact summary adds up and equals Locust's own counts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from procs import ROOT, Proc
+from servers import LoadgenServer
+from tls_servers import start_loadgen_tls_server
+
+EXAMPLES = ROOT / "examples"
+RUN = "4s"
+BOUND = 60.0  # seconds a locust run may take, start to exit
+
+
+@pytest.fixture
+def locust(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Starts ``locust -f examples/NAME.py --headless ...`` in ``tmp_path``; every one is ended after the test."""
+    started: list[Proc] = []
+
+    def start(example: str, *args: str) -> Proc:
+        proc = Proc([sys.executable, "-m", "locust", "-f", str(EXAMPLES / example), "--headless", "-t", RUN,
+                     "--json-file", "locust", *args], tmp_path, f"locust{len(started)}")
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.kill()
+
+
+def results(tmp_path: Path) -> dict[str, Any]:
+    """The one run's summary.json."""
+    found = list((tmp_path / "results").glob("*/summary.json"))
+    assert len(found) == 1, found
+    summary: dict[str, Any] = json.loads(found[0].read_text())
+    return summary
+
+
+def locust_counts(tmp_path: Path) -> dict[str, tuple[int, int]]:
+    """Locust's own stats (its --json-file): name -> (requests, failures)."""
+    rows = json.loads((tmp_path / "locust.json").read_text())
+    return {f"{row['method']} {row['name']}": (row["num_requests"], row["num_failures"]) for row in rows}
+
+
+def assert_exact(summary: dict[str, Any], locust: dict[str, tuple[int, int]], rows: dict[str, str]) -> None:
+    """Every kind adds up (attempted = completed + failed + in flight) and equals Locust's row for it."""
+    for kind, name in rows.items():
+        totals = summary[kind]
+        assert totals["completed"] + totals["failed"] + totals["in_flight"] == totals["attempted"], (kind, totals)
+        assert totals["attempted"] > 0, (kind, totals)
+        assert locust[name] == (totals["completed"] + totals["failed"], totals["failed"]), (kind, name, totals)
+        assert summary["locust"][name] == {"requests": locust[name][0], "failures": locust[name][1]}
+    assert all(c["locust"] == c["loadgen"] for c in summary["health"]["counts"].values()), summary["health"]
+
+
+def test_custom_dtls_flow(tmp_path: Path, locust: Callable[..., Proc], start_dtls_server: Callable[..., LoadgenServer],
+                          psk_hex: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = start_dtls_server(key_hex=psk_hex)
+    monkeypatch.setenv("METER_PSK", psk_hex)
+    target = f"{server.host}:{server.port}"
+    run = locust("custom_dtls_flow.py", "-u", "10", "-r", "10", "--host", target)
+    assert run.wait(BOUND) == 0, run.describe()
+    assert "Traceback" not in run.stderr, run.describe()
+    summary = results(tmp_path)
+    rows = {kind: f"DTLS {target} {kind}" for kind in ("handshake", "login", "report", "config")}
+    assert_exact(summary, locust_counts(tmp_path), rows)
+    assert summary["handshake"]["completed"] == summary["login"]["completed"] == 10
+    assert summary["report"]["failed"] == summary["config"]["failed"] == 0 and summary["outcome"] == "passed"
+    assert summary["report"]["completed"] > 50
+
+
+def test_custom_dtls_flow_with_a_wrong_key_fails_with_the_code(tmp_path: Path, locust: Callable[..., Proc],
+                                                              start_dtls_server: Callable[..., LoadgenServer],
+                                                              psk_hex: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = start_dtls_server(key_hex=psk_hex)
+    monkeypatch.setenv("METER_PSK", "00" * 16)
+    target = f"{server.host}:{server.port}"
+    run = locust("custom_dtls_flow.py", "-u", "3", "-r", "10", "--host", target)
+    assert run.wait(BOUND) == 1, run.describe()
+    assert "Traceback" not in run.stderr, run.describe()
+    summary = results(tmp_path)
+    handshakes = summary["handshake"]
+    assert handshakes["completed"] == 0 and handshakes["failed"] >= 3, handshakes
+    assert handshakes["errors"] == {"psk-key-mismatch": handshakes["failed"]}, handshakes
+    locust_rows = locust_counts(tmp_path)
+    assert_exact(summary, locust_rows, {"handshake": f"DTLS {target} handshake"})
+    assert "login" not in summary or summary["login"]["attempted"] == 0  # never logged in: nothing sent
+    assert summary["outcome"] == "failed" and "FAILED" in run.stdout
+
+
+def test_mixed_fleet(tmp_path: Path, locust: Callable[..., Proc], start_dtls_server: Callable[..., LoadgenServer],
+                     psk_hex: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    dtls = start_dtls_server(key_hex=psk_hex)
+    tls = start_loadgen_tls_server(key_hex=psk_hex, workdir=tmp_path / "tls-server")
+    try:
+        monkeypatch.setenv("FLEET_PSK", psk_hex)
+        monkeypatch.setenv("DTLS_TARGET", f"{dtls.host}:{dtls.port}")
+        monkeypatch.setenv("TLS_TARGET", f"{tls.host}:{tls.port}")
+        run = locust("mixed_fleet.py", "-u", "8", "-r", "20")
+        assert run.wait(BOUND) == 0, run.describe()
+    finally:
+        tls.stop()
+    assert "Traceback" not in run.stderr, run.describe()
+    summary = results(tmp_path)
+    locust_rows = locust_counts(tmp_path)
+    assert_exact(summary, locust_rows, {"telemetry": "DTLS sensors telemetry", "status": "TLS gateways status"})
+    assert locust_rows["DTLS sensors handshake"] == (6, 0) and locust_rows["TLS gateways handshake"] == (2, 0)
+    targets = summary["targets"]
+    assert {name: figures["handshake"]["completed"] for name, figures in targets.items()} == \
+        {"sensors": 6, "gateways": 2}, targets
