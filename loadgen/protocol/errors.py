@@ -98,6 +98,26 @@ class ProtocolViolation(RemoteProtocolError):
     code = "protocol-violation"
 
 
+class CoapReset(RemoteProtocolError):
+    """The CoAP server answered a request with a Reset (RST): it rejected the message."""
+
+    code = "coap-reset"
+
+
+class CoapTimeout(LoadgenError):
+    """A CoAP request went unanswered: no ACK after MAX_RETRANSMIT retransmissions, or no
+    response by its deadline."""
+
+    code = "coap-timeout"
+
+
+class CoapFormatError(RemoteProtocolError):
+    """The CoAP peer sent bytes that are no CoAP message (RFC 7252 3), or a response this
+    client must reject (an unknown critical option); the message says what is wrong."""
+
+    code = "coap-format"
+
+
 class HelloVerifyLoop(RemoteProtocolError):
     """The server answered every ClientHello with another HelloVerifyRequest (a new
     cookie each time): a broken or hostile server; the handshake stops there."""

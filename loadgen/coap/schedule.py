@@ -1,0 +1,101 @@
+"""When each request step is due: ``once`` steps first, then each ``interval`` step on its own
+timer and the ``weight`` steps on one shared timer, picked by weight (as Locust picks tasks).
+
+Sans-I/O like the tracker: time is passed in; the jitter is ``uniform``'s. A step whose
+window (``in_flight``) is full waits: its request goes out when a slot frees, and its next
+one is due an interval after that one was due (never a burst to catch up), as the ping's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from loadgen.scenario.model import RequestStep
+from loadgen.traffic.workload import Uniform
+
+INF = float("inf")
+
+
+class StepSchedule:
+    """The due times of ``steps``. ``shared_interval`` is the weighted steps' interval and
+    ``jitter`` the fraction of an interval applied +- to each (both the ping section's)."""
+
+    def __init__(self, steps: Sequence[RequestStep], *, shared_interval: float, jitter: float,
+                 uniform: Uniform) -> None:
+        self._steps = tuple(steps)
+        self._shared = shared_interval
+        self._jitter = jitter
+        self._uniform = uniform
+        self._once = [i for i, s in enumerate(steps) if s.once]
+        self._interval = [i for i, s in enumerate(steps) if not s.once and s.weight is None]
+        self._weighted = [i for i, s in enumerate(steps) if not s.once and s.weight is not None]
+        self._total_weight = sum(steps[i].weight or 0.0 for i in self._weighted)
+        self._next = [INF] * len(steps)  # per interval step (and the once steps until sent)
+        self._shared_next = INF
+        self._picked: int | None = None  # the weighted step drawn for the shared slot, not sent yet
+        self._once_left = len(self._once)
+
+    def start(self, now: float) -> None:
+        """The association is up: the ``once`` steps are due now, the others once those ended."""
+        for i in self._once:
+            self._next[i] = now
+        if not self._once:
+            self._begin(now)
+
+    def once_ended(self, now: float) -> None:
+        """A ``once`` step's request ended (either way): after the last one, the others begin."""
+        self._once_left -= 1
+        if self._once_left == 0:
+            self._begin(now)
+
+    def due(self, now: float, is_open: Callable[[int], bool]) -> int | None:
+        """The step to send now (its window open and its time come), or None."""
+        for i in self._once:
+            if self._next[i] <= now and is_open(i):
+                return i
+        for i in self._interval:
+            if self._next[i] <= now and is_open(i):
+                return i
+        if self._shared_next <= now:
+            if self._picked is None:
+                self._picked = self._pick()
+            if is_open(self._picked):
+                return self._picked
+        return None
+
+    def next_time(self, is_open: Callable[[int], bool]) -> float:
+        """When :meth:`due` may return a step next (inf: when a window opens, or never)."""
+        times = [self._next[i] for i in self._once + self._interval if is_open(i)]
+        if self._weighted and (self._picked is None or is_open(self._picked)):
+            times.append(self._shared_next)
+        return min(times, default=INF)
+
+    def sent(self, index: int, now: float) -> None:
+        """Step ``index``'s request went out at ``now``: its next one is due an interval later."""
+        step = self._steps[index]
+        if step.once:
+            self._next[index] = INF
+        elif step.weight is None:
+            self._next[index] = self._after(self._next[index], step.interval or self._shared, now)
+        else:
+            self._picked = None
+            self._shared_next = self._after(self._shared_next, self._shared, now)
+
+    def _begin(self, now: float) -> None:
+        for i in self._interval:
+            self._next[i] = now
+        if self._weighted:
+            self._shared_next = now
+
+    def _after(self, due: float, interval: float, now: float) -> float:
+        spread = interval * self._jitter
+        jitter = self._uniform(-spread, spread) if spread else 0.0
+        return max(due + interval + jitter, now)
+
+    def _pick(self) -> int:
+        draw = self._uniform(0.0, self._total_weight)
+        for i in self._weighted:
+            draw -= self._steps[i].weight or 0.0
+            if draw < 0:
+                return i
+        return self._weighted[-1]
