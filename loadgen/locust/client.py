@@ -54,7 +54,7 @@ class RequestFailed(RescheduleTask):
 class _Connection:
     """One association, its workload and the greenlet running it."""
 
-    def __init__(self, association: Association, workload: CallWorkload, runner: gevent.Greenlet) -> None:
+    def __init__(self, association: Association, workload: Any, runner: gevent.Greenlet) -> None:
         self.association = association
         self.workload = workload
         self.runner = runner
@@ -64,8 +64,9 @@ class _Connection:
         return not self.runner.dead and not self.workload.closed
 
 
-class Client:
-    """What the DTLS and TLS clients share (see the module doc). ``target`` names the facts.
+class Connector:
+    """What every blocking client has: an association made on first use (again after it ended), and
+    calls that block the calling greenlet only (see the module doc). ``target`` names the facts.
 
     ``on_connect()``, when given, runs after each handshake, before the call that connected
     goes on (e.g. a login); when it raises, the association is closed again."""
@@ -90,7 +91,7 @@ class Client:
             return
         self._connection = None
         up = Event()
-        workload = CallWorkload(self.target, self._sink, on_start=up.set)
+        workload = self._workload(up.set)
         association = self._associate(CallPlan(workload))
         runner = gevent.spawn(association.run)
         runner.rawlink(lambda ended: (up.set(), workload.detach(_ended_by(ended))))
@@ -113,32 +114,15 @@ class Client:
             finally:
                 self._connecting = False
 
-    def request(self, payload: bytes, *, name: str | None = None, expect: Expectation = None,
-                timeout: float | None = None) -> bytes:
-        """Send ``payload`` and return the reply; ``name`` is the stats row (default "request").
-
-        ``expect`` judges the reply (see :data:`~loadgen.traffic.calls.Expectation`): one that
-        does not match fails as ``bad-reply``. No reply within ``timeout`` seconds (default: the
-        client's) fails as ``ping-timeout`` and closes the association. Raises :class:`RequestFailed`."""
-        call = self._call(Call(name or "request", payload, check=reply_check(expect),
-                               timeout=self.timeout if timeout is None else timeout))
-        assert call.reply is not None
-        return call.reply
-
-    def send(self, payload: bytes, *, name: str | None = None) -> None:
-        """Send ``payload`` expecting no reply; done once it is on the wire (default name "send")."""
-        self._call(Call(name or "send", payload, wants_reply=False))
-
     def close(self) -> None:
         """Close the association (close_notify) if one is up; the next call connects again. Idempotent."""
         connection, self._connection = self._connection, None
         if connection is not None:
             _stop(connection)
 
-    # -- helpers --------------------------------------------------------------
-
-    def _call(self, call: Call) -> Call:
-        self._check(call.payload)
+    def _call(self, call: Any) -> Any:
+        """Submit ``call`` to the association (connecting first), wake it, wait for the call to end."""
+        self._check(call)
         self.connect()
         connection = self._connection
         if connection is None:  # on_connect closed it under us (its own call failed and was caught)
@@ -155,13 +139,39 @@ class Client:
             raise RequestFailed(call.error)
         return call
 
-    def _check(self, payload: bytes) -> None:
-        """Refuse a payload the protocol cannot carry (ValueError: a mistake in the caller's code)."""
-        if not isinstance(payload, bytes | bytearray):
-            raise TypeError(f"a payload is bytes, not {type(payload).__name__}")
+    def _check(self, call: Any) -> None:
+        """Refuse a call the protocol cannot carry (ValueError: a mistake in the caller's code)."""
+
+    def _workload(self, on_start: Callable[[], None]) -> Any:
+        """A fresh workload for the next association: :class:`~loadgen.traffic.calls.CallWorkload`'s shape."""
+        return CallWorkload(self.target, self._sink, on_start=on_start)
 
     def _associate(self, plan: CallPlan) -> Association:
         raise NotImplementedError
+
+
+class Client(Connector):
+    """A client of datagrams (DTLS) or lines (TLS): :meth:`request`, :meth:`send`, :meth:`close`."""
+
+    def request(self, payload: bytes, *, name: str | None = None, expect: Expectation = None,
+                timeout: float | None = None) -> bytes:
+        """Send ``payload`` and return the reply; ``name`` is the stats row (default "request").
+
+        ``expect`` judges the reply (see :data:`~loadgen.traffic.calls.Expectation`): one that
+        does not match fails as ``bad-reply``. No reply within ``timeout`` seconds (default: the
+        client's) fails as ``ping-timeout`` and closes the association. Raises :class:`RequestFailed`."""
+        call: Call = self._call(Call(name or "request", payload, check=reply_check(expect),
+                               timeout=self.timeout if timeout is None else timeout))
+        assert call.reply is not None
+        return call.reply
+
+    def send(self, payload: bytes, *, name: str | None = None) -> None:
+        """Send ``payload`` expecting no reply; done once it is on the wire (default name "send")."""
+        self._call(Call(name or "send", payload, wants_reply=False))
+
+    def _check(self, call: Any) -> None:
+        if not isinstance(call.payload, bytes | bytearray):
+            raise TypeError(f"a payload is bytes, not {type(call.payload).__name__}")
 
 
 def _ended_by(runner: Any) -> LoadgenError:
@@ -211,9 +221,9 @@ class TlsClient(Client):
             name, target, address, context, sink, identity=identity, key=key, server_name=server_name,
             sessions=sessions, settings=settings, ping=plan)
 
-    def _check(self, payload: bytes) -> None:
-        super()._check(payload)
-        if b"\n" in payload:
+    def _check(self, call: Any) -> None:
+        super()._check(call)
+        if b"\n" in call.payload:
             raise ValueError("a TLS request is one line: the payload must not contain a newline")
 
     def _associate(self, plan: CallPlan) -> Association:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from loadgen.protocol.errors import BadReply, LoadgenError, LocalProtocolError, PeerClosed, PingTimeout
 from loadgen.stats.facts import Finished, Sink, Started
-from loadgen.traffic.workload import Uniform
+from loadgen.traffic.workload import Uniform, Workload
 
 #: What a caller may pass as ``expect``: None (any reply), ``"echo"`` (the reply equals the
 #: request), bytes (the reply starts with them), a compiled bytes regex (searched, so anchor it
@@ -232,11 +232,11 @@ class CallPlan:
     """The :class:`~.workload.WorkloadPlan` of one client connection: it hands the association the
     client's workload (one plan, one association: a reconnect makes a new plan)."""
 
-    def __init__(self, workload: CallWorkload) -> None:
+    def __init__(self, workload: Workload) -> None:
         self._workload = workload
 
     def for_device(self, *, n: int, target: str) -> CallPlan:
         return self
 
-    def workload(self, name: str, target: str, sink: Sink, *, uniform: Uniform) -> CallWorkload:
+    def workload(self, name: str, target: str, sink: Sink, *, uniform: Uniform) -> Workload:
         return self._workload
