@@ -36,20 +36,24 @@ from locust import User, events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadgen.locust.client import DEFAULT_TIMEOUT, Client, DtlsClient, TlsClient
-from loadgen.locust.users import Session, tls_options
+from loadgen.locust.client import DEFAULT_TIMEOUT, Connector, DtlsClient, TlsClient
+from loadgen.locust.coap_client import COAP_TIMEOUT, CoapClient
+from loadgen.locust.users import LocustSink, Session, tls_options
 from loadgen.protocol import dtls_contexts
 from loadgen.protocol.credentials import KeyStore, Secret, key_from_env, key_from_file, parse_hex
 from loadgen.protocol.errors import ConfigError, LocalProtocolError
 from loadgen.protocol.openssl.tls_contexts import TlsContext, client_context
 from loadgen.scenario import Scenario, Target
-from loadgen.scenario.model import Clients, DtlsConfig, TlsConfig
-from loadgen.stats.facts import Sink
+from loadgen.scenario.model import Clients, CoapConfig, DtlsConfig, TlsConfig
+from loadgen.stats.facts import FanOut, LogSink, Sink
 
 #: The Environment attribute holding the run's :class:`ApiRun`.
 _ATTRIBUTE = "loadgen_api"
-_SCHEMES = {"dtls": "dtls", "coaps": "dtls", "tls": "tls"}
-_HOST_PORT = re.compile(r"^(?:(?P<scheme>[a-z]+)://)?(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:/\[\]]+)):(?P<port>\d+)/?$")
+#: The schemes a target of each kind of user may carry, and its default port (None: give one).
+_SCHEMES = {"dtls": ("dtls", "coaps"), "coap": ("coaps", "dtls"), "tls": ("tls",)}
+_DEFAULT_PORT = {"coap": 5684}
+_HOST_PORT = re.compile(r"^(?:(?P<scheme>[a-z]+)://)?(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:/\[\]]+))"
+                        r"(?::(?P<port>\d+))?/?$")
 
 
 class ApiUser(User):
@@ -57,7 +61,7 @@ class ApiUser(User):
 
     ``target`` ("host:port", optionally with a ``dtls://``/``tls://`` scheme) wins over Locust's
     ``host`` (``--host``), so one locustfile can mix users of different targets. ``target_name``
-    names the stats rows (default: the target as given). ``self.index`` is the user's number
+    names the stats rows (default: the target's host:port). ``self.index`` is the user's number
     (``{n}`` in ``psk_identity``). Override :meth:`on_connect` to run calls after each handshake.
     """
 
@@ -71,7 +75,7 @@ class ApiUser(User):
     psk_key_env: str | None = None  # name of an environment variable holding the hex key
     psk_key_file: str | None = None  # a file holding the key (hex, or raw bytes)
     psk_csv: str | None = None  # a CSV of identity,hex-key rows
-    client: Client
+    client: Any  # the kind's client: DtlsClient, TlsClient, CoapClient
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
@@ -116,15 +120,31 @@ class TlsUser(ApiUser):
     client: TlsClient
 
 
+class CoapUser(DtlsUser):
+    """A Locust user whose ``self.client`` is a :class:`~loadgen.locust.coap_client.CoapClient`:
+    CoAP (RFC 7252) over DTLS with a PSK. ``target`` may be ``coaps://host`` (port 5684 by default);
+    ``coap``: the transmission parameters (a :class:`~loadgen.scenario.model.CoapConfig`);
+    ``timeout``: how long a request may go unanswered (default RFC 7252's MAX_TRANSMIT_WAIT, 93 s).
+    Locust's request_type is "COAP"."""
+
+    abstract = True
+    protocol = "coap"
+    coap: CoapConfig = CoapConfig()
+    timeout = COAP_TIMEOUT
+    client: CoapClient  # type: ignore[assignment]  # a CoAP client, not a datagram one
+
+
 def parse_target(text: str, protocol: str, where: str) -> tuple[str, int]:
     """``host:port`` (``[v6]:port``, an optional ``dtls://``, ``coaps://`` or ``tls://`` first) as an address."""
     match = _HOST_PORT.match(text.strip())
-    if match is None:
+    default = _DEFAULT_PORT.get(protocol)
+    if match is None or (match["port"] is None and default is None):
         raise ConfigError(f"{where}: {text!r} is not host:port")
     scheme = match["scheme"]
-    if scheme is not None and _SCHEMES.get(scheme) != protocol:
+    if scheme is not None and scheme not in _SCHEMES[protocol]:
         raise ConfigError(f"{where}: {text!r}: the scheme {scheme}:// does not fit a {protocol.upper()} user")
-    port = int(match["port"])
+    port = int(match["port"]) if match["port"] is not None else default
+    assert port is not None
     if not 0 < port < 65536:
         raise ConfigError(f"{where}: port {port} is out of range")
     return match["v6"] or match["host"], port
@@ -174,7 +194,8 @@ class UserSettings:
             identity = _identity(user, 0)
             if keys.key_for(identity) is None:
                 raise ConfigError(f"{user.__name__}.psk_csv: no key for the first identity {identity!r}")
-        target = Target(name=user.target_name or text.strip(), host=address[0], port=address[1],
+        shown = f"[{address[0]}]:{address[1]}" if ":" in address[0] else f"{address[0]}:{address[1]}"
+        target = Target(name=user.target_name or shown, host=address[0], port=address[1],
                         protocol="tls" if user.protocol == "tls" else "dtls", weight=float(user.weight),
                         server_name=getattr(user, "server_name", None))
         if user.protocol != "tls":
@@ -191,7 +212,7 @@ class UserSettings:
             raise ConfigError(f"{user.__name__}.tls: {exc}") from None
         return cls(user, target, address, keys, tls_context=tls_context)
 
-    def client(self, n: int, sink: Sink, on_connect: Any = None) -> Client:
+    def client(self, n: int, sink: Sink, on_connect: Any = None) -> Connector:
         """Device ``n``'s client."""
         user = self.user
         identity = _identity(user, n) if self.keys is not None else None
@@ -201,6 +222,10 @@ class UserSettings:
         name = identity.decode(errors="replace") if identity is not None else f"{user.__name__}-{n}"
         if self.dtls_context is not None:
             assert identity is not None and key is not None
+            if user.protocol == "coap":
+                return CoapClient(self.target.name, self.address, self.dtls_context, sink, identity=identity, key=key,
+                                  settings=getattr(user, "dtls", DtlsConfig()), name=name, timeout=user.timeout,
+                                  coap=getattr(user, "coap", CoapConfig()), on_connect=on_connect)
             return DtlsClient(self.target.name, self.address, self.dtls_context, sink, identity=identity, key=key,
                               settings=getattr(user, "dtls", DtlsConfig()), name=name, timeout=user.timeout,
                               on_connect=on_connect)
@@ -228,6 +253,8 @@ class ApiRun:
         self.scenario = scenario
         self.session = Session(scenario, environment, [])
         self._settings = dict(settings or {})
+        coap = FanOut([LocustSink(environment.events.request, "COAP"), self.session.stats_sink, LogSink()])
+        self._sinks: dict[str, Sink] = {**self.session.sinks, "coap": coap}
 
     def settings(self, user: type[ApiUser]) -> UserSettings:
         """``user``'s settings, read on first use."""
@@ -237,7 +264,8 @@ class ApiRun:
         return found
 
     def sink(self, protocol: str) -> Sink:
-        return self.session.sinks[protocol]
+        """Where ``protocol``'s users report ("dtls", "tls", "coap"): Locust, the exact stats, the log."""
+        return self._sinks[protocol]
 
 
 def api_run(environment: Environment) -> ApiRun:
