@@ -20,7 +20,7 @@ import os
 
 from locust import between, task
 
-from loadgen.locust.api import CoapUser
+from loadgen import CoapUser
 
 REGISTER = os.environ.get("COAP_REGISTER", "/example_data")
 REPORT = os.environ.get("COAP_REPORT", "/example_data")

@@ -19,7 +19,7 @@ import re
 
 from locust import between, task
 
-from loadgen.locust.api import DtlsUser
+from loadgen import DtlsUser
 
 
 class Meter(DtlsUser):

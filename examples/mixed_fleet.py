@@ -16,7 +16,7 @@ import os
 
 from locust import constant_pacing, task
 
-from loadgen.locust.api import DtlsUser, TlsUser
+from loadgen import DtlsUser, TlsUser
 
 
 class Sensor(DtlsUser):

@@ -1,8 +1,9 @@
 """The Python API for Locust users: abstract ``DtlsUser`` and ``TlsUser`` (in the style of
 Locust's ``FastHttpUser``), whose ``self.client`` connects, handshakes and offers blocking calls.
 
-    from locust import task, constant
-    from loadgen.locust.api import DtlsUser
+    from locust import constant, task
+
+    from loadgen import DtlsUser
 
     class Gateway(DtlsUser):
         target = "127.0.0.1:5684"            # or Locust's --host
