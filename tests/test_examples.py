@@ -146,3 +146,29 @@ def test_coap_device(tmp_path: Path, locust: Callable[..., Proc], monkeypatch: p
     assert summary["register"]["completed"] == summary["clock"]["completed"] == summary["handshake"]["completed"] == 10
     assert summary["clock notification"]["completed"] >= 10  # libcoap notifies every second; each watches 3+ s
     assert all(summary[kind]["failed"] == 0 for kind in kinds), {kind: summary[kind]["errors"] for kind in kinds}
+
+
+def test_custom_dtls_flow_on_a_plain_master_and_two_workers(tmp_path: Path, locust: Callable[..., Proc],
+                                                             start_dtls_server: Callable[..., LoadgenServer],
+                                                             psk_hex: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The master writes the results: every worker's counts merged, equal to Locust's (its workers') counts."""
+    from procs import free_port
+
+    server = start_dtls_server(key_hex=psk_hex)
+    monkeypatch.setenv("METER_PSK", psk_hex)
+    target, port = f"{server.host}:{server.port}", str(free_port())
+    master = locust("custom_dtls_flow.py", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+                    "--expect-workers", "2", "-u", "6", "-r", "10", "--host", target)
+    workers = [Proc([sys.executable, "-m", "locust", "-f", str(EXAMPLES / "custom_dtls_flow.py"), "--worker",
+                     "--master-host", "127.0.0.1", "--master-port", port], tmp_path, f"worker{i}") for i in range(2)]
+    try:
+        assert master.wait(BOUND) == 0, master.describe()
+        for worker in workers:
+            assert worker.wait(BOUND) == 0, worker.describe()
+    finally:
+        for worker in workers:
+            worker.kill()
+    assert "Traceback" not in master.stderr + workers[0].stderr + workers[1].stderr, master.describe()
+    summary = results(tmp_path)
+    assert_exact(summary, locust_counts(tmp_path), {kind: f"DTLS {target} {kind}" for kind in ("handshake", "login")})
+    assert summary["handshake"]["completed"] == summary["login"]["completed"] == 6

@@ -308,8 +308,12 @@ def _bind_api_users(environment: Environment, runner: Any = None, web_ui: Any = 
 
     interrupt_in_main_greenlet()
     place = WorkerPlace(runner) if isinstance(runner, WorkerRunner) else None  # before anything may yield
+    # A plain Locust worker learns --host from the master's first spawn message: its classes without a
+    # target of their own are read then (the master has checked them already).
+    worker = isinstance(runner, WorkerRunner)
     try:
-        settings = {user: UserSettings.of(user, environment.host) for user in users}
+        settings = {user: UserSettings.of(user, environment.host) for user in users
+                    if not worker or user.target or environment.host or user.host}
     except ConfigError as exc:
         print(f"loadgen: {exc.args[0]}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
