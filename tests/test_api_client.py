@@ -212,3 +212,12 @@ def test_the_target_comes_from_the_class_else_from_host() -> None:
     pinned = type("Pinned", (cls,), {"target": "127.0.0.3:7", "target_name": "gw"})
     settings = UserSettings.of(pinned, "127.0.0.2:9")
     assert settings.address == ("127.0.0.3", 7) and settings.target.name == "gw"
+
+
+def test_settings_follow_the_host_locust_gives_them() -> None:
+    cls = type("Follow", (DtlsUser,), {"psk_key": "00"})
+    env = Environment(user_classes=[cls], host="127.0.0.2:9")
+    run = api_run(env)
+    assert run.settings(cls).address == ("127.0.0.2", 9)
+    env.host = "127.0.0.3:10"  # a new host in the web UI's start form
+    assert run.settings(cls).address == ("127.0.0.3", 10)

@@ -249,20 +249,24 @@ class ApiRun:
     numbering (:class:`~loadgen.locust.users.Session`'s), and each class's settings."""
 
     def __init__(self, environment: Environment, scenario: Scenario,
-                 settings: dict[type[ApiUser], UserSettings] | None = None) -> None:
+                 settings: list[UserSettings] | None = None) -> None:
         self.environment = environment
         self.scenario = scenario
         self.session = Session(scenario, environment, [])
-        self._settings = dict(settings or {})
+        self._settings = {self._key(s.user): s for s in settings or []}
         coap = FanOut([LocustSink(environment.events.request, "COAP"), self.session.stats_sink, LogSink()])
         self._sinks: dict[str, Sink] = {**self.session.sinks, "coap": coap}
 
     def settings(self, user: type[ApiUser]) -> UserSettings:
-        """``user``'s settings, read on first use."""
-        found = self._settings.get(user)
+        """``user``'s settings, read on first use (again when the host it takes changed: the web UI's form)."""
+        key = self._key(user)
+        found = self._settings.get(key)
         if found is None:
-            found = self._settings[user] = UserSettings.of(user, self.environment.host)
+            found = self._settings[key] = UserSettings.of(user, self.environment.host)
         return found
+
+    def _key(self, user: type[ApiUser]) -> tuple[type[ApiUser], str | None]:
+        return user, None if user.target else (self.environment.host or user.host)
 
     def sink(self, protocol: str) -> Sink:
         """Where ``protocol``'s users report ("dtls", "tls", "coap"): Locust, the exact stats, the log."""
@@ -312,12 +316,12 @@ def _bind_api_users(environment: Environment, runner: Any = None, web_ui: Any = 
     # target of their own are read then (the master has checked them already).
     worker = isinstance(runner, WorkerRunner)
     try:
-        settings = {user: UserSettings.of(user, environment.host) for user in users
-                    if not worker or user.target or environment.host or user.host}
+        settings = [UserSettings.of(user, environment.host) for user in users
+                    if not worker or user.target or environment.host or user.host]
     except ConfigError as exc:
         print(f"loadgen: {exc.args[0]}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    scenario = check_limits(run_scenario(environment, [s.target for s in settings.values()]), environment, runner)
+    scenario = check_limits(run_scenario(environment, [s.target for s in settings]), environment, runner)
     run = ApiRun(environment, scenario, settings)
     setattr(environment, _ATTRIBUTE, run)
     stack = contextlib.ExitStack()
