@@ -48,6 +48,13 @@ def results(tmp_path: Path) -> dict[str, Any]:
     return summary
 
 
+def kind(summary: dict[str, Any], name: str) -> dict[str, Any]:
+    """One kind's figures: "handshake" and "ping" at the summary's top, request kinds at the top or (since
+    the stats part of issue 14) under "requests"."""
+    figures: dict[str, Any] = summary.get("requests", {}).get(name) or summary[name]
+    return figures
+
+
 def locust_counts(tmp_path: Path) -> dict[str, tuple[int, int]]:
     """Locust's own stats (its --json-file): name -> (requests, failures)."""
     rows = json.loads((tmp_path / "locust.json").read_text())
@@ -56,16 +63,16 @@ def locust_counts(tmp_path: Path) -> dict[str, tuple[int, int]]:
 
 def assert_exact(summary: dict[str, Any], locust: dict[str, tuple[int, int]], rows: dict[str, str]) -> None:
     """Every kind adds up (attempted = completed + failed + in flight) and equals Locust's row for it."""
-    for kind, name in rows.items():
-        totals = summary[kind]
-        assert totals["completed"] + totals["failed"] + totals["in_flight"] == totals["attempted"], (kind, totals)
-        assert totals["attempted"] > 0, (kind, totals)
-        assert locust[name] == (totals["completed"] + totals["failed"], totals["failed"]), (kind, name, totals)
+    for row, name in rows.items():
+        totals = kind(summary, row)
+        assert totals["completed"] + totals["failed"] + totals["in_flight"] == totals["attempted"], (row, totals)
+        assert totals["attempted"] > 0, (row, totals)
+        assert locust[name] == (totals["completed"] + totals["failed"], totals["failed"]), (row, name, totals)
         assert summary["locust"][name] == {"requests": locust[name][0], "failures": locust[name][1]}
         # The run's own Locust/loadgen check (its health), for kinds it can name: before the stats part it
         # took a Locust name's last word for the kind, so "clock notification" is checked above only.
         counts = summary["health"]["counts"]
-        assert " " in kind or counts[kind]["locust"] == counts[kind]["loadgen"], (kind, counts)
+        assert " " in row or counts[row]["locust"] == counts[row]["loadgen"], (row, counts)
 
 
 def test_custom_dtls_flow(tmp_path: Path, locust: Callable[..., Proc], start_dtls_server: Callable[..., LoadgenServer],
@@ -77,11 +84,12 @@ def test_custom_dtls_flow(tmp_path: Path, locust: Callable[..., Proc], start_dtl
     assert run.wait(BOUND) == 0, run.describe()
     assert "Traceback" not in run.stderr, run.describe()
     summary = results(tmp_path)
-    rows = {kind: f"DTLS {target} {kind}" for kind in ("handshake", "login", "report", "config")}
+    rows = {row: f"DTLS {target} {row}" for row in ("handshake", "login", "report", "config")}
     assert_exact(summary, locust_counts(tmp_path), rows)
-    assert summary["handshake"]["completed"] == summary["login"]["completed"] == 10
-    assert summary["report"]["failed"] == summary["config"]["failed"] == 0 and summary["outcome"] == "passed"
-    assert summary["report"]["completed"] > 50
+    assert kind(summary, "handshake")["completed"] == kind(summary, "login")["completed"] == 10
+    assert kind(summary, "report")["failed"] == kind(summary, "config")["failed"] == 0
+    assert summary["outcome"] == "passed"
+    assert kind(summary, "report")["completed"] > 50
 
 
 def test_custom_dtls_flow_with_a_wrong_key_fails_with_the_code(tmp_path: Path, locust: Callable[..., Proc],
@@ -94,12 +102,12 @@ def test_custom_dtls_flow_with_a_wrong_key_fails_with_the_code(tmp_path: Path, l
     assert run.wait(BOUND) == 1, run.describe()
     assert "Traceback" not in run.stderr, run.describe()
     summary = results(tmp_path)
-    handshakes = summary["handshake"]
+    handshakes = kind(summary, "handshake")
     assert handshakes["completed"] == 0 and handshakes["failed"] >= 3, handshakes
     assert handshakes["errors"] == {"psk-key-mismatch": handshakes["failed"]}, handshakes
     locust_rows = locust_counts(tmp_path)
     assert_exact(summary, locust_rows, {"handshake": f"DTLS {target} handshake"})
-    assert "login" not in summary or summary["login"]["attempted"] == 0  # never logged in: nothing sent
+    assert "login" not in summary and "login" not in summary.get("requests", {})  # never logged in: nothing sent
     assert summary["outcome"] == "failed" and "FAILED" in run.stdout
 
 
@@ -142,10 +150,11 @@ def test_coap_device(tmp_path: Path, locust: Callable[..., Proc], monkeypatch: p
     assert "Traceback" not in run.stderr, run.describe()
     summary = results(tmp_path)
     kinds = ("handshake", "register", "clock", "clock notification", "report", "config")
-    assert_exact(summary, locust_counts(tmp_path), {kind: f"COAP {host}:{port} {kind}" for kind in kinds})
-    assert summary["register"]["completed"] == summary["clock"]["completed"] == summary["handshake"]["completed"] == 10
-    assert summary["clock notification"]["completed"] >= 10  # libcoap notifies every second; each watches 3+ s
-    assert all(summary[kind]["failed"] == 0 for kind in kinds), {kind: summary[kind]["errors"] for kind in kinds}
+    assert_exact(summary, locust_counts(tmp_path), {row: f"COAP {host}:{port} {row}" for row in kinds})
+    assert {row: kind(summary, row)["completed"] for row in ("handshake", "register", "clock")} == \
+        {"handshake": 10, "register": 10, "clock": 10}
+    assert kind(summary, "clock notification")["completed"] >= 10  # libcoap notifies every second; each watches 3+ s
+    assert all(kind(summary, row)["failed"] == 0 for row in kinds), {row: kind(summary, row)["errors"] for row in kinds}
 
 
 def test_custom_dtls_flow_on_a_plain_master_and_two_workers(tmp_path: Path, locust: Callable[..., Proc],
@@ -170,5 +179,5 @@ def test_custom_dtls_flow_on_a_plain_master_and_two_workers(tmp_path: Path, locu
             worker.kill()
     assert "Traceback" not in master.stderr + workers[0].stderr + workers[1].stderr, master.describe()
     summary = results(tmp_path)
-    assert_exact(summary, locust_counts(tmp_path), {kind: f"DTLS {target} {kind}" for kind in ("handshake", "login")})
-    assert summary["handshake"]["completed"] == summary["login"]["completed"] == 6
+    assert_exact(summary, locust_counts(tmp_path), {row: f"DTLS {target} {row}" for row in ("handshake", "login")})
+    assert kind(summary, "handshake")["completed"] == kind(summary, "login")["completed"] == 6
