@@ -51,8 +51,8 @@ class RequestFailed(RescheduleTask):
         self.code = error.code
 
 
-class _Connection:
-    """One association, its workload and the greenlet running it."""
+class Connection:
+    """One association, its workload and the greenlet running it (a client's current one)."""
 
     def __init__(self, association: Association, workload: Any, runner: gevent.Greenlet) -> None:
         self.association = association
@@ -77,7 +77,7 @@ class Connector:
         self.timeout = timeout
         self.on_connect = on_connect
         self._sink = sink
-        self._connection: _Connection | None = None
+        self._connection: Connection | None = None
         self._connecting = False
 
     @property
@@ -95,7 +95,7 @@ class Connector:
         association = self._associate(CallPlan(workload))
         runner = gevent.spawn(association.run)
         runner.rawlink(lambda ended: (up.set(), workload.detach(_ended_by(ended))))
-        connection = _Connection(association, workload, runner)
+        connection = Connection(association, workload, runner)
         try:
             up.wait()
         except BaseException:  # killed while handshaking (Locust stops the user): the handshake stays in flight
@@ -184,7 +184,7 @@ def _ended_by(runner: Any) -> LoadgenError:
     return LocalProtocolError("the association was closed")
 
 
-def _stop(connection: _Connection) -> None:
+def _stop(connection: Connection) -> None:
     connection.association.close()
     connection.runner.kill(block=False)
 
