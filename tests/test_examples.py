@@ -181,3 +181,17 @@ def test_custom_dtls_flow_on_a_plain_master_and_two_workers(tmp_path: Path, locu
     summary = results(tmp_path)
     assert_exact(summary, locust_counts(tmp_path), {row: f"DTLS {target} {row}" for row in ("handshake", "login")})
     assert kind(summary, "handshake")["completed"] == kind(summary, "login")["completed"] == 6
+
+
+def test_a_mistake_in_a_user_class_exits_2_naming_the_class_and_attribute(tmp_path: Path) -> None:
+    locustfile = tmp_path / "broken.py"
+    locustfile.write_text("from loadgen import DtlsUser\n\n\nclass Sensor(DtlsUser):\n"
+                          "    target = '127.0.0.1:5684'\n    psk_key_env = 'LOADGEN_TEST_UNSET_VARIABLE'\n")
+    run = Proc([sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", "1", "-t", "2s"],
+               tmp_path, "broken")
+    try:
+        assert run.wait(BOUND) == 2, run.describe()
+    finally:
+        run.kill()
+    assert "loadgen: Sensor.psk_key_env: environment variable LOADGEN_TEST_UNSET_VARIABLE is not set" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "results").exists(), run.describe()

@@ -326,7 +326,8 @@ def _bind_api_users(environment: Environment, runner: Any = None, web_ui: Any = 
     setattr(environment, _ATTRIBUTE, run)
     stack = contextlib.ExitStack()
     if isinstance(runner, MasterRunner):
-        results_when_quitting(environment, scenario, live_stats(environment, None, "master", web_ui), stack, None)
+        stats = live_stats(environment, None, "master", web_ui)  # the master merges its workers' seconds
+        results_when_quitting(environment, scenario, stats, stack, None)
         number_workers(runner)
     elif place is not None:
         place.bind(run.session)
