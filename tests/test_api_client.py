@@ -221,3 +221,30 @@ def test_settings_follow_the_host_locust_gives_them() -> None:
     assert run.settings(cls).address == ("127.0.0.2", 9)
     env.host = "127.0.0.3:10"  # a new host in the web UI's start form
     assert run.settings(cls).address == ("127.0.0.3", 10)
+
+
+def test_a_tls_user_with_certificates_verifies_the_server(tmp_path: Any) -> None:
+    from tls_servers import make_pki
+
+    from loadgen.protocol.openssl.tls_contexts import TlsOptions
+    from loadgen.scenario.model import TlsConfig
+
+    pki = make_pki(tmp_path / "pki")
+    server = TlsServer(server_context(TlsOptions(cert_file=pki.server_cert, key_file=pki.server_key))).start()
+    try:
+        host, port = server.address
+        trusting = type("Trusting", (TlsUser,), {"target": f"{host}:{port}", "server_name": "server.test",
+                                                 "tls": TlsConfig(ca_file=pki.ca_file, verify="peer")})
+        other = type("Other", (trusting,), {"tls": TlsConfig(ca_file=pki.other_ca_file, verify="peer")})
+        env = Environment(user_classes=[trusting, other])
+        fired = Fired(env)
+        good, bad = trusting(env), other(env)
+        with gevent.Timeout(BOUND):
+            assert good.client.request(b"hello", expect="echo") == b"hello"
+            with pytest.raises(RequestFailed) as failed:
+                bad.client.request(b"hello")
+            good.client.close()
+    finally:
+        server.stop()
+    assert failed.value.code == "cert-untrusted"
+    assert fired.count("handshake") == (2, 1) and exact(env, "request") == (1, 1, 0, 0)
