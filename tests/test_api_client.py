@@ -248,3 +248,25 @@ def test_a_tls_user_with_certificates_verifies_the_server(tmp_path: Any) -> None
         server.stop()
     assert failed.value.code == "cert-untrusted"
     assert fired.count("handshake") == (2, 1) and exact(env, "request") == (1, 1, 0, 0)
+
+
+def test_the_server_closing_fails_the_waiting_call_with_peer_closed() -> None:
+    server = DtlsServer(KeyStore(shared=Secret(KEY)), max_ping_rate=0.001).start()
+    stopped = False
+    try:
+        cls, env, fired = dtls_user(server, timeout=10.0)
+        user = cls(env)
+        with gevent.Timeout(BOUND):
+            user.client.request(b"spend the one token")
+            waiting = gevent.spawn(user.client.request, b"unanswered")
+            while user.client._connection is None or not user.client._connection.workload.outstanding:
+                gevent.sleep(0.01)  # until the call is out
+            server.stop()  # close_notify to every peer
+            stopped = True
+            waiting.join()
+        assert isinstance(waiting.exception, RequestFailed) and waiting.exception.code == "peer-closed"
+        assert not user.client.connected
+    finally:
+        if not stopped:
+            server.stop()
+    assert exact(env, "request") == (2, 1, 1, 0) and fired.count("request") == (2, 1)
