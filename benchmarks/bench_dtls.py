@@ -27,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.locust.users import LocustSink  # noqa: E402
 from loadgen.protocol import dtls_contexts, dtls_factory  # noqa: E402
-from loadgen.protocol.credentials import KeyStore  # noqa: E402
+from loadgen.protocol.credentials import KeyStore, Secret  # noqa: E402
 from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
 from loadgen.servers.launcher import ServerProcess  # noqa: E402
-from loadgen.stats.facts import FanOut  # noqa: E402
+from loadgen.stats.facts import PING, FanOut  # noqa: E402
 from loadgen.stats.sink import StatsSink  # noqa: E402
 from loadgen.traffic.tracker import traffic_plan  # noqa: E402
+from loadgen.traffic.workload import WorkloadPlan  # noqa: E402
 from loadgen.transport.dtls_association import DtlsAssociation  # noqa: E402
 
 
@@ -114,21 +115,24 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int) -> tup
     return (c1 - c0) / done, done / (w1 - w0), totals
 
 
-def pings(address: tuple[str, int], associations: int, seconds: float) -> tuple[float, float, StatsSink]:
-    """Completed pings per client CPU second and per wall second, with handshakes excluded."""
+def pings(address: tuple[str, int], associations: int, seconds: float, *, plan: WorkloadPlan | None = None,
+          key: Secret = QUICKSTART_KEY, kind: str = PING) -> tuple[float, float, StatsSink]:
+    """Completed pings (or ``plan``'s requests of ``kind``) per client CPU second and per wall
+    second, with handshakes excluded."""
     ctx = dtls_contexts.client_context()
     totals = StatsSink()
-    plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=2.0, expect=Expect("echo")))  # back-to-back pings
+    if plan is None:
+        plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=2.0, expect=Expect("echo")))  # back-to-back
     sink = run_sink(totals)
     assocs = [DtlsAssociation(f"ping-{i}", "bench", address, ctx, sink, identity=b"ping-%d" % i,
-                              key=QUICKSTART_KEY, ping=plan, message_level=logging.WARNING)
+                              key=key, ping=plan, message_level=logging.WARNING)
               for i in range(associations)]
     greenlets = [gevent.spawn(a.run) for a in assocs]
     while totals.handshakes.completed + totals.handshakes.failed < associations:
         gevent.sleep(0.05)
-    p0, c0, w0 = totals.pings.completed, cpu(), time.perf_counter()
+    p0, c0, w0 = totals.counted(kind).completed, cpu(), time.perf_counter()
     gevent.sleep(seconds)
-    p1, c1, w1 = totals.pings.completed, cpu(), time.perf_counter()
+    p1, c1, w1 = totals.counted(kind).completed, cpu(), time.perf_counter()
     gevent.killall(greenlets)
     return (p1 - p0) / max(c1 - c0, 1e-9), (p1 - p0) / (w1 - w0), totals
 

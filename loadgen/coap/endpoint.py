@@ -45,10 +45,13 @@ from loadgen.protocol.errors import BadReply, CoapFormatError, CoapReset, CoapTi
 from loadgen.scenario.model import CoapConfig
 from loadgen.traffic.workload import Uniform
 
+INF = float("inf")
 #: RFC 7641 3.4: a notification newer by sequence number, or this much later, is fresh.
 OBSERVE_FRESH_AFTER = 128.0
 _SEQ_HALF = 1 << 23
 _DEREGISTER = m.encode_uint(1)
+#: ACKs and RSTs of ours queued at most (requests are bounded by ``max_exchanges``).
+MAX_ANSWERS = 64
 #: RFC 7252's transmission parameters.
 DEFAULT_CONFIG = CoapConfig()
 
@@ -79,6 +82,7 @@ class CoapEndpoint:
         self._dedup_size = dedup_size
         self._lifetime = exchange_lifetime(config)
         self._give_up = max_transmit_wait(config)
+        self._ack_low, self._ack_high = config.ack_timeout, config.ack_timeout * config.ack_random_factor
         self._mid = int(uniform(0, 65536)) & 0xFFFF
         self._token = int(uniform(0, 1 << 32))
         self._serial = 0
@@ -110,7 +114,7 @@ class CoapEndpoint:
         self._exchanges[ex.serial] = ex
         if token:
             self._by_token[token] = ex
-        self._transmit(ex, self._extra(ex), now)
+        self._transmit(ex, self._extra(ex) if request.observe or request.block_size else (), now)
         return ex
 
     def ping(self, now: float, *, timeout: float | None = None) -> Exchange:
@@ -125,7 +129,7 @@ class CoapEndpoint:
         self._serial += 1
         dereg = Exchange(ex.request, ex.token, self._next_mid(), now, now + self._give_up, self._serial)
         dereg.parent, dereg.tag = ex, ex.tag
-        ex.state, ex.deregister_at = DONE, float("inf")
+        ex.state, ex.deregister_at = DONE, INF
         del self._exchanges[ex.serial]
         self._exchanges[dereg.serial] = dereg
         self._by_token[ex.token] = dereg
@@ -153,7 +157,12 @@ class CoapEndpoint:
 
     def get_timer(self) -> float:
         """When :meth:`handle_timer` has something to do (inf: nothing)."""
-        return min((ex.next_due for ex in self._exchanges.values()), default=float("inf"))
+        exchanges = self._exchanges
+        if len(exchanges) < 2:  # the common cases, per request: no generator
+            for ex in exchanges.values():
+                return ex.next_due
+            return INF
+        return min(ex.next_due for ex in exchanges.values())
 
     def handle_timer(self, now: float) -> list[Event]:
         """Retransmit, give up, time out and deregister what is due."""
@@ -185,7 +194,7 @@ class CoapEndpoint:
         seen = self._seen.get(msg.mid)
         if seen is not None and seen[0] > now:
             if seen[1] is not None:
-                self._out.append((seen[1], None))  # the ACK (or RST) again: ours was lost
+                self._answer(seen[1])  # the ACK (or RST) again: ours was lost
             return []
         if not 64 <= msg.code < 192:  # an empty CON/NON (a ping), a request: we serve nothing
             return self._reject(msg, now, f"{m.TYPE_NAMES[msg.mtype]} with code {msg.code_text} to a client")
@@ -224,9 +233,8 @@ class CoapEndpoint:
         self._by_mid[ex.mid] = ex
         if con:
             ex.state = WAIT_ACK
-            cfg = self.config
-            ex.timeout = self._uniform(cfg.ack_timeout, cfg.ack_timeout * cfg.ack_random_factor)
-            ex.retransmit_at = now + ex.timeout
+            ex.timeout = timeout = self._uniform(self._ack_low, self._ack_high)
+            ex.retransmit_at = now + timeout
         self._out.append((ex.datagram, ex))
 
     def _on_ack_or_reset(self, msg: m.Message, now: float, size: int) -> list[Event]:
@@ -241,7 +249,7 @@ class CoapEndpoint:
             return [self._fail(ex, CoapReset(f"RST to {m.TYPE_NAMES[ex.datagram[0] >> 4 & 3]} message {msg.mid}"))]
         if ex.state != WAIT_ACK:
             return []  # a repeated ACK: the first one counted
-        ex.state, ex.retransmit_at = WAIT_RESPONSE, float("inf")
+        ex.state, ex.retransmit_at = WAIT_RESPONSE, INF
         if msg.code == m.EMPTY:
             if ex.request.ping:  # an empty ACK to a ping is as good an answer as its RST
                 self._drop(ex)
@@ -260,7 +268,7 @@ class CoapEndpoint:
         if ex.parent is not None:  # the deregistration's response
             self._drop(ex)
             return [Response(ex, msg, msg.payload), ObserveEnded(ex.parent)]
-        block = msg.option(m.BLOCK2) if 64 <= msg.code < 96 else None
+        block = msg.option(m.BLOCK2) if msg.options and 64 <= msg.code < 96 else None
         if block is not None:
             try:
                 num, more, szx = m.decode_block(block)
@@ -269,7 +277,8 @@ class CoapEndpoint:
             if num != ex.block:
                 return [Unmatched(f"block {num} where {ex.block} was due")]
             ex.body.append(msg.payload)
-            if sum(map(len, ex.body)) > self._max_body:
+            ex.body_size += len(msg.payload)
+            if ex.body_size > self._max_body:
                 return [self._fail(ex, BadReply(f"response body over {self._max_body} bytes"))]
             if more:
                 ex.block, ex.szx = num + 1, szx
@@ -278,8 +287,8 @@ class CoapEndpoint:
                 self._transmit(ex, self._extra(ex), now)
                 return []
         payload = b"".join(ex.body) if block is not None else msg.payload
-        observe = msg.option(m.OBSERVE)
-        if ex.request.observe and observe is not None and 64 <= msg.code < 96:
+        observe = msg.option(m.OBSERVE) if ex.request.observe else None
+        if observe is not None and 64 <= msg.code < 96:
             ex.state, ex.notified_at = OBSERVING, now
             ex.observe_seq = m.decode_uint(observe[:3])
             if ex.request.observe_for is not None:
@@ -310,7 +319,7 @@ class CoapEndpoint:
         if msg.mtype == m.CON:
             rst = m.empty(m.RST, msg.mid)
             self._remember(msg.mid, rst, now)
-            self._out.append((rst, None))
+            self._answer(rst)
         return [Unmatched(reason)]
 
     def _remember(self, mid: int, answer: bytes | None, now: float) -> None:
@@ -321,7 +330,13 @@ class CoapEndpoint:
         seen.pop(mid, None)
         seen[mid] = (now + self._lifetime, answer)
         if answer is not None and answer[0] >> 4 & 3 == m.ACK:
-            self._out.append((answer, None))
+            self._answer(answer)
+
+    def _answer(self, datagram: bytes) -> None:
+        """Queue an ACK or RST of ours, unless ``MAX_ANSWERS`` wait already: a peer flooding us
+        between two polls gets no more (they are best effort: its retransmission asks again)."""
+        if len(self._out) < MAX_ANSWERS:
+            self._out.append((datagram, None))
 
     def _fail(self, ex: Exchange, error: LoadgenError) -> Event:
         """``ex`` fails: a request's :class:`Failed`; an observation's (or its deregistration's) end."""
@@ -342,6 +357,8 @@ class CoapEndpoint:
 
 def _unknown_critical(msg: m.Message) -> str | None:
     """Why ``msg`` must be rejected for an unknown critical option (RFC 7252 5.4.1); None: it need not."""
+    if not msg.options:
+        return None
     for number, _ in msg.options:
         if number & 1 and number not in m.KNOWN_OPTIONS:
             return f"unknown critical option {number} in a {msg.code_text} response"

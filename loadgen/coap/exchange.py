@@ -68,6 +68,8 @@ class Request:
 
 METHODS_BY_NAME = m.METHODS
 
+INF = float("inf")
+
 # Exchange states.
 WAIT_ACK = 0  # a CON went out, no ACK yet (retransmitted on its timer)
 WAIT_RESPONSE = 1  # acknowledged empty, or NON: the response is to come
@@ -83,7 +85,7 @@ class Exchange:
     """
 
     __slots__ = ("request", "token", "mid", "started", "deadline", "datagram", "state", "retransmit_at", "timeout",
-                 "retransmits", "sent_bytes", "received_bytes", "body", "block", "szx", "observe_seq",
+                 "retransmits", "sent_bytes", "received_bytes", "body", "body_size", "block", "szx", "observe_seq",
                  "notified_at", "deregister_at", "parent", "tag", "serial")
 
     def __init__(self, request: Request, token: bytes, mid: int, now: float, deadline: float, serial: int) -> None:
@@ -94,18 +96,19 @@ class Exchange:
         self.deadline = deadline
         self.datagram = b""  # the last request message (what a retransmission repeats)
         self.state = WAIT_ACK if request.confirmable or request.ping else WAIT_RESPONSE
-        self.retransmit_at = float("inf")
+        self.retransmit_at = INF
         self.timeout = 0.0  # the current retransmission timeout (doubles)
         #: CON retransmissions of this request (all its blocks together).
         self.retransmits = 0
         self.sent_bytes = 0
         self.received_bytes = 0
         self.body: list[bytes] = []  # the Block2 payloads so far
+        self.body_size = 0  # their bytes, bounded by the endpoint's max_body
         self.block = 0  # the Block2 number expected next
         self.szx = 6
         self.observe_seq = -1  # the freshest notification's Observe value (-1: none yet)
         self.notified_at = 0.0  # when it arrived (or when the registration was answered)
-        self.deregister_at = float("inf")
+        self.deregister_at = INF
         self.parent: Exchange | None = None  # a deregistration: the observation it ends
         self.tag: Any = None
         self.serial = serial
@@ -115,10 +118,12 @@ class Exchange:
         """When this exchange's timer fires next (inf: nothing to do until a message arrives)."""
         if self.state == OBSERVING:
             return self.deregister_at
-        return min(self.retransmit_at, self.deadline)
+        retransmit, deadline = self.retransmit_at, self.deadline
+        return retransmit if retransmit < deadline else deadline
 
 
-@dataclass(frozen=True, slots=True)
+# The events are made per response: plain slotted dataclasses, not frozen (see Message).
+@dataclass(slots=True)
 class Response:
     """``exchange``'s request got its (final, reassembled) response; ``payload`` is the whole body.
     For a ping, ``message`` is the RST. For an Observe registration, notifications follow."""
@@ -128,7 +133,7 @@ class Response:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Notification:
     """An Observe notification of ``exchange``'s observation. ``fresh`` is False for one older
     than the freshest seen (reordered: RFC 7641 3.4); ``interval`` is the time since the
@@ -140,7 +145,7 @@ class Notification:
     interval: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ObserveEnded:
     """``exchange``'s observation is over: deregistered, ended by the server (a notification
     without Observe or with an error code), or failed (``error``)."""
@@ -149,7 +154,7 @@ class ObserveEnded:
     error: LoadgenError | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failed:
     """``exchange``'s request failed (RST, no ACK, no response in time, a bad response ...)."""
 
@@ -157,7 +162,7 @@ class Failed:
     error: LoadgenError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Unmatched:
     """A datagram that answers nothing under way (garbage, an unknown token, a late ACK): ``reason`` says which."""
 

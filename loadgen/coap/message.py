@@ -62,6 +62,10 @@ def code_text(code: int) -> str:
     return f"{code >> 5}.{code & 31:02d}"
 
 
+#: ``code_text`` of every code, by code: the text of a response's code without formatting it.
+CODE_TEXTS: Final = tuple(code_text(code) for code in range(256))
+
+
 def code_int(text: str) -> int:
     """``"2.05"`` -> ``69``; a method name (``"GET"``) gives its code. ValueError for anything else."""
     if text in METHODS:
@@ -111,7 +115,9 @@ def block_szx(size: int) -> int:
 Options = tuple[tuple[int, bytes], ...]
 
 
-@dataclass(frozen=True, slots=True)
+# Made once per datagram received: not frozen, as Finished (a frozen dataclass's __init__
+# costs about a microsecond more); no code changes a message once made.
+@dataclass(slots=True)
 class Message:
     """One CoAP message. ``options`` are (number, value) pairs sorted by number (repeated
     numbers keep their order), as :func:`decode` gives them and :func:`encode` wants them."""
@@ -135,7 +141,7 @@ class Message:
 
     @property
     def code_text(self) -> str:
-        return code_text(self.code)
+        return CODE_TEXTS[self.code]
 
 
 def _ext(value: int) -> tuple[int, bytes]:

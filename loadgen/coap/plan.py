@@ -69,6 +69,8 @@ class CoapStep:
     matcher: ReplyRule
     timeout: float  # until an unanswered request fails with coap-timeout
     notification_kind: str  # the stats row of its Observe notifications
+    want_code: str | None = None  # expect.code
+    judge_payload: bool = False  # the payload rule is not "any"
 
     @classmethod
     def build(cls, step: RequestStep, config: CoapConfig, shared_interval: float, **fields: object) -> CoapStep:
@@ -84,7 +86,8 @@ class CoapStep:
             timeout = max_transmit_wait(config)  # a CON is retransmitted until RFC 7252's give-up time
         else:
             timeout = step.interval or shared_interval
-        return cls(step, coap, make, ReplyRule.expecting(step.expect), timeout, f"{step.name} notification")
+        rule = ReplyRule.expecting(step.expect)
+        return cls(step, coap, make, rule, timeout, f"{step.name} notification", step.expect.code, rule.kind != "any")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ one is due an interval after that one was due (never a burst to catch up), as th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from loadgen.scenario.model import RequestStep
 from loadgen.traffic.workload import Uniform
@@ -17,8 +17,9 @@ INF = float("inf")
 
 
 class StepSchedule:
-    """The due times of ``steps``. ``shared_interval`` is the weighted steps' interval and
-    ``jitter`` the fraction of an interval applied +- to each (both the ping section's)."""
+    """The due times of ``steps`` and their windows. ``shared_interval`` is the weighted steps'
+    interval and ``jitter`` the fraction of an interval applied +- to each (both the ping
+    section's). The caller counts what each step has under way in :attr:`busy`."""
 
     def __init__(self, steps: Sequence[RequestStep], *, shared_interval: float, jitter: float,
                  uniform: Uniform) -> None:
@@ -28,9 +29,13 @@ class StepSchedule:
         self._uniform = uniform
         self._once = [i for i, s in enumerate(steps) if s.once]
         self._interval = [i for i, s in enumerate(steps) if not s.once and s.weight is None]
+        self._timed = self._once + self._interval  # the steps with a due time of their own
         self._weighted = [i for i, s in enumerate(steps) if not s.once and s.weight is not None]
         self._total_weight = sum(steps[i].weight or 0.0 for i in self._weighted)
-        self._next = [INF] * len(steps)  # per interval step (and the once steps until sent)
+        self._limits = [s.in_flight for s in steps]
+        #: Per step: its requests (and observations) under way; at its ``in_flight`` its window is full.
+        self.busy = [0] * len(steps)
+        self._next = [INF] * len(steps)  # per once or interval step
         self._shared_next = INF
         self._picked: int | None = None  # the weighted step drawn for the shared slot, not sent yet
         self._once_left = len(self._once)
@@ -48,27 +53,31 @@ class StepSchedule:
         if self._once_left == 0:
             self._begin(now)
 
-    def due(self, now: float, is_open: Callable[[int], bool]) -> int | None:
+    def due(self, now: float) -> int | None:
         """The step to send now (its window open and its time come), or None."""
-        for i in self._once:
-            if self._next[i] <= now and is_open(i):
-                return i
-        for i in self._interval:
-            if self._next[i] <= now and is_open(i):
+        busy, limits, nxt = self.busy, self._limits, self._next
+        for i in self._timed:
+            if nxt[i] <= now and busy[i] < limits[i]:
                 return i
         if self._shared_next <= now:
             if self._picked is None:
                 self._picked = self._pick()
-            if is_open(self._picked):
+            if busy[self._picked] < limits[self._picked]:
                 return self._picked
         return None
 
-    def next_time(self, is_open: Callable[[int], bool]) -> float:
+    def next_time(self) -> float:
         """When :meth:`due` may return a step next (inf: when a window opens, or never)."""
-        times = [self._next[i] for i in self._once + self._interval if is_open(i)]
-        if self._weighted and (self._picked is None or is_open(self._picked)):
-            times.append(self._shared_next)
-        return min(times, default=INF)
+        busy, limits, nxt = self.busy, self._limits, self._next
+        best = INF
+        for i in self._timed:
+            if nxt[i] < best and busy[i] < limits[i]:
+                best = nxt[i]
+        if self._weighted and self._shared_next < best:
+            picked = self._picked
+            if picked is None or busy[picked] < limits[picked]:
+                best = self._shared_next
+        return best
 
     def sent(self, index: int, now: float) -> None:
         """Step ``index``'s request went out at ``now``: its next one is due an interval later."""
