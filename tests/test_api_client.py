@@ -270,3 +270,25 @@ def test_the_server_closing_fails_the_waiting_call_with_peer_closed() -> None:
         if not stopped:
             server.stop()
     assert exact(env, "request") == (2, 1, 1, 0) and fired.count("request") == (2, 1)
+
+
+def test_under_locusts_runner_every_association_ends_with_its_user(dtls_server: DtlsServer) -> None:
+    from locust import constant, task
+
+    def work(self: DtlsUser) -> None:
+        self.client.request(b"tick", expect="echo")
+
+    cls, env, fired = dtls_user(dtls_server, wait_time=constant(0.05), tasks=[task(work)])
+    runner = env.create_local_runner()
+    with gevent.Timeout(BOUND):
+        runner.start(4, spawn_rate=100)
+        while fired.count("request")[0] < 20:
+            gevent.sleep(0.05)
+        runner.stop()  # kills the users (their on_stop may do nothing): their associations close with them
+        while api_run(env).session.stats_sink.kinds["handshake"].ended < 4:
+            gevent.sleep(0.01)  # the closes run as each user's greenlet ends
+    handshakes = api_run(env).session.stats_sink.kinds["handshake"]
+    assert handshakes.completed == 4 and handshakes.ended == 4
+    attempted, completed, failed, in_flight = exact(env, "request")
+    assert failed == 0 and attempted == completed + in_flight and fired.count("request") == (completed, 0)
+    runner.quit()
