@@ -157,10 +157,10 @@ class CoapCallWorkload:
 
     def sent(self, size: int) -> None:
         ex, self._last = self._last, None
-        if ex is not None:
-            if ex.sent_bytes == 0 and ex.parent is None:
-                self.requests_sent += 1
-            ex.sent_bytes += size
+        if ex is None:
+            return  # an ACK or RST of ours
+        self.requests_sent += ex.sent_bytes == 0 and ex.parent is None  # a first transmission
+        ex.sent_bytes += size
 
     def abandon(self, error: LoadgenError) -> None:
         ex, self._last = self._last, None
