@@ -292,3 +292,12 @@ def test_under_locusts_runner_every_association_ends_with_its_user(dtls_server: 
     attempted, completed, failed, in_flight = exact(env, "request")
     assert failed == 0 and attempted == completed + in_flight and fired.count("request") == (completed, 0)
     runner.quit()
+
+
+def test_each_user_class_numbers_its_devices_from_zero(dtls_server: DtlsServer) -> None:
+    sensors, env, _ = dtls_user(dtls_server, psk_identity="sensor-{n}")
+    meters = type("Meter", (sensors,), {"psk_identity": "meter-{n}"})
+    users = [sensors(env), meters(env), sensors(env), meters(env), meters(env)]
+    assert [u.index for u in users] == [0, 0, 1, 1, 2]
+    api_run(env).session.renumber(1, 3)  # a plain worker's place: 1 of 3
+    assert [sensors(env).index, meters(env).index, meters(env).index] == [1, 1, 4]

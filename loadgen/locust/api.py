@@ -27,8 +27,10 @@ and checked once per class when Locust starts (a mistake exits 2 naming the clas
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -63,7 +65,8 @@ class ApiUser(User):
     ``target`` ("host:port", optionally with a ``dtls://``/``tls://`` scheme) wins over Locust's
     ``host`` (``--host``), so one locustfile can mix users of different targets. ``target_name``
     names the stats rows (default: the target's host:port). ``self.index`` is the user's number
-    (``{n}`` in ``psk_identity``). Override :meth:`on_connect` to run calls after each handshake.
+    within its class, unique across plain Locust workers (``{n}`` in ``psk_identity``). Override
+    :meth:`on_connect` to run calls after each handshake.
     """
 
     abstract = True
@@ -81,7 +84,7 @@ class ApiUser(User):
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         run = api_run(environment)
-        self.index = run.session.next_device()
+        self.index = run.session.next_device(type(self).__name__)
         hook = self.on_connect if type(self).on_connect is not ApiUser.on_connect else None
         self.client = run.settings(type(self)).client(self.index, run.sink(self.protocol), hook)
 
@@ -244,15 +247,34 @@ def _identity(user: type[ApiUser], n: int) -> bytes:
                           f"{{n}} ({exc})") from None
 
 
+class ApiSession(Session):
+    """A :class:`~loadgen.locust.users.Session` (sinks, stop handling, a plain worker's place) whose
+    devices are numbered per user class, as device groups are: each class's ``{n}`` runs ``offset +
+    k * stride`` from ``k = 0``, so a class's identities (and a CSV of its keys) stay contiguous."""
+
+    def __init__(self, scenario: Scenario, environment: Environment) -> None:
+        super().__init__(scenario, environment, [])
+        self._per_class: dict[str, Iterator[int]] = {}
+
+    def next_device(self, group: str = "") -> int:
+        """Index of the next device of user class ``group``."""
+        offset = self._offset if self._offset is not None else getattr(self._environment.runner, "worker_index", 0)
+        return next(self._per_class.setdefault(group, itertools.count())) * self._stride + offset
+
+    def renumber(self, offset: int, stride: int) -> None:
+        super().renumber(offset, stride)
+        self._per_class = {}
+
+
 class ApiRun:
     """What the API users of one process share: the sinks (Locust, exact stats, log), the device
-    numbering (:class:`~loadgen.locust.users.Session`'s), and each class's settings."""
+    numbering (:class:`ApiSession`), and each class's settings."""
 
     def __init__(self, environment: Environment, scenario: Scenario,
                  settings: list[UserSettings] | None = None) -> None:
         self.environment = environment
         self.scenario = scenario
-        self.session = Session(scenario, environment, [])
+        self.session = ApiSession(scenario, environment)
         self._settings = {self._key(s.user): s for s in settings or []}
         coap = FanOut([LocustSink(environment.events.request, "COAP"), self.session.stats_sink, LogSink()])
         self._sinks: dict[str, Sink] = {**self.session.sinks, "coap": coap}
