@@ -11,7 +11,11 @@ modules behind it may move. A custom locustfile or script typically needs:
 - results: the facts they report (:class:`Started`, :class:`Finished`, the :class:`Sink`
   protocol, :class:`FanOut` to several sinks), :class:`StatsSink` (exact HDR counts) and
   :class:`LocustSink` (Locust's request events);
-- errors: :class:`LoadgenError`, whose ``code`` is the stable failure name.
+- errors: :class:`LoadgenError`, whose ``code`` is the stable failure name;
+- Locust users of your own: :class:`DtlsUser`, :class:`TlsUser`, :class:`CoapUser` (abstract, in the
+  style of Locust's ``FastHttpUser``), whose ``self.client`` (:class:`DtlsClient`, :class:`TlsClient`,
+  :class:`CoapClient`) makes blocking calls that raise :class:`RequestFailed`; CoAP calls return a
+  :class:`CoapResponse`, ``observe`` an :class:`Observation`.
 
 Names load on first use (PEP 562): ``import loadgen`` (and so ``python -m loadgen``) costs
 nothing until one is used, and gevent is patched by Locust before any socket module loads.
@@ -25,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from loadgen.locust.api import CoapUser, DtlsUser, TlsUser
+    from loadgen.locust.client import DtlsClient, RequestFailed, TlsClient
+    from loadgen.locust.coap_client import CoapClient, Observation
     from loadgen.locust.environment import RunOptions
     from loadgen.locust.run import run
     from loadgen.locust.users import LocustSink
@@ -36,6 +43,7 @@ if TYPE_CHECKING:
     from loadgen.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
     from loadgen.stats.facts import FanOut, Finished, Sink, Started
     from loadgen.stats.sink import StatsSink
+    from loadgen.traffic.coap_calls import CoapResponse
     from loadgen.traffic.tracker import traffic_plan
     from loadgen.transport.dtls_association import DtlsAssociation
     from loadgen.transport.tls_association import TlsAssociation
@@ -63,15 +71,31 @@ _API = {
     "StatsSink": ("loadgen.stats.sink", "StatsSink"),
     "LocustSink": ("loadgen.locust.users", "LocustSink"),
     "LoadgenError": ("loadgen.protocol.errors", "LoadgenError"),
+    "DtlsUser": ("loadgen.locust.api", "DtlsUser"),
+    "TlsUser": ("loadgen.locust.api", "TlsUser"),
+    "CoapUser": ("loadgen.locust.api", "CoapUser"),
+    "DtlsClient": ("loadgen.locust.client", "DtlsClient"),
+    "TlsClient": ("loadgen.locust.client", "TlsClient"),
+    "RequestFailed": ("loadgen.locust.client", "RequestFailed"),
+    "CoapClient": ("loadgen.locust.coap_client", "CoapClient"),
+    "Observation": ("loadgen.locust.coap_client", "Observation"),
+    "CoapResponse": ("loadgen.traffic.coap_calls", "CoapResponse"),
 }
 
 __all__ = [
+    "CoapClient",
+    "CoapResponse",
+    "CoapUser",
     "DtlsAssociation",
+    "DtlsClient",
+    "DtlsUser",
     "FanOut",
     "Finished",
     "KeyStore",
     "LoadgenError",
     "LocustSink",
+    "Observation",
+    "RequestFailed",
     "RunOptions",
     "RunOutcome",
     "Scenario",
@@ -81,6 +105,8 @@ __all__ = [
     "Started",
     "StatsSink",
     "TlsAssociation",
+    "TlsClient",
+    "TlsUser",
     "__version__",
     "dtls_client_context",
     "load_scenario",

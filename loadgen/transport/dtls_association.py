@@ -158,7 +158,18 @@ class DtlsAssociation(AssociationBase):
         if not self._done.ready():
             self._done.set(None)
 
+    def wake(self) -> None:
+        """Poll the workload now, from any greenlet (a caller queued a request): what is due goes out."""
+        if self._state == _ESTABLISHED and self._tracker is not None:
+            self._guarded(self._poll_now)
+
     # -- phases -------------------------------------------------------------
+
+    def _poll_now(self) -> None:
+        assert self._tracker is not None
+        self._send_due(self._tracker, time.perf_counter())
+        if self._state == _ESTABLISHED:
+            self._arm()  # a request's deadline may come before the timer running
 
     def _connect(self) -> None:
         host, port = self.address

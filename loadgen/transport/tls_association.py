@@ -48,6 +48,10 @@ TICKET_WAIT = 1.0
 MAX_REPLY_LINE = 128 * 1024
 
 
+class _Wake(Exception):  # noqa: N818 - not an error: thrown into the ping loop's wait by wake()
+    """Ends the ping loop's wait for a reply early: the workload has something to send."""
+
+
 class TlsAssociation(AssociationBase):
     """A client association to one TLS server. ``run()`` in a greenlet; kill it to close."""
 
@@ -92,6 +96,8 @@ class TlsAssociation(AssociationBase):
         # ends the association, a bug included, closes the attempt under way exactly once.
         self._handshake_at: float | None = None
         self._tracker: Workload | None = None
+        self._sleeper: gevent.Greenlet | None = None  # the ping loop, while it waits for input (wake())
+        self._wake_due = False
 
     @property
     def pings_sent(self) -> int:
@@ -165,6 +171,19 @@ class TlsAssociation(AssociationBase):
         finally:
             self.close()
 
+    def wake(self) -> None:
+        """Have the ping loop poll its workload now (from another greenlet: a caller queued a request)."""
+        if self._sleeper is not None and not self._wake_due:
+            self._wake_due = True
+            gevent.get_hub().loop.run_callback(self._deliver_wake)
+
+    def _deliver_wake(self) -> None:
+        # Run by the hub: the ping loop is suspended, and it is in its wait exactly when _sleeper is
+        # set (its only switch there is the read); if it woke meanwhile there is nothing to do.
+        self._wake_due = False
+        if self._sleeper is not None:
+            self._sleeper.throw(_Wake)
+
     def close(self) -> None:
         """Close with close_notify, keep the session for resumption, report Ended. Idempotent."""
         if self._closed:
@@ -231,7 +250,13 @@ class TlsAssociation(AssociationBase):
         while True:
             while (payload := tracker.poll(time.perf_counter())) is not None:
                 received_before = self._send_line(sock, tracker, payload)
-            sock.wait_for_ready_read(max(tracker.get_timer() - time.perf_counter(), 0.0))
+            self._sleeper = gevent.getcurrent()
+            try:
+                sock.wait_for_ready_read(max(tracker.get_timer() - time.perf_counter(), 0.0))
+            except _Wake:
+                pass  # a request is queued: poll
+            finally:
+                self._sleeper = None
             while sock.can_read_line():
                 reply = sock.read_line()[:-1]
                 if not tracker.receive(reply, sock.bytes_received - received_before, time.perf_counter()):
