@@ -7,7 +7,7 @@ modules behind it may move. A custom locustfile or script typically needs:
 - a run: :func:`run` with :class:`RunOptions`, returning a :class:`RunOutcome`;
 - clients: :class:`DtlsAssociation` / :class:`TlsAssociation` with :func:`dtls_client_context` /
   :func:`tls_client_context`, keys as :class:`Secret` or a :class:`KeyStore`, the ping or
-  request plan from :func:`traffic_plan`;
+  request plan from :func:`build_plan` (:func:`traffic_plan` for the ping alone);
 - results: the facts they report (:class:`Started`, :class:`Finished`, the :class:`Sink`
   protocol, :class:`FanOut` to several sinks), :class:`StatsSink` (exact HDR counts) and
   :class:`LocustSink` (Locust's request events);
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from loadgen.stats.facts import FanOut, Finished, Sink, Started
     from loadgen.stats.sink import StatsSink
     from loadgen.traffic.coap_calls import CoapResponse
+    from loadgen.traffic.plans import build_plan
     from loadgen.traffic.tracker import traffic_plan
     from loadgen.transport.dtls_association import DtlsAssociation
     from loadgen.transport.tls_association import TlsAssociation
@@ -64,6 +65,7 @@ _API = {
     "KeyStore": ("loadgen.protocol.credentials", "KeyStore"),
     "Secret": ("loadgen.protocol.credentials", "Secret"),
     "traffic_plan": ("loadgen.traffic.tracker", "traffic_plan"),
+    "build_plan": ("loadgen.traffic.plans", "build_plan"),
     "Started": ("loadgen.stats.facts", "Started"),
     "Finished": ("loadgen.stats.facts", "Finished"),
     "Sink": ("loadgen.stats.facts", "Sink"),
@@ -108,6 +110,7 @@ __all__ = [
     "TlsClient",
     "TlsUser",
     "__version__",
+    "build_plan",
     "dtls_client_context",
     "load_scenario",
     "parse_scenario",
