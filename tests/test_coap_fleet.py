@@ -8,6 +8,7 @@ new ClientHellos while about 100 sessions are mid-handshake. The figures are rea
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,3 +81,5 @@ def test_a_thousand_coap_devices_get_and_observe(tmp_path: Path, spawn: Callable
     # Locust saw the same attempts.
     row = locust_row(summary, "gw1 GET /time")
     assert row["requests"] == ended and row["failures"] == get["failed"]
+    # The printed table keeps its columns apart for long names too.
+    assert re.search(r"\ngw1 observe time notification +DTLS +\d+ +0 ", run.stdout), run.stdout[-2000:]

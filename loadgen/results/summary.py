@@ -109,9 +109,12 @@ def _figures_line(head: str, kind: str, t: Cell) -> str:
 def _print_locust_counts(outcome: RunOutcome, out: TextIO) -> None:
     stats = outcome.environment.stats
     print("Locust's request counts (the same attempts; for latencies use loadgen's figures above):", file=out)
-    print(f"{'name':<28}{'type':<6}{'count':>9}{'fail':>7}{'per s':>9}", file=out)
-    for e in sorted(stats.entries.values(), key=lambda e: (e.name, e.method)):
-        print(f"{e.name:<28}{e.method:<6}{e.num_requests:>9}{e.num_failures:>7}"
+    entries = sorted(stats.entries.values(), key=lambda e: (e.name, e.method))
+    # As wide as the longest name ("gw1 observe time notification" ran into the type column).
+    width = max([28, *(len(e.name) + 2 for e in entries)])
+    print(f"{'name':<{width}}{'type':<6}{'count':>9}{'fail':>7}{'per s':>9}", file=out)
+    for e in entries:
+        print(f"{e.name:<{width}}{e.method:<6}{e.num_requests:>9}{e.num_failures:>7}"
               f"{e.num_requests / max(outcome.elapsed, 1e-9):>9.1f}", file=out)
 
 
