@@ -9,30 +9,20 @@ new ClientHellos while about 100 sessions are mid-handshake. The figures are rea
 from __future__ import annotations
 
 import re
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_coap_libcoap import COAP_SERVER, Libcoap, start_libcoap
+from test_coap_libcoap import COAP_SERVER, Libcoap, libcoap
 from test_runs import Child, finished_run, load, locust_row, run_dir, spawn
 
-__all__ = ["spawn"]  # the fixture, from test_runs
+__all__ = ["libcoap", "spawn"]  # the fixtures, from test_coap_libcoap and test_runs
 
 CLIENTS = 1000
 RUN = 30  # seconds: 10 of spawning, 20 with everyone up
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180),
               pytest.mark.skipif(COAP_SERVER is None, reason="coap-server-openssl (libcoap3-bin) not installed")]
-
-
-@pytest.fixture
-def libcoap() -> Iterator[Libcoap]:
-    server = start_libcoap(secrets.token_hex(8).encode())
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def fleet_scenario(tmp_path: Path, server: Libcoap) -> Path:
