@@ -31,6 +31,7 @@ from loadgen.locust.plain import live_stats as _live_stats
 from loadgen.locust.plain import results_when_quitting as _results_when_quitting
 from loadgen.locust.users import PingUser, Session, user_classes
 from loadgen.scenario import Scenario, load_scenario
+from loadgen.stats.facts import scenario_kinds
 
 
 class Device(PingUser):
@@ -62,7 +63,7 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
     _fleet_classes(environment, scenario, None)
     if isinstance(runner, MasterRunner):
         # The master runs no users, it merges their seconds.
-        stats = _live_stats(environment, None, "master", web_ui, scenario)
+        stats = _live_stats(environment, None, "master", web_ui, scenario_kinds(scenario))
         _results_when_quitting(environment, scenario, stats, stack, None)
         number_workers(runner)  # plain Locust workers are alike: each is told its place
         return
@@ -74,10 +75,10 @@ def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_
     _fleet_classes(environment, scenario, session)
     if place is not None:
         place.bind(session)
-        _live_stats(environment, session.stats_sink, "worker", web_ui, scenario)
+        _live_stats(environment, session.stats_sink, "worker", web_ui, scenario_kinds(scenario))
         environment.events.quitting.add_listener(lambda **_: stack.close())
         return
-    stats = _live_stats(environment, session.stats_sink, "local", web_ui, scenario)
+    stats = _live_stats(environment, session.stats_sink, "local", web_ui, scenario_kinds(scenario))
     _results_when_quitting(environment, scenario, stats, stack, server)
 
 

@@ -90,6 +90,10 @@ def test_custom_dtls_flow(tmp_path: Path, locust: Callable[..., Proc], start_dtl
     assert kind(summary, "report")["failed"] == kind(summary, "config")["failed"] == 0
     assert summary["outcome"] == "passed"
     assert kind(summary, "report")["completed"] > 50
+    # The printed summary shows what ran: no empty ping row, no CoAP columns for plain requests.
+    exact = run.stdout.split("loadgen's exact figures", 1)[1].split("Locust's request counts", 1)[0]
+    assert "pings" not in exact and "ping:" not in exact, exact
+    assert "report: attempted" in exact and "response codes" not in exact, exact
 
 
 def test_custom_dtls_flow_with_a_wrong_key_fails_with_the_code(tmp_path: Path, locust: Callable[..., Proc],

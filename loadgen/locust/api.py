@@ -348,12 +348,12 @@ def _bind_api_users(environment: Environment, runner: Any = None, web_ui: Any = 
     setattr(environment, _ATTRIBUTE, run)
     stack = contextlib.ExitStack()
     if isinstance(runner, MasterRunner):
-        stats = live_stats(environment, None, "master", web_ui, scenario)  # the master merges its workers' seconds
+        stats = live_stats(environment, None, "master", web_ui, ())  # the master merges its workers' seconds
         results_when_quitting(environment, scenario, stats, stack, None)
         number_workers(runner)
     elif place is not None:
         place.bind(run.session)
-        live_stats(environment, run.session.stats_sink, "worker", web_ui, scenario)
+        live_stats(environment, run.session.stats_sink, "worker", web_ui, ())
     else:
-        stats = live_stats(environment, run.session.stats_sink, "local", web_ui, scenario)
+        stats = live_stats(environment, run.session.stats_sink, "local", web_ui, ())
         results_when_quitting(environment, scenario, stats, stack, None)

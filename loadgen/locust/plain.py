@@ -17,7 +17,6 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadgen.locust.runclock import RunClock
 from loadgen.scenario import Scenario
 from loadgen.servers.launcher import ServerProcess
-from loadgen.stats.facts import scenario_kinds
 from loadgen.stats.live import LiveStats, Role
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import StatsSink
@@ -80,10 +79,11 @@ def results_when_quitting(environment: Any, scenario: Scenario, stats: RunStats,
     environment.events.quitting.add_listener(finish)
 
 
-def live_stats(environment: Any, sink: StatsSink | None, role: Role, web_ui: Any, scenario: Scenario) -> RunStats:
+def live_stats(environment: Any, sink: StatsSink | None, role: Role, web_ui: Any,
+               kinds: tuple[str, ...]) -> RunStats:
     """Per-second stats (merged at a master) and the web UI's DTLS/TLS tab, as ``loadgen run`` has them;
-    the kinds in ``scenario``'s order."""
-    stats = RunStats(scenario_kinds(scenario))
+    ``kinds`` declared up front (:func:`~loadgen.stats.facts.scenario_kinds`; empty: as first seen)."""
+    stats = RunStats(kinds)
     LiveStats(environment, stats, sink, role).install()
     if web_ui is not None:
         from loadgen.locust.webui import install

@@ -100,7 +100,8 @@ def _figures_line(head: str, kind: str, t: Cell) -> str:
     line = (f"{head} attempted {t.attempted}, completed {t.completed}, failed {t.failed}, "
             f"in flight at stop {t.in_flight}; {timing} {_ms(t.percentile(50))} ms, p99 {_ms(t.percentile(99))} ms;"
             f" errors: {codes}")
-    if t.shows_codes(kind):
+    # Plain request steps have no response codes: the tail only where there is something to say (CoAP).
+    if t.shows_codes(kind) and (t.codes or t.rsts or t.retransmits):
         replies = ", ".join(f"{code} {n}" for code, n in t.codes.most_common()) or "none"
         line += f"; retransmits {t.retransmits}, RSTs {t.rsts}, response codes: {replies}"
     return line
