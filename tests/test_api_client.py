@@ -187,9 +187,9 @@ def test_a_waiting_call_blocks_its_own_greenlet_only() -> None:
 
 
 @pytest.mark.parametrize(("attrs", "message"), [
-    ({"target": "nowhere"}, r"Bad\.target: 'nowhere' is not host:port"),
+    ({"target": "nowhere"}, r"Bad\.target: expected HOST:PORT and a port 1\.\.65535, got 'nowhere'"),
     ({"target": "tls://127.0.0.1:5684"}, r"scheme tls:// does not fit a DTLS user"),
-    ({"target": "127.0.0.1:70000"}, r"port 70000 is out of range"),
+    ({"target": "127.0.0.1:70000"}, r"expected HOST:PORT and a port 1\.\.65535, got '127\.0\.0\.1:70000'"),
     ({}, r"Bad: a DTLS user needs a PSK"),
     ({"psk_key": "00", "psk_key_env": "X"}, r"set one of psk_key, psk_key_env, not several"),
     ({"psk_key_env": "LOADGEN_TEST_NO_SUCH_VARIABLE"}, r"Bad\.psk_key_env: environment variable .* is not set"),

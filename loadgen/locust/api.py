@@ -48,6 +48,7 @@ from loadgen.protocol.errors import ConfigError, LocalProtocolError
 from loadgen.protocol.openssl.tls_contexts import TlsContext, client_context
 from loadgen.scenario import Scenario, Target
 from loadgen.scenario.model import Clients, CoapConfig, DtlsConfig, TlsConfig
+from loadgen.scenario.syntax import parse_host_port
 from loadgen.stats.facts import FanOut, LogSink, Sink
 
 #: The Environment attribute holding the run's :class:`ApiRun`.
@@ -55,8 +56,8 @@ _ATTRIBUTE = "loadgen_api"
 #: The schemes a target of each kind of user may carry, and its default port (None: give one).
 _SCHEMES = {"dtls": ("dtls", "coaps"), "coap": ("coaps", "dtls"), "tls": ("tls",)}
 _DEFAULT_PORT = {"coap": 5684}
-_HOST_PORT = re.compile(r"^(?:(?P<scheme>[a-z]+)://)?(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:/\[\]]+))"
-                        r"(?::(?P<port>\d+))?/?$")
+#: A port at the end of ``host:port`` or ``[v6]:port`` (a bare v6 address or a host has none).
+_HAS_PORT = re.compile(r"^(?:\[.*\]|[^:\[\]]*):\d*$")
 
 
 class ApiUser(User):
@@ -140,18 +141,14 @@ class CoapUser(DtlsUser):
 
 def parse_target(text: str, protocol: str, where: str) -> tuple[str, int]:
     """``host:port`` (``[v6]:port``, an optional ``dtls://``, ``coaps://`` or ``tls://`` first) as an address."""
-    match = _HOST_PORT.match(text.strip())
-    default = _DEFAULT_PORT.get(protocol)
-    if match is None or (match["port"] is None and default is None):
-        raise ConfigError(f"{where}: {text!r} is not host:port")
-    scheme = match["scheme"]
-    if scheme is not None and scheme not in _SCHEMES[protocol]:
+    scheme, sep, rest = text.strip().rpartition("://")
+    if sep and scheme not in _SCHEMES[protocol]:
         raise ConfigError(f"{where}: {text!r}: the scheme {scheme}:// does not fit a {protocol.upper()} user")
-    port = int(match["port"]) if match["port"] is not None else default
-    assert port is not None
-    if not 0 < port < 65536:
-        raise ConfigError(f"{where}: port {port} is out of range")
-    return match["v6"] or match["host"], port
+    rest = rest.removesuffix("/")
+    default = _DEFAULT_PORT.get(protocol)
+    if default is not None and not _HAS_PORT.search(rest):
+        rest = f"{rest}:{default}"
+    return parse_host_port(rest, where, lowest_port=1)
 
 
 def key_store(user: type[ApiUser]) -> KeyStore | None:
