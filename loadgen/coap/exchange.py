@@ -1,13 +1,42 @@
 """What a CoAP client sends (:class:`Request`), the state of one request under way
-(:class:`Exchange`) and what :class:`~loadgen.coap.endpoint.CoapEndpoint` reports (the events)."""
+(:class:`Exchange`), what :class:`~loadgen.coap.endpoint.CoapEndpoint` reports (the events), and
+how a response is judged (:func:`judge`, for the scenario's steps and the Python API's calls alike)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from loadgen.coap import message as m
-from loadgen.protocol.errors import LoadgenError
+from loadgen.protocol.errors import BadReply, LoadgenError
+
+
+class PayloadRule(Protocol):
+    """A response payload's rule (:class:`~loadgen.traffic.payloads.ReplyRule`, the API's ``ReplyCheck``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    def accepts(self, request: bytes, reply: bytes) -> bool: ...
+
+
+def response_code(msg: m.Message) -> str:
+    """A reply's code as the stats count it: "RST" for a reset, else its code ("2.05")."""
+    return "RST" if msg.mtype == m.RST else msg.code_text
+
+
+def judge(msg: m.Message, payload: bytes, request_payload: bytes, want_code: str | None,
+          rule: PayloadRule | None) -> LoadgenError | None:
+    """A response against what was expected: the code ``want_code`` (without one, any 4.xx/5.xx is
+    bad), then the (reassembled) ``payload`` by ``rule`` (None: any payload). None: it passes."""
+    if want_code is not None:
+        if msg.code_text != want_code:
+            return BadReply(f"response code {msg.code_text}, expected {want_code}")
+    elif msg.code >= 128:
+        return BadReply(f"error response {msg.code_text}")
+    if rule is not None and not rule.accepts(request_payload, payload):
+        return BadReply(f"response payload of {len(payload)} bytes does not match rule {rule.kind}")
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """CoapWorkload: one DTLS association's CoAP request steps (a :class:`~loadgen.traffic.workload.Workload`).
 
-The :class:`~loadgen.coap.schedule.StepSchedule` says when each step is due, the
+The :class:`~loadgen.traffic.schedule.StepSchedule` says when each step is due, the
 :class:`~loadgen.coap.endpoint.CoapEndpoint` does the CoAP (ids, tokens, ACKs, retransmission,
 Observe, Block2), and this turns what happens into facts: ``Started`` when a request goes
 out and exactly one ``Finished(kind=step.name, ...)`` when it ends, with its retransmissions
@@ -17,8 +17,18 @@ from typing import TYPE_CHECKING
 
 from loadgen.coap import message as m
 from loadgen.coap.endpoint import CoapEndpoint
-from loadgen.coap.exchange import OBSERVING, Event, Exchange, Failed, Notification, ObserveEnded, Response
-from loadgen.protocol.errors import BadReply, CoapReset, CoapTimeout, LoadgenError, PeerClosed
+from loadgen.coap.exchange import (
+    OBSERVING,
+    Event,
+    Exchange,
+    Failed,
+    Notification,
+    ObserveEnded,
+    Response,
+    judge,
+    response_code,
+)
+from loadgen.protocol.errors import CoapReset, CoapTimeout, LoadgenError, PeerClosed
 from loadgen.stats.facts import Finished, Sink, Started
 from loadgen.traffic.schedule import StepSchedule
 from loadgen.traffic.workload import Uniform
@@ -164,7 +174,7 @@ class CoapWorkload:
         step = self._steps[index]
         code = None
         if msg is not None:
-            code = "RST" if msg.mtype == m.RST else msg.code_text
+            code = response_code(msg)
             if not step.coap.ping:
                 error = _judge(step, ex, msg, payload)
         elif isinstance(error, CoapReset):
@@ -193,13 +203,5 @@ class CoapWorkload:
 
 
 def _judge(step: CoapStep, ex: Exchange, msg: m.Message, payload: bytes) -> LoadgenError | None:
-    """The step's ``expect``: the response code (without one, any 4.xx/5.xx is bad), then the payload rule."""
-    want = step.want_code
-    if want is not None:
-        if msg.code_text != want:
-            return BadReply(f"response code {msg.code_text}, expected {want}")
-    elif msg.code >= 128:
-        return BadReply(f"error response {msg.code_text}")
-    if step.judge_payload and not step.matcher.accepts(ex.request.payload, payload):
-        return BadReply(f"response payload of {len(payload)} bytes does not match rule {step.matcher.kind}")
-    return None
+    """The step's ``expect`` (:func:`~loadgen.coap.exchange.judge`)."""
+    return judge(msg, payload, ex.request.payload, step.want_code, step.matcher if step.judge_payload else None)

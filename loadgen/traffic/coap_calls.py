@@ -29,8 +29,10 @@ from loadgen.coap.exchange import (
     Request,
     Response,
     Unmatched,
+    judge,
+    response_code,
 )
-from loadgen.protocol.errors import BadReply, CoapReset, LoadgenError, LocalProtocolError, PeerClosed
+from loadgen.protocol.errors import CoapReset, LoadgenError, LocalProtocolError, PeerClosed
 from loadgen.scenario.model import CoapConfig
 from loadgen.stats.facts import Finished, Sink, Started
 from loadgen.traffic.calls import ReplyCheck
@@ -63,7 +65,7 @@ class CoapResponse:
 
 
 def _response(message: m.Message, payload: bytes) -> CoapResponse:
-    return CoapResponse("RST" if message.mtype == m.RST else message.code_text, payload, message)
+    return CoapResponse(response_code(message), payload, message)
 
 
 class CoapCall:
@@ -227,15 +229,10 @@ class CoapCallWorkload:
 
     @staticmethod
     def _judge(call: CoapCall, msg: m.Message, payload: bytes) -> LoadgenError | None:
-        """The call's expectations: the code (else no error code), then the payload rule."""
+        """The call's expectations (:func:`~loadgen.coap.exchange.judge`); a CoAP ping's RST always passes."""
         if call.request.ping:
             return None
-        want = call.expect_code
-        if (want is not None and msg.code_text != want) or (want is None and msg.code >= 128):
-            return BadReply(f"response code {msg.code_text}" + (f", expected {want}" if want else ""))
-        if call.check is not None and not call.check.accepts(call.request.payload, payload):
-            return BadReply(f"response payload of {len(payload)} bytes does not match rule {call.check.kind}")
-        return None
+        return judge(msg, payload, call.request.payload, call.expect_code, call.check)
 
     def _finish(self, call: CoapCall, error: LoadgenError | None, now: float) -> None:
         ex = call.exchange
