@@ -12,6 +12,11 @@ keys and authenticates at the client; then it misbehaves, by ``mode``:
 ``garbage``     each echo followed by garbage, records that lie, and 64 KB datagrams
 ``fuzz``        mutated handshake messages in its flights, mutated plaintext of sealed
                 records (see :mod:`.fuzz`)
+``coap``        to each CoAP request, CoAP that lies, with the request's real message id and
+                token (so it passes the matching): wrong codes and types, truncated and
+                unknown critical options, a Block2 transfer that never ends, separate CON
+                responses with fresh ids, repeats, RSTs, unknown tokens, raw garbage; then,
+                every other request, the real piggybacked 2.05 answer before them
 ``echo``        none of that: a well-behaved echo server
 
 Counters say how much hostile input really went out (and how much authenticated).
@@ -32,8 +37,10 @@ from dataclasses import dataclass, field
 import gevent
 from gevent import socket
 
+from loadgen.coap import message as coap
 from loadgen.protocol.cookies import CookieJar
 from loadgen.protocol.credentials import KeyStore, Secret
+from loadgen.protocol.errors import CoapFormatError
 from loadgen.protocol.events import DataReceived
 from loadgen.protocol.native import records
 from loadgen.protocol.native import server as psk_server
@@ -42,7 +49,7 @@ from loadgen.protocol.native.server import PskServerEngine
 
 from . import fuzz
 
-MODES = ("hvr-loop", "incomplete", "seq-jump", "sizes", "garbage", "fuzz", "echo")
+MODES = ("hvr-loop", "incomplete", "seq-jump", "sizes", "garbage", "fuzz", "coap", "echo")
 #: Record number jumps of the ``seq-jump`` mode, one per ping, in this order.
 JUMPS = (1 << 33, 1 << 47)
 
@@ -242,8 +249,44 @@ class HostileServer:
                 self.stats.mutated_records += 1
             if self.record_copies or rng.random() < 0.5:  # the real echo too, so some pings complete
                 self._sendto(self._seal(engine, ping), addr)
+        elif self.mode == "coap":
+            for plaintext in coap_lies(rng, ping):
+                self._sendto(self._seal(engine, plaintext), addr)
+                self.stats.hostile_sent += 1
         else:
             self._sendto(self._seal(engine, ping), addr)
+
+
+def coap_lies(rng: random.Random, request: bytes) -> list[bytes]:
+    """What the ``coap`` mode answers ``request`` with: lies carrying its real message id and token
+    (they pass the token and id matching and reach the judging), after the real piggybacked 2.05
+    response every other time (by ``rng``). A datagram that is not CoAP gets garbage only, the
+    client's own ACKs and RSTs nothing."""
+    try:
+        req = coap.decode(request)
+    except CoapFormatError:
+        return [rng.randbytes(rng.randrange(1, 64))]
+    if req.mtype not in (coap.CON, coap.NON) or not 1 <= req.code <= 31:
+        return []  # the client's ACKs and RSTs (of the lies): answering those too would be a storm of our making
+    mid, token = req.mid, req.token
+    more = coap.encode_block(rng.randrange(1 << 16), True, 0)  # Block2 "more" forever, 16-byte blocks
+    lies = [
+        coap.header(coap.ACK, rng.randrange(256), mid, token) + rng.randbytes(rng.randrange(0, 40)),
+        coap.header(coap.ACK, 69, mid, token) + bytes([0xD1]),  # an option claiming bytes that are not there
+        coap.encode(coap.Message(coap.ACK, 69, mid, token, ((9, b"x"),))),  # unknown critical option 9
+        coap.encode(coap.Message(coap.ACK, 69, mid, token, ((coap.BLOCK2, more),), rng.randbytes(16))),
+        coap.encode(coap.Message(coap.CON, 69, rng.randrange(1 << 16), token, (), b"separate")),
+        coap.encode(coap.Message(coap.NON, 132, rng.randrange(1 << 16), token)),  # 4.04, NON
+        coap.empty(coap.ACK, mid),
+        coap.encode(coap.Message(coap.ACK, 69, mid, rng.randbytes(len(token) or 1), (), b"unknown token")),
+        coap.encode(coap.Message(coap.CON, 1, rng.randrange(1 << 16), token)),  # a request, to a client
+        bytes([0x4F]) + rng.randbytes(20),  # token length 15
+        rng.randbytes(rng.randrange(1, 200)),
+    ]
+    rng.shuffle(lies)
+    if rng.random() < 0.5:  # the real answer first: the lies after it meet an exchange that is over
+        lies.insert(0, coap.encode(coap.Message(coap.ACK, 69, mid, token, (), b"21.5")))
+    return lies
 
 
 def main(argv: list[str] | None = None) -> int:

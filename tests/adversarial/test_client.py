@@ -15,8 +15,12 @@ from collections.abc import Iterator
 import gevent
 import pytest
 
+from loadgen.coap.plan import CoapPlan
+from loadgen.protocol import dtls_contexts
+from loadgen.scenario.model import CoapConfig, CoapRequest, PingConfig, RequestStep
 from loadgen.stats.facts import FanOut, LogSink
 from loadgen.stats.sink import StatsSink
+from loadgen.transport.dtls_association import DtlsAssociation
 
 from .hostile import hwm_kib, reset_hwm
 from .hostile_server import HostileServer
@@ -146,3 +150,31 @@ def test_client_survives_garbage_and_huge_datagrams(target, lag: LoopLag) -> Non
     assert totals.pings.failed == 0, dict(totals.pings.failures)
     assert lag.worst < 0.5, f"event loop stalled {lag.worst:.2f} s"
     assert growth < 32 * 1024, f"peak memory grew by {growth} KiB"
+
+
+def test_client_coap_survives_lies_inside_an_authentic_session(target, lag: LoopLag) -> None:
+    """CoAP answers that lie (wrong codes and types, broken and unknown critical options, an endless
+    Block2, separate responses, RSTs, unknown tokens, garbage), sealed with the session's real keys and
+    carrying the request's real message id and token: every request ends once, with a code, the
+    association and the loop carry on, and the real answers among them still complete requests."""
+    t = target()
+    plan = CoapPlan.build([RequestStep("get", coap=CoapRequest(path="/temp"), interval=0.05, in_flight=4,
+                                       timeout=0.5)], CoapConfig(ack_timeout=0.1, ack_random_factor=1.0),
+                          PingConfig(interval=0.05, jitter=0.0, max_missed=10**6))
+    with HostileServer(t.key, "coap") as server:
+        totals = StatsSink()
+        victim = DtlsAssociation("victim", "hostile", server.address, dtls_contexts.client_context(),
+                                 FanOut([totals, LogSink()]), identity=b"victim", key=t.key, ping=plan)
+        greenlet = gevent.spawn(victim.run)
+        try:
+            assert wait_until(lambda: totals.counted("get").completed >= 10, 10.0), dict(totals.counted("get").failures)
+            t.legit.assert_served("during the CoAP lies")
+            assert not greenlet.ready(), f"the association ended: {greenlet.value}"
+        finally:
+            greenlet.kill()
+    cell = totals.counted("get")
+    assert server.stats.hostile_sent >= 100
+    assert cell.completed + cell.failed <= cell.attempted <= cell.completed + cell.failed + 4  # at most the window
+    assert "internal-error" not in cell.failures and cell.completed >= 10, (cell.completed, dict(cell.failures))
+    assert set(cell.failures) <= {"bad-reply", "coap-reset", "coap-format", "coap-timeout"}, dict(cell.failures)
+    assert lag.worst < 0.5, f"event loop stalled {lag.worst:.2f} s"
