@@ -320,6 +320,50 @@ def test_failure_codes_are_distinct(client_ctx, server_ctx):
     assert len({unknown_code, "psk-key-mismatch", timeout_code}) == 3
 
 
+def _finished_flights_lost(server_native: bool, *, server_repeats: bool) -> LoadgenError:
+    """A native client whose every Finished flight is lost on the way (time jumped by hand,
+    no sleeps), after the first flights were answered at once; with ``server_repeats`` the
+    server's flight comes again after each of them, as OpenSSL and libcoap repeat theirs
+    while they wait for a Finished they cannot read. Returns the client's timeout error."""
+    context = dtls_contexts.server_context(KeyStore(table={IDENTITY: KEY}), hint=HINT, native=server_native)
+    wire = Wire(context, client_engine(dtls_contexts.client_context(native=True)), peer=PEER,
+                drop={(C2S, i) for i in range(2, 64)})
+    wire.client.start(wire.now())
+    wire.pump()
+    server_flight = wire.datagrams(S2C)[1:]
+    assert [describe(d) for d in server_flight] == [SERVER_FLIGHT], flights(wire, S2C)
+    while wire.count(C2S) < 2 + 6:  # six Finished flights, all lost
+        due = wire.client.get_timer()
+        assert due is not None and not wire.client.closed
+        wire.skipped += max(due - wire.now(), 0.0) + 0.002
+        wire.client.handle_timer(wire.now())
+        wire.pump()
+        if server_repeats:
+            for datagram in server_flight:
+                wire.client.receive_datagram(datagram, wire.now())
+            wire.pump()
+    assert flights(wire, C2S)[2:] == [CLIENT_FLIGHT] * (wire.count(C2S) - 2)
+    return wire.client.timeout_error()
+
+
+@pytest.mark.parametrize("server_native", [True, False], ids=["native-server", "openssl-server"])
+def test_a_server_silent_after_our_finished_is_a_timeout_not_a_wrong_key(server_native):
+    # Through 20% loss each way the reference server gave a handshake up on its own 10 s
+    # timeout while the client still retransmitted its Finished (60 s): silence from then on.
+    # That once came out as psk-key-mismatch (tests/test_loss.py): the key was right.
+    error = _finished_flights_lost(server_native, server_repeats=False)
+    assert error.code == "handshake-timeout", error
+    assert "silent after our Finished" in str(error)
+
+
+@pytest.mark.parametrize("server_native", [True, False], ids=["native-server", "openssl-server"])
+def test_a_server_repeating_its_flight_after_our_finished_is_a_wrong_key(server_native):
+    # Alive and still waiting for a Finished it cannot read: what OpenSSL and libcoap do
+    # with a wrong key (tests/test_interop_openssl.py and test_coap_libcoap.py see it live).
+    error = _finished_flights_lost(server_native, server_repeats=True)
+    assert error.code == "psk-key-mismatch", error
+
+
 def test_server_identity_hint_reaches_the_chooser(client_ctx, server_ctx):
     seen = []
 

@@ -75,19 +75,29 @@ def hello_verify_loop(count: int) -> HelloVerifyLoop:
     return HelloVerifyLoop(f"{count} HelloVerifyRequests with a new cookie each: the server never accepts one")
 
 
-def timeout_error(retransmits: int, finished_sent: int, retransmits_before_finished: int) -> LoadgenError:
+def timeout_error(retransmits: int, finished_sent: int, retransmits_before_finished: int,
+                  heard_after_finished: int) -> LoadgenError:
     """The error for a handshake that ran out of time.
 
     DTLS drops records it cannot decrypt, so a wrong key looks like silence after our
-    Finished; say so once it is the likely cause: the Finished went out several times
-    while every earlier flight was answered at once (after loss on the way, an
-    unanswered Finished is more likely loss than a wrong key).
+    Finished; say so only once it is the likely cause: the Finished went out several
+    times, every earlier flight was answered at once, and the server kept repeating its
+    own flight meanwhile (``heard_after_finished`` records: it is alive and still waits
+    for a Finished it could read, as OpenSSL and libcoap do). A server that went quiet
+    after our Finished is not telling us about the key: our Finished flights were lost,
+    or it gave up the handshake on its own timeout (the reference server's is 10 s,
+    shorter than a lossy path may need) and now ignores a flight it has no state for.
     """
-    if finished_sent >= UNANSWERED_FINISHED_LIMIT and retransmits_before_finished == 0:
+    if (finished_sent >= UNANSWERED_FINISHED_LIMIT and retransmits_before_finished == 0
+            and heard_after_finished > 0):
         return PskKeyMismatch(
-            f"peer never answered our Finished ({finished_sent} transmissions): "
-            "the pre-shared key is probably wrong"
+            f"peer never answered our Finished ({finished_sent} transmissions) and kept repeating its own "
+            "flight: the pre-shared key is probably wrong"
         )
+    if finished_sent:
+        return HandshakeTimeout(f"no handshake after {retransmits} retransmissions: the server was silent after "
+                                f"our Finished ({finished_sent} transmissions), lost on the way or the server gave "
+                                "the handshake up (its own handshake timeout)")
     return HandshakeTimeout(f"no handshake after {retransmits} retransmissions")
 
 
@@ -118,6 +128,7 @@ class PskClientEngine(HandshakeEngine):
         self._expected_server_finished = b""
         self._finished_sent = 0
         self._retransmits_before_finished = 0
+        self._heard_after_finished = 0  # the server's plaintext handshake records since our Finished
 
     def start(self, now: float) -> None:
         """Begin the handshake at ``now`` (the transport's clock): queues the ClientHello."""
@@ -130,7 +141,8 @@ class PskClientEngine(HandshakeEngine):
 
     def timeout_error(self) -> LoadgenError:
         """The error to report when the transport's handshake deadline passes."""
-        return timeout_error(self.retransmits, self._finished_sent, self._retransmits_before_finished)
+        return timeout_error(self.retransmits, self._finished_sent, self._retransmits_before_finished,
+                             self._heard_after_finished)
 
     # -- flights ------------------------------------------------------------
 
@@ -160,6 +172,8 @@ class PskClientEngine(HandshakeEngine):
 
     def _on_handshake_record(self, payload: bytes, start: int = 0, *, encrypted: bool) -> int:
         repeated = False
+        if self._state == _FINISHED and not encrypted:
+            self._heard_after_finished += 1  # the server repeats its flight: alive, still handshaking
         for fragment in fragments(payload[start:] if start else payload):
             if fragment[0] == HELLO_VERIFY_REQUEST and not encrypted:
                 repeated |= self._on_hello_verify_request(fragment)

@@ -45,6 +45,7 @@ class DtlsEngine(DtlsWatch):
         # Bookkeeping that turns silent DTLS failures into a clear error code.
         self._finished_sent = 0  # client: flights carrying our ChangeCipherSpec
         self._retransmits_before_finished = 0  # client: retransmissions before our first Finished
+        self._heard_after_finished = 0
         self._ccs_sent = 0  # both: our epoch-0 ChangeCipherSpec records
         self._bad_finished = 0  # server: client Finished that did not decrypt
         self._ccs_seen = False  # server: the client's ChangeCipherSpec arrived

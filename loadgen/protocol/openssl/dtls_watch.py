@@ -53,6 +53,7 @@ class DtlsWatch(EngineBase):
     # Bookkeeping that turns silent DTLS failures into a clear error code.
     _finished_sent: int  # client: flights carrying our ChangeCipherSpec
     _retransmits_before_finished: int  # client: retransmissions before our first Finished
+    _heard_after_finished: int  # client: the peer's plaintext handshake records since our first Finished
     _ccs_sent: int  # both: our epoch-0 ChangeCipherSpec records
     _bad_finished: int  # server: client Finished that did not decrypt
     _ccs_seen: bool  # server: the client's ChangeCipherSpec arrived
@@ -70,7 +71,8 @@ class DtlsWatch(EngineBase):
         DTLS drops records it cannot decrypt, so a wrong key looks like silence after
         our Finished; say so rather than "timeout" once it is the likely cause.
         """
-        return timeout_error(self.retransmits, self._finished_sent, self._retransmits_before_finished)
+        return timeout_error(self.retransmits, self._finished_sent, self._retransmits_before_finished,
+                             self._heard_after_finished)
 
     def _check_client_finished(self, datagram: bytes) -> None:
         finished = False
@@ -120,6 +122,8 @@ class DtlsWatch(EngineBase):
                 if rec.sequence < record_layer.WINDOW:
                     self._epoch1_seen = max(self._epoch1_seen, rec.sequence)
             elif rec.content_type == records.HANDSHAKE:
+                if self._finished_sent and not self.handshake_done:
+                    self._heard_after_finished += 1  # the server repeats its flight: alive, still handshaking
                 repeated |= rec.sequence <= self._peer_epoch0_top
                 self._peer_epoch0_top = max(self._peer_epoch0_top, rec.sequence)
         return repeated
