@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,9 @@ import locust  # noqa: F401 - as in a real run: gevent's monkey-patching first
 from locust.env import Environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import floors  # noqa: E402
 
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.locust.users import LocustSink  # noqa: E402
@@ -144,11 +148,19 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--ping-associations", type=int, default=200)
     parser.add_argument("--ping-seconds", type=float, default=10.0)
+    parser.add_argument("--c-handshakes", type=int, default=2000, help="handshakes of the C floor")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     command = "python benchmarks/bench_dtls.py " + " ".join(sys.argv[1:])
 
+    c_client: float | None = None
+    c_server, c_floor_error = 0.0, ""
+    try:
+        c_client, c_server = floors.c_floor(args.c_handshakes)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+        c_client, c_floor_error = None, str(error)
+    syscall_floor = floors.udp_round_trip(min(2.0, args.ping_seconds))
     both, client_engine = engine_only(args.engine_handshakes)
     openssl_both, openssl_client = engine_only(args.engine_handshakes, native=False)
     server = ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex()])
@@ -164,6 +176,11 @@ def main() -> int:
 
     us = 1e6
     print(f"# {command}")
+    if c_client is None:
+        print(f"C floor (OpenSSL in C, DTLS 1.2 PSK pair in memory): not measured: {c_floor_error}")
+    else:
+        print(f"C floor (OpenSSL in C, DTLS 1.2 PSK pair in memory) : {(c_client + c_server) * us:8.1f} us CPU"
+              f" (client side {c_client * us:.1f} us, server side {c_server * us:.1f} us)   [floor]")
     print(f"engine-only handshake (client+server engines, memory): {both * us:8.1f} us CPU   [baseline]")
     print(f"  of which the client engine                         : {client_engine * us:8.1f} us CPU")
     print(f"  the same with OpenSSL's handshake on both sides    : {openssl_both * us:8.1f} us CPU"
@@ -171,6 +188,9 @@ def main() -> int:
           " cheaper on the client")
     print(f"socket handshake + Locust events, client process CPU: {per_hs * us:8.1f} us CPU"
           f"   ratio {per_hs / both:.2f}x baseline, {per_hs / client_engine:.2f}x client engine")
+    if c_client is not None:
+        print(f"  socket handshake client CPU = {per_hs * us:.1f} us = {per_hs / c_client:.2f} x the C client side"
+              " (target <= 3x)")
     print(f"  handshakes completed {ht.handshakes.completed}/{args.handshakes}, failed {ht.handshakes.failed}"
           f" {dict(ht.handshakes.failures)}, {hs_rate:.0f} handshakes/s wall ({args.concurrency} concurrent);"
           f" client CPU allows {1 / per_hs:.0f}/s")
@@ -179,6 +199,9 @@ def main() -> int:
     print(f"pings per client CPU second                          : {per_cpu:8.0f}"
           f"   ({us / per_cpu:.1f} us CPU per ping; {per_wall:.0f} pings/s wall,"
           f" {args.ping_associations} associations)")
+    print(f"  syscall floor: a plain UDP round trip (send + recv, connected socket): {syscall_floor * us:.1f} us"
+          f" client CPU ({1 / syscall_floor:.0f}/s); a ping costs {us / per_cpu / (syscall_floor * us):.1f}x that"
+          " (target: >= 50,000 pings/s)")
     print(f"  pings completed {pt.pings.completed}, failed {pt.pings.failed} {dict(pt.pings.failures)};"
           f" reference server CPU per ping {server_ping * us:.1f} us")
     return 0

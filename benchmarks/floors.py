@@ -1,0 +1,79 @@
+"""The floors bench_dtls.py prints its figures against: OpenSSL's DTLS handshake in C, per side,
+and the bare syscall cost of one UDP round trip (one send + one recv on a connected socket)."""
+
+from __future__ import annotations
+
+import _socket  # the unpatched module: gevent's monkey-patching must not add its hub to the floor
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+C_SOURCE = Path(__file__).resolve().parent / "c_floor" / "dtls_psk_pair.c"
+
+_WINDOW = 50
+
+#: The echo peer of the syscall floor: a separate process, so its CPU is not the client's.
+_ECHO = (
+    "import _socket, sys\n"
+    "s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)\n"
+    "s.bind(('127.0.0.1', 0)); print(s.getsockname()[1], flush=True)\n"
+    "while True:\n"
+    "    data, peer = s.recvfrom(2048)\n"
+    "    if data == b'stop': break\n"
+    "    s.sendto(data, peer)\n"
+)
+
+
+def c_floor(handshakes: int) -> tuple[float, float]:
+    """Client and server CPU seconds per DTLS 1.2 PSK handshake of OpenSSL in C (in memory),
+    compiled with the machine's gcc into a temporary directory. Raises RuntimeError saying what
+    is missing (gcc, OpenSSL's headers) or what failed."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise RuntimeError("gcc not found (apt-get install gcc)")
+    if not Path("/usr/include/openssl/ssl.h").exists():
+        raise RuntimeError("OpenSSL's headers not found in /usr/include/openssl (apt-get install libssl-dev)")
+    with tempfile.TemporaryDirectory(prefix="loadgen-c-floor-") as tmp:
+        binary = Path(tmp) / "dtls_psk_pair"
+        build = subprocess.run([gcc, "-O2", "-o", str(binary), str(C_SOURCE), "-lssl", "-lcrypto"],
+                               capture_output=True, text=True, timeout=120)
+        if build.returncode != 0:
+            raise RuntimeError(f"gcc could not build {C_SOURCE.name} (libssl-dev installed?): {build.stderr.strip()}")
+        run = subprocess.run([str(binary), str(handshakes)], capture_output=True, text=True, timeout=120)
+    if run.returncode != 0:
+        raise RuntimeError(f"{C_SOURCE.name} failed: {run.stderr.strip()}")
+    values = dict(line.split() for line in run.stdout.splitlines())
+    return float(values["client_us"]) / 1e6, float(values["server_us"]) / 1e6
+
+
+def udp_round_trip(seconds: float, size: int = 48) -> float:
+    """Client CPU seconds per plain UDP round trip (one send + one recv on a connected,
+    blocking socket, a window of them in flight) against an echo process on loopback: the syscall floor of a ping."""
+    echo = subprocess.Popen([sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, text=True)
+    try:
+        assert echo.stdout is not None
+        port = int(echo.stdout.readline())
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        sock.settimeout(2.0)
+        sock.connect(("127.0.0.1", port))
+        payload = b"x" * size
+        trips = 0
+        c0, end = time.process_time(), time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            # A window in flight, as 200 pinging associations keep: the loop measures the two
+            # syscalls, not a sleep and a wake-up per round trip.
+            for _ in range(_WINDOW):
+                sock.send(payload)
+            for _ in range(_WINDOW):
+                sock.recv(2048)
+            trips += _WINDOW
+        per_trip = (time.process_time() - c0) / trips
+        sock.send(b"stop")
+        sock.close()
+        return per_trip
+    finally:
+        echo.wait(timeout=5) if echo.poll() is not None else echo.kill()
+        echo.wait(timeout=5)
