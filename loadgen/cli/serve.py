@@ -43,6 +43,8 @@ def _dtls_serve_options(sdtls: argparse.ArgumentParser) -> None:
     sdtls.add_argument("--handshake", choices=("loadgen", "openssl"), default="loadgen",
                        help="loadgen's own DTLS PSK handshake (PSK AEAD suites; several times cheaper) "
                             "or always OpenSSL's")
+    sdtls.add_argument("--workers", type=positive(int), default=1, metavar="N",
+                       help="N server processes on one port (SO_REUSEPORT; default 1)")
     add_key_options(sdtls)
     _throttle_options(sdtls)
 
@@ -114,19 +116,23 @@ def _serve_dtls(args: argparse.Namespace) -> int:
     from loadgen.servers.dtls import DtlsServer
 
     keys = key_store_from_args(args)
-    server = DtlsServer(
-        keys, host=args.host, port=args.port, hint=args.hint.encode() or None, reply=args.reply,
-        ciphers=args.ciphers or dtls_contexts.DEFAULT_PSK_CIPHERS, mtu=args.mtu or DEFAULT_MTU,
-        idle_timeout=args.idle_timeout, handshake_timeout=args.handshake_timeout, max_peers=args.max_peers,
-        max_half_open=args.max_half_open, native=args.handshake == "loadgen",
-        max_handshake_rate=args.max_handshake_rate, max_ping_rate=args.max_ping_rate,
-    )
+
+    def make(seed: bytes | None = None) -> DtlsServer:
+        return DtlsServer(
+            keys, cookie_seed=seed, host=args.host, port=args.port, hint=args.hint.encode() or None,
+            reply=args.reply, ciphers=args.ciphers or dtls_contexts.DEFAULT_PSK_CIPHERS, mtu=args.mtu or DEFAULT_MTU,
+            idle_timeout=args.idle_timeout, handshake_timeout=args.handshake_timeout, max_peers=args.max_peers,
+            max_half_open=args.max_half_open, native=args.handshake == "loadgen",
+            max_handshake_rate=args.max_handshake_rate, max_ping_rate=args.max_ping_rate,
+        )
 
     def say() -> None:
         say_keys(args, True)
         _say_throttles(args)
 
-    stats = _serve_until_signal(server, "DTLS", args, say)
+    if args.workers > 1:
+        return _serve_dtls_workers(args, make, say)
+    stats = _serve_until_signal(make(), "DTLS", args, say)
     print(
         f"loadgen: DTLS server stopped: {stats.handshakes} handshakes, {stats.pings} pings answered, "
         f"{sum(stats.failures.values())} failures {dict(stats.failures)}"
@@ -134,6 +140,29 @@ def _serve_dtls(args: argparse.Namespace) -> int:
            if args.max_handshake_rate or args.max_ping_rate else ""),
         flush=True,
     )
+    return 0
+
+
+def _serve_dtls_workers(args: argparse.Namespace, make: Callable[[bytes], Any], say: Callable[[], None]) -> int:
+    """``--workers N``: one listening line, one stop line with the totals and each worker's."""
+    from loadgen.servers.workers import serve_workers
+
+    def listening(host: str, port: int) -> None:
+        print(f"loadgen: DTLS server listening on {host}:{port} ({args.workers} workers)", flush=True)
+        say()
+
+    try:
+        per_worker = serve_workers(make, args.host, args.port, args.workers, listening)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    failures: dict[str, int] = {}
+    for stats in per_worker:
+        for code, n in stats.failures.items():
+            failures[code] = failures.get(code, 0) + n
+    each = ", ".join(f"{s.handshakes}/{s.pings}" for s in per_worker)
+    print(f"loadgen: DTLS server stopped: {sum(s.handshakes for s in per_worker)} handshakes, "
+          f"{sum(s.pings for s in per_worker)} pings answered, {sum(failures.values())} failures {failures}, "
+          f"per worker handshakes/pings: {each}", flush=True)
     return 0
 
 

@@ -22,13 +22,25 @@ class CookieJar:
     first secret's period starts at the first use.
     """
 
-    def __init__(self, rotate_every: float = 60.0) -> None:
+    def __init__(self, rotate_every: float = 60.0, *, seed: bytes | None = None) -> None:
+        """``seed``: several server processes on one port (``serve dtls --workers``) share it, so
+        a cookie made by one verifies in any: the secrets are then derived from the seed and the
+        period's number on the caller's clock (``time.monotonic``, one clock for every process)."""
         self._rotate_every = rotate_every
+        self._seed = seed
+        self._period = -1
         self._current = os.urandom(32)
         self._previous = self._current
         self._rotated_at: float | None = None
 
     def _maybe_rotate(self, now: float) -> None:
+        if self._seed is not None:
+            period = int(now // self._rotate_every)
+            if period != self._period:
+                self._period = period
+                self._current = self._derive(period)
+                self._previous = self._derive(period - 1)
+            return
         if self._rotated_at is None:
             self._rotated_at = now
         elapsed = now - self._rotated_at
@@ -39,6 +51,10 @@ class CookieJar:
             self._previous = self._current if elapsed < 2 * self._rotate_every else fresh
             self._current = fresh
             self._rotated_at = now
+
+    def _derive(self, period: int) -> bytes:
+        assert self._seed is not None
+        return hmac.new(self._seed, period.to_bytes(8, "big", signed=True), hashlib.sha256).digest()
 
     @staticmethod
     def _mac(secret: bytes, peer: bytes) -> bytes:

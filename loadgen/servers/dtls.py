@@ -109,6 +109,7 @@ class DtlsServer:
         native: bool = True,
         max_handshake_rate: float | None = None,
         max_ping_rate: float | None = None,
+        cookie_seed: bytes | None = None,
     ) -> None:
         if reply not in ("echo", "qt"):
             raise ValueError(f"reply must be 'echo' or 'qt', not {reply!r}")
@@ -116,7 +117,8 @@ class DtlsServer:
             raise ValueError("max_peers and max_half_open must be at least 1")
         if handshake_timeout <= 0 or idle_timeout <= 0:
             raise ValueError("handshake_timeout and idle_timeout must be > 0")
-        self._cookies = CookieJar()  # ours too: a full server checks a cookie without creating state
+        # cookie_seed: shared by the workers of one port, so a cookie verifies in any (see CookieJar).
+        self._cookies = CookieJar(seed=cookie_seed)  # ours too: a full server checks a cookie without creating state
         # native: loadgen's own handshake where the suites allow (see protocol/psk_handshake.py).
         self._context = dtls_contexts.server_context(keys, hint=hint, ciphers=ciphers, cookies=self._cookies,
                                                      native=native)
@@ -165,12 +167,11 @@ class DtlsServer:
         return (f"max {self.max_peers} peers, {self.max_half_open} half-open, "
                 f"handshake timeout {self.handshake_timeout:g}s, idle timeout {self.idle_timeout:g}s")
 
-    def start(self) -> DtlsServer:
-        family = _stdsocket.AF_INET6 if ":" in self._host else _stdsocket.AF_INET
-        sock = socket.socket(family, _stdsocket.SOCK_DGRAM)
-        # Thousands of clients send at once: a bigger receive buffer rides out bursts.
-        sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF, 4 * 1024 * 1024)
-        sock.bind((self._host, self._port))
+    def start(self, bound: _stdsocket.socket | None = None) -> DtlsServer:
+        """Serve on a new socket bound to host and port, or on ``bound`` (a worker's SO_REUSEPORT socket)."""
+        if bound is None:
+            bound = bind_udp(self._host, self._port, reuse_port=False)
+        sock = socket.socket(bound.family, bound.type, 0, bound.detach())
         self._sock = sock
         self._greenlets = [gevent.spawn(self._receive_loop, sock), gevent.spawn(self._timer_loop),
                            # Peers are long-lived: keep them out of full garbage collections, which
@@ -415,6 +416,22 @@ class DtlsServer:
             self._sock.sendto(datagram, addr)
         except OSError as exc:  # a full buffer or a vanished peer must not stop the server
             self._log.log(logging.WARNING, "send", "send to %s failed: %s", _peer_text(addr), exc)
+
+
+def bind_udp(host: str, port: int, *, reuse_port: bool) -> _stdsocket.socket:
+    """A UDP socket bound to ``host:port`` (``reuse_port``: one of several workers' on one port)."""
+    family = _stdsocket.AF_INET6 if ":" in host else _stdsocket.AF_INET
+    sock = _stdsocket.socket(family, _stdsocket.SOCK_DGRAM)
+    try:
+        if reuse_port:
+            sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEPORT, 1)
+        # Thousands of clients send at once: a bigger receive buffer rides out bursts.
+        sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _peer_key(addr: SockAddr) -> bytes:
