@@ -1,38 +1,73 @@
 """TLS benchmark: client CPU per handshake (full and resumed) and pings per client core.
 
-The reference TLS server (PSK mode) runs in its own process; client CPU is this
-process's CPU time, associations report through Locust's request events as in a real
-run. The same-run baseline is the TLS engines alone (client and server in memory, no
-sockets), as for DTLS.
+The reference TLS server runs in its own process; client CPU is this process's CPU time,
+associations report through Locust's request events as in a real run. Each handshake
+figure is printed next to its same-run baseline, defined as bench_dtls.py defines its own:
+the TLS engines alone, client and server in memory, no sockets, in the same mode (PSK, or
+the same certificate). The ping figure is printed next to the DTLS ping figure measured in
+the same run (bench_dtls.py's ``pings`` against the reference DTLS server). Certificate
+mode: an ECDSA P-256 and an RSA-2048 server certificate, made in a temporary directory at
+run time, which the client verifies (host name included).
 
-    python benchmarks/bench_tls.py [--handshakes 1500] [--version 1.2|1.3]
+    python benchmarks/bench_tls.py [--handshakes 1500] [--version 1.2|1.3] [--no-certificates]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import ipaddress
 import logging
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import gevent
 import locust  # noqa: F401 - as in a real run: gevent's monkey-patching first
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from locust.env import Environment
+from OpenSSL import SSL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_dtls import pings as dtls_pings  # noqa: E402 - the DTLS figure, measured the DTLS bench's way
 
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.locust.users import LocustSink  # noqa: E402
 from loadgen.protocol.credentials import KeyStore  # noqa: E402
 from loadgen.protocol.openssl.tls import SessionCache, TlsEngine  # noqa: E402
-from loadgen.protocol.openssl.tls_contexts import TlsOptions, client_context, server_context  # noqa: E402
+from loadgen.protocol.openssl.tls_contexts import (  # noqa: E402
+    TlsContext,
+    TlsOptions,
+    client_context,
+    server_context,
+)
 from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
 from loadgen.servers.launcher import ServerProcess  # noqa: E402
-from loadgen.stats.facts import FanOut  # noqa: E402
+from loadgen.stats.facts import FanOut, Sink  # noqa: E402
 from loadgen.stats.sink import StatsSink  # noqa: E402
 from loadgen.traffic.tracker import traffic_plan  # noqa: E402
 from loadgen.transport.tls_association import TlsAssociation  # noqa: E402
+
+US = 1e6
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way to handshake: the client context, and what the server (engine or process) is given."""
+
+    label: str
+    client: TlsContext
+    server: TlsContext
+    server_args: list[str]
+    server_name: str | None = None
 
 
 def run_sink(totals: StatsSink) -> FanOut:
@@ -41,49 +76,101 @@ def run_sink(totals: StatsSink) -> FanOut:
     return FanOut([LocustSink(env.events.request, "TLS"), totals])
 
 
-def options(version: str, resumption: bool) -> TlsOptions:
-    ciphers = "PSK-AES128-GCM-SHA256" if version == "1.2" else None
-    return TlsOptions(min_version=version, max_version=version, ciphers=ciphers, resumption=resumption)  # type: ignore[arg-type]
+def options(version: str, resumption: bool, **more: object) -> TlsOptions:
+    ciphers = "PSK-AES128-GCM-SHA256" if version == "1.2" and not more else None
+    return TlsOptions(min_version=version, max_version=version, ciphers=ciphers, resumption=resumption,  # type: ignore[arg-type]
+                      **more)  # type: ignore[arg-type]
 
 
-def engine_only(n: int, version: str) -> float:
-    """CPU seconds per full handshake, client and server engines in memory."""
-    cctx = client_context(options(version, False), psk_mode=True)
-    sctx = server_context(options(version, False), keys=KeyStore(shared=QUICKSTART_KEY))
+def psk_mode(version: str, resumption: bool) -> Mode:
+    return Mode(f"TLS {version} PSK", client_context(options(version, resumption), psk_mode=True),
+                server_context(options(version, resumption), keys=KeyStore(shared=QUICKSTART_KEY)),
+                ["--psk-hex", QUICKSTART_KEY.value.hex(), "--min-version", version, "--max-version", version])
+
+
+def certificate_mode(label: str, pem: Path, version: str, resumption: bool) -> Mode:
+    """The server shows ``pem`` (certificate and key); the client verifies it against itself as the CA."""
+    client = client_context(options(version, resumption, ca_file=pem, verify="peer"))
+    server = server_context(options(version, resumption, cert_file=pem))
+    return Mode(f"TLS {version} {label}", client, server,
+                ["--cert", str(pem), "--min-version", version, "--max-version", version], server_name="localhost")
+
+
+@contextmanager
+def certificates() -> Iterator[dict[str, Path]]:
+    """Self-signed server certificates for localhost (ECDSA P-256, RSA-2048), certificate and key in one PEM."""
+    keys: dict[str, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey] = {
+            "ECDSA P-256": ec.generate_private_key(ec.SECP256R1()),
+            "RSA-2048": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    names = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for label, key in keys.items():
+            cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                    .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                    .not_valid_after(now + datetime.timedelta(days=2)).add_extension(names, critical=False)
+                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                    .sign(key, hashes.SHA256()))
+            path = paths[label] = Path(tmp) / f"{label.split()[0].lower()}.pem"
+            path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        yield paths
+
+
+def engine_only(n: int, mode: Mode, resumed: bool = False) -> float:
+    """CPU seconds per handshake, client and server engines in memory; ``resumed``: each one
+    resumes the session of the one before (the first, full one not measured)."""
+    session = _engine_handshake(mode, 0, None) if resumed else None
     start = time.process_time()
     for i in range(n):
-        client = TlsEngine.client(cctx, choose=lambda hint, i=i: (b"e%d" % i, QUICKSTART_KEY))
-        server = TlsEngine.server(sctx)
-        client.start()
-        for _ in range(10):
-            data = client.data_to_send()
-            if data:
-                server.receive_data(data)
-            back = server.data_to_send()
-            if back:
-                client.receive_data(back)
-            if client.handshake_done and server.handshake_done and not data and not back:
-                break
+        last = _engine_handshake(mode, i, session)
+        if resumed:
+            session = last
     return (time.process_time() - start) / n
 
 
-def socket_handshakes(address: tuple[str, int], n: int, concurrency: int, version: str,
+def _engine_handshake(mode: Mode, i: int, session: SSL.Session | None) -> SSL.Session | None:
+    """One handshake between two engines in memory, closed with close_notify; returns the client's session."""
+    choose = (lambda hint: (b"e%d" % i, QUICKSTART_KEY)) if mode.client.psk else None
+    client = TlsEngine.client(mode.client, server_name=mode.server_name, choose=choose, session=session)
+    server = TlsEngine.server(mode.server)
+    client.start()
+    for _ in range(10):
+        data = client.data_to_send()
+        if data:
+            server.receive_data(data)
+        back = server.data_to_send()
+        if back:
+            client.receive_data(back)
+        if client.handshake_done and server.handshake_done and not data and not back:
+            break
+    assert client.handshake_done and server.handshake_done, "in-memory handshake did not complete"
+    client.close()
+    server.receive_data(client.data_to_send())
+    return client.session
+
+
+def socket_handshakes(address: tuple[str, int], n: int, concurrency: int, mode: Mode,
                       resumed: bool) -> tuple[float, StatsSink]:
     """Client CPU seconds per completed handshake; with ``resumed`` each device resumes its session."""
-    ctx = client_context(options(version, resumed), psk_mode=True)
+    ctx = mode.client
     totals = StatsSink()
     sink = run_sink(totals)
     caches = [SessionCache(maxsize=1) for _ in range(concurrency)]
     todo = iter(range(n))
 
+    def association(w: int, to: Sink) -> TlsAssociation:
+        return TlsAssociation(f"w{w}", "bench", address, ctx, to, server_name=mode.server_name,
+                              identity=b"w%d" % w if ctx.psk else None, key=QUICKSTART_KEY if ctx.psk else None,
+                              sessions=caches[w] if resumed else None, message_level=logging.WARNING)
+
     def worker(w: int) -> None:
         if resumed:  # a first, full handshake leaves the session to resume (not measured)
-            TlsAssociation(f"w{w}", "bench", address, ctx, StatsSink(), identity=b"w%d" % w, key=QUICKSTART_KEY,
-                           sessions=caches[w], message_level=logging.WARNING).handshake_once()
+            association(w, StatsSink()).handshake_once()
         for _ in todo:
-            TlsAssociation(f"w{w}", "bench", address, ctx, sink, identity=b"w%d" % w, key=QUICKSTART_KEY,
-                           sessions=caches[w] if resumed else None,
-                           message_level=logging.WARNING).handshake_once()
+            association(w, sink).handshake_once()
 
     greenlets = [gevent.spawn(worker, w) for w in range(concurrency)]
     gevent.sleep(0)
@@ -92,12 +179,11 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int, versio
     return (time.process_time() - c0) / max(totals.handshakes.completed, 1), totals
 
 
-def pings(address: tuple[str, int], associations: int, seconds: float, version: str) -> tuple[float, StatsSink]:
-    ctx = client_context(options(version, False), psk_mode=True)
+def pings(address: tuple[str, int], associations: int, seconds: float, mode: Mode) -> tuple[float, StatsSink]:
     totals = StatsSink()
     sink = run_sink(totals)
     plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=2.0, expect=Expect("echo")))
-    assocs = [TlsAssociation(f"p{i}", "bench", address, ctx, sink, identity=b"p%d" % i, key=QUICKSTART_KEY,
+    assocs = [TlsAssociation(f"p{i}", "bench", address, mode.client, sink, identity=b"p%d" % i, key=QUICKSTART_KEY,
                              ping=plan, message_level=logging.WARNING) for i in range(associations)]
     greenlets = [gevent.spawn(a.run) for a in assocs]
     while totals.handshakes.completed + totals.handshakes.failed < associations:
@@ -109,6 +195,37 @@ def pings(address: tuple[str, int], associations: int, seconds: float, version: 
     return (p1 - p0) / max(c1 - c0, 1e-9), totals
 
 
+def handshake_rows(args: argparse.Namespace, full_mode: Mode, resumed_mode: Mode) -> None:
+    """Full and resumed handshakes over loopback against the server, each with its engine-only baseline."""
+    engine_n = min(args.handshakes, 1000)
+    with ServerProcess(full_mode.server_args, protocol="tls") as address:
+        rows = [(kind, mode, engine_only(engine_n, mode, resumed),
+                 *socket_handshakes(address, args.handshakes, args.concurrency, mode, resumed))
+                for kind, mode, resumed in (("full", full_mode, False), ("resumed", resumed_mode, True))]
+    full_baseline = rows[0][2]  # what today's ratios are against: the full handshake's engines
+    for kind, mode, baseline, client, totals in rows:
+        label = f"{mode.label} {kind}"
+        print(f"{label + ' engine-only (client+server, memory)':<64}: {baseline * US:8.1f} us CPU [baseline]")
+        print(f"{label + ' over loopback, client CPU':<64}: {client * US:8.1f} us CPU ({client / baseline:.2f}x"
+              f" baseline, {client / full_baseline:.2f}x the full one;"
+              f" {totals.handshakes.completed} ok, {totals.handshakes.failed} failed,"
+              f" {totals.handshakes.resumed} resumed)")
+
+
+def ping_rows(args: argparse.Namespace, mode: Mode) -> None:
+    """TLS pings, then DTLS pings the DTLS bench's way, in the same run."""
+    with ServerProcess(mode.server_args, protocol="tls") as address:
+        per_cpu, totals = pings(address, args.ping_associations, args.ping_seconds, mode)
+    with ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex()]) as address:
+        dtls = dtls_pings(address, args.ping_associations, args.ping_seconds)
+    dtls_per_cpu, dtls_totals = dtls[0], dtls[-1]
+    print(f"{mode.label + ' pings per client CPU second':<64}: {per_cpu:8.0f} ({US / per_cpu:.1f} us each;"
+          f" {totals.pings.completed} ok, {totals.pings.failed} failed)")
+    print(f"{'DTLS 1.2 PSK pings per client CPU second (same run)':<64}: {dtls_per_cpu:8.0f}"
+          f" ({US / dtls_per_cpu:.1f} us each; {dtls_totals.pings.completed} ok, {dtls_totals.pings.failed} failed)")
+    print(f"{'TLS ping CPU / DTLS ping CPU':<64}: {dtls_per_cpu / per_cpu:8.2f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--handshakes", type=int, default=1500)
@@ -116,24 +233,16 @@ def main() -> int:
     parser.add_argument("--version", choices=("1.2", "1.3"), default="1.2")
     parser.add_argument("--ping-associations", type=int, default=100)
     parser.add_argument("--ping-seconds", type=float, default=6.0)
+    parser.add_argument("--no-certificates", action="store_true", help="PSK figures only")
     args = parser.parse_args()
-    us = 1e6
-    baseline = engine_only(min(args.handshakes, 1000), args.version)
-    server_args = ["--psk-hex", QUICKSTART_KEY.value.hex(), "--min-version", args.version,
-                   "--max-version", args.version]
-    with ServerProcess(server_args, protocol="tls") as address:
-        full, ft = socket_handshakes(address, args.handshakes, args.concurrency, args.version, resumed=False)
-        resumed, rt = socket_handshakes(address, args.handshakes, args.concurrency, args.version, resumed=True)
-        per_cpu, pt = pings(address, args.ping_associations, args.ping_seconds, args.version)
     print(f"# python benchmarks/bench_tls.py {' '.join(sys.argv[1:])}")
-    print(f"TLS {args.version} PSK engine-only handshake (client+server, memory): {baseline * us:8.1f} us CPU "
-          "[baseline]")
-    print(f"full handshake over loopback, client CPU               : {full * us:8.1f} us CPU "
-          f"({full / baseline:.2f}x baseline; {ft.handshakes.completed} ok, {ft.handshakes.failed} failed)")
-    print(f"resumed handshake over loopback, client CPU            : {resumed * us:8.1f} us CPU "
-          f"({resumed / baseline:.2f}x baseline; {rt.handshakes.completed} ok, {rt.handshakes.resumed} resumed)")
-    print(f"pings per client CPU second                            : {per_cpu:8.0f} ({us / per_cpu:.1f} us each; "
-          f"{pt.pings.completed} ok, {pt.pings.failed} failed)")
+    handshake_rows(args, psk_mode(args.version, False), psk_mode(args.version, True))
+    ping_rows(args, psk_mode(args.version, False))
+    if not args.no_certificates:
+        with certificates() as pems:
+            for label, pem in pems.items():
+                handshake_rows(args, certificate_mode(label, pem, args.version, False),
+                               certificate_mode(label, pem, args.version, True))
     return 0
 
 

@@ -4,6 +4,7 @@ socket errors met while reading or writing as loadgen errors."""
 
 from __future__ import annotations
 
+import _socket  # the C functions: never monkey-patched, so a numeric host needs no resolver thread
 import socket as _stdsocket
 import time
 from typing import Any
@@ -29,6 +30,14 @@ AddressInfo = list[tuple[Any, ...]]
 
 def resolve(host: str, port: int, timeout: float) -> AddressInfo:
     """The TCP addresses of ``host``; raises HostNotFound, or ConnectTimeout after ``timeout`` seconds."""
+    try:
+        # An address literal (the usual target) resolves without a lookup: C's getaddrinfo with
+        # AI_NUMERICHOST returns at once, where gevent's resolver hands every call to a thread
+        # (about a third of a loopback handshake's client CPU went to that thread pool).
+        numeric: AddressInfo = _socket.getaddrinfo(host, port, 0, _stdsocket.SOCK_STREAM, 0, _socket.AI_NUMERICHOST)
+        return numeric
+    except (OSError, UnicodeError):
+        pass  # a name (or no address at all): ask the resolver
     try:
         with gevent.Timeout(timeout, ConnectTimeout(f"cannot resolve {host} in {timeout:g} s")):
             infos: AddressInfo = socket.getaddrinfo(host, port, 0, _stdsocket.SOCK_STREAM)

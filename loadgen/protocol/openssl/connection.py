@@ -33,10 +33,12 @@ def openssl_reason(exc: SSL.Error) -> str:
 
 def read_application_data(conn: SSL.Connection, received: Callable[[DataReceived], None],
                           fail: Callable[[LoadgenError], None],
-                          closed: Callable[[], None], *, single_record: bool = False) -> None:
+                          closed: Callable[[], None], *, single_record: bool = False,
+                          more: Callable[[], bool] | None = None) -> None:
     """Hand what ``conn`` decrypted to ``received`` (as events); ``closed()`` on the peer's close_notify,
     ``fail(error)`` on a failure. ``single_record``: the datagram held one record, so stop
-    after the first read instead of making the one that would fail."""
+    after the first read instead of making the one that would fail. ``more()``: whether
+    another read could return anything (input left), asked after each read, for the same reason."""
     while True:
         try:
             data = conn.recv(65536)
@@ -51,5 +53,5 @@ def read_application_data(conn: SSL.Connection, received: Callable[[DataReceived
             return
         if data:
             received(DataReceived(data))
-            if single_record:
+            if single_record or (more is not None and not more()):
                 return

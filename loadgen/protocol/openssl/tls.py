@@ -306,7 +306,9 @@ class TlsEngine:
         return error
 
     def _read_application_data(self) -> None:
-        read_application_data(self._conn, self._events.append, self._fail, self._closed_by_peer)
+        conn = self._conn
+        read_application_data(conn, self._events.append, self._fail, self._closed_by_peer,
+                              more=lambda: bindings.input_pending(conn) > 0)
 
     def _closed_by_peer(self) -> None:
         self.peer_closed = True
@@ -314,14 +316,11 @@ class TlsEngine:
         self._events.append(ConnectionClosed())
 
     def _pull_outgoing(self) -> None:
-        while True:
-            try:
-                chunk = self._conn.bio_read(65536)
-            except SSL.WantReadError:
-                return
-            if not chunk:
-                return
-            self._outgoing += chunk
+        # Exactly what the BIO holds, in one read: reading until WantReadError cost an exception
+        # and a 64 KiB buffer per call, several times per ping.
+        pending = bindings.output_pending(self._conn)
+        if pending:
+            self._outgoing += self._conn.bio_read(pending)
 
     def _fail(self, error: LoadgenError) -> None:
         self._pull_outgoing()  # the alert OpenSSL queued for the peer
