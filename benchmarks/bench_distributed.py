@@ -4,7 +4,9 @@ Runs ``loadgen run SCENARIO --processes P`` (built-in server, each client pingin
 --interval s), samples every process's CPU from /proc while it runs, and prints:
 associations held, pings answered while holding, ping RTT p50/p99 while holding,
 per-process CPU (ramp and hold), worst event-loop lag, workers Locust marked missing,
-worker files written, Locust's counts next to loadgen's, and the run's verdict.
+worker files written, Locust's counts next to loadgen's, CPU per ping all-in (workers with
+the master, and the server) next to the same run's ping microbenchmark (``bench_dtls.pings``,
+back to back, measured after the distributed run) and memory per association, and the verdict.
 
     python benchmarks/bench_distributed.py --associations 50000 --processes 3 --ramp-rate 500 --hold 60
 """
@@ -50,6 +52,9 @@ class CpuSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root = root_pid
         self.samples: list[tuple[float, dict[str, float]]] = []
+        #: Resident memory (bytes) per process: the first reading and the highest.
+        self.rss_first: dict[str, int] = {}
+        self.rss_peak: dict[str, int] = {}
         self.done = threading.Event()
 
     def _pids(self) -> dict[int, str]:
@@ -81,6 +86,9 @@ class CpuSampler(threading.Thread):
                 except OSError:
                     continue
                 ticks = int(fields[11]) + int(fields[12])
+                rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+                self.rss_first.setdefault(name, rss)
+                self.rss_peak[name] = max(self.rss_peak.get(name, 0), rss)
                 if pid in prev:
                     t0, m0 = prev[pid]
                     sample[name] = 100.0 * (ticks - t0) / tick / (now - m0)
@@ -105,6 +113,8 @@ def main() -> int:
     parser.add_argument("--hold", type=float, default=60.0, help="seconds to hold them all after the ramp")
     parser.add_argument("--interval", type=float, default=5.0, help="ping interval, seconds")
     parser.add_argument("--results-dir", default=str(ROOT / "results"), help="where the run's results go")
+    parser.add_argument("--micro-seconds", type=float, default=5.0,
+                        help="length of the same-run ping microbenchmark (bench_dtls.pings), 0: skip it")
     args = parser.parse_args()
     ramp = args.associations / args.ramp_rate
     run_time = int(ramp + args.hold + 1)
@@ -142,11 +152,32 @@ def main() -> int:
         run_dir = runs[-1]
         summary = json.loads((run_dir / "summary.json").read_text())
         series = json.loads((run_dir / "series.json").read_text())
-        return report(args, run_dir, summary, series, sampler, ramp)
+        return report(args, run_dir, summary, series, sampler, ramp, micro(args.micro_seconds))
+
+
+def micro(seconds: float) -> tuple[float, float] | None:
+    """The same run's microbenchmark: client and server CPU seconds per ping, 200 associations
+    pinging back to back against one reference server (``bench_dtls.pings``)."""
+    if seconds <= 0:
+        return None
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_dtls import pings, process_cpu
+
+    from loadgen.cli.keys import QUICKSTART_KEY
+    from loadgen.servers.launcher import ServerProcess
+
+    server = ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex()])
+    with server as address:
+        assert server.pid is not None
+        s0 = process_cpu(server.pid)
+        per_cpu, _, totals = pings(address, 200, seconds)
+        s1 = process_cpu(server.pid)
+    return 1 / per_cpu, (s1 - s0) / max(totals.pings.completed, 1)
 
 
 def report(args: argparse.Namespace, run_dir: Path, summary: dict, series: dict, sampler: CpuSampler,
-           ramp: float) -> int:
+           ramp: float, micro_costs: tuple[float, float] | None) -> int:
     sys.path.insert(0, str(ROOT))
     from loadgen.stats.run import RunStats
 
@@ -181,6 +212,21 @@ def report(args: argparse.Namespace, run_dir: Path, summary: dict, series: dict,
         cpu = mean_cpu(sampler.samples, first, end)
         print(f"CPU % of a core, {label:<5}          " + "  ".join(f"{k} {v:.0f}" for k, v in cpu.items())
               + f"  (sum {sum(cpu.values()):.0f} of 200)")
+    hold_cpu = mean_cpu(sampler.samples, settle, hold_end)
+    per_second = hold_attempts / max(hold_end - int(settle), 1)
+    if per_second:
+        workers = sum(v for k, v in hold_cpu.items() if k.startswith("worker")) + hold_cpu.get("master", 0.0)
+        costs = {"workers+master": workers / 100 / per_second, "server": hold_cpu.get("server", 0.0) / 100 / per_second}
+        for (label, cost), base in zip(costs.items(), micro_costs or (None, None), strict=True):
+            same_run = (f"; microbenchmark in the same run {base * 1e6:.1f} us ({cost / base:.2f}x)"
+                        if base else "")
+            print(f"CPU per ping all-in, {label:<15} {cost * 1e6:6.1f} us ({per_second:.0f} pings/s while holding)"
+                  + same_run)
+    grown = {k: sampler.rss_peak[k] - sampler.rss_first[k] for k in sampler.rss_peak}
+    load = sum(v for k, v in grown.items() if k.startswith("worker"))
+    if peak:
+        print(f"memory per association           workers {load / peak / 1024:.1f} KiB, server "
+              f"{grown.get('server', 0) / peak / 1024:.1f} KiB (peak RSS beyond each process's first reading)")
     print(f"verdict: {(summary.get('analysis') or {}).get('verdict')}")
     return 0
 
