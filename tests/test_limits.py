@@ -9,6 +9,7 @@ traceback, and the device waits its reconnect delay before trying again.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import json
 import logging
@@ -35,7 +36,6 @@ from loadgen.scenario import load_scenario
 from loadgen.stats.facts import HANDSHAKE, Finished
 from loadgen.stats.sink import StatsSink
 from loadgen.transport import dtls_association as association
-from loadgen.transport import tcp
 from loadgen.transport.dtls_association import DtlsAssociation
 from loadgen.transport.tls_association import TlsAssociation
 
@@ -137,7 +137,7 @@ def test_dtls_client_without_a_socket_fails_its_handshake_as_socket_error(monkey
 
 
 def test_tls_client_without_a_socket_fails_its_handshake_as_socket_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tcp.socket, "socket", _no_files)
+    monkeypatch.setattr(_socket, "socket", _no_files)  # the association opens a C socket, never patched by gevent
     rec = StatsSink()
     context = client_context(TlsOptions(), psk_mode=True)
     assoc = TlsAssociation("dev", "tls", ("127.0.0.1", 9), context, rec, identity=b"dev", key=KEY)

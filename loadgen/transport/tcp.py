@@ -5,6 +5,8 @@ socket errors met while reading or writing as loadgen errors."""
 from __future__ import annotations
 
 import _socket  # the C functions: never monkey-patched, so a numeric host needs no resolver thread
+import errno
+import os
 import socket as _stdsocket
 import time
 from typing import Any
@@ -18,6 +20,7 @@ from loadgen.protocol.errors import (
     ConnectTimeout,
     HostNotFound,
     LoadgenError,
+    ProtocolViolation,
     SocketError,
     SocketsExhausted,
     socket_error,
@@ -96,3 +99,46 @@ def transfer_error(exc: OSError, during: str) -> LoadgenError:
     if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
         return ConnectionReset(f"connection reset during {during}")
     return SocketError(f"{during} failed: {exc}")
+
+
+def open_stream(family: int, kind: int, proto: int, address: Any, source: str | None) -> tuple[Any, int]:
+    """A non-blocking C TCP socket (never monkey-patched: an event-driven client's hot path) whose
+    connect to ``address`` has begun; returns it with ``connect_ex``'s code (0 or EINPROGRESS: in
+    progress or done; anything else: failed). Raises OSError (SocketsExhausted at the file limit)."""
+    sock = None
+    try:
+        # Inside the try: at the open-file limit socket() itself fails (EMFILE): a socket-error.
+        sock = _socket.socket(family, kind, proto)
+        check_room(sock.fileno(), "cannot open a TCP socket")
+        sock.setblocking(False)
+        if source:
+            sock.bind((source, 0))
+        # Pings are small request/response exchanges: Nagle plus delayed ACKs would add ~40 ms.
+        sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+        return sock, sock.connect_ex(address)
+    except OSError:
+        if sock is not None:
+            sock.close()
+        raise
+
+
+def connect_failure(code: int, host: str, port: int) -> LoadgenError:
+    """The error for a non-blocking connect that ended with errno ``code``."""
+    if code == errno.ECONNREFUSED:
+        return ConnectionRefused(f"{host}:{port} refused the connection (TCP RST)")
+    return socket_error(OSError(code, os.strerror(code)), f"cannot connect to {host}:{port}")
+
+
+def take_lines(buffer: bytearray, data: bytes, cap: int) -> list[bytes]:
+    """The complete lines (without their ``\\n``) of what ``buffer`` held plus ``data``; the rest stays
+    in ``buffer``. More than ``cap`` bytes without a newline raise ProtocolViolation (a bounded buffer)."""
+    if not buffer and data and data.find(b"\n") == len(data) - 1:
+        return [data[:-1]]  # the usual case: one whole reply in one record, no copy
+    buffer += data
+    lines = []
+    while (end := buffer.find(b"\n")) >= 0:
+        lines.append(bytes(buffer[:end]))
+        del buffer[: end + 1]
+    if len(buffer) > cap:  # a line without an end: do not buffer it all
+        raise ProtocolViolation(f"a reply line over {cap // 1024} KiB")
+    return lines

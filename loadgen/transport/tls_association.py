@@ -4,25 +4,37 @@ It connects a TCP socket, handshakes (certificates or PSK, as the context says;
 resuming the device's last session when resumption is on), then pings on the interval
 over the stream: each ping is one newline-terminated line, and the server answers with
 one line (the reference server echoes it). When to ping and how a reply is judged is the
-:class:`~loadgen.traffic.tracker.RequestTracker`'s business, as for DTLS: this class moves
+:class:`~loadgen.traffic.workload.Workload`'s business, as for DTLS: this class moves
 the lines. Everything goes to a :class:`~loadgen.stats.facts.Sink` as facts: Started/Finished
 for each handshake and ping, Qt-style messages, and Ended once an established association
 is over.
 
 The handshake fact covers connection setup, TCP connect included: a refused connection
 (TCP RST) fails it at once with ``connection-refused``.
+
+Like the DTLS association it is event driven: a read watcher, a write watcher (only while
+connecting or while output waits for the kernel) and one timer on gevent's loop call back
+into it over a non-blocking C ``_socket``, feeding a memory-BIO
+:class:`~loadgen.protocol.openssl.tls.TlsEngine`: no greenlet per connection, no timeout
+object per ping. :meth:`run` is the blocking face for a greenlet that waits for the end.
 """
 
 from __future__ import annotations
 
+import _socket  # the C socket type: never monkey-patched, no wrapper on the hot path
 import random
 import time
 from collections.abc import Hashable
+from typing import Any
 
-import gevent
+from gevent import get_hub
+from gevent.event import AsyncResult
 
 from loadgen.protocol.credentials import Secret
 from loadgen.protocol.errors import (
+    ConnectionRefused,
+    ConnectTimeout,
+    HandshakeTimeout,
     InternalError,
     LoadgenError,
     LocalProtocolError,
@@ -30,15 +42,24 @@ from loadgen.protocol.errors import (
     ProtocolViolation,
     SocketsExhausted,
 )
-from loadgen.protocol.openssl.tls import SessionCache
+from loadgen.protocol.events import (
+    CertCheckFailed,
+    ConnectionClosed,
+    ConnectionFailed,
+    DataReceived,
+    HandshakeCompleted,
+)
+from loadgen.protocol.openssl.tls import SessionCache, TlsEngine
 from loadgen.protocol.openssl.tls_contexts import TlsContext
 from loadgen.scenario.model import TlsConfig
 from loadgen.stats.facts import HANDSHAKE, Ended, Finished, Sink, Started
 from loadgen.traffic.tracker import DEFAULT_PLAN
 from loadgen.traffic.workload import Workload, WorkloadPlan
-from loadgen.transport.base import ERROR, INFO, WARNING, AssociationBase
-from loadgen.transport.ssl_link import State
-from loadgen.transport.ssl_socket import SslSocket
+from loadgen.transport import ssl_socket
+from loadgen.transport.base import ERROR, INFO, WARNING
+from loadgen.transport.tcp import connect_failure, resolve, take_lines, transfer_error
+from loadgen.transport.tcp_close import DelayedClose
+from loadgen.transport.tls_stream import TlsStreamIo
 
 #: How long handshake_once waits for TLS 1.3 session tickets (sent after the handshake).
 TICKET_WAIT = 1.0
@@ -46,14 +67,20 @@ TICKET_WAIT = 1.0
 #: "qt" reply adds the identity in front. A server that sends more without a newline fails the
 #: ping with ``protocol-violation``, instead of growing the read buffer without bound.
 MAX_REPLY_LINE = 128 * 1024
+#: How long a delayed close (output still queued) may take to flush before the socket closes.
+CLOSE_TIMEOUT = 30.0
+_RECV_SIZE = 65536
+_READ, _WRITE = 1, 2  # libev EV_READ, EV_WRITE
+# Association states.
+_NEW, _CONNECTING, _HANDSHAKING, _TICKETS, _ESTABLISHED, _DONE = range(6)
 
 
-class _Wake(Exception):  # noqa: N818 - not an error: thrown into the ping loop's wait by wake()
-    """Ends the ping loop's wait for a reply early: the workload has something to send."""
+class TlsAssociation(TlsStreamIo):
+    """A client association to one TLS server.
 
-
-class TlsAssociation(AssociationBase):
-    """A client association to one TLS server. ``run()`` in a greenlet; kill it to close."""
+    ``run()`` (or ``start()`` then ``wait()``) drives it until it fails or the waiting greenlet
+    is killed, which closes it with close_notify; attempts under way then stay "in flight".
+    """
 
     def __init__(
         self,
@@ -82,22 +109,21 @@ class TlsAssociation(AssociationBase):
             raise LocalProtocolError(f"{name}: a PSK context needs an identity and a key")
         super().__init__(name, target, address, sink, identity=identity, key=key, ping=ping,
                          source_address=source_address, rng=rng, message_level=message_level)
+        self._init_io()
         self._context = context
         self._server_name = server_name
         self._sessions = sessions if context.options.resumption else None
         self._settings = settings
-        self._sock: SslSocket | None = None
-        self._greenlet: gevent.Greenlet | None = None
+        self._done: AsyncResult = AsyncResult()
+        self._state = _NEW
+        self._handshake_only = False
+        self._started_at = self._deadline = 0.0
         self._established = False
-        self._closed = False
-        self.resumed = False
-        self._bytes = (0, 0)  # sent, received: totals once the socket is gone
-        # When the handshake under way started, and the pings once established: anything that
-        # ends the association, a bug included, closes the attempt under way exactly once.
-        self._handshake_at: float | None = None
+        self._clean = False  # the session may be resumed: the link ended by a close, not a failure
         self._tracker: Workload | None = None
-        self._sleeper: gevent.Greenlet | None = None  # the ping loop, while it waits for input (wake())
-        self._wake_due = False
+        self._in = bytearray()  # reply bytes short of a newline
+        self._received_before = 0  # bytes received before the last ping went out: its reply's come after
+        self.resumed = False
 
     @property
     def pings_sent(self) -> int:
@@ -110,32 +136,12 @@ class TlsAssociation(AssociationBase):
         host, port = self.address
         return host, port, self._server_name
 
-    @property
-    def bytes_sent(self) -> int:
-        return self._sock.bytes_sent if self._sock is not None else self._bytes[0]
-
-    @property
-    def bytes_received(self) -> int:
-        return self._sock.bytes_received if self._sock is not None else self._bytes[1]
-
     # -- public -------------------------------------------------------------
 
     def run(self) -> LoadgenError | None:
-        """Connect, handshake, ping until failed or killed; returns the error that ended it.
-
-        Killing the greenlet (``GreenletExit``) closes it with close_notify; attempts under
-        way then stay "in flight" in the accounting.
-        """
-        try:
-            self._establish()
-            self._ping_loop()
-        except LoadgenError as exc:
-            return exc
-        except Exception as exc:  # noqa: BLE001 - a bug ends this association, not its caller
-            return self._internal_error(exc)
-        finally:
-            self.close()
-        return None  # pragma: no cover - the ping loop only ends by an error or close()
+        """Start, then wait until the association ends; returns the error that ended it."""
+        self.start()
+        return self.wait()
 
     def handshake_once(self) -> LoadgenError | None:
         """Connect, handshake, close with close_notify: one handshake's worth of work.
@@ -143,179 +149,275 @@ class TlsAssociation(AssociationBase):
         With resumption on and TLS 1.3, waits briefly for the server's session tickets
         first, so that the next association of this device can resume.
         """
-        try:
-            self._establish()
-            sock = self._sock
-            if self._sessions is not None and sock is not None and sock.protocol_version == "TLSv1.3":
-                sock.wait_for_input(TICKET_WAIT)
-        except LoadgenError as exc:
-            return exc
-        except Exception as exc:  # noqa: BLE001 - a bug ends this association, not its caller
-            return self._internal_error(exc)
-        finally:
-            self.close()
-        return None
+        self._handshake_only = True
+        return self.run()
 
     def start(self) -> None:
-        """Run in a new greenlet; :meth:`wait` for the end."""
-        if self._greenlet is not None:
+        """Resolve (an address literal at once) and begin connecting; returns without waiting."""
+        if self._state != _NEW:
             raise LocalProtocolError(f"{self.name}: association already started")
-        self._greenlet = gevent.spawn(self.run)
+        self._state = _CONNECTING
+        self._started_at = time.perf_counter()
+        self._deadline = self._started_at + self._settings.handshake_timeout
+        self._sink.record(Started(HANDSHAKE, self.target))
+        self._say(INFO, "connecting TCP socket first ...")
+        host, port = self.address
+        try:
+            self._infos = list(resolve(host, port, self._settings.handshake_timeout))
+        except LoadgenError as exc:
+            self._fail(exc)
+            return
+        self._guarded(self._connect_next, ConnectionRefused(f"{host}:{port}: no address"))
+        if self._state != _DONE:
+            self._arm()
 
     def wait(self) -> LoadgenError | None:
-        """Block until the association started with :meth:`start` ends; closes it on the way out."""
-        assert self._greenlet is not None, "start() first"
+        """Block this greenlet until the association ends; closes it on the way out."""
         try:
-            result: LoadgenError | None = self._greenlet.get()
+            result: LoadgenError | None = self._done.get()
             return result
         finally:
             self.close()
 
     def wake(self) -> None:
-        """Have the ping loop poll its workload now (from another greenlet: a caller queued a request)."""
-        if self._sleeper is not None and not self._wake_due:
-            self._wake_due = True
-            gevent.get_hub().loop.run_callback(self._deliver_wake)
-
-    def _deliver_wake(self) -> None:
-        # Run by the hub: the ping loop is suspended, and it is in its wait exactly when _sleeper is
-        # set (its only switch there is the read); if it woke meanwhile there is nothing to do.
-        self._wake_due = False
-        if self._sleeper is not None:
-            self._sleeper.throw(_Wake)
+        """Poll the workload now, from any greenlet (a caller queued a request): what is due goes out."""
+        if self._state == _ESTABLISHED and self._tracker is not None:
+            self._guarded(self._poll_now)
 
     def close(self) -> None:
-        """Close with close_notify, keep the session for resumption, report Ended. Idempotent."""
-        if self._closed:
+        """Close with close_notify, keep the session for resumption, report Ended. Idempotent.
+
+        Output still queued makes it a delayed close (:class:`~loadgen.transport.tcp_close.DelayedClose`,
+        at most ``CLOSE_TIMEOUT``), as QtSSLSocket's is."""
+        if self._sock is None:
+            self._settle(None)
             return
-        self._closed = True
-        sock = self._sock
-        if sock is not None:
-            clean = sock.state is State.CONNECTED or sock.peer_closed
+        engine = self._engine
+        if engine is not None and not engine.closed and self._sock is not None:
             try:
-                sock.close()
+                engine.close()
+                self._flush()
+            except LoadgenError:
+                self._out.clear()  # the peer is gone: nobody to say goodbye to
             except Exception as exc:  # noqa: BLE001 - a bug saying goodbye must not reach the caller
-                clean = False
+                self._clean = False
+                self._out.clear()
                 self._say(ERROR, f"close failed - {InternalError(f'unexpected {type(exc).__name__}')}")
-                sock.abort()
-            self._bytes = (sock.bytes_sent, sock.bytes_received)
-            if self._sessions is not None:
-                # A session is resumable only after a clean close; otherwise forget it.
-                self._sessions.put(self.session_key, sock.session if clean else None)
-            self._sock = None
-        if self._established:
-            self._sink.record(Ended(self.target))
-        greenlet = self._greenlet
-        if greenlet is not None and greenlet is not gevent.getcurrent() and not greenlet.ready():
-            greenlet.kill(block=False)
+        self._keep_session()
+        self._settle(None)
+        if self._out and self._sock is not None:
+            # Output still queued: a delayed close, on its own watchers (this association is over).
+            sock, self._sock, pending, self._out = self._sock, None, self._out, bytearray()
+            self._release()
+            DelayedClose(sock, pending, CLOSE_TIMEOUT)
+        else:
+            self._release()
 
-    # -- phases ---------------------------------------------------------------
+    # -- phases -------------------------------------------------------------
 
-    def _establish(self) -> None:
-        started = time.perf_counter()
-        self._sink.record(Started(HANDSHAKE, self.target))
-        self._handshake_at = started
+    def _on_connected(self) -> None:
+        self._writer.stop()
+        self._writer = None
+        code = self._sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if code:
+            sock, self._sock = self._sock, None
+            sock.close()
+            self._connect_next(connect_failure(code, *self.address))
+            return
+        self._state = _HANDSHAKING
+        self._say(INFO, "starting a handshake")
+        host = self.address[0]
         session = self._sessions.get(self.session_key) if self._sessions is not None else None
-        sock = SslSocket(self._context, server_name=self._server_name, session=session,
-                         choose=self._choose_psk if self._context.psk else None)
-        self._sock = sock
-        sock.state_changed.connect(self._on_state)
-        sock.cert_check_failed.connect(
-            lambda code, text: self._say(ERROR, f"certificate check failed (verify result {code}): {text}"))
-        host, port = self.address
-        self._say(INFO, "connecting TCP socket first ...")
-        if not sock.connect_to_host(host, port, timeout=self._settings.handshake_timeout,
-                                    source_address=self._source):
-            error = sock.last_error or LocalProtocolError("handshake failed")
+        # Looked up at call time, through ssl_socket: one place makes client engines (tests patch it).
+        engines: type[TlsEngine] = ssl_socket.TlsEngine  # type: ignore[attr-defined]
+        self._engine = engines.client(self._context, server_name=self._server_name or host,
+                                      session=session,
+                                      choose=self._choose_psk if self._context.psk else None)
+        self._reader = get_hub().loop.io(self._sock.fileno(), _READ)
+        self._reader.start(self._guarded, self._on_readable)
+        self._engine.start()
+        self._flush()
+
+    def _handshake_completed(self) -> None:
+        assert self._engine is not None
+        self._established = self._clean = True
+        self.resumed = self._engine.resumed
+        self._say(INFO, "encrypted connection established!" + (" (session resumed)" if self.resumed else ""))
+        self._sink.record(Finished(HANDSHAKE, self.target, time.perf_counter() - self._started_at,
+                                   sent_bytes=self.bytes_sent, received_bytes=self.bytes_received,
+                                   resumed=self.resumed))
+        if self._handshake_only:
+            if self._sessions is not None and self._engine.version == "TLSv1.3":
+                self._state = _TICKETS  # the next input (the tickets) or TICKET_WAIT ends it
+                self._deadline = time.perf_counter() + TICKET_WAIT
+            else:
+                self._settle(None)
+            return
+        self._state = _ESTABLISHED
+        self._tracker = self._ping.workload(self.name, self.target, self._sink, uniform=self._uniform)
+        now = time.perf_counter()
+        self._tracker.start(now)
+        self._send_due(self._tracker, now)
+
+    def _poll_now(self) -> None:
+        assert self._tracker is not None
+        self._send_due(self._tracker, time.perf_counter())
+        if self._state == _ESTABLISHED:
+            self._arm()  # a request's deadline may come before the timer running
+
+    def _send_due(self, tracker: Workload, now: float) -> None:
+        """Time out what is overdue, send whatever the workload has due, one line each."""
+        while (payload := tracker.poll(now)) is not None:
+            if b"\n" in payload:
+                bad = LocalProtocolError("a TLS ping is one line: the payload must not contain a newline")
+                tracker.abandon(bad)
+                raise bad
+            assert self._engine is not None
+            self._received_before = self.bytes_received
+            self._engine.send(payload + b"\n")
+            tracker.sent(self._flush())
+
+    def _take_lines(self, data: bytes) -> None:
+        """Hand each complete reply line to the workload; keep the rest (bounded)."""
+        try:
+            lines = take_lines(self._in, data, MAX_REPLY_LINE)
+        except ProtocolViolation as error:
+            self._say(ERROR, f"association ended - {error}")
+            raise
+        tracker = self._tracker
+        for reply in lines:
+            now = time.perf_counter()
+            if tracker is None or not tracker.receive(reply, self.bytes_received - self._received_before, now):
+                self._say(WARNING, f"unexpected or late reply of {len(reply)} bytes")
+            elif self._state == _ESTABLISHED:
+                self._send_due(tracker, now)  # the reply may call for an answer or free the window
+
+    # -- callbacks from the loop --------------------------------------------
+
+    def _guarded(self, callback: Any, *args: Any) -> None:
+        """Run a loop callback; an error ends this association, never the event loop."""
+        try:
+            callback(*args)
+        except LoadgenError as exc:
+            self._fail(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must not take the hub down, nor the others
+            error = InternalError(f"unexpected {type(exc).__name__}")
+            if self._state not in (_CONNECTING, _HANDSHAKING):  # _fail says why a handshake failed
+                self._say(ERROR, f"association ended - {error}")
+            try:
+                self._fail(error)
+            except Exception:  # noqa: BLE001 - a bug in the accounting too: still end, alone
+                self._finish(error)
+
+    def _on_readable(self) -> None:
+        engine = self._engine
+        if self._state not in (_HANDSHAKING, _TICKETS, _ESTABLISHED) or engine is None:
+            return
+        tickets = self._state == _TICKETS
+        # One recv per call: the watcher is level-triggered and calls again while more is
+        # queued, and a second recv() would mostly raise BlockingIOError.
+        try:
+            data = self._sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            raise transfer_error(exc, "read") from None
+        self.bytes_received += len(data)
+        if data:
+            engine.receive_data(data)
+        else:
+            engine.receive_eof()
+        try:
+            self._flush()
+        except LoadgenError:
+            if not engine.peer_closed:
+                raise
+            self._out.clear()  # our close_notify in answer to the peer's: it may be gone already
+        while (event := engine.next_event()) is not None:
+            if isinstance(event, DataReceived):
+                self._take_lines(event.data)
+            elif isinstance(event, HandshakeCompleted):
+                self._handshake_completed()
+            elif isinstance(event, CertCheckFailed):
+                self._say(ERROR, f"certificate check failed (verify result {event.code}): {event.description}")
+            elif isinstance(event, ConnectionClosed):
+                self._say(ERROR, "shutdown alert received")
+                raise PeerClosed("shutdown alert received")
+            elif isinstance(event, ConnectionFailed):
+                raise event.error
+        if tickets and self._state == _TICKETS:
+            self._settle(None)  # one chunk of input after the handshake: the tickets
+        elif self._state != _DONE:
+            self._arm()
+
+    def _on_timer(self) -> None:
+        self._timer = None  # spent: _arm() makes the next one
+        now = time.perf_counter()
+        if self._state in (_CONNECTING, _HANDSHAKING) and now >= self._deadline:
+            host, port = self.address
+            if self._state == _CONNECTING:
+                raise ConnectTimeout(f"{host}:{port}: no TCP connection in time")
+            raise HandshakeTimeout("no TLS handshake in time")
+        if self._state == _TICKETS and now >= self._deadline:
+            self._settle(None)
+        elif self._state == _ESTABLISHED and self._tracker is not None:
+            self._send_due(self._tracker, now)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Re-arm the one timer for the next thing due (deadline, ping, ticket wait)."""
+        if self._state in (_CONNECTING, _HANDSHAKING, _TICKETS):
+            self._set_timer(self._deadline)
+        elif self._state == _ESTABLISHED and self._tracker is not None:
+            self._set_timer(self._tracker.get_timer())
+
+    def _fail(self, error: LoadgenError) -> None:
+        """End with ``error``, closing the attempt under way with the same error."""
+        now = time.perf_counter()
+        if self._state in (_CONNECTING, _HANDSHAKING):
             # No socket: counted, and summed up in one line every 10 s (limits.ShortageLog), not one per device.
             self._say(INFO if isinstance(error, SocketsExhausted) else ERROR, f"handshake error - {error}")
-            self._handshake_at = None
-            self._sink.record(Finished(HANDSHAKE, self.target, time.perf_counter() - started, error,
-                                       sent_bytes=sock.bytes_sent, received_bytes=sock.bytes_received))
-            raise error
-        self._established = True
-        self.resumed = sock.session_reused
-        self._say(INFO, "encrypted connection established!" + (" (session resumed)" if self.resumed else ""))
-        self._handshake_at = None
-        self._sink.record(Finished(HANDSHAKE, self.target, time.perf_counter() - started,
-                                   sent_bytes=sock.bytes_sent, received_bytes=sock.bytes_received,
-                                   resumed=self.resumed))
+            self._sink.record(Finished(HANDSHAKE, self.target, now - self._started_at, error,
+                                       sent_bytes=self.bytes_sent, received_bytes=self.bytes_received))
+        elif self._state == _ESTABLISHED and self._tracker is not None:
+            self._tracker.fail(error, now)
+        # A session stays resumable after the peer's close (close_notify or EOF), not after a failure.
+        self._clean = self._engine is not None and self._engine.peer_closed and self._engine.error is None
+        self._finish(error)
 
-    def _ping_loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        tracker = self._tracker = self._ping.workload(self.name, self.target, self._sink, uniform=self._uniform)
-        tracker.start(time.perf_counter())
-        received_before = 0  # the bytes received before the last ping went out: its reply's come after
-        while True:
-            while (payload := tracker.poll(time.perf_counter())) is not None:
-                received_before = self._send_line(sock, tracker, payload)
-            self._sleeper = gevent.getcurrent()
-            try:
-                sock.wait_for_ready_read(max(tracker.get_timer() - time.perf_counter(), 0.0))
-            except _Wake:
-                pass  # a request is queued: poll
-            finally:
-                self._sleeper = None
-            while sock.can_read_line():
-                reply = sock.read_line()[:-1]
-                if not tracker.receive(reply, sock.bytes_received - received_before, time.perf_counter()):
-                    self._say(WARNING, f"unexpected or late reply of {len(reply)} bytes")
-            if sock.bytes_available > MAX_REPLY_LINE:  # a line without an end: do not buffer it all
-                raise self._protocol_violation(f"a reply line over {MAX_REPLY_LINE // 1024} KiB")
-            if sock.state is not State.CONNECTED:
-                self._ended(sock, tracker)
+    def _finish(self, result: LoadgenError | None) -> None:
+        """Send what OpenSSL queued (an alert, our close_notify) if the kernel takes it now, and tear down."""
+        engine, sock = self._engine, self._sock
+        if sock is not None:
+            if engine is not None:
+                self._out += engine.data_to_send()
+            if self._out:
+                try:
+                    self.bytes_sent += sock.send(self._out)
+                except OSError:
+                    pass
+                self._out.clear()
+        self._keep_session()
+        self._settle(result)
+        self._release()
 
-    @staticmethod
-    def _send_line(sock: SslSocket, tracker: Workload, payload: bytes) -> int:
-        """Write one ping as one line; returns the bytes received before it."""
-        if b"\n" in payload:
-            bad = LocalProtocolError("a TLS ping is one line: the payload must not contain a newline")
-            tracker.abandon(bad)
-            raise bad
-        sent_before, received_before = sock.bytes_sent, sock.bytes_received
-        sock.write(payload + b"\n")
-        tracker.sent(sock.bytes_sent - sent_before)
-        return received_before
+    def _settle(self, result: LoadgenError | None) -> None:
+        """The association's outcome is known: report Ended once, stop reading, wake the waiter."""
+        for watcher in (self._reader, self._timer):
+            if watcher is not None:
+                watcher.stop()
+        self._reader = self._timer = None
+        if self._established:
+            self._established = False
+            self._sink.record(Ended(self.target))  # active associations = handshakes - ended
+        self._state = _DONE
+        if not self._done.ready():
+            self._done.set(result)
 
-    def _ended(self, sock: SslSocket, tracker: Workload) -> None:
-        """The link went down under the ping loop: report and raise why."""
-        if self._closed:  # close() from outside (wait() was killed): not an error
-            raise gevent.GreenletExit
-        if sock.peer_closed:
-            self._say(ERROR, "shutdown alert received")
-            error: LoadgenError = PeerClosed("shutdown alert received")
-        else:
-            error = sock.last_error or PeerClosed("connection lost")
-        tracker.fail(error, time.perf_counter())
-        raise error
+    def _keep_session(self) -> None:
+        if self._sessions is not None:
+            engine = self._engine
+            # A session is resumable only after a clean close; otherwise forget it.
+            self._sessions.put(self.session_key, engine.session if self._clean and engine is not None else None)
+            self._sessions = None  # once
 
-    def _protocol_violation(self, what: str) -> ProtocolViolation:
-        """The server broke the line protocol: the ping in flight (if any) fails with the error."""
-        error = ProtocolViolation(what)
-        self._say(ERROR, f"association ended - {error}")
-        self._fail_attempt(error)
-        return error
-
-    def _internal_error(self, exc: Exception) -> InternalError:
-        """A bug met while running this association (never its arguments: they may hold peer
-        bytes): the attempt in flight fails once with ``internal-error``, one line says so."""
-        error = InternalError(f"unexpected {type(exc).__name__}")
-        handshake = self._handshake_at is not None
-        self._say(ERROR, f"{'handshake error' if handshake else 'association ended'} - {error}")
-        self._fail_attempt(error)
-        return error
-
-    def _fail_attempt(self, error: LoadgenError) -> None:
-        """Close the attempt under way (handshake or pings), if any, as failed with ``error``."""
-        started, self._handshake_at = self._handshake_at, None
-        if started is not None:
-            self._sink.record(Finished(HANDSHAKE, self.target, time.perf_counter() - started, error))
-        elif self._tracker is not None:
-            self._tracker.fail(error, time.perf_counter())
-
-    # -- helpers ------------------------------------------------------------
-
-    def _on_state(self, state: State) -> None:
-        if state is State.HANDSHAKING:
-            self._say(INFO, "starting a handshake")
