@@ -41,12 +41,19 @@ def rss_bytes(pid: int | str = "self") -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def wake_ups(pid: int | str = "self") -> int:
+    """The process's voluntary context switches: each is a sleep in the event loop and a wake-up."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--associations", type=int, default=19000)
     parser.add_argument("--ramp-rate", type=float, default=1000.0, help="associations started per second")
     parser.add_argument("--interval", type=float, default=5.0, help="ping interval, seconds")
     parser.add_argument("--hold", type=float, default=30.0, help="seconds to hold every association up")
+    parser.add_argument("--jitter", type=float, default=0.1, help="ping jitter, a fraction of the interval")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -58,7 +65,7 @@ def main() -> int:
     env = Environment()
     env.create_local_runner()
     sink = FanOut([LocustSink(env.events.request, "DTLS"), totals])
-    plan = traffic_plan(PingConfig(interval=args.interval, jitter=0.1, expect=Expect("echo")))
+    plan = traffic_plan(PingConfig(interval=args.interval, jitter=args.jitter, expect=Expect("echo")))
     server = ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex(), "--idle-timeout", "120"])
     with server as address:
         ctx = dtls_contexts.client_context()
@@ -80,7 +87,9 @@ def main() -> int:
             gevent.sleep(0.5)
         ramped = time.perf_counter() - w0
         ramp = totals.roll()  # the hold is counted afresh: RTTs while holding, not while the ramp loads the server
+        hold_cpu, hold_wakes, server_wakes = time.process_time(), wake_ups(), wake_ups(server.pid)
         gevent.sleep(args.hold)
+        hold_wakes, server_wakes = wake_ups() - hold_wakes, wake_ups(server.pid) - server_wakes
         after = rss_bytes()
         server_after = rss_bytes(server.pid)
         c1 = time.process_time()
@@ -103,7 +112,9 @@ def main() -> int:
     print(f"ping RTT during the hold: p50 {p50 * 1000 if p50 else 0:.2f} ms, p99 {p99 * 1000 if p99 else 0:.2f} ms")
     print(f"client memory: {(after - base) / n / 1024:.1f} KiB per association beyond the baseline "
           f"({base / 2**20:.0f} MiB -> {after / 2**20:.0f} MiB)")
-    print(f"client CPU: {c1 - c0:.1f} s over {time.perf_counter() - w0:.1f} s wall")
+    print(f"client CPU: {c1 - c0:.1f} s over {time.perf_counter() - w0:.1f} s wall; during the hold "
+          f"{(c1 - hold_cpu) / max(held, 1) * 1e6:.1f} us per ping ({held / args.hold:.0f} pings/s), "
+          f"{hold_wakes / max(held, 1):.2f} wake-ups per ping (server {server_wakes / max(held, 1):.2f})")
     print(f"server memory: {(server_after - server_base) / n / 1024:.1f} KiB per association "
           f"({server_base / 2**20:.0f} MiB -> {server_after / 2**20:.0f} MiB)")
     print(f"server: {server.summary}")

@@ -16,13 +16,11 @@ greenlet that wants to wait for the association to end.
 from __future__ import annotations
 
 import _socket  # the C socket type: never monkey-patched, no wrapper on the hot path
-import math
 import random
 import time
 from typing import Any
 
 from gevent import get_hub
-from gevent.event import AsyncResult
 
 from loadgen.protocol import dtls_contexts, dtls_factory
 from loadgen.protocol.credentials import Secret
@@ -40,22 +38,13 @@ from loadgen.scenario.model import DtlsConfig
 from loadgen.stats.facts import HANDSHAKE, Ended, Finished, Sink, Started
 from loadgen.traffic.tracker import DEFAULT_PLAN
 from loadgen.traffic.workload import Workload, WorkloadPlan
-from loadgen.transport.base import ERROR, INFO, WARNING, AssociationBase
+from loadgen.transport.base import DONE, ERROR, ESTABLISHED, HANDSHAKING, INFO, NEW, WARNING, AssociationBase
 from loadgen.transport.fds import check_room
 
 _READ = 1  # libev EV_READ
 
-# Association states.
-_NEW, _HANDSHAKING, _ESTABLISHED, _DONE = range(4)
 # Datagrams read after an ICMP error, looking for a close_notify (a socket queue holds a few hundred).
 _DRAIN = 512
-# Timers due further than _COALESCE_BEYOND seconds ahead fire on ticks of _TICK seconds (see _arm):
-# at most 5 ms late, never for a timer due sooner (back-to-back requests, short intervals).
-_TICK = 0.005
-_COALESCE_BEYOND = 0.02
-# Where an unexpected exception was met, for the internal-error message.
-_CALLBACKS = {"_on_readable": "datagram processing", "_on_timer": "a timer step",
-              "_begin_handshake": "the handshake start"}
 
 
 class DtlsAssociation(AssociationBase):
@@ -65,6 +54,9 @@ class DtlsAssociation(AssociationBase):
     greenlet is killed, which closes it with close_notify; attempts under way then
     stay "in flight" in the accounting.
     """
+
+    _CALLBACKS = {"_on_readable": "datagram processing", "_on_timer": "a timer step",
+                  "_begin_handshake": "the handshake start"}
 
     def __init__(
         self,
@@ -89,28 +81,11 @@ class DtlsAssociation(AssociationBase):
         self._sock: Any = None
         self._engine: dtls_factory.ClientEngine | None = None
         self._reader: Any = None
-        self._timer: Any = None
-        self._timer_at = math.inf  # when the running timer fires
-        self._done: AsyncResult = AsyncResult()
-        self._state = _NEW
-        self._handshake_only = False
         self._started_at = self._deadline = 0.0
-        # The pings, once established (one at a time, as Qt's timer-driven client).
-        self._tracker: Workload | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
 
-    @property
-    def pings_sent(self) -> int:
-        """Pings sent so far."""
-        return self._tracker.requests_sent if self._tracker is not None else 0
-
     # -- public -------------------------------------------------------------
-
-    def run(self) -> LoadgenError | None:
-        """Start, then wait until the association ends; returns the error that ended it."""
-        self.start()
-        return self.wait()
 
     def handshake_once(self) -> LoadgenError | None:
         """Connect, handshake, close with close_notify: one handshake's worth of work."""
@@ -119,12 +94,12 @@ class DtlsAssociation(AssociationBase):
 
     def start(self) -> None:
         """Connect the UDP socket and send the ClientHello; returns at once."""
-        if self._state != _NEW:
+        if self._state != NEW:
             raise LocalProtocolError(f"{self.name}: association already started")
         self._say(INFO, "connecting UDP socket first ...")
         # The attempt counts from here: a socket that cannot connect is a failed handshake
         # in the stats (e.g. a source address out of ports), never a silent no-show.
-        self._state = _HANDSHAKING
+        self._state = HANDSHAKING
         self._started_at = time.perf_counter()
         self._sink.record(Started(HANDSHAKE, self.target))
         try:
@@ -135,14 +110,6 @@ class DtlsAssociation(AssociationBase):
         self._reader = get_hub().loop.io(self._sock.fileno(), _READ)
         self._reader.start(self._guarded, self._on_readable)
         self._guarded(self._begin_handshake)
-
-    def wait(self) -> LoadgenError | None:
-        """Block this greenlet until the association ends; closes it on the way out."""
-        try:
-            result: LoadgenError | None = self._done.get()
-            return result
-        finally:
-            self.close()
 
     def close(self) -> None:
         """Stop, send close_notify if established, close the socket. Idempotent."""
@@ -162,18 +129,7 @@ class DtlsAssociation(AssociationBase):
         if not self._done.ready():
             self._done.set(None)
 
-    def wake(self) -> None:
-        """Poll the workload now, from any greenlet (a caller queued a request): what is due goes out."""
-        if self._state == _ESTABLISHED and self._tracker is not None:
-            self._guarded(self._poll_now)
-
     # -- phases -------------------------------------------------------------
-
-    def _poll_now(self) -> None:
-        assert self._tracker is not None
-        self._send_due(self._tracker, time.perf_counter())
-        if self._state == _ESTABLISHED:
-            self._arm()  # a request's deadline may come before the timer running
 
     def _connect(self) -> None:
         host, port = self.address
@@ -217,11 +173,7 @@ class DtlsAssociation(AssociationBase):
         if self._handshake_only:
             self._finish(None)
             return
-        self._state = _ESTABLISHED
-        self._tracker = self._ping.workload(self.name, self.target, self._sink, uniform=self._uniform)
-        now = time.perf_counter()
-        self._tracker.start(now)
-        self._send_due(self._tracker, now)
+        self._start_workload()
 
     def _send_due(self, tracker: Workload, now: float) -> None:
         """Time out what is overdue, send whatever the workload has due (a ping, a CoAP ACK ...)."""
@@ -239,35 +191,14 @@ class DtlsAssociation(AssociationBase):
         now = time.perf_counter()
         if tracker is None or not tracker.receive(reply, size, now):
             self._say(WARNING, f"unexpected or late reply of {len(reply)} bytes")
-        elif self._state == _ESTABLISHED:
+        elif self._state == ESTABLISHED:
             self._send_due(tracker, now)  # the reply may call for an answer (a CoAP ACK) or free the window
 
     # -- callbacks from the loop --------------------------------------------
 
-    def _guarded(self, callback: Any, *args: Any) -> None:
-        """Run a loop callback; an error ends this association, never the event loop."""
-        try:
-            callback(*args)
-        except LoadgenError as exc:
-            self._fail(exc)
-        except Exception as exc:  # noqa: BLE001 - a bug must not take the hub down, nor the others
-            self._internal_error(exc, callback)
-
-    def _internal_error(self, exc: Exception, callback: Any) -> None:
-        """End this association with ``internal-error``: the attempt in flight fails once, one
-        (rate-limited) line says which exception, never its arguments (they may hold peer bytes)."""
-        where = _CALLBACKS.get(getattr(callback, "__name__", ""), "a callback")
-        error = InternalError(f"unexpected {type(exc).__name__} in {where}")
-        if self._state != _HANDSHAKING:  # _fail says why a handshake failed; say it for the rest
-            self._say(ERROR, f"association ended - {error}")
-        try:
-            self._fail(error)
-        except Exception:  # noqa: BLE001 - a bug in the accounting too: still end, alone
-            self._finish(error)
-
     def _on_readable(self) -> None:
         engine = self._engine
-        if self._state not in (_HANDSHAKING, _ESTABLISHED) or engine is None:
+        if self._state not in (HANDSHAKING, ESTABLISHED) or engine is None:
             return
         # One datagram per call: the watcher is level-triggered and calls again while
         # more are queued, and a second recv() would mostly raise BlockingIOError,
@@ -294,7 +225,7 @@ class DtlsAssociation(AssociationBase):
                 raise PeerClosed("shutdown alert received")
             elif isinstance(event, ConnectionFailed):
                 raise event.error
-        if self._state != _DONE:
+        if self._state != DONE:
             self._arm()
 
     def _on_timer(self) -> None:
@@ -302,12 +233,12 @@ class DtlsAssociation(AssociationBase):
         now = time.perf_counter()
         engine = self._engine
         assert engine is not None
-        if self._state == _HANDSHAKING:
+        if self._state == HANDSHAKING:
             if now >= self._deadline or engine.retransmits > self._settings.max_retransmits:
                 raise engine.timeout_error()
             engine.handle_timer(now)
             self._flush()
-        elif self._state == _ESTABLISHED and self._tracker is not None:
+        elif self._state == ESTABLISHED and self._tracker is not None:
             self._send_due(self._tracker, now)
         self._arm()
 
@@ -315,43 +246,24 @@ class DtlsAssociation(AssociationBase):
 
     def _arm(self) -> None:
         """Re-arm the one timer for the next thing due (retransmit, deadline, ping)."""
-        if self._state == _HANDSHAKING:
+        if self._state == HANDSHAKING:
             assert self._engine is not None
             timer = self._engine.get_timer()
-            wake = self._deadline if timer is None else min(self._deadline, timer)
-        elif self._state == _ESTABLISHED and self._tracker is not None:
-            wake = self._tracker.get_timer()
-        else:
-            return
-        if self._timer is not None:
-            if self._timer_at <= wake:
-                # The running timer fires first: _on_timer finds nothing due yet and arms
-                # again. Cheaper than a new timer on every step of a handshake or ping.
-                return
-            self._timer.stop()
-        now = time.perf_counter()
-        if math.isfinite(wake) and wake - now >= _COALESCE_BEYOND:
-            # Rounded up to the next tick: the associations due within one tick fire in one turn
-            # of the loop, and their replies come back together. Thousands pinging spread out
-            # (jitter) otherwise wake the loop once each, and each wake-up costs more than the
-            # ping (2,000 associations at 1/s with 10% jitter: 53 -> 39 us of CPU per ping).
-            wake = math.ceil(wake / _TICK) * _TICK
-        delay = wake - now
-        self._timer = get_hub().loop.timer(max(delay, 0.0) if math.isfinite(delay) else 3600.0)
-        self._timer_at = wake
-        self._timer.start(self._guarded, self._on_timer, update=True)
+            self._set_timer(self._deadline if timer is None else min(self._deadline, timer))
+        elif self._state == ESTABLISHED and self._tracker is not None:
+            self._set_timer(self._tracker.get_timer())
 
     def _fail(self, error: LoadgenError) -> None:
         """End with ``error``, closing the attempt under way with the same error."""
         now = time.perf_counter()
-        if self._state == _HANDSHAKING:
+        if self._state == HANDSHAKING:
             # No socket: counted, and summed up in one line every 10 s (limits.ShortageLog), not one per device.
             self._say(INFO if isinstance(error, SocketsExhausted) else ERROR, f"handshake error - {error}")
             retransmits = self._engine.retransmits if self._engine is not None else 0
             self._sink.record(Finished(HANDSHAKE, self.target, now - self._started_at, error,
                                        sent_bytes=self.bytes_sent, received_bytes=self.bytes_received,
                                        retransmits=retransmits))
-        elif self._state == _ESTABLISHED and self._tracker is not None:
+        elif self._state == ESTABLISHED and self._tracker is not None:
             self._tracker.fail(error, now)
         self._finish(error)
 
@@ -363,9 +275,9 @@ class DtlsAssociation(AssociationBase):
 
     def _mark_done(self) -> None:
         """Enter the final state, once; an association that was up reports that it ended."""
-        if self._state != _DONE and self._engine is not None and self._engine.handshake_done:
+        if self._state != DONE and self._engine is not None and self._engine.handshake_done:
             self._sink.record(Ended(self.target))  # active associations = handshakes - ended
-        self._state = _DONE
+        self._state = DONE
 
     def _stop_watchers(self) -> None:
         for watcher in (self._reader, self._timer):

@@ -25,10 +25,8 @@ import _socket  # the C socket type: never monkey-patched, no wrapper on the hot
 import random
 import time
 from collections.abc import Hashable
-from typing import Any
 
 from gevent import get_hub
-from gevent.event import AsyncResult
 
 from loadgen.protocol.credentials import Secret
 from loadgen.protocol.errors import (
@@ -56,7 +54,17 @@ from loadgen.stats.facts import HANDSHAKE, Ended, Finished, Sink, Started
 from loadgen.traffic.tracker import DEFAULT_PLAN
 from loadgen.traffic.workload import Workload, WorkloadPlan
 from loadgen.transport import ssl_socket
-from loadgen.transport.base import ERROR, INFO, WARNING
+from loadgen.transport.base import (
+    CONNECTING,
+    DONE,
+    ERROR,
+    ESTABLISHED,
+    HANDSHAKING,
+    INFO,
+    NEW,
+    TICKETS,
+    WARNING,
+)
 from loadgen.transport.tcp import connect_failure, resolve, take_lines, transfer_error
 from loadgen.transport.tcp_close import DelayedClose
 from loadgen.transport.tls_stream import TlsStreamIo
@@ -70,9 +78,7 @@ MAX_REPLY_LINE = 128 * 1024
 #: How long a delayed close (output still queued) may take to flush before the socket closes.
 CLOSE_TIMEOUT = 30.0
 _RECV_SIZE = 65536
-_READ, _WRITE = 1, 2  # libev EV_READ, EV_WRITE
-# Association states.
-_NEW, _CONNECTING, _HANDSHAKING, _TICKETS, _ESTABLISHED, _DONE = range(6)
+_READ = 1  # libev EV_READ
 
 
 class TlsAssociation(TlsStreamIo):
@@ -114,21 +120,12 @@ class TlsAssociation(TlsStreamIo):
         self._server_name = server_name
         self._sessions = sessions if context.options.resumption else None
         self._settings = settings
-        self._done: AsyncResult = AsyncResult()
-        self._state = _NEW
-        self._handshake_only = False
         self._started_at = self._deadline = 0.0
         self._established = False
         self._clean = False  # the session may be resumed: the link ended by a close, not a failure
-        self._tracker: Workload | None = None
         self._in = bytearray()  # reply bytes short of a newline
         self._received_before = 0  # bytes received before the last ping went out: its reply's come after
         self.resumed = False
-
-    @property
-    def pings_sent(self) -> int:
-        """Pings sent so far."""
-        return self._tracker.requests_sent if self._tracker is not None else 0
 
     @property
     def session_key(self) -> Hashable:
@@ -137,11 +134,6 @@ class TlsAssociation(TlsStreamIo):
         return host, port, self._server_name
 
     # -- public -------------------------------------------------------------
-
-    def run(self) -> LoadgenError | None:
-        """Start, then wait until the association ends; returns the error that ended it."""
-        self.start()
-        return self.wait()
 
     def handshake_once(self) -> LoadgenError | None:
         """Connect, handshake, close with close_notify: one handshake's worth of work.
@@ -154,9 +146,9 @@ class TlsAssociation(TlsStreamIo):
 
     def start(self) -> None:
         """Resolve (an address literal at once) and begin connecting; returns without waiting."""
-        if self._state != _NEW:
+        if self._state != NEW:
             raise LocalProtocolError(f"{self.name}: association already started")
-        self._state = _CONNECTING
+        self._state = CONNECTING
         self._started_at = time.perf_counter()
         self._deadline = self._started_at + self._settings.handshake_timeout
         self._sink.record(Started(HANDSHAKE, self.target))
@@ -168,21 +160,8 @@ class TlsAssociation(TlsStreamIo):
             self._fail(exc)
             return
         self._guarded(self._connect_next, ConnectionRefused(f"{host}:{port}: no address"))
-        if self._state != _DONE:
+        if self._state != DONE:
             self._arm()
-
-    def wait(self) -> LoadgenError | None:
-        """Block this greenlet until the association ends; closes it on the way out."""
-        try:
-            result: LoadgenError | None = self._done.get()
-            return result
-        finally:
-            self.close()
-
-    def wake(self) -> None:
-        """Poll the workload now, from any greenlet (a caller queued a request): what is due goes out."""
-        if self._state == _ESTABLISHED and self._tracker is not None:
-            self._guarded(self._poll_now)
 
     def close(self) -> None:
         """Close with close_notify, keep the session for resumption, report Ended. Idempotent.
@@ -224,7 +203,7 @@ class TlsAssociation(TlsStreamIo):
             sock.close()
             self._connect_next(connect_failure(code, *self.address))
             return
-        self._state = _HANDSHAKING
+        self._state = HANDSHAKING
         self._say(INFO, "starting a handshake")
         host = self.address[0]
         session = self._sessions.get(self.session_key) if self._sessions is not None else None
@@ -248,22 +227,12 @@ class TlsAssociation(TlsStreamIo):
                                    resumed=self.resumed))
         if self._handshake_only:
             if self._sessions is not None and self._engine.version == "TLSv1.3":
-                self._state = _TICKETS  # the next input (the tickets) or TICKET_WAIT ends it
+                self._state = TICKETS  # the next input (the tickets) or TICKET_WAIT ends it
                 self._deadline = time.perf_counter() + TICKET_WAIT
             else:
                 self._settle(None)
             return
-        self._state = _ESTABLISHED
-        self._tracker = self._ping.workload(self.name, self.target, self._sink, uniform=self._uniform)
-        now = time.perf_counter()
-        self._tracker.start(now)
-        self._send_due(self._tracker, now)
-
-    def _poll_now(self) -> None:
-        assert self._tracker is not None
-        self._send_due(self._tracker, time.perf_counter())
-        if self._state == _ESTABLISHED:
-            self._arm()  # a request's deadline may come before the timer running
+        self._start_workload()
 
     def _send_due(self, tracker: Workload, now: float) -> None:
         """Time out what is overdue, send whatever the workload has due, one line each."""
@@ -289,31 +258,16 @@ class TlsAssociation(TlsStreamIo):
             now = time.perf_counter()
             if tracker is None or not tracker.receive(reply, self.bytes_received - self._received_before, now):
                 self._say(WARNING, f"unexpected or late reply of {len(reply)} bytes")
-            elif self._state == _ESTABLISHED:
+            elif self._state == ESTABLISHED:
                 self._send_due(tracker, now)  # the reply may call for an answer or free the window
 
     # -- callbacks from the loop --------------------------------------------
 
-    def _guarded(self, callback: Any, *args: Any) -> None:
-        """Run a loop callback; an error ends this association, never the event loop."""
-        try:
-            callback(*args)
-        except LoadgenError as exc:
-            self._fail(exc)
-        except Exception as exc:  # noqa: BLE001 - a bug must not take the hub down, nor the others
-            error = InternalError(f"unexpected {type(exc).__name__}")
-            if self._state not in (_CONNECTING, _HANDSHAKING):  # _fail says why a handshake failed
-                self._say(ERROR, f"association ended - {error}")
-            try:
-                self._fail(error)
-            except Exception:  # noqa: BLE001 - a bug in the accounting too: still end, alone
-                self._finish(error)
-
     def _on_readable(self) -> None:
         engine = self._engine
-        if self._state not in (_HANDSHAKING, _TICKETS, _ESTABLISHED) or engine is None:
+        if self._state not in (HANDSHAKING, TICKETS, ESTABLISHED) or engine is None:
             return
-        tickets = self._state == _TICKETS
+        tickets = self._state == TICKETS
         # One recv per call: the watcher is level-triggered and calls again while more is
         # queued, and a second recv() would mostly raise BlockingIOError.
         try:
@@ -345,41 +299,41 @@ class TlsAssociation(TlsStreamIo):
                 raise PeerClosed("shutdown alert received")
             elif isinstance(event, ConnectionFailed):
                 raise event.error
-        if tickets and self._state == _TICKETS:
+        if tickets and self._state == TICKETS:
             self._settle(None)  # one chunk of input after the handshake: the tickets
-        elif self._state != _DONE:
+        elif self._state != DONE:
             self._arm()
 
     def _on_timer(self) -> None:
         self._timer = None  # spent: _arm() makes the next one
         now = time.perf_counter()
-        if self._state in (_CONNECTING, _HANDSHAKING) and now >= self._deadline:
+        if self._state in (CONNECTING, HANDSHAKING) and now >= self._deadline:
             host, port = self.address
-            if self._state == _CONNECTING:
+            if self._state == CONNECTING:
                 raise ConnectTimeout(f"{host}:{port}: no TCP connection in time")
             raise HandshakeTimeout("no TLS handshake in time")
-        if self._state == _TICKETS and now >= self._deadline:
+        if self._state == TICKETS and now >= self._deadline:
             self._settle(None)
-        elif self._state == _ESTABLISHED and self._tracker is not None:
+        elif self._state == ESTABLISHED and self._tracker is not None:
             self._send_due(self._tracker, now)
         self._arm()
 
     def _arm(self) -> None:
         """Re-arm the one timer for the next thing due (deadline, ping, ticket wait)."""
-        if self._state in (_CONNECTING, _HANDSHAKING, _TICKETS):
+        if self._state in (CONNECTING, HANDSHAKING, TICKETS):
             self._set_timer(self._deadline)
-        elif self._state == _ESTABLISHED and self._tracker is not None:
+        elif self._state == ESTABLISHED and self._tracker is not None:
             self._set_timer(self._tracker.get_timer())
 
     def _fail(self, error: LoadgenError) -> None:
         """End with ``error``, closing the attempt under way with the same error."""
         now = time.perf_counter()
-        if self._state in (_CONNECTING, _HANDSHAKING):
+        if self._state in (CONNECTING, HANDSHAKING):
             # No socket: counted, and summed up in one line every 10 s (limits.ShortageLog), not one per device.
             self._say(INFO if isinstance(error, SocketsExhausted) else ERROR, f"handshake error - {error}")
             self._sink.record(Finished(HANDSHAKE, self.target, now - self._started_at, error,
                                        sent_bytes=self.bytes_sent, received_bytes=self.bytes_received))
-        elif self._state == _ESTABLISHED and self._tracker is not None:
+        elif self._state == ESTABLISHED and self._tracker is not None:
             self._tracker.fail(error, now)
         # A session stays resumable after the peer's close (close_notify or EOF), not after a failure.
         self._clean = self._engine is not None and self._engine.peer_closed and self._engine.error is None
@@ -410,7 +364,7 @@ class TlsAssociation(TlsStreamIo):
         if self._established:
             self._established = False
             self._sink.record(Ended(self.target))  # active associations = handshakes - ended
-        self._state = _DONE
+        self._state = DONE
         if not self._done.ready():
             self._done.set(result)
 

@@ -9,8 +9,6 @@ that stops every watcher. The association above it reads, handshakes and keeps t
 from __future__ import annotations
 
 import errno
-import math
-import time
 from typing import Any
 
 from gevent import get_hub
@@ -38,20 +36,12 @@ class TlsStreamIo(AssociationBase):
         self._infos: AddressInfo = []
         self._reader: Any = None
         self._writer: Any = None
-        self._timer: Any = None
-        self._timer_at = math.inf  # when the running timer fires
         self._out = bytearray()  # encrypted bytes the kernel has not taken yet
         self.bytes_sent = 0  # TLS bytes on the wire, both ways
         self.bytes_received = 0
 
-    # The association's: loop callbacks run through _guarded; the connect ends in _on_connected.
-    def _guarded(self, callback: Any, *args: Any) -> None:
-        raise NotImplementedError
-
+    # The association's: the connect ends in _on_connected.
     def _on_connected(self) -> None:
-        raise NotImplementedError
-
-    def _on_timer(self) -> None:
         raise NotImplementedError
 
     def _connect_next(self, error: LoadgenError) -> None:
@@ -90,17 +80,6 @@ class TlsStreamIo(AssociationBase):
             self._writer = None
 
     # -- helpers ------------------------------------------------------------
-
-    def _set_timer(self, wake: float) -> None:
-        """Have the one timer fire at ``wake`` (perf_counter time), unless it fires before anyway."""
-        if self._timer is not None:
-            if self._timer_at <= wake:
-                return  # the running timer fires first and arms again: cheaper than a new timer per step
-            self._timer.stop()
-        delay = wake - time.perf_counter()
-        self._timer = get_hub().loop.timer(max(delay, 0.0) if math.isfinite(delay) else 3600.0)
-        self._timer_at = wake
-        self._timer.start(self._guarded, self._on_timer)
 
     def _flush(self) -> int:
         """Send what the engine produced, queueing what the kernel does not take; returns its size."""
