@@ -18,7 +18,7 @@ from typing import Any
 from loadgen.protocol.errors import ConfigError
 from loadgen.report.charts import chart_assets
 from loadgen.report.header import header, server_line
-from loadgen.report.panels import View, against_load, failures_over_time, over_time
+from loadgen.report.panels import View, against_load, failures_over_time, over_time, panel
 from loadgen.report.params import parameters
 from loadgen.report.svg import bar_chart
 from loadgen.report.tables import (
@@ -83,8 +83,8 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], scenario:
         body += ["<h2>Throughput and latency against offered load</h2>", *load]
     body += ["<h2>Over time</h2>", *over_time(rows, view), "<h2>Errors</h2>", _errors(summary, rows, view)]
     if view.steps:
-        body += ["<h2>Steps</h2>", steps_table(view.steps, view.knee, analysis, view.plain)]
-    body += ["<h2>Per target</h2>", targets_table(summary, view.kinds),
+        body += ["<h2>Steps</h2>", panel("steps", steps_table(view.steps, view.knee, analysis, view.plain))]
+    body += ["<h2>Per target</h2>", panel("targets", targets_table(summary, view.kinds)),
              "<h2>Run parameters</h2>", _parameters(scenario, summary)]
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>loadgen: {escape(name)}</title>'
             f"<style>{_CSS}</style>{chart_assets()}</head><body>{''.join(body)}</body></html>\n")
@@ -98,7 +98,7 @@ def _errors(summary: dict[str, Any], rows: list[dict[str, Any]], view: View) -> 
     if not bars:
         return '<p class="muted">No failed attempts.</p>' + failures_over_time(rows, view)
     chart = bar_chart("Errors by code (whole run)", bars, x_label="failed attempts")
-    return f'<div class="panel" data-panel="errors">{chart}</div>' + failures_over_time(rows, view)
+    return panel("errors", chart) + failures_over_time(rows, view)
 
 
 def _parameters(scenario: dict[str, Any], summary: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ _CSS = """
 .tchart.empty{color:#888;border:1px dashed #ccc;padding:12px}
 @media print{.tchart .uplot,.tchart .u-wrap{width:100%!important;height:auto!important}
 .tchart canvas{width:100%!important;height:auto!important;position:static!important}
-.tchart .u-over,.tchart .u-under{display:none}}
+.tchart .u-over,.tchart .u-under,.tchart .u-legend .u-value{display:none}}
 """
 
 # Draws every .tchart of the page from its JSON. Values arrive rounded; the read-out shows them

@@ -129,12 +129,13 @@ def against_load(rows: list[dict[str, Any]], view: View, unit: str) -> list[str]
     if view.levels < 2:
         return []
     if not view.steps:
-        return [_panel("throughput-vs-load", _mean_at_each_level(rows, view))]
-    return [_panel("throughput-vs-load", _throughput_per_step(view, unit)),
-            _panel("latency-per-step", _latency_per_step(view))]
+        return [panel("throughput-vs-load", _mean_at_each_level(rows, view))]
+    return [panel("throughput-vs-load", _throughput_per_step(view, unit)),
+            panel("latency-per-step", _latency_per_step(view))]
 
 
-def _panel(name: str, html: str) -> str:
+def panel(name: str, html: str) -> str:
+    """``html`` in a block named ``name`` (``data-panel``: what tests and styles find a panel by)."""
     return f'<div class="panel" data-panel="{name}">{html}</div>'
 
 
