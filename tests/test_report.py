@@ -163,6 +163,10 @@ def test_run_parameters_are_what_differs_from_the_defaults() -> None:
     # Unset fields (the null tls paths, unset thresholds, defaults) are left out.
     assert not any(k.startswith(("tls.", "coap.", "reconnect.", "outputs.")) for k in rows), rows
     assert "thresholds.error_ratio" not in rows and "dtls.handshake_timeout" not in rows
+    # A section the run did not use is left out, set or not: dtls with only TLS targets, ping in a churn run.
+    tls_only = dict(saved, targets=[t for t in saved["targets"] if t["protocol"] == "tls"])
+    assert not [k for k, _ in parameters(tls_only) if k.startswith("dtls.")]
+    assert [k for k, _ in parameters(saved, churn=True) if k.startswith("ping.")] == []
     # A ping timeout left out is the interval: not a difference either.
     plain = parse_scenario(scenario("name: p\nclients: {count: 1, spawn_rate: 1}\nrun_time: 5s\n"
                                     "ping: {interval: 1s}\n"), "p.yaml")

@@ -85,7 +85,7 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], scenario:
     if view.steps:
         body += ["<h2>Steps</h2>", panel("steps", steps_table(view.steps, view.knee, analysis, view.plain))]
     body += ["<h2>Per target</h2>", panel("targets", targets_table(summary, view.kinds)),
-             "<h2>Run parameters</h2>", _parameters(scenario, summary)]
+             "<h2>Run parameters</h2>", _parameters(scenario, summary, view)]
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>loadgen: {escape(name)}</title>'
             f"<style>{_CSS}</style>{chart_assets()}</head><body>{''.join(body)}</body></html>\n")
 
@@ -101,8 +101,8 @@ def _errors(summary: dict[str, Any], rows: list[dict[str, Any]], view: View) -> 
     return panel("errors", chart) + failures_over_time(rows, view)
 
 
-def _parameters(scenario: dict[str, Any], summary: dict[str, Any]) -> str:
-    rows = [[escape(k), escape(v)] for k, v in parameters(scenario)]
+def _parameters(scenario: dict[str, Any], summary: dict[str, Any], view: View) -> str:
+    rows = [[escape(k), escape(v)] for k, v in parameters(scenario, view.churn)]
     if server := server_line(summary):
         rows.append(["built-in server", escape(server)])
     return table(["parameter", "value"], rows, left=True) if rows else '<p class="muted">not recorded</p>'

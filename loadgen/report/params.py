@@ -23,10 +23,26 @@ _SECONDS = {"run_time", "interval", "timeout", "delay", "duration", "handshake_t
 _DERIVED: dict[tuple[type, str], str] = {(PingConfig, "timeout"): "interval"}
 
 
-def parameters(scenario: dict[str, Any]) -> list[tuple[str, str]]:
+def parameters(scenario: dict[str, Any], churn: bool = False) -> list[tuple[str, str]]:
     """``(name, value)`` rows, names as the YAML spells them (``ping.interval``, ``requests[0].name``):
-    required fields always, others only where they differ from the defaults."""
-    return _differences(Scenario, scenario, "")
+    required fields always, others only where they differ from the defaults; none of a section the
+    run did not use (``tls`` without TLS targets, ``dtls`` with only TLS ones, ``coap`` without CoAP
+    requests, ``ping`` in a ``churn`` run, whose clients only handshake)."""
+    unused = _unused_sections(scenario, churn)
+    return [(name, value) for name, value in _differences(Scenario, scenario, "")
+            if name.split(".", 1)[0] not in unused]
+
+
+def _unused_sections(scenario: dict[str, Any], churn: bool) -> set[str]:
+    protocols = {str(t.get("protocol", "dtls")) for t in scenario.get("targets") or []} or {"dtls"}
+    steps = [*(scenario.get("requests") or []),
+             *(step for group in scenario.get("devices") or [] for step in group.get("requests") or [])]
+    unused = {section for section in ("dtls", "tls") if section not in protocols}
+    if not any(step.get("coap") for step in steps):
+        unused.add("coap")
+    if churn:
+        unused.add("ping")
+    return unused
 
 
 def _differences(cls: type, data: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
