@@ -203,6 +203,12 @@ def test_time_chart_embeds_its_data_and_escapes_labels() -> None:
     uneven = json.loads(time_chart("t", "", [0, 1, 5], [("a", [1, 2, 3])]).split('json">')[1].split("</script>")[0])
     assert uneven["x"] == [0, 1, 5]
     assert "no data" in time_chart("t", "", [0, 1], [("a", [None, None])])
+    # Runs of different lengths overlaid (compare.html): the shorter ends early.
+    overlaid = json.loads(time_chart("t", "", [0, 1, 2], [("a", [1, 2, 3]), ("b", [5])]).split('json">')[1]
+                          .split("</script>")[0])
+    assert overlaid["series"][1]["values"] == [5, None, None]
+    with pytest.raises(ValueError, match="more values than x"):
+        time_chart("t", "", [0], [("a", [1, 2])])
     assert "uPlot" in chart_assets() and "@media print" in chart_assets()
 
 

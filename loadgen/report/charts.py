@@ -91,8 +91,9 @@ def time_chart(title: str, unit: str, x: Sequence[float], series: Sequence[tuple
     """One interactive chart of several series over a shared x axis, as an HTML block.
 
     - ``title``: shown above the chart; ``unit``: the y axis label and the read-out's unit ("ms", "/s").
-    - ``x``: the x values (seconds into the run), ascending; ``series``: ``(label, values)`` pairs, each
-      ``values`` as long as ``x``, None where a series has no value (drawn as a gap).
+    - ``x``: the x values (seconds into the run), ascending; ``series``: ``(label, values)`` pairs, ``values[i]``
+      at ``x[i]``, None where a series has no value (drawn as a gap); a series shorter than ``x`` ends early
+      (runs of different lengths overlaid on the longest one's seconds), a longer one is a ValueError.
     - ``log``: a logarithmic y axis (values <= 0 become gaps); ``dashed``: labels of series drawn dashed;
       ``bands``: ``(x0, x1, label)`` ranges shaded behind the series (steps); ``x_label``: the x axis
       label; ``panel``: the block's ``data-panel`` name (what tests and styles find it by).
@@ -101,7 +102,9 @@ def time_chart(title: str, unit: str, x: Sequence[float], series: Sequence[tuple
     needs no more, and an hour of seconds stays small.
     """
     attr = f' data-panel="{escape(panel)}"' if panel else ""
-    columns = [(label, [_value(v, log) for v in values]) for label, values in series]
+    if any(len(values) > len(x) for _, values in series):
+        raise ValueError(f"{title}: a series has more values than x")
+    columns = [(label, [_value(v, log) for v in values] + [None] * (len(x) - len(values))) for label, values in series]
     if not x or not any(v is not None for _, values in columns for v in values):
         return f'<div class="tchart empty"{attr}><b>{escape(title)}</b>: no data</div>'
     spec: dict[str, Any] = {"title": title, "unit": unit, "xlabel": x_label, "log": log, **_x_axis(x),
