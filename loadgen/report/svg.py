@@ -1,7 +1,8 @@
-"""Small inline-SVG charts for the HTML report: lines (linear or log y) and horizontal bars.
+"""Small inline-SVG charts: lines (linear or log y) and horizontal bars.
 
-No JavaScript and no external assets: the report must be one file that renders
-anywhere, offline. Every data point carries a ``<title>`` so hovering shows its value.
+For what is not a time series (the report's per-step and error charts, and the web UI's
+live page): no script needed, every data point carries a ``<title>`` so hovering shows its
+value. Time series are :mod:`loadgen.report.charts`' interactive charts.
 """
 
 from __future__ import annotations
@@ -79,9 +80,8 @@ def fmt(value: float) -> str:
 
 
 def line_chart(title: str, series: list[Series], *, x_label: str, y_label: str, log_y: bool = False,
-               vlines: list[tuple[float, str]] | None = None, bands: list[tuple[float, float, str]] | None = None,
-               chart: Chart | None = None) -> str:
-    """An SVG line chart; ``vlines`` mark x positions (e.g. the knee), ``bands`` shade x ranges (steps)."""
+               vlines: list[tuple[float, str]] | None = None, chart: Chart | None = None) -> str:
+    """An SVG line chart; ``vlines`` mark x positions (e.g. the knee)."""
     c = chart or Chart()
     legend_rows = len({y for _, y in _legend_layout(c, [s.name for s in series])})
     if legend_rows > 1:  # make room under the title for a wrapped legend
@@ -99,11 +99,6 @@ def line_chart(title: str, series: list[Series], *, x_label: str, y_label: str, 
         return c.left + c.plot_w * (v - x_lo) / (x_hi - x_lo)
 
     parts = [_open(title, c)]
-    for x0, x1, label in bands or []:
-        a, b = xpos(max(x0, x_lo)), xpos(min(x1, x_hi))
-        if b > a:
-            parts.append(f'<rect class="band" x="{a:.1f}" y="{c.top}" width="{b - a:.1f}" height="{c.plot_h}" '
-                         f'fill="#000" fill-opacity="0.035"><title>{escape(label)}</title></rect>')
     parts.append(_axes(c, [(xpos(t), fmt(t)) for t in nice_ticks(x_lo, x_hi, 8) if x_lo <= t <= x_hi],
                        [(ypos(t), fmt(t)) for t in yticks], x_label, y_label))
     for i, s in enumerate(series):

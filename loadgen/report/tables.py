@@ -5,6 +5,7 @@ They read the JSON summary only (:func:`summary_kinds` says where each kind's fi
 
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Any
 
@@ -38,13 +39,16 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else escape(str(value))
 
 
-def table(head: list[str], rows: list[list[Any]], classes: list[str] | None = None) -> str:
-    """An HTML table; ``str`` cells are HTML already (escape them), others are numbers."""
-    out = ["<table><tr>", *(f'<th class="{"l" if i == 0 else ""}">{escape(h)}</th>' for i, h in enumerate(head)),
-           "</tr>"]
+def table(head: list[str], rows: list[list[Any]], classes: list[str] | None = None, *, left: bool = False) -> str:
+    """An HTML table; ``str`` cells are HTML already (escape them), others are numbers. The first
+    column is aligned left, every column with ``left``."""
+    def align(i: int) -> str:
+        return "l" if left or i == 0 else ""
+
+    out = ["<table><tr>", *(f'<th class="{align(i)}">{escape(h)}</th>' for i, h in enumerate(head)), "</tr>"]
     for n, row in enumerate(rows):
         cls = f' class="{classes[n]}"' if classes and classes[n] else ""
-        out.append(f"<tr{cls}>" + "".join(f'<td class="{"l" if i == 0 else ""}">{v if isinstance(v, str) else _num(v)}'
+        out.append(f"<tr{cls}>" + "".join(f'<td class="{align(i)}">{v if isinstance(v, str) else _num(v)}'
                                           "</td>" for i, v in enumerate(row)) + "</tr>")
     out.append("</table>")
     return "".join(out)
@@ -71,34 +75,64 @@ def _threshold_number(value: float | None) -> str:
 
 
 def steps_table(steps: list[dict[str, Any]], knee: dict[str, Any], analysis: dict[str, Any], plain: bool) -> str:
-    """One row per step; a run of request steps shows all its requests where a plain run shows pings."""
+    """One row per step; a run of request steps shows all its requests where a plain run shows pings, a
+    churn run neither. Health reasons are short tags, each with its sentence on hover."""
     health = {h["step"]: h for h in knee.get("health") or []}
-    what = ("pings/s", "ping p95 ms", "ping p99 ms") if plain else ("requests/s", "req p95 ms", "req p99 ms")
+    churn = analysis.get("workload") == "churn"
+    what = [] if churn else ["pings/s", "ping p95 ms", "ping p99 ms"] if plain else [
+        "requests/s", "req p95 ms", "req p99 ms"]
     head = ["step", "clients", "measured s", f"offered {analysis.get('unit', '/s')}", "throughput", "handshakes/s",
-            "hs p95 ms", "hs p99 ms", *what, "errors", "loss", "CPU %", "health"]
+            "hs p95 ms", "hs p99 ms", *what, "errors", *([] if churn else ["loss"]), "CPU %", "health"]
     rows, classes = [], []
     for s in steps:
-        h = health.get(s["index"], {})
+        pings = [] if churn else [s["ping"]["rate"], s["ping"]["p95_ms"], s["ping"]["p99_ms"]]
+        loss = [] if churn else [_ratio(s["loss_ratio"])]
         rows.append([str(s["index"]), s["clients"], s["seconds"], s.get("offered_rate"), s["throughput"],
-                     s["handshake"]["rate"], s["handshake"]["p95_ms"], s["handshake"]["p99_ms"], s["ping"]["rate"],
-                     s["ping"]["p95_ms"], s["ping"]["p99_ms"],
-                     "-" if s["error_ratio"] is None else f"{s['error_ratio']:.2%}",
-                     "-" if s["loss_ratio"] is None else f"{s['loss_ratio']:.2%}", s["cpu_max"],
-                     escape("ok" if h.get("healthy") else "; ".join(h.get("reasons") or []) or "-")])
+                     s["handshake"]["rate"], s["handshake"]["p95_ms"], s["handshake"]["p99_ms"], *pings,
+                     _ratio(s["error_ratio"]), *loss, s["cpu_max"], _health(health.get(s["index"], {}))])
         classes.append("knee" if s["index"] == knee.get("knee_step") else "")
     return table(head, rows, classes)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+#: Short tags for the knee analysis' reasons (loadgen.capacity.knee), first match wins.
+_TAGS = ((re.compile(r"^handshake (p\d+)"), r"hs \1"), (re.compile(r"^(ping p\d+)"), r"\1"),
+         (re.compile(r"^errors"), "errors"), (re.compile(r"^ping loss"), "loss"),
+         (re.compile(r"^throughput stopped growing"), "no growth"), (re.compile(r"fell behind"), "behind offered"))
+
+
+def reason_tag(reason: str) -> str:
+    """A health reason's short tag ("hs p95", "no growth"); its first word for one not known here."""
+    for pattern, tag in _TAGS:
+        if match := pattern.search(reason):
+            return match.expand(tag)
+    return reason.split(" ", 1)[0]
+
+
+def _health(h: dict[str, Any]) -> str:
+    if h.get("healthy"):
+        return "ok"
+    tags = [f'<span class="tag" title="{escape(r, quote=True)}">{escape(reason_tag(r))}</span>'
+            for r in h.get("reasons") or []]
+    return " ".join(tags) or "-"
 
 
 def _codes(counts: dict[str, int], empty: str = "none") -> str:
     return escape(", ".join(f"{code} {n}" for code, n in sorted(counts.items())) or empty)
 
 
-def targets_table(summary: dict[str, Any]) -> str:
+def targets_table(summary: dict[str, Any], kinds: tuple[str, ...]) -> str:
+    """Each target's row per kind of ``kinds`` (those the report shows) that it counted."""
     head = ["target", "kind", "attempted", "completed", "failed", "retransmits", "p50 ms", "p95 ms", "p99 ms",
             "p99.9 ms", "max ms", "errors", "active"]
     rows = []
     for target, data in sorted((summary.get("targets") or {}).items()):
         for kind, d in summary_kinds(data).items():
+            if kind not in kinds:
+                continue
             lat = timing(d)
             rows.append([escape(target), escape(kind_label(kind)), d["attempted"], d["completed"], d["failed"],
                          d["retransmits"], lat.get("p50"), lat.get("p95"), lat.get("p99"), lat.get("p99.9"),

@@ -324,19 +324,21 @@ class Scenario:
 
     def redacted(self) -> dict[str, Any]:
         """The scenario as JSON-ready plain data, every secret replaced by ``<redacted>``."""
-        plain: dict[str, Any] = _plain(self)
+        plain: dict[str, Any] = plain_data(self)
         return plain
 
 
-def _plain(value: Any) -> Any:
+def plain_data(value: Any) -> Any:
+    """A model value as JSON-ready plain data (what ``scenario.json`` holds), every secret replaced by
+    ``<redacted>``: dataclasses as dicts, tuples as lists, paths as text, bytes as hex, patterns as text."""
     if isinstance(value, Secret | KeyStore):
         return REDACTED
     if isinstance(value, PskConfig):
         return value.redacted()
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: plain_data(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, bytes):
