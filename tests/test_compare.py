@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +157,8 @@ def compare_cli(procs: Procs, *args: object) -> tuple[int, str, str]:
 
 @pytest.mark.timeout(180)
 def test_compare_flags_the_throttled_run(runs: Runs, procs: Procs, tmp_path: Path) -> None:
-    status, out, err = compare_cli(procs, runs.fast, runs.slow, "--out", tmp_path / "out")
+    status, out, err = compare_cli(procs, runs.fast, runs.slow, "--out", tmp_path / "out",
+                                   "--junit", tmp_path / "compare.xml")
     assert status == 1, out + err
     assert "Traceback" not in err, err
     row = next(line for line in out.splitlines() if line.startswith("ref ") and " ping " in line
@@ -174,6 +176,14 @@ def test_compare_flags_the_throttled_run(runs: Runs, procs: Procs, tmp_path: Pat
     assert ping["values"][0] == pytest.approx(summary["ping"]["completed"] / summary["elapsed_s"])
     assert rows[("ref", "ping", "p99")]["values"][0] == pytest.approx(summary["ping"]["latency_ms"]["p99"])
     assert rows[("ref", "ping", "errors")]["regression"], rows[("ref", "ping", "errors")]
+    # JUnit: a case per compared figure, the regressions failed (and only those).
+    suite = ET.parse(tmp_path / "compare.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "loadgen compare"
+    failed = {case.get("name"): case.find("failure") for case in suite if case.find("failure") is not None}
+    flagged = [f for f in data["figures"] if f["regression"]]
+    assert suite.get("failures") == str(len(failed)) == str(len(flagged)) and int(suite.get("tests") or 0) > 10
+    failure = failed["ping throughput [ref] B vs A"]
+    assert failure is not None and "worse than 10%" in (failure.get("message") or ""), failure.attrib
     html = (tmp_path / "out" / "compare.html").read_text()
     assert "REGRESSION" in html and "<svg" in html and "<script" not in html
     # The throttled run as the baseline: its ping throughput is what got better.
@@ -185,15 +195,17 @@ def test_compare_flags_the_throttled_run(runs: Runs, procs: Procs, tmp_path: Pat
 
 
 @pytest.mark.timeout(120)
-def test_a_run_compared_with_itself_has_no_regression(runs: Runs, procs: Procs) -> None:
-    status, out, err = compare_cli(procs, runs.fast, runs.fast)
+def test_a_run_compared_with_itself_has_no_regression(runs: Runs, procs: Procs, tmp_path: Path) -> None:
+    status, out, err = compare_cli(procs, runs.fast, runs.fast, "--junit", tmp_path / "self.xml")
     assert status == 0, out + err
     assert "loadgen: compare: no regression" in out and "REGRESSION" not in out, out
     (written,) = (runs.fast.parent).glob("compare-*")  # the default: next to the first run
-    assert f"loadgen: written {written / 'compare.json'}, {written / 'compare.html'}" in out
+    assert f"loadgen: written {written / 'compare.json'}, {written / 'compare.html'}, {tmp_path / 'self.xml'}" in out
     data = json.loads((written / "compare.json").read_text())
     assert not data["regression"] and all(d is None or d["change"] == 0 for f in data["figures"]
                                           for d in f["deltas"]), data
+    junit = ET.parse(tmp_path / "self.xml").getroot()
+    assert junit.get("failures") == "0" and int(junit.get("tests") or 0) > 10, ET.tostring(junit)[:500]
 
 
 @pytest.mark.timeout(120)
