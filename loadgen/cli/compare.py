@@ -76,7 +76,7 @@ def compare_command(args: argparse.Namespace) -> int:
 def _default_out(first: Path) -> Path:
     """``compare-<UTC time>/`` next to the first run (under results/ as runs are), never an existing one."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    base = first.resolve().parent / f"compare-{stamp}"
+    base = (first.parent if first.name else first.resolve().parent) / f"compare-{stamp}"
     out, n = base, 1
     while out.exists():
         n += 1

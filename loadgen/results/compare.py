@@ -105,8 +105,12 @@ class Figure:
     @property
     def heading(self) -> str:
         """The figure with its unit, as a table's row names it: ``p99 ms``, ``throughput per s``, ``errors``."""
-        unit = {"ratio": "", "count": "", "clients": "", "/s": " per s"}.get(self.unit, f" {self.unit}")
-        return self.name + unit
+        return self.name + (" per s" if self.unit == "/s" else self.suffix)
+
+    @property
+    def suffix(self) -> str:
+        """The unit after a value: `` ms``, ``/s``; none for ratios (shown as %) and counts."""
+        return "" if self.unit in ("ratio", "count", "clients") else "/s" if self.unit == "/s" else f" {self.unit}"
 
     @property
     def title(self) -> str:
@@ -268,6 +272,9 @@ def _notes(runs: Sequence[SavedRun], measured: list[Measured]) -> list[str]:
     scenarios = [r.scenario for r in runs]
     if len(set(scenarios)) > 1:
         notes.append("different scenarios: " + ", ".join(f"{label(i)} {s}" for i, s in enumerate(scenarios)))
+    stepped = [label(i) for i, m in enumerate(measured) if (RUN, "", "knee clients") in m]
+    if stepped and len(stepped) < len(runs):
+        notes.append(f"knee and sustainable capacity only of the stepped runs: {', '.join(stepped)}")
     pairs = {(t, k) for m in measured for t, k, _ in m if t != RUN}
     for target, kind in sorted(pairs):
         missing = [label(i) for i, m in enumerate(measured) if (target, kind, "throughput") not in m]

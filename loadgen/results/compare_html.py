@@ -1,16 +1,17 @@
 """``compare.html``: one self-contained page (inline SVG, no scripts, no links out) of a comparison:
 the runs, the verdict, the figures side by side with their deltas, the runs' time series overlaid.
 
-The charts are the report's (:mod:`loadgen.report.svg`), drawn in :func:`overlay_charts` alone, so
-the page follows the report when its charts change.
+The charts are the report's (:mod:`loadgen.report.svg`), drawn by :func:`draw_chart` alone, so the
+page follows the report when its charts change.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from html import escape
 from typing import Any
 
-from loadgen.report.svg import PALETTE, Series, line_chart
+from loadgen.report.svg import Series, line_chart
 from loadgen.results.compare import Comparison, Figure, SavedRun, label, show, show_delta
 from loadgen.stats.facts import is_notification, plural
 
@@ -26,32 +27,42 @@ font-weight:bold} .muted{color:#777} svg.chart{display:block;margin:10px 0;max-w
 """
 
 
+def draw_chart(title: str, unit: str, x: list[float], series: list[tuple[str, list[float | None]]],
+               log: bool = False) -> str:
+    """The page's one chart call: ``series`` (label, values aligned with ``x``; None is a gap) over the
+    seconds ``x``, the baseline solid, later runs dashed. The arguments are those of
+    ``loadgen.report.charts.time_chart`` (interactive, on branch i-report), to switch to at the merge."""
+    lines = [Series(name, list(zip(x, values, strict=True)), dashed=i > 0, markers=False)
+             for i, (name, values) in enumerate(series)]
+    y_label = {"/s": "per second", "ms": "ms (log)" if log else "ms"}.get(unit, unit)
+    return line_chart(title, lines, x_label="seconds since the run's start", y_label=y_label, log_y=log)
+
+
 def overlay_charts(runs: tuple[SavedRun, ...]) -> list[str]:
-    """The runs' per-second series drawn over each other: throughput and p99 per kind, active associations.
-    Every chart call of the page is here (the report's chart code may change under it)."""
-    rows = [r.stats.rows() for r in runs]
+    """The runs' per-second series drawn over each other: throughput and p99 per kind, active associations."""
+    rows = [{row["second"]: row for row in r.stats.rows()} for r in runs]
+    x = sorted({second for by_second in rows for second in by_second})
     kinds = list(dict.fromkeys(kind for r in runs for kind in r.stats.kind_names))
-    colors = [PALETTE[i % len(PALETTE)] for i in range(len(runs))]
 
-    def overlay(title: str, y_label: str, value: Any, *, log_y: bool = False, whole: bool = False) -> str:
-        series = [Series(f"{label(i)} {name}", [(row["second"], value(row)) for row in run_rows
-                                                 if not whole or row["duration"] >= 0.5],
-                         color=colors[i], dashed=i > 0, markers=False)
-                  for i, (run_rows, name) in enumerate(zip(rows, (r.scenario for r in runs), strict=True))]
-        return line_chart(title, series, x_label="seconds since the run's start", y_label=y_label, log_y=log_y)
+    def overlay(title: str, unit: str, value: Callable[[dict[str, Any]], float | None], log: bool = False) -> str:
+        series = [(f"{label(i)} {run.scenario}", [value(by_second[s]) if s in by_second else None for s in x])
+                  for i, (run, by_second) in enumerate(zip(runs, rows, strict=True))]
+        return draw_chart(title, unit, [float(s) for s in x], series, log)
 
-    def rate(kind: str) -> Any:
-        return lambda row: row["kinds"][kind]["completed"] / row["duration"] if kind in row["kinds"] else None
+    def rate(kind: str) -> Callable[[dict[str, Any]], float | None]:
+        # A second's last fraction (the run's end) is not a rate worth drawing.
+        return lambda row: (row["kinds"][kind]["completed"] / row["duration"]
+                            if kind in row["kinds"] and row["duration"] >= 0.5 else None)
 
-    def p99(kind: str) -> Any:
+    def p99(kind: str) -> Callable[[dict[str, Any]], float | None]:
         return lambda row: row["kinds"][kind]["p99"] if kind in row["kinds"] else None
 
     charts = []
     for kind in kinds:
         what = "interval between notifications" if is_notification(kind) else "latency"
-        charts += [overlay(f"{plural(kind)} completed per second", "per second", rate(kind), whole=True),
-                   overlay(f"{kind} p99 {what} per second", "ms (log)", p99(kind), log_y=True)]
-    charts.append(overlay("Active associations", "count", value=lambda row: row["active"]))
+        charts += [overlay(f"{plural(kind)} completed per second", "/s", rate(kind)),
+                   overlay(f"{kind} p99 {what} per second", "ms", p99(kind), log=True)]
+    charts.append(overlay("Active associations", "count", lambda row: float(row["active"])))
     return charts
 
 

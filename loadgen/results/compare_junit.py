@@ -19,7 +19,7 @@ def compare_cases(comparison: Comparison) -> list[Case]:
         for i, (value, delta) in enumerate(zip(figure.values[1:], figure.deltas, strict=True), 1):
             if delta is None:
                 continue
-            moved = f"{base} -> {show(value, figure.unit)} {figure.unit}, {show_delta(delta, figure.unit)}"
+            moved = f"{base} -> {show(value, figure.unit)}{figure.suffix}, {show_delta(delta, figure.unit)}"
             failure = (f"{figure.title}: {moved}, worse than {comparison.max_regression:.0%}"
                        if delta.regression else None)
             detail = f"A = {comparison.runs[0].label}, {label(i)} = {comparison.runs[i].label}: {moved}"
