@@ -38,11 +38,11 @@ def _stats(path: Path, data: Any) -> RunStats:
     for (kind, target), cell in stats.totals.items():
         try:
             cell.hist()
-        except Exception as exc:  # noqa: BLE001 - hdrh raises its own classes (HdrLengthException, zlib.error, ...)
+        except Exception as exc:  # hdrh raises its own classes (HdrLengthException, zlib.error, ...)
             raise ConfigError(f"{path}: the histogram of {kind} [{target}] is corrupt: {exc}") from None
     try:
         stats.rows()  # the per-second histograms too (the charts read them); their figures stay cached
-    except Exception as exc:  # noqa: BLE001 - as above
+    except Exception as exc:  # as above
         raise ConfigError(f"{path}: a per-second histogram is corrupt: {exc}") from None
     return stats
 
