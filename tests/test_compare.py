@@ -99,6 +99,21 @@ def test_a_run_compared_with_itself_and_the_knee_of_stepped_runs() -> None:
     assert [f.title for f in knee.regressions] == ["knee clients", "sustainable capacity"], knee.verdict
 
 
+def test_targets_by_name_all_targets_and_one_target_each_under_other_names() -> None:
+    two = saved("A", {("ping", "gw1"): cell([1000] * 10), ("ping", "gw2"): cell([3000] * 10)})
+    one = saved("B", {("ping", "gw1"): cell([1000] * 10)})
+    result = compare([two, one])
+    assert figure(result, "ping", "p50", target="all targets").values == (1.0, 1.0)  # 1 ms is the median of both
+    assert figure(result, "ping", "throughput", target="all targets").regressed  # gw2's pings are missing
+    gw2 = figure(result, "ping", "throughput", target="gw2")
+    assert gw2.values == (1.0, None) and gw2.deltas == (None,) and not gw2.regressed
+    assert "ping [gw2] is not in run B" in result.notes, result.notes
+    # One target in each run, named differently (the built-in server against a real one): compared.
+    paired = compare([saved("A", {("ping", "builtin"): cell([1000])}), saved("B", {("ping", "ref"): cell([2000])})])
+    assert figure(paired, "ping", "p50", target="builtin").values == (1.0, 2.0)
+    assert "one target per run, compared with each other: A builtin, B ref" in paired.notes
+
+
 def test_judge_needs_both_values_and_knows_no_direction_for_informational_figures() -> None:
     assert judge(M(None), M(1.0), "up", 0.1) is None
     informational = judge(M(10.0), M(100.0), "none", 0.1)

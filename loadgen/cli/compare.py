@@ -34,11 +34,11 @@ def add_compare_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     """The ``compare`` subcommand."""
     cmp = sub.add_parser(
         "compare", help="compare saved runs against the first: regressions in latency, throughput, errors",
-        description="Compare runs (results/<run-id> directories) against the first, the baseline: per target and "
-                    "kind, throughput, p50..max latency (from the saved HDR histograms), error ratio by code, "
-                    "retransmissions; peak active associations; for stepped runs the knee and sustainable "
-                    "capacity. Prints a table, writes compare.json and compare.html. Exit 1 when a later run "
-                    "regressed, 0 when none did, 2 when a directory is unusable.")
+        description="Compare runs (results/<run-id> directories) against the first, the baseline: per target\n"
+                    "and kind, throughput, p50..max latency (from the saved HDR histograms), error ratio by code,\n"
+                    "retransmissions; peak active associations; for stepped runs the knee and sustainable capacity.\n"
+                    "Prints a table, writes compare.json and compare.html. Exit 1 when a later run regressed,\n"
+                    "0 when none did, 2 when a directory is unusable.")
     cmp.add_argument("runs", nargs="+", metavar="RUN", help="run directories, the baseline first")
     cmp.add_argument("--max-regression", type=percent, default=DEFAULT_MAX_REGRESSION, metavar="PCT",
                      help="a figure worse than the baseline by more than PCT percent (and by more than the "
