@@ -81,6 +81,10 @@ def test_worse_by_more_than_max_regression_in_its_worse_direction() -> None:
     assert timeouts.deltas[0] is not None and timeouts.deltas[0].ratio is None  # new: no percentage of zero
     # The other way round every move is an improvement: nothing flagged.
     assert not compare([slower_fewer, base]).regressions
+    # Three runs: each later one against the baseline, the verdict names the one that regressed.
+    three = compare([base, base, slower_fewer])
+    assert [d is not None and d.regression for d in figure(three, "ping", "throughput").deltas] == [False, True]
+    assert "ping throughput [ref] C -10 (-50.0%)" in three.verdict and " B " not in three.verdict, three.verdict
     # Within --max-regression: 1000 -> 1050 us is +5%, beyond the resolution but not worse than 10%.
     assert not figure(compare([base, saved("C", {("ping", "ref"): cell([1050] * 200)})]), "ping", "p99").regressed
 
