@@ -244,4 +244,8 @@ def test_unusable_input_exits_2_naming_the_directory(runs: Runs, procs: Procs, t
     assert status == 2 and str(corrupt / "summary.json") in err and "Traceback" not in err, err
     status, _, err = compare_cli(procs, runs.fast)
     assert status == 2 and "at least two" in err, err
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    status, _, err = compare_cli(procs, runs.fast, runs.fast, "--out", a_file)
+    assert status == 2 and f"{a_file}: cannot write the comparison" in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()  # nothing written for unusable input

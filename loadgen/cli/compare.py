@@ -60,14 +60,17 @@ def compare_command(args: argparse.Namespace) -> int:
     comparison = compare([load_run(Path(p)) for p in args.runs], args.max_regression)
     print_table(comparison, sys.stdout)
     out = Path(args.out) if args.out else _default_out(Path(args.runs[0]))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(comparison.to_json(), indent=2) + "\n")
-    (out / "compare.html").write_text(render_compare(comparison), encoding="utf-8")
     written = [out / "compare.json", out / "compare.html"]
-    if args.junit:
-        from loadgen.results.compare_junit import write_junit
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written[0].write_text(json.dumps(comparison.to_json(), indent=2) + "\n")
+        written[1].write_text(render_compare(comparison), encoding="utf-8")
+        if args.junit:
+            from loadgen.results.compare_junit import write_junit
 
-        written.append(write_junit(comparison, Path(args.junit)))
+            written.append(write_junit(comparison, Path(args.junit)))
+    except OSError as exc:  # --out naming a file, a read-only directory, ...
+        raise ConfigError(f"{exc.filename or out}: cannot write the comparison: {exc.strerror or exc}") from None
     print(f"loadgen: compare: {comparison.verdict}")
     print(f"loadgen: written {', '.join(map(str, written))}")
     return EXIT_THRESHOLD if comparison.regressions else 0
