@@ -239,6 +239,11 @@ def test_unusable_input_exits_2_naming_the_directory(runs: Runs, procs: Procs, t
     status, out, err = compare_cli(procs, runs.fast, corrupt)
     assert status == 2 and str(corrupt / "series.json") in err and "ping [ref]" in err, err
     assert "Traceback" not in err, err
+    bad_knee = {**json.loads((runs.fast / "summary.json").read_text()), "analysis": {"knee": {"capacity": "x"}}}
+    (corrupt / "series.json").write_text((runs.fast / "series.json").read_text())
+    (corrupt / "summary.json").write_text(json.dumps(bad_knee))
+    status, _, err = compare_cli(procs, runs.fast, corrupt)
+    assert status == 2 and f"{corrupt / 'summary.json'}: 'analysis'" in err and "Traceback" not in err, err
     (corrupt / "summary.json").write_text("{not json")
     status, _, err = compare_cli(procs, corrupt, runs.fast)
     assert status == 2 and str(corrupt / "summary.json") in err and "Traceback" not in err, err

@@ -47,6 +47,21 @@ def _stats(path: Path, data: Any) -> RunStats:
     return stats
 
 
+def _check_analysis(path: Path, summary: dict[str, Any]) -> None:
+    """The parts of ``analysis`` compare reads (a stepped run's stages and knee) have their types."""
+    analysis = summary.get("analysis")
+    if analysis is None:
+        return
+    knee = analysis.get("knee") if isinstance(analysis, dict) else None
+    stages = analysis.get("stages") if isinstance(analysis, dict) else None
+    numbers = [knee.get(k) for k in ("capacity", "knee_clients")] if isinstance(knee, dict) else []
+    numbers += [s.get("duration") for s in stages or [] if isinstance(s, dict)]
+    if (not isinstance(analysis, dict) or not isinstance(knee, dict | None) or not isinstance(stages, list | None)
+            or not all(isinstance(s, dict) for s in stages or [])
+            or not all(n is None or isinstance(n, int | float) for n in numbers)):
+        raise ConfigError(f"{path}: 'analysis' is not as loadgen writes it (stages, knee: capacity, knee_clients)")
+
+
 def load_run(directory: Path) -> SavedRun:
     """``directory``'s ``summary.json`` and ``series.json`` (see the module doc)."""
     if not directory.is_dir():
@@ -55,6 +70,7 @@ def load_run(directory: Path) -> SavedRun:
     summary = _read_json(summary_path)
     if not isinstance(summary, dict) or not isinstance(summary.get("elapsed_s"), int | float):
         raise ConfigError(f"{summary_path}: not a loadgen summary.json (no 'elapsed_s')")
+    _check_analysis(summary_path, summary)
     series_path = directory / "series.json"
     stats = _stats(series_path, _read_json(series_path))
     return SavedRun(str(directory), summary, stats)
