@@ -142,13 +142,14 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        """One sentence, starting with REGRESSION or "no regression"."""
+        """One sentence, starting with REGRESSION or "no regression"; the regressions that matter most
+        first (throughput and capacity, errors, then latency: see :data:`_WEIGHTS`)."""
         bad = self.regressions
         limit = f"{self.max_regression:.0%}"
         if not bad:
             return (f"no regression: no figure of {', '.join(label(i) for i in range(1, len(self.runs)))} is worse "
                     f"than the baseline A by more than {limit} and the histograms' resolution")
-        moved = [f"{f.title} {label(i + 1)} {show_delta(d, f.unit)}" for f in bad
+        moved = [f"{f.title} {label(i + 1)} {show_delta(d, f.unit)}" for f in sorted(bad, key=_weight)
                  for i, d in enumerate(f.deltas) if d is not None and d.regression]
         more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
         return (f"REGRESSION: {len(bad)} figures worse than the baseline A by more than {limit} and the "
@@ -163,6 +164,15 @@ class Comparison:
             "notes": list(self.notes), "regression": bool(self.regressions), "verdict": self.verdict,
             "figures": [f.to_json() for f in self.figures],
         }
+
+
+#: What the verdict names first: the capacity a server offers, then its failures, then its latency tail.
+_WEIGHTS = ("throughput", "sustainable capacity", "knee clients", "errors", "p99", "p95", "p50")
+
+
+def _weight(figure: Figure) -> int:
+    name = figure.name.removeprefix("interval ")
+    return next((n for n, w in enumerate(_WEIGHTS) if name == w or name.startswith(w + " ")), len(_WEIGHTS))
 
 
 def label(index: int) -> str:
