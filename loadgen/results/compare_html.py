@@ -66,11 +66,16 @@ def overlay_charts(runs: tuple[SavedRun, ...]) -> list[str]:
     return charts
 
 
+def _started(run: SavedRun) -> str:
+    """``2026-12-02 14:45:45``: the run's start as summary.json has it (ISO, UTC), for a narrow cell."""
+    return str(run.summary.get("started_utc") or "-").replace("T", " ").removesuffix("+00:00")
+
+
 def _runs_table(comparison: Comparison) -> str:
     head = "<tr><th>run</th><th class='l'>directory</th><th class='l'>scenario</th><th>started (UTC)</th>" \
            "<th>length</th><th>outcome</th></tr>"
     rows = [f"<tr><td>{label(i)}{' (baseline)' if i == 0 else ''}</td><td class='l'>{escape(r.label)}</td>"
-            f"<td class='l'>{escape(r.scenario)}</td><td>{escape(str(r.summary.get('started_utc') or '-'))}</td>"
+            f"<td class='l'>{escape(r.scenario)}</td><td>{escape(_started(r))}</td>"
             f"<td>{r.elapsed:.0f} s</td><td>{escape(str(r.summary.get('outcome') or '-'))}</td></tr>"
             for i, r in enumerate(comparison.runs)]
     return f'<table id="runs">{head}{"".join(rows)}</table>'
