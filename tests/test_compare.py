@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import textwrap
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from junitparser import Failure, JUnitXml, TestCase
 from procs import Procs
 
 from loadgen.results.compare import RUN, Comparison, Figure, SavedRun, compare, judge
@@ -168,6 +168,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         procs.cleanup()
 
 
+def junit_cases(path: Path) -> dict[str, TestCase]:
+    """``--junit``'s file as junitparser reads it: one suite, "loadgen compare", whose counts match its cases."""
+    xml = JUnitXml.fromfile(str(path))
+    (suite,) = list(xml)
+    found = {case.name: case for case in suite}
+    assert suite.name == "loadgen compare" and suite.tests == len(found) == xml.tests
+    assert suite.failures == sum(not case.is_passed for case in found.values()) == xml.failures
+    return found
+
+
 def compare_cli(procs: Procs, *args: object) -> tuple[int, str, str]:
     child = procs.loadgen("compare", *args, label="compare")
     status = child.wait(60)
@@ -195,14 +205,12 @@ def test_compare_flags_the_throttled_run(runs: Runs, procs: Procs, tmp_path: Pat
     assert ping["values"][0] == pytest.approx(summary["ping"]["completed"] / summary["elapsed_s"])
     assert rows[("ref", "ping", "p99")]["values"][0] == pytest.approx(summary["ping"]["latency_ms"]["p99"])
     assert rows[("ref", "ping", "errors")]["regression"], rows[("ref", "ping", "errors")]
-    # JUnit: a case per compared figure, the regressions failed (and only those).
-    suite = ET.parse(tmp_path / "compare.xml").getroot().find("testsuite")
-    assert suite is not None and suite.get("name") == "loadgen compare"
-    failed = {case.get("name"): case.find("failure") for case in suite if case.find("failure") is not None}
-    flagged = [f for f in data["figures"] if f["regression"]]
-    assert suite.get("failures") == str(len(failed)) == str(len(flagged)) and int(suite.get("tests") or 0) > 10
-    failure = failed["ping throughput [ref] B vs A"]
-    assert failure is not None and "worse than 10%" in (failure.get("message") or ""), failure.attrib
+    # JUnit, as a real consumer reads it: a case per compared figure, the regressions failed (only those).
+    junit = junit_cases(tmp_path / "compare.xml")
+    failed = {name: case for name, case in junit.items() if not case.is_passed}
+    assert len(failed) == sum(f["regression"] for f in data["figures"]) and len(junit) > 10, sorted(failed)
+    (failure,) = failed["ping throughput [ref] B vs A"].result
+    assert isinstance(failure, Failure) and "worse than 10%" in str(failure.message), failure
     html = (tmp_path / "out" / "compare.html").read_text()
     assert "REGRESSION" in html and "<svg" in html and "<script" not in html
     # The throttled run as the baseline: its ping throughput is what got better.
@@ -223,8 +231,8 @@ def test_a_run_compared_with_itself_has_no_regression(runs: Runs, procs: Procs, 
     data = json.loads((written / "compare.json").read_text())
     assert not data["regression"] and all(d is None or d["change"] == 0 for f in data["figures"]
                                           for d in f["deltas"]), data
-    junit = ET.parse(tmp_path / "self.xml").getroot()
-    assert junit.get("failures") == "0" and int(junit.get("tests") or 0) > 10, ET.tostring(junit)[:500]
+    junit = junit_cases(tmp_path / "self.xml")
+    assert len(junit) > 10 and all(case.is_passed for case in junit.values()), junit
 
 
 @pytest.mark.timeout(120)
