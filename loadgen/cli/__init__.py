@@ -1,6 +1,6 @@
-"""The ``loadgen`` command: run, serve, validate, capacity, report, impair, locustfile.
+"""The ``loadgen`` command: run, serve, validate, capacity, report, compare, impair, locustfile.
 
-One module per command group (:mod:`.run`, :mod:`.serve`, :mod:`.capacity`, :mod:`.impair`), the
+One module per command group (:mod:`.run`, :mod:`.serve`, :mod:`.capacity`, :mod:`.compare`, :mod:`.impair`), the
 options they share (:mod:`.keys`, :mod:`.outputs`, :mod:`.argtypes`), the parser (:mod:`.parser`,
 :mod:`.help`). Errors in user input end with a one-line message naming the place and exit status
 2; never a traceback. Every exit status is in the README's "Exit status" table (:mod:`.exit_status`).
@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 from loadgen.cli.capacity import capacity_command, report_command
+from loadgen.cli.compare import compare_command
 from loadgen.cli.exit_status import EXIT_INTERRUPTED, EXIT_USAGE
 from loadgen.cli.impair import impair_command
 from loadgen.cli.parser import build_parser
@@ -25,7 +26,7 @@ from loadgen.protocol.errors import ConfigError
 #: What each command does with its parsed arguments; returns its exit status.
 COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = MappingProxyType({
     "serve": serve_command, "run": run_command, "locustfile": locustfile_command, "validate": validate_command,
-    "capacity": capacity_command, "report": report_command, "impair": impair_command,
+    "capacity": capacity_command, "report": report_command, "compare": compare_command, "impair": impair_command,
 })
 
 

@@ -16,6 +16,7 @@ examples:
   loadgen serve tls --scenario scenarios/tls.yaml     the TLS server scenarios/tls.yaml expects
   loadgen capacity scenarios/quickstart.yaml          step the load up, find the knee
   loadgen report results/<run-id>                     rebuild a run's report.html
+  loadgen compare results/<run-a> results/<run-b>     did B get worse than A? (exit 1 on a regression)
   loadgen impair --to 127.0.0.1:5684 --loss 0.05      a lossy network in front of a server
   locust -f "$(loadgen locustfile)" --scenario scenarios/quickstart.yaml
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from loadgen.cli.capacity import add_capacity_parsers
+from loadgen.cli.compare import add_compare_parser
 from loadgen.cli.help import EXAMPLES, HelpFormatter, parsers, version
 from loadgen.cli.impair import add_impair_parser
 from loadgen.cli.run import add_run_parser, add_validate_parser
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_run_parser(sub)
     add_capacity_parsers(sub)  # capacity, report
+    add_compare_parser(sub)
     add_validate_parser(sub)  # locustfile, validate
     add_impair_parser(sub)
     for each in parsers(parser):
