@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from procs import Procs
-from test_browser import By, browser  # noqa: F401 - the fixture (skips this module without chromium)
+from test_browser import By, browser, hover_reads_out  # noqa: F401 - the fixture (skips this module without chromium)
 from test_compare import Runs, runs  # noqa: F401 - the module's two real runs
 
 pytestmark = pytest.mark.timeout(180)
@@ -25,11 +25,12 @@ RAW_PYTHON = re.compile(r"\{\s*\}|\[\s*\]|\{'|\['|\bNone\b|\bTrue\b|\bFalse\b")
 
 
 def _overlaid(browser: Any, title: str) -> dict[str, int]:  # noqa: F811 - the fixture's value
-    """The series drawn in the chart called ``title``: their names and points (the SVG charts' markup)."""
-    chart = browser.find_element(By.CSS_SELECTOR, f'svg.chart[aria-label="{title}"]')
+    """The series drawn in the chart called ``title``: their names and how many seconds have a value (uPlot's data)."""
+    chart = browser.find_element(By.CSS_SELECTOR, f'.tchart[data-panel="{title}"]')
     assert chart.size["width"] > 300 and chart.size["height"] > 100, chart.size
-    return {line.get_attribute("data-series"): int(line.get_attribute("data-n"))
-            for line in chart.find_elements(By.CSS_SELECTOR, "polyline.series")}
+    return dict(browser.execute_script(
+        "const p = arguments[0].lgPlot; return p.series.slice(1).map((s, i) => "
+        "[s.label, p.data[i + 1].filter(v => v !== null).length])", chart))
 
 
 def test_compare_html_shows_the_table_and_the_runs_overlaid(runs: Runs, procs: Procs, tmp_path: Path,  # noqa: F811
@@ -60,6 +61,10 @@ def test_compare_html_shows_the_table_and_the_runs_overlaid(runs: Runs, procs: P
     drawn = _overlaid(browser, "pings completed per second")
     assert drawn.keys() == {"A fast", "B slow"} and min(drawn.values()) >= 2, drawn
     assert _overlaid(browser, "Active associations").keys() == {"A fast", "B slow"}
+    # Hovering over the middle of the chart reads out the second and each run's value there.
+    readout = hover_reads_out(browser, "pings completed per second")
+    assert re.fullmatch(r"\d+(\.\d+)?", readout.get("seconds since the run's start", "")), readout
+    assert all(re.fullmatch(r"\d+(\.\d+)? /s", readout.get(run, "")) for run in ("A fast", "B slow")), readout
 
     text = browser.find_element(By.TAG_NAME, "body").text
     assert not RAW_PYTHON.search(text), RAW_PYTHON.search(text)

@@ -1,8 +1,8 @@
-"""``compare.html``: one self-contained page (inline SVG, no scripts, no links out) of a comparison:
+"""``compare.html``: one self-contained page (inlined scripts, no links out) of a comparison:
 the runs, the verdict, the figures side by side with their deltas, the runs' time series overlaid.
 
-The charts are the report's (:mod:`loadgen.report.svg`), drawn by :func:`draw_chart` alone, so the
-page follows the report when its charts change.
+The charts are the report's interactive ones (:func:`loadgen.report.charts.time_chart`: hover
+read-outs, drag to zoom), drawn by :func:`draw_chart` alone.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from html import escape
 from typing import Any
 
-from loadgen.report.svg import Series, line_chart
+from loadgen.report.charts import chart_assets, time_chart
 from loadgen.results.compare import Comparison, Figure, SavedRun, label, show, show_delta
 from loadgen.stats.facts import is_notification, plural
 
@@ -22,20 +22,17 @@ border-bottom:1px solid #ddd} .verdict{font-size:16px;padding:10px 14px;margin:1
 border-left:4px solid #2ca02c} .verdict.fail{border-color:#d62728;background:#fdf3f3}
 table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f6f6f6} .l{text-align:left} tr.regression td{background:#fdecec} td.flag{color:#d62728;
-font-weight:bold} .muted{color:#777} svg.chart{display:block;margin:10px 0;max-width:100%;height:auto}
-@media print{body{margin:0;max-width:none} svg.chart{break-inside:avoid}}
+font-weight:bold} .muted{color:#777}
+@media print{body{margin:0;max-width:none}}
 """
 
 
 def draw_chart(title: str, unit: str, x: list[float], series: list[tuple[str, list[float | None]]],
                log: bool = False) -> str:
     """The page's one chart call: ``series`` (label, values aligned with ``x``; None is a gap) over the
-    seconds ``x``, the baseline solid, later runs dashed. The arguments are those of
-    ``loadgen.report.charts.time_chart`` (interactive, on branch i-report), to switch to at the merge."""
-    lines = [Series(name, list(zip(x, values, strict=True)), dashed=i > 0, markers=False)
-             for i, (name, values) in enumerate(series)]
-    y_label = {"/s": "per second", "ms": "ms (log)" if log else "ms"}.get(unit, unit)
-    return line_chart(title, lines, x_label="seconds since the run's start", y_label=y_label, log_y=log)
+    seconds ``x``, the baseline solid, later runs dashed."""
+    return time_chart(title, unit, x, series, log=log, dashed=[name for name, _ in series[1:]],
+                      x_label="seconds since the run's start", panel=title)
 
 
 def overlay_charts(runs: tuple[SavedRun, ...]) -> list[str]:
@@ -113,4 +110,4 @@ def render_compare(comparison: Comparison) -> str:
         "<h2>Over time</h2>", *overlay_charts(comparison.runs),
     ]
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>loadgen compare: {names}</title>'
-            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+            f"<style>{_CSS}</style>{chart_assets()}</head><body>{''.join(body)}</body></html>\n")
