@@ -98,10 +98,10 @@ def test_impossible_p99_is_a_failed_junit_case_and_summary_md_says_fail(tmp_path
     port = summary["endpoints"][0]["port"]
     assert f"`builtin = 127.0.0.1:{port}` (dtls)" in markdown, markdown
     handshakes = table_row(markdown, "builtin", "handshake")
-    assert handshakes[2:5] == [str(summary["handshake"][k]) for k in ("attempted", "completed", "failed")]
+    assert handshakes[2:6] == [str(summary["handshake"][k]) for k in ("attempted", "completed", "failed", "in_flight")]
     assert handshakes[-1] == "none"
     pings = table_row(markdown, "builtin", "ping")
-    assert int(pings[3]) == summary["ping"]["completed"] > 0 and pings[8] != "-", pings  # p99 ms
+    assert int(pings[3]) == summary["ping"]["completed"] > 0 and pings[9] != "-", pings  # p99 ms
     assert table_row(markdown, "ping_p99", "FAIL") and table_row(markdown, "handshake_p99", "pass")
     assert not RAW.search(markdown), markdown
     assert not RAW.search(summary["server"]), summary["server"]  # the built-in server's stop line
@@ -144,7 +144,7 @@ def test_every_handshake_failing_without_thresholds_fails_the_verdict_case(
     run_dir, _ = results(tmp_path)
     markdown = (run_dir / "summary.md").read_text()
     assert f"`gw = {server.host}:{server.port}` (dtls)" in markdown, markdown
-    assert table_row(markdown, "gw", "handshake")[2:5] == ["3", "0", "3"]
+    assert table_row(markdown, "gw", "handshake")[2:6] == ["3", "0", "3", "0"]
     assert table_row(markdown, "gw", "handshake")[-1] == "psk-key-mismatch 3"
     assert "No thresholds set" in markdown and not RAW.search(markdown), markdown
     stopped = server.stop()

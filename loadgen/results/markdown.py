@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from loadgen.scenario import Scenario
 
 NO_DATA = "-"
-FIGURE_COLUMNS = ("Target", "Kind", "Attempts", "Completed", "Failed", "Rate /s", "p50 ms", "p95 ms", "p99 ms",
-                  "Errors")
+NUMERIC_COLUMNS = ("Attempts", "Completed", "Failed", "In flight", "Rate /s", "p50 ms", "p95 ms", "p99 ms")
+FIGURE_COLUMNS = ("Target", "Kind", *NUMERIC_COLUMNS, "Errors")
 
 
 def cell_text(text: str) -> str:
@@ -38,8 +38,7 @@ def _row(cells: Iterable[str]) -> str:
 
 
 def _table(head: tuple[str, ...], rows: list[list[str]]) -> list[str]:
-    numeric = {"Attempts", "Completed", "Failed", "Rate /s", "p50 ms", "p95 ms", "p99 ms"}
-    rule = "| " + " | ".join("---:" if h in numeric else "---" for h in head) + " |"
+    rule = "| " + " | ".join("---:" if h in NUMERIC_COLUMNS else "---" for h in head) + " |"
     return [_row(head), rule, *(_row(r) for r in rows)]
 
 
@@ -80,7 +79,7 @@ def workload_text(scenario: Scenario, outcome: RunOutcome) -> str:
 
 def _figure_row(target: str, kind: str, cell: Cell, elapsed: float) -> list[str]:
     label = f"{kind} (interval)" if is_notification(kind) else kind
-    return [target, label, str(cell.attempted), str(cell.completed), str(cell.failed),
+    return [target, label, str(cell.attempted), str(cell.completed), str(cell.failed), str(cell.in_flight),
             f"{cell.completed / max(elapsed, 1e-9):.1f}", _ms(cell.percentile(50)), _ms(cell.percentile(95)),
             _ms(cell.percentile(99)), counts_text(cell.failures)]
 
