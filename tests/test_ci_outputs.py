@@ -188,6 +188,10 @@ def test_capacity_junit_verdict_agrees_with_the_exit_status(tmp_path: Path, proc
     run_dir, summary = results(tmp_path)
     markdown = (run_dir / "summary.md").read_text()
     assert "2 stages of 1, 2 clients" in markdown and not RAW.search(markdown), markdown
+    assert "| Step | Clients | Throughput pings/s | ping p99 ms | Errors | Health |" in markdown, markdown
+    for step in summary["analysis"]["steps"]:  # one row per step, as summary.json has it
+        row = table_row(markdown, str(step["index"]), str(step["clients"]))
+        assert row[2] == f"{step['throughput']:.1f}" and row[5], row
     assert markdown.splitlines()[0].endswith(": PASS" if status == 0 else ": FAIL"), markdown
 
 

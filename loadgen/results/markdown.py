@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loadgen.capacity.knee import unit_of
 from loadgen.stats.cells import Cell
 from loadgen.stats.facts import is_notification
 from loadgen.stats.words import counts_text
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
     from loadgen.scenario import Scenario
 
 NO_DATA = "-"
-NUMERIC_COLUMNS = ("Attempts", "Completed", "Failed", "In flight", "Rate /s", "p50 ms", "p95 ms", "p99 ms")
-FIGURE_COLUMNS = ("Target", "Kind", *NUMERIC_COLUMNS, "Errors")
+FIGURE_COLUMNS = ("Target", "Kind", "Attempts", "Completed", "Failed", "In flight", "Rate /s", "p50 ms", "p95 ms",
+                  "p99 ms", "Errors")
 
 
 def cell_text(text: str) -> str:
@@ -37,8 +38,9 @@ def _row(cells: Iterable[str]) -> str:
     return "| " + " | ".join(cell_text(c) for c in cells) + " |"
 
 
-def _table(head: tuple[str, ...], rows: list[list[str]]) -> list[str]:
-    rule = "| " + " | ".join("---:" if h in NUMERIC_COLUMNS else "---" for h in head) + " |"
+def _table(head: tuple[str, ...], rows: list[list[str]], numeric: range = range(0)) -> list[str]:
+    """A Markdown table; the ``numeric`` columns (by index) right-aligned."""
+    rule = "| " + " | ".join("---:" if i in numeric else "---" for i in range(len(head))) + " |"
     return [_row(head), rule, *(_row(r) for r in rows)]
 
 
@@ -91,14 +93,37 @@ def figures_table(outcome: RunOutcome) -> list[str]:
             for target in stats.targets for kind in stats.kinds_of(target)]
     if len(stats.targets) != 1:
         rows += [_figure_row("all", kind, cell, outcome.elapsed) for kind, cell in stats.kinds.items()]
-    return _table(FIGURE_COLUMNS, rows)
+    return _table(FIGURE_COLUMNS, rows, numeric=range(2, 10))
+
+
+def _ms_figure(value: float | None) -> str:
+    return NO_DATA if value is None else f"{value:.2f}"
+
+
+def steps_lines(outcome: RunOutcome) -> list[str]:
+    """A stepped run's steps: offered clients, throughput, p99, errors, and each step's health."""
+    analysis = outcome.analysis
+    if analysis is None or analysis.knee is None:
+        return []
+    health = {h.step: h for h in analysis.knee.health}
+    primary = "handshake" if analysis.workload == "churn" else "ping"
+    rows = []
+    for step in analysis.steps:
+        figures = step.handshake if primary == "handshake" else step.ping
+        judged = health.get(step.index)
+        verdict = NO_DATA if judged is None else "healthy" if judged.healthy else "; ".join(judged.reasons)
+        errors = NO_DATA if step.error_ratio is None else f"{step.error_ratio:.2%}"
+        rows.append([str(step.index), str(step.clients), f"{step.throughput:.1f}", _ms_figure(figures.p99_ms),
+                     errors, verdict])
+    head = ("Step", "Clients", f"Throughput {unit_of(analysis.workload)}", f"{primary} p99 ms", "Errors", "Health")
+    return ["", "### Steps", "", *_table(head, rows, numeric=range(4))]
 
 
 def thresholds_lines(outcome: RunOutcome) -> list[str]:
     """The thresholds' table, or a sentence saying what decides without them."""
     if not outcome.verdicts:
         if outcome.analysis is not None and outcome.analysis.knee is not None:
-            return ["A stepped run is judged by its knee (above)."]
+            return ["A stepped run is judged by its knee (the verdict above; each step's health in Steps)."]
         return ["No thresholds set: any failed attempt fails the run."]
     rows = [[v.name + (f" ({v.kind})" if v.kind else ""), "pass" if v.passed else "FAIL",
              v.describe().partition(": ")[2]] for v in outcome.verdicts]
@@ -115,5 +140,6 @@ def render_markdown(outcome: RunOutcome, run_dir: Path | None = None) -> str:
               f"- Workload: {cell_text(workload_text(scenario, outcome))}"]
     if run_dir is not None:
         lines.append(f"- Results: `{run_dir}`")
-    lines += ["", "### Figures", "", *figures_table(outcome), "", "### Thresholds", "", *thresholds_lines(outcome)]
+    lines += ["", "### Figures", "", *figures_table(outcome), *steps_lines(outcome),
+              "", "### Thresholds", "", *thresholds_lines(outcome)]
     return "\n".join(lines) + "\n"
