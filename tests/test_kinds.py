@@ -246,8 +246,8 @@ def test_a_plain_ping_run_keeps_its_outputs(tmp_path: Path) -> None:
     verdicts = evaluate(scenario.thresholds, stats, 1.0)
     summary = summary_data(RunOutcome(scenario, Environment(), stats, 1.0, verdicts=verdicts))
     assert list(summary) == ["scenario", "elapsed_s", "interrupted", "outcome", "handshake", "ping", "locust",
-                             "thresholds", "server", "targets", "active_associations", "started_utc", "analysis",
-                             "health"]
+                             "thresholds", "server", "targets", "endpoints", "active_associations", "started_utc",
+                             "analysis", "health"]
     assert list(summary["handshake"]) == list(summary["ping"]) == KIND_KEYS
     assert list(summary["targets"]["gw1"]) == ["handshake", "ping", "active_associations"]
     assert list(summary["targets"]["gw1"]["ping"]) == KIND_KEYS

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from loadgen.cli.argtypes import duration
-from loadgen.cli.outputs import add_output_options, apply_output_options
+from loadgen.cli.outputs import add_output_options, apply_output_options, junit_path, write_junit
 from loadgen.cli.run import add_workload_options
 from loadgen.protocol.errors import ConfigError
 
@@ -43,6 +43,7 @@ def capacity_command(args: argparse.Namespace) -> int:
     from loadgen.scenario import load_scenario
 
     scenario = apply_output_options(load_scenario(args.scenario), args)
+    junit = junit_path(args)
     if args.steps < 1 or args.processes < 0:
         raise ConfigError("--steps must be >= 1 and --processes >= 0")
     start = args.start if args.start is not None else max(1, scenario.clients.count // args.steps)
@@ -55,6 +56,7 @@ def capacity_command(args: argparse.Namespace) -> int:
     print(f"loadgen: capacity steps: {', '.join(str(s.clients) for s in scenario.stages)} clients, "
           f"{args.step_time:g} s each, workload {args.workload}", flush=True)
     outcome = run(scenario, RunOptions(processes=args.processes, workload=args.workload, period=args.period))
+    write_junit(junit, outcome)
     knee = outcome.analysis.knee if outcome.analysis is not None else None
     return 0 if knee is not None and knee.limited_by in KNEE_FOUND else 1
 

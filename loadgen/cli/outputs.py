@@ -8,11 +8,13 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loadgen.protocol.errors import ConfigError
 from loadgen.scenario.syntax import parse_host_port
 
 LOOPBACK = "127.0.0.1"  # where a collector listens or sends when HOST is left out
 
 if TYPE_CHECKING:
+    from loadgen.results.summary import RunOutcome
     from loadgen.scenario import Scenario
 
 
@@ -25,6 +27,8 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                        help="send StatsD metrics (UDP) to HOST:PORT (default: the scenario's, off)")
     group.add_argument("--statsd-prefix", metavar="PREFIX",
                        help="StatsD metric name prefix (default: the scenario's, loadgen)")
+    group.add_argument("--junit", metavar="FILE",
+                       help="write the run's verdict and thresholds as JUnit XML test cases to FILE (for CI)")
     group.add_argument("--results-dir", metavar="DIR",
                        help="where result directories go (default: the scenario's, results/)")
     for name, what in (("csv", "timeseries.csv"), ("json", "summary.json and series.json"),
@@ -62,3 +66,28 @@ def with_overrides(scenario: Scenario, *, prometheus: str | None = None, statsd:
     if results_dir is not None:
         changes["results_dir"] = Path(results_dir)
     return dataclasses.replace(scenario, outputs=dataclasses.replace(outputs, **changes)) if changes else scenario
+
+
+def junit_path(args: argparse.Namespace) -> Path | None:
+    """``--junit FILE`` checked before the run (a run is long to lose to a typo), or None."""
+    if not args.junit:
+        return None
+    if getattr(args, "worker", False):
+        raise ConfigError("--junit: a worker does not judge the run; give --junit to the master")
+    path = Path(args.junit)
+    if path.is_dir():
+        raise ConfigError(f"--junit {path}: is a directory; give a file name (junit.xml)")
+    return path
+
+
+def write_junit(path: Path | None, outcome: RunOutcome, failures_fail: bool = True) -> None:
+    """The run's JUnit file (see :mod:`loadgen.results.run_junit`), when ``--junit`` asked for one."""
+    if path is None:
+        return
+    from loadgen.results.run_junit import write_run_junit
+
+    try:
+        write_run_junit(path, outcome, failures_fail)
+    except OSError as exc:
+        raise ConfigError(f"--junit {path}: cannot write: {exc.strerror or exc}") from None
+    print(f"loadgen: JUnit test cases written to {path}")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from loadgen.cli.argtypes import duration, positive
 from loadgen.cli.exit_status import EXIT_THRESHOLD, exit_status
-from loadgen.cli.outputs import add_output_options, apply_output_options
+from loadgen.cli.outputs import add_output_options, apply_output_options, junit_path, write_junit
 from loadgen.protocol.errors import ConfigError
 from loadgen.scenario.syntax import parse_host_port
 
@@ -83,6 +83,7 @@ def run_command(args: argparse.Namespace) -> int:
     from loadgen.scenario import load_scenario
 
     scenario = with_load_options(apply_output_options(load_scenario(args.scenario), args), args)
+    junit = junit_path(args)
     if args.processes < 0 or (args.workers is not None and args.workers < 1):
         raise ConfigError("--processes and --workers must be positive")
     options = RunOptions(
@@ -93,6 +94,7 @@ def run_command(args: argparse.Namespace) -> int:
         run_dir=Path(args.run_dir) if args.run_dir else None, workload=args.workload, period=args.period,
     )
     outcome = run(scenario, options)
+    write_junit(junit, outcome, failures_fail=args.exit_code_on_error != 0)
     if outcome.passed:
         return 0
     code: int = EXIT_THRESHOLD if outcome.verdicts else args.exit_code_on_error

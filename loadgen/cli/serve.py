@@ -11,6 +11,7 @@ from typing import Any
 from loadgen.cli.argtypes import positive
 from loadgen.cli.keys import KEY_OPTIONS, add_key_options, key_store_from_args, say_keys
 from loadgen.protocol.errors import ConfigError
+from loadgen.stats.words import failures_text
 
 
 def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -135,7 +136,7 @@ def _serve_dtls(args: argparse.Namespace) -> int:
     stats = _serve_until_signal(make(), "DTLS", args, say)
     print(
         f"loadgen: DTLS server stopped: {stats.handshakes} handshakes, {stats.pings} pings answered, "
-        f"{sum(stats.failures.values())} failures {dict(stats.failures)}"
+        f"{failures_text(stats.failures)}"
         + (f", throttled {stats.throttled_handshakes} handshakes, {stats.throttled_pings} pings"
            if args.max_handshake_rate or args.max_ping_rate else ""),
         flush=True,
@@ -161,7 +162,7 @@ def _serve_dtls_workers(args: argparse.Namespace, make: Callable[[bytes], Any], 
             failures[code] = failures.get(code, 0) + n
     each = ", ".join(f"{s.handshakes}/{s.pings}" for s in per_worker)
     print(f"loadgen: DTLS server stopped: {sum(s.handshakes for s in per_worker)} handshakes, "
-          f"{sum(s.pings for s in per_worker)} pings answered, {sum(failures.values())} failures {failures}, "
+          f"{sum(s.pings for s in per_worker)} pings answered, {failures_text(failures)}, "
           f"per worker handshakes/pings: {each}", flush=True)
     return 0
 
@@ -193,7 +194,7 @@ def _serve_tls(args: argparse.Namespace) -> int:
     stats = _serve_until_signal(server, "TLS", args, say)
     print(
         f"loadgen: TLS server stopped: {stats.handshakes} handshakes ({stats.resumed} resumed), "
-        f"{stats.pings} pings answered, {sum(stats.failures.values())} failures {dict(stats.failures)}",
+        f"{stats.pings} pings answered, {failures_text(stats.failures)}",
         flush=True,
     )
     return 0

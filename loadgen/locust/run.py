@@ -29,7 +29,7 @@ from loadgen.locust.workers import free_tcp_port, run_worker, wait_for_workers, 
 from loadgen.protocol.errors import RunNotStarted
 from loadgen.results.files import new_run_dir, write_results
 from loadgen.results.summary import RunOutcome, print_summary
-from loadgen.scenario import Scenario
+from loadgen.scenario import Scenario, Target
 from loadgen.servers.launcher import ServerProcess
 from loadgen.stats.facts import scenario_kinds
 from loadgen.stats.live import LiveStats
@@ -67,7 +67,8 @@ def run(scenario: Scenario, options: RunOptions = LOCAL_RUN, out: TextIO = sys.s
         seconds = elapsed()  # after the stop, as the users' counts are
     return finish_run(scenario, env, stats, seconds, run_dir, out, interrupted=interrupted,
                       server_summary=server.summary if server else "", watch=watch, processes=options.processes,
-                      workload=options.workload, period=options.period)
+                      workload=options.workload, period=options.period,
+                      targets=tuple(dataclasses.replace(e.target, host=e.address[0], port=e.address[1]) for e in eps))
 
 
 def _create_runner(env: Environment, scenario: Scenario, options: RunOptions,
@@ -121,9 +122,11 @@ def _exporters(scenario: Scenario, stats: RunStats, runner: Runner, out: TextIO)
 
 def finish_run(scenario: Scenario, env: Environment, stats: RunStats, elapsed: float, run_dir: Path, out: TextIO, *,
                interrupted: bool = False, server_summary: str = "", watch: WorkerWatch | None = None,
-               processes: int = 0, workload: Workload = "steady", period: float = 1.0) -> RunOutcome:
+               processes: int = 0, workload: Workload = "steady", period: float = 1.0,
+               targets: tuple[Target, ...] = ()) -> RunOutcome:
     """After the users stopped: thresholds, health, verdict; the summary printed and ``results/<run>/``
-    written. ``loadgen run`` (every mode) and plain ``locust -f`` (see :mod:`loadgen.locustfile`) end here."""
+    written. ``loadgen run`` (every mode) and plain ``locust -f`` (see :mod:`loadgen.locustfile`) end here.
+    ``targets``: the targets as run (the built-in server's real address; empty: the scenario's)."""
     verdicts = evaluate(scenario.thresholds, stats, elapsed)
     health = run_health(env, stats, watch, run_dir if processes else None, processes)
     analysis = analyze(stats, scenario, elapsed, sum(not v.passed for v in verdicts), len(verdicts),
@@ -131,7 +134,7 @@ def finish_run(scenario: Scenario, env: Environment, stats: RunStats, elapsed: f
     if note := health.note():
         analysis = dataclasses.replace(analysis, verdict=f"{analysis.verdict} {note}")
     outcome = RunOutcome(scenario, env, stats, elapsed, verdicts=verdicts, server_summary=server_summary,
-                         analysis=analysis, health=health, interrupted=interrupted)
+                         analysis=analysis, health=health, interrupted=interrupted, targets=targets)
     print_summary(outcome, out)
     outcome.results_dir = write_results(outcome, run_dir)
     print(f"loadgen: results written to {outcome.results_dir}", file=out)

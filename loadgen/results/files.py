@@ -4,6 +4,8 @@ Each file is switched on in the scenario's ``outputs`` or on the command line
 (:mod:`loadgen.cli.outputs`):
 
 - ``scenario.json``: the scenario as run, its secrets removed (always)
+- ``summary.md``: verdict, targets, workload, figures and thresholds in Markdown, for CI job
+  summaries and chat tools (always; see :mod:`loadgen.results.markdown`)
 - ``summary.json`` (``json``): totals, per target and per kind, thresholds, steps, verdict
   (see :func:`loadgen.results.summary.summary_data`)
 - ``series.json`` (``json``): the per-second series with its HDR histograms; what
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from loadgen.results.markdown import render_markdown
 from loadgen.results.summary import RunOutcome, summary_data
 from loadgen.scenario import Scenario
 from loadgen.stats.cells import PERCENTILES
@@ -47,6 +50,7 @@ def write_results(outcome: RunOutcome, run_dir: Path) -> Path:
     """The scenario with its secrets removed, and what ``outputs`` asks for (see :func:`write_files`)."""
     scenario_json = json.loads(json.dumps(outcome.scenario.redacted(), default=str))
     (run_dir / "scenario.json").write_text(json.dumps(scenario_json, indent=2) + "\n")
+    (run_dir / "summary.md").write_text(render_markdown(outcome, run_dir), encoding="utf-8")
     write_files(run_dir, outcome.scenario, outcome.stats, summary_data(outcome), scenario_json)
     return run_dir
 

@@ -11,11 +11,12 @@ from locust.env import Environment
 
 from loadgen.capacity import KNEE_FOUND, Analysis
 from loadgen.locust.health import Health
-from loadgen.scenario import Scenario
+from loadgen.scenario import Scenario, Target
 from loadgen.stats.cells import Cell
 from loadgen.stats.facts import KINDS, is_notification, is_plain, plural
 from loadgen.stats.run import RunStats
 from loadgen.stats.thresholds import Verdict
+from loadgen.stats.words import counts_text
 
 
 @dataclass
@@ -32,6 +33,7 @@ class RunOutcome:
     analysis: Analysis | None = None  # steps, knee, verdict sentence (not on workers)
     health: Health | None = None  # loop lag, workers marked missing, Locust vs loadgen counts (not on workers)
     interrupted: bool = False  # stopped (Ctrl-C, SIGTERM) before its planned end
+    targets: tuple[Target, ...] = ()  # as run: the built-in server's real address (empty: the scenario's)
 
     @property
     def outcome(self) -> str:
@@ -95,14 +97,14 @@ def _print_exact_figures(outcome: RunOutcome, out: TextIO) -> None:
 def _figures_line(head: str, kind: str, t: Cell) -> str:
     """One kind's counts, percentiles and error codes; response codes, RSTs and retransmissions
     for request kinds (notifications: the interval between them, not a latency)."""
-    codes = ", ".join(f"{code} {n}" for code, n in t.failures.most_common()) or "none"
+    codes = counts_text(t.failures)
     timing = "interval p50" if is_notification(kind) else "p50"
     line = (f"{head} attempted {t.attempted}, completed {t.completed}, failed {t.failed}, "
             f"in flight at stop {t.in_flight}; {timing} {_ms(t.percentile(50))} ms, p99 {_ms(t.percentile(99))} ms;"
             f" errors: {codes}")
     # Plain request steps have no response codes: the tail only where there is something to say (CoAP).
     if t.shows_codes(kind) and (t.codes or t.rsts or t.retransmits):
-        replies = ", ".join(f"{code} {n}" for code, n in t.codes.most_common()) or "none"
+        replies = counts_text(t.codes)
         line += f"; retransmits {t.retransmits}, RSTs {t.rsts}, response codes: {replies}"
     return line
 
@@ -164,6 +166,8 @@ def summary_data(outcome: RunOutcome) -> dict[str, Any]:
         "server": outcome.server_summary,
         # Issue 5: exact figures per target, the run's start, the steps / knee / verdict.
         "targets": targets_summary(outcome.stats, outcome.elapsed),
+        "endpoints": [{"name": t.name, "host": t.host, "port": t.port, "protocol": t.protocol}
+                      for t in outcome.targets or outcome.scenario.targets],
         "active_associations": outcome.stats.active(),
         "started_utc": _started_utc(outcome.stats),
         "analysis": outcome.analysis.to_json() if outcome.analysis is not None else None,

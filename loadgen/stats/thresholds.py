@@ -34,7 +34,10 @@ class Verdict:
 
     def describe(self) -> str:
         def fmt(v: float) -> str:
-            return f"{v * 1000:.1f} ms" if self.unit == "s" else f"{v:.4g}{self.unit}"
+            if self.unit != "s":
+                return f"{v:.4g}{self.unit}"
+            # Below 0.1 ms, one decimal would print a limit of 1 us as "0.0 ms".
+            return f"{v * 1000:.1f} ms" if v == 0 or v >= 1e-4 else f"{v * 1000:.2g} ms"
 
         if self.actual is None:
             return f"FAIL {self.name}: {self.label}no data (limit {fmt(self.limit)})"

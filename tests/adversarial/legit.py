@@ -22,6 +22,7 @@ from loadgen.protocol.credentials import Secret
 from loadgen.scenario.model import DtlsConfig, Expect, PingConfig
 from loadgen.stats.facts import Sink
 from loadgen.stats.sink import StatsSink
+from loadgen.stats.words import counts_text
 from loadgen.traffic.tracker import traffic_plan
 from loadgen.transport.dtls_association import DtlsAssociation
 
@@ -106,7 +107,7 @@ class LegitClients:
         """Running clients keep pinging and a fresh one gets a handshake and a ping."""
         assert self.pings_progress(timeout), (
             f"{when}: legitimate pings stopped completing (pings {self.totals.pings.completed} completed, "
-            f"failures {dict(self.totals.pings.failures)})")
+            f"failures: {counts_text(self.totals.pings.failures)})")
         assert self.fresh_served(timeout), f"{when}: a fresh legitimate client got no handshake and ping"
 
     def stop(self) -> None:
