@@ -133,6 +133,15 @@ def test_the_header_names_targets_workload_and_outcome() -> None:
     assert 'data-panel="throughput-vs-load"' not in html  # one offered level
 
 
+def test_the_header_names_the_built_in_servers_real_address() -> None:
+    # A run without targets: summary.json's endpoints carry the port the built-in server bound.
+    outcome = simulated_run(HOUR.replace("run_time: 1h", "run_time: 30s"), 30, 40, 5)
+    summary, rows, scenario = _saved(outcome)
+    summary["endpoints"] = [{"name": "builtin", "host": "127.0.0.1", "port": 40123, "protocol": "dtls"}]
+    scenario.pop("targets", None)
+    assert "builtin = 127.0.0.1:40123 (DTLS)" in visible_text(render_report(summary, rows, scenario))
+
+
 def _saved(outcome: RunOutcome) -> tuple[dict[str, object], list[dict[str, object]], dict[str, object]]:
     """What write_results saves: the summary, the rows, the redacted scenario (through JSON, as read back)."""
     from loadgen.results.summary import summary_data

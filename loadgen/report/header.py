@@ -29,7 +29,7 @@ def header(summary: dict[str, Any], scenario: dict[str, Any], view: View) -> lis
     """The title with the outcome, a list of what ran (targets, workload, load, when), the verdict."""
     analysis = summary.get("analysis") or {}
     result = outcome(summary)
-    facts = [("targets", _targets(scenario)), ("workload", _workload(scenario, analysis, view)),
+    facts = [("targets", _targets(summary, scenario)), ("workload", _workload(scenario, analysis, view)),
              ("load", _load(scenario)),
              ("ran", f"{_started(summary)} for {summary.get('elapsed_s', 0):.0f} s")]
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts if v)
@@ -48,9 +48,10 @@ def _started(summary: dict[str, Any]) -> str:
     return started.replace("T", " ").removesuffix("+00:00") + " UTC" if started else "start not recorded"
 
 
-def _targets(scenario: dict[str, Any]) -> str:
-    """``name = host:port (PROTOCOL)`` of each target; the built-in server when there were none."""
-    targets = scenario.get("targets")
+def _targets(summary: dict[str, Any], scenario: dict[str, Any]) -> str:
+    """``name = host:port (PROTOCOL)`` of each target as run (the built-in server with its real port);
+    from the scenario for runs saved before ``endpoints`` was written."""
+    targets = summary.get("endpoints") or scenario.get("targets")
     if targets:
         return ", ".join(f"{t['name']} = {_address(t)} ({str(t.get('protocol', 'dtls')).upper()})"
                          for t in targets)
