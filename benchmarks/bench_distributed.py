@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from floors import wake_up, wake_ups
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = """name: dist{n}
 clients: {{count: {n}, spawn_rate: {rate}}}
@@ -55,6 +57,8 @@ class CpuSampler(threading.Thread):
         #: Resident memory (bytes) per process: the first reading and the highest.
         self.rss_first: dict[str, int] = {}
         self.rss_peak: dict[str, int] = {}
+        #: Per second: how often each process has slept and woken so far (floors.wake_ups).
+        self.wakes: list[tuple[float, dict[str, int]]] = []
         self.done = threading.Event()
 
     def _pids(self) -> dict[int, str]:
@@ -80,12 +84,17 @@ class CpuSampler(threading.Thread):
         while not self.done.wait(1.0):
             now = time.monotonic()
             sample = {}
+            woken: dict[str, int] = {}
             for pid, name in self._pids().items():
                 try:
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 except OSError:
                     continue
                 ticks = int(fields[11]) + int(fields[12])
+                try:
+                    woken[name] = wake_ups(pid)
+                except OSError:
+                    pass
                 rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
                 self.rss_first.setdefault(name, rss)
                 self.rss_peak[name] = max(self.rss_peak.get(name, 0), rss)
@@ -94,6 +103,15 @@ class CpuSampler(threading.Thread):
                     sample[name] = 100.0 * (ticks - t0) / tick / (now - m0)
                 prev[pid] = (ticks, now)
             self.samples.append((now - start, sample))
+            self.wakes.append((now - start, woken))
+
+
+def wakes_between(wakes: list[tuple[float, dict[str, int]]], first: float, end: float) -> dict[str, int]:
+    """Wake-ups of each process between the samples nearest ``first`` and ``end``."""
+    inside = [counts for at, counts in wakes if first <= at < end]
+    if len(inside) < 2:
+        return {}
+    return {name: inside[-1][name] - inside[0].get(name, 0) for name in inside[-1]}
 
 
 def mean_cpu(samples: list[tuple[float, dict[str, float]]], first: float, end: float) -> dict[str, float]:
@@ -222,6 +240,14 @@ def report(args: argparse.Namespace, run_dir: Path, summary: dict, series: dict,
                         if base else "")
             print(f"CPU per ping all-in, {label:<15} {cost * 1e6:6.1f} us ({per_second:.0f} pings/s while holding)"
                   + same_run)
+        woken = wakes_between(sampler.wakes, settle, hold_end)
+        pings_held = per_second * max(hold_end - int(settle), 1)
+        if woken:
+            load_wakes = sum(v for k, v in woken.items() if k.startswith("worker") or k == "master")
+            floor = wake_up(2.0)
+            print(f"wake-ups per ping while holding  workers+master {load_wakes / pings_held:.2f}, server "
+                  f"{woken.get('server', 0) / pings_held:.2f}; one sleep and wake-up of an idle loop costs "
+                  f"{floor * 1e6:.1f} us of CPU here (floors.wake_up)")
     grown = {k: sampler.rss_peak[k] - sampler.rss_first[k] for k in sampler.rss_peak}
     load = sum(v for k, v in grown.items() if k.startswith("worker"))
     if peak:

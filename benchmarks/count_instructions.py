@@ -39,31 +39,34 @@ def client(pings: int, associations: int, locust_events: bool = True) -> int:
     from bench_dtls import run_sink
 
     from loadgen.cli.keys import QUICKSTART_KEY
+    from loadgen.locust.limits import ShortageLog
     from loadgen.protocol import dtls_contexts
     from loadgen.scenario.model import Expect, PingConfig
     from loadgen.servers.launcher import ServerProcess
-    from loadgen.stats.facts import PING, Fact, Finished
+    from loadgen.stats.facts import PING, Fact, FanOut, Finished, LogSink
     from loadgen.stats.sink import StatsSink
     from loadgen.traffic.tracker import traffic_plan
     from loadgen.transport.dtls_association import DtlsAssociation
 
     plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=30.0, expect=Expect("echo")))
     totals = StatsSink()
-    sink = run_sink(totals)
-    if not locust_events:  # to measure what Locust's request event and stats cost per ping
-        sink.sinks = [totals]
     # Counted as they come, so that waiting for the last ping costs nothing per second (reading
     # totals merges histograms: under valgrind's slowness that would outweigh the pings).
     enough, answered = Event(), [0]
 
     class Counter:
+        facts = (Finished,)
+
         def record(self, fact: Fact) -> None:
             if type(fact) is Finished and fact.kind == PING and fact.error is None:
                 answered[0] += 1
                 if answered[0] >= pings:
                     enough.set()
 
-    sink.sinks.append(Counter())
+    # A run's sinks (loadgen.locust.users.Session): Locust's request event (unless measuring
+    # without it), loadgen's exact stats, the log, the socket-shortage log.
+    locust_sink = run_sink(totals).sinks[:1] if locust_events else ()
+    sink = FanOut([*locust_sink, totals, LogSink(), ShortageLog(), Counter()])
     with ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex(), "--idle-timeout", "300"]) as address:
         ctx = dtls_contexts.client_context()
         assocs = [DtlsAssociation(f"count-{i}", "bench", address, ctx, sink, identity=b"count-%d" % i,
