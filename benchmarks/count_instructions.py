@@ -39,11 +39,10 @@ def client(pings: int, associations: int, locust_events: bool = True) -> int:
     from bench_dtls import run_sink
 
     from loadgen.cli.keys import QUICKSTART_KEY
-    from loadgen.locust.limits import ShortageLog
     from loadgen.protocol import dtls_contexts
     from loadgen.scenario.model import Expect, PingConfig
     from loadgen.servers.launcher import ServerProcess
-    from loadgen.stats.facts import PING, Fact, FanOut, Finished, LogSink
+    from loadgen.stats.facts import PING, Fact, Finished
     from loadgen.stats.sink import StatsSink
     from loadgen.traffic.tracker import traffic_plan
     from loadgen.transport.dtls_association import DtlsAssociation
@@ -63,10 +62,7 @@ def client(pings: int, associations: int, locust_events: bool = True) -> int:
                 if answered[0] >= pings:
                     enough.set()
 
-    # A run's sinks (loadgen.locust.users.Session): Locust's request event (unless measuring
-    # without it), loadgen's exact stats, the log, the socket-shortage log.
-    locust_sink = run_sink(totals).sinks[:1] if locust_events else ()
-    sink = FanOut([*locust_sink, totals, LogSink(), ShortageLog(), Counter()])
+    sink = run_sink(totals, Counter(), locust_events=locust_events)
     with ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex(), "--idle-timeout", "300"]) as address:
         ctx = dtls_contexts.client_context()
         assocs = [DtlsAssociation(f"count-{i}", "bench", address, ctx, sink, identity=b"count-%d" % i,
