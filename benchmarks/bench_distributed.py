@@ -62,7 +62,9 @@ class CpuSampler(threading.Thread):
         self.done = threading.Event()
 
     def _pids(self) -> dict[int, str]:
-        out = {}
+        """This run's processes (the root and its descendants) by role; the server's workers
+        (serve --workers) are the server too."""
+        parents, names = {}, {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -71,11 +73,19 @@ class CpuSampler(threading.Thread):
                 stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
+            parents[int(entry)] = int(stat[1])
             name = role(cmd)
-            # only this run's processes: the root or its descendants (ppid chain)
-            if name and (int(entry) == self.root or int(stat[1]) == self.root):
-                out[int(entry)] = name
-        return out
+            if name:
+                names[int(entry)] = name
+
+        def ours(pid: int) -> bool:
+            while pid > 1:
+                if pid == self.root:
+                    return True
+                pid = parents.get(pid, 0)
+            return False
+
+        return {pid: name for pid, name in names.items() if ours(pid)}
 
     def run(self) -> None:
         tick = os.sysconf("SC_CLK_TCK")
@@ -85,6 +95,7 @@ class CpuSampler(threading.Thread):
             now = time.monotonic()
             sample = {}
             woken: dict[str, int] = {}
+            rss: dict[str, int] = {}
             for pid, name in self._pids().items():
                 try:
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -92,16 +103,17 @@ class CpuSampler(threading.Thread):
                     continue
                 ticks = int(fields[11]) + int(fields[12])
                 try:
-                    woken[name] = wake_ups(pid)
+                    woken[name] = woken.get(name, 0) + wake_ups(pid)
                 except OSError:
                     pass
-                rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-                self.rss_first.setdefault(name, rss)
-                self.rss_peak[name] = max(self.rss_peak.get(name, 0), rss)
+                rss[name] = rss.get(name, 0) + int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
                 if pid in prev:
                     t0, m0 = prev[pid]
-                    sample[name] = 100.0 * (ticks - t0) / tick / (now - m0)
+                    sample[name] = sample.get(name, 0.0) + 100.0 * (ticks - t0) / tick / (now - m0)
                 prev[pid] = (ticks, now)
+            for name, size in rss.items():
+                self.rss_first.setdefault(name, size)
+                self.rss_peak[name] = max(self.rss_peak.get(name, 0), size)
             self.samples.append((now - start, sample))
             self.wakes.append((now - start, woken))
 
@@ -130,6 +142,8 @@ def main() -> int:
     parser.add_argument("--ramp-rate", type=float, default=500.0, help="clients started per second")
     parser.add_argument("--hold", type=float, default=60.0, help="seconds to hold them all after the ramp")
     parser.add_argument("--interval", type=float, default=5.0, help="ping interval, seconds")
+    parser.add_argument("--server-workers", type=int, default=1,
+                        help="the built-in server's processes (loadgen run --server-workers)")
     parser.add_argument("--results-dir", default=str(ROOT / "results"), help="where the run's results go")
     parser.add_argument("--micro-seconds", type=float, default=5.0,
                         help="length of the same-run ping microbenchmark (bench_dtls.pings), 0: skip it")
@@ -142,10 +156,12 @@ def main() -> int:
         scenario = Path(tmp) / "dist.yaml"
         scenario.write_text(SCENARIO.format(n=args.associations, rate=args.ramp_rate, run_time=run_time,
                                             interval=args.interval, results=results))
-        cmd = [sys.executable, "-m", "loadgen", "run", str(scenario), "--processes", str(args.processes)]
+        cmd = [sys.executable, "-m", "loadgen", "run", str(scenario), "--processes", str(args.processes),
+               "--server-workers", str(args.server_workers)]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         print(f"$ python benchmarks/bench_distributed.py --associations {args.associations} --processes "
-              f"{args.processes} --ramp-rate {args.ramp_rate:g} --hold {args.hold:g} --interval {args.interval:g}")
+              f"{args.processes} --ramp-rate {args.ramp_rate:g} --hold {args.hold:g} --interval {args.interval:g}"
+              f" --server-workers {args.server_workers}")
         print(f"  runs: loadgen run SCENARIO --processes {args.processes} ({args.associations} clients at "
               f"{args.ramp_rate:g}/s, run_time {run_time} s, ping every {args.interval:g} s)", flush=True)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
