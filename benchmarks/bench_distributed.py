@@ -54,11 +54,15 @@ class CpuSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root = root_pid
         self.samples: list[tuple[float, dict[str, float]]] = []
-        #: Resident memory (bytes) per process: the first reading and the highest.
-        self.rss_first: dict[str, int] = {}
+        #: Resident memory (bytes) per process: the baseline (the last reading before its first
+        #: association's socket, sampled every 0.1 s until then: the process is up, imports
+        #: done, nothing held yet), every reading after (seconds, bytes), and the highest.
+        self.rss_base: dict[str, int] = {}
+        self.rss_series: dict[str, list[tuple[float, int]]] = {}
         self.rss_peak: dict[str, int] = {}
         #: Per second: how often each process has slept and woken so far (floors.wake_ups).
         self.wakes: list[tuple[float, dict[str, int]]] = []
+        self._fds_idle: dict[str, int] = {}
         self.done = threading.Event()
 
     def _pids(self) -> dict[int, str]:
@@ -90,13 +94,17 @@ class CpuSampler(threading.Thread):
     def run(self) -> None:
         tick = os.sysconf("SC_CLK_TCK")
         prev: dict[int, tuple[int, float]] = {}
-        start = time.monotonic()
-        while not self.done.wait(1.0):
+        start = last = time.monotonic()
+        while not self.done.wait(0.1 if len(self.rss_series) < len(self.rss_base) or not self.rss_base else 1.0):
             now = time.monotonic()
+            pids = self._pids()
+            self._watch_baselines(pids, now - start)
+            if now - last < 0.95:
+                continue
+            last = now
             sample = {}
             woken: dict[str, int] = {}
-            rss: dict[str, int] = {}
-            for pid, name in self._pids().items():
+            for pid, name in pids.items():
                 try:
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 except OSError:
@@ -106,16 +114,40 @@ class CpuSampler(threading.Thread):
                     woken[name] = woken.get(name, 0) + wake_ups(pid)
                 except OSError:
                     pass
-                rss[name] = rss.get(name, 0) + int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
                 if pid in prev:
                     t0, m0 = prev[pid]
                     sample[name] = sample.get(name, 0.0) + 100.0 * (ticks - t0) / tick / (now - m0)
                 prev[pid] = (ticks, now)
-            for name, size in rss.items():
-                self.rss_first.setdefault(name, size)
-                self.rss_peak[name] = max(self.rss_peak.get(name, 0), size)
             self.samples.append((now - start, sample))
             self.wakes.append((now - start, woken))
+
+    def _watch_baselines(self, pids: dict[int, str], at: float) -> None:
+        """RSS of each process: its baseline until its first association, then the series. A worker's
+        first association is its first socket beyond the few it opens while starting; the server
+        keeps one socket, so its baseline ends with the first worker's. The server's workers
+        (serve --workers) are summed as the server."""
+        sizes: dict[str, tuple[int, int]] = {}
+        for pid, name in pids.items():
+            if name == "master":
+                continue  # it holds no association
+            try:
+                rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                fds = len(os.listdir(f"/proc/{pid}/fd")) if name.startswith("worker") else 0
+            except OSError:
+                continue
+            before = sizes.get(name, (0, 0))
+            sizes[name] = (before[0] + rss, before[1] + fds)
+        for name, (rss, fds) in sizes.items():
+            if name in self.rss_series:
+                self.rss_series[name].append((at, rss))
+                self.rss_peak[name] = max(self.rss_peak[name], rss)
+            elif name.startswith("worker") and fds > self._fds_idle.setdefault(name, fds) + 5 or \
+                    name == "server" and self.rss_series:
+                self.rss_series[name] = [(at, rss)]
+                self.rss_peak[name] = max(self.rss_base.get(name, rss), rss)
+            else:
+                self._fds_idle[name] = min(self._fds_idle.get(name, fds), fds)
+                self.rss_base[name] = rss
 
 
 def wakes_between(wakes: list[tuple[float, dict[str, int]]], first: float, end: float) -> dict[str, int]:
@@ -133,6 +165,20 @@ def mean_cpu(samples: list[tuple[float, dict[str, float]]], first: float, end: f
             for name, value in sample.items():
                 sums.setdefault(name, []).append(value)
     return {name: sum(v) / len(v) for name, v in sorted(sums.items())}
+
+
+def memory_growth(sampler: CpuSampler, hold_end: float) -> tuple[dict[str, int], dict[str, int]]:
+    """Bytes the workers (summed) and the server grew beyond their baselines: at the end of the hold
+    (the last reading before ``hold_end`` s, before the stop) and at their highest."""
+    held, topped = {"workers": 0, "server": 0}, {"workers": 0, "server": 0}
+    for name, series in sampler.rss_series.items():
+        key = "workers" if name.startswith("worker") else name
+        if key not in held or name not in sampler.rss_base:
+            continue
+        before_stop = [rss for at, rss in series if at < hold_end] or [series[0][1]]
+        held[key] += before_stop[-1] - sampler.rss_base[name]
+        topped[key] += sampler.rss_peak[name] - sampler.rss_base[name]
+    return held, topped
 
 
 def main() -> int:
@@ -264,11 +310,13 @@ def report(args: argparse.Namespace, run_dir: Path, summary: dict, series: dict,
             print(f"wake-ups per ping while holding  workers+master {load_wakes / pings_held:.2f}, server "
                   f"{woken.get('server', 0) / pings_held:.2f}; one sleep and wake-up of an idle loop costs "
                   f"{floor * 1e6:.1f} us of CPU here (floors.wake_up)")
-    grown = {k: sampler.rss_peak[k] - sampler.rss_first[k] for k in sampler.rss_peak}
-    load = sum(v for k, v in grown.items() if k.startswith("worker"))
     if peak:
-        print(f"memory per association           workers {load / peak / 1024:.1f} KiB, server "
-              f"{grown.get('server', 0) / peak / 1024:.1f} KiB (peak RSS beyond each process's first reading)")
+        held, topped = memory_growth(sampler, hold_end)
+        print(f"memory per association           workers {held['workers'] / peak / 1024:.1f} KiB, server "
+              f"{held['server'] / peak / 1024:.1f} KiB (RSS at the end of the hold beyond each process's "
+              f"baseline: its RSS before its first association)")
+        print(f"memory per association, peak     workers {topped['workers'] / peak / 1024:.1f} KiB, server "
+              f"{topped['server'] / peak / 1024:.1f} KiB (highest RSS, the stop included)")
     print(f"verdict: {(summary.get('analysis') or {}).get('verdict')}")
     return 0
 
