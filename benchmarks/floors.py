@@ -84,8 +84,9 @@ def wake_up(seconds: float, tick: float = 0.005) -> float:
     timer every ``tick`` (the associations' timer tick): the floor of every turn of the loop that
     finds nothing waiting. On this virtual machine it is far above the syscall (a 5 ms sleep cost
     tens of microseconds), which is why a ping costs more at scale than back to back."""
-    select = __import__("select")  # the unpatched module, as _socket above
-    poller = select.epoll()
+    from gevent.monkey import get_original  # the unpatched epoll, as _socket above (locust patches select)
+
+    poller = get_original("select", "epoll")()
     wakes = 0
     c0, end = time.process_time(), time.perf_counter() + seconds
     while time.perf_counter() < end:
