@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from floors import wake_up, wake_ups
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = """name: dist{n}
 clients: {{count: {n}, spawn_rate: {rate}}}
@@ -52,13 +54,21 @@ class CpuSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root = root_pid
         self.samples: list[tuple[float, dict[str, float]]] = []
-        #: Resident memory (bytes) per process: the first reading and the highest.
-        self.rss_first: dict[str, int] = {}
+        #: Resident memory (bytes) per process: the baseline (the last reading before its first
+        #: association's socket, sampled every 0.1 s until then: the process is up, imports
+        #: done, nothing held yet), every reading after (seconds, bytes), and the highest.
+        self.rss_base: dict[str, int] = {}
+        self.rss_series: dict[str, list[tuple[float, int]]] = {}
         self.rss_peak: dict[str, int] = {}
+        #: Per second: how often each process has slept and woken so far (floors.wake_ups).
+        self.wakes: list[tuple[float, dict[str, int]]] = []
+        self._fds_idle: dict[str, int] = {}
         self.done = threading.Event()
 
     def _pids(self) -> dict[int, str]:
-        out = {}
+        """This run's processes (the root and its descendants) by role; the server's workers
+        (serve --workers) are the server too."""
+        parents, names = {}, {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -67,33 +77,85 @@ class CpuSampler(threading.Thread):
                 stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
+            parents[int(entry)] = int(stat[1])
             name = role(cmd)
-            # only this run's processes: the root or its descendants (ppid chain)
-            if name and (int(entry) == self.root or int(stat[1]) == self.root):
-                out[int(entry)] = name
-        return out
+            if name:
+                names[int(entry)] = name
+
+        def ours(pid: int) -> bool:
+            while pid > 1:
+                if pid == self.root:
+                    return True
+                pid = parents.get(pid, 0)
+            return False
+
+        return {pid: name for pid, name in names.items() if ours(pid)}
 
     def run(self) -> None:
         tick = os.sysconf("SC_CLK_TCK")
         prev: dict[int, tuple[int, float]] = {}
-        start = time.monotonic()
-        while not self.done.wait(1.0):
+        start = last = time.monotonic()
+        while not self.done.wait(0.1 if len(self.rss_series) < len(self.rss_base) or not self.rss_base else 1.0):
             now = time.monotonic()
+            pids = self._pids()
+            self._watch_baselines(pids, now - start)
+            if now - last < 0.95:
+                continue
+            last = now
             sample = {}
-            for pid, name in self._pids().items():
+            woken: dict[str, int] = {}
+            for pid, name in pids.items():
                 try:
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 except OSError:
                     continue
                 ticks = int(fields[11]) + int(fields[12])
-                rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-                self.rss_first.setdefault(name, rss)
-                self.rss_peak[name] = max(self.rss_peak.get(name, 0), rss)
+                try:
+                    woken[name] = woken.get(name, 0) + wake_ups(pid)
+                except OSError:
+                    pass
                 if pid in prev:
                     t0, m0 = prev[pid]
-                    sample[name] = 100.0 * (ticks - t0) / tick / (now - m0)
+                    sample[name] = sample.get(name, 0.0) + 100.0 * (ticks - t0) / tick / (now - m0)
                 prev[pid] = (ticks, now)
             self.samples.append((now - start, sample))
+            self.wakes.append((now - start, woken))
+
+    def _watch_baselines(self, pids: dict[int, str], at: float) -> None:
+        """RSS of each process: its baseline until its first association, then the series. A worker's
+        first association is its first socket beyond the few it opens while starting; the server
+        keeps one socket, so its baseline ends with the first worker's. The server's workers
+        (serve --workers) are summed as the server."""
+        sizes: dict[str, tuple[int, int]] = {}
+        for pid, name in pids.items():
+            if name == "master":
+                continue  # it holds no association
+            try:
+                rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                fds = len(os.listdir(f"/proc/{pid}/fd")) if name.startswith("worker") else 0
+            except OSError:
+                continue
+            before = sizes.get(name, (0, 0))
+            sizes[name] = (before[0] + rss, before[1] + fds)
+        for name, (rss, fds) in sizes.items():
+            if name in self.rss_series:
+                self.rss_series[name].append((at, rss))
+                self.rss_peak[name] = max(self.rss_peak[name], rss)
+            elif name.startswith("worker") and fds > self._fds_idle.setdefault(name, fds) + 5 or \
+                    name == "server" and self.rss_series:
+                self.rss_series[name] = [(at, rss)]
+                self.rss_peak[name] = max(self.rss_base.get(name, rss), rss)
+            else:
+                self._fds_idle[name] = min(self._fds_idle.get(name, fds), fds)
+                self.rss_base[name] = rss
+
+
+def wakes_between(wakes: list[tuple[float, dict[str, int]]], first: float, end: float) -> dict[str, int]:
+    """Wake-ups of each process between the samples nearest ``first`` and ``end``."""
+    inside = [counts for at, counts in wakes if first <= at < end]
+    if len(inside) < 2:
+        return {}
+    return {name: inside[-1][name] - inside[0].get(name, 0) for name in inside[-1]}
 
 
 def mean_cpu(samples: list[tuple[float, dict[str, float]]], first: float, end: float) -> dict[str, float]:
@@ -105,6 +167,20 @@ def mean_cpu(samples: list[tuple[float, dict[str, float]]], first: float, end: f
     return {name: sum(v) / len(v) for name, v in sorted(sums.items())}
 
 
+def memory_growth(sampler: CpuSampler, hold_end: float) -> tuple[dict[str, int], dict[str, int]]:
+    """Bytes the workers (summed) and the server grew beyond their baselines: at the end of the hold
+    (the last reading before ``hold_end`` s, before the stop) and at their highest."""
+    held, topped = {"workers": 0, "server": 0}, {"workers": 0, "server": 0}
+    for name, series in sampler.rss_series.items():
+        key = "workers" if name.startswith("worker") else name
+        if key not in held or name not in sampler.rss_base:
+            continue
+        before_stop = [rss for at, rss in series if at < hold_end] or [series[0][1]]
+        held[key] += before_stop[-1] - sampler.rss_base[name]
+        topped[key] += sampler.rss_peak[name] - sampler.rss_base[name]
+    return held, topped
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--associations", type=int, default=50000)
@@ -112,6 +188,8 @@ def main() -> int:
     parser.add_argument("--ramp-rate", type=float, default=500.0, help="clients started per second")
     parser.add_argument("--hold", type=float, default=60.0, help="seconds to hold them all after the ramp")
     parser.add_argument("--interval", type=float, default=5.0, help="ping interval, seconds")
+    parser.add_argument("--server-workers", type=int, default=1,
+                        help="the built-in server's processes (loadgen run --server-workers)")
     parser.add_argument("--results-dir", default=str(ROOT / "results"), help="where the run's results go")
     parser.add_argument("--micro-seconds", type=float, default=5.0,
                         help="length of the same-run ping microbenchmark (bench_dtls.pings), 0: skip it")
@@ -124,10 +202,12 @@ def main() -> int:
         scenario = Path(tmp) / "dist.yaml"
         scenario.write_text(SCENARIO.format(n=args.associations, rate=args.ramp_rate, run_time=run_time,
                                             interval=args.interval, results=results))
-        cmd = [sys.executable, "-m", "loadgen", "run", str(scenario), "--processes", str(args.processes)]
+        cmd = [sys.executable, "-m", "loadgen", "run", str(scenario), "--processes", str(args.processes),
+               "--server-workers", str(args.server_workers)]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         print(f"$ python benchmarks/bench_distributed.py --associations {args.associations} --processes "
-              f"{args.processes} --ramp-rate {args.ramp_rate:g} --hold {args.hold:g} --interval {args.interval:g}")
+              f"{args.processes} --ramp-rate {args.ramp_rate:g} --hold {args.hold:g} --interval {args.interval:g}"
+              f" --server-workers {args.server_workers}")
         print(f"  runs: loadgen run SCENARIO --processes {args.processes} ({args.associations} clients at "
               f"{args.ramp_rate:g}/s, run_time {run_time} s, ping every {args.interval:g} s)", flush=True)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -222,11 +302,21 @@ def report(args: argparse.Namespace, run_dir: Path, summary: dict, series: dict,
                         if base else "")
             print(f"CPU per ping all-in, {label:<15} {cost * 1e6:6.1f} us ({per_second:.0f} pings/s while holding)"
                   + same_run)
-    grown = {k: sampler.rss_peak[k] - sampler.rss_first[k] for k in sampler.rss_peak}
-    load = sum(v for k, v in grown.items() if k.startswith("worker"))
+        woken = wakes_between(sampler.wakes, settle, hold_end)
+        pings_held = per_second * max(hold_end - int(settle), 1)
+        if woken:
+            load_wakes = sum(v for k, v in woken.items() if k.startswith("worker") or k == "master")
+            floor = wake_up(2.0)
+            print(f"wake-ups per ping while holding  workers+master {load_wakes / pings_held:.2f}, server "
+                  f"{woken.get('server', 0) / pings_held:.2f}; one sleep and wake-up of an idle loop costs "
+                  f"{floor * 1e6:.1f} us of CPU here (floors.wake_up)")
     if peak:
-        print(f"memory per association           workers {load / peak / 1024:.1f} KiB, server "
-              f"{grown.get('server', 0) / peak / 1024:.1f} KiB (peak RSS beyond each process's first reading)")
+        held, topped = memory_growth(sampler, hold_end)
+        print(f"memory per association           workers {held['workers'] / peak / 1024:.1f} KiB, server "
+              f"{held['server'] / peak / 1024:.1f} KiB (RSS at the end of the hold beyond each process's "
+              f"baseline: its RSS before its first association)")
+        print(f"memory per association, peak     workers {topped['workers'] / peak / 1024:.1f} KiB, server "
+              f"{topped['server'] / peak / 1024:.1f} KiB (highest RSS, the stop included)")
     print(f"verdict: {(summary.get('analysis') or {}).get('verdict')}")
     return 0
 

@@ -29,12 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import floors  # noqa: E402
 
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
+from loadgen.locust.limits import ShortageLog  # noqa: E402
 from loadgen.locust.users import LocustSink  # noqa: E402
 from loadgen.protocol import dtls_contexts, dtls_factory  # noqa: E402
 from loadgen.protocol.credentials import KeyStore, Secret  # noqa: E402
 from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
 from loadgen.servers.launcher import ServerProcess  # noqa: E402
-from loadgen.stats.facts import PING, FanOut  # noqa: E402
+from loadgen.stats.facts import PING, FanOut, LogSink, Sink  # noqa: E402
 from loadgen.stats.sink import StatsSink  # noqa: E402
 from loadgen.traffic.tracker import traffic_plan  # noqa: E402
 from loadgen.traffic.workload import WorkloadPlan  # noqa: E402
@@ -49,12 +50,14 @@ def cpu() -> float:
     return time.process_time()
 
 
-def run_sink(totals: StatsSink) -> FanOut:
-    """What a real run's associations report to: Locust's request events (with Locust's
-    own stats listening) and loadgen's exact totals."""
+def run_sink(totals: StatsSink, *more: Sink, locust_events: bool = True, request_type: str = "DTLS") -> FanOut:
+    """What a real run's associations report to (loadgen.locust.users.Session's sinks): Locust's
+    request events (with Locust's own stats listening), loadgen's exact totals, the log and the
+    socket-shortage log; ``more`` after them. Without ``locust_events``: Locust's share measured."""
     env = Environment()
     env.create_local_runner()  # wires Locust's stats to the request event
-    return FanOut([LocustSink(env.events.request, "DTLS"), totals])
+    locust_sink = [LocustSink(env.events.request, request_type)] if locust_events else []
+    return FanOut([*locust_sink, totals, LogSink(), ShortageLog(), *more])
 
 
 def process_cpu(pid: int) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import gevent
 import locust  # noqa: F401 - as in a real run: gevent's monkey-patching first
+from floors import wake_ups
 from locust.env import Environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,12 +41,6 @@ from loadgen.transport.dtls_association import DtlsAssociation  # noqa: E402
 def rss_bytes(pid: int | str = "self") -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def wake_ups(pid: int | str = "self") -> int:
-    """The process's voluntary context switches: each is a sleep in the event loop and a wake-up."""
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
 
 
 def main() -> int:
@@ -87,9 +83,9 @@ def main() -> int:
             gevent.sleep(0.5)
         ramped = time.perf_counter() - w0
         ramp = totals.roll()  # the hold is counted afresh: RTTs while holding, not while the ramp loads the server
-        hold_cpu, hold_wakes, server_wakes = time.process_time(), wake_ups(), wake_ups(server.pid)
+        hold_cpu, hold_wakes, server_wakes = time.process_time(), wake_ups(os.getpid()), wake_ups(server.pid)
         gevent.sleep(args.hold)
-        hold_wakes, server_wakes = wake_ups() - hold_wakes, wake_ups(server.pid) - server_wakes
+        hold_wakes, server_wakes = wake_ups(os.getpid()) - hold_wakes, wake_ups(server.pid) - server_wakes
         after = rss_bytes()
         server_after = rss_bytes(server.pid)
         c1 = time.process_time()

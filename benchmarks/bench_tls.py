@@ -32,15 +32,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from locust.env import Environment
 from OpenSSL import SSL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_dtls import pings as dtls_pings  # noqa: E402 - the DTLS figure, measured the DTLS bench's way
+from bench_dtls import run_sink  # noqa: E402 - a run's sinks
 
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
-from loadgen.locust.users import LocustSink  # noqa: E402
 from loadgen.protocol.credentials import KeyStore  # noqa: E402
 from loadgen.protocol.openssl.tls import SessionCache, TlsEngine  # noqa: E402
 from loadgen.protocol.openssl.tls_contexts import (  # noqa: E402
@@ -51,7 +50,7 @@ from loadgen.protocol.openssl.tls_contexts import (  # noqa: E402
 )
 from loadgen.scenario.model import Expect, PingConfig  # noqa: E402
 from loadgen.servers.launcher import ServerProcess  # noqa: E402
-from loadgen.stats.facts import FanOut, Sink  # noqa: E402
+from loadgen.stats.facts import Sink  # noqa: E402
 from loadgen.stats.sink import StatsSink  # noqa: E402
 from loadgen.traffic.tracker import traffic_plan  # noqa: E402
 from loadgen.transport.tls_association import TlsAssociation  # noqa: E402
@@ -68,12 +67,6 @@ class Mode:
     server: TlsContext
     server_args: list[str]
     server_name: str | None = None
-
-
-def run_sink(totals: StatsSink) -> FanOut:
-    env = Environment()
-    env.create_local_runner()
-    return FanOut([LocustSink(env.events.request, "TLS"), totals])
 
 
 def options(version: str, resumption: bool, **more: object) -> TlsOptions:
@@ -157,7 +150,7 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int, mode: 
     """Client CPU seconds per completed handshake; with ``resumed`` each device resumes its session."""
     ctx = mode.client
     totals = StatsSink()
-    sink = run_sink(totals)
+    sink = run_sink(totals, request_type="TLS")
     caches = [SessionCache(maxsize=1) for _ in range(concurrency)]
     todo = iter(range(n))
 
@@ -181,7 +174,7 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int, mode: 
 
 def pings(address: tuple[str, int], associations: int, seconds: float, mode: Mode) -> tuple[float, StatsSink]:
     totals = StatsSink()
-    sink = run_sink(totals)
+    sink = run_sink(totals, request_type="TLS")
     plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=2.0, expect=Expect("echo")))
     assocs = [TlsAssociation(f"p{i}", "bench", address, mode.client, sink, identity=b"p%d" % i, key=QUICKSTART_KEY,
                              ping=plan, message_level=logging.WARNING) for i in range(associations)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import gevent
 import pytest
+from procs import Procs
 
 from loadgen.cli.keys import QUICKSTART_KEY
 from loadgen.protocol import dtls_contexts
@@ -68,3 +70,36 @@ def test_two_workers_on_one_port_share_the_peers_and_report_each() -> None:
     assert first > 0 and second > 0, server.summary  # the kernel spread the peers over both
     for pid in workers:  # every worker is gone
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_a_run_with_server_workers_spreads_its_clients_over_the_built_in_servers(procs: Procs,
+                                                                                 tmp_path: Path) -> None:
+    # `loadgen run --server-workers 2`: the built-in server is two processes on one port, and the
+    # run's summary carries the server's stop line with each worker's share.
+    scenario = tmp_path / "two.yaml"
+    scenario.write_text(f"""name: two
+clients: {{count: {CLIENTS}, spawn_rate: 200}}
+run_time: 3s
+psk: {{identity: "device-{{n:05d}}", key: "{QUICKSTART_KEY.value.hex()}"}}
+ping: {{interval: 500ms, expect: echo}}
+outputs: {{results_dir: results, report: false}}
+""")
+    run = procs.loadgen("run", scenario, "--server-workers", "2")
+    assert run.wait(60) == 0, run.describe()
+    (results,) = (tmp_path / "results").iterdir()
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["handshake"]["completed"] == CLIENTS and summary["ping"]["failed"] == 0, summary["handshake"]
+    shares = re.search(r"per worker handshakes/pings: (\d+)/(\d+), (\d+)/(\d+)$", summary["server"])
+    assert shares is not None, summary["server"]
+    first, first_pings, second, second_pings = map(int, shares.groups())
+    assert first + second == CLIENTS and first > 0 and second > 0, summary["server"]
+    assert first_pings + second_pings >= summary["ping"]["completed"], summary["server"]  # each answered once
+
+
+def test_server_workers_must_be_positive(procs: Procs, tmp_path: Path) -> None:
+    scenario = tmp_path / "none.yaml"
+    scenario.write_text(f'name: none\nclients: {{count: 1}}\nrun_time: 1s\n'
+                        f'psk: {{identity: "d", key: "{QUICKSTART_KEY.value.hex()}"}}\n')
+    run = procs.loadgen("run", scenario, "--server-workers", "0")
+    assert run.wait(30) == 2, run.describe()
+    assert "--server-workers must be positive" in run.stderr and "Traceback" not in run.stderr

@@ -56,6 +56,10 @@ def _distributed_options(run: argparse.ArgumentParser) -> None:
                      help="worker: the master's built-in server (printed by the master; default: the "
                           "scenario's targets)")
     run.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
+    run.add_argument("--server-workers", type=int, default=1, metavar="N",
+                     help="a scenario without targets: run the built-in server as N processes on its one port "
+                          "(SO_REUSEPORT, as `loadgen serve dtls --workers N`) when one core does not keep up "
+                          "(default 1)")
 
 
 def add_workload_options(parser: argparse.ArgumentParser) -> None:
@@ -84,14 +88,15 @@ def run_command(args: argparse.Namespace) -> int:
 
     scenario = with_load_options(apply_output_options(load_scenario(args.scenario), args), args)
     junit = junit_path(args)
-    if args.processes < 0 or (args.workers is not None and args.workers < 1):
-        raise ConfigError("--processes and --workers must be positive")
+    if args.processes < 0 or (args.workers is not None and args.workers < 1) or args.server_workers < 1:
+        raise ConfigError("--processes, --workers and --server-workers must be positive")
     options = RunOptions(
         web=args.web, web_host=args.web_host, web_port=args.web_port, processes=args.processes,
         master=args.master, worker=args.worker, master_host=args.master_host, master_port=args.master_port,
         expect_workers=args.expect_workers, worker_index=args.worker_index,
         workers=args.workers, builtin_address=_builtin_address(args.builtin_address),
         run_dir=Path(args.run_dir) if args.run_dir else None, workload=args.workload, period=args.period,
+        server_workers=args.server_workers,
     )
     outcome = run(scenario, options)
     write_junit(junit, outcome, failures_fail=args.exit_code_on_error != 0)

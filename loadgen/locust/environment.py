@@ -40,6 +40,7 @@ class RunOptions:
     run_dir: Path | None = None  # workers write worker-<index>.json here
     workload: Workload = "steady"  # steady: connect and ping; churn: a handshake per client per period
     period: float = 1.0  # churn: seconds between one client's handshakes
+    server_workers: int = 1  # the built-in server's processes on its one port (serve dtls --workers)
 
     @property
     def distributed(self) -> bool:
@@ -69,7 +70,7 @@ def endpoints(scenario: Scenario, options: RunOptions) -> Iterator[tuple[list[En
         return
     if options.worker:
         raise ValueError("a worker for a scenario without targets needs --builtin-address (the master prints it)")
-    server = builtin_server(scenario)
+    server = builtin_server(scenario, options.server_workers)
     with server as address:
         yield [Endpoint(BUILTIN_TARGET, address)], server
 

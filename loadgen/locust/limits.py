@@ -216,6 +216,8 @@ class ShortageLog:
     """A sink: attempts that failed for want of a socket (:class:`SocketsExhausted`), summed up
     in at most one log line per ``interval`` with counts per reason, instead of a line per device."""
 
+    facts = (Finished,)
+
     def __init__(self, interval: float = 10.0) -> None:
         self._log = ThrottledLog(log, interval=interval, burst=1)
         self._counts: Counter[str] = Counter()

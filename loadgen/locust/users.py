@@ -62,18 +62,26 @@ class FailureCode(Exception):
 class LocustSink:
     """Fires one Locust request event per finished handshake or ping."""
 
+    facts = (Finished,)
+
     def __init__(self, request_event: Any, request_type: str) -> None:
         self._fire = request_event.fire
         self._request_type = request_type
+        # Locust's row names by (target, kind, resumed): made once, not formatted per ping.
+        self._names: dict[tuple[str, str, bool], str] = {}
 
     def record(self, fact: object) -> None:
         if type(fact) is not Finished:
             return
-        # A resumed handshake costs the server far less: its own row, so both can be measured.
-        kind = f"resumed {fact.kind}" if fact.resumed else fact.kind
+        key = (fact.target, fact.kind, fact.resumed)
+        name = self._names.get(key)
+        if name is None:
+            # A resumed handshake costs the server far less: its own row, so both can be measured.
+            name = self._names[key] = f"{fact.target} resumed {fact.kind}" if fact.resumed \
+                else f"{fact.target} {fact.kind}"
         self._fire(
             request_type=self._request_type,
-            name=f"{fact.target} {kind}",
+            name=name,
             response_time=fact.elapsed * 1000.0,
             response_length=fact.received_bytes,
             exception=FailureCode(fact.error.code) if fact.error is not None else None,

@@ -104,8 +104,9 @@ def _die_with_parent() -> None:
 BUILTIN_KEY_ENV = "LOADGEN_BUILTIN_PSK"
 
 
-def builtin_server(scenario: Scenario) -> ServerProcess:
-    """The reference server for a scenario without targets: keys and hint from the scenario.
+def builtin_server(scenario: Scenario, workers: int = 1) -> ServerProcess:
+    """The reference server for a scenario without targets: keys and hint from the scenario, in
+    ``workers`` processes sharing its port (``loadgen serve dtls --workers``) when one core is not enough.
 
     The keys are those the scenario resolved when it was loaded (see :func:`_key_options`): the
     child reads neither the scenario file nor its key sources again.
@@ -122,7 +123,8 @@ def builtin_server(scenario: Scenario) -> ServerProcess:
     clients = scenario.clients.count
     return ServerProcess([*keys, "--max-peers", str(max(DEFAULT_MAX_PEERS, clients)),
                           "--max-half-open", str(max(DEFAULT_MAX_HALF_OPEN, clients)),
-                          "--handshake-timeout", f"{scenario.dtls.handshake_timeout:g}"], env=env)
+                          "--handshake-timeout", f"{scenario.dtls.handshake_timeout:g}",
+                          *(["--workers", str(workers)] if workers > 1 else [])], env=env)
 
 
 def _key_options(psk: PskConfig) -> tuple[list[str], dict[str, str]]:

@@ -126,29 +126,44 @@ class Ended:
 
 
 Fact = Started | Finished | Message | Ended
+#: Every kind of fact, for a sink that takes them all.
+FACT_TYPES: tuple[type, ...] = (Started, Finished, Message, Ended)
 
 
 class Sink(Protocol):
-    """Anything that takes facts: :class:`loadgen.stats.sink.StatsSink` counts them, others log or forward."""
+    """Anything that takes facts: :class:`loadgen.stats.sink.StatsSink` counts them, others log or forward.
+
+    A sink may also say which kinds of fact it takes, as a ``facts`` attribute (a tuple of the
+    classes above); :class:`FanOut` then gives it only those. One without takes them all."""
 
     def record(self, fact: Fact) -> None: ...
 
 
 class FanOut:
-    """Sends every fact to each of several sinks."""
+    """Sends every fact to each of several sinks that takes its kind (see :class:`Sink`).
+
+    A run's associations report to five sinks (Locust, exact stats, the log, the socket-shortage
+    log, the web UI's or the API's), and each ping makes two facts: routed by kind, a ping calls
+    the three sinks that want its facts instead of all five twice."""
+
+    facts = FACT_TYPES
 
     def __init__(self, sinks: Iterable[Sink]) -> None:
-        self.sinks = list(sinks)
+        self.sinks = tuple(sinks)
+        self._routes = {kind: tuple(sink.record for sink in self.sinks if kind in getattr(sink, "facts", FACT_TYPES))
+                        for kind in FACT_TYPES}
 
     def record(self, fact: Fact) -> None:
-        for sink in self.sinks:
-            sink.record(fact)
+        for record in self._routes[type(fact)]:
+            record(fact)
 
 
 class LogSink:
     """Messages go to the ``loadgen`` logger at their own level, rate-limited per level and
     message kind (thousands of associations hitting the same problem make one line a
     few seconds with a count); other facts are ignored."""
+
+    facts = (Message, Finished)
 
     def __init__(self) -> None:
         self._log = ThrottledLog(log, interval=5.0, burst=10)

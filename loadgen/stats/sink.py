@@ -62,6 +62,8 @@ class StatsSink:
     so far: a sink that is never rolled (tests, benchmarks) holds the totals of everything.
     """
 
+    facts = (Started, Finished, Ended)
+
     def __init__(self) -> None:
         self._cells: dict[Key, Cell] = {}
         self.reset()

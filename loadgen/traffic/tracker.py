@@ -204,7 +204,8 @@ class RequestTracker(RequestBook):
 
         Raises :class:`~loadgen.protocol.errors.PingTimeout` when ``max_missed`` requests in a row went unanswered.
         """
-        if self._head is not None:
+        head = self._head
+        if head is not None and now >= head.deadline:  # checked here: poll runs twice per request
             self._expire(now)
         if now < self._next or len(self._in_flight) >= self._max_in_flight:
             return None

@@ -109,6 +109,9 @@ class PskClientEngine(HandshakeEngine):
     """One client association: the handshake here, then :class:`RecordLayer` for data."""
 
     is_client = True
+    __slots__ = ("_suites", "_choose", "_cookie", "_hello_verify_requests", "_hello", "_hello_seq", "_inbox",
+                 "_hint", "_expected_server_finished", "_finished_sent", "_retransmits_before_finished",
+                 "_heard_after_finished")
 
     def __init__(self, suites: tuple[int, ...], choose: PskChooser, *, mtu: int = DEFAULT_MTU,
                  retransmit_cap: float | None = DEFAULT_RETRANSMIT_CAP) -> None:
@@ -166,7 +169,9 @@ class PskClientEngine(HandshakeEngine):
     def _forget_handshake(self) -> None:
         super()._forget_handshake()
         self._hello = self._cookie = self._expected_server_finished = b""
+        self._hint = None
         del self._inbox  # only handshake messages go there
+        del self._choose  # the association's PSK callback: no cycle engine <-> association once up
 
     # -- server messages ----------------------------------------------------
 
