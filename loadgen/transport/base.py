@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
+
+from gevent.event import AsyncResult
 
 from loadgen.protocol.credentials import Secret
+from loadgen.protocol.errors import LoadgenError
 from loadgen.stats.facts import Message, Sink
 from loadgen.traffic.workload import WorkloadPlan
 
@@ -19,7 +23,10 @@ INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 
 
 class AssociationBase:
-    """The fields and the two callbacks both associations have."""
+    """The fields and the callbacks both associations have."""
+
+    #: Set once the association has ended, to the error that ended it (None: closed); each subclass makes it.
+    _done: AsyncResult
 
     def __init__(self, name: str, target: str, address: tuple[str, int], sink: Sink, *,
                  identity: bytes | None, key: Secret | None, ping: WorkloadPlan, source_address: str | None,
@@ -36,6 +43,11 @@ class AssociationBase:
         self._uniform = rng.uniform if rng is not None else random.uniform
         # Messages below this level are not even formatted (a run logs warnings and up).
         self._message_level = message_level
+
+    def on_end(self, callback: Callable[[LoadgenError | None], None]) -> None:
+        """Have the event loop call ``callback(error)`` once the association has ended (what ``run()``
+        returns), for a caller that keeps no greenlet waiting (:class:`~loadgen.locust.lifeline.Lifeline`)."""
+        self._done.rawlink(lambda done: callback(done.value))
 
     def _choose_psk(self, hint: bytes | None) -> tuple[bytes, Secret]:
         self._say(INFO, "providing pre-shared key ...")
