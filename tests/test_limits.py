@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +254,8 @@ def test_devices_do_not_reconnect_while_locust_stops_the_users(tmp_path: Path) -
     from locust.env import Environment
 
     from loadgen.locust.environment import BUILTIN_TARGET
-    from loadgen.locust.users import Endpoint, Session, keep_alive
+    from loadgen.locust.lifeline import keep_alive
+    from loadgen.locust.users import Endpoint, Session
 
     scenario = load_scenario(write_scenario(tmp_path, "stop", """\
         clients: {count: 1, spawn_rate: 1}
@@ -265,9 +267,17 @@ def test_devices_do_not_reconnect_while_locust_stops_the_users(tmp_path: Path) -
     made: list[int] = []
 
     class NoSocket:
-        def run(self) -> SocketsExhausted:
+        """An association that fails at once for want of a socket (as DtlsAssociation.start() does at EMFILE)."""
+
+        def on_end(self, callback: Callable[[SocketsExhausted], None]) -> None:
+            self._ended = callback
+
+        def start(self) -> None:
             made.append(1)
-            return SocketsExhausted("no socket", reason="EMFILE")
+            gevent.get_hub().loop.run_callback(self._ended, SocketsExhausted("no socket", reason="EMFILE"))
+
+        def close(self) -> None:
+            pass
 
     device = gevent.spawn(keep_alive, NoSocket, scenario, session.stopping)
     try:

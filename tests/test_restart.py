@@ -30,7 +30,7 @@ import gevent
 import pytest
 from servers import start_loadgen_server
 
-from loadgen.locust.users import keep_alive
+from loadgen.locust.lifeline import keep_alive
 from loadgen.protocol import dtls_contexts
 from loadgen.protocol.credentials import Secret
 from loadgen.scenario import parse_scenario

@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gevent import get_hub
@@ -176,6 +177,11 @@ class AssociationBase:
         self._timer = get_hub().loop.timer(max(delay, 0.0) if math.isfinite(delay) else 3600.0)
         self._timer_at = wake
         self._timer.start(self._guarded, self._on_timer, update=True)
+
+    def on_end(self, callback: Callable[[LoadgenError | None], None]) -> None:
+        """Have the event loop call ``callback(error)`` once the association has ended (what ``run()``
+        returns), for a caller that keeps no greenlet waiting (:class:`~loadgen.locust.lifeline.Lifeline`)."""
+        self._done.rawlink(lambda done: callback(done.value))
 
     def _choose_psk(self, hint: bytes | None) -> tuple[bytes, Secret]:
         self._say(INFO, "providing pre-shared key ...")

@@ -117,6 +117,10 @@ _OPAD = bytes(b ^ 0x5C for b in range(256))
 class RecordLayer:
     """Seals and opens epoch-1 records for one side of an established association."""
 
+    # One per association for as long as it is up: slots, not a dict.
+    __slots__ = ("_write_iv", "_read_iv", "_sealer", "_opener", "_explicit", "_tag_len", "overhead", "_version",
+                 "_epoch", "_write_seq", "_read_top", "_read_window")
+
     def __init__(self, suite: Suite, *, master_key: bytes | Prf, client_random: bytes, server_random: bytes,
                  is_client: bool, write_seq: int, read_seq: int, version: int = records.DTLS_1_2) -> None:
         n_key, n_iv = suite.key_len, suite.fixed_iv_len
