@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -23,7 +24,6 @@ from loadgen.protocol.events import HandshakeCompleted
 from loadgen.protocol.native import records
 from loadgen.protocol.native.handshake import DEFAULT_MTU, HandshakeEngine
 from loadgen.protocol.native.messages import (
-    CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
     EXT_EXTENDED_MASTER_SECRET,
     EXT_RENEGOTIATION_INFO,
@@ -115,27 +115,29 @@ def parse_client_hello(datagram: bytes) -> ClientHello | None:
     payload = datagram[records.HEADER_LEN : end]
     if end > len(datagram) or len(payload) < HS_HEADER_LEN or header[1] >> 8 != _DTLS_MAJOR:
         return None
-    found = fragments(payload)
+    found = fragments(payload, 1)
     if not found:
         return None
-    msg_type, length, message_seq, offset, body = found[0]
+    _, length, message_seq, offset, body = found[0]
     if offset != 0 or len(body) != length:
         return None
     try:
         cookie_start, cookie_end = hello_cookie_span(body)
-        suites_end = cookie_end + 2 + int.from_bytes(body[cookie_end : cookie_end + 2], "big")
+        n_suites = int.from_bytes(body[cookie_end : cookie_end + 2], "big")
+        suites_end = cookie_end + 2 + n_suites
         compression_end = suites_end + 1 + body[suites_end]
-        if compression_end > len(body) or (suites_end - cookie_end) % 2 or body[0] != _DTLS_MAJOR:
+        if compression_end > len(body) or n_suites % 2 or body[0] != _DTLS_MAJOR:
             return None
         extensions = parse_extensions(body[compression_end:])
     except (IndexError, ValueError):
         return None
-    suites = tuple(int.from_bytes(body[i : i + 2], "big") for i in range(cookie_end + 2, suites_end, 2))
     return ClientHello(
         record_seq=(header[3] << 16) | header[4], message_seq=message_seq,
-        message=handshake_message(CLIENT_HELLO, message_seq, body),
+        # Whole and unfragmented, the record's payload is the message as the transcript has it.
+        message=payload[: HS_HEADER_LEN + length],
         version=int.from_bytes(body[:2], "big"), random=body[2:34], cookie=body[cookie_start:cookie_end],
-        suites=suites, compression=body[suites_end + 1 : compression_end], extensions=extensions,
+        suites=struct.unpack_from(f"!{n_suites // 2}H", body, cookie_end + 2),
+        compression=body[suites_end + 1 : compression_end], extensions=extensions,
     )
 
 
