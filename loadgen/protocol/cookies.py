@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import os
 
+from loadgen.protocol.native.record_layer import Prf
+
 COOKIE_LEN = 16
 
 
@@ -29,7 +31,10 @@ class CookieJar:
         self._rotate_every = rotate_every
         self._seed = seed
         self._period = -1
-        self._current = os.urandom(32)
+        # Secrets as keyed HMAC states (Prf): a cookie is then two hash copies, not an HMAC
+        # set up from its key each time (1.4 against 4.3 us; the server makes one and checks
+        # one per handshake).
+        self._current = Prf(os.urandom(32))
         self._previous = self._current
         self._rotated_at: float | None = None
 
@@ -45,30 +50,26 @@ class CookieJar:
             self._rotated_at = now
         elapsed = now - self._rotated_at
         if elapsed >= self._rotate_every:
-            fresh = os.urandom(32)
+            fresh = Prf(os.urandom(32))
             # Rotation is lazy: after two or more idle periods the current secret is
             # itself more than one rotation old and must not be accepted either.
             self._previous = self._current if elapsed < 2 * self._rotate_every else fresh
             self._current = fresh
             self._rotated_at = now
 
-    def _derive(self, period: int) -> bytes:
+    def _derive(self, period: int) -> Prf:
         assert self._seed is not None
-        return hmac.new(self._seed, period.to_bytes(8, "big", signed=True), hashlib.sha256).digest()
-
-    @staticmethod
-    def _mac(secret: bytes, peer: bytes) -> bytes:
-        return hmac.new(secret, peer, hashlib.sha256).digest()[:COOKIE_LEN]
+        return Prf(hmac.new(self._seed, period.to_bytes(8, "big", signed=True), hashlib.sha256).digest())
 
     def make(self, peer: bytes, now: float) -> bytes:
         """Cookie for ``peer`` (an address rendered as bytes, e.g. ``b"127.0.0.1:4433"``) at ``now``."""
         self._maybe_rotate(now)
-        return self._mac(self._current, peer)
+        return self._current.mac(peer)[:COOKIE_LEN]
 
     def check(self, peer: bytes, cookie: bytes, now: float) -> bool:
         """True when ``cookie`` was made for ``peer`` with the current or previous secret (at ``now``)."""
         self._maybe_rotate(now)
-        return any(
-            hmac.compare_digest(cookie, self._mac(secret, peer))
-            for secret in (self._current, self._previous)
-        )
+        if hmac.compare_digest(cookie, self._current.mac(peer)[:COOKIE_LEN]):
+            return True
+        previous = self._previous
+        return previous is not self._current and hmac.compare_digest(cookie, previous.mac(peer)[:COOKIE_LEN])

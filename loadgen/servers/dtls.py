@@ -295,7 +295,8 @@ class DtlsServer:
     def handle_datagram(self, datagram: bytes, addr: SockAddr) -> None:
         peer = self._peers.get(addr)
         now = time.monotonic()
-        if peer is None or (not peer.half_open and records.is_client_hello(datagram)):
+        # A byte compared first: an established peer's datagrams are pings (0x17), not hellos (0x16).
+        if peer is None or (not peer.half_open and datagram[:1] == b"\x16" and records.is_client_hello(datagram)):
             self._handle_newcomer(datagram, addr, peer, now)
             return
         peer.last_seen = now

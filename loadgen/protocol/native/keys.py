@@ -7,9 +7,10 @@ secrets both sides derive from the pre-shared key; the PRF and the record keys a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from loadgen.protocol.native.record_layer import SUITES, Suite, prf
+from loadgen.protocol.native.record_layer import SUITES, Prf, Suite
 
 #: IANA numbers of the PSK AEAD suites handled natively, by OpenSSL name.
 NATIVE_SUITES = {
@@ -41,8 +42,15 @@ def premaster_secret(psk: bytes) -> bytes:
     return n + bytes(len(psk)) + n + psk
 
 
+@functools.lru_cache(maxsize=256)
+def _premaster_prf(psk: bytes, hash_fn: Any) -> Prf:
+    """The PRF keyed with a PSK's premaster secret: the same for every handshake with that key
+    (a server's one shared key, a client's per-user keys), so its HMAC states are made once."""
+    return Prf(premaster_secret(psk), hash_fn)
+
+
 def master_secret(psk: bytes, hash_fn: Any, *, session_hash: bytes | None, randoms: bytes) -> bytes:
     """RFC 7627 4 when both sides agreed to the extended master secret, else RFC 5246 8.1."""
     if session_hash is not None:
-        return prf(premaster_secret(psk), b"extended master secret", session_hash, 48, hash_fn)
-    return prf(premaster_secret(psk), b"master secret", randoms, 48, hash_fn)
+        return _premaster_prf(psk, hash_fn)(b"extended master secret", session_hash, 48)
+    return _premaster_prf(psk, hash_fn)(b"master secret", randoms, 48)

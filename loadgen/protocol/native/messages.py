@@ -53,8 +53,10 @@ MAX_FRAGMENTS_PER_RECORD = 8
 
 def handshake_message(msg_type: int, seq: int, body: bytes) -> bytes:
     """One unfragmented DTLS handshake message (also its form in the transcript hash)."""
-    n = len(body).to_bytes(3, "big")
-    return bytes((msg_type,)) + n + seq.to_bytes(2, "big") + b"\x00\x00\x00" + n + body
+    n = len(body)
+    # One struct call for the header (fragment offset 0, fragment length n): each side builds
+    # and hashes a dozen of these per handshake.
+    return _FRAGMENT_HEADER.pack(msg_type, n >> 16, n & 0xFFFF, seq, 0, 0, n >> 16, n & 0xFFFF) + body
 
 
 def fragment_message(message: bytes, room: int) -> list[bytes]:
@@ -222,8 +224,8 @@ class Reassembler:
         if partial is None:
             if seq in self._complete or length > MAX_MESSAGE_LEN:
                 return 0
-            if (len(self._complete) + len(self._partial) >= MAX_BUFFERED_MESSAGES
-                    or self.buffered + length > MAX_REASSEMBLY_BYTES):
+            held = len(self._complete) + len(self._partial)  # none held: nothing to sum (the common case)
+            if held >= MAX_BUFFERED_MESSAGES or (held and self.buffered + length > MAX_REASSEMBLY_BYTES):
                 return REFUSED
             if offset == 0 and size == length:  # the common case: not fragmented
                 self._complete[seq] = (msg_type, source[start : start + size] if start or size != len(source)

@@ -31,6 +31,7 @@ HashFactory = Callable[..., "_Hash"]
 
 _EPOCH_SEQ = struct.Struct("!HHI")  # epoch, then the 48-bit sequence number as 16 + 32 bits
 _AAD_TAIL = struct.Struct("!BHH")  # type, version, plaintext length
+_SEAL_HEAD = struct.Struct("!BH8sH")  # a sealed record's header: type, version, epoch + sequence, length
 WINDOW = 64  # replay window (RFC 6347 4.1.2.6)
 _WINDOW_MASK = (1 << WINDOW) - 1
 
@@ -88,7 +89,8 @@ class Prf:
         self._inner.update(key.translate(_IPAD))
         self._outer.update(key.translate(_OPAD))
 
-    def _mac(self, message: bytes) -> bytes:
+    def mac(self, message: bytes) -> bytes:
+        """HMAC(secret, message), from the keyed states."""
         inner = self._inner.copy()
         inner.update(message)
         outer = self._outer.copy()
@@ -100,8 +102,8 @@ class Prf:
         out = b""
         a = seed
         while len(out) < length:
-            a = self._mac(a)
-            out += self._mac(a + seed)
+            a = self.mac(a)
+            out += self.mac(a + seed)
         return out[:length]
 
 
@@ -165,9 +167,11 @@ class RecordLayer:
         self._write_seq += 1
         epoch_seq = _EPOCH_SEQ.pack(self._epoch, seq >> 32, seq & 0xFFFFFFFF)
         aad = epoch_seq + _AAD_TAIL.pack(content_type, self._version, len(plaintext))
-        explicit = epoch_seq if self._explicit else b""
-        sealed = explicit + self._sealer.encrypt(self._nonce(self._write_iv, epoch_seq, explicit), plaintext, aad)
-        return struct.pack("!BH", content_type, self._version) + epoch_seq + struct.pack("!H", len(sealed)) + sealed
+        if self._explicit:
+            sealed = self._sealer.encrypt(self._write_iv + epoch_seq, plaintext, aad)
+            return _SEAL_HEAD.pack(content_type, self._version, epoch_seq, 8 + len(sealed)) + epoch_seq + sealed
+        sealed = self._sealer.encrypt(self._nonce(self._write_iv, epoch_seq, b""), plaintext, aad)
+        return _SEAL_HEAD.pack(content_type, self._version, epoch_seq, len(sealed)) + sealed
 
     def open(self, record: bytes) -> tuple[int, bytes] | None:
         """``(content_type, plaintext)`` of one epoch-1 record, or None if it must be dropped
@@ -175,17 +179,18 @@ class RecordLayer:
         if len(record) < records.HEADER_LEN or record[3:5] != b"\x00\x01":
             return None
         seq = int.from_bytes(record[5:11], "big")
-        if not self._fresh(seq):
+        if seq <= self._read_top and not self._fresh(seq):
             return None
         epoch_seq = record[3:11]
-        body = record[records.HEADER_LEN :]
-        explicit = body[:8] if self._explicit else b""
-        ciphertext = body[len(explicit) :]
+        if self._explicit:  # the 8-byte explicit nonce first
+            nonce, ciphertext = self._read_iv + record[13:21], record[21:]
+        else:
+            nonce, ciphertext = self._nonce(self._read_iv, epoch_seq, b""), record[13:]
         if not self._tag_len <= len(ciphertext) <= records.MAX_PLAINTEXT + self._tag_len:
             return None  # too short to hold a tag, or more plaintext than a record may carry
         aad = epoch_seq + _AAD_TAIL.pack(record[0], self._version, len(ciphertext) - self._tag_len)
         try:
-            plaintext = self._opener.decrypt(self._nonce(self._read_iv, epoch_seq, explicit), ciphertext, aad)
+            plaintext = self._opener.decrypt(nonce, ciphertext, aad)
         except InvalidTag:
             return None
         self._accept(seq)

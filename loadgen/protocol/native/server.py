@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -23,13 +24,13 @@ from loadgen.protocol.events import HandshakeCompleted
 from loadgen.protocol.native import records
 from loadgen.protocol.native.handshake import DEFAULT_MTU, HandshakeEngine
 from loadgen.protocol.native.messages import (
-    CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
     EXT_EXTENDED_MASTER_SECRET,
     EXT_RENEGOTIATION_INFO,
     FINISHED,
     HELLO_VERIFY_REQUEST,
     HS_HEADER_LEN,
+    MAX_MESSAGE_LEN,
     MAX_MESSAGE_SEQ,
     RENEGOTIATION_SCSV,
     SERVER_HELLO,
@@ -38,7 +39,6 @@ from loadgen.protocol.native.messages import (
     VERIFY_DATA_LEN,
     VERSION,
     Reassembler,
-    fragments,
     handshake_message,
     parse_extensions,
 )
@@ -105,38 +105,45 @@ def hello_cookie_span(data: bytes, at: int = 0) -> tuple[int, int]:
     return sid_end + 1, sid_end + 1 + data[sid_end]
 
 
+#: The record header and the handshake header of a ClientHello's first record, in one unpack:
+#: type, version, epoch, sequence (16 + 32 bits), length; msg_type, length (8 + 16 bits),
+#: message_seq, fragment offset (8 + 16), fragment length (8 + 16).
+_HELLO_HEADERS = struct.Struct("!BHHHIHBBHHBHBH")
+_HEADERS_LEN = records.HEADER_LEN + HS_HEADER_LEN
+
+
 def parse_client_hello(datagram: bytes) -> ClientHello | None:
     """The ClientHello a datagram starts with, or None (not one, malformed, or fragmented:
-    like OpenSSL's ``DTLSv1_listen``, a ClientHello must arrive whole)."""
-    if not records.is_client_hello(datagram):
+    like OpenSSL's ``DTLSv1_listen``, a ClientHello must arrive whole).
+
+    The server parses one per datagram from a stranger (each handshake has two): one unpack for
+    both headers, the suites in one more."""
+    if len(datagram) < _HEADERS_LEN:
         return None
-    header = records.HEADER.unpack_from(datagram)
-    end = records.HEADER_LEN + header[5]
-    payload = datagram[records.HEADER_LEN : end]
-    if end > len(datagram) or len(payload) < HS_HEADER_LEN or header[1] >> 8 != _DTLS_MAJOR:
-        return None
-    found = fragments(payload)
-    if not found:
-        return None
-    msg_type, length, message_seq, offset, body = found[0]
-    if offset != 0 or len(body) != length:
-        return None
+    (content_type, version, epoch, seq_hi, seq_lo, record_len, msg_type, len_hi, len_lo, message_seq,
+     off_hi, off_lo, frag_hi, frag_lo) = _HELLO_HEADERS.unpack_from(datagram)
+    length = len_hi << 16 | len_lo
+    end = _HEADERS_LEN + length
+    if (content_type != records.HANDSHAKE or epoch or msg_type != 1 or version >> 8 != _DTLS_MAJOR
+            or off_hi or off_lo or (frag_hi << 16 | frag_lo) != length or length > MAX_MESSAGE_LEN
+            or records.HEADER_LEN + record_len > len(datagram) or end > records.HEADER_LEN + record_len):
+        return None  # not a whole ClientHello in its record (fragmented, or cut short)
+    body = datagram[_HEADERS_LEN:end]
     try:
         cookie_start, cookie_end = hello_cookie_span(body)
-        suites_end = cookie_end + 2 + int.from_bytes(body[cookie_end : cookie_end + 2], "big")
+        n_suites = int.from_bytes(body[cookie_end : cookie_end + 2], "big")
+        suites_end = cookie_end + 2 + n_suites
         compression_end = suites_end + 1 + body[suites_end]
-        if compression_end > len(body) or (suites_end - cookie_end) % 2 or body[0] != _DTLS_MAJOR:
+        if compression_end > len(body) or n_suites % 2 or body[0] != _DTLS_MAJOR:
             return None
         extensions = parse_extensions(body[compression_end:])
     except (IndexError, ValueError):
         return None
-    suites = tuple(int.from_bytes(body[i : i + 2], "big") for i in range(cookie_end + 2, suites_end, 2))
-    return ClientHello(
-        record_seq=(header[3] << 16) | header[4], message_seq=message_seq,
-        message=handshake_message(CLIENT_HELLO, message_seq, body),
-        version=int.from_bytes(body[:2], "big"), random=body[2:34], cookie=body[cookie_start:cookie_end],
-        suites=suites, compression=body[suites_end + 1 : compression_end], extensions=extensions,
-    )
+    # Whole and unfragmented, the record's payload is the message as the transcript has it.
+    return ClientHello(seq_hi << 32 | seq_lo, message_seq, datagram[records.HEADER_LEN : end],
+                       int.from_bytes(body[:2], "big"), body[2:34], body[cookie_start:cookie_end],
+                       struct.unpack_from(f"!{n_suites // 2}H", body, cookie_end + 2),
+                       body[suites_end + 1 : compression_end], extensions)
 
 
 def hello_verify_request(cookie: bytes, record_seq: int) -> bytes:
