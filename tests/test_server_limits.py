@@ -356,8 +356,7 @@ def test_serve_dtls_limits_flags_and_listening_line(server_procs) -> None:
     gevent.sleep(1.5)  # the 7 half-open peers expire
     out, _ = server.stop()
     summary = out.strip().splitlines()[-1]
-    assert "{'server-full': 2, 'handshake-timeout': 7}" in summary or \
-        "{'handshake-timeout': 7, 'server-full': 2}" in summary, summary
+    assert "9 failures (handshake-timeout 7, server-full 2)" in summary, summary
 
 
 #: For a child server: engines of peers from 127.0.0.77 raise MemoryError on their next datagram.
@@ -388,7 +387,7 @@ def test_serve_dtls_survives_a_raising_peer_and_still_stops_on_sigint(server_pro
     out, err = server.stop()
     assert server.proc.returncode == 0, err
     summary = _SUMMARY.match(out.strip().splitlines()[-1])
-    assert summary is not None and summary["failures"] == "{'internal-error': 1}", out
+    assert summary is not None and summary["failures"] == "internal-error 1", out
     assert int(summary["handshakes"]) == 1 and int(summary["pings"]) >= 3
     lines = [line for line in err.splitlines() if "internal error" in line]
     assert len(lines) == 1 and "MemoryError" in lines[0] and MARKER not in err, err
