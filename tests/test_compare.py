@@ -57,8 +57,8 @@ def figure(comparison: Comparison, kind: str, name: str, target: str = "ref") ->
 
 def test_a_latency_moved_inside_the_histograms_resolution_is_not_a_regression() -> None:
     # 5 -> 6 us is +20% but one 1-us bucket; 100,000 -> 100,040 us share a 64-us bucket's neighbourhood.
-    base = saved("A", {("ping", "ref"): cell([5] * 50 + [100_000] * 50)})
-    later = saved("B", {("ping", "ref"): cell([6] * 50 + [100_040] * 50)})
+    base = saved("A", {("ping", "ref"): cell([5] * 500 + [100_000] * 500)})
+    later = saved("B", {("ping", "ref"): cell([6] * 500 + [100_040] * 500)})
     result = compare([base, later], max_regression=0.0)  # any move beyond the resolution would count
     p50, p99 = figure(result, "ping", "p50"), figure(result, "ping", "p99")
     assert p50.values == (0.005, 0.006) and p50.deltas[0] is not None and p50.deltas[0].ratio == pytest.approx(0.2)
@@ -66,16 +66,29 @@ def test_a_latency_moved_inside_the_histograms_resolution_is_not_a_regression() 
     assert p99.deltas[0] is not None and p99.deltas[0].within_resolution and not p99.regressed, p99
     assert not result.regressions and result.verdict.startswith("no regression"), result.verdict
     # The same move twice as large is beyond the resolution.
-    worse = compare([base, saved("C", {("ping", "ref"): cell([7] * 50 + [100_300] * 50)})], max_regression=0.0)
+    worse = compare([base, saved("C", {("ping", "ref"): cell([7] * 500 + [100_300] * 500)})], max_regression=0.0)
     assert figure(worse, "ping", "p50").regressed and figure(worse, "ping", "p99").regressed
 
 
+def test_a_tail_too_few_samples_decide_is_shown_never_judged() -> None:
+    # 150 pings: their p99.9 is the slowest one, and the max is always one sample: twice as slow
+    # there is shown, not a regression; the p50 (75 samples beyond it) is judged.
+    base = saved("A", {("ping", "ref"): cell([1000] * 149 + [5000])})
+    later = saved("B", {("ping", "ref"): cell([2000] * 149 + [10_000])})
+    result = compare([base, later])
+    for name in ("p99", "p99.9", "max"):
+        tail = figure(result, "ping", name)
+        assert tail.deltas[0] is not None and tail.deltas[0].ratio == pytest.approx(1.0, abs=0.01), tail
+        assert not tail.regressed, tail
+    assert figure(result, "ping", "p50").regressed
+
+
 def test_worse_by_more_than_max_regression_in_its_worse_direction() -> None:
-    base = saved("A", {("ping", "ref"): cell([1000] * 200)})
-    slower_fewer = saved("B", {("ping", "ref"): cell([1500] * 100, {"ping-timeout": 5})})
+    base = saved("A", {("ping", "ref"): cell([1000] * 2000)})
+    slower_fewer = saved("B", {("ping", "ref"): cell([1500] * 1000, {"ping-timeout": 50})})
     result = compare([base, slower_fewer])
     throughput, p99 = figure(result, "ping", "throughput"), figure(result, "ping", "p99")
-    assert throughput.values == (20.0, 10.0) and throughput.regressed, throughput  # down is worse
+    assert throughput.values == (200.0, 100.0) and throughput.regressed, throughput  # down is worse
     assert p99.deltas[0] is not None and p99.deltas[0].ratio == pytest.approx(0.5, abs=0.01) and p99.regressed
     errors, timeouts = figure(result, "ping", "errors"), figure(result, "ping", "errors ping-timeout")
     assert errors.values[0] == 0 and errors.regressed and timeouts.values[0] == 0.0 and timeouts.regressed
@@ -85,9 +98,9 @@ def test_worse_by_more_than_max_regression_in_its_worse_direction() -> None:
     # Three runs: each later one against the baseline, the verdict names the one that regressed.
     three = compare([base, base, slower_fewer])
     assert [d is not None and d.regression for d in figure(three, "ping", "throughput").deltas] == [False, True]
-    assert "ping throughput [ref] C -10 (-50.0%)" in three.verdict and " B " not in three.verdict, three.verdict
+    assert "ping throughput [ref] C -100 (-50.0%)" in three.verdict and " B " not in three.verdict, three.verdict
     # Within --max-regression: 1000 -> 1050 us is +5%, beyond the resolution but not worse than 10%.
-    assert not figure(compare([base, saved("C", {("ping", "ref"): cell([1050] * 200)})]), "ping", "p99").regressed
+    assert not figure(compare([base, saved("C", {("ping", "ref"): cell([1050] * 2000)})]), "ping", "p99").regressed
 
 
 def test_a_run_compared_with_itself_and_the_knee_of_stepped_runs() -> None:

@@ -34,6 +34,10 @@ ALL_TARGETS = "all targets"
 DEFAULT_MAX_REGRESSION = 0.10
 #: The latency percentiles compared, as named in the table ("max" is p100).
 LATENCIES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p99.9", 99.9), ("max", 100.0))
+#: A percentile p is judged only in a run with this many samples beyond it (at least 10 / (1 - p)):
+#: the p99.9 of 150 pings is their slowest one, and two runs of the same server differ there by
+#: chance. The max is one sample: shown, never judged.
+TAIL_SAMPLES = 10
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class Measure:
 
     value: float | None
     resolution: float = 0.0
+    #: False for a figure too few samples decide: shown, never a regression (see :data:`TAIL_SAMPLES`).
+    judged: bool = True
 
 
 @dataclass(frozen=True)
@@ -192,7 +198,7 @@ def judge(base: Measure, later: Measure, worse: Worse, max_regression: float) ->
     within = abs(change) <= max(base.resolution, later.resolution)
     direction = {"up": 1, "down": -1}.get(worse, 0)
     worse_by = change * direction > 0 and (ratio is None or abs(ratio) > max_regression)
-    return Delta(change, ratio, worse_by and not within, within)
+    return Delta(change, ratio, worse_by and not within and base.judged and later.judged, within)
 
 
 def latency_resolution(hist: HdrHistogram, value_us: int) -> float:
@@ -219,7 +225,8 @@ def cell_figures(cell: Cell, kind: str, elapsed: float) -> Iterator[tuple[str, s
             yield prefix + name, "ms", timing, Measure(None)
             continue
         value = int(hist.get_max_value() if p == 100.0 else hist.get_value_at_percentile(p))
-        yield prefix + name, "ms", timing, Measure(value / 1000, latency_resolution(hist, value) / 1000)
+        enough = p < 100.0 and hist.get_total_count() * (1 - p / 100) >= TAIL_SAMPLES
+        yield prefix + name, "ms", timing, Measure(value / 1000, latency_resolution(hist, value) / 1000, enough)
     ended = cell.completed + cell.failed
     one = 1 / ended if ended else 0.0
     yield "errors", "ratio", "up", Measure(cell.failed / ended if ended else None, one)
