@@ -39,8 +39,45 @@ def count_code(codes: Counter[str], code: str, n: int = 1) -> None:
         codes[OTHER_CODE] += n
 
 
+class Histogram(HdrHistogram):  # type: ignore[misc]  # hdrh has no type hints
+    """An HDR histogram of :data:`HDR_RANGE` whose :meth:`record_value` is one call, not four.
+
+    hdrh finds a value's counts index through three helper methods (and a ``bin()`` string for
+    the leading zeros); the sinks record twice per ping, so that was ~6% of a ping's client
+    CPU. The same arithmetic inlined, with ``int.bit_length`` for the leading zeros, gives the
+    same index for every value (``tests/test_stats_cells.py`` checks it against hdrh's own).
+    """
+
+    min_value: int
+    max_value: int
+
+    def __init__(self) -> None:
+        super().__init__(*HDR_RANGE)
+        # The index arithmetic's constants (the same for every histogram of HDR_RANGE).
+        self._mask = self.sub_bucket_mask
+        self._unit = self.unit_magnitude
+        self._shift = self.sub_bucket_half_count_magnitude
+        self._half = self.sub_bucket_half_count
+
+    def record_value(self, value: int, count: int = 1) -> bool:
+        """Count ``value`` (an int) ``count`` times; False (nothing counted) outside the range, as hdrh."""
+        if value < 0:
+            return False
+        bucket = (value | self._mask).bit_length() - self._unit - self._shift - 1
+        index = ((bucket + 1) << self._shift) + (value >> (bucket + self._unit)) - self._half
+        if index >= self.counts_len:
+            return False
+        self.counts[index] += count
+        self.total_count += count
+        if value < self.min_value:
+            self.min_value = value
+        if value > self.max_value:
+            self.max_value = value
+        return True
+
+
 def new_histogram() -> HdrHistogram:
-    return HdrHistogram(*HDR_RANGE)
+    return Histogram()
 
 
 def latency_us(seconds: float) -> int:
