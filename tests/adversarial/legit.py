@@ -125,7 +125,10 @@ def attacked(server: HostileServer, key: Secret, totals: Sink, *, name: str = "v
 
 
 class LoopLag:
-    """The longest the event loop went without running a 10 ms ticker (a stall)."""
+    """The longest the event loop went without running a 10 ms ticker (a stall), counted in
+    the CPU this thread spent meanwhile: a stall is the loop busy with one peer's bytes, not
+    the shared machine running something else (wall-clock lag under the full suite reached
+    0.52 s with no work in between, and failed a 0.5 s bound by luck)."""
 
     def __init__(self) -> None:
         self.worst = 0.0
@@ -135,10 +138,12 @@ class LoopLag:
         hub = gevent.get_hub()
         while True:
             hub.loop.update_now()
-            before = hub.loop.now()
+            before, cpu_before = hub.loop.now(), time.thread_time()
             gevent.sleep(0.01)
             hub.loop.update_now()
-            self.worst = max(self.worst, hub.loop.now() - before - 0.01)
+            late = hub.loop.now() - before - 0.01
+            # Busy, not descheduled: the lag counts only as far as this thread ran.
+            self.worst = max(self.worst, min(late, time.thread_time() - cpu_before))
 
     def stop(self) -> None:
         self._greenlet.kill()
