@@ -285,6 +285,32 @@ def _short_handshake():  # type: ignore[no-untyped-def]
     return DtlsConfig(handshake_timeout=1.5)
 
 
+def test_a_queue_of_datagrams_never_keeps_the_timers_and_other_greenlets_waiting(start_dtls) -> None:
+    """The server read its socket until it was empty before anything else on the event loop
+    ran: a flood that keeps the socket from emptying held back the timer loop (handshake
+    timeouts, idle expiry) and every other greenlet for as long as it lasted. Now it reads a
+    batch at a time. Deterministic: the datagrams are all queued before the server reads one,
+    and a greenlet that yields after each look counts what the server has handled meanwhile."""
+    server = start_dtls()
+    queued = 300  # of 20 bytes: well inside the socket's receive buffer (none dropped)
+    with stdsocket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM) as flood:
+        for i in range(queued):
+            flood.sendto(b"\x16garbage-%09d" % i, server.address)
+        seen: list[int] = []
+
+        def watch() -> None:
+            while server.stats.ignored < queued and len(seen) < 10_000:
+                seen.append(server.stats.ignored)
+                gevent.sleep(0)
+
+        watcher = gevent.spawn(watch)
+        watcher.join(timeout=30)
+        watcher.kill()
+    assert server.stats.ignored == queued, f"{server.stats.ignored} of {queued} datagrams handled"
+    between = [n for n in seen if 0 < n < queued]
+    assert between, f"nothing else ran while {queued} datagrams were handled (looks saw {sorted(set(seen))})"
+
+
 def test_half_open_peers_expire_after_the_handshake_timeout(start_dtls) -> None:
     server = start_dtls(handshake_timeout=0.5)
     HalfOpen(server.address, 3, ("127.0.0.77",)).open()
