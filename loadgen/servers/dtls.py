@@ -44,6 +44,7 @@ from loadgen.protocol.native import server as psk_server
 from loadgen.protocol.native.handshake import DEFAULT_MTU
 from loadgen.scenario.syntax import SockAddr, format_host_port
 from loadgen.servers.ratelimit import TokenBucket, client_hello_has_cookie
+from loadgen.servers.udp import bind_udp
 from loadgen.stats.throttle import ThrottledLog, exception_summary
 from loadgen.transport.heap import freeze_while_growing
 
@@ -437,22 +438,6 @@ class DtlsServer:
             self._sock.sendto(datagram, addr)
         except OSError as exc:  # a full buffer or a vanished peer must not stop the server
             self._log.log(logging.WARNING, "send", "send to %s failed: %s", _peer_text(addr), exc)
-
-
-def bind_udp(host: str, port: int, *, reuse_port: bool) -> _stdsocket.socket:
-    """A UDP socket bound to ``host:port`` (``reuse_port``: one of several workers' on one port)."""
-    family = _stdsocket.AF_INET6 if ":" in host else _stdsocket.AF_INET
-    sock = _stdsocket.socket(family, _stdsocket.SOCK_DGRAM)
-    try:
-        if reuse_port:
-            sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEPORT, 1)
-        # Thousands of clients send at once: a bigger receive buffer rides out bursts.
-        sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF, 4 * 1024 * 1024)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def _peer_key(addr: SockAddr) -> bytes:

@@ -16,7 +16,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
 
-from loadgen.servers.dtls import DtlsServer, ServerStats, bind_udp
+from loadgen.servers.dtls import DtlsServer, ServerStats
+from loadgen.servers.udp import bind_udp
 
 #: How long the parent waits for a worker's totals after SIGTERM before it kills the worker.
 STOP_TIMEOUT = 10.0
