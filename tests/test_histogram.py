@@ -1,7 +1,7 @@
 """The stats' HDR histogram records each latency in the bucket hdrh itself would.
 
-:class:`loadgen.stats.cells.Histogram` inlines hdrh's counts-index arithmetic (a ping's
-two recordings were ~6% of its client CPU). A wrong bucket would shift every percentile a
+:class:`loadgen.stats.cells.Histogram` inlines hdrh's counts-index arithmetic (hdrh's own
+took ~1.5 us per recording, one per completed ping). A wrong bucket would shift every percentile a
 report, a threshold or ``loadgen compare`` reads, so it is checked against hdrh's own
 ``record_value`` on the range's edges, every power of two and random values.
 """
@@ -56,7 +56,7 @@ def test_every_edge_value_lands_in_hdrhs_bucket() -> None:
     assert new_histogram().record_value(2**62) is False
 
 
-def test_a_million_random_latencies_make_the_same_percentiles() -> None:
+def test_a_hundred_thousand_random_latencies_make_the_same_percentiles() -> None:
     rng = random.Random(7)
     # Loopback pings (tens of us), WAN round trips (ms) and timeouts (s): log-uniform over the range.
     values = [int(10 ** rng.uniform(0, 9.5)) for _ in range(100_000)]

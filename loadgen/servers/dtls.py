@@ -57,7 +57,7 @@ DEFAULT_MAX_HALF_OPEN = 10_000
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 60.0
 
-#: Due timer entries handled before the timer loop lets the receive loop run.
+#: Due timer entries handled before the timer loop lets datagrams in.
 _TIMER_BATCH = 256
 #: Datagrams read in one call of the read watcher before the loop's other watchers (the timer
 #: loop, another worker's) get their turn; the watcher is level-triggered and calls again.
@@ -231,9 +231,9 @@ class DtlsServer:
         batch at most. It must not block (it runs in the hub) and never raises (a raise would
         print a traceback per datagram): one datagram never ends what serves the others."""
         sock, buffer, view = self._sock, self._buffer, self._view
+        if sock is None:
+            return  # stopped (stop() also stops the watcher; nothing here yields to it)
         for _ in range(_READ_BATCH):
-            if sock is None or self._sock is not sock:
-                return  # stopped meanwhile
             try:
                 size, addr = sock.recvfrom_into(buffer)
             except BlockingIOError:
