@@ -10,8 +10,8 @@ Ramp stages become the run's LoadTestShape.
 When Locust quits, the local runner or the master writes ``results/<run>/`` (summary, series,
 CSV, report, verdict) and prints loadgen's summary, as ``loadgen run`` does
 (:func:`loadgen.locust.run.finish_run`), and sets the exit status the same way: 0 when the run
-passed, 1 when a threshold failed, ``--exit-code-on-error`` (default 1) when the scenario has no
-thresholds and an attempt failed. Quitting while users still run (Ctrl-C) marks it interrupted.
+passed, 1 when a threshold failed or no attempt ended, ``--exit-code-on-error`` (default 1) when
+the scenario has no thresholds and an attempt failed. Quitting while users still run (Ctrl-C) marks it interrupted.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import contextlib
 import os
 from typing import Any
 
+import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -48,6 +49,14 @@ def _add_scenario_option(parser: Any) -> None:
 
 @events.init.add_listener  # type: ignore[untyped-decorator]  # locust is untyped
 def _bind_scenario(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any) -> None:
+    _bind(environment, runner, web_ui)
+    # Locust arms -t's timer right after this event, before gevent's loop has run: libev would count
+    # it from the loop's cached "now", taken when `import locust` made the hub, so the start-up
+    # (imports, the scenario, the built-in server) came out of -t ("-t 3s" ran 2.2 s).
+    gevent.get_hub().loop.update_now()
+
+
+def _bind(environment: Any, runner: Any, web_ui: Any) -> None:
     path = getattr(environment.parsed_options, "scenario", "") or os.environ.get("LOADGEN_SCENARIO", "")
     if not path:
         raise SystemExit("loadgen: give --scenario FILE or set LOADGEN_SCENARIO")

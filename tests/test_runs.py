@@ -558,6 +558,36 @@ def test_a_run_whose_every_handshake_fails_exits_1_and_says_failed(tmp_path: Pat
     assert summary["handshake"]["failed"] == 3 and summary["handshake"]["errors"] == {"handshake-timeout": 3}
 
 
+def test_a_run_that_stops_before_any_attempt_ends_fails_even_with_exit_code_on_error_0(
+        tmp_path: Path, spawn: Callable[..., Child]) -> None:
+    """A run that ended while its handshakes were all in flight (0 failed, "errors 0.0%") was judged
+    PASS and exited 0: it measured nothing. ``--exit-code-on-error 0`` tolerates failed attempts, not
+    this (there was no failure), and the JUnit verdict case and summary.json say the same as the exit status."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # never answers; nobody else gets the port
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        scenario = write_scenario(tmp_path, "nothing", f"""\
+            targets: [{{name: silent, host: 127.0.0.1, port: {port}}}]
+            clients: {{count: 2, spawn_rate: 2}}
+            run_time: 2s
+            dtls: {{handshake_timeout: 60s}}
+            """)
+        junit = tmp_path / "junit.xml"
+        run = finished_run(spawn, "run", scenario, "--exit-code-on-error", "0", "--junit", junit, timeout=40)
+    assert run.proc.returncode == 1, run.describe()
+    assert re.search(r"^loadgen: FAILED: no attempt ended in the run's [\d.]+ s \(attempted 2, every one in "
+                     r"flight at the stop\): nothing was measured", run.stdout, re.M), run.stdout
+    verdict = re.search(r"^loadgen: verdict: (.*)$", run.stdout, re.M)
+    assert verdict and verdict[1].startswith("FAIL: "), run.stdout
+    assert "errors - (none ended)" in verdict[1] and "no attempt ended (2 in flight at the stop)" in verdict[1]
+    summary = load(run_dir(tmp_path, "nothing") / "summary.json")
+    assert summary["outcome"] == "failed" and summary["handshake"]["in_flight"] == 2, summary
+    import junitparser  # the consumer CI uses
+
+    cases = {case.name: case for suite in junitparser.JUnitXml.fromfile(str(junit)) for case in suite}
+    assert [r.message for r in cases["verdict"].result][0].startswith("FAIL: no attempt ended"), cases
+
+
 @pytest.mark.parametrize("source", ["key", "derive", "csv"])
 def test_builtin_server_gets_the_scenarios_keys_without_its_file_or_a_key_on_its_command_line(
         tmp_path: Path, source: str) -> None:

@@ -18,7 +18,8 @@ from loadgen.scenario import Scenario, Stage, Thresholds
 from loadgen.stats.facts import is_plain
 from loadgen.stats.run import RunStats
 
-__all__ = ["Analysis", "Knee", "StepResult", "Workload", "analyze", "run_verdict", "settle_time", "stepped"]
+__all__ = ["Analysis", "Knee", "StepResult", "Workload", "analyze", "nothing_ended", "run_verdict", "settle_time",
+           "stepped"]
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,22 @@ def is_stepped(stages: tuple[Stage, ...]) -> bool:
 KNEE_FOUND = ("server", "not-reached")
 
 
+def nothing_ended(stats: RunStats) -> bool:
+    """Whether no attempt of any kind ended, completed or failed: every one was still in flight at the
+    stop (a run cut short during its first handshakes, a server that never answers). Such a run measured
+    nothing and fails whatever else it shows: "0 failed" and "0.0% errors" of no attempts are not a pass.
+    (A run whose every attempt failed is judged by the failure rules: thresholds, else any failure.)"""
+    return not any(cell.completed or cell.failed for cell in stats.kinds.values())
+
+
 def judgement(stats: RunStats, failed_thresholds: int, total_thresholds: int, interrupted: bool) -> str:
     """The verdict's first word: INTERRUPTED (stopped before its planned end), else PASS or FAIL as
-    the exit status decides (thresholds when the scenario has them, otherwise any failed attempt)."""
+    the exit status decides: FAIL when no attempt ended; else thresholds when the scenario has them,
+    otherwise any failed attempt."""
     if interrupted:
         return "INTERRUPTED"
+    if nothing_ended(stats):
+        return "FAIL"
     if total_thresholds:
         return "FAIL" if failed_thresholds else "PASS"
     return "FAIL" if any(cell.failed for cell in stats.kinds.values()) else "PASS"
@@ -118,7 +130,7 @@ def run_verdict(stats: RunStats, elapsed: float, failed: int, total: int, worklo
     seconds = max(elapsed, 1e-9)
     ended = sum(cell.completed + cell.failed for cell in stats.kinds.values())
     failures = sum(cell.failed for cell in stats.kinds.values())
-    errors = failures / ended if ended else 0.0
+    errors = f"{failures / ended:.1%}" if ended else "- (none ended)"
     rows = stats.rows()
     peak_active = max((r["active"] for r in rows), default=stats.active())
     p99 = pings.percentile(99) if pings.completed else hs.percentile(99)
@@ -128,8 +140,11 @@ def run_verdict(stats: RunStats, elapsed: float, failed: int, total: int, worklo
         judged = f"{failed} of {total} thresholds FAILED" if failed else "every threshold met"
     else:  # without thresholds any failed attempt fails the run (the exit status says so too)
         judged = f"FAILED, {failures} attempts failed with no thresholds set" if failures else "no thresholds set"
+    if nothing_ended(stats):
+        in_flight = sum(cell.in_flight for cell in stats.kinds.values())
+        judged = f"FAILED, no attempt ended ({in_flight} in flight at the stop): nothing was measured"
     cpu = max((r["cpu_max"] for r in rows if r["duration"] >= 0.5), default=0.0)  # not the last instant
     load = f"{hs.completed / seconds:.1f} handshakes/s" if workload == "churn" else \
         f"{peak_active} associations up at peak, {pings.completed / seconds:.1f} {what}s/s"
-    return (f"Held {load}{latency}, errors {errors:.1%} over {elapsed:.0f} s: {judged} "
+    return (f"Held {load}{latency}, errors {errors} over {elapsed:.0f} s: {judged} "
             f"(no stepped stages, so no knee; generator CPU at most {cpu:.0f}% of a core).")

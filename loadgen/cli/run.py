@@ -79,7 +79,8 @@ def add_validate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """``loadgen run``: 0 when the run passed, 1 when a threshold failed, else ``--exit-code-on-error``."""
+    """``loadgen run``: 0 when the run passed, 1 when a threshold failed or no attempt ended, else
+    ``--exit-code-on-error`` (see :meth:`~loadgen.results.summary.RunOutcome.exit_status`)."""
     import locust  # noqa: F401 - monkey-patches the standard library for gevent; must come first
 
     from loadgen.locust.environment import RunOptions
@@ -100,10 +101,7 @@ def run_command(args: argparse.Namespace) -> int:
     )
     outcome = run(scenario, options)
     write_junit(junit, outcome, failures_fail=args.exit_code_on_error != 0)
-    if outcome.passed:
-        return 0
-    code: int = EXIT_THRESHOLD if outcome.verdicts else args.exit_code_on_error
-    return code
+    return outcome.exit_status(args.exit_code_on_error)
 
 
 def _builtin_address(text: str | None) -> tuple[str, int] | None:

@@ -73,8 +73,7 @@ def results_when_quitting(environment: Any, scenario: Scenario, stats: RunStats,
         outcome = finish_run(run_scenario, environment, stats, clock.seconds(), new_run_dir(scenario), sys.stdout,
                              interrupted=interrupted, server_summary=server.summary if server else "")
         if not outcome.passed:
-            on_error = getattr(options, "exit_code_on_error", 1)
-            environment.process_exit_code = 1 if outcome.verdicts else on_error
+            environment.process_exit_code = outcome.exit_status(getattr(options, "exit_code_on_error", 1))
 
     environment.events.quitting.add_listener(finish)
 

@@ -4,9 +4,10 @@
   message naming the observed figure and the limit (``FAIL ping_p99: 12.3 ms, limit <= 5.0 ms, ...``).
 - One case for the run itself (classname ``loadgen.run``, name ``verdict``), always there, so a run
   without thresholds still shows CI its outcome. It fails when the run's verdict is FAIL and thresholds
-  do not already say so (no thresholds and failed attempts, e.g. every handshake failed; a stepped run
-  judged by its knee), and when the run was interrupted: a run stopped before its planned end did not
-  show that the server holds the planned load, so CI must not count it as passed.
+  do not already say so (no thresholds and failed attempts; a stepped run judged by its knee), when no
+  attempt ended (every one in flight at the stop: nothing was measured), and when the run was
+  interrupted: a run stopped before its planned end did not show that the server holds the planned
+  load, so CI must not count it as passed.
 - A stepped run (``capacity``, or stepped ``stages``) is judged by its knee, as its exit status is:
   only the verdict case, with every step's health in its text (a threshold failing past the knee is
   what finding the knee takes, not a failure).
@@ -73,6 +74,10 @@ def verdict_case(outcome: RunOutcome, failures_fail: bool = True) -> Case:
                    f"{planned_time(outcome.scenario):.0f} s; the figures cover the part that ran")
     elif not outcome.passed and stepped:
         failure = sentence
+    elif outcome.measured_nothing:  # with --exit-code-on-error 0 too: it still exits 1
+        from loadgen.results.summary import nothing_ended_text
+
+        failure = f"FAIL: {nothing_ended_text(outcome)}"
     elif not outcome.passed and not outcome.verdicts and failures_fail:
         failure = _failed_attempts(outcome)
     return Case("verdict", RUN, failure=failure, detail=detail, seconds=outcome.elapsed)

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from locust.env import Environment
 
-from loadgen.capacity import KNEE_FOUND, Analysis
+from loadgen.capacity import KNEE_FOUND, Analysis, nothing_ended
 from loadgen.locust.health import Health
 from loadgen.scenario import Scenario, Target
 from loadgen.stats.cells import Cell
@@ -46,15 +46,33 @@ class RunOutcome:
         return sum(t.failed for t in self.stats.kinds.values())
 
     @property
+    def measured_nothing(self) -> bool:
+        """No attempt of any kind ended: all were in flight at the stop (see
+        :func:`~loadgen.capacity.nothing_ended`). Judged for the whole run only: a worker may have been
+        given no users at all."""
+        return self.analysis is not None and nothing_ended(self.stats)
+
+    @property
     def passed(self) -> bool:
         """A stepped run is a capacity search, judged by its knee as its verdict is (failures past
-        the knee are what finding it takes). Otherwise thresholds decide when the scenario has them;
-        without, any failed attempt fails the run (Locust's convention: ``locust`` exits 1 on any failure)."""
+        the knee are what finding it takes). A run in which no attempt ended fails. Otherwise thresholds
+        decide when the scenario has them; without, any failed attempt fails the run (Locust's
+        convention: ``locust`` exits 1 on any failure)."""
         if self.analysis is not None and self.analysis.knee is not None:
             return self.analysis.knee.limited_by in KNEE_FOUND
+        if self.measured_nothing:
+            return False
         if self.verdicts:
             return all(v.passed for v in self.verdicts)
         return self.failed_attempts == 0
+
+    def exit_status(self, on_error: int) -> int:
+        """0 when the run passed; 1 when a threshold failed or no attempt ended; else ``on_error``
+        (``--exit-code-on-error``: failed attempts in a run without thresholds, which 0 tolerates;
+        it does not apply to a run that measured nothing, which had no failures)."""
+        if self.passed:
+            return 0
+        return 1 if self.verdicts or self.measured_nothing else on_error
 
 
 # -- the console summary ----------------------------------------------------------------
@@ -133,6 +151,16 @@ def _print_result(outcome: RunOutcome, out: TextIO) -> None:
     elif outcome.failed_attempts:
         print(f"loadgen: FAILED: {outcome.failed_attempts} attempts failed and the scenario sets no thresholds "
               "(then any failure fails the run; set thresholds.error_ratio to allow some)", file=out)
+    if outcome.measured_nothing:
+        print(f"loadgen: FAILED: {nothing_ended_text(outcome)}", file=out)
+
+
+def nothing_ended_text(outcome: RunOutcome) -> str:
+    """Why a run in which no attempt ended failed, and what to do about it."""
+    attempted = sum(c.attempted for c in outcome.stats.kinds.values())
+    what = f"attempted {attempted}, every one in flight at the stop" if attempted else "none was started"
+    return (f"no attempt ended in the run's {outcome.elapsed:.1f} s ({what}): nothing was measured; run "
+            "longer (-t or run_time) or check that the target answers")
 
 
 def _print_health(outcome: RunOutcome, out: TextIO) -> None:
