@@ -287,7 +287,8 @@ def test_processes_master_totals_are_the_sum_of_its_workers(tmp_path: Path, spaw
         failed = sum(w[kind]["failed"] for w in workers)
         attempted = sum(w[kind]["attempted"] for w in workers)
         row = locust_row(summary, f"builtin {kind}")
-        assert row["requests"] == completed + failed, (kind, row, [w[kind] for w in workers])
+        # Seen once under load (2026-12-03): worker-1.json read all zeros while Locust counted its 20.
+        assert row["requests"] == completed + failed, (kind, row, [w[kind] for w in workers], run.describe())
         assert summary[kind]["completed"] == completed and summary[kind]["failed"] == failed, kind
         assert summary[kind]["attempted"] == attempted, kind
         assert failed == 0, [w[kind]["errors"] for w in workers]

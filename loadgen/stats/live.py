@@ -73,6 +73,11 @@ class LiveStats:
     # -- events ---------------------------------------------------------------------
 
     def _on_test_start(self, **_: Any) -> None:
+        if self.role == "worker" and (counted := sum(c.attempted for c in self.stats.kinds.values())):
+            # Locust starts a new test on a worker that stopped (a master's new swarm): its counts so far
+            # are at the master already, but no longer in this worker's own totals (worker-<i>.json).
+            log.warning("loadgen: a new test started on this worker: its own totals restart (%d attempts "
+                        "of the last test are at the master only)", counted)
         self.stats.reset()
         if self.sink is None:
             return
