@@ -7,7 +7,9 @@
     python3 tasks.py lint    # ruff;  python3 tasks.py typecheck  # mypy
 
 Each creates .venv and installs loadgen with its test dependencies on first use
-(again whenever pyproject.toml changes). Extra arguments are passed on.
+(again whenever pyproject.toml, setup.py or the C accelerator's source changes; the accelerator
+is built when gcc and OpenSSL's headers are there, else the pure-Python record layer is used).
+Extra arguments are passed on.
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ BIN = VENV / "bin"
 STAMP = VENV / ".installed"
 
 
+#: What the install depends on: a change to any of them installs again (the C accelerator is rebuilt).
+INSTALL_INPUTS = ("pyproject.toml", "setup.py", "loadgen/protocol/native/_aead.c")
+
+
 def ensure_venv() -> None:
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    wanted = hashlib.sha256(b"".join((ROOT / name).read_bytes() for name in INSTALL_INPUTS)).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
     if not (BIN / "python").exists():

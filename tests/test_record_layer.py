@@ -9,19 +9,34 @@ close_notify are understood, and a lost final flight is re-sent.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from dtls_wire import C2S, S2C, Wire
 
 from loadgen.protocol import dtls_contexts
 from loadgen.protocol.credentials import KeyStore, Secret
 from loadgen.protocol.events import ConnectionClosed, DataReceived
-from loadgen.protocol.native import records
+from loadgen.protocol.native import record_layer, records
 from loadgen.protocol.native.record_layer import SUITES, prf
 from loadgen.protocol.openssl import dtls
 
 KEY = Secret(bytes.fromhex("000102030405060708090a0b0c0d0e0f"))
 CIPHERS = ["PSK-AES128-GCM-SHA256", "PSK-AES256-GCM-SHA384", "PSK-CHACHA20-POLY1305", "PSK-AES128-CCM",
            "PSK-AES128-CCM8"]
+
+
+@pytest.fixture(autouse=True, params=["accelerated", "pure-python"])
+def aead_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: GCM and ChaCha20 through the C accelerator, then through cryptography's classes
+    (the path a machine without gcc or OpenSSL's headers takes)."""
+    if request.param == "pure-python":
+        monkeypatch.setattr(record_layer, "_aead", None)
+    elif not record_layer.ACCELERATED:
+        if os.environ.get("LOADGEN_REQUIRE_ACCELERATOR"):
+            pytest.fail("the C accelerator was not built (LOADGEN_REQUIRE_ACCELERATOR is set: CI builds it)")
+        pytest.skip("the C accelerator was not built at install")
+    return str(request.param)
 
 
 def established(cipher: str, *, client_light: bool, server_light: bool, drop: frozenset = frozenset()) -> Wire:

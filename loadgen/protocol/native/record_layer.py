@@ -7,11 +7,18 @@ sequence numbers and a replay window. We take the negotiated secrets from the
 connection, derive the key block (RFC 5246 5, 6.3), drop the ``SSL`` object, and seal
 and open records here with ``cryptography``'s AEAD ciphers (RFC 6347 4.1, RFC 5288,
 RFC 6655, RFC 7905). Only AEAD suites are handled; anything else stays in OpenSSL.
+
+GCM and ChaCha20-Poly1305 go through the optional C accelerator ``_aead`` when it was built at
+install (see ``setup.py``): one OpenSSL context per direction, 1.2 KiB, where a ``cryptography``
+object keeps an encryption and a decryption context, 2.4 KiB, and a record layer needs one object
+per direction (:data:`ACCELERATED` says which is in use; ``LOADGEN_PURE_PYTHON=1`` refuses the
+accelerator, for tests and comparisons).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +32,16 @@ from loadgen.protocol.native import records
 
 if TYPE_CHECKING:
     from hashlib import _Hash
+
+try:
+    if os.environ.get("LOADGEN_PURE_PYTHON"):
+        raise ImportError("LOADGEN_PURE_PYTHON is set")
+    from loadgen.protocol.native import _aead
+except ImportError:  # not built (no gcc or OpenSSL headers at install), or refused
+    _aead = None  # type: ignore[assignment]
+
+#: Whether GCM and ChaCha20-Poly1305 records go through the C accelerator.
+ACCELERATED = _aead is not None
 
 #: ``hashlib.sha256`` and its kind: ``factory()`` or ``factory(data)`` gives a hash object.
 HashFactory = Callable[..., "_Hash"]
@@ -53,6 +70,14 @@ class Suite:
     tag_len: int
     aead: Callable[[bytes], Aead]  # factory(key) -> AEAD object
     prf_hash: HashFactory = hashlib.sha256
+    evp: str = ""  # OpenSSL's name of the AEAD, for the accelerator ("": cryptography's class always)
+
+    def direction(self, key: bytes, *, seals: bool) -> Aead:
+        """The AEAD for one direction: the accelerator's context, keyed for sealing or for opening
+        only, when it is built and has this cipher; else ``cryptography``'s object."""
+        if self.evp and _aead is not None:
+            return _aead.Context(self.evp, key, seals)
+        return self.aead(key)
 
 
 def _ccm(tag: int) -> Callable[[bytes], Aead]:
@@ -62,9 +87,9 @@ def _ccm(tag: int) -> Callable[[bytes], Aead]:
 #: OpenSSL cipher names -> suite parameters. Both PSK and ECDHE/DHE variants share them.
 SUITES: dict[str, Suite] = {}
 for _kx in ("PSK", "DHE-PSK", "ECDHE-PSK", "RSA-PSK", "ECDHE-ECDSA", "ECDHE-RSA", "DHE-RSA"):
-    SUITES[f"{_kx}-AES128-GCM-SHA256"] = Suite(16, 4, 16, AESGCM)
-    SUITES[f"{_kx}-AES256-GCM-SHA384"] = Suite(32, 4, 16, AESGCM, hashlib.sha384)
-    SUITES[f"{_kx}-CHACHA20-POLY1305"] = Suite(32, 12, 16, ChaCha20Poly1305)
+    SUITES[f"{_kx}-AES128-GCM-SHA256"] = Suite(16, 4, 16, AESGCM, evp="AES-128-GCM")
+    SUITES[f"{_kx}-AES256-GCM-SHA384"] = Suite(32, 4, 16, AESGCM, hashlib.sha384, evp="AES-256-GCM")
+    SUITES[f"{_kx}-CHACHA20-POLY1305"] = Suite(32, 12, 16, ChaCha20Poly1305, evp="ChaCha20-Poly1305")
     SUITES[f"{_kx}-AES128-CCM"] = Suite(16, 4, 16, _ccm(16))
     SUITES[f"{_kx}-AES256-CCM"] = Suite(32, 4, 16, _ccm(16))
     SUITES[f"{_kx}-AES128-CCM8"] = Suite(16, 4, 8, _ccm(8))
@@ -132,8 +157,8 @@ class RecordLayer:
         client_iv, server_iv = block[2 * n_key : 2 * n_key + n_iv], block[2 * n_key + n_iv :]
         write_key, read_key = (client_key, server_key) if is_client else (server_key, client_key)
         self._write_iv, self._read_iv = (client_iv, server_iv) if is_client else (server_iv, client_iv)
-        self._sealer = suite.aead(write_key)
-        self._opener = suite.aead(read_key)
+        self._sealer = suite.direction(write_key, seals=True)
+        self._opener = suite.direction(read_key, seals=False)
         self._explicit = n_iv == 4
         self._tag_len = suite.tag_len
         #: Bytes a record adds to its plaintext besides the header (explicit nonce, tag).

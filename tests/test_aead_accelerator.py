@@ -1,0 +1,124 @@
+"""The optional C accelerator for the record layer's AEAD (``loadgen/protocol/native/_aead.c``),
+against ``cryptography``'s classes, which it replaces where it is built.
+
+It must give the same bytes for every key, nonce, plaintext and associated data; refuse any record
+whose ciphertext, tag, nonce or associated data was changed (never returning the unauthentic
+plaintext); seal only with a sealing context and open only with an opening one; and cost less memory
+per association, which is why it exists. The record layer's own tests run over both backends
+(``tests/test_record_layer.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loadgen.protocol.native import record_layer
+
+if not record_layer.ACCELERATED:
+    if os.environ.get("LOADGEN_REQUIRE_ACCELERATOR"):
+        raise RuntimeError("the C accelerator was not built (LOADGEN_REQUIRE_ACCELERATOR is set: CI builds it)")
+    pytest.skip("the C accelerator was not built at install", allow_module_level=True)
+
+from loadgen.protocol.native._aead import Context  # noqa: E402 - only where it was built
+
+#: OpenSSL's name, key length, and cryptography's class for the same AEAD.
+AEADS = [("AES-128-GCM", 16, AESGCM), ("AES-256-GCM", 32, AESGCM), ("ChaCha20-Poly1305", 32, ChaCha20Poly1305)]
+
+
+@pytest.mark.parametrize(("name", "key_len", "reference"), AEADS)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_seals_and_opens_exactly_as_cryptography_does(name: str, key_len: int, reference: type,
+                                                       data: st.DataObject) -> None:
+    key = data.draw(st.binary(min_size=key_len, max_size=key_len))
+    nonce = data.draw(st.binary(min_size=12, max_size=12))
+    plaintext = data.draw(st.binary(max_size=2000))
+    aad = data.draw(st.binary(max_size=40))
+    ours_seal, ours_open, theirs = Context(name, key, True), Context(name, key, False), reference(key)
+    sealed = ours_seal.encrypt(nonce, plaintext, aad)
+    assert sealed == theirs.encrypt(nonce, plaintext, aad)
+    assert ours_open.decrypt(nonce, sealed, aad) == plaintext
+    # A context is keyed once and used for many records: the next record is not the last one's.
+    assert ours_seal.encrypt(nonce, plaintext, aad) == sealed
+
+
+@pytest.mark.parametrize(("name", "key_len", "reference"), AEADS)
+def test_any_changed_byte_of_a_record_is_refused(name: str, key_len: int, reference: type) -> None:
+    key, nonce, aad, plaintext = os.urandom(key_len), os.urandom(12), os.urandom(13), os.urandom(48)
+    sealed = reference(key).encrypt(nonce, plaintext, aad)
+    opener = Context(name, key, False)
+    for i in range(len(sealed)):  # every byte of the ciphertext and of the tag
+        forged = bytearray(sealed)
+        forged[i] ^= 0x01
+        with pytest.raises(InvalidTag):
+            opener.decrypt(nonce, bytes(forged), aad)
+    with pytest.raises(InvalidTag):
+        opener.decrypt(nonce, sealed, aad[:-1] + bytes([aad[-1] ^ 0x80]))
+    with pytest.raises(InvalidTag):
+        opener.decrypt(bytes([nonce[0] ^ 1]) + nonce[1:], sealed, aad)
+    for short in (b"", sealed[:15]):  # too short to hold a tag
+        with pytest.raises(InvalidTag):
+            opener.decrypt(nonce, short, aad)
+    # Refusals leave the context usable: the authentic record still opens.
+    assert opener.decrypt(nonce, sealed, aad) == plaintext
+
+
+def test_a_context_works_one_way_and_refuses_what_it_cannot_be() -> None:
+    key, nonce = os.urandom(16), os.urandom(12)
+    sealer, opener = Context("AES-128-GCM", key, True), Context("AES-128-GCM", key, False)
+    with pytest.raises(TypeError, match="cannot open"):
+        sealer.decrypt(nonce, sealer.encrypt(nonce, b"x", b""), b"")
+    with pytest.raises(TypeError, match="cannot seal"):
+        opener.encrypt(nonce, b"x", b"")
+    with pytest.raises(ValueError, match="12 bytes"):
+        sealer.encrypt(b"short", b"x", b"")
+    for name, key_len in (("AES-128-GCM", 15), ("AES-128-CBC", 16), ("no-such-cipher", 16)):
+        with pytest.raises(ValueError, match="not an AEAD cipher"):
+            Context(name, os.urandom(key_len), True)
+    assert opener.decrypt(nonce, sealer.encrypt(nonce, b"ping", None), None) == b"ping"
+
+
+def test_the_record_layer_uses_it_for_gcm_and_chacha_and_cryptography_for_ccm() -> None:
+    for cipher, accelerated in (("PSK-AES128-GCM-SHA256", True), ("ECDHE-PSK-CHACHA20-POLY1305", True),
+                                ("PSK-AES128-CCM8", False)):
+        layer = record_layer.RecordLayer(record_layer.SUITES[cipher], master_key=os.urandom(48),
+                                         client_random=os.urandom(32), server_random=os.urandom(32),
+                                         is_client=True, write_seq=0, read_seq=0)
+        assert isinstance(layer._sealer, Context) is accelerated, cipher  # noqa: SLF001
+        assert isinstance(layer._opener, Context) is accelerated, cipher  # noqa: SLF001
+
+
+_RSS = """
+import os, sys
+from loadgen.protocol.native import record_layer
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+suite = record_layer.SUITES["PSK-AES128-GCM-SHA256"]
+key = os.urandom(16)
+before = rss()
+held = [(suite.direction(key, seals=True), suite.direction(key, seals=False)) for _ in range(20000)]
+print((rss() - before) / len(held))
+"""
+
+
+def _bytes_per_pair(pure: bool) -> float:
+    env = {**os.environ, "LOADGEN_PURE_PYTHON": "1" if pure else ""}
+    out = subprocess.run([sys.executable, "-c", _RSS], env=env, capture_output=True, text=True, timeout=60,
+                         check=True)
+    return float(out.stdout)
+
+
+def test_an_association_s_two_directions_cost_half_the_memory_of_cryptographys() -> None:
+    """Measured in fresh processes (freed memory would be reused): cryptography's AESGCM keeps both an
+    encryption and a decryption context, ~2.4 KiB an object, two per association."""
+    ours, theirs = _bytes_per_pair(pure=False), _bytes_per_pair(pure=True)
+    assert ours < 0.6 * theirs, (ours, theirs)
+    assert ours < 3000, ours
