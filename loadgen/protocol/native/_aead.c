@@ -8,6 +8,9 @@
  * Optional: built at install when gcc and OpenSSL's headers are there (setup.py); without it the
  * record layer uses cryptography's classes (loadgen/protocol/native/record_layer.py). The API is
  * theirs: encrypt(nonce, data, aad) -> ciphertext + tag, decrypt(...) -> plaintext or InvalidTag.
+ * seal_record and open_record do a whole DTLS 1.2 record (RFC 6347 4.1, RFC 5288, RFC 7905): the
+ * header, the nonce and the associated data are built here too, which is most of what a record cost
+ * in Python (2.6 us to seal where the AEAD itself is 1.1 us).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -15,6 +18,9 @@
 
 #define NONCE_LEN 12
 #define TAG_LEN 16
+#define HEADER_LEN 13         /* type, version, epoch + sequence number, length */
+#define EXPLICIT_LEN 8        /* GCM's per-record nonce: the epoch and sequence number again */
+#define MAX_PLAINTEXT 16384   /* RFC 5246 6.2.1 */
 
 static PyObject *invalid_tag; /* cryptography.exceptions.InvalidTag */
 
@@ -75,25 +81,51 @@ static int start_record(Context *self, Py_buffer *nonce, Py_buffer *aad) {
     return 0;
 }
 
+/* Seals len bytes of data into out (ciphertext, then the tag); 0 on success, else an exception set. */
+static int seal_into(Context *self, const unsigned char *data, int len, unsigned char *out) {
+    int done, tail;
+    if (EVP_CipherUpdate(self->ctx, out, &done, data, len) != 1 ||
+        EVP_CipherFinal_ex(self->ctx, out + done, &tail) != 1 ||
+        EVP_CIPHER_CTX_ctrl(self->ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, out + len) != 1) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not seal the record");
+        return -1;
+    }
+    return 0;
+}
+
+/* Opens len bytes (ciphertext, then the tag) into out: 1 authentic, 0 not (out must not be used),
+ * -1 an exception set. */
+static int open_into(Context *self, const unsigned char *data, int len, unsigned char *out) {
+    int done, tail;
+    if (EVP_CipherUpdate(self->ctx, out, &done, data, len - TAG_LEN) != 1 ||
+        EVP_CIPHER_CTX_ctrl(self->ctx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, (void *)(data + len - TAG_LEN)) != 1) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not open the record");
+        return -1;
+    }
+    return EVP_CipherFinal_ex(self->ctx, out + done, &tail) == 1;
+}
+
+static int check_direction(Context *self, int encrypt) {
+    if (self->ctx == NULL || self->encrypt != encrypt) {
+        PyErr_SetString(PyExc_TypeError, encrypt ? "this context opens records; it cannot seal"
+                                                 : "this context seals records; it cannot open");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Context_encrypt(Context *self, PyObject *args) {
     Py_buffer nonce, data, aad;
     PyObject *out = NULL;
-    int len, tail;
     if (!PyArg_ParseTuple(args, "y*y*z*", &nonce, &data, &aad))
         return NULL;
-    if (!self->encrypt || self->ctx == NULL) {
-        PyErr_SetString(PyExc_TypeError, "this context opens records; it cannot seal");
+    if (check_direction(self, 1) < 0) {
     } else if (data.len > INT_MAX - TAG_LEN) {
         PyErr_SetString(PyExc_OverflowError, "data too long");
     } else if (start_record(self, &nonce, &aad) == 0 &&
                (out = PyBytes_FromStringAndSize(NULL, data.len + TAG_LEN)) != NULL) {
-        unsigned char *buf = (unsigned char *)PyBytes_AS_STRING(out);
-        if (EVP_CipherUpdate(self->ctx, buf, &len, data.buf, (int)data.len) != 1 ||
-            EVP_CipherFinal_ex(self->ctx, buf + len, &tail) != 1 ||
-            EVP_CIPHER_CTX_ctrl(self->ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, buf + data.len) != 1) {
+        if (seal_into(self, data.buf, (int)data.len, (unsigned char *)PyBytes_AS_STRING(out)) < 0)
             Py_CLEAR(out);
-            PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not seal the record");
-        }
     }
     PyBuffer_Release(&nonce);
     PyBuffer_Release(&data);
@@ -104,30 +136,131 @@ static PyObject *Context_encrypt(Context *self, PyObject *args) {
 static PyObject *Context_decrypt(Context *self, PyObject *args) {
     Py_buffer nonce, data, aad;
     PyObject *out = NULL;
-    int len, tail;
     if (!PyArg_ParseTuple(args, "y*y*z*", &nonce, &data, &aad))
         return NULL;
-    if (self->encrypt || self->ctx == NULL) {
-        PyErr_SetString(PyExc_TypeError, "this context seals records; it cannot open");
+    if (check_direction(self, 0) < 0) {
     } else if (data.len < TAG_LEN || data.len > INT_MAX) {
         PyErr_SetNone(invalid_tag); /* too short to hold a tag: as cryptography says it */
     } else if (start_record(self, &nonce, &aad) == 0 &&
                (out = PyBytes_FromStringAndSize(NULL, data.len - TAG_LEN)) != NULL) {
-        unsigned char *buf = (unsigned char *)PyBytes_AS_STRING(out);
-        unsigned char *tag = (unsigned char *)data.buf + data.len - TAG_LEN;
-        int body = (int)(data.len - TAG_LEN);
-        if (EVP_CipherUpdate(self->ctx, buf, &len, data.buf, body) != 1 ||
-            EVP_CIPHER_CTX_ctrl(self->ctx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, tag) != 1) {
-            Py_CLEAR(out);
-            PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not open the record");
-        } else if (EVP_CipherFinal_ex(self->ctx, buf + len, &tail) != 1) {
+        int authentic = open_into(self, data.buf, (int)data.len, (unsigned char *)PyBytes_AS_STRING(out));
+        if (authentic != 1) {
             Py_CLEAR(out); /* the plaintext written so far is not authentic: never returned */
-            PyErr_SetNone(invalid_tag);
+            if (authentic == 0)
+                PyErr_SetNone(invalid_tag);
         }
     }
     PyBuffer_Release(&nonce);
     PyBuffer_Release(&data);
     PyBuffer_Release(&aad);
+    return out;
+}
+
+/* The record's nonce: the 4-byte salt and the explicit nonce (GCM), or the 12-byte IV XORed with the
+ * epoch and sequence number, left-padded (ChaCha20-Poly1305, RFC 7905). */
+static int record_nonce(Py_buffer *iv, const unsigned char *epoch_seq, const unsigned char *explicit_nonce,
+                        unsigned char *nonce) {
+    if (iv->len == 4) {
+        memcpy(nonce, iv->buf, 4);
+        memcpy(nonce + 4, explicit_nonce, EXPLICIT_LEN);
+    } else if (iv->len == NONCE_LEN) {
+        const unsigned char *salt = iv->buf;
+        memcpy(nonce, salt, 4);
+        for (int i = 0; i < 8; i++)
+            nonce[4 + i] = salt[4 + i] ^ epoch_seq[i];
+    } else {
+        PyErr_SetString(PyExc_ValueError, "the fixed IV must be 4 or 12 bytes");
+        return -1;
+    }
+    return 0;
+}
+
+/* The associated data of a record (RFC 5246 6.2.3.3): epoch + sequence number, type, version, length. */
+static void record_aad(const unsigned char *epoch_seq, int content_type, int version, Py_ssize_t len,
+                       unsigned char *aad) {
+    memcpy(aad, epoch_seq, 8);
+    aad[8] = (unsigned char)content_type;
+    aad[9] = (unsigned char)(version >> 8);
+    aad[10] = (unsigned char)version;
+    aad[11] = (unsigned char)(len >> 8);
+    aad[12] = (unsigned char)len;
+}
+
+static PyObject *Context_seal_record(Context *self, PyObject *args) {
+    int content_type, version;
+    unsigned long long epoch_seq_value;
+    Py_buffer iv, data;
+    PyObject *out = NULL;
+    if (!PyArg_ParseTuple(args, "iiKy*y*", &content_type, &version, &epoch_seq_value, &iv, &data))
+        return NULL;
+    unsigned char epoch_seq[8], nonce[NONCE_LEN], aad[13];
+    for (int i = 0; i < 8; i++)
+        epoch_seq[i] = (unsigned char)(epoch_seq_value >> (56 - 8 * i));
+    Py_ssize_t explicit_len = iv.len == 4 ? EXPLICIT_LEN : 0;
+    Py_ssize_t body = explicit_len + data.len + TAG_LEN;
+    if (check_direction(self, 1) < 0 || record_nonce(&iv, epoch_seq, epoch_seq, nonce) < 0) {
+    } else if (body > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "too long for one record's 16-bit length");
+    } else {
+        record_aad(epoch_seq, content_type, version, data.len, aad);
+        if (EVP_CipherInit_ex(self->ctx, NULL, NULL, NULL, nonce, -1) != 1 ||
+            EVP_CipherUpdate(self->ctx, NULL, &(int){0}, aad, sizeof aad) != 1) {
+            PyErr_SetString(PyExc_RuntimeError, "OpenSSL refused the record's nonce or associated data");
+        } else if ((out = PyBytes_FromStringAndSize(NULL, HEADER_LEN + body)) != NULL) {
+            unsigned char *rec = (unsigned char *)PyBytes_AS_STRING(out);
+            rec[0] = (unsigned char)content_type;
+            rec[1] = (unsigned char)(version >> 8);
+            rec[2] = (unsigned char)version;
+            memcpy(rec + 3, epoch_seq, 8);
+            rec[11] = (unsigned char)(body >> 8);
+            rec[12] = (unsigned char)body;
+            memcpy(rec + HEADER_LEN, epoch_seq, explicit_len);
+            if (seal_into(self, data.buf, (int)data.len, rec + HEADER_LEN + explicit_len) < 0)
+                Py_CLEAR(out);
+        }
+    }
+    PyBuffer_Release(&iv);
+    PyBuffer_Release(&data);
+    return out;
+}
+
+static PyObject *Context_open_record(Context *self, PyObject *args) {
+    Py_buffer record, iv;
+    int version;
+    PyObject *out = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*i", &record, &iv, &version))
+        return NULL;
+    const unsigned char *rec = record.buf;
+    Py_ssize_t explicit_len = iv.len == 4 ? EXPLICIT_LEN : 0;
+    Py_ssize_t sealed = record.len - HEADER_LEN - explicit_len; /* ciphertext and tag */
+    unsigned char nonce[NONCE_LEN], aad[13];
+    if (check_direction(self, 0) < 0) {
+        goto done;
+    }
+    if (sealed < TAG_LEN || sealed > MAX_PLAINTEXT + TAG_LEN) {
+        out = Py_NewRef(Py_None); /* too short to hold a tag, or more than a record may carry */
+        goto done;
+    }
+    if (record_nonce(&iv, rec + 3, rec + HEADER_LEN, nonce) < 0)
+        goto done;
+    record_aad(rec + 3, rec[0], version, sealed - TAG_LEN, aad);
+    if (EVP_CipherInit_ex(self->ctx, NULL, NULL, NULL, nonce, -1) != 1 ||
+        EVP_CipherUpdate(self->ctx, NULL, &(int){0}, aad, sizeof aad) != 1) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL refused the record's nonce or associated data");
+        goto done;
+    }
+    if ((out = PyBytes_FromStringAndSize(NULL, sealed - TAG_LEN)) == NULL)
+        goto done;
+    int authentic = open_into(self, rec + HEADER_LEN + explicit_len, (int)sealed,
+                              (unsigned char *)PyBytes_AS_STRING(out));
+    if (authentic != 1) {
+        Py_CLEAR(out); /* never the unauthentic plaintext */
+        if (authentic == 0)
+            out = Py_NewRef(Py_None);
+    }
+done:
+    PyBuffer_Release(&record);
+    PyBuffer_Release(&iv);
     return out;
 }
 
@@ -137,6 +270,12 @@ static PyMethodDef Context_methods[] = {
     {"decrypt", (PyCFunction)Context_decrypt, METH_VARARGS,
      "decrypt(nonce, data, associated_data) -> plaintext; InvalidTag if it does not authenticate "
      "(an opening context only)"},
+    {"seal_record", (PyCFunction)Context_seal_record, METH_VARARGS,
+     "seal_record(content_type, version, epoch_seq, fixed_iv, plaintext) -> one whole DTLS record: header, "
+     "explicit nonce (a 4-byte fixed IV: GCM), ciphertext and tag; epoch_seq is epoch << 48 | sequence"},
+    {"open_record", (PyCFunction)Context_open_record, METH_VARARGS,
+     "open_record(record, fixed_iv, version) -> the plaintext of one whole DTLS record, or None when it "
+     "does not authenticate or its length cannot be (epoch and replay checks are the caller's)"},
     {NULL},
 };
 
