@@ -429,3 +429,32 @@ def test_cli_forwards_until_sigterm_then_prints_counters():
     assert process.returncode == 0, err
     assert "loadgen: up: forwarded 1, dropped 0, duplicated 0, reordered 0, corrupted 0, truncated 1" in out, out
     assert "loadgen: down: forwarded 0" in out and "1 clients" in out, out
+
+
+def test_a_queue_of_datagrams_never_keeps_the_proxys_other_greenlets_waiting(echo: Echo) -> None:
+    """The proxy read its socket until it was empty before anything else on the event loop ran, so a
+    flood held back its expiry loop, its delayed sends and every other greenlet. Deterministic: the
+    datagrams are all queued before the proxy reads one, and a greenlet that yields after each look
+    counts what the proxy has forwarded meanwhile."""
+    queued = 300  # of 20 bytes: well inside the socket's receive buffer (none dropped)
+    proxy = ImpairmentProxy(echo.address)
+    proxy.start()
+    try:
+        with _udp() as flood:
+            for i in range(queued):
+                flood.sendto(b"datagram-%011d" % i, proxy.address)
+            seen: list[int] = []
+
+            def watch() -> None:
+                while proxy.stats.up.forwarded < queued and len(seen) < 10_000:
+                    seen.append(proxy.stats.up.forwarded)
+                    gevent.sleep(0)
+
+            watcher = gevent.spawn(watch)
+            watcher.join(timeout=30)
+            watcher.kill()
+    finally:
+        proxy.stop()
+    assert proxy.stats.up.forwarded == queued, proxy.stats
+    between = [n for n in seen if 0 < n < queued]
+    assert between, f"nothing else ran while {queued} datagrams were forwarded (looks saw {sorted(set(seen))})"

@@ -69,6 +69,7 @@ __all__ = ["DISTRIBUTIONS", "OPTIONS", "Address", "Counters", "Impairment", "Imp
 _Dest = TypeVar("_Dest")
 
 _MAX_DATAGRAM = 65536
+_READ_BATCH = 64  # datagrams read before the others on the event loop get a turn
 _BUFFER = 4 * 1024 * 1024  # socket receive buffers: bursts must not add loss of their own
 _BURST = 32  # datagrams a scheduler sends before it yields
 
@@ -267,7 +268,14 @@ class ImpairmentProxy:
     def _receive_loop(self) -> None:
         assert self._sock is not None
         sock = self._sock
+        batch = 0
         while True:
+            # gevent's recvfrom returns without yielding while datagrams wait: a flood that kept the
+            # socket from emptying held back the expiry loop, the delayed sends and every other greenlet.
+            batch += 1
+            if batch == _READ_BATCH:
+                batch = 0
+                gevent.sleep(0)
             try:
                 data, addr = sock.recvfrom(_MAX_DATAGRAM)
             except OSError:  # e.g. an ICMP error reported for an earlier reply
