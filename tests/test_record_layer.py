@@ -14,7 +14,7 @@ import os
 import pytest
 from dtls_wire import C2S, S2C, Wire
 
-from loadgen.protocol import dtls_contexts
+from loadgen.protocol import dtls_contexts, dtls_factory
 from loadgen.protocol.credentials import KeyStore, Secret
 from loadgen.protocol.events import ConnectionClosed, DataReceived
 from loadgen.protocol.native import record_layer, records
@@ -149,3 +149,27 @@ def test_known_suites_have_sane_parameters() -> None:
 def test_alert_names_cover_psk_failures() -> None:
     assert records.ALERT_NAMES[115] == "unknown psk identity"
     assert records.ALERT_NAMES[51] == "decrypt error"
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-client", "openssl-client"])
+@pytest.mark.parametrize("server_light", [True, False], ids=["light-server", "openssl-server"])
+def test_a_light_client_engine_queues_nothing_when_it_receives(native: bool, server_light: bool) -> None:
+    """What DtlsAssociation relies on to skip its flush after each reply: once a client engine
+    is light, nothing it receives (data, a replay, every server flight of the handshake again,
+    a forged record, garbage) leaves it anything to send."""
+    cipher = CIPHERS[0]
+    client = dtls_factory.client_engine(dtls_contexts.client_context(cipher, native=native),
+                                        lambda hint: (b"dev", KEY))
+    wire = Wire(dtls_contexts.server_context(KeyStore(shared=KEY), ciphers=cipher), client,
+                server_light=server_light)
+    wire.handshake()
+    server = wire.server
+    assert server is not None and client.light
+    server.send(b"pong")
+    (reply,) = server.datagrams_to_send()
+    forged = reply[:-1] + bytes((reply[-1] ^ 1,))
+    for datagram in [reply, reply, forged, *wire.datagrams(S2C), b"\x17\xfe\xfd" + bytes(20), b"junk"]:
+        client.receive_datagram(datagram, wire.now())
+        assert client.datagrams_to_send() == [], datagram[:16].hex()
+    assert list(iter(client.next_event, None)) == [DataReceived(b"pong")]
+    assert not client.closed

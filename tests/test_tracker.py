@@ -255,3 +255,46 @@ def test_a_reply_echoing_another_message_id_is_bad_and_the_late_one_is_not_count
     assert t.receive(b"\x60\x01\x00\x07", 4, 1.2)  # nobody's: the second fails
     errors = [str(f.error) for f in sink.finished]
     assert "ping-timeout" in errors[0] and "sequence number 7 at byte 2, expected 2" in errors[1]
+
+
+@pytest.mark.parametrize("template", [
+    "I am {name}, please, accept our ping {seq}",  # Qt's, the default
+    "{seq} from {name}", "{name}", "#{seq}", "no fields", "", "100% {name} {{literal}} %s %d {seq}%",
+    "{target}/{n}: {name} #{seq} {n}%", "{seq}{seq}{name}{seq}",
+    "{seq:05d} {name!r}", "{name.upper}", "{0}", "{}", "{name[0]}",  # str.format's own
+])
+def test_text_payloads_are_what_str_format_makes(template: str) -> None:
+    """The %-format fast path makes, for every template, the bytes ``str.format`` does (templates
+    it cannot copy keep ``str.format``)."""
+    from loadgen.traffic.payloads import text_payload
+
+    make = text_payload(template, n=7, target="gw-%s")
+    for name, seq in (("dev-1", 1), ("ü 100%", 65536), ("", 0)):
+        try:
+            want = template.format(name=name, seq=seq, n=7, target="gw-%s").encode()
+        except (IndexError, KeyError):
+            with pytest.raises((IndexError, KeyError)):
+                make(name, seq)
+            continue
+        assert make(name, seq) == want
+
+
+def test_a_broken_template_fails_as_str_format_does() -> None:
+    from loadgen.traffic.payloads import text_payload
+
+    with pytest.raises(ValueError):
+        text_payload("{name")("dev", 1)
+    with pytest.raises(KeyError):
+        text_payload("{device}")("dev", 1)
+
+
+def test_plain_templates_take_the_percent_path() -> None:
+    """The default template (and the device fields) are made by %-format: what the comparison
+    above checks is the fast path, not only the fallback."""
+    from loadgen.scenario.model import DEFAULT_PING_TEXT
+    from loadgen.traffic.payloads import _percent_template
+
+    for template in (DEFAULT_PING_TEXT, "{target}/{n}: {name} #{seq} 100%", "{seq}{name}{seq}", "fixed"):
+        assert _percent_template(template, {"n": 7, "target": "gw"}) is not None, template
+    for template in ("{seq:05d}", "{name!r}", "{0}", "{name.upper}", "{device}"):
+        assert _percent_template(template, {"n": 7, "target": "gw"}) is None, template

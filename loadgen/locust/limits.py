@@ -223,7 +223,7 @@ class ShortageLog:
         self._counts: Counter[str] = Counter()
 
     def record(self, fact: Fact) -> None:
-        if type(fact) is not Finished or not isinstance(fact.error, SocketsExhausted):
+        if type(fact) is not Finished or fact.error is None or not isinstance(fact.error, SocketsExhausted):
             return
         self._counts[fact.error.reason] += 1
         reasons = ", ".join(f"{reason}: {n}" for reason, n in self._counts.most_common())

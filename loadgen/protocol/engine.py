@@ -125,6 +125,8 @@ class EngineBase:
             return []
         data = bytes(self._outgoing)
         self._outgoing.clear()
+        if len(data) <= self.mtu:
+            return [data]  # pack_datagrams's common case, without the call: one record (a request, a reply)
         return records.pack_datagrams(data, self.mtu)
 
     def _on_alert(self, alert: bytes) -> None:

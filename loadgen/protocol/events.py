@@ -1,4 +1,5 @@
-"""Events an engine reports upward (small frozen dataclasses, h11 style)."""
+"""Events an engine reports upward (small dataclasses, h11 style: frozen, but for the one made per
+datagram, see :class:`DataReceived`)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,14 @@ class HandshakeCompleted:
     resumed: bool = False
 
 
-@dataclass(frozen=True)
+# Made once per datagram on both sides' hot path: a frozen dataclass's __init__ sets its field
+# through object.__setattr__ (3.1k instructions a construction by callgrind, against 1.6k with
+# slots, not frozen: 1% of a client ping), so it is not frozen, as stats.facts.Finished is not.
+# No code changes an event once made.
+@dataclass(slots=True)
 class DataReceived:
+    """Application data from the peer (one record's plaintext)."""
+
     data: bytes
 
 

@@ -169,12 +169,13 @@ class LogSink:
         self._log = ThrottledLog(log, interval=5.0, burst=10)
 
     def record(self, fact: Fact) -> None:
-        if isinstance(fact, Message):
+        if type(fact) is Finished:  # first: one a request, messages are rare
+            if fact.error is not None:
+                # Locust sees only the code; the device and the detail are here (-v shows them).
+                self._log.log(logging.INFO, f"failed:{fact.kind}:{fact.error.code}", "%s %s failed: %s",
+                              fact.target, fact.kind, fact.error)
+        elif isinstance(fact, Message):
             self._log.log(fact.level, f"{fact.level}:{message_kind(fact)}", "%s", fact.text)
-        elif type(fact) is Finished and fact.error is not None:
-            # Locust sees only the code; the device and the detail are here (-v shows them).
-            self._log.log(logging.INFO, f"failed:{fact.kind}:{fact.error.code}", "%s %s failed: %s", fact.target,
-                          fact.kind, fact.error)
 
 
 #: Numbers in a message (sizes, ports, counts, alert values) that a peer may choose.

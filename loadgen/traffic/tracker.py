@@ -135,8 +135,8 @@ class RequestBook:
         """``request`` (already forgotten) got its reply of ``size`` bytes; ``problem``: why it is bad."""
         self._missed = 0
         error = None if problem is None else BadReply(problem)
-        self._sink.record(Finished(request.kind, self._target, now - request.sent_at, error,
-                                   sent_bytes=request.sent_bytes, received_bytes=size))
+        # Positional: once per request, and keywords cost a dataclass __init__ ~1.4k instructions more.
+        self._sink.record(Finished(request.kind, self._target, now - request.sent_at, error, request.sent_bytes, size))
 
     def _timed_out(self, request: Request, timeout: float, now: float) -> None:
         """``request`` (already forgotten) had no reply in ``timeout`` seconds; raises
@@ -222,8 +222,11 @@ class RequestTracker(RequestBook):
         request = self._in_flight[self._seq]
         request.sent_bytes = size
         self.requests_sent += 1
-        jitter = self._uniform(-self._spread, self._spread) if self._spread else 0.0
-        self._next = max(self._next + self._interval + jitter, request.sent_at)
+        due = self._next + self._interval
+        if self._spread:
+            due += self._uniform(-self._spread, self._spread)
+        # Never before this request went out (max() as a comparison: a builtin call costs ~1.3k instructions).
+        self._next = due if due > request.sent_at else request.sent_at
 
     def abandon(self, error: LoadgenError) -> None:
         """The payload :meth:`poll` returned could not be sent (e.g. larger than the MTU): it fails with ``error``."""

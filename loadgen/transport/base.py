@@ -131,6 +131,27 @@ class AssociationBase:
         except Exception as exc:  # noqa: BLE001 - a bug must not take the hub down, nor the others
             self._internal_error(exc, callback)
 
+    # The two callbacks that run per request get their own guard: what _guarded does, without
+    # its generic call (a frame and an argument tuple less, ~600 instructions per datagram).
+
+    def _readable(self) -> None:
+        """The read watcher's callback: :meth:`_on_readable`, guarded as :meth:`_guarded` does."""
+        try:
+            self._on_readable()
+        except LoadgenError as exc:
+            self._fail(exc)
+        except Exception as exc:  # noqa: BLE001 - as in _guarded
+            self._internal_error(exc, self._on_readable)
+
+    def _timer_fired(self) -> None:
+        """The timer's callback: :meth:`_on_timer`, guarded as :meth:`_guarded` does."""
+        try:
+            self._on_timer()
+        except LoadgenError as exc:
+            self._fail(exc)
+        except Exception as exc:  # noqa: BLE001 - as in _guarded
+            self._internal_error(exc, self._on_timer)
+
     def _internal_error(self, exc: Exception, callback: Any) -> None:
         """End this association with ``internal-error``: the attempt in flight fails once, one
         (rate-limited) line says which exception, never its arguments (they may hold peer bytes)."""
@@ -142,6 +163,9 @@ class AssociationBase:
             self._fail(error)
         except Exception:  # noqa: BLE001 - a bug in the accounting too: still end, alone
             self._finish(error)
+
+    def _on_readable(self) -> None:
+        raise NotImplementedError
 
     def _on_timer(self) -> None:
         raise NotImplementedError
@@ -176,7 +200,7 @@ class AssociationBase:
         delay = wake - now
         self._timer = get_hub().loop.timer(max(delay, 0.0) if math.isfinite(delay) else 3600.0)
         self._timer_at = wake
-        self._timer.start(self._guarded, self._on_timer, update=True)
+        self._timer.start(self._timer_fired, update=True)
 
     def on_end(self, callback: Callable[[LoadgenError | None], None]) -> None:
         """Have the event loop call ``callback(error)`` once the association has ended (what ``run()``

@@ -82,6 +82,10 @@ class DtlsAssociation(AssociationBase):
         self._engine: dtls_factory.ClientEngine | None = None
         self._reader: Any = None
         self._started_at = self._deadline = 0.0
+        # Whether a datagram received may leave the engine something to send (a handshake flight):
+        # False once a client engine is light, whose reads queue nothing (its last flight is
+        # answered: no final flight to repeat), so the flush after each reply is skipped.
+        self._reads_send = True
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -108,7 +112,7 @@ class DtlsAssociation(AssociationBase):
             self._fail(exc)
             return
         self._reader = get_hub().loop.io(self._sock.fileno(), _READ)
-        self._reader.start(self._guarded, self._on_readable)
+        self._reader.start(self._readable)
         self._guarded(self._begin_handshake)
 
     def close(self) -> None:
@@ -166,6 +170,7 @@ class DtlsAssociation(AssociationBase):
     def _handshake_completed(self) -> None:
         assert self._engine is not None
         self._say(INFO, "encrypted connection established!")
+        self._reads_send = not self._engine.light
         self._sink.record(
             Finished(HANDSHAKE, self.target, time.perf_counter() - self._started_at, sent_bytes=self.bytes_sent,
                      received_bytes=self.bytes_received, retransmits=self._engine.retransmits)
@@ -186,9 +191,8 @@ class DtlsAssociation(AssociationBase):
                 raise
             tracker.sent(self._flush())
 
-    def _on_reply(self, reply: bytes, size: int) -> None:
+    def _on_reply(self, reply: bytes, size: int, now: float) -> None:
         tracker = self._tracker
-        now = time.perf_counter()
         if tracker is None or not tracker.receive(reply, size, now):
             self._say(WARNING, f"unexpected or late reply of {len(reply)} bytes")
         elif self._state == ESTABLISHED:
@@ -213,11 +217,13 @@ class DtlsAssociation(AssociationBase):
             self._say(WARNING, "zero-length datagram received?")
             return
         self.bytes_received += len(data)
-        engine.receive_datagram(data, time.perf_counter())
-        self._flush()
+        now = time.perf_counter()  # the reply's arrival: what its round trip counts to
+        engine.receive_datagram(data, now)
+        if self._reads_send:
+            self._flush()
         while (event := engine.next_event()) is not None:
             if isinstance(event, DataReceived):
-                self._on_reply(event.data, len(data))
+                self._on_reply(event.data, len(data), now)
             elif isinstance(event, HandshakeCompleted):
                 self._handshake_completed()
             elif isinstance(event, ConnectionClosed):
@@ -251,7 +257,9 @@ class DtlsAssociation(AssociationBase):
             timer = self._engine.get_timer()
             self._set_timer(self._deadline if timer is None else min(self._deadline, timer))
         elif self._state == ESTABLISHED and self._tracker is not None:
-            self._set_timer(self._tracker.get_timer())
+            wake = self._tracker.get_timer()
+            if self._timer is None or wake < self._timer_at:  # else _set_timer would keep the running one
+                self._set_timer(wake)
 
     def _fail(self, error: LoadgenError) -> None:
         """End with ``error``, closing the attempt under way with the same error."""

@@ -213,7 +213,7 @@ class TlsAssociation(TlsStreamIo):
                                       session=session,
                                       choose=self._choose_psk if self._context.psk else None)
         self._reader = get_hub().loop.io(self._sock.fileno(), _READ)
-        self._reader.start(self._guarded, self._on_readable)
+        self._reader.start(self._readable)
         self._engine.start()
         self._flush()
 

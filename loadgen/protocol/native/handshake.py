@@ -145,11 +145,13 @@ class HandshakeEngine(EngineBase):
 
     def send(self, data: bytes) -> None:
         """Encrypt application data into one record (must fit the MTU)."""
-        if not self.handshake_done or self.closed or self._records is None:
+        record_layer = self._records
+        if not self.handshake_done or self.closed or record_layer is None:
             raise LocalProtocolError("cannot send: association not established")
-        if len(data) > self.cleartext_mtu:
+        # cleartext_mtu, inlined: once per request, and a property call costs more than the sum.
+        if len(data) > self.mtu - records.HEADER_LEN - record_layer.overhead:
             raise LocalProtocolError(f"cannot send {len(data)} bytes: at most {self.cleartext_mtu} fit one datagram")
-        self._outgoing += self._records.seal(records.APPLICATION_DATA, data)
+        self._outgoing += record_layer.seal(records.APPLICATION_DATA, data)
 
     def close(self) -> None:
         """Send close_notify if established, and stop."""
