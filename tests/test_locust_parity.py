@@ -28,6 +28,7 @@ from test_runs import (
     load,
     loadgen,
     run_dir,
+    silent_target,
     spawn,
     write_scenario,
 )
@@ -189,11 +190,9 @@ def test_plain_locust_runs_its_whole_t_and_a_run_in_which_nothing_ended_exits_1(
     """Plain ``locust -t 3s`` ran 2.2 s: Locust arms -t's timer before gevent's loop first runs, so
     libev counted it from the "now" cached at ``import locust`` and the start-up came out of it.
     And its handshakes, all in flight at the stop (the target never answers), made a PASS with exit 0."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # held: nothing answers, nobody takes it
-        silent.bind(("127.0.0.1", 0))
-        port = silent.getsockname()[1]
+    with silent_target() as targets:
         scenario = write_scenario(tmp_path, "plainnothing", f"""\
-            targets: [{{name: silent, host: 127.0.0.1, port: {port}}}]
+            {targets}
             clients: {{count: 2, spawn_rate: 10}}
             run_time: 3s
             dtls: {{handshake_timeout: 60s}}
@@ -219,11 +218,9 @@ def test_plain_locust_run_that_failed_exits_1_with_a_fail_verdict(tmp_path: Path
     follows loadgen run's rule (no thresholds: any failed attempt fails the run)."""
     # The handshakes must time out (1 s after they start) before -t ends the run: -t 10s leaves them
     # 9 s of it on a loaded machine.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # held: nothing answers, nobody takes it
-        silent.bind(("127.0.0.1", 0))
-        port = silent.getsockname()[1]
+    with silent_target() as targets:
         scenario = write_scenario(tmp_path, "plainfail", f"""\
-            targets: [{{name: silent, host: 127.0.0.1, port: {port}}}]
+            {targets}
             clients: {{count: 2, spawn_rate: 10}}
             run_time: 10s
             dtls: {{handshake_timeout: 1s}}

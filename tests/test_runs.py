@@ -12,6 +12,7 @@ whole group on teardown (SIGTERM, bounded wait, SIGKILL), also when a test faile
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -217,6 +218,15 @@ def server_handshakes(summary: dict[str, Any]) -> int:
     match = re.search(r"DTLS server stopped: (\d+) handshakes", summary["server"])
     assert match, f"no built-in server summary in {summary['server']!r}"
     return int(match[1])
+
+
+@contextlib.contextmanager
+def silent_target() -> Iterator[str]:
+    """A scenario's ``targets:`` line naming a UDP port on loopback that never answers, held for the
+    block (nobody else can take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        yield f"targets: [{{name: silent, host: 127.0.0.1, port: {silent.getsockname()[1]}}}]"
 
 
 def free_tcp_port() -> int:
@@ -540,11 +550,9 @@ def test_a_run_whose_every_handshake_fails_exits_1_and_says_failed(tmp_path: Pat
                                                                   spawn: Callable[..., Child]) -> None:
     """Issue 12, defect 2: with no thresholds, a run where every handshake failed exited 0 and
     its verdict never said FAILED (plain ``locust`` exits 1 on any failure)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # held: nobody else gets the port
-        silent.bind(("127.0.0.1", 0))
-        port = silent.getsockname()[1]
+    with silent_target() as targets:
         scenario = write_scenario(tmp_path, "allfail", f"""\
-            targets: [{{name: silent, host: 127.0.0.1, port: {port}}}]
+            {targets}
             clients: {{count: 3, spawn_rate: 3}}
             run_time: 3s
             dtls: {{handshake_timeout: 1s}}
@@ -564,11 +572,9 @@ def test_a_run_that_stops_before_any_attempt_ends_fails_even_with_exit_code_on_e
     """A run that ended while its handshakes were all in flight (0 failed, "errors 0.0%") was judged
     PASS and exited 0: it measured nothing. ``--exit-code-on-error 0`` tolerates failed attempts, not
     this (there was no failure), and the JUnit verdict case and summary.json say the same as the exit status."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # never answers; nobody else gets the port
-        silent.bind(("127.0.0.1", 0))
-        port = silent.getsockname()[1]
+    with silent_target() as targets:
         scenario = write_scenario(tmp_path, "nothing", f"""\
-            targets: [{{name: silent, host: 127.0.0.1, port: {port}}}]
+            {targets}
             clients: {{count: 2, spawn_rate: 2}}
             run_time: 2s
             dtls: {{handshake_timeout: 60s}}
