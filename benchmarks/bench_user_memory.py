@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_KIB = 8.0
 
 
-def measure(users: int, trace: bool, hold: float) -> None:
+def measure(users: int, trace: bool, hold: float, rate: float) -> None:
     """The counted process: Locust's runner spawns the users; prints ``kib_per_user=...`` last."""
     import gc
     import time
@@ -42,7 +42,7 @@ def measure(users: int, trace: bool, hold: float) -> None:
 
     scenario = parse_scenario(f"""\
 name: user-memory
-clients: {{count: {users}, spawn_rate: 2000}}
+clients: {{count: {users}, spawn_rate: {rate}}}
 run_time: 10m
 psk: {{identity: "device-{{n:05d}}", key: "000102030405060708090a0b0c0d0e0f"}}
 ping: {{interval: 5s, expect: echo}}
@@ -63,8 +63,8 @@ ping: {{interval: 5s, expect: echo}}
             tracemalloc.start(10)
         before_snapshot = tracemalloc.take_snapshot() if trace else None
         before = rss()
-        runner.start(users, 2000)
-        deadline = time.monotonic() + 120
+        runner.start(users, rate)
+        deadline = time.monotonic() + 120 + users / rate
         totals = session.stats_sink
         while (totals.handshakes.completed < users or totals.pings.attempted < users) and time.monotonic() < deadline:
             gevent.sleep(0.2)
@@ -83,9 +83,10 @@ ping: {{interval: 5s, expect: echo}}
     print(f"kib_per_user={(after - before) / users / 1024:.3f}")
 
 
-def run(users: int, trace: bool, hold: float, pure: bool) -> float:
+def run(users: int, trace: bool, hold: float, rate: float, pure: bool) -> float:
     env = {**os.environ, "LOADGEN_PURE_PYTHON": "1" if pure else ""}
-    out = subprocess.run([sys.executable, __file__, "--users", str(users), "--hold", str(hold), "--child",
+    out = subprocess.run([sys.executable, __file__, "--users", str(users), "--hold", str(hold),
+                          "--spawn-rate", str(rate), "--child",
                           *(["--trace"] if trace else [])],
                          env=env, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
@@ -100,16 +101,18 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--trace", action="store_true", help="tracemalloc: where the memory goes (slower)")
     parser.add_argument("--hold", type=float, default=0.0, help="seconds to hold them up before measuring")
+    parser.add_argument("--spawn-rate", type=float, default=2000.0, help="users started per second")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        measure(args.users, args.trace, args.hold)
+        measure(args.users, args.trace, args.hold, args.spawn_rate)
         return
-    print(f"# python benchmarks/bench_user_memory.py --users {args.users} --hold {args.hold:g}"
+    print(f"# python benchmarks/bench_user_memory.py --users {args.users} --hold {args.hold:g} "
+          f"--spawn-rate {args.spawn_rate:g}"
           f"{' --trace' if args.trace else ''}")
-    pure = run(args.users, args.trace, args.hold, pure=True)
+    pure = run(args.users, args.trace, args.hold, args.spawn_rate, pure=True)
     print(f"pure-Python record layer (baseline)  : {pure:5.2f} KiB per Locust user (RSS beyond the baseline)")
-    ours = run(args.users, args.trace, args.hold, pure=False)
+    ours = run(args.users, args.trace, args.hold, args.spawn_rate, pure=False)
     print(f"with the C AEAD accelerator          : {ours:5.2f} KiB per Locust user, {ours / pure:.2f}x the baseline "
           f"(target <= {TARGET_KIB:.0f} KiB: {'met' if ours <= TARGET_KIB else 'missed'})")
 

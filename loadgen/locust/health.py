@@ -48,8 +48,10 @@ def freeze_heap(**_: Any) -> None:
     collection walks them all and stops the process for a second or more, every few
     minutes, delaying every ping in flight. Once the users are spawned those objects stay
     until the run ends, so they need not be scanned again. Called when spawning completes
-    (without a collection first: that would be the very stall this avoids).
+    (without a full collection first: that would be the very stall this avoids; the young
+    generations are collected, or their garbage cycles would be frozen for good).
     """
+    gc.collect(1)
     gc.freeze()
 
 
