@@ -13,6 +13,7 @@ import weakref
 
 import gevent
 
+from loadgen.locust.health import freeze_heap
 from loadgen.transport.heap import freeze_while_growing
 
 
@@ -38,5 +39,20 @@ def test_a_freeze_while_growing_collects_the_young_garbage_first() -> None:
         assert alive.me is alive
     finally:
         freezer.kill()
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_the_freeze_when_spawning_completes_collects_the_young_garbage_first() -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        garbage = weakref.ref(_Node())
+        assert garbage() is not None
+        freeze_heap()  # Locust's spawning_complete listener
+        assert gc.get_freeze_count() > 0
+        gc.unfreeze()
+        assert garbage() is None, "an unreachable cycle was frozen instead of collected"
+    finally:
         gc.unfreeze()
         gc.enable()

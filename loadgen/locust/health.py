@@ -31,7 +31,7 @@ from typing import Any
 import gevent
 
 from loadgen.stats.facts import plural
-from loadgen.transport.heap import freeze_while_growing
+from loadgen.transport.heap import freeze, freeze_while_growing
 
 log = logging.getLogger("loadgen")
 
@@ -48,11 +48,10 @@ def freeze_heap(**_: Any) -> None:
     collection walks them all and stops the process for a second or more, every few
     minutes, delaying every ping in flight. Once the users are spawned those objects stay
     until the run ends, so they need not be scanned again. Called when spawning completes
-    (without a full collection first: that would be the very stall this avoids; the young
-    generations are collected, or their garbage cycles would be frozen for good).
+    (:func:`~loadgen.transport.heap.freeze`: the young generations collected first, not a full
+    collection, which would be the very stall this avoids).
     """
-    gc.collect(1)
-    gc.freeze()
+    freeze()
 
 
 def freeze_while_spawning(environment: Any, every: float = 1.0) -> gevent.Greenlet:

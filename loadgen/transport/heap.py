@@ -17,6 +17,15 @@ from collections.abc import Callable
 import gevent
 
 
+def freeze() -> None:
+    """Move every object alive now out of the collector's reach, its young garbage collected first:
+    ``gc.freeze()`` also moves what is unreachable but not yet collected (a second of handshakes
+    leaves cycles), and that would stay for good. Generations 0 and 1 hold only what the last
+    collections left, so the collection walks little (a full one is the stall freezing avoids)."""
+    gc.collect(1)
+    gc.freeze()
+
+
 def freeze_while_growing(population: Callable[[], int], every: float = 1.0) -> gevent.Greenlet:
     """A greenlet that freezes the heap every ``every`` seconds in which ``population()`` grew."""
 
@@ -26,11 +35,7 @@ def freeze_while_growing(population: Callable[[], int], every: float = 1.0) -> g
             gevent.sleep(every)
             size = population()
             if size > frozen_at:
-                # The young generations first: freezing moves what is unreachable but not yet collected
-                # (the last second's handshakes leave cycles) out of reach for good. gen 0 and 1 hold
-                # only what the last collections left, so this walks little.
-                gc.collect(1)
-                gc.freeze()
+                freeze()
             frozen_at = size
 
     return gevent.spawn(run)
