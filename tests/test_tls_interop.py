@@ -120,10 +120,12 @@ def test_unknown_psk_identity_at_s_server(s_server) -> None:
     assert sock.error == "psk-unknown-identity", sock.error_string
 
 
-def test_association_pings_s_server(s_server, pki: Pki) -> None:
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_association_pings_s_server(s_server, pki: Pki, version: str) -> None:
     server = s_server("-cert", str(pki.server_pem), "-key", str(pki.server_pem), "-rev")
     totals = StatsSink()
-    ctx = client_context(TlsOptions(verify="peer", ca_file=pki.ca_file))
+    ctx = client_context(TlsOptions(verify="peer", ca_file=pki.ca_file, min_version=version,  # type: ignore[arg-type]
+                                    max_version=version))
     assoc = TlsAssociation("dev1", "s_server", server.address, ctx, totals, server_name="server.test",
                            ping=traffic_plan(PingConfig(interval=0.2, jitter=0.0, timeout=2.0,
                                                         expect=Expect("regex", regex=re.compile(rb"^\d+ gnip")))))
@@ -136,6 +138,8 @@ def test_association_pings_s_server(s_server, pki: Pki) -> None:
         greenlet.kill(block=True, timeout=5)
     assert totals.handshakes.completed == 1 and totals.pings.completed >= 3, (greenlet.value, vars(totals.pings))
     assert totals.pings.failed == 0
+    # TLS 1.2 (ECDHE-RSA with AES-GCM): the pings' records were sealed and opened by loadgen's record layer.
+    assert assoc._engine is not None and assoc._engine.light is (version == "1.2")  # noqa: SLF001
 
 
 # -- openssl s_client against our server ------------------------------------------------------

@@ -211,7 +211,10 @@ class TlsAssociation(TlsStreamIo):
         engines: type[TlsEngine] = ssl_socket.TlsEngine  # type: ignore[attr-defined]
         self._engine = engines.client(self._context, server_name=self._server_name or host,
                                       session=session,
-                                      choose=self._choose_psk if self._context.psk else None)
+                                      choose=self._choose_psk if self._context.psk else None,
+                                      # TLS 1.2 AEAD records then go through our record layer; a
+                                      # handshake-only connection sends none, so it does not derive keys.
+                                      light=not self._handshake_only)
         self._reader = get_hub().loop.io(self._sock.fileno(), _READ)
         self._reader.start(self._readable)
         self._engine.start()

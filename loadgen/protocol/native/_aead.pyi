@@ -10,3 +10,8 @@ class Context:
         """One whole DTLS record; ``epoch_seq`` is ``epoch << 48 | sequence``."""
     def open_record(self, record: bytes, fixed_iv: bytes, version: int) -> bytes | None:
         """The plaintext of one whole record, or None when it does not authenticate."""
+    def seal_tls_record(self, content_type: int, version: int, sequence: int, fixed_iv: bytes,
+                        plaintext: bytes) -> bytes:
+        """One whole TLS 1.2 record (5-byte header; the sequence number is implicit)."""
+    def open_tls_record(self, record: bytes, sequence: int, fixed_iv: bytes, version: int) -> bytes | None:
+        """The plaintext of one whole TLS 1.2 record, or None when it does not authenticate."""

@@ -141,6 +141,27 @@ _IPAD = bytes(b ^ 0x36 for b in range(256))
 _OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
+def keys(suite: Suite, master_key: bytes | Prf, *, client_random: bytes, server_random: bytes,
+         is_client: bool) -> tuple[Aead, Aead, bytes, bytes]:
+    """One side's ``(sealer, opener, write_iv, read_iv)`` from the master secret's key block
+    (RFC 5246 6.3: the client's write key, the server's, then their fixed IVs). DTLS 1.2 and
+    TLS 1.2 derive them alike."""
+    n_key, n_iv = suite.key_len, suite.fixed_iv_len
+    master = master_key if isinstance(master_key, Prf) else Prf(master_key, suite.prf_hash)
+    block = master(b"key expansion", server_random + client_random, 2 * (n_key + n_iv))
+    client_key, server_key = block[:n_key], block[n_key : 2 * n_key]
+    client_iv, server_iv = block[2 * n_key : 2 * n_key + n_iv], block[2 * n_key + n_iv :]
+    write_key, read_key = (client_key, server_key) if is_client else (server_key, client_key)
+    write_iv, read_iv = (client_iv, server_iv) if is_client else (server_iv, client_iv)
+    return suite.direction(write_key, seals=True), suite.direction(read_key, seals=False), write_iv, read_iv
+
+
+def whole_records(aead: Aead) -> bool:
+    """Whether ``aead`` is the accelerator's context, which seals and opens whole records
+    (header, nonce and associated data in C as well)."""
+    return _aead is not None and isinstance(aead, _aead.Context)
+
+
 class RecordLayer:
     """Seals and opens epoch-1 records for one side of an established association."""
 
@@ -150,18 +171,11 @@ class RecordLayer:
 
     def __init__(self, suite: Suite, *, master_key: bytes | Prf, client_random: bytes, server_random: bytes,
                  is_client: bool, write_seq: int, read_seq: int, version: int = records.DTLS_1_2) -> None:
-        n_key, n_iv = suite.key_len, suite.fixed_iv_len
-        master = master_key if isinstance(master_key, Prf) else Prf(master_key, suite.prf_hash)
-        block = master(b"key expansion", server_random + client_random, 2 * (n_key + n_iv))
-        client_key, server_key = block[:n_key], block[n_key : 2 * n_key]
-        client_iv, server_iv = block[2 * n_key : 2 * n_key + n_iv], block[2 * n_key + n_iv :]
-        write_key, read_key = (client_key, server_key) if is_client else (server_key, client_key)
-        self._write_iv, self._read_iv = (client_iv, server_iv) if is_client else (server_iv, client_iv)
-        self._sealer = suite.direction(write_key, seals=True)
-        self._opener = suite.direction(read_key, seals=False)
+        self._sealer, self._opener, self._write_iv, self._read_iv = keys(
+            suite, master_key, client_random=client_random, server_random=server_random, is_client=is_client)
         # The accelerator seals and opens whole records (header, nonce, associated data in C as well).
-        self._whole = _aead is not None and isinstance(self._sealer, _aead.Context)
-        self._explicit = n_iv == 4
+        self._whole = whole_records(self._sealer)
+        self._explicit = suite.fixed_iv_len == 4
         self._tag_len = suite.tag_len
         #: Bytes a record adds to its plaintext besides the header (explicit nonce, tag).
         self.overhead = (8 if self._explicit else 0) + suite.tag_len

@@ -32,9 +32,13 @@ from loadgen.protocol.events import (
     CertCheckFailed,
     ConnectionClosed,
     ConnectionFailed,
+    DataReceived,
     HandshakeCompleted,
     TlsEvent,
 )
+from loadgen.protocol.native import records
+from loadgen.protocol.native.record_layer import SUITES
+from loadgen.protocol.native.tls_record_layer import HELLO_REQUEST, NO_RENEGOTIATION, RecordError, TlsRecordLayer
 from loadgen.protocol.openssl import bindings  # the one module touching private OpenSSL bindings
 from loadgen.protocol.openssl.connection import openssl_reason, read_application_data
 from loadgen.protocol.openssl.tls_contexts import ConnState, TlsContext
@@ -83,10 +87,19 @@ def _is_ip(name: str) -> bool:
 
 
 class TlsEngine:
-    """One TLS connection (client or server side) over memory BIOs."""
+    """One TLS connection (client or server side) over memory BIOs.
+
+    A *light* client engine (``light=True``) hands a TLS 1.2 AEAD connection's records to
+    :class:`~loadgen.protocol.native.tls_record_layer.TlsRecordLayer` once the handshake is over and
+    frees OpenSSL's connection, as the DTLS engine does: a ping then costs two calls, not a dozen
+    into pyOpenSSL, and the connection a few hundred bytes, not OpenSSL's buffers. It keeps the
+    cipher, the version and the session; the certificates and cipher list are gone with the
+    connection (None and []), which is why the Qt-style socket, which shows them, stays heavy.
+    Anything else (TLS 1.3, another suite, input left over after the handshake) stays in OpenSSL.
+    """
 
     def __init__(self, connection: SSL.Connection, context: TlsContext, state: ConnState, *,
-                 is_client: bool) -> None:
+                 is_client: bool, light: bool = False) -> None:
         self._conn = connection
         self._context = context
         self._state = state
@@ -98,18 +111,23 @@ class TlsEngine:
         self.peer_closed = False  # the peer ended the connection (close_notify or TCP EOF)
         self.error: LoadgenError | None = None
         self._resumed = False
+        self._light = light
+        self._records: TlsRecordLayer | None = None
+        self._kept: tuple[str, str, SSL.Session | None] = ("", "", None)  # light: cipher, version, session
 
     # -- construction -------------------------------------------------------
 
     @classmethod
     def client(cls, context: TlsContext, *, server_name: str | None = None, verify_name: str | None = None,
-               session: SSL.Session | None = None, choose: PskChooser | None = None) -> TlsEngine:
+               session: SSL.Session | None = None, choose: PskChooser | None = None,
+               light: bool = False) -> TlsEngine:
         """A client engine; :meth:`start` queues the ClientHello.
 
         ``server_name`` goes into SNI (unless it is an IP address) and is the name the
         certificate must carry when the context verifies; ``verify_name`` overrides the
         latter. ``session`` (from :attr:`session` of an earlier engine on the same
         context) is offered for resumption when the context has resumption on.
+        ``light``: see the class.
         """
         if context.is_server:
             raise LocalProtocolError("a client engine needs a client context")
@@ -132,7 +150,7 @@ class TlsEngine:
             else:
                 state.offered = session
         conn.set_connect_state()
-        return cls(conn, context, state, is_client=True)
+        return cls(conn, context, state, is_client=True, light=light)
 
     @classmethod
     def server(cls, context: TlsContext) -> TlsEngine:
@@ -156,9 +174,14 @@ class TlsEngine:
         """Feed bytes received from the peer; read events with :meth:`next_event`."""
         if self.closed or not data:
             return
+        if self._records is not None:
+            self._receive_records(self._records, data)
+            return
         self._conn.bio_write(data)
         if not self.handshake_done:
             self._advance_handshake()
+            if self._records is not None:
+                return  # gone light: nothing was left for OpenSSL to read
         if self.handshake_done and not self.closed:
             self._read_application_data()
         self._pull_outgoing()
@@ -178,6 +201,12 @@ class TlsEngine:
         """Encrypt application data (any length: TLS cuts it into records)."""
         if not self.handshake_done or self.closed:
             raise LocalProtocolError("cannot send: TLS connection not established")
+        if self._records is not None:
+            try:
+                self._outgoing += self._records.seal(records.APPLICATION_DATA, data)
+            except RecordError as exc:
+                raise LocalProtocolError(f"cannot send {len(data)} bytes: {exc.reason}") from None
+            return
         view = memoryview(data)
         try:
             while view:
@@ -192,7 +221,9 @@ class TlsEngine:
         if self.closed:
             return
         self.closed = True
-        if self.handshake_done:
+        if self._records is not None:
+            self._outgoing += self._records.alert(records.CLOSE_NOTIFY, fatal=False)
+        elif self.handshake_done:
             try:
                 self._conn.shutdown()
             except SSL.Error:
@@ -216,11 +247,16 @@ class TlsEngine:
 
     @property
     def cipher(self) -> str | None:
-        return self._conn.get_cipher_name()
+        return self._kept[0] if self._records is not None else self._conn.get_cipher_name()
 
     @property
     def version(self) -> str:
-        return self._conn.get_protocol_version_name()
+        return self._kept[1] if self._records is not None else self._conn.get_protocol_version_name()
+
+    @property
+    def light(self) -> bool:
+        """True once application data runs through loadgen's record layer (OpenSSL's object freed)."""
+        return self._records is not None
 
     @property
     def resumed(self) -> bool:
@@ -232,6 +268,8 @@ class TlsEngine:
     def session(self) -> SSL.Session | None:
         """Client: the session to offer next time; resumable after :meth:`close` (TLS 1.3:
         once the server's tickets have been received, which happens with the first reply)."""
+        if self._records is not None:
+            return self._kept[2]
         return self._conn.get_session() if self.handshake_done else None
 
     @property
@@ -242,22 +280,26 @@ class TlsEngine:
     @property
     def server_name(self) -> str | None:
         """Server side: the name the client sent in SNI."""
+        if self._records is not None:
+            return None
         name = self._conn.get_servername()
         return name.decode("ascii", "replace") if name else None
 
     @property
     def peer_certificate(self) -> x509.Certificate | None:
         """The peer's certificate; after a failed check, the certificate that failed it."""
+        if self._records is not None:
+            return None
         return self._conn.get_peer_certificate(as_cryptography=True) or self._state.failed_certificate
 
     @property
     def available_ciphers(self) -> list[str]:
         """TLS 1.2 cipher names this connection may negotiate (QtSSLSocket's ciphers())."""
-        return self._conn.get_cipher_list()
+        return [] if self._records is not None else self._conn.get_cipher_list()
 
     @property
     def local_certificate(self) -> x509.Certificate | None:
-        return self._conn.get_certificate(as_cryptography=True)
+        return None if self._records is not None else self._conn.get_certificate(as_cryptography=True)
 
     # -- internals ----------------------------------------------------------
 
@@ -284,6 +326,60 @@ class TlsEngine:
             HandshakeCompleted(cipher=self.cipher or "", version=self.version, psk_identity=self._state.identity,
                                retransmits=0, resumed=self.resumed)
         )
+        if self._light:
+            self._go_light()
+
+    def _go_light(self) -> None:
+        """Hand a TLS 1.2 AEAD connection's records to our record layer and free OpenSSL's connection."""
+        conn = self._conn
+        cipher, version = conn.get_cipher_name() or "", conn.get_protocol_version_name()
+        suite = SUITES.get(cipher)
+        # Input OpenSSL has not read yet would be numbered by it: then it keeps the connection.
+        if version != "TLSv1.2" or suite is None or bindings.input_pending(conn):
+            return
+        master, client_random, server_random = conn.master_key(), conn.client_random(), conn.server_random()
+        if master is None or client_random is None or server_random is None:
+            return
+        self._pull_outgoing()  # our Finished
+        # Each side's Finished was record 0 of the new keys: both count on from 1.
+        self._records = TlsRecordLayer(suite, master_key=master, client_random=client_random,
+                                       server_random=server_random, is_client=self.is_client)
+        self._kept = (cipher, version, conn.get_session() if self._context.options.resumption else None)
+        # Freed without a shutdown, OpenSSL would mark the session not resumable (ssl_clear_bad_session).
+        conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+        del self._conn  # the SSL object and its buffers go with the last reference
+
+    def _receive_records(self, layer: TlsRecordLayer, data: bytes) -> None:
+        """What a light engine does with received bytes: application data, alerts, and a
+        renegotiation request declined (RFC 5246 7.4.1.1); anything else ends the connection
+        as OpenSSL would (``unexpected message``)."""
+        try:
+            for content_type, plaintext in layer.receive(data):
+                if content_type == records.APPLICATION_DATA:
+                    if plaintext:
+                        self._events.append(DataReceived(plaintext))
+                elif content_type == records.ALERT:
+                    if len(plaintext) != 2:
+                        raise RecordError(records.UNEXPECTED_MESSAGE, "invalid alert")
+                    level, description = plaintext
+                    if description == records.CLOSE_NOTIFY:
+                        self._closed_by_peer()
+                        return
+                    if level != records.ALERT_WARNING:
+                        name = records.ALERT_NAMES.get(description, "unknown")
+                        self._fail(error_from_openssl(f"ssl/tls alert {name}", remote=True))
+                        return
+                elif content_type == records.HANDSHAKE and plaintext == HELLO_REQUEST:
+                    self._outgoing += layer.alert(NO_RENEGOTIATION, fatal=False)
+                elif content_type == records.CHANGE_CIPHER_SPEC:
+                    raise RecordError(records.UNEXPECTED_MESSAGE, "ccs received early")
+                elif content_type == records.HANDSHAKE:
+                    raise RecordError(records.UNEXPECTED_MESSAGE, "unexpected message")
+                else:
+                    raise RecordError(records.UNEXPECTED_MESSAGE, "unexpected record")
+        except RecordError as exc:
+            self._outgoing += layer.alert(exc.alert)
+            self._fail(exc.error())
 
     def _handshake_error(self, exc: SSL.Error) -> LoadgenError:
         state = self._state
@@ -318,6 +414,8 @@ class TlsEngine:
     def _pull_outgoing(self) -> None:
         # Exactly what the BIO holds, in one read: reading until WantReadError cost an exception
         # and a 64 KiB buffer per call, several times per ping.
+        if self._records is not None:
+            return  # no OpenSSL connection any more: records are sealed straight into _outgoing
         pending = bindings.output_pending(self._conn)
         if pending:
             self._outgoing += self._conn.bio_read(pending)
