@@ -337,9 +337,10 @@ class TlsEngine:
         # Input OpenSSL has not read yet would be numbered by it: then it keeps the connection.
         if version != "TLSv1.2" or suite is None or bindings.input_pending(conn):
             return
-        master, client_random, server_random = conn.master_key(), conn.client_random(), conn.server_random()
-        if master is None or client_random is None or server_random is None:
+        material = bindings.key_material(conn)
+        if material is None:
             return
+        master, client_random, server_random = material
         self._pull_outgoing()  # our Finished
         # Each side's Finished was record 0 of the new keys: both count on from 1.
         self._records = TlsRecordLayer(suite, master_key=master, client_random=client_random,
