@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import gevent
 from gevent.event import Event
-from locust.runners import MasterRunner, Runner
+from locust.runners import MasterRunner, Runner, WorkerRunner
 
 from loadgen.locust.environment import RunOptions, endpoints, make_environment
 from loadgen.locust.health import freeze_heap, freeze_while_spawning, tune_locust
@@ -45,7 +45,11 @@ def run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutco
     tune_locust()
     with endpoints(scenario, options) as (eps, _):
         env, session = make_environment(scenario, eps, options)
-        runner = env.create_worker_runner(options.master_host, options.master_port)
+        # Every listener before the runner: its constructor waits for the master's ack while the runner's
+        # own greenlet reads messages, and a master that has all its workers sends the spawn message right
+        # after the ack, so test_start can fire inside create_worker_runner. A LiveStats installed after
+        # it never started its ticker: the worker's users ran, Locust counted them, and loadgen's totals
+        # (the master's and worker-<i>.json) had none of them.
         totals = RunStats(scenario_kinds(scenario))
         LiveStats(env, totals, session.stats_sink, "worker").install()  # ships each second to the master
 
@@ -53,12 +57,14 @@ def run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutco
             # LiveStats sent this run's last second to the master already. Locust reports request
             # stats every 3 s; send the last ones now so the master's totals are complete when this
             # worker says it stopped.
-            runner._send_stats()  # noqa: SLF001 - what Locust itself does on quit
+            if isinstance(env.runner, WorkerRunner):
+                env.runner._send_stats()  # noqa: SLF001 - what Locust itself does on quit
 
         # Locust's EventHook.add_listener has no annotations (mypy --strict: an untyped call).
         env.events.test_stop.add_listener(flush)
         env.events.spawning_complete.add_listener(freeze_heap)
         freeze_while_spawning(env)
+        runner = env.create_worker_runner(options.master_host, options.master_port)
         # SIGTERM (the master's last resort, or an operator): stop the users, send the last counts, write
         # worker-<i>.json, as a quit message from the master would.
         gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(runner.quit))
