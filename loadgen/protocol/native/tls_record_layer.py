@@ -13,6 +13,7 @@ OpenSSL does, with the alert and the error OpenSSL would give (``failure`` below
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 from cryptography.exceptions import InvalidTag
 
@@ -84,13 +85,14 @@ class TlsRecordLayer:
         level = records.ALERT_FATAL if fatal else records.ALERT_WARNING
         return self._seal_one(records.ALERT, bytes((level, description)))
 
-    def receive(self, data: bytes) -> list[tuple[int, bytes]]:
-        """``(content_type, plaintext)`` of each whole record ``data`` completes; a partial record
-        waits for the rest. Raises :class:`RecordError` for a record that ends the connection."""
+    def receive(self, data: bytes) -> Iterator[tuple[int, bytes]]:
+        """``(content_type, plaintext)`` of each whole record ``data`` completes, in order; a partial
+        record waits for the rest. Raises :class:`RecordError` at the record that ends the connection,
+        after the ones before it were handed over (as OpenSSL delivers what came before a bad record)."""
         if not self._in and len(data) >= HEADER_LEN and len(data) == HEADER_LEN + (data[3] << 8 | data[4]):
-            return [self._open(data)]  # the hot path: one whole record, one reply
+            yield self._open(data)  # the hot path: one whole record, one reply
+            return
         buffered = self._in + data if self._in else data
-        found = []
         start, end = 0, len(buffered)
         while end - start >= HEADER_LEN:
             length = buffered[start + 3] << 8 | buffered[start + 4]
@@ -98,12 +100,13 @@ class TlsRecordLayer:
                 raise RecordError(RECORD_OVERFLOW, "encrypted length too long")
             if end - start < HEADER_LEN + length:
                 break
-            found.append(self._open(buffered[start : start + HEADER_LEN + length]))
+            record = buffered[start : start + HEADER_LEN + length]
             start += HEADER_LEN + length
+            self._in = buffered[start:]  # consumed so far, should the caller stop at this record
+            yield self._open(record)
         if end - start >= 3 and buffered[start + 1 : start + 3] != b"\x03\x03":
             raise RecordError(records.PROTOCOL_VERSION, "wrong version number")
         self._in = buffered[start:]
-        return found
 
     # -- internals ----------------------------------------------------------
 
