@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import resource
 import subprocess
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import floors  # noqa: E402
+from floors import Window, process_cpu  # noqa: E402 - process_cpu: bench_coap and bench_distributed take it from here
 
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.locust.limits import ShortageLog  # noqa: E402
@@ -58,12 +58,6 @@ def run_sink(totals: StatsSink, *more: Sink, locust_events: bool = True, request
     env.create_local_runner()  # wires Locust's stats to the request event
     locust_sink = [LocustSink(env.events.request, request_type)] if locust_events else []
     return FanOut([*locust_sink, totals, LogSink(), ShortageLog(), *more])
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) another process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 #: The time the in-memory engines get: no timer fires in these handshakes, any value does.
@@ -127,9 +121,10 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int) -> tup
 
 
 def pings(address: tuple[str, int], associations: int, seconds: float, *, plan: WorkloadPlan | None = None,
-          key: Secret = QUICKSTART_KEY, kind: str = PING) -> tuple[float, float, StatsSink]:
+          key: Secret = QUICKSTART_KEY, kind: str = PING, window: Window | None = None,
+          ) -> tuple[float, float, StatsSink]:
     """Completed pings (or ``plan``'s requests of ``kind``) per client CPU second and per wall
-    second, with handshakes excluded."""
+    second, with handshakes excluded; ``window`` is started and stopped around the same span."""
     ctx = dtls_contexts.client_context()
     totals = StatsSink()
     if plan is None:
@@ -141,9 +136,13 @@ def pings(address: tuple[str, int], associations: int, seconds: float, *, plan: 
     greenlets = [gevent.spawn(a.run) for a in assocs]
     while totals.handshakes.completed + totals.handshakes.failed < associations:
         gevent.sleep(0.05)
+    if window is not None:
+        window.start()
     p0, c0, w0 = totals.counted(kind).completed, cpu(), time.perf_counter()
     gevent.sleep(seconds)
     p1, c1, w1 = totals.counted(kind).completed, cpu(), time.perf_counter()
+    if window is not None:
+        window.stop(p1 - p0)
     gevent.killall(greenlets)
     return (p1 - p0) / max(c1 - c0, 1e-9), (p1 - p0) / (w1 - w0), totals
 

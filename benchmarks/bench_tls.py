@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_dtls import pings as dtls_pings  # noqa: E402 - the DTLS figure, measured the DTLS bench's way
 from bench_dtls import run_sink  # noqa: E402 - a run's sinks
+from floors import Window  # noqa: E402
 
 from loadgen.cli.keys import QUICKSTART_KEY  # noqa: E402
 from loadgen.protocol.credentials import KeyStore  # noqa: E402
@@ -172,7 +173,9 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int, mode: 
     return (time.process_time() - c0) / max(totals.handshakes.completed, 1), totals
 
 
-def pings(address: tuple[str, int], associations: int, seconds: float, mode: Mode) -> tuple[float, StatsSink]:
+def pings(address: tuple[str, int], associations: int, seconds: float, mode: Mode,
+          window: Window | None = None) -> tuple[float, StatsSink]:
+    """Completed pings per client CPU second, handshakes excluded (``window``: around the same span)."""
     totals = StatsSink()
     sink = run_sink(totals, request_type="TLS")
     plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=2.0, expect=Expect("echo")))
@@ -181,9 +184,13 @@ def pings(address: tuple[str, int], associations: int, seconds: float, mode: Mod
     greenlets = [gevent.spawn(a.run) for a in assocs]
     while totals.handshakes.completed + totals.handshakes.failed < associations:
         gevent.sleep(0.05)
+    if window is not None:
+        window.start()
     p0, c0 = totals.pings.completed, time.process_time()
     gevent.sleep(seconds)
     p1, c1 = totals.pings.completed, time.process_time()
+    if window is not None:
+        window.stop(p1 - p0)
     gevent.killall(greenlets)
     return (p1 - p0) / max(c1 - c0, 1e-9), totals
 
@@ -213,14 +220,19 @@ def ping_rows(args: argparse.Namespace, mode: Mode) -> None:
     tls_us: list[float] = []
     dtls_us: list[float] = []
     counts = {"TLS": [0, 0], "DTLS": [0, 0]}
-    with ServerProcess(mode.server_args, protocol="tls") as tls_address, \
-            ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex()]) as dtls_address:
+    tls_server = ServerProcess(mode.server_args, protocol="tls")
+    dtls_server = ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex()])
+    with tls_server as tls_address, dtls_server as dtls_address:
+        assert tls_server.pid is not None and dtls_server.pid is not None
+        windows = {"TLS": Window(tls_server.pid), "DTLS": Window(dtls_server.pid)}
         for _ in range(rounds):
-            per_cpu, totals = pings(tls_address, args.ping_associations, args.ping_seconds / rounds, mode)
+            per_cpu, totals = pings(tls_address, args.ping_associations, args.ping_seconds / rounds, mode,
+                                    windows["TLS"])
             tls_us.append(US / per_cpu)
             counts["TLS"][0] += totals.pings.completed
             counts["TLS"][1] += totals.pings.failed
-            dtls = dtls_pings(dtls_address, args.ping_associations, args.ping_seconds / rounds)
+            dtls = dtls_pings(dtls_address, args.ping_associations, args.ping_seconds / rounds,
+                              window=windows["DTLS"])
             dtls_us.append(US / dtls[0])
             counts["DTLS"][0] += dtls[-1].pings.completed
             counts["DTLS"][1] += dtls[-1].pings.failed
@@ -231,6 +243,11 @@ def ping_rows(args: argparse.Namespace, mode: Mode) -> None:
     print(f"{'DTLS 1.2 PSK pings per client CPU second (same run)':<64}: {US / dtls_mean:8.0f}"
           f" ({dtls_mean:.1f} us each; {counts['DTLS'][0]} ok, {counts['DTLS'][1]} failed)")
     print(f"{'TLS ping CPU / DTLS ping CPU':<64}: {tls_mean / dtls_mean:8.2f}x (rounds, alternating: {each})")
+    for kind, window in windows.items():
+        done = window.pings  # the measured spans' only (the counts above include the handshakes' spans)
+        print(f"{'  ' + kind + ': client wake-ups, reference server CPU, per ping':<64}:"
+              f" {window.client_wakes / max(done, 1):8.3f} ({US * window.server_cpu / max(done, 1):.1f} us;"
+              f" the server woke {window.server_wakes / max(done, 1):.3f} times per ping)")
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ and the bare syscall cost of one UDP round trip (one send + one recv on a connec
 from __future__ import annotations
 
 import _socket  # the unpatched module: gevent's monkey-patching must not add its hub to the floor
+import os
 import shutil
 import subprocess
 import sys
@@ -94,6 +95,36 @@ def wake_up(seconds: float, tick: float = 0.005) -> float:
         wakes += 1
     poller.close()
     return (time.process_time() - c0) / max(wakes, 1)
+
+
+class Window:
+    """What the client (this process) and a server process spent between :meth:`start` and
+    :meth:`stop`, summed over spans: the pings completed, the server's CPU seconds and both
+    processes' wake-ups (:func:`wake_ups`). A ping that costs the client more than another often
+    costs it wake-ups: a client whose server answers more slowly than it asks sleeps and is woken
+    per reply, not per batch of replies."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.server_cpu = 0.0
+        self.pings = self.client_wakes = self.server_wakes = 0
+
+    def start(self) -> None:
+        self._at = (process_cpu(self.server_pid), wake_ups(os.getpid()), wake_ups(self.server_pid))
+
+    def stop(self, pings: int) -> None:
+        """End the span, in which ``pings`` completed."""
+        cpu, client, server = self._at
+        self.pings += pings
+        self.server_cpu += process_cpu(self.server_pid) - cpu
+        self.client_wakes += wake_ups(os.getpid()) - client
+        self.server_wakes += wake_ups(self.server_pid) - server
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) another process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wake_ups(pid: int) -> int:
