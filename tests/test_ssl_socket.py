@@ -225,6 +225,31 @@ def test_psk_socket_and_qt_style_reply(start_server) -> None:
         sock.close()
 
 
+def server_engines(server: TlsServer) -> list:
+    return [conn.engine for conn in server._connections]  # noqa: SLF001 - how the server holds them
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_the_servers_tls_1_2_connections_go_light_and_name_the_clients_certificate(
+        start_server, pki: Pki, version: str) -> None:
+    """The reference server's TLS 1.2 AEAD connections run on loadgen's record layer after the
+    handshake (cheaper per ping); its "qt" reply still names the client's certificate."""
+    options = TlsOptions(cert_file=pki.server_pem, verify="require", ca_file=pki.ca_file)
+    server = start_server(options=options, reply="qt")
+    ctx = client_context(TlsOptions(verify="peer", ca_file=pki.ca_file, cert_file=pki.client_pem,
+                                    min_version=version, max_version=version))
+    sock = SslSocket(ctx)
+    assert sock.connect_to_host("localhost", server.address[1], timeout=5), sock.error_string
+    for _ in range(2):
+        sock.write(b"ping\n")
+        read_until(sock, 20)
+        assert sock.read_line() == b"to client.test: ping\n"
+    assert [engine.light for engine in server_engines(server)] == [version == "1.2"]
+    sock.close()
+    assert wait_until(lambda: server.stats.closed_by_peer == 1)
+    assert server.stats.pings == 2 and not server.stats.failures
+
+
 def test_resumption_through_sockets(start_server, client_ctx) -> None:
     server = start_server()
     session = None

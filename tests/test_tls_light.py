@@ -1,5 +1,5 @@
-"""A light TLS client engine (its TLS 1.2 records sealed and opened by loadgen's record layer
-after the handshake, OpenSSL's connection freed) against one that kept OpenSSL's.
+"""A light TLS engine, client or server (its TLS 1.2 records sealed and opened by loadgen's record
+layer after the handshake, OpenSSL's connection freed) against one that kept OpenSSL's.
 
 The hostile peer here is a server-side record layer keyed with the real handshake's keys (the
 server engine's master secret and randoms): its lies authenticate, so they reach the code behind
@@ -58,11 +58,11 @@ def contexts(cipher: str = "PSK-AES128-GCM-SHA256", *, version: str = "1.2",
 
 def pair(cipher: str = "PSK-AES128-GCM-SHA256", *, light: bool, version: str = "1.2",
          using: tuple[TlsContext, TlsContext] | None = None, session: SSL.Session | None = None,
-         ) -> tuple[TlsEngine, TlsEngine]:
-    """A client and an OpenSSL server engine, handshaken in memory."""
+         server_light: bool = False) -> tuple[TlsEngine, TlsEngine]:
+    """A client and a server engine (OpenSSL's unless ``server_light``), handshaken in memory."""
     client_ctx, server_ctx = using or contexts(cipher, version=version)
     client = TlsEngine.client(client_ctx, choose=lambda hint: (b"dev", KEY), light=light, session=session)
-    server = TlsEngine.server(server_ctx)
+    server = TlsEngine.server(server_ctx, light=server_light)
     client.start()
     for _ in range(6):
         server.receive_data(client.data_to_send())
@@ -73,11 +73,12 @@ def pair(cipher: str = "PSK-AES128-GCM-SHA256", *, light: bool, version: str = "
     return client, server
 
 
-def liar(server: TlsEngine, cipher: str) -> TlsRecordLayer:
-    """The server's side of the record layer, keyed from the real handshake: what it seals authenticates."""
-    conn = server._conn  # noqa: SLF001 - the test needs the handshake's secrets
+def liar(peer: TlsEngine, cipher: str) -> TlsRecordLayer:
+    """``peer``'s side of the record layer, keyed from the real handshake (``peer`` kept OpenSSL's
+    connection): what it seals authenticates."""
+    conn = peer._conn  # noqa: SLF001 - the test needs the handshake's secrets
     return TlsRecordLayer(SUITES[cipher], master_key=conn.master_key(), client_random=conn.client_random(),
-                          server_random=conn.server_random(), is_client=False)
+                          server_random=conn.server_random(), is_client=peer.is_client)
 
 
 def outcome(events: list) -> list:
@@ -107,6 +108,9 @@ def seal_one(layer: TlsRecordLayer, content_type: int, plaintext: bytes) -> byte
 def tamper(data: bytes) -> bytes:
     return data[:-1] + bytes([data[-1] ^ 1])
 
+
+#: A ClientHello as a renegotiating client sends it (sealed, so only its type and length matter first).
+CLIENT_HELLO = b"\x01\x00\x00\x29\x03\x03" + b"\x11" * 32 + b"\x00\x00\x02\x00\x9c\x01\x00"
 
 #: name -> what the hostile server sends, made from its record layer.
 LIES: dict[str, Callable[[TlsRecordLayer], list[bytes]]] = {
@@ -154,6 +158,37 @@ def test_a_light_client_ends_every_lie_as_openssl_does(cipher: str, lie: str) ->
     assert results[True], lie
 
 
+#: A client's lies to a server: the same, but that a renegotiation is the client's ClientHello.
+CLIENT_LIES = {**{name: lie for name, lie in LIES.items() if name != "a sealed handshake message"},
+               "a sealed handshake message": lambda s: [seal_one(s, 22, b"\x14\x00\x00\x0c" + b"\x00" * 12)],
+               "a renegotiating ClientHello": lambda s: [seal_one(s, 22, CLIENT_HELLO)],
+               "a renegotiating ClientHello, then data": lambda s: [seal_one(s, 22, CLIENT_HELLO) + s.seal(23, b"x\n")],
+               "a HelloRequest": lambda s: [seal_one(s, 22, b"\x00\x00\x00\x00")]}
+
+
+@pytest.mark.parametrize("cipher", CIPHERS)
+@pytest.mark.parametrize("lie", sorted(CLIENT_LIES))
+def test_a_light_server_ends_every_lie_as_openssl_does(cipher: str, lie: str) -> None:
+    """The same differential test the other way round: a hostile client keyed from its real
+    handshake lies to a light server and to an OpenSSL one."""
+    results = {}
+    for light in (True, False):
+        client, server = pair(cipher, light=False, server_light=light)
+        assert server.light is light
+        hostile = liar(client, cipher)
+        events: list = []
+        for chunk in CLIENT_LIES[lie](hostile):
+            server.receive_data(chunk)
+            events += drain(server)
+        reply = server.data_to_send()
+        said = [plaintext for _, plaintext in hostile.receive(reply)] if reply else []
+        assert all(len(alert) == 2 for alert in said), lie
+        results[light] = outcome(events) + said
+        assert server.closed is any(isinstance(e, (ConnectionFailed, ConnectionClosed)) for e in events), lie
+    assert results[True] == results[False], lie
+    assert results[True], lie
+
+
 def test_a_light_client_declines_renegotiation_and_goes_on() -> None:
     """OpenSSL would renegotiate on a HelloRequest; a light client declines it (RFC 5246 7.4.1.1:
     a no_renegotiation warning) and keeps the connection."""
@@ -191,6 +226,39 @@ def test_a_light_clients_session_resumes() -> None:
     server.receive_data(client.data_to_send())
     again, _ = pair(light=True, using=using, session=client.session)
     assert again.resumed and again.light
+
+
+@pytest.mark.parametrize("cipher", CIPHERS)
+def test_a_light_servers_records_are_openssls_and_so_is_its_close(cipher: str) -> None:
+    client, server = pair(cipher, light=False, server_light=True)
+    assert server.light and server.cipher == cipher and server.version == "TLSv1.2"
+    assert server.psk_identity == b"dev"  # the reference server's "qt" reply names it
+    for size in (1, 16385, 40000):
+        payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+        client.send(payload)
+        server.receive_data(client.data_to_send())
+        assert outcome(drain(server)) == [payload]
+        server.send(payload)
+        client.receive_data(server.data_to_send())
+        assert outcome(drain(client)) == [payload]
+    server.close()
+    client.receive_data(server.data_to_send())
+    assert outcome(drain(client)) == ["closed"]
+
+
+@pytest.mark.parametrize("tickets", [True, False], ids=["tickets", "session ids"])
+def test_a_light_server_keeps_its_sessions_resumable(tickets: bool) -> None:
+    """With session ids the session lives in the server's cache: freeing a connection that was
+    not shut down would have dropped it (OpenSSL's ssl_clear_bad_session)."""
+    using = contexts(resumption=True)
+    if not tickets:
+        using[1].ssl.set_options(SSL.OP_NO_TICKET)
+    client, server = pair(light=False, server_light=True, using=using)
+    assert server.light and not server.resumed
+    client.close()
+    server.receive_data(client.data_to_send())
+    again, server_again = pair(light=False, server_light=True, using=using, session=client.session)
+    assert again.resumed and server_again.resumed and server_again.light
 
 
 def test_tls_1_3_and_a_heavy_request_keep_openssl() -> None:

@@ -193,7 +193,7 @@ class TlsServer:
             _reset(sock)
             return
         self.stats.connections += 1
-        conn = SslSocket(self._context, sock)
+        conn = SslSocket(self._context, sock, light=True)  # a TLS 1.2 AEAD ping: loadgen's record layer
         self._connections[conn] = gevent.spawn(self._serve, conn)
 
     def _serve(self, conn: SslSocket) -> None:

@@ -48,16 +48,21 @@ class SslSocket(TlsLink):
         session: Any = None,
         choose: PskChooser | None = None,
         close_timeout: float = 30.0,
+        light: bool = False,
     ) -> None:
         """``sock``: an already connected gevent TCP socket to wrap (then call a
         ``start_*_handshake``). ``server_name``: SNI and the name to verify (client; default:
         the host given to :meth:`connect_to_host`). ``session``: a session to resume.
-        ``choose``: the identity/key chooser of a client with a PSK context.
+        ``choose``: the identity/key chooser of a client with a PSK context. ``light``: a
+        TLS 1.2 AEAD connection's records go through loadgen's record layer after the handshake
+        (:class:`~loadgen.protocol.openssl.tls.TlsEngine`: cheaper per record, but the local
+        certificate, a client's peer certificate and the cipher list are then unknown).
         """
         super().__init__(context, sock, close_timeout)
         self._server_name = server_name
         self._session = session
         self._choose = choose
+        self._light = light
 
     # -- connecting -----------------------------------------------------------
 
@@ -96,9 +101,10 @@ class SslSocket(TlsLink):
         if self._sock is None or self._engine is not None:
             raise LocalProtocolError("a handshake needs a connected socket that has not handshaken yet")
         if self.mode is Mode.CLIENT:
-            engine = TlsEngine.client(self.context, server_name=name, session=self._session, choose=self._choose)
+            engine = TlsEngine.client(self.context, server_name=name, session=self._session, choose=self._choose,
+                                      light=self._light)
         else:
-            engine = TlsEngine.server(self.context)
+            engine = TlsEngine.server(self.context, light=self._light)
         self._engine = engine
         self._set_state(State.HANDSHAKING)
         engine.start()

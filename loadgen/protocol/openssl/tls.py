@@ -48,6 +48,9 @@ from loadgen.protocol.openssl.tls_errors import tls13_psk_error
 _RECORD = 16384
 
 
+CLIENT_HELLO = b"\x01"  # the handshake type of a client asking to renegotiate (RFC 5246 7.4.1.2)
+
+
 class SessionCache:
     """Client sessions kept for resumption, by key (e.g. host, port, server name); LRU-bounded.
 
@@ -89,13 +92,16 @@ def _is_ip(name: str) -> bool:
 class TlsEngine:
     """One TLS connection (client or server side) over memory BIOs.
 
-    A *light* client engine (``light=True``) hands a TLS 1.2 AEAD connection's records to
+    A *light* engine (``light=True``) hands a TLS 1.2 AEAD connection's records to
     :class:`~loadgen.protocol.native.tls_record_layer.TlsRecordLayer` once the handshake is over and
     frees OpenSSL's connection, as the DTLS engine does: a ping then costs two calls, not a dozen
     into pyOpenSSL, and the connection a few hundred bytes, not OpenSSL's buffers. It keeps the
-    cipher, the version and the session; the certificates and cipher list are gone with the
-    connection (None and []), which is why the Qt-style socket, which shows them, stays heavy.
-    Anything else (TLS 1.3, another suite, input left over after the handshake) stays in OpenSSL.
+    cipher, the version, the PSK identity, a client's session and a server's peer certificate (what
+    the reference server answers with); the local certificate, a client's peer certificate, SNI and
+    the cipher list go with the connection (None and []). Anything else (TLS 1.3, another suite,
+    input left over after the handshake) stays in OpenSSL. A renegotiation is declined with a
+    no_renegotiation warning (a server's HelloRequest, as OpenSSL's client would not; a client's
+    ClientHello, as OpenSSL's server does by default).
     """
 
     def __init__(self, connection: SSL.Connection, context: TlsContext, state: ConnState, *,
@@ -113,7 +119,8 @@ class TlsEngine:
         self._resumed = False
         self._light = light
         self._records: TlsRecordLayer | None = None
-        self._kept: tuple[str, str, SSL.Session | None] = ("", "", None)  # light: cipher, version, session
+        #: light: the cipher, the version, a client's session and a server's peer certificate
+        self._kept: tuple[str, str, SSL.Session | None, x509.Certificate | None] = ("", "", None, None)
 
     # -- construction -------------------------------------------------------
 
@@ -153,15 +160,15 @@ class TlsEngine:
         return cls(conn, context, state, is_client=True, light=light)
 
     @classmethod
-    def server(cls, context: TlsContext) -> TlsEngine:
-        """A server engine waiting for a ClientHello."""
+    def server(cls, context: TlsContext, *, light: bool = False) -> TlsEngine:
+        """A server engine waiting for a ClientHello; ``light``: see the class."""
         if not context.is_server:
             raise LocalProtocolError("a server engine needs a server context")
         conn = SSL.Connection(context.ssl, None)
         state = ConnState()
         conn.set_app_data(state)
         conn.set_accept_state()
-        return cls(conn, context, state, is_client=False)
+        return cls(conn, context, state, is_client=False, light=light)
 
     def start(self) -> None:
         """Begin the handshake (client: queues the ClientHello; server: nothing to do)."""
@@ -289,7 +296,7 @@ class TlsEngine:
     def peer_certificate(self) -> x509.Certificate | None:
         """The peer's certificate; after a failed check, the certificate that failed it."""
         if self._records is not None:
-            return None
+            return self._kept[3]
         return self._conn.get_peer_certificate(as_cryptography=True) or self._state.failed_certificate
 
     @property
@@ -345,14 +352,17 @@ class TlsEngine:
         # Each side's Finished was record 0 of the new keys: both count on from 1.
         self._records = TlsRecordLayer(suite, master_key=master, client_random=client_random,
                                        server_random=server_random, is_client=self.is_client)
-        self._kept = (cipher, version, conn.get_session() if self._context.options.resumption else None)
+        if self.is_client:
+            self._kept = (cipher, version, conn.get_session() if self._context.options.resumption else None, None)
+        else:
+            self._kept = (cipher, version, None, conn.get_peer_certificate(as_cryptography=True))
         # Freed without a shutdown, OpenSSL would mark the session not resumable (ssl_clear_bad_session).
         conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
         del self._conn  # the SSL object and its buffers go with the last reference
 
     def _receive_records(self, layer: TlsRecordLayer, data: bytes) -> None:
         """What a light engine does with received bytes: application data, alerts, and a
-        renegotiation request declined (RFC 5246 7.4.1.1); anything else ends the connection
+        renegotiation declined (RFC 5246 7.4.1.1 and 7.4.1.2); anything else ends the connection
         as OpenSSL would (``unexpected message``)."""
         try:
             for content_type, plaintext in layer.receive(data):
@@ -370,7 +380,8 @@ class TlsEngine:
                         name = records.ALERT_NAMES.get(description, "unknown")
                         self._fail(error_from_openssl(f"ssl/tls alert {name}", remote=True))
                         return
-                elif content_type == records.HANDSHAKE and plaintext == HELLO_REQUEST:
+                elif content_type == records.HANDSHAKE and (
+                        plaintext == HELLO_REQUEST if self.is_client else plaintext[:1] == CLIENT_HELLO):
                     self._outgoing += layer.alert(NO_RENEGOTIATION, fatal=False)
                 elif content_type == records.CHANGE_CIPHER_SPEC:
                     raise RecordError(records.UNEXPECTED_MESSAGE, "ccs received early")
