@@ -317,6 +317,29 @@ def test_processes_master_totals_are_the_sum_of_its_workers(tmp_path: Path, spaw
     assert "loadgen: health: workers 2, marked missing: none" in run.stdout, run.describe()
 
 
+def test_a_worker_killed_mid_run_fails_the_run_and_is_named_by_its_file(tmp_path: Path,
+                                                                         spawn: Callable[..., Child]) -> None:
+    """Its counts are lost (no worker-1.json, Locust's and loadgen's totals apart): the run fails
+    (it said PASS and exited 0), names the worker as its file is named (Locust numbers workers by
+    connection order), and ends once the worker is marked missing, not 30 s later."""
+    import psutil
+
+    scenario = write_scenario(tmp_path, "killed", SMALL.replace("run_time: 6s", "run_time: 8s"))
+    run = spawn(*loadgen("run", scenario, "--processes", "2"))
+    run.wait_for_output(r"^\[\s+2s\] clients\s+40 ", timeout=60)
+    worker, = [p for p in psutil.Process(run.proc.pid).children(recursive=True)
+               if "--worker-index" in p.cmdline() and p.cmdline()[-1] == "1"]
+    worker.kill()
+    assert run.wait(90) == 1, run.describe()
+    assert "loadgen: FAILED: counts were lost (no worker-<i>.json from worker(s) 1" in run.stdout, run.describe()
+    assert "marked missing: 1;" in run.stdout and "verdict: FAIL: " in run.stdout, run.describe()
+    summary = load(run_dir(tmp_path, "killed") / "summary.json")
+    assert summary["outcome"] == "failed" and summary["health"]["worker_files_missing"] == [1], summary["health"]
+    assert [e["worker"] for e in summary["health"]["worker_events"] if e["event"] == "missing"] == [1]
+    # Marked missing after 10 s without a heartbeat; waiting for its "stopped" held the run to 45 s.
+    assert summary["elapsed_s"] < 30, summary["elapsed_s"]
+
+
 def test_processes_give_every_device_its_own_identity(tmp_path: Path, spawn: Callable[..., Child]) -> None:
     """Workers number devices densely and disjointly: device-00000..device-<N-1>, each once."""
     keys = write_scenario(tmp_path, "keys", "run_time: 1s\nclients: {count: 1}")

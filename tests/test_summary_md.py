@@ -67,6 +67,28 @@ def test_verdict_case_rules() -> None:
     assert errors.failure.startswith("FAIL error_ratio: 0.075, limit <= 0.01")
 
 
+def test_lost_counts_fail_the_run_whatever_exit_code_on_error_says() -> None:
+    """A run whose worker file is missing, or whose Locust and loadgen counts differ, cannot pass:
+    its figures are not the whole run (it said PASS and exited 0)."""
+    import dataclasses
+
+    from loadgen.locust.health import Health
+
+    good = outcome(Thresholds(ping_p99=0.5))
+    assert good.passed and good.exit_status(3) == 0
+    for health in (Health(counts={"ping": {"locust": 36, "loadgen": 35}}),
+                   Health(workers=2, worker_files_missing=[1], counts={"ping": {"locust": 36, "loadgen": 36}})):
+        lost = dataclasses.replace(good, health=health)
+        assert not lost.passed and lost.outcome == "failed"
+        assert lost.exit_status(0) == 1 and lost.exit_status(3) == 1
+        verdict, _ = run_cases(lost, failures_fail=False)
+        assert verdict.failure is not None and verdict.failure.startswith("FAIL: counts were lost (")
+        assert "FAIL" in render_markdown(lost)
+    scenario = good.scenario
+    assert analyze(good.stats, scenario, 1.0, 0, 1, counts_lost=True).verdict.startswith("FAIL: ")
+    assert analyze(good.stats, scenario, 1.0, 0, 1).verdict.startswith("PASS: ")
+
+
 def test_counts_in_words() -> None:
     assert counts_text({}) == "none"
     assert counts_text({"timeout": 1, "psk-key-mismatch": 2, "b": 1}) == "psk-key-mismatch 2, b 1, timeout 1"

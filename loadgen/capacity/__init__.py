@@ -72,13 +72,14 @@ def nothing_ended(stats: RunStats) -> bool:
     return not any(cell.completed or cell.failed for cell in stats.kinds.values())
 
 
-def judgement(stats: RunStats, failed_thresholds: int, total_thresholds: int, interrupted: bool) -> str:
+def judgement(stats: RunStats, failed_thresholds: int, total_thresholds: int, interrupted: bool,
+              counts_lost: bool = False) -> str:
     """The verdict's first word: INTERRUPTED (stopped before its planned end), else PASS or FAIL as
-    the exit status decides: FAIL when no attempt ended; else thresholds when the scenario has them,
-    otherwise any failed attempt."""
+    the exit status decides: FAIL when no attempt ended or counts were lost (the health's
+    ACCOUNTING); else thresholds when the scenario has them, otherwise any failed attempt."""
     if interrupted:
         return "INTERRUPTED"
-    if nothing_ended(stats):
+    if nothing_ended(stats) or counts_lost:
         return "FAIL"
     if total_thresholds:
         return "FAIL" if failed_thresholds else "PASS"
@@ -86,21 +87,24 @@ def judgement(stats: RunStats, failed_thresholds: int, total_thresholds: int, in
 
 
 def analyze(stats: RunStats, scenario: Scenario, elapsed: float, failed_thresholds: int, total_thresholds: int,
-            workload: Workload = "steady", period: float = 1.0, *, interrupted: bool = False) -> Analysis:
+            workload: Workload = "steady", period: float = 1.0, *, interrupted: bool = False,
+            counts_lost: bool = False) -> Analysis:
     """Per-step figures and the knee for stepped runs; otherwise a verdict from the run's totals.
-    ``interrupted``: the run was stopped (Ctrl-C, SIGTERM) before its planned end."""
+    ``interrupted``: the run was stopped (Ctrl-C, SIGTERM) before its planned end. ``counts_lost``:
+    a worker's counts or some of Locust's are missing (:meth:`~loadgen.locust.health.Health.accounting`):
+    the run fails, stepped or not."""
     stages = tuple({"duration": s.duration, "clients": s.clients, "spawn_rate": s.spawn_rate}
                    for s in scenario.stages)
     early = f"stopped after {elapsed:.0f} s of the planned {planned_time(scenario):.0f} s; " if interrupted else ""
     if not is_stepped(scenario.stages):
-        word = judgement(stats, failed_thresholds, total_thresholds, interrupted)
+        word = judgement(stats, failed_thresholds, total_thresholds, interrupted, counts_lost)
         sentence = run_verdict(stats, elapsed, failed_thresholds, total_thresholds, workload)
         return Analysis(f"{word}: {early}{sentence}", workload, period, stages=stages, interrupted=interrupted)
     steps = tuple(measure_steps(stats, scenario.stages, scenario, workload, period))
     knee = find_knee(list(steps), scenario.thresholds, workload, interrupted=interrupted)
     # A stepped run is judged by its knee, as ``loadgen capacity``'s exit status is: failures past
     # the knee are what finding it takes.
-    word = "INTERRUPTED" if interrupted else "PASS" if knee.limited_by in KNEE_FOUND else "FAIL"
+    word = "INTERRUPTED" if interrupted else "PASS" if knee.limited_by in KNEE_FOUND and not counts_lost else "FAIL"
     return Analysis(f"{word}: {early}{knee.verdict}", workload, period, steps, knee, stages,
                     interrupted=interrupted)
 
@@ -119,8 +123,11 @@ def reanalyze(stats: RunStats, scenario: Scenario, data: dict[str, Any], thresho
     if not is_stepped(stages):
         return Analysis(str(data.get("verdict", "")), workload, float(data.get("period", 1.0)), stages=tuple(
             data.get("stages", [])))
+    health = data.get("health") or {}
+    lost = bool(health.get("worker_files_missing")) or any(
+        c.get("locust") != c.get("loadgen") for c in (health.get("counts") or {}).values())
     return analyze(stats, scenario, 0.0, 0, 0, workload, float(data.get("period", 1.0)),
-                   interrupted=bool(data.get("interrupted", False)))
+                   interrupted=bool(data.get("interrupted", False)), counts_lost=lost)
 
 
 def run_verdict(stats: RunStats, elapsed: float, failed: int, total: int, workload: Workload = "steady") -> str:

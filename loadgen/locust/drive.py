@@ -11,7 +11,15 @@ from typing import TextIO
 import gevent
 from gevent.event import Event
 from locust.env import Environment
-from locust.runners import STATE_STOPPED, MasterRunner, Runner
+from locust.runners import (
+    STATE_CLEANUP,
+    STATE_RUNNING,
+    STATE_SPAWNING,
+    STATE_STOPPED,
+    STATE_STOPPING,
+    MasterRunner,
+    Runner,
+)
 
 from loadgen.locust.environment import RunOptions
 from loadgen.scenario import Scenario
@@ -73,12 +81,19 @@ def stop_and_quit(runner: Runner) -> None:
     runner.quit()
 
 
+#: A worker in these states has not reported its last counts yet.
+_BUSY = (STATE_SPAWNING, STATE_RUNNING, STATE_STOPPING, STATE_CLEANUP)
+
+
 def stop_users(runner: Runner) -> None:
-    """Stop users; for a master, wait until every worker reported its final counts."""
+    """Stop users; for a master, wait until every worker reported its final counts, or was marked
+    missing (a dead worker never will: Locust's master then never reaches its stopped state, and
+    waiting for that held a run whose worker died 30 s past its end)."""
     runner.stop()
     if isinstance(runner, MasterRunner):
         deadline = time.monotonic() + 30
-        while runner.state != STATE_STOPPED and runner.clients and time.monotonic() < deadline:
+        while (runner.state != STATE_STOPPED and any(c.state in _BUSY for c in runner.clients.all)
+               and time.monotonic() < deadline):
             gevent.sleep(0.1)
 
 

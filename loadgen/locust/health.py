@@ -151,15 +151,33 @@ class WorkerEvent:
         return {"at_s": round(self.at, 1), "worker": self.worker, "event": self.what}
 
 
+#: The message a worker started with ``--worker-index`` sends its master: Locust numbers workers in
+#: the order they connect, loadgen's files by that index, and a health line that named Locust's
+#: number next to a file named by loadgen's ("worker 0 marked missing", "no worker-1.json") named
+#: two workers where one had died.
+WORKER_INDEX_MESSAGE = "loadgen_worker_index"
+
+
 @dataclass
 class WorkerWatch:
-    """Polls a master runner's workers once a second and records who went missing and who came back."""
+    """Polls a master runner's workers once a second and records who went missing and who came back,
+    by loadgen's worker index where the worker said it (:data:`WORKER_INDEX_MESSAGE`), else Locust's.
+    Made before the workers start, so that no worker's index message comes before its listener."""
 
     runner: Any
     started: float = field(default_factory=time.monotonic)
     events: list[WorkerEvent] = field(default_factory=list)
     _missing: set[str] = field(default_factory=set)
     _greenlet: gevent.Greenlet | None = None
+    _indexes: dict[str, int] = field(default_factory=dict)  # Locust's client id -> loadgen's index
+
+    def __post_init__(self) -> None:
+        self.runner.register_message(WORKER_INDEX_MESSAGE, self._on_index)
+
+    def _on_index(self, msg: Any, **_: Any) -> None:
+        index = msg.data.get("index") if isinstance(msg.data, dict) else None
+        if isinstance(index, int):
+            self._indexes[msg.node_id] = index
 
     def start(self) -> WorkerWatch:
         self.started = time.monotonic()
@@ -187,7 +205,9 @@ class WorkerWatch:
 
         now = time.monotonic() - self.started
         for client_id, node in list(self.runner.clients.items()):
-            index = self.runner.get_worker_index(client_id)
+            index = self._indexes.get(client_id)
+            if index is None:
+                index = self.runner.get_worker_index(client_id)
             if node.state == STATE_MISSING and client_id not in self._missing:
                 self._missing.add(client_id)
                 self.events.append(WorkerEvent(now, index, "missing"))
@@ -237,6 +257,14 @@ class Health:
             parts.append("STARVED: " + "; ".join(starved) + " - too many processes for the cores "
                          "(fewer --processes, a slower spawn_rate, or more machines); latencies above include "
                          "the generator's own delay.")
+        if problems := self.accounting():
+            parts.append("ACCOUNTING: " + "; ".join(problems) + ": counts were lost, so the run fails.")
+        return " ".join(parts)
+
+    def accounting(self) -> list[str]:
+        """Why the run's counts are not the whole run (a worker's file missing, Locust's and loadgen's
+        counts of the same attempts apart); empty when they are. Any of it fails the run: figures that
+        lost attempts, or disagree with each other, cannot say how the server did."""
         problems = []
         if self.worker_files_missing:
             problems.append(f"no worker-<i>.json from worker(s) {', '.join(map(str, self.worker_files_missing))} "
@@ -244,9 +272,7 @@ class Health:
         for kind in self.counts_differ:
             c = self.counts[kind]
             problems.append(f"Locust counted {c['locust']} {plural(kind)}, loadgen {c['loadgen']}")
-        if problems:
-            parts.append("ACCOUNTING: " + "; ".join(problems) + ".")
-        return " ".join(parts)
+        return problems
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -47,14 +47,15 @@ def run(scenario: Scenario, options: RunOptions = LOCAL_RUN, out: TextIO = sys.s
     run_dir = new_run_dir(scenario)
     with endpoints(scenario, options) as (eps, server), contextlib.ExitStack() as children:
         env, session = make_environment(scenario, eps, options)
-        runner = _create_runner(env, scenario, options, (eps, server), run_dir, children, out)
+        runner, watch = _create_runner(env, scenario, options, (eps, server), run_dir, children, out)
         stats = RunStats(scenario_kinds(scenario))
         LiveStats(env, stats, None if options.distributed else session.stats_sink,
                   "master" if options.distributed else "local").install()
         children.enter_context(_exporters(scenario, stats, runner, out))
         where = ", ".join(f"{e.target.name}={e.address[0]}:{e.address[1]}" for e in eps)
         print(f"loadgen: running {scenario.name!r} against {where}", file=out, flush=True)
-        watch = WorkerWatch(runner).start() if options.distributed else None
+        if watch is not None:
+            watch.start()
         try:
             if options.web:
                 interrupted, elapsed = drive_web(env, scenario, options, stop, out, stats, where)
@@ -73,25 +74,27 @@ def run(scenario: Scenario, options: RunOptions = LOCAL_RUN, out: TextIO = sys.s
 
 def _create_runner(env: Environment, scenario: Scenario, options: RunOptions,
                    ends: tuple[list[Endpoint], ServerProcess | None], run_dir: Path,
-                   children: contextlib.ExitStack, out: TextIO) -> Runner:
+                   children: contextlib.ExitStack, out: TextIO) -> tuple[Runner, WorkerWatch | None]:
     """A local runner, or a master: of worker processes started here (reaped by ``children``) or of
-    workers started by hand (told how when the built-in server is the master's)."""
+    workers started by hand (told how when the built-in server is the master's), with the watch on
+    its workers (not started yet)."""
     if not options.distributed:
         runner: Runner = env.create_local_runner()
         env.events.spawning_complete.add_listener(freeze_heap)
         freeze_while_spawning(env)
-        return runner
+        return runner, None
     tune_locust()  # the master's heartbeat patience
     eps, server = ends
     runner = env.create_master_runner("127.0.0.1" if options.processes else "*", options.master_port
                                       if not options.processes else free_tcp_port())
+    watch = WorkerWatch(runner)  # listening before any worker can say its index
     if options.processes:
         children.enter_context(worker_processes(scenario, options, runner, eps, run_dir))
     elif server is not None:
         host, port = eps[0].address
         print(f"loadgen: built-in server at {host}:{port}; start workers with: loadgen run "
               f"{scenario.source} --worker --master-host HOST --builtin-address {host}:{port}", file=out)
-    return runner
+    return runner, watch
 
 
 def _drive_headless(runner: Runner, scenario: Scenario, options: RunOptions, stop: Event, out: TextIO,
@@ -130,7 +133,7 @@ def finish_run(scenario: Scenario, env: Environment, stats: RunStats, elapsed: f
     verdicts = evaluate(scenario.thresholds, stats, elapsed)
     health = run_health(env, stats, watch, run_dir if processes else None, processes)
     analysis = analyze(stats, scenario, elapsed, sum(not v.passed for v in verdicts), len(verdicts),
-                       workload, period, interrupted=interrupted)
+                       workload, period, interrupted=interrupted, counts_lost=bool(health.accounting()))
     if note := health.note():
         analysis = dataclasses.replace(analysis, verdict=f"{analysis.verdict} {note}")
     outcome = RunOutcome(scenario, env, stats, elapsed, verdicts=verdicts, server_summary=server_summary,

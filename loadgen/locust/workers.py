@@ -20,7 +20,7 @@ from gevent.event import Event
 from locust.runners import MasterRunner, Runner, WorkerRunner
 
 from loadgen.locust.environment import RunOptions, endpoints, make_environment
-from loadgen.locust.health import freeze_heap, freeze_while_spawning, tune_locust
+from loadgen.locust.health import WORKER_INDEX_MESSAGE, freeze_heap, freeze_while_spawning, tune_locust
 from loadgen.locust.users import Endpoint
 from loadgen.protocol.errors import RunNotStarted
 from loadgen.results.summary import RunOutcome, summary_data
@@ -65,6 +65,8 @@ def run_worker(scenario: Scenario, options: RunOptions, out: TextIO) -> RunOutco
         env.events.spawning_complete.add_listener(freeze_heap)
         freeze_while_spawning(env)
         runner = env.create_worker_runner(options.master_host, options.master_port)
+        if options.worker_index is not None:  # the master names this worker as its files do
+            runner.send_message(WORKER_INDEX_MESSAGE, {"index": options.worker_index})
         # SIGTERM (the master's last resort, or an operator): stop the users, send the last counts, write
         # worker-<i>.json, as a quit message from the master would.
         gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(runner.quit))

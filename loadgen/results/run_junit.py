@@ -72,6 +72,10 @@ def verdict_case(outcome: RunOutcome, failures_fail: bool = True) -> Case:
     if outcome.interrupted:
         failure = (f"INTERRUPTED: stopped after {outcome.elapsed:.0f} s of the planned "
                    f"{planned_time(outcome.scenario):.0f} s; the figures cover the part that ran")
+    elif outcome.counts_lost:  # with --exit-code-on-error 0 too: it still exits 1
+        from loadgen.results.summary import counts_lost_text
+
+        failure = f"FAIL: {counts_lost_text(outcome.counts_lost)}"
     elif not outcome.passed and stepped:
         failure = sentence
     elif outcome.measured_nothing:  # with --exit-code-on-error 0 too: it still exits 1

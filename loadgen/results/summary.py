@@ -53,11 +53,20 @@ class RunOutcome:
         return self.analysis is not None and nothing_ended(self.stats)
 
     @property
+    def counts_lost(self) -> list[str]:
+        """Why the counts are not the whole run (:meth:`~loadgen.locust.health.Health.accounting`);
+        empty when they are, and on a worker (the master judges)."""
+        return self.health.accounting() if self.health is not None else []
+
+    @property
     def passed(self) -> bool:
-        """A stepped run is a capacity search, judged by its knee as its verdict is (failures past
+        """A run whose counts were lost fails (a worker's file missing, Locust's and loadgen's counts
+        apart). A stepped run is a capacity search, judged by its knee as its verdict is (failures past
         the knee are what finding it takes). A run in which no attempt ended fails. Otherwise thresholds
         decide when the scenario has them; without, any failed attempt fails the run (Locust's
         convention: ``locust`` exits 1 on any failure)."""
+        if self.counts_lost:
+            return False
         if self.analysis is not None and self.analysis.knee is not None:
             return self.analysis.knee.limited_by in KNEE_FOUND
         if self.measured_nothing:
@@ -67,12 +76,13 @@ class RunOutcome:
         return self.failed_attempts == 0
 
     def exit_status(self, on_error: int) -> int:
-        """0 when the run passed; 1 when a threshold failed or no attempt ended; else ``on_error``
-        (``--exit-code-on-error``: failed attempts in a run without thresholds, which 0 tolerates;
-        it does not apply to a run that measured nothing, which had no failures)."""
+        """0 when the run passed; 1 when a threshold failed, no attempt ended or counts were lost; else
+        ``on_error`` (``--exit-code-on-error``: failed attempts in a run without thresholds, which 0
+        tolerates; it does not apply to a run that measured nothing or lost counts: no failure of
+        the server's made it fail)."""
         if self.passed:
             return 0
-        return 1 if self.verdicts or self.measured_nothing else on_error
+        return 1 if self.verdicts or self.measured_nothing or self.counts_lost else on_error
 
 
 # -- the console summary ----------------------------------------------------------------
@@ -153,6 +163,14 @@ def _print_result(outcome: RunOutcome, out: TextIO) -> None:
               "(then any failure fails the run; set thresholds.error_ratio to allow some)", file=out)
     if outcome.measured_nothing:
         print(f"loadgen: FAILED: {nothing_ended_text(outcome)}", file=out)
+    if lost := outcome.counts_lost:
+        print(f"loadgen: FAILED: {counts_lost_text(lost)}", file=out)
+
+
+def counts_lost_text(problems: list[str]) -> str:
+    """Why a run whose counts were lost failed."""
+    return (f"counts were lost ({'; '.join(problems)}): the figures above are not the whole run, so it "
+            "cannot pass (see the health line)")
 
 
 def nothing_ended_text(outcome: RunOutcome) -> str:
