@@ -1,4 +1,4 @@
-"""Instructions per DTLS ping in the client, counted by valgrind: an A/B that noise cannot blur.
+"""Instructions per DTLS (or TLS) ping in the client, counted by valgrind: an A/B that noise cannot blur.
 
 CPU seconds on this machine move by 4x with what else runs (2 shared cores), so a change of
 10% to the ping path cannot be seen in them. ``valgrind --tool=callgrind`` counts the
@@ -21,6 +21,12 @@ in its own process (not counted). Two ways to take start-up and handshakes out:
 
     python benchmarks/count_instructions.py --pings 4000
     python benchmarks/count_instructions.py --pings 1000 --method difference
+    python benchmarks/count_instructions.py --pings 1000 --protocol both   # TLS 1.2 PSK / DTLS, user space
+
+``--protocol tls`` counts a TLS 1.2 PSK (AES-128-GCM) association against the reference TLS
+server; ``both`` counts both and prints the ratio: the user-space part of bench_tls's TLS/DTLS
+ping ratio, without the host's noise and without the kernel's share (TCP's send and recv cost
+more than UDP's: bench_tls's floor).
 
 Needs valgrind (Debian: ``valgrind``). Inside valgrind the client is ~50x slower, so the
 server's replies are always waiting: this counts the work per ping, not the wake-ups.
@@ -47,7 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 START_MARKER, END_MARKER = "math_erfc", "math_lgamma"
 
 
-def client(pings: int, associations: int, locust_events: bool = True, warmup: int = 0) -> int:
+def client(pings: int, associations: int, locust_events: bool = True, warmup: int = 0,
+           protocol: str = "dtls") -> int:
     """Run ``pings`` back-to-back pings over ``associations`` associations (the counted process).
 
     With ``warmup``, the first ``warmup`` answered pings come first, then the start marker; the
@@ -68,6 +75,7 @@ def client(pings: int, associations: int, locust_events: bool = True, warmup: in
     from loadgen.stats.sink import StatsSink
     from loadgen.traffic.tracker import traffic_plan
     from loadgen.transport.dtls_association import DtlsAssociation
+    from loadgen.transport.tls_association import TlsAssociation
 
     plan = traffic_plan(PingConfig(interval=0.0, jitter=0.0, timeout=30.0, expect=Expect("echo")))
     totals = StatsSink()
@@ -88,12 +96,25 @@ def client(pings: int, associations: int, locust_events: bool = True, warmup: in
                         math.lgamma(1.0)  # END_MARKER: callgrind dumps the counted pings
                     enough.set()
 
-    sink = run_sink(totals, Counter(), locust_events=locust_events)
-    with ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex(), "--idle-timeout", "300"]) as address:
-        ctx = dtls_contexts.client_context()
-        assocs = [DtlsAssociation(f"count-{i}", "bench", address, ctx, sink, identity=b"count-%d" % i,
-                                  key=QUICKSTART_KEY, ping=plan, message_level=logging.WARNING)
-                  for i in range(associations)]
+    sink = run_sink(totals, Counter(), locust_events=locust_events, request_type=protocol.upper())
+    server = ["--psk-hex", QUICKSTART_KEY.value.hex(), "--idle-timeout", "300"]
+    if protocol == "tls":
+        server += ["--min-version", "1.2", "--max-version", "1.2"]
+    with ServerProcess(server, protocol=protocol) as address:
+        assocs: list[DtlsAssociation | TlsAssociation]
+        if protocol == "tls":
+            from loadgen.protocol.openssl.tls_contexts import TlsOptions, client_context
+
+            tls = client_context(TlsOptions(min_version="1.2", max_version="1.2", ciphers="PSK-AES128-GCM-SHA256"),
+                                 psk_mode=True)
+            assocs = [TlsAssociation(f"count-{i}", "bench", address, tls, sink, identity=b"count-%d" % i,
+                                     key=QUICKSTART_KEY, ping=plan, message_level=logging.WARNING)
+                      for i in range(associations)]
+        else:
+            ctx = dtls_contexts.client_context()
+            assocs = [DtlsAssociation(f"count-{i}", "bench", address, ctx, sink, identity=b"count-%d" % i,
+                                      key=QUICKSTART_KEY, ping=plan, message_level=logging.WARNING)
+                      for i in range(associations)]
         greenlets = [gevent.spawn(a.run) for a in assocs]
         enough.wait(600)
         gevent.killall(greenlets)
@@ -102,19 +123,20 @@ def client(pings: int, associations: int, locust_events: bool = True, warmup: in
     return totals.pings.completed
 
 
-def count(pings: int, associations: int, locust_events: bool = True) -> tuple[int, int]:
+def count(pings: int, associations: int, locust_events: bool = True, protocol: str = "dtls") -> tuple[int, int]:
     """Instructions of one counted client run, and the pings it completed (at least ``pings``)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        done = _valgrind(out, pings, associations, locust_events)
+        done = _valgrind(out, pings, associations, locust_events, protocol=protocol)
         return _instructions(out), done
 
 
-def count_between_markers(pings: int, associations: int, warmup: int, locust_events: bool = True) -> int:
+def count_between_markers(pings: int, associations: int, warmup: int, locust_events: bool = True,
+                          protocol: str = "dtls") -> int:
     """Instructions between the two markers of one counted run (``pings`` answered between them)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        _valgrind(out, pings, associations, locust_events, warmup=warmup,
+        _valgrind(out, pings, associations, locust_events, warmup=warmup, protocol=protocol,
                   extra=[f"--dump-before={START_MARKER}", f"--dump-before={END_MARKER}"])
         # Dumps: .1 up to the start marker, .2 between the markers, the file itself after the end one.
         parts = sorted(Path(tmp).glob("callgrind.out.*"))
@@ -130,12 +152,13 @@ def count_between_markers(pings: int, associations: int, warmup: int, locust_eve
 
 
 def _valgrind(out: Path, pings: int, associations: int, locust_events: bool, warmup: int = 0,
-              extra: list[str] | None = None) -> int:
+              extra: list[str] | None = None, protocol: str = "dtls") -> int:
     """Run the client under callgrind (counts to ``out``); returns the pings it completed."""
     done = out.with_name("done")
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--trace-children=no", *(extra or []),
            sys.executable, __file__, "--client", str(pings), "--associations", str(associations),
-           "--warmup", str(warmup), "--report", str(done)] + ([] if locust_events else ["--without-locust"])
+           "--warmup", str(warmup), "--report", str(done), "--protocol", protocol]
+    cmd += [] if locust_events else ["--without-locust"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return int(done.read_text())
 
@@ -159,43 +182,52 @@ def main() -> int:
                              "N and 2N pings, their difference (+-3%%)")
     parser.add_argument("--warmup", type=int, default=200,
                         help="markers: pings answered before counting starts (handshakes done, caches warm)")
+    parser.add_argument("--protocol", choices=("dtls", "tls", "both"), default="dtls",
+                        help="tls: a TLS 1.2 PSK association and the reference TLS server; both: each, and the ratio")
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client is not None:
         Path(args.report).write_text(str(client(args.client, args.associations, not args.without_locust,
-                                                args.warmup)))
+                                                args.warmup, args.protocol)))
         return 0
     if shutil.which("valgrind") is None:
         print("not measured: valgrind is not installed (Debian: apt-get install valgrind)")
         return 0
     print(f"# python benchmarks/count_instructions.py {' '.join(sys.argv[1:])}")
     measure = per_ping if args.method == "difference" else per_ping_between_markers
-    full = measure(args.pings, args.associations, True, args.warmup)
-    if args.without_locust:
-        bare = measure(args.pings, args.associations, False, args.warmup)
-        share = full - bare
-        print(f"Locust's request event and stats: {share:,.0f} instructions per ping ({share / full:.0%})")
+    protocols = ("dtls", "tls") if args.protocol == "both" else (args.protocol,)
+    figures = {}
+    for protocol in protocols:
+        full = figures[protocol] = measure(args.pings, args.associations, True, args.warmup, protocol)
+        if args.without_locust:
+            bare = measure(args.pings, args.associations, False, args.warmup, protocol)
+            share = full - bare
+            print(f"{protocol.upper()}: Locust's request event and stats: {share:,.0f} instructions per ping"
+                  f" ({share / full:.0%})")
+    if len(figures) == 2:
+        print(f"TLS / DTLS instructions per ping (user space): {figures['tls'] / figures['dtls']:.2f}x")
     return 0
 
 
-def per_ping(pings: int, associations: int, locust_events: bool, warmup: int = 0) -> float:
+def per_ping(pings: int, associations: int, locust_events: bool, warmup: int = 0, protocol: str = "dtls") -> float:
     """Instructions per ping: two counted runs, ``pings`` and twice as many, their difference
     (``warmup`` is the markers method's)."""
-    small, small_done = count(pings, associations, locust_events)
-    large, large_done = count(2 * pings, associations, locust_events)
+    small, small_done = count(pings, associations, locust_events, protocol)
+    large, large_done = count(2 * pings, associations, locust_events, protocol)
     result = (large - small) / max(large_done - small_done, 1)
-    what = "with Locust's request events" if locust_events else "loadgen's stats only"
+    what = f"{protocol.upper()}, " + ("with Locust's request events" if locust_events else "loadgen's stats only")
     print(f"{what}: {small:,} instructions for {small_done} pings, {large:,} for {large_done}: "
           f"{result:,.0f} per ping")
     return result
 
 
-def per_ping_between_markers(pings: int, associations: int, locust_events: bool, warmup: int) -> float:
+def per_ping_between_markers(pings: int, associations: int, locust_events: bool, warmup: int,
+                             protocol: str = "dtls") -> float:
     """Instructions per ping: one counted run, between the markers around ``pings`` answered pings."""
-    between = count_between_markers(pings, associations, max(warmup, 1), locust_events)
+    between = count_between_markers(pings, associations, max(warmup, 1), locust_events, protocol)
     result = between / pings
-    what = "with Locust's request events" if locust_events else "loadgen's stats only"
+    what = f"{protocol.upper()}, " + ("with Locust's request events" if locust_events else "loadgen's stats only")
     print(f"{what}: {between:,} instructions between the markers for {pings} pings "
           f"(after {max(warmup, 1)}): {result:,.0f} per ping")
     return result
