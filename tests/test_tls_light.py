@@ -174,9 +174,10 @@ def test_a_light_server_ends_every_lie_as_openssl_does(cipher: str, lie: str) ->
     results = {}
     for light in (True, False):
         client, server = pair(cipher, light=False, server_light=light)
-        assert server.light is light
         hostile = liar(client, cipher)
-        events: list = []
+        server.receive_data(hostile.seal(23, b"first\n"))  # a light server goes light at the first data
+        assert server.light is light
+        events: list = drain(server)
         for chunk in CLIENT_LIES[lie](hostile):
             server.receive_data(chunk)
             events += drain(server)
@@ -231,13 +232,14 @@ def test_a_light_clients_session_resumes() -> None:
 @pytest.mark.parametrize("cipher", CIPHERS)
 def test_a_light_servers_records_are_openssls_and_so_is_its_close(cipher: str) -> None:
     client, server = pair(cipher, light=False, server_light=True)
-    assert server.light and server.cipher == cipher and server.version == "TLSv1.2"
-    assert server.psk_identity == b"dev"  # the reference server's "qt" reply names it
+    assert not server.light  # not yet: a connection that only handshakes never pays for the keys
     for size in (1, 16385, 40000):
         payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
         client.send(payload)
         server.receive_data(client.data_to_send())
         assert outcome(drain(server)) == [payload]
+        assert server.light and server.cipher == cipher and server.version == "TLSv1.2"
+        assert server.psk_identity == b"dev"  # the reference server's "qt" reply names it
         server.send(payload)
         client.receive_data(server.data_to_send())
         assert outcome(drain(client)) == [payload]
@@ -254,11 +256,42 @@ def test_a_light_server_keeps_its_sessions_resumable(tickets: bool) -> None:
     if not tickets:
         using[1].ssl.set_options(SSL.OP_NO_TICKET)
     client, server = pair(light=False, server_light=True, using=using)
-    assert server.light and not server.resumed
+    client.send(b"ping\n")
+    server.receive_data(client.data_to_send())
+    assert server.light and not server.resumed and outcome(drain(server)) == [b"ping\n"]
     client.close()
     server.receive_data(client.data_to_send())
     again, server_again = pair(light=False, server_light=True, using=using, session=client.session)
-    assert again.resumed and server_again.resumed and server_again.light
+    assert again.resumed and server_again.resumed
+
+
+def test_a_light_server_goes_light_at_the_first_data_either_way_and_not_for_a_close() -> None:
+    """Handshake-only connections (a storm of them) never pay for the keys; a server that speaks
+    first goes light at its send; input that came with the client's Finished keeps OpenSSL."""
+    client, server = pair(light=False, server_light=True)
+    client.close()
+    server.receive_data(client.data_to_send())
+    assert not server.light and outcome(drain(server)) == ["closed"]
+    client, server = pair(light=False, server_light=True)
+    server.send(b"banner\n")
+    assert server.light
+    client.receive_data(server.data_to_send())
+    assert outcome(drain(client)) == [b"banner\n"]
+    # Resumed, the server's Finished comes first: the client's, then its data, reach the server in one read.
+    client_ctx, server_ctx = using = contexts(resumption=True)
+    first, _ = pair(light=False, server_light=True, using=using)
+    first.close()
+    client = TlsEngine.client(client_ctx, choose=lambda hint: (b"dev", KEY), session=first.session)
+    server = TlsEngine.server(server_ctx, light=True)
+    client.start()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    assert client.handshake_done and client.resumed
+    client.send(b"early\n")  # in the same read as the client's Finished
+    server.receive_data(client.data_to_send())
+    assert server.handshake_done and outcome(drain(server)) == [b"early\n"]
+    server.send(b"x\n")
+    assert not server.light
 
 
 def test_tls_1_3_and_a_heavy_request_keep_openssl() -> None:

@@ -99,7 +99,9 @@ class TlsEngine:
     cipher, the version, the PSK identity, a client's session and a server's peer certificate (what
     the reference server answers with); the local certificate, a client's peer certificate, SNI and
     the cipher list go with the connection (None and []). Anything else (TLS 1.3, another suite,
-    input left over after the handshake) stays in OpenSSL. A renegotiation is declined with a
+    input left over after the handshake) stays in OpenSSL. A client goes light when its handshake
+    completes, a server at the first application data either side sends (so a connection that only
+    handshakes never pays for the keys). A renegotiation is declined with a
     no_renegotiation warning (a server's HelloRequest, as OpenSSL's client would not; a client's
     ClientHello, as OpenSSL's server does by default).
     """
@@ -118,6 +120,9 @@ class TlsEngine:
         self.error: LoadgenError | None = None
         self._resumed = False
         self._light = light
+        #: A light server goes light at the first application data either way, not at the handshake's
+        #: end: a connection that only handshakes (a handshake storm) then never pays for it.
+        self._defer_light = False
         self._records: TlsRecordLayer | None = None
         #: light: the cipher, the version, a client's session and a server's peer certificate
         self._kept: tuple[str, str, SSL.Session | None, x509.Certificate | None] = ("", "", None, None)
@@ -181,6 +186,10 @@ class TlsEngine:
         """Feed bytes received from the peer; read events with :meth:`next_event`."""
         if self.closed or not data:
             return
+        if self._defer_light:
+            self._defer_light = False
+            if data[0] == records.APPLICATION_DATA:  # else (an alert, a close) OpenSSL's, as it came
+                self._go_light()
         if self._records is not None:
             self._receive_records(self._records, data)
             return
@@ -208,6 +217,9 @@ class TlsEngine:
         """Encrypt application data (any length: TLS cuts it into records)."""
         if not self.handshake_done or self.closed:
             raise LocalProtocolError("cannot send: TLS connection not established")
+        if self._defer_light:  # a server that speaks first: nothing has been numbered since the handshake
+            self._defer_light = False
+            self._go_light()
         if self._records is not None:
             try:
                 self._outgoing += self._records.seal(records.APPLICATION_DATA, data)
@@ -228,6 +240,7 @@ class TlsEngine:
         if self.closed:
             return
         self.closed = True
+        self._defer_light = False
         if self._records is not None:
             self._outgoing += self._records.alert(records.CLOSE_NOTIFY, fatal=False)
         elif self.handshake_done:
@@ -334,7 +347,10 @@ class TlsEngine:
                                retransmits=0, resumed=self.resumed)
         )
         if self._light:
-            self._go_light()
+            if self.is_client:
+                self._go_light()
+            else:  # unless the client's first data came with its Finished (then OpenSSL keeps it)
+                self._defer_light = not bindings.input_pending(self._conn)
 
     def _go_light(self) -> None:
         """Hand a TLS 1.2 AEAD connection's records to our record layer and free OpenSSL's connection."""
