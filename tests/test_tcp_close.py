@@ -53,3 +53,22 @@ def test_a_peer_that_never_reads_is_given_up_after_the_timeout() -> None:
     gevent.sleep(0.5)
     assert closing._sock is None
     peer.close()
+
+
+def test_flushed_and_on_release_tell_an_owner_how_far_it_got() -> None:
+    """What the TLS server's stop() waits on (flushed) and how it forgets a close (on_release, once)."""
+    ours, peer = _pair()
+    _fill(ours)
+    released: list[DelayedClose] = []
+    closing = DelayedClose(ours, bytearray(b"y" * 100_000), timeout=10.0, on_release=released.append)
+    gevent.sleep(0.1)
+    assert not closing.flushed and not released  # the peer reads nothing yet
+    while not closing.flushed:
+        assert peer.recv(65536)
+    assert not released  # flushed, half-closed, waiting for the peer's close
+    peer.close()
+    deadline = gevent.get_hub().loop.now() + 5
+    while not released and gevent.get_hub().loop.now() < deadline:
+        gevent.sleep(0.01)
+    closing.release()  # idempotent: the owner is told once
+    assert released == [closing]
