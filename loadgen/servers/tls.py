@@ -212,9 +212,9 @@ class TlsServer:
         self._acceptor.join()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, send close_notify to every connection, give what is still queued up to
-        ``timeout`` seconds to reach the kernel, then close every socket. Never raises for one
-        connection."""
+        """Stop accepting, send close_notify to every connection, give the closes that still have
+        output queued up to ``timeout`` seconds to flush it and see the peer close, then close
+        every socket. Never raises for one connection."""
         deadline = time.monotonic() + timeout
         for greenlet in (self._acceptor, self._timer):
             if greenlet is not None:
@@ -226,7 +226,7 @@ class TlsServer:
         for conn in list(self._connections):
             self._close(conn)  # a broken one must not keep the others from their goodbye
         self._heap.clear()
-        while any(not closing.flushed for closing in self._closing) and time.monotonic() < deadline:
+        while self._closing and time.monotonic() < deadline:  # each leaves when done (on_release)
             gevent.sleep(0.01)
         for closing in list(self._closing):
             closing.release()

@@ -64,11 +64,6 @@ class DelayedClose:
             pass
         self.release()  # the peer closed too (or reset): done
 
-    @property
-    def flushed(self) -> bool:
-        """Everything pending has gone to the kernel (or the socket is closed)."""
-        return not self._out or self._sock is None
-
     def release(self) -> None:
         """Stop and close now (idempotent)."""
         for watcher in (self._writer, self._reader, self._timer):
