@@ -53,3 +53,21 @@ def test_a_peer_that_never_reads_is_given_up_after_the_timeout() -> None:
     gevent.sleep(0.5)
     assert closing._sock is None
     peer.close()
+
+
+def test_on_release_tells_an_owner_once() -> None:
+    """How the TLS server keeps its closes under way, to end them all when it stops."""
+    ours, peer = _pair()
+    _fill(ours)
+    released: list[DelayedClose] = []
+    closing = DelayedClose(ours, bytearray(b"y" * 100_000), timeout=10.0, on_release=released.append)
+    while peer.recv(65536):  # everything, then the half-close
+        pass
+    gevent.sleep(0.1)
+    assert not released  # flushed and half-closed, waiting for the peer's close
+    peer.close()
+    deadline = gevent.get_hub().loop.now() + 5
+    while not released and gevent.get_hub().loop.now() < deadline:
+        gevent.sleep(0.01)
+    closing.release()  # idempotent: the owner is told once
+    assert released == [closing]

@@ -1,37 +1,58 @@
-"""The reference TLS server: a line echo over TLS, one greenlet per connection.
+"""The reference TLS server: a line echo over TLS, event driven (no greenlet per connection).
 
 Certificate and key, pre-shared keys, or both (see
 :func:`loadgen.protocol.openssl.tls_contexts.server_context`); optionally requires client
 certificates. Each received line is answered at once, either echoed or in the style of
-Qt's DTLS server example ("to IDENTITY: LINE").
+Qt's DTLS server example ("to IDENTITY: LINE"); lines that came with the peer's close_notify
+are counted but not answered.
 
 Limits: at most ``max_connections`` open connections (a newcomer over it is accepted and
 reset at once, counted ``server-full``: a client sees a refusal, not a hang); the handshake
 must complete within ``handshake_timeout``; each line must complete within
 ``idle_timeout`` of the previous one (or of the handshake): bytes that never make a line
-do not keep a connection open. Accept errors (e.g. EMFILE) back off up to a second and
-are logged at most once a second. One connection's unexpected exception ends that
-connection (``internal-error``), never the accept loop.
+do not keep a connection open. More than ``max_line`` bytes without a newline close the
+connection (``line-too-long``), and so does more than ``max_queued`` bytes of answers the
+client does not read (``not-reading``). Accept errors (e.g. EMFILE) back off up to a second
+and are logged at most once a second. One connection's unexpected exception ends that
+connection (``internal-error``), never the accept loop nor the others.
+
+Shaped like the DTLS server and loadgen's TLS client: after the accept (a greenlet: accepts
+are rare), each connection is a non-blocking C ``_socket`` with one read watcher on gevent's
+loop, a write watcher only while answers wait for the kernel, and a sans-IO
+:class:`~loadgen.protocol.openssl.tls.TlsEngine` (light: a TLS 1.2 AEAD connection's records go
+through loadgen's record layer once handshaken). The watcher's callback reads once, feeds the
+engine, answers every complete line and flushes once. Deadlines (handshake, idle) live in one
+heap with lazy invalidation, served by one timer greenlet, as in :mod:`loadgen.servers.dtls`:
+a ping moves its connection's deadline (an attribute), never a timer.
 """
 
 from __future__ import annotations
 
+import _socket  # the C socket type: never monkey-patched, no wrapper on the hot path
+import heapq
 import logging
+import math
 import resource
 import socket as _stdsocket
 import struct
 import time
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import gevent
-from gevent import socket
+from gevent import get_hub, socket
+from gevent.event import Event
 
-from loadgen.protocol.errors import InternalError, LoadgenError, ServerFull
+from loadgen.protocol.errors import HandshakeTimeout, InternalError, LoadgenError, ServerFull
+from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
+from loadgen.protocol.openssl.tls import TlsEngine
+from loadgen.protocol.openssl.tls_certificates import CertificateInfo
 from loadgen.protocol.openssl.tls_contexts import TlsContext
 from loadgen.stats.throttle import ThrottledLog, exception_summary
-from loadgen.transport.ssl_link import State
-from loadgen.transport.ssl_socket import SslSocket
+from loadgen.transport.tcp import transfer_error
+from loadgen.transport.tcp_close import DelayedClose
 
 log = logging.getLogger("loadgen.server")
 
@@ -40,8 +61,19 @@ log = logging.getLogger("loadgen.server")
 FD_HEADROOM = 256
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 60.0
+#: Answers queued for one client that does not read them, beyond what the kernel holds (its
+#: socket buffers take megabytes first): over it the connection is closed, ``not-reading``.
+MAX_QUEUED = 1024 * 1024
+#: How long a close that still has output queued may take to flush (the peer reads) and end.
+CLOSE_TIMEOUT = 30.0
 #: Accept errors back off from this, doubling, up to a second.
 _ACCEPT_BACKOFF = (0.01, 1.0)
+#: Due deadlines handled before the timer loop lets reads in.
+_TIMER_BATCH = 256
+#: The heap is rebuilt from the live connections once stale entries outnumber them this much.
+_HEAP_SLACK = 1024
+_RECV_SIZE = 65536
+_READ, _WRITE = 1, 2  # libev EV_READ, EV_WRITE
 
 
 def default_max_connections() -> int:
@@ -67,6 +99,31 @@ class TlsServerStats:
     failures: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(slots=True, eq=False, weakref_slot=True)
+class _Connection:
+    """One connection's state: small, since a server holds thousands (slots, no dict). Hashed by
+    identity (a key of the server's ``_connections``); the deadline heap holds weak references,
+    so a closed connection is freed at once, engine and all, not when its entry pops."""
+
+    sock: Any  # a non-blocking C _socket; None once closed
+    engine: TlsEngine
+    deadline: float  # the handshake's, then the next line's (monotonic)
+    serial: int  # orders heap entries due at the same time (connections do not compare)
+    established: bool = False
+    reader: Any = None  # the read watcher
+    writer: Any = None  # the write watcher, only while ``out`` holds bytes the kernel did not take
+    out: bytearray = field(default_factory=bytearray)
+    partial: bytearray = field(default_factory=bytearray)  # received bytes short of a newline
+    # The due time of this connection's live heap entry (inf: none). An entry whose time
+    # differs is stale (lazy invalidation): rescheduled or closed since.
+    wake: float = math.inf
+
+    def peer_certificate(self) -> CertificateInfo | None:
+        """The client's certificate (as SslSocket shows it), if it sent one."""
+        cert = self.engine.peer_certificate
+        return CertificateInfo.from_x509(cert) if cert is not None else None
+
+
 class TlsServer:
     """Reference TLS server. ``start()`` binds and accepts in a background greenlet."""
 
@@ -82,9 +139,11 @@ class TlsServer:
         max_line: int = 65536,
         backlog: int = 4096,
         max_connections: int | None = None,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         """``idle_timeout``: each line must complete within this long of the previous one.
-        ``max_connections``: default :func:`default_max_connections`."""
+        ``max_connections``: default :func:`default_max_connections`. ``max_queued``: answers
+        held for a client that does not read them (at least twice ``max_line``)."""
         if reply not in ("echo", "qt"):
             raise ValueError(f"reply must be 'echo' or 'qt', not {reply!r}")
         if not context.is_server:
@@ -100,10 +159,18 @@ class TlsServer:
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self._max_line = max_line
+        # One answer to the longest line must always fit, whatever the client reads meanwhile.
+        self._max_queued = max(max_queued, 2 * max_line)
         self._backlog = backlog
         self._listener: socket.socket | None = None
         self._acceptor: gevent.Greenlet | None = None
-        self._connections: dict[SslSocket, gevent.Greenlet] = {}
+        self._timer: gevent.Greenlet | None = None
+        self._connections: dict[_Connection, None] = {}  # insertion-ordered set
+        self._closing: set[DelayedClose] = set()  # closes still flushing what was queued
+        self._heap: list[tuple[float, int, weakref.ref[_Connection]]] = []  # see _Connection.wake
+        self._serial = 0
+        self._wakeup = Event()
+        self._sleeping_until = -math.inf  # when the timer loop wakes by itself (-inf: it is not asleep)
         self.stats = TlsServerStats()
         self._log = ThrottledLog(log)
         self._accept_log = ThrottledLog(log, interval=1.0, burst=1)  # at most a line a second, with counts
@@ -135,6 +202,7 @@ class TlsServer:
             raise
         self._listener = listener
         self._acceptor = gevent.spawn(self._accept_loop)
+        self._timer = gevent.spawn(self._timer_loop)
         return self
 
     def serve_forever(self) -> None:
@@ -144,23 +212,27 @@ class TlsServer:
         self._acceptor.join()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, close every connection with close_notify, wait for their greenlets.
-        Never raises for one connection."""
-        if self._acceptor is not None:
-            self._acceptor.kill()
-            self._acceptor = None
+        """Stop accepting, send close_notify to every connection, give the closes that still have
+        output queued up to ``timeout`` seconds to flush it and see the peer close, then close
+        every socket. Never raises for one connection."""
+        deadline = time.monotonic() + timeout
+        for greenlet in (self._acceptor, self._timer):
+            if greenlet is not None:
+                greenlet.kill()
+        self._acceptor = self._timer = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        connections = list(self._connections.items())
-        for conn, _ in connections:
+        for conn in list(self._connections):
             self._close(conn)  # a broken one must not keep the others from their goodbye
-        greenlets = [g for _, g in connections]
-        gevent.joinall(greenlets, timeout=timeout)
-        gevent.killall(greenlets, block=True, timeout=1.0)
-        self._connections.clear()
+        self._heap.clear()
+        while self._closing and time.monotonic() < deadline:  # each leaves when done (on_release)
+            gevent.sleep(0.01)
+        for closing in list(self._closing):
+            closing.release()
+        self._closing.clear()
 
-    # -- per connection --------------------------------------------------------------
+    # -- accepting ------------------------------------------------------------
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
@@ -192,72 +264,113 @@ class TlsServer:
             self.stats.failures[ServerFull.code] += 1
             _reset(sock)
             return
+        # A TLS 1.2 AEAD ping goes through loadgen's record layer (light); made before the
+        # socket changes hands, so that a failure here leaves the gevent socket to reset.
+        engine = TlsEngine.server(self._context, light=True)
         self.stats.connections += 1
-        conn = SslSocket(self._context, sock, light=True)  # a TLS 1.2 AEAD ping: loadgen's record layer
-        self._connections[conn] = gevent.spawn(self._serve, conn)
-
-    def _serve(self, conn: SslSocket) -> None:
-        stats = self.stats
+        # Read from a watcher's callback (see the module docstring): the C socket type, which
+        # gevent never patches, so no wrapper, no greenlet switch, no Timeout per read.
+        raw = _socket.socket(fileno=sock.detach())
+        self._serial += 1
+        conn = _Connection(raw, engine, time.monotonic() + self.handshake_timeout, self._serial)
         try:
-            if not conn.start_server_handshake(self.handshake_timeout):
-                if conn.error is not None:
-                    stats.failures[conn.error] += 1
-                    log.debug("handshake failed: %s", conn.error_string)
-                return
-            stats.handshakes += 1
-            stats.resumed += conn.session_reused
-            # Each line must complete within the idle timeout: bytes that make no line do not count.
-            deadline = time.monotonic() + self.idle_timeout
-            while True:
-                while conn.can_read_line():
-                    line = conn.read_line()
-                    stats.lines += 1
-                    deadline = time.monotonic() + self.idle_timeout
-                    if conn.state is State.CONNECTED:  # lines that came with the peer's close stay unanswered
-                        conn.write(self._answer(conn, line))
-                        stats.pings += 1
-                if conn.state is not State.CONNECTED:
-                    break
-                if conn.bytes_available > self._max_line:
-                    stats.failures["line-too-long"] += 1
-                    break
-                remaining = deadline - time.monotonic()
-                if (remaining <= 0 or not conn.wait_for_ready_read(remaining)) and conn.state is State.CONNECTED:
-                    stats.expired += 1
-                    break
-            if conn.peer_closed:
-                stats.closed_by_peer += 1
-            elif conn.error is not None:
-                stats.failures[conn.error] += 1
-        except LoadgenError as exc:  # e.g. a write after the peer vanished
-            stats.failures[exc.code] += 1
+            raw.setblocking(False)
+            try:
+                # Pings are small request/response exchanges: Nagle plus delayed ACKs would add ~40 ms.
+                raw.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            self._connections[conn] = None
+            conn.reader = get_hub().loop.io(raw.fileno(), _READ)
+            conn.reader.start(self._on_readable, conn)
+            self._schedule(conn)
+        except BaseException:
+            _reset(raw)  # the caller's reset of the (detached) gevent socket does nothing
+            self._release(conn)
+            raise
+
+    # -- per connection: reading and answering --------------------------------------
+
+    def _on_readable(self, conn: _Connection) -> None:
+        """The read watcher's callback, on the event loop: it must not block and never raises
+        (a raise would print a traceback in the hub); what goes wrong ends this connection only."""
+        try:
+            self._receive(conn)
+        except LoadgenError as exc:  # e.g. a reset, a client that does not read
+            self.stats.failures[exc.code] += 1
+            self._abort(conn)
         except Exception as exc:  # one connection's bug never reaches the others
             self._internal_error(exc)
-        finally:
             self._close(conn)
-            self._connections.pop(conn, None)
 
-    def _close(self, conn: SslSocket) -> None:
-        """Close with close_notify; a connection whose close raises is counted and aborted."""
+    def _receive(self, conn: _Connection) -> None:
+        """One recv (the watcher is level-triggered: it calls again while more is queued), its
+        events, every complete line answered in order, then one flush."""
+        sock = conn.sock
+        if sock is None:
+            return  # closed meanwhile
         try:
-            conn.close()
-        except Exception as exc:
-            self._internal_error(exc)
-            try:
-                conn.abort()
-            except Exception:  # noqa: S110 - nothing more to do for this one
-                pass
+            data = sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            raise transfer_error(exc, "read") from None
+        engine, stats = conn.engine, self.stats
+        if data:
+            engine.receive_data(data)
+        else:
+            engine.receive_eof()  # before the handshake is done: a ConnectionFailed (peer-closed)
+        while (event := engine.next_event()) is not None:
+            if isinstance(event, DataReceived):
+                self._take_lines(conn, event.data)
+            elif isinstance(event, HandshakeCompleted):
+                stats.handshakes += 1
+                stats.resumed += event.resumed
+                conn.established = True
+                # Each line must complete within the idle timeout: bytes that make no line do not count.
+                conn.deadline = time.monotonic() + self.idle_timeout
+                self._schedule(conn)  # earlier than the handshake's if the idle timeout is shorter
+            elif isinstance(event, ConnectionClosed):
+                stats.closed_by_peer += 1
+            elif isinstance(event, ConnectionFailed):
+                stats.failures[event.error.code] += 1
+                log.debug("connection failed: %s", event.error)
+            # CertCheckFailed: its ConnectionFailed follows.
+        if engine.closed:  # the peer's close (ours answers it) or a failure (an alert): no more reads
+            self._abort(conn)
+            return
+        if len(conn.partial) > self._max_line:
+            stats.failures["line-too-long"] += 1
+            self._close(conn)
+            return
+        self._flush(conn)
 
-    def _internal_error(self, exc: Exception) -> None:
-        """Count and log (rate-limited, the exception's type only) a bug met while serving one connection."""
-        try:
-            self.stats.failures[InternalError.code] += 1
-            self._log.log(logging.ERROR, InternalError.code, "internal error, connection closed: %s",
-                          exception_summary(exc))
-        except Exception:  # noqa: S110 - e.g. MemoryError again: the loop must go on regardless
-            pass
+    def _take_lines(self, conn: _Connection, data: bytes) -> None:
+        """Count and answer each complete line (unless the engine closed: lines that came with the
+        peer's close_notify stay unanswered); keep the rest in ``conn.partial``."""
+        partial = conn.partial
+        if not partial and data.find(b"\n") == len(data) - 1:
+            lines = [data]  # the usual case: one whole line in one record, no copy
+        else:
+            partial += data
+            lines = []
+            start = 0
+            while (end := partial.find(b"\n", start)) >= 0:
+                lines.append(bytes(partial[start:end + 1]))
+                start = end + 1
+            del partial[:start]
+            if not lines:
+                return
+        stats, engine = self.stats, conn.engine
+        stats.lines += len(lines)
+        conn.deadline = time.monotonic() + self.idle_timeout  # the heap entry catches up when it pops
+        for line in lines:
+            if engine.closed:
+                continue
+            engine.send(self._answer(conn, line))
+            stats.pings += 1
 
-    def _answer(self, conn: SslSocket, line: bytes) -> bytes:
+    def _answer(self, conn: _Connection, line: bytes) -> bytes:
         if self._reply == "echo":
             return line
         engine = conn.engine
@@ -269,8 +382,178 @@ class TlsServer:
         name = who.decode("utf-8", "replace") if isinstance(who, bytes) else who
         return f"to {name}: ".encode() + line
 
+    # -- per connection: writing and closing -----------------------------------------
 
-def _reset(sock: socket.socket) -> None:
+    def _flush(self, conn: _Connection) -> None:
+        """Send what the engine produced, queueing what the kernel does not take (bounded)."""
+        data = conn.engine.data_to_send()
+        if not data:
+            return
+        if conn.writer is None:  # nothing queued before it: straight to the kernel
+            try:
+                sent = conn.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise transfer_error(exc, "write") from None
+            if sent == len(data):
+                return
+            conn.writer = get_hub().loop.io(conn.sock.fileno(), _WRITE)
+            conn.writer.start(self._on_writable, conn)
+            data = data[sent:]
+        conn.out += data
+        if len(conn.out) > self._max_queued:
+            raise LoadgenError(f"the client does not read: over {self._max_queued // 1024} KiB queued for it",
+                               code="not-reading")
+
+    def _on_writable(self, conn: _Connection) -> None:
+        """The kernel takes more: write what is queued; stop watching once it is all out."""
+        try:
+            try:
+                sent = conn.sock.send(conn.out)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                raise transfer_error(exc, "write") from None
+            del conn.out[:sent]
+            if not conn.out:
+                conn.writer.stop()
+                conn.writer = None
+        except LoadgenError as exc:
+            self.stats.failures[exc.code] += 1
+            self._abort(conn)
+        except Exception as exc:  # as in _on_readable
+            self._internal_error(exc)
+            self._abort(conn)
+
+    def _close(self, conn: _Connection) -> None:
+        """Our close (expired, a line too long, stop, a bug): close_notify, and what is still queued
+        flushed by a :class:`~loadgen.transport.tcp_close.DelayedClose`. Never raises: a connection
+        whose close raises is counted and aborted."""
+        if conn.sock is None:
+            return
+        try:
+            conn.engine.close()
+            conn.out += conn.engine.data_to_send()
+            if conn.out and conn.writer is None:
+                try:
+                    del conn.out[:conn.sock.send(conn.out)]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    conn.out.clear()  # the peer is gone: nobody to say goodbye to
+            if conn.out:
+                sock, pending = conn.sock, conn.out
+                conn.sock, conn.out = None, bytearray()
+                self._release(conn)
+                self._closing.add(DelayedClose(sock, pending, CLOSE_TIMEOUT, on_release=self._closing.discard))
+                return
+        except Exception as exc:
+            self._internal_error(exc)
+        self._release(conn)
+
+    def _abort(self, conn: _Connection) -> None:
+        """End after the peer's close or a failure: send what the kernel takes now (our
+        close_notify in answer, an alert), drop the rest, close."""
+        sock = conn.sock
+        if sock is None:
+            return
+        try:
+            conn.out += conn.engine.data_to_send()
+            if conn.out and conn.writer is None:
+                sock.send(conn.out)
+        except Exception:  # noqa: S110 - OSError (the peer is gone) or worse: closing regardless
+            pass
+        self._release(conn)
+
+    def _release(self, conn: _Connection) -> None:
+        """Stop the watchers (they hold the connection: a cycle), close the socket, forget it."""
+        for watcher in (conn.reader, conn.writer):
+            if watcher is not None:
+                watcher.stop()
+        conn.reader = conn.writer = None
+        conn.out.clear()
+        conn.partial.clear()
+        conn.wake = math.inf  # its heap entry, if any, is stale
+        sock, conn.sock = conn.sock, None
+        if sock is not None:
+            sock.close()
+        self._connections.pop(conn, None)
+
+    def _internal_error(self, exc: Exception) -> None:
+        """Count and log (rate-limited, the exception's type only) a bug met while serving one connection."""
+        try:
+            self.stats.failures[InternalError.code] += 1
+            self._log.log(logging.ERROR, InternalError.code, "internal error, connection closed: %s",
+                          exception_summary(exc))
+        except Exception:  # noqa: S110 - e.g. MemoryError again: the loop must go on regardless
+            pass
+
+    # -- deadlines ------------------------------------------------------------------
+
+    def _timer_loop(self) -> None:
+        heap = self._heap
+        while True:
+            try:
+                now = time.monotonic()
+                delay = heap[0][0] - now if heap else None
+                if delay is None or delay > 0:
+                    self._wakeup.clear()
+                    self._sleeping_until = math.inf if delay is None else now + delay
+                    self._wakeup.wait(delay)
+                    self._sleeping_until = -math.inf
+                    continue
+                self._run_due(now)
+            except Exception as exc:  # the loop itself (not one connection) hit a bug: keep expiring the others
+                self._internal_error(exc)
+                gevent.sleep(0.01)
+
+    def _run_due(self, now: float) -> None:
+        heap, handled = self._heap, 0
+        while heap and heap[0][0] <= now:
+            due, _, ref = heapq.heappop(heap)
+            conn = ref()
+            if conn is None or conn.wake != due:
+                continue  # stale: closed or rescheduled since
+            conn.wake = math.inf
+            try:
+                self._on_due(conn, now)
+            except Exception as exc:
+                self._internal_error(exc)
+                self._close(conn)
+            handled += 1
+            if handled % _TIMER_BATCH == 0:
+                gevent.sleep(0)  # thousands due at once: let reads in between
+                now = time.monotonic()
+
+    def _on_due(self, conn: _Connection, now: float) -> None:
+        if now < conn.deadline:
+            self._schedule(conn)  # a line came since: its deadline moved on
+        elif not conn.established:
+            self.stats.failures[HandshakeTimeout.code] += 1
+            self._abort(conn)
+        else:
+            self.stats.expired += 1
+            self._close(conn)
+
+    def _schedule(self, conn: _Connection) -> None:
+        """Make sure the heap holds an entry for ``conn`` no later than its deadline."""
+        due = conn.deadline
+        if due >= conn.wake:
+            return  # an entry at least as early is in the heap; it reschedules when it pops
+        conn.wake = due
+        heap = self._heap
+        if len(heap) > 2 * len(self._connections) + _HEAP_SLACK:
+            # Stale entries (closed connections, rescheduled ones) outnumber the live: rebuild.
+            heap[:] = [(c.wake, c.serial, weakref.ref(c)) for c in self._connections if c.wake != math.inf]
+            heapq.heapify(heap)
+        else:
+            heapq.heappush(heap, (due, conn.serial, weakref.ref(conn)))
+        if due < self._sleeping_until:
+            self._wakeup.set()
+
+
+def _reset(sock: socket.socket | _socket.socket) -> None:
     """Close with a TCP reset (SO_LINGER 0): immediate for the peer, no TIME_WAIT here."""
     try:
         sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -11,6 +11,7 @@ Everything ends, at the latest, after ``timeout`` seconds.
 from __future__ import annotations
 
 import _socket
+from collections.abc import Callable
 from typing import Any
 
 from gevent import get_hub
@@ -20,12 +21,17 @@ _RECV_SIZE = 65536
 
 
 class DelayedClose:
-    """Flushes ``pending`` to ``sock`` (a non-blocking C socket), then closes it as the module says."""
+    """Flushes ``pending`` to ``sock`` (a non-blocking C socket), then closes it as the module says.
 
-    def __init__(self, sock: Any, pending: bytearray, timeout: float) -> None:
+    ``on_release``: called once, with this object, when the socket has been closed (an owner that
+    keeps its delayed closes, such as a server that must end them all when it stops)."""
+
+    def __init__(self, sock: Any, pending: bytearray, timeout: float,
+                 on_release: Callable[[DelayedClose], None] | None = None) -> None:
         loop = get_hub().loop
         self._sock: Any = sock
         self._out = pending
+        self._on_release = on_release
         self._writer: Any = loop.io(sock.fileno(), _WRITE)
         self._reader: Any = loop.io(sock.fileno(), _READ)
         self._timer: Any = loop.timer(timeout)
@@ -65,3 +71,5 @@ class DelayedClose:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+            if self._on_release is not None:
+                self._on_release(self)
