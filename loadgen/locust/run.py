@@ -150,8 +150,10 @@ def run_health(env: Environment, stats: RunStats, watch: WorkerWatch | None, run
     rows = stats.rows()
     counts: dict[str, dict[str, int]] = {}
     for kind, cell in stats.kinds.items():
-        # Locust's request name is "<target> <kind>", and a request kind may have spaces ("GET /time").
-        locust = sum(e.num_requests for e in env.stats.entries.values() if e.name.partition(" ")[2] == kind)
+        # Locust's request name is "<target> <kind>", or "<target> resumed <kind>" for a resumed handshake
+        # (users.LocustSink), and a request kind may have spaces ("GET /time").
+        names = (kind, f"resumed {kind}")
+        locust = sum(e.num_requests for e in env.stats.entries.values() if e.name.partition(" ")[2] in names)
         counts[kind] = {"locust": locust, "loadgen": cell.completed + cell.failed}
     missing_files = [i for i in range(processes) if run_dir is not None and not (run_dir / f"worker-{i}.json").exists()]
     return Health(
