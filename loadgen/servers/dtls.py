@@ -9,8 +9,8 @@ still handshaking; a handshake must complete within ``handshake_timeout``. When 
 a cookieless ClientHello still gets its stateless HelloVerifyRequest, and a ClientHello
 with a valid cookie (which would create state) is dropped and counted ``server-full``.
 
-Deadlines (handshake, idle) live in one heap: the timer loop sleeps until the earliest
-is due, so idle peers cost no CPU. The server never retransmits a flight on a timer of
+Deadlines (handshake, idle) live in one heap (:mod:`loadgen.servers.deadlines`): the timer
+loop sleeps until the earliest is due, so idle peers cost no CPU. The server never retransmits a flight on a timer of
 its own: every DTLS client retransmits its flight until answered (RFC 6347 4.2.4), and
 the engines answer a repeat of the client's flight with theirs. So a lost server flight
 costs no more than it would otherwise, while half-open peers that went silent (an
@@ -22,7 +22,6 @@ step that raises unexpectedly drops that peer (``internal-error``); the loops go
 from __future__ import annotations
 
 import _socket  # the C socket type: never monkey-patched, no wrapper on the hot path
-import heapq
 import logging
 import math
 import socket as _stdsocket
@@ -32,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
-from gevent.event import Event
 
 from loadgen.protocol import dtls_contexts, dtls_factory
 from loadgen.protocol.cookies import CookieJar
@@ -43,6 +41,7 @@ from loadgen.protocol.native import records
 from loadgen.protocol.native import server as psk_server
 from loadgen.protocol.native.handshake import DEFAULT_MTU
 from loadgen.scenario.syntax import SockAddr, format_host_port
+from loadgen.servers.deadlines import Deadlines
 from loadgen.servers.ratelimit import TokenBucket, client_hello_has_cookie
 from loadgen.servers.udp import bind_udp
 from loadgen.stats.throttle import ThrottledLog, exception_summary
@@ -57,13 +56,9 @@ DEFAULT_MAX_HALF_OPEN = 10_000
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 60.0
 
-#: Due timer entries handled before the timer loop lets datagrams in.
-_TIMER_BATCH = 256
 #: Datagrams read in one call of the read watcher before the loop's other watchers (the timer
 #: loop, another worker's) get their turn; the watcher is level-triggered and calls again.
 _READ_BATCH = 64
-#: The heap is rebuilt from the live peers once stale entries outnumber them this much.
-_HEAP_SLACK = 1024
 
 
 @dataclass
@@ -136,9 +131,9 @@ class DtlsServer:
         self.max_half_open = max_half_open
         self._peers: dict[SockAddr, _Peer] = {}
         self._half_open = 0  # peers whose handshake is not done yet
-        self._heap: list[tuple[float, SockAddr]] = []  # (due, address), see _Peer.wake
-        self._wakeup = Event()
-        self._sleeping_until = -math.inf  # when the timer loop wakes by itself (-inf: it is not asleep)
+        self._deadlines: Deadlines[SockAddr, _Peer] = Deadlines(
+            find=self._peers.get, due=self._on_due, failed=lambda addr, _, exc: self._internal_error(addr, exc),
+            live=self._peers.items, count=self._peers.__len__)
         self._sock: _socket.socket | None = None
         self._reader: Any = None  # the socket's read watcher, once started
         # One reused receive buffer, each datagram copied out at its size: recvfrom(65536)
@@ -192,7 +187,7 @@ class DtlsServer:
         self._sock = sock
         self._reader = gevent.get_hub().loop.io(sock.fileno(), 1)
         self._reader.start(self._on_readable)
-        self._greenlets = [gevent.spawn(self._timer_loop),
+        self._greenlets = [gevent.spawn(self._deadlines.run),
                            # Peers are long-lived: keep them out of full garbage collections, which
                            # otherwise walk every peer (~0.4 s at 50,000). They hold no cycles.
                            freeze_while_growing(lambda: len(self._peers))]
@@ -218,7 +213,7 @@ class DtlsServer:
             except Exception as exc:  # a broken engine must not keep the others from their goodbye
                 self._internal_error(None, exc)
         self._peers.clear()
-        self._heap.clear()
+        self._deadlines.clear()
         self._half_open = 0
         sock, self._sock = self._sock, None
         if sock is not None:
@@ -248,40 +243,6 @@ class DtlsServer:
             except Exception as exc:
                 self._internal_error(addr, exc)
 
-    def _timer_loop(self) -> None:
-        heap = self._heap
-        while True:
-            try:
-                now = time.monotonic()
-                delay = heap[0][0] - now if heap else None
-                if delay is None or delay > 0:
-                    self._wakeup.clear()
-                    self._sleeping_until = math.inf if delay is None else now + delay
-                    self._wakeup.wait(delay)
-                    self._sleeping_until = -math.inf
-                    continue
-                self._run_due(now)
-            except Exception as exc:  # the loop itself (not one peer) hit a bug: keep expiring the others
-                self._internal_error(None, exc)
-                gevent.sleep(0.01)
-
-    def _run_due(self, now: float) -> None:
-        heap, handled = self._heap, 0
-        while heap and heap[0][0] <= now:
-            due, addr = heapq.heappop(heap)
-            peer = self._peers.get(addr)
-            if peer is None or peer.wake != due:
-                continue  # stale: dropped, replaced or rescheduled since
-            peer.wake = math.inf
-            try:
-                self._on_due(peer, addr, now)
-            except Exception as exc:
-                self._internal_error(addr, exc)
-            handled += 1
-            if handled % _TIMER_BATCH == 0:
-                gevent.sleep(0)  # thousands due at once: let datagrams in between
-                now = time.monotonic()
-
     def _on_due(self, peer: _Peer, addr: SockAddr, now: float) -> None:
         if peer.half_open and now >= peer.deadline:
             self._drop(addr, peer, "handshake-timeout")
@@ -293,23 +254,12 @@ class DtlsServer:
         self._schedule(peer, addr)
 
     def _schedule(self, peer: _Peer, addr: SockAddr) -> None:
-        """Make sure the heap holds an entry for ``peer`` no later than its next due time."""
+        """Make sure the deadlines hold an entry for ``peer`` no later than its next due time."""
         due = peer.last_seen + self.idle_timeout
         if peer.half_open:
             due = min(due, peer.deadline)
         # No engine timer here: the server retransmits only when the client repeats (see above).
-        if due >= peer.wake:
-            return  # an entry at least as early is in the heap; it reschedules when it pops
-        peer.wake = due
-        heap = self._heap
-        if len(heap) > 2 * len(self._peers) + _HEAP_SLACK:
-            # Stale entries (churned peers, rescheduled ones) outnumber the live: rebuild.
-            heap[:] = [(p.wake, a) for a, p in self._peers.items() if p.wake != math.inf]
-            heapq.heapify(heap)
-        else:
-            heapq.heappush(heap, (due, addr))
-        if due < self._sleeping_until:
-            self._wakeup.set()
+        self._deadlines.schedule(addr, peer, due)
 
     # -- per datagram -------------------------------------------------------
 

@@ -22,14 +22,14 @@ loop, a write watcher only while answers wait for the kernel, and a sans-IO
 :class:`~loadgen.protocol.openssl.tls.TlsEngine` (light: a TLS 1.2 AEAD connection's records go
 through loadgen's record layer once handshaken). The watcher's callback reads once, feeds the
 engine, answers every complete line and flushes once. Deadlines (handshake, idle) live in one
-heap with lazy invalidation, served by one timer greenlet, as in :mod:`loadgen.servers.dtls`:
-a ping moves its connection's deadline (an attribute), never a timer.
+heap with lazy invalidation, served by one timer greenlet, as the DTLS server's
+(:mod:`loadgen.servers.deadlines`): a ping moves its connection's deadline (an attribute), never
+a timer.
 """
 
 from __future__ import annotations
 
 import _socket  # the C socket type: never monkey-patched, no wrapper on the hot path
-import heapq
 import logging
 import math
 import resource
@@ -43,13 +43,13 @@ from typing import Any
 
 import gevent
 from gevent import get_hub, socket
-from gevent.event import Event
 
 from loadgen.protocol.errors import HandshakeTimeout, InternalError, LoadgenError, ServerFull
 from loadgen.protocol.events import ConnectionClosed, ConnectionFailed, DataReceived, HandshakeCompleted
 from loadgen.protocol.openssl.tls import TlsEngine
 from loadgen.protocol.openssl.tls_certificates import CertificateInfo
 from loadgen.protocol.openssl.tls_contexts import TlsContext
+from loadgen.servers.deadlines import Deadlines
 from loadgen.stats.throttle import ThrottledLog, exception_summary
 from loadgen.transport.tcp import transfer_error
 from loadgen.transport.tcp_close import DelayedClose
@@ -68,10 +68,6 @@ MAX_QUEUED = 1024 * 1024
 CLOSE_TIMEOUT = 30.0
 #: Accept errors back off from this, doubling, up to a second.
 _ACCEPT_BACKOFF = (0.01, 1.0)
-#: Due deadlines handled before the timer loop lets reads in.
-_TIMER_BATCH = 256
-#: The heap is rebuilt from the live connections once stale entries outnumber them this much.
-_HEAP_SLACK = 1024
 _RECV_SIZE = 65536
 _READ, _WRITE = 1, 2  # libev EV_READ, EV_WRITE
 
@@ -167,10 +163,13 @@ class TlsServer:
         self._timer: gevent.Greenlet | None = None
         self._connections: dict[_Connection, None] = {}  # insertion-ordered set
         self._closing: set[DelayedClose] = set()  # closes still flushing what was queued
-        self._heap: list[tuple[float, int, weakref.ref[_Connection]]] = []  # see _Connection.wake
+        # Keyed by a serial (orders entries due at once) and a weak reference: a closed connection
+        # is freed at once, not when its entry pops.
+        self._deadlines: Deadlines[tuple[int, weakref.ref[_Connection]], _Connection] = Deadlines(
+            find=lambda key: key[1](), due=self._on_due, failed=self._deadline_failed,
+            live=lambda: (((c.serial, weakref.ref(c)), c) for c in self._connections),
+            count=self._connections.__len__)
         self._serial = 0
-        self._wakeup = Event()
-        self._sleeping_until = -math.inf  # when the timer loop wakes by itself (-inf: it is not asleep)
         self.stats = TlsServerStats()
         self._log = ThrottledLog(log)
         self._accept_log = ThrottledLog(log, interval=1.0, burst=1)  # at most a line a second, with counts
@@ -202,7 +201,7 @@ class TlsServer:
             raise
         self._listener = listener
         self._acceptor = gevent.spawn(self._accept_loop)
-        self._timer = gevent.spawn(self._timer_loop)
+        self._timer = gevent.spawn(self._deadlines.run)
         return self
 
     def serve_forever(self) -> None:
@@ -225,7 +224,7 @@ class TlsServer:
             self._listener = None
         for conn in list(self._connections):
             self._close(conn)  # a broken one must not keep the others from their goodbye
-        self._heap.clear()
+        self._deadlines.clear()
         while self._closing and time.monotonic() < deadline:  # each leaves when done (on_release)
             gevent.sleep(0.01)
         for closing in list(self._closing):
@@ -491,42 +490,13 @@ class TlsServer:
 
     # -- deadlines ------------------------------------------------------------------
 
-    def _timer_loop(self) -> None:
-        heap = self._heap
-        while True:
-            try:
-                now = time.monotonic()
-                delay = heap[0][0] - now if heap else None
-                if delay is None or delay > 0:
-                    self._wakeup.clear()
-                    self._sleeping_until = math.inf if delay is None else now + delay
-                    self._wakeup.wait(delay)
-                    self._sleeping_until = -math.inf
-                    continue
-                self._run_due(now)
-            except Exception as exc:  # the loop itself (not one connection) hit a bug: keep expiring the others
-                self._internal_error(exc)
-                gevent.sleep(0.01)
+    def _deadline_failed(self, _: object, conn: _Connection | None, exc: Exception) -> None:
+        """A bug in one connection's deadline step ends that connection (``conn`` None: the loop's own)."""
+        self._internal_error(exc)
+        if conn is not None:
+            self._close(conn)
 
-    def _run_due(self, now: float) -> None:
-        heap, handled = self._heap, 0
-        while heap and heap[0][0] <= now:
-            due, _, ref = heapq.heappop(heap)
-            conn = ref()
-            if conn is None or conn.wake != due:
-                continue  # stale: closed or rescheduled since
-            conn.wake = math.inf
-            try:
-                self._on_due(conn, now)
-            except Exception as exc:
-                self._internal_error(exc)
-                self._close(conn)
-            handled += 1
-            if handled % _TIMER_BATCH == 0:
-                gevent.sleep(0)  # thousands due at once: let reads in between
-                now = time.monotonic()
-
-    def _on_due(self, conn: _Connection, now: float) -> None:
+    def _on_due(self, conn: _Connection, _: object, now: float) -> None:
         if now < conn.deadline:
             self._schedule(conn)  # a line came since: its deadline moved on
         elif not conn.established:
@@ -537,21 +507,8 @@ class TlsServer:
             self._close(conn)
 
     def _schedule(self, conn: _Connection) -> None:
-        """Make sure the heap holds an entry for ``conn`` no later than its deadline."""
-        due = conn.deadline
-        if due >= conn.wake:
-            return  # an entry at least as early is in the heap; it reschedules when it pops
-        conn.wake = due
-        heap = self._heap
-        if len(heap) > 2 * len(self._connections) + _HEAP_SLACK:
-            # Stale entries (closed connections, rescheduled ones) outnumber the live: rebuild.
-            heap[:] = [(c.wake, c.serial, weakref.ref(c)) for c in self._connections if c.wake != math.inf]
-            heapq.heapify(heap)
-        else:
-            heapq.heappush(heap, (due, conn.serial, weakref.ref(conn)))
-        if due < self._sleeping_until:
-            self._wakeup.set()
-
+        """Make sure the deadlines hold an entry for ``conn`` no later than its deadline."""
+        self._deadlines.schedule((conn.serial, weakref.ref(conn)), conn, conn.deadline)
 
 def _reset(sock: socket.socket | _socket.socket) -> None:
     """Close with a TCP reset (SO_LINGER 0): immediate for the peer, no TIME_WAIT here."""
