@@ -15,6 +15,7 @@ from loadgen.coap.workload import CoapWorkload
 from loadgen.protocol.errors import CoapTimeout, LoadgenError, PeerClosed, SocketError
 from loadgen.scenario.model import CoapConfig, CoapRequest, Expect, Payload, PingConfig, RequestStep
 from loadgen.stats.facts import Fact, Finished, Started
+from loadgen.traffic.workload import Gate
 
 NO_JITTER = PingConfig(interval=5.0, jitter=0.0, max_missed=3)
 DEFAULT = CoapConfig()
@@ -245,3 +246,22 @@ def test_hostile_replies_never_raise_and_the_numbers_add_up(replies: list[object
             assert exc.code == "coap-timeout"
             break
     assert len(facts.started()) == len(facts.finished()) + w.outstanding
+
+
+def test_a_closed_gate_begins_no_request_and_still_retransmits_what_is_outstanding() -> None:
+    """The run's stop closes its plans' gate (:class:`~loadgen.traffic.workload.Gate`): no request
+    begins, while a confirmable request outstanding is still retransmitted and answered."""
+    gate, facts = Gate(), Facts()
+    w = CoapPlan.build([step(path="/time")], DEFAULT, NO_JITTER, gate).workload("dev1", "gw1", facts,
+                                                                                 uniform=lambda a, b: a)
+    w.start(0.0)
+    [req] = drain(w, 0.0)
+    gate.open = False
+    [again] = drain(w, 2.0)  # the retransmission goes
+    assert again.mid == req.mid
+    assert w.receive(ack(req), 40, 2.1)
+    assert drain(w, 5.0) == [] and len(facts.started()) == 1  # the next request, due at 5.0, does not begin
+    assert [f.error for f in facts.finished()] == [None]
+    gate.open = True
+    [nxt] = drain(w, 5.0)
+    assert nxt.mid == req.mid + 1 & 0xFFFF

@@ -14,6 +14,7 @@ from loadgen.stats.sink import StatsSink
 from loadgen.traffic.plans import build_plan
 from loadgen.traffic.steps import LATE_KEPT, StepsPlan, StepsWorkload, steps_plan
 from loadgen.traffic.tracker import TrafficPlan
+from loadgen.traffic.workload import Gate
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -331,3 +332,17 @@ def test_build_plan_gives_coap_steps_to_the_coap_plan() -> None:
 
     plan = build_plan(PING, steps)
     assert isinstance(plan, CoapPlan) and plan.ping == PING
+
+
+def test_a_closed_gate_begins_no_request_and_still_times_out_what_is_outstanding() -> None:
+    """The run's stop closes its plans' gate (:class:`~loadgen.traffic.workload.Gate`): no step begins,
+    and what is outstanding still ends (here by its timeout); reopened, the steps go on."""
+    sink, gate = Facts(), Gate()
+    w = steps_plan(PING, (TELEMETRY,), gate).workload("dev-1", "gw", sink)
+    w.start(0.0)
+    assert drain(w, 0.0) == [b"T 1"]
+    gate.open = False
+    assert drain(w, 5.0) == []  # four intervals due, none begun; T 1's deadline (1.0) passed
+    assert sink.exact("telemetry") == (1, 0, 1) and w.outstanding == 0
+    gate.open = True
+    assert drain(w, 5.0) == [b"T 2"]

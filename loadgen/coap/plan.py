@@ -18,7 +18,7 @@ from loadgen.coap.workload import CoapWorkload
 from loadgen.scenario.model import CoapConfig, CoapRequest, PingConfig, RequestStep
 from loadgen.stats.facts import Sink
 from loadgen.traffic.payloads import DEVICE_FIELDS, ReplyRule, payload_maker
-from loadgen.traffic.workload import Uniform
+from loadgen.traffic.workload import Gate, Uniform
 
 #: ``make(name, seq) -> Request``: request number ``seq`` of association ``name``.
 RequestMaker = Callable[[str, int], Request]
@@ -99,18 +99,20 @@ class CoapPlan:
     config: CoapConfig = DEFAULT_CONFIG
     ping: PingConfig = field(default_factory=PingConfig)
     device_fields: bool = False  # some step's templates use {n} or {target}
+    gate: Gate = field(default_factory=Gate, compare=False, repr=False)  # closed: no request begins
 
     @classmethod
     def build(cls, steps: Iterable[RequestStep], coap: CoapConfig = DEFAULT_CONFIG,
-              ping: PingConfig | None = None) -> CoapPlan:
-        """The plan of ``steps`` (each with ``coap`` set). ValueError for a step without one, or none at all."""
+              ping: PingConfig | None = None, gate: Gate | None = None) -> CoapPlan:
+        """The plan of ``steps`` (each with ``coap`` set; ``gate``: the run's, else one of its own).
+        ValueError for a step without one, or none at all."""
         ping = ping or PingConfig()
         steps = tuple(steps)
         if not steps:
             raise ValueError("a CoAP plan needs at least one request step")
         built = tuple(CoapStep.build(s, coap, ping.interval, n=0, target="") for s in steps)
         uses = set().union(*(_fields(_texts(s.coap)) for s in built))
-        return cls(built, coap, ping, bool(uses & DEVICE_FIELDS))
+        return cls(built, coap, ping, bool(uses & DEVICE_FIELDS), gate if gate is not None else Gate())
 
     def for_device(self, *, n: int, target: str) -> CoapPlan:
         """This plan for device ``n`` talking to ``target`` (itself when no template names either)."""

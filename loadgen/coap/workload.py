@@ -45,6 +45,7 @@ class CoapWorkload:
         self._name = name
         self._target = target
         self._sink = sink
+        self._gate = plan.gate
         self._steps = plan.steps
         windows = sum(s.step.in_flight for s in plan.steps)
         self._endpoint = CoapEndpoint(plan.config, uniform=uniform, max_exchanges=windows)
@@ -89,6 +90,8 @@ class CoapWorkload:
                 raise CoapTimeout(f"{self._missed} CoAP requests in a row unanswered: the server is gone")
         out = endpoint.pop_datagram()
         if out is None:
+            if not self._gate.open:
+                return None
             index = self._schedule.due(now)
             if index is None:
                 return None

@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 import gevent
 from gevent import get_hub
-from gevent.event import Event
 
 from loadgen.protocol.errors import LoadgenError
 from loadgen.scenario import Scenario
 from loadgen.scenario.model import ReconnectConfig
+from loadgen.traffic.workload import Gate
 
 log = logging.getLogger("loadgen")
 
@@ -37,15 +37,15 @@ class Startable(Protocol):
 
 class Lifeline:
     """Associations made by ``make`` one after another until the reconnect ``policy`` says stop,
-    :meth:`stop` is called, or ``stopping`` is set (Locust is stopping the users: stopping 30,000
-    frees sockets, and devices that had none would reconnect meanwhile)."""
+    :meth:`stop` is called, or the run's ``gate`` is closed (Locust is stopping the users: stopping
+    30,000 frees sockets, and devices that had none would reconnect meanwhile)."""
 
-    __slots__ = ("_make", "_policy", "_stopping", "_attempts", "_association", "_timer", "_over")
+    __slots__ = ("_make", "_policy", "_gate", "_attempts", "_association", "_timer", "_over")
 
-    def __init__(self, make: Callable[[], Startable], policy: ReconnectConfig, stopping: Event | None = None) -> None:
+    def __init__(self, make: Callable[[], Startable], policy: ReconnectConfig, gate: Gate | None = None) -> None:
         self._make = make
         self._policy = policy
-        self._stopping = stopping
+        self._gate = gate
         self._attempts = 0
         self._association: Startable | None = None
         self._timer: Any = None  # between two associations: the reconnect delay
@@ -88,7 +88,7 @@ class Lifeline:
 
     def _again(self) -> None:
         self._stop_timer()
-        if self._stopping is not None and self._stopping.is_set():
+        if self._gate is not None and not self._gate.open:
             self._over = True  # a new handshake now would only slow the stop down
             return
         self.start()
@@ -100,9 +100,9 @@ class Lifeline:
             self._timer = None
 
 
-def keep_alive(make: Callable[[], Startable], scenario: Scenario, stopping: Event | None = None) -> None:
+def keep_alive(make: Callable[[], Startable], scenario: Scenario, gate: Gate | None = None) -> None:
     """A :class:`Lifeline` for the calling greenlet: returns never; killing the greenlet closes the association."""
-    line = Lifeline(make, scenario.reconnect, stopping)
+    line = Lifeline(make, scenario.reconnect, gate)
     line.start()
     try:
         gevent.sleep(float("inf"))

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import gevent
-from gevent.event import Event
 from gevent.pool import Group
 from locust import User, constant, task
 from locust.env import Environment
@@ -33,7 +32,7 @@ from loadgen.scenario.model import CoapConfig, DeviceGroup, DtlsConfig, PskConfi
 from loadgen.stats.facts import FanOut, Finished, LogSink, Sink
 from loadgen.stats.sink import StatsSink
 from loadgen.traffic.plans import build_plan
-from loadgen.traffic.workload import WorkloadPlan
+from loadgen.traffic.workload import Gate, WorkloadPlan
 from loadgen.transport.dtls_association import DtlsAssociation
 from loadgen.transport.tls_association import TlsAssociation
 
@@ -118,10 +117,10 @@ class Endpoint:
     address: tuple[str, int]
 
 
-def group_plan(group: DeviceGroup, coap: CoapConfig) -> WorkloadPlan:
+def group_plan(group: DeviceGroup, coap: CoapConfig, gate: Gate | None = None) -> WorkloadPlan:
     """What a group's devices send: its ping / requests sections as a plan (:func:`.plans.build_plan`)."""
     assert group.ping is not None, "a resolved group has a ping section"
-    return build_plan(group.ping, group.requests, coap)
+    return build_plan(group.ping, group.requests, coap, gate)
 
 
 @dataclass
@@ -155,7 +154,13 @@ class Session:
     ) -> None:
         self.scenario = scenario
         self.endpoints = endpoints
-        self.groups = {g.name: GroupPlan(g, group_plan(g, scenario.coap), _group_endpoints(g, endpoints))
+        # Closed while Locust stops the users (Gate): no request begins and no device reconnects
+        # (stopping 30,000 frees sockets, and devices that had none would reconnect meanwhile:
+        # 7,000 handshakes during one stop, which made it take 14 s).
+        self.gate = gate = Gate()
+        environment.events.test_stopping.add_listener(lambda **_: setattr(gate, "open", False))
+        environment.events.test_start.add_listener(lambda **_: setattr(gate, "open", True))
+        self.groups = {g.name: GroupPlan(g, group_plan(g, scenario.coap, gate), _group_endpoints(g, endpoints))
                        for g in scenario.fleet()}
         for plan in self.groups.values():
             if plan.group.psk is None and any(e.target.protocol == "dtls" for e in plan.endpoints):
@@ -180,11 +185,6 @@ class Session:
         # Qt-style info messages are only built when the log would show them (-v).
         self.message_level = logging.getLogger("loadgen").getEffectiveLevel()
         self._environment = environment
-        # Set while Locust stops the users: stopping 30,000 frees sockets, and devices that had none
-        # would reconnect meanwhile (7,000 handshakes during one stop), which made the stop take 14 s.
-        self.stopping = Event()
-        environment.events.test_stopping.add_listener(lambda **_: self.stopping.set())
-        environment.events.test_start.add_listener(lambda **_: self.stopping.clear())
         self._offset = index_offset
         self._stride = index_stride
 
@@ -326,7 +326,7 @@ class PingUser(DeviceBase):
 
     def _lifelines(self) -> list[Lifeline]:
         session = self.session
-        return [Lifeline(make, session.scenario.reconnect, session.stopping) for make in self.factories]
+        return [Lifeline(make, session.scenario.reconnect, session.gate) for make in self.factories]
 
 
 class _DormantGreenlet(gevent.Greenlet):  # type: ignore[misc]  # gevent's Greenlet is untyped (Cython)

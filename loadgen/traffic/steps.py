@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from loadgen.protocol.errors import LoadgenError
 from loadgen.scenario.model import PingConfig, RequestStep
@@ -30,7 +30,7 @@ from loadgen.stats.facts import Sink, Started
 from loadgen.traffic.payloads import PayloadMaker, ReplyRule, payload_maker, uses_device_fields
 from loadgen.traffic.schedule import StepSchedule
 from loadgen.traffic.tracker import Request, RequestBook
-from loadgen.traffic.workload import Uniform
+from loadgen.traffic.workload import Gate, Uniform
 
 #: Timed-out requests remembered so that their late replies are told from bad ones.
 LATE_KEPT = 16
@@ -71,6 +71,7 @@ class StepsPlan:
     interval: float  # the ping section's: the weighted steps' and the default interval
     jitter: float  # the ping section's: a fraction of each interval, applied +-
     max_missed: int
+    gate: Gate = field(default_factory=Gate, compare=False, repr=False)  # closed: no request begins
 
     def for_device(self, *, n: int, target: str) -> StepsPlan:
         """This plan for device ``n`` talking to ``target``: payloads of its own for the steps whose text
@@ -87,10 +88,11 @@ class StepsPlan:
         return StepsWorkload(name, target, self, sink, uniform=uniform)
 
 
-def steps_plan(ping: PingConfig, requests: tuple[RequestStep, ...]) -> StepsPlan:
+def steps_plan(ping: PingConfig, requests: tuple[RequestStep, ...], gate: Gate | None = None) -> StepsPlan:
     """The plan for plain request steps; the ping section gives the shared interval, the jitter,
-    the default timeout and ``max_missed``."""
-    return StepsPlan(tuple(plain_step(step, ping) for step in requests), ping.interval, ping.jitter, ping.max_missed)
+    the default timeout and ``max_missed`` (``gate``: the run's, else one of its own)."""
+    return StepsPlan(tuple(plain_step(step, ping) for step in requests), ping.interval, ping.jitter, ping.max_missed,
+                     gate if gate is not None else Gate())
 
 
 class _Step:
@@ -124,6 +126,7 @@ class StepsWorkload(RequestBook):
                  uniform: Uniform = random.uniform) -> None:
         super().__init__(target, sink, plan.max_missed, "request")
         self._name = name
+        self._gate = plan.gate
         self._states = states = [_Step(i, spec, target) for i, spec in enumerate(plan.steps)]
         self._schedule = StepSchedule([spec.step for spec in plan.steps], shared_interval=plan.interval,
                                       jitter=plan.jitter, uniform=uniform)
@@ -153,6 +156,8 @@ class StepsWorkload(RequestBook):
         """
         if now >= self._deadline:
             self._expire(now)
+        if not self._gate.open:
+            return None
         index = self._schedule.due(now)
         if index is None:
             return None

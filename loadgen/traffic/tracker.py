@@ -20,14 +20,14 @@ the requests outstanding and how each one ends.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from loadgen.protocol.errors import BadReply, LoadgenError, PeerClosed, PingTimeout
 from loadgen.scenario.model import PingConfig
 from loadgen.stats.facts import PING, Finished, Sink, Started
 from loadgen.traffic.payloads import PayloadMaker, ReplyRule, payload_maker, uses_device_fields
-from loadgen.traffic.workload import Uniform
+from loadgen.traffic.workload import Gate, Uniform
 
 
 class Matcher(Protocol):
@@ -52,6 +52,7 @@ class TrafficPlan:
     payload: PayloadMaker
     matcher: Matcher
     device_fields: bool = False  # the payload text uses {n} or {target}
+    gate: Gate = field(default_factory=Gate, compare=False, repr=False)  # closed: no request begins
 
     def for_device(self, *, n: int, target: str) -> TrafficPlan:
         """This plan for device ``n`` talking to ``target``: payloads of its own when the text
@@ -65,10 +66,11 @@ class TrafficPlan:
         return RequestTracker(name, target, self, sink, uniform=uniform)
 
 
-def traffic_plan(ping: PingConfig) -> TrafficPlan:
-    """The one place the scenario's ``ping`` section becomes what a transport runs."""
+def traffic_plan(ping: PingConfig, gate: Gate | None = None) -> TrafficPlan:
+    """The one place the scenario's ``ping`` section becomes what a transport runs (``gate``: the
+    run's, else one of its own that stays open)."""
     return TrafficPlan(ping, payload_maker(ping.payload), ReplyRule.expecting(ping.expect),
-                       uses_device_fields(ping.payload))
+                       uses_device_fields(ping.payload), gate if gate is not None else Gate())
 
 
 class Request:
@@ -174,6 +176,7 @@ class RequestTracker(RequestBook):
         self._timeout = config.timeout if config.timeout is not None else config.interval
         self._max_in_flight = max_in_flight
         self._uniform = uniform
+        self._gate = plan.gate
         self._started = Started(kind, target)  # the same (frozen) fact for every request: made once
         # The oldest outstanding request (None: none), kept apart so that the per-ping calls
         # (get_timer twice, receive, poll) read an attribute instead of iterating the dict.
@@ -207,7 +210,7 @@ class RequestTracker(RequestBook):
         head = self._head
         if head is not None and now >= head.deadline:  # checked here: poll runs twice per request
             self._expire(now)
-        if now < self._next or len(self._in_flight) >= self._max_in_flight:
+        if now < self._next or len(self._in_flight) >= self._max_in_flight or not self._gate.open:
             return None
         self._seq += 1
         payload = self._make(self._name, self._seq)
