@@ -11,6 +11,7 @@ from loadgen.protocol.errors import LocalProtocolError, PeerClosed, PingTimeout
 from loadgen.scenario.model import Expect, Payload, PingConfig
 from loadgen.stats.facts import PING, Finished, Started
 from loadgen.traffic.tracker import RequestTracker, traffic_plan
+from loadgen.traffic.workload import Gate
 
 
 class Facts:
@@ -298,3 +299,20 @@ def test_plain_templates_take_the_percent_path() -> None:
         assert _percent_template(template, {"n": 7, "target": "gw"}) is not None, template
     for template in ("{seq:05d}", "{name!r}", "{0}", "{name.upper}", "{device}"):
         assert _percent_template(template, {"n": 7, "target": "gw"}) is None, template
+
+
+def test_a_closed_gate_begins_no_request_and_wakes_for_none() -> None:
+    """The run's stop closes its plans' gate (:class:`~loadgen.traffic.workload.Gate`): the request
+    outstanding still gets its reply, no other begins, and nothing is due any more (a transport
+    re-arming its timer at a due time it never acts on would spin: 100,000 of them made a stop
+    take 45 s instead of 9)."""
+    sink, gate = Facts(), Gate()
+    t = RequestTracker("dev-1", "gw", traffic_plan(PingConfig(interval=1.0, jitter=0.0), gate), sink)
+    t.start(0.0)
+    first = send(t, 0.0)
+    gate.open = False
+    assert t.receive(first, 40, 0.1) and t.poll(0.1) is None
+    assert t.get_timer() == 1.0 and t.poll(1.0) is None  # the next was due: not begun ...
+    assert t.get_timer() == float("inf")  # ... and nothing is due any more
+    gate.open = True  # the session's next test: this tracker's association has ended with the stop
+    assert t.poll(2.0) is None and sink.started == 1 and [f.error for f in sink.finished] == [None]

@@ -90,10 +90,11 @@ class CoapWorkload:
                 raise CoapTimeout(f"{self._missed} CoAP requests in a row unanswered: the server is gone")
         out = endpoint.pop_datagram()
         if out is None:
-            if not self._gate.open:
-                return None
             index = self._schedule.due(now)
             if index is None:
+                return None
+            if not self._gate.open:  # checked once a step is due; halted, get_timer() no longer wakes for it
+                self._schedule.halt()
                 return None
             self._begin(index, now)
             out = endpoint.pop_datagram()

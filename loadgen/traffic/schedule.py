@@ -53,6 +53,12 @@ class StepSchedule:
         if self._once_left == 0:
             self._begin(now)
 
+    def halt(self) -> None:
+        """Nothing is due again, whatever ends (the run is stopping: :class:`~.workload.Gate`)."""
+        self._timed, self._interval, self._weighted = [], [], []
+        self._shared_next = INF
+        self._picked = None
+
     def due(self, now: float) -> int | None:
         """The step to send now (its window open and its time come), or None."""
         busy, limits, nxt = self.busy, self._limits, self._next

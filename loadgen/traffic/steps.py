@@ -156,10 +156,11 @@ class StepsWorkload(RequestBook):
         """
         if now >= self._deadline:
             self._expire(now)
-        if not self._gate.open:
-            return None
         index = self._schedule.due(now)
         if index is None:
+            return None
+        if not self._gate.open:  # checked once a step is due, so it costs nothing in between
+            self._schedule.halt()  # and get_timer() does not keep waking for the step not begun
             return None
         request = self._begin(self._states[index], now)
         self._schedule.sent(index, now)

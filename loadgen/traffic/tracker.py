@@ -210,7 +210,10 @@ class RequestTracker(RequestBook):
         head = self._head
         if head is not None and now >= head.deadline:  # checked here: poll runs twice per request
             self._expire(now)
-        if now < self._next or len(self._in_flight) >= self._max_in_flight or not self._gate.open:
+        if now < self._next or len(self._in_flight) >= self._max_in_flight:
+            return None
+        if not self._gate.open:  # checked once a request is due, so it costs nothing in between
+            self._next = float("inf")  # nothing is due again: get_timer() must not wake for the request not begun
             return None
         self._seq += 1
         payload = self._make(self._name, self._seq)

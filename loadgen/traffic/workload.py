@@ -40,7 +40,9 @@ class Gate:
     associations, the server taking their close_notifies): requests begun into it measured the
     generator's teardown, not the server (a run's p99 of 2.3-3.7 s against 35-48 ms while
     holding, 2,955 pings timed out), so none begins once the stop has. What is outstanding
-    then ends as answered, failed, or in flight when its association closes first.
+    then ends as answered, failed, or in flight when its association closes first. A workload
+    that found the gate closed begins nothing again (its association ends with the stop); the
+    gate opens again for the workloads of the session's next test.
     """
 
     __slots__ = ("open",)
