@@ -10,6 +10,8 @@ per association, which is why it exists. The record layer's own tests run over b
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import subprocess
 import sys
@@ -27,7 +29,7 @@ if not record_layer.ACCELERATED:
         raise RuntimeError("the C accelerator was not built (LOADGEN_REQUIRE_ACCELERATOR is set: CI builds it)")
     pytest.skip("the C accelerator was not built at install", allow_module_level=True)
 
-from loadgen.protocol.native._aead import Context  # noqa: E402 - only where it was built
+from loadgen.protocol.native._aead import Context, p_hash  # noqa: E402 - only where it was built
 
 #: OpenSSL's name, key length, and cryptography's class for the same AEAD.
 AEADS = [("AES-128-GCM", 16, AESGCM), ("AES-256-GCM", 32, AESGCM), ("ChaCha20-Poly1305", 32, ChaCha20Poly1305)]
@@ -160,3 +162,52 @@ def test_whole_records_are_the_bytes_the_python_record_layer_makes(cipher: str,
         reply = pure_server.seal(23, plaintext[::-1])
         assert fast_server.seal(23, plaintext[::-1]) == reply
         assert fast_client.open(reply) == (23, plaintext[::-1])
+
+
+# -- the TLS 1.2 PRF (p_hash) ------------------------------------------------------------------
+
+def rfc5246_p_hash(digest: str, secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
+    """RFC 5246 5 as written there, over the standard library's hmac: the reference."""
+    seed = label + seed
+    out, a = b"", seed
+    while len(out) < length:
+        a = hmac.digest(secret, a, digest)
+        out += hmac.digest(secret, a + seed, digest)
+    return out[:length]
+
+
+@settings(max_examples=300, deadline=None)
+@given(digest=st.sampled_from(["sha256", "sha384"]), secret=st.binary(max_size=300), label=st.binary(max_size=40),
+       seed=st.binary(max_size=200), length=st.integers(0, 1024))
+def test_p_hash_is_rfc5246s_prf(digest: str, secret: bytes, label: bytes, seed: bytes, length: int) -> None:
+    """Secrets shorter and longer than the digest's block (64 or 128 bytes: hashed first), any output length."""
+    assert p_hash(digest, secret, label, seed, length) == rfc5246_p_hash(digest, secret, label, seed, length)
+
+
+def test_p_hash_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match="no digest md5"):
+        p_hash("md5", b"k", b"l", b"s", 12)
+    for length in (-1, 1025):
+        with pytest.raises(ValueError, match="over 1024 bytes"):
+            p_hash("sha256", b"k", b"l", b"s", length)
+    with pytest.raises(ValueError, match="over 1024 bytes"):
+        p_hash("sha256", b"k", b"l" * 600, b"s" * 425, 12)
+
+
+def test_the_prf_goes_through_p_hash_and_the_pure_python_path_gives_the_same_bytes(monkeypatch) -> None:
+    """A handshake's PRF (master secret, key block, Finished) is p_hash where it is built; the
+    pure-Python path (LOADGEN_PURE_PYTHON=1, another process) derives the same bytes."""
+    from loadgen.protocol.native import _aead
+
+    calls: list[str] = []
+    real = _aead.p_hash
+    monkeypatch.setattr(_aead, "p_hash", lambda digest, *args: calls.append(digest) or real(digest, *args))
+    secret, seed = bytes(range(48)), bytes(range(64, 128))
+    ours = [record_layer.Prf(secret, h)(b"key expansion", seed, 104) for h in (hashlib.sha256, hashlib.sha384)]
+    assert calls == ["sha256", "sha384"]
+    script = ("import hashlib, sys; from loadgen.protocol.native import record_layer as r; assert not r.ACCELERATED; "
+              f"print(*[r.Prf({secret!r}, h)(b'key expansion', {seed!r}, 104).hex() "
+              "for h in (hashlib.sha256, hashlib.sha384)])")
+    pure = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "LOADGEN_PURE_PYTHON": "1"}, check=True).stdout.split()
+    assert pure == [b.hex() for b in ours]

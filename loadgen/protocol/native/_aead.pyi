@@ -1,5 +1,8 @@
 """Type stub of the optional C accelerator (``_aead.c``)."""
 
+def p_hash(digest: str, secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
+    """The TLS 1.2 PRF, P_hash(secret, label + seed) to ``length`` bytes (``digest``: sha256 or sha384)."""
+
 class Context:
     """One direction's AEAD (an OpenSSL cipher name, keyed once): seals only or opens only."""
 
