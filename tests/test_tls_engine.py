@@ -78,6 +78,16 @@ def verifying_client(pki: Pki, **options) -> TlsContext:
     return client_context(TlsOptions(verify="peer", **options))
 
 
+@pytest.mark.parametrize(("server_name", "sni"), [("server.test", "server.test"), ("127.0.0.1", None),
+                                                ("[::1]", None), ("::1", None), ("server.test", "server.test")])
+def test_sni_names_a_host_and_never_an_address(pki: Pki, server_name: str, sni: str | None) -> None:
+    """RFC 6066 3: no SNI for an address literal; the answer is cached per name (asked again: the same)."""
+    client = TlsEngine.client(client_context(TlsOptions()), server_name=server_name)
+    server = TlsEngine.server(cert_server(pki))
+    run(client, server)
+    assert server.server_name == sni
+
+
 # -- certificates ---------------------------------------------------------------------------
 
 

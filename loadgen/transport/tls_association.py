@@ -30,7 +30,6 @@ from gevent import get_hub
 
 from loadgen.protocol.credentials import Secret
 from loadgen.protocol.errors import (
-    ConnectionRefused,
     ConnectTimeout,
     HandshakeTimeout,
     InternalError,
@@ -159,7 +158,7 @@ class TlsAssociation(TlsStreamIo):
         except LoadgenError as exc:
             self._fail(exc)
             return
-        self._guarded(self._connect_next, ConnectionRefused(f"{host}:{port}: no address"))
+        self._guarded(self._connect_next, None)
         if self._state != DONE:
             self._arm()
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from gevent import get_hub
 
-from loadgen.protocol.errors import LoadgenError, SocketError, SocketsExhausted, socket_error
+from loadgen.protocol.errors import ConnectionRefused, LoadgenError, SocketError, SocketsExhausted, socket_error
 from loadgen.protocol.openssl.tls import TlsEngine
 from loadgen.transport.base import AssociationBase
 from loadgen.transport.tcp import AddressInfo, connect_failure, open_stream, transfer_error
@@ -44,8 +44,9 @@ class TlsStreamIo(AssociationBase):
     def _on_connected(self) -> None:
         raise NotImplementedError
 
-    def _connect_next(self, error: LoadgenError) -> None:
-        """Connect to the next address (non-blocking); the write watcher says when it is done."""
+    def _connect_next(self, error: LoadgenError | None) -> None:
+        """Connect to the next address (non-blocking); the write watcher says when it is done.
+        ``error``: why the one before failed (None: none was tried), raised when none is left."""
         host, port = self.address
         while self._infos:
             family, kind, proto, _, address = self._infos.pop(0)
@@ -63,7 +64,8 @@ class TlsStreamIo(AssociationBase):
                 return
             error = connect_failure(code, host, port)
             sock.close()
-        raise error
+        # Made here, not by the caller: an exception and its message per connection cost ~3 us.
+        raise error if error is not None else ConnectionRefused(f"{host}:{port}: no address")
 
     def _on_writable(self) -> None:
         """The kernel takes more: write what is queued; stop watching once it is all out."""

@@ -12,6 +12,7 @@ keeps a client's sessions between connections, for resumption.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Hashable
@@ -81,12 +82,15 @@ class SessionCache:
         return len(self._sessions)
 
 
-def _is_ip(name: str) -> bool:
+@functools.lru_cache(maxsize=256)
+def _sni(server_name: str) -> bytes | None:
+    """The SNI to send for ``server_name``: none for an address literal (RFC 6066 3). Cached: a run
+    has a few names, and parsing one per connection (a ValueError for a host name) cost ~5 us."""
     try:
-        ipaddress.ip_address(name.strip("[]"))
+        ipaddress.ip_address(server_name.strip("[]"))
     except ValueError:
-        return False
-    return True
+        return server_name.encode("idna")
+    return None
 
 
 class TlsEngine:
@@ -148,8 +152,8 @@ class TlsEngine:
         conn = SSL.Connection(context.ssl, None)
         state = ConnState(choose=choose)
         conn.set_app_data(state)
-        if server_name and not _is_ip(server_name):
-            conn.set_tlsext_host_name(server_name.encode("idna"))
+        if server_name and (sni := _sni(server_name)) is not None:
+            conn.set_tlsext_host_name(sni)
         name = verify_name or server_name
         options = context.options
         if options.verify != "none" and options.check_hostname and name:
