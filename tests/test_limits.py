@@ -126,7 +126,7 @@ def _no_files(*_: Any, **__: Any) -> Any:
 
 def test_dtls_client_without_a_socket_fails_its_handshake_as_socket_error(monkeypatch: pytest.MonkeyPatch) -> None:
     class NoSockets:
-        AF_INET, AF_INET6, SOCK_DGRAM = 2, 10, 2
+        AF_INET, AF_INET6, SOCK_DGRAM, SOCK_NONBLOCK = 2, 10, 2, _socket.SOCK_NONBLOCK
         socket = staticmethod(_no_files)
 
     monkeypatch.setattr(association, "_socket", NoSockets)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import gevent
 import pytest
 
@@ -64,6 +66,18 @@ def test_source_address_and_qt_style_reply(server: DtlsServer) -> None:
     ]
 
 
+def test_the_client_socket_never_blocks_the_event_loop(server: DtlsServer) -> None:
+    """Thousands of associations share one loop: a socket that blocked on a full buffer would stop
+    them all. It is non-blocking from socket() on (no setblocking: two fcntl calls per handshake)."""
+    assoc = DtlsAssociation("dev-1", "local", server.address, dtls_contexts.client_context(), Recorder(),
+                            identity=b"dev-1", key=KEY)
+    assoc.start()
+    try:
+        assert assoc._sock is not None and not assoc._sock.getblocking() and assoc._sock.gettimeout() == 0.0
+    finally:
+        assoc.close()
+
+
 def test_server_keeps_peer_by_source_address(server: DtlsServer) -> None:
     rec = Recorder()
     assocs = [
@@ -122,3 +136,18 @@ def test_a_socket_that_cannot_connect_is_a_counted_failure() -> None:
     assert "cannot connect UDP socket to 127.0.0.1:9" in str(error)
     assert rec.handshakes.attempted == 1 and rec.handshakes.failed == 1
     assert dict(rec.handshakes.failures) == {"socket-error": 1}
+
+
+def test_a_tcp_client_socket_never_blocks_the_event_loop() -> None:
+    """The TLS associations' TCP socket: non-blocking from socket() on, its connect begun."""
+    import socket as stdsocket
+
+    from loadgen.transport.tcp import open_stream
+
+    with stdsocket.create_server(("127.0.0.1", 0)) as listener:
+        sock, code = open_stream(stdsocket.AF_INET, stdsocket.SOCK_STREAM, 0, listener.getsockname(), None)
+        try:
+            assert code in (0, errno.EINPROGRESS) and not sock.getblocking() and sock.gettimeout() == 0.0
+            assert sock.type == stdsocket.SOCK_STREAM  # the flag is not part of the type Python reports
+        finally:
+            sock.close()

@@ -142,9 +142,9 @@ class DtlsAssociation(AssociationBase):
         try:
             # Inside the try: at the open-file limit socket() itself fails (EMFILE), and that is
             # this attempt's socket-error, not an exception for Locust to print and retry at once.
-            sock = _socket.socket(family, _socket.SOCK_DGRAM)
+            # Non-blocking from socket() itself: setblocking() would be two fcntl calls per handshake.
+            sock = _socket.socket(family, _socket.SOCK_DGRAM | _socket.SOCK_NONBLOCK)
             check_room(sock.fileno(), f"{self.name}: cannot open a UDP socket")
-            sock.setblocking(False)
             if self._source:
                 sock.bind((self._source, 0))
             sock.connect((host, port))

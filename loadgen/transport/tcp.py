@@ -108,9 +108,9 @@ def open_stream(family: int, kind: int, proto: int, address: Any, source: str | 
     sock = None
     try:
         # Inside the try: at the open-file limit socket() itself fails (EMFILE): a socket-error.
-        sock = _socket.socket(family, kind, proto)
+        # Non-blocking from socket() itself: setblocking() would be two fcntl calls per connection.
+        sock = _socket.socket(family, kind | _socket.SOCK_NONBLOCK, proto)
         check_room(sock.fileno(), "cannot open a TCP socket")
-        sock.setblocking(False)
         if source:
             sock.bind((source, 0))
         # Pings are small request/response exchanges: Nagle plus delayed ACKs would add ~40 ms.
