@@ -338,6 +338,13 @@ def test_a_worker_killed_mid_run_fails_the_run_and_is_named_by_its_file(tmp_path
     assert [e["worker"] for e in summary["health"]["worker_events"] if e["event"] == "missing"] == [1]
     # Marked missing after 10 s without a heartbeat; waiting for its "stopped" held the run to 45 s.
     assert summary["elapsed_s"] < 30, summary["elapsed_s"]
+    # It died, and the verdict says so: it blamed "too many processes for the cores" before.
+    assert {"worker": 1, "event": "died", "detail": "killed by SIGKILL"}.items() <= next(
+        e for e in summary["health"]["worker_events"] if e["event"] == "died").items(), summary["health"]
+    note = summary["health"]["verdict_note"]
+    assert "DIED: worker 1's process (killed by SIGKILL) ended during the run" in note, note
+    assert "worker(s) 1 sent no heartbeat" not in note, note
+    assert "worker 1's process died (killed by SIGKILL)" in run.stderr + run.stdout, run.describe()
 
 
 def test_processes_give_every_device_its_own_identity(tmp_path: Path, spawn: Callable[..., Child]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,14 +142,26 @@ class LoopLag:
 
 @dataclass
 class WorkerEvent:
-    """A worker went missing (no heartbeat) or came back, ``at`` seconds into the run."""
+    """A worker went missing (no heartbeat), came back, or its process died, ``at`` seconds into the run."""
 
     at: float
     worker: int
-    what: str  # "missing" or "back"
+    what: str  # "missing", "back" or "died"
+    detail: str = ""  # how a process died: "killed by SIGKILL", "exit status 1"
 
     def to_json(self) -> dict[str, Any]:
-        return {"at_s": round(self.at, 1), "worker": self.worker, "event": self.what}
+        event = {"at_s": round(self.at, 1), "worker": self.worker, "event": self.what}
+        return {**event, "detail": self.detail} if self.detail else event
+
+
+def how_it_ended(returncode: int) -> str:
+    """A process's end in words: "killed by SIGKILL", "exit status 1"."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
 
 
 #: The message a worker started with ``--worker-index`` sends its master: Locust numbers workers in
@@ -161,15 +174,19 @@ WORKER_INDEX_MESSAGE = "loadgen_worker_index"
 @dataclass
 class WorkerWatch:
     """Polls a master runner's workers once a second and records who went missing and who came back,
-    by loadgen's worker index where the worker said it (:data:`WORKER_INDEX_MESSAGE`), else Locust's.
+    by loadgen's worker index where the worker said it (:data:`WORKER_INDEX_MESSAGE`), else Locust's,
+    and, for the worker processes this master started (``processes``, by index), whose process died:
+    a worker marked missing is starved or dead, and only its exit status tells which.
     Made before the workers start, so that no worker's index message comes before its listener."""
 
     runner: Any
+    processes: dict[int, Any] = field(default_factory=dict)  # index -> subprocess.Popen
     started: float = field(default_factory=time.monotonic)
     events: list[WorkerEvent] = field(default_factory=list)
     _missing: set[str] = field(default_factory=set)
     _greenlet: gevent.Greenlet | None = None
     _indexes: dict[str, int] = field(default_factory=dict)  # Locust's client id -> loadgen's index
+    _died: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.runner.register_message(WORKER_INDEX_MESSAGE, self._on_index)
@@ -204,6 +221,13 @@ class WorkerWatch:
         from locust.runners import STATE_MISSING
 
         now = time.monotonic() - self.started
+        for worker, process in self.processes.items():
+            # A worker that ends cleanly (status 0) does so because the run told it to quit.
+            if worker not in self._died and (code := process.poll()) is not None and code != 0:
+                self._died.add(worker)
+                self.events.append(WorkerEvent(now, worker, "died", how_it_ended(code)))
+                log.warning("loadgen: worker %d's process died (%s): its users stopped with it, and what it "
+                            "counted since its last second reached the master is lost", worker, how_it_ended(code))
         for client_id, node in list(self.runner.clients.items()):
             index = self._indexes.get(client_id)
             if index is None:
@@ -211,9 +235,9 @@ class WorkerWatch:
             if node.state == STATE_MISSING and client_id not in self._missing:
                 self._missing.add(client_id)
                 self.events.append(WorkerEvent(now, index, "missing"))
+                why = "its process died" if index in self._died else "starved: too many processes for the cores?"
                 log.warning("loadgen: worker %d sent no heartbeat for %d s: Locust marked it missing and "
-                            "takes its users off the count (starved: too many processes for the cores?)",
-                            index, HEARTBEAT_LIVENESS)
+                            "takes its users off the count (%s)", index, HEARTBEAT_LIVENESS, why)
             elif node.state != STATE_MISSING and client_id in self._missing:
                 self._missing.discard(client_id)
                 self.events.append(WorkerEvent(now, index, "back"))
@@ -239,20 +263,29 @@ class Health:
         return sorted({e.worker for e in self.worker_events if e.what == "missing"})
 
     @property
+    def died(self) -> dict[int, str]:
+        """Workers whose process died during the run, with how ("killed by SIGKILL")."""
+        return {e.worker: e.detail for e in self.worker_events if e.what == "died"}
+
+    @property
     def counts_differ(self) -> list[str]:
         return [kind for kind, c in self.counts.items() if c["locust"] != c["loadgen"]]
 
     def note(self) -> str:
         """One or two sentences for the verdict when the run was starved or its counts disagree; else ''."""
+        died = self.died
         starved = []
-        if self.missed:
-            starved.append(f"worker(s) {', '.join(map(str, self.missed))} sent no heartbeat for "
+        if missed := [w for w in self.missed if w not in died]:  # a dead worker sends no heartbeat either
+            starved.append(f"worker(s) {', '.join(map(str, missed))} sent no heartbeat for "
                            f"{HEARTBEAT_LIVENESS} s and were marked missing (Locust took their users off its count)")
         if self.lag_max > STARVED_LAG:
             starved.append(f"a load process's event loop ran up to {self.lag_max:.1f} s late "
                            f"({self.lag_seconds} s over {STARVED_LAG:g} s), so pings and handshakes waited for the "
                            "generator itself")
         parts = []
+        if died:
+            parts.append("DIED: " + "; ".join(f"worker {w}'s process ({how})" for w, how in sorted(died.items()))
+                         + " ended during the run: its users stopped with it.")
         if starved:
             parts.append("STARVED: " + "; ".join(starved) + " - too many processes for the cores "
                          "(fewer --processes, a slower spawn_rate, or more machines); latencies above include "

@@ -89,7 +89,8 @@ def _create_runner(env: Environment, scenario: Scenario, options: RunOptions,
                                       if not options.processes else free_tcp_port())
     watch = WorkerWatch(runner)  # listening before any worker can say its index
     if options.processes:
-        children.enter_context(worker_processes(scenario, options, runner, eps, run_dir))
+        procs = children.enter_context(worker_processes(scenario, options, runner, eps, run_dir))
+        watch.processes = dict(enumerate(procs))  # their exit status tells a dead worker from a starved one
     elif server is not None:
         host, port = eps[0].address
         print(f"loadgen: built-in server at {host}:{port}; start workers with: loadgen run "
