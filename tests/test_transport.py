@@ -151,3 +151,20 @@ def test_a_tcp_client_socket_never_blocks_the_event_loop() -> None:
             assert sock.type == stdsocket.SOCK_STREAM  # the flag is not part of the type Python reports
         finally:
             sock.close()
+
+
+def test_an_address_literal_resolves_without_a_lookup_and_each_caller_gets_its_own_list() -> None:
+    """The TLS associations' resolve(): a literal's addresses are computed once (cached: no resolver
+    thread, no IDNA codec per connection), and each call returns a fresh list, which the association
+    consumes; a name still goes to the resolver."""
+    import socket as stdsocket
+
+    from loadgen.transport.tcp import resolve
+
+    first = resolve("127.0.0.1", 5684, 1.0)
+    assert [(family, address) for family, _, _, _, address in first] == [(stdsocket.AF_INET, ("127.0.0.1", 5684))]
+    first.pop()  # what TlsAssociation does with its copy
+    assert len(resolve("127.0.0.1", 5684, 1.0)) == 1
+    assert {address[:2] for *_, address in resolve("::1", 443, 1.0)} == {("::1", 443)}
+    named = resolve("localhost", 5684, 5.0)  # /etc/hosts: the resolver, not the literal path
+    assert named and all(address[1] == 5684 for *_, address in named)

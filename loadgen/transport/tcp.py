@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import _socket  # the C functions: never monkey-patched, so a numeric host needs no resolver thread
 import errno
+import functools
 import os
 import socket as _stdsocket
 import time
@@ -33,20 +34,26 @@ AddressInfo = list[tuple[Any, ...]]
 
 def resolve(host: str, port: int, timeout: float) -> AddressInfo:
     """The TCP addresses of ``host``; raises HostNotFound, or ConnectTimeout after ``timeout`` seconds."""
-    try:
-        # An address literal (the usual target) resolves without a lookup: C's getaddrinfo with
-        # AI_NUMERICHOST returns at once, where gevent's resolver hands every call to a thread
-        # (about a third of a loopback handshake's client CPU went to that thread pool).
-        numeric: AddressInfo = _socket.getaddrinfo(host, port, 0, _stdsocket.SOCK_STREAM, 0, _socket.AI_NUMERICHOST)
-        return numeric
-    except (OSError, UnicodeError):
-        pass  # a name (or no address at all): ask the resolver
+    if (numeric := _numeric(host, port)) is not None:
+        return list(numeric)
     try:
         with gevent.Timeout(timeout, ConnectTimeout(f"cannot resolve {host} in {timeout:g} s")):
             infos: AddressInfo = socket.getaddrinfo(host, port, 0, _stdsocket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise HostNotFound(f"{host}: {exc}") from None
     return infos
+
+
+@functools.lru_cache(maxsize=1024)
+def _numeric(host: str, port: int) -> tuple[Any, ...] | None:
+    """The addresses of an address literal (the usual target), or None for a name. C's getaddrinfo
+    with AI_NUMERICHOST returns at once, where gevent's resolver hands every call to a thread (about a
+    third of a loopback handshake's client CPU went to that thread pool). Cached, as a literal's
+    addresses never change: the call also ran the host through Python's IDNA codec every time."""
+    try:
+        return tuple(_socket.getaddrinfo(host, port, 0, _stdsocket.SOCK_STREAM, 0, _socket.AI_NUMERICHOST))
+    except (OSError, UnicodeError):
+        return None  # a name (or no address at all): the resolver's, uncached (its answers change)
 
 
 def connect(infos: AddressInfo, host: str, port: int, deadline: float, source: str | None) -> socket.socket:
