@@ -384,3 +384,19 @@ def test_certificate_info_names() -> None:
 
     name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "NO"), x509.NameAttribute(NameOID.COMMON_NAME, "x")])
     assert _qt_name(name) == "/C=NO/CN=x"
+
+
+def test_a_handshake_step_waits_without_an_exception_and_fails_as_pyopenssl_does() -> None:
+    """bindings.do_handshake: False while it waits for the peer (pyOpenSSL raises WantReadError
+    there, twice a handshake), pyOpenSSL's own exception for anything else."""
+    from OpenSSL import SSL
+
+    from loadgen.protocol.openssl import bindings
+
+    conn = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+    conn.set_connect_state()
+    assert bindings.do_handshake(conn) is False  # the ClientHello is out; nothing came back yet
+    assert conn.bio_read(65536)[:1] == b"\x16"  # a handshake record
+    conn.bio_write(b"\x16\x03\x03\x00\x04garbage")  # not a ServerHello
+    with pytest.raises(SSL.Error):
+        bindings.do_handshake(conn)

@@ -162,6 +162,8 @@ TLS_SYMBOLS = (
     "SSL_SESSION_get_master_key",  # key_material
     "SSL_get_client_random",
     "SSL_get_server_random",
+    "SSL_do_handshake",  # do_handshake
+    "SSL_get_error",
 )
 
 #: SSL_OP_ALLOW_NO_DHE_KEX: a TLS 1.3 client also offers psk_ke (PSK without (EC)DHE), a server
@@ -220,6 +222,22 @@ def verify_error_string(code: int) -> str:
 
 
 # -- memory BIO levels (TLS hot path) ------------------------------------------------------
+
+def do_handshake(connection: SSL.Connection) -> bool:
+    """One step of the handshake: True when it is done, False when it waits for the peer's data.
+
+    pyOpenSSL's ``do_handshake`` raises WantReadError for the waiting, twice per client
+    handshake, and an exception costs a few microseconds; anything else raises what pyOpenSSL's
+    would (its ``_raise_ssl_error``, which also re-raises a verify or ALPN callback's exception).
+    """
+    ssl = connection._ssl
+    result = lib.SSL_do_handshake(ssl)
+    if result == 1:
+        return True
+    if lib.SSL_get_error(ssl, result) == lib.SSL_ERROR_WANT_READ:
+        return False
+    connection._raise_ssl_error(ssl, result)
+    return True  # pyOpenSSL's do_handshake would have returned: what it says is done
 
 def output_pending(connection: SSL.Connection) -> int:
     """Bytes OpenSSL has written to the connection's outgoing memory BIO and nobody has read yet.

@@ -329,10 +329,9 @@ class TlsEngine:
 
     def _advance_handshake(self) -> None:
         try:
-            self._conn.do_handshake()
-        except SSL.WantReadError:
-            self._pull_outgoing()
-            return
+            if not bindings.do_handshake(self._conn):  # waiting for the peer
+                self._pull_outgoing()
+                return
         except SSL.Error as exc:
             self._fail(self._handshake_error(exc))
             return
