@@ -352,3 +352,60 @@ def test_no_request_begins_while_locust_stops_the_users(tmp_path: Path, start_dt
     assert late == [], f"{len(late)} pings began while the users were being stopped"
     assert len(ended) == len(began)  # every ping begun ended ...
     assert [f.error for f in ended if f.error is not None] == []  # ... answered
+
+
+def test_no_churn_handshake_begins_while_locust_stops_the_users(tmp_path: Path, start_dtls_server: Any) -> None:
+    """The churn workload (``loadgen capacity --workload churn``) too: a handshake per client per
+    period, none once the stop has begun, and every one begun before it completed."""
+    from locust.env import Environment
+
+    from loadgen.locust.environment import RunOptions, make_environment
+    from loadgen.locust.users import Endpoint
+    from loadgen.stats.facts import FanOut, Started
+
+    server = start_dtls_server(key_hex=KEY_HEX)
+    scenario = load_scenario(write_scenario(tmp_path, "churning", f"""\
+        targets: [{{name: gw, host: 127.0.0.1, port: {server.port}}}]
+        clients: {{count: 10, spawn_rate: 1000}}
+        run_time: 10s
+        """))
+    env, session = make_environment(scenario, [Endpoint(t, (t.host, t.port)) for t in scenario.targets],
+                                    RunOptions(workload="churn", period=0.02))
+    began: list[float] = []
+    ended: list[Finished] = []
+
+    class Recorder:
+        facts = (Started, Finished)
+
+        def record(self, fact: Any) -> None:
+            if fact.kind != HANDSHAKE:
+                return
+            if type(fact) is Started:
+                began.append(time.monotonic())
+            else:
+                ended.append(fact)
+
+    session.sinks["dtls"] = FanOut([*session.sinks["dtls"].sinks, Recorder()])
+    stop_began: list[float] = []
+
+    def slow_teardown(environment: Environment, **_: Any) -> None:
+        stop_began.append(time.monotonic())
+        deadline = time.monotonic() + 10
+        while len(ended) < len(began) and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        gevent.sleep(0.3)  # 15 periods: every client would have handshaken again
+
+    env.events.test_stopping.add_listener(slow_teardown)
+    runner = env.create_local_runner()
+    try:
+        runner.start(10, 1000)
+        deadline = time.monotonic() + 10
+        while len(ended) < 50 and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        assert len(ended) >= 50, "the clients did not churn"
+        runner.stop()
+    finally:
+        runner.quit()
+    late = [t for t in began if t >= stop_began[0]]
+    assert late == [], f"{len(late)} handshakes began while the users were being stopped"
+    assert len(ended) == len(began) and [f.error for f in ended if f.error is not None] == []

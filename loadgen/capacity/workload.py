@@ -30,12 +30,14 @@ class ChurnUser(DeviceBase):
 
     @task
     def churn(self) -> None:
-        period = self.period
+        period, gate = self.period, self.session.gate
         # Spread the first handshakes of a step's new clients over one period, not one instant.
         gevent.sleep(random.Random(self.index).uniform(0.0, period))
         next_start = time.monotonic()
         while True:
             for make in self.factories:
+                if not gate.open:  # the run is stopping: a handshake now would measure its teardown
+                    gevent.sleep(float("inf"))  # until Locust kills this user (returning would run the task again)
                 make().handshake_once()
             next_start = max(next_start + period, time.monotonic())
             gevent.sleep(next_start - time.monotonic())

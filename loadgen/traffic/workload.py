@@ -34,7 +34,7 @@ Uniform = Callable[[float, float], float]
 
 class Gate:
     """Whether the workloads of a run may begin requests: one per run's session, shared by its
-    plans (and its devices' reconnects), closed when Locust begins to stop the users.
+    plans (and its devices' reconnects and churn handshakes), closed when Locust begins to stop the users.
 
     Stopping 100,000 users is a burst of CPU on every process at once (each worker closing its
     associations, the server taking their close_notifies): requests begun into it measured the
