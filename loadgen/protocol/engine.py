@@ -94,6 +94,10 @@ class DatagramClient(DatagramEngine, Protocol):
     def timeout_error(self) -> LoadgenError:
         """The error to report when the transport's handshake deadline passes."""
 
+    def forget_chooser(self) -> None:
+        """Drop the PSK chooser (the association's callback): called when the association ends,
+        so that no cycle engine <-> association outlives it (a frozen heap never collects one)."""
+
 
 class EngineBase:
     """What every DTLS engine shares: the events it reports upward, the records it queues

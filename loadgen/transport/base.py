@@ -123,11 +123,16 @@ class AssociationBase:
     # -- callbacks from the loop --------------------------------------------
 
     def _guarded(self, callback: Any, *args: Any) -> None:
-        """Run a loop callback; an error ends this association, never the event loop."""
+        """Run a loop callback; an error ends this association, never the event loop.
+
+        The error is kept without its traceback (``with_traceback(None)``), here and wherever an
+        association catches one: kept as the association's result, its frames (``self`` among
+        their locals) make a cycle that only a full garbage collection frees, and a frozen heap
+        (Locust runs freeze it) never: every failed association a reconnect replaced leaked."""
         try:
             callback(*args)
         except LoadgenError as exc:
-            self._fail(exc)
+            self._fail(exc.with_traceback(None))
         except Exception as exc:  # noqa: BLE001 - a bug must not take the hub down, nor the others
             self._internal_error(exc, callback)
 
@@ -139,7 +144,7 @@ class AssociationBase:
         try:
             self._on_readable()
         except LoadgenError as exc:
-            self._fail(exc)
+            self._fail(exc.with_traceback(None))
         except Exception as exc:  # noqa: BLE001 - as in _guarded
             self._internal_error(exc, self._on_readable)
 
@@ -148,7 +153,7 @@ class AssociationBase:
         try:
             self._on_timer()
         except LoadgenError as exc:
-            self._fail(exc)
+            self._fail(exc.with_traceback(None))
         except Exception as exc:  # noqa: BLE001 - as in _guarded
             self._internal_error(exc, self._on_timer)
 

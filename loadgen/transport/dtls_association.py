@@ -109,7 +109,7 @@ class DtlsAssociation(AssociationBase):
         try:
             self._connect()
         except LoadgenError as exc:
-            self._fail(exc)
+            self._fail(exc.with_traceback(None))  # no traceback kept: see AssociationBase._guarded
             return
         self._reader = get_hub().loop.io(self._sock.fileno(), _READ)
         self._reader.start(self._readable)
@@ -282,9 +282,13 @@ class DtlsAssociation(AssociationBase):
             self._done.set(result)
 
     def _mark_done(self) -> None:
-        """Enter the final state, once; an association that was up reports that it ended."""
+        """Enter the final state, once; an association that was up reports that it ended; the
+        engine lets go of our PSK callback (closed mid-handshake, the cycle engine <-> association
+        would otherwise stay, and a frozen heap never collects it)."""
         if self._state != DONE and self._engine is not None and self._engine.handshake_done:
             self._sink.record(Ended(self.target))  # active associations = handshakes - ended
+        if self._engine is not None:
+            self._engine.forget_chooser()
         self._state = DONE
 
     def _stop_watchers(self) -> None:

@@ -207,7 +207,7 @@ class TlsLink:
             pass
 
     def _failed(self, error: LoadgenError) -> bool:
-        self._error = error
+        self._error = error.with_traceback(None)  # kept: its frames would hold this object in a cycle
         if self._engine is not None:
             self._out += self._engine.data_to_send()  # e.g. the alert OpenSSL queued
         if self._out and self._sock is not None and self._writer is None:

@@ -156,7 +156,7 @@ class TlsAssociation(TlsStreamIo):
         try:
             self._infos = list(resolve(host, port, self._settings.handshake_timeout))
         except LoadgenError as exc:
-            self._fail(exc)
+            self._fail(exc.with_traceback(None))  # no traceback kept: see AssociationBase._guarded
             return
         self._guarded(self._connect_next, None)
         if self._state != DONE:

@@ -111,7 +111,9 @@ class TlsStreamIo(AssociationBase):
         return total
 
     def _release(self) -> None:
-        """Stop every watcher and close the socket."""
+        """Stop every watcher, close the socket, and let the engine go of our PSK callback (a cycle)."""
+        if self._engine is not None:
+            self._engine.forget_chooser()
         for watcher in (self._reader, self._writer, self._timer):
             if watcher is not None:
                 watcher.stop()

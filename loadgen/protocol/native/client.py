@@ -171,7 +171,12 @@ class PskClientEngine(HandshakeEngine):
         self._hello = self._cookie = self._expected_server_finished = b""
         self._hint = None
         del self._inbox  # only handshake messages go there
-        del self._choose  # the association's PSK callback: no cycle engine <-> association once up
+        self.forget_chooser()  # no cycle engine <-> association once up
+
+    def forget_chooser(self) -> None:
+        """Drop the association's PSK callback (see :class:`~loadgen.protocol.engine.DatagramClient`)."""
+        if hasattr(self, "_choose"):  # a slot: gone once the handshake is up
+            del self._choose
 
     # -- server messages ----------------------------------------------------
 

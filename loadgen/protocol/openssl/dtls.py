@@ -196,6 +196,12 @@ class DtlsEngine(DtlsWatch):
             raise LocalProtocolError(f"cannot send {len(data)} bytes: {openssl_reason(exc)}") from None
         self._pull_outgoing()
 
+    def forget_chooser(self) -> None:
+        """A client's PSK callback is the connection's app data: dropped when the association ends."""
+        conn = getattr(self, "_conn", None)  # a light engine has let OpenSSL's connection go
+        if self.is_client and conn is not None:  # a server's app data is its peer's state (peer_identity)
+            conn.set_app_data(None)  # a Python attribute of pyOpenSSL's: no call into OpenSSL
+
     def close(self) -> None:
         """Send close_notify (Qt: shutdown alert) and stop."""
         if self.closed:

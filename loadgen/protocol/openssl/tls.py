@@ -239,8 +239,15 @@ class TlsEngine:
             raise LocalProtocolError(f"cannot send {len(data)} bytes: {openssl_reason(exc)}") from None
         self._pull_outgoing()
 
+    def forget_chooser(self) -> None:
+        """Drop the PSK chooser (its owner's callback, usually a bound method): a connection that is
+        over, or light (it declines renegotiation), never calls it again, and kept it makes a cycle
+        engine <-> owner that only a full garbage collection frees, never once the heap is frozen."""
+        self._state.choose = None
+
     def close(self) -> None:
         """Queue close_notify and stop (a session stays resumable only after this)."""
+        self.forget_chooser()
         if self.closed:
             return
         self.closed = True
@@ -378,6 +385,7 @@ class TlsEngine:
         # Freed without a shutdown, OpenSSL would mark the session not resumable (ssl_clear_bad_session).
         conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
         del self._conn  # the SSL object and its buffers go with the last reference
+        self.forget_chooser()
 
     def _receive_records(self, layer: TlsRecordLayer, data: bytes) -> None:
         """What a light engine does with received bytes: application data, alerts, and a
@@ -452,6 +460,7 @@ class TlsEngine:
             self._outgoing += self._conn.bio_read(pending)
 
     def _fail(self, error: LoadgenError) -> None:
+        self.forget_chooser()
         self._pull_outgoing()  # the alert OpenSSL queued for the peer
         self.closed = True
         self.error = error
