@@ -177,6 +177,38 @@ def test_fifty_connections_one_hostile_peer_each_way_the_others_answered(start_s
     half.close()
 
 
+@pytest.mark.parametrize("ending", ["close", "abort"])
+def test_connections_are_frozen_out_of_full_collections_and_a_closed_one_goes_without_one(
+        start_server, clients, ending: str) -> None:
+    """The server holds thousands of long-lived connections: while they grow, the heap is frozen each
+    second (full collections would walk every one). That is safe only because a connection holds
+    no reference cycle, frozen ones never being collected: one the client closed (close_notify) or
+    aborted (a reset) goes by reference counting alone."""
+    import weakref
+
+    gc.unfreeze()  # whatever an earlier test froze: the count below is this server's doing
+    server = start_server()
+    socks = [clients(server) for _ in range(5)]
+    for sock in socks:
+        assert ping(sock) == b"ping\n"
+    try:
+        assert wait_until(lambda: gc.get_freeze_count() > 0, timeout=5), "the server never froze its heap"
+        refs = [weakref.ref(conn) for conn in list(server._connections)]  # noqa: SLF001
+        assert len(refs) == 5
+        gc.disable()
+        for sock in socks:
+            if ending == "close":
+                sock.close()  # close_notify, then the socket
+            else:
+                sock.abort()
+        assert wait_until(lambda: server.connection_count == 0)
+        gevent.sleep(0.1)  # the loop's callbacks (the close, the deadline's wake-up) have run
+        assert [ref() for ref in refs] == [None] * 5
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
 def test_no_greenlet_per_connection(start_server, clients) -> None:
     server = start_server()
     before = live_greenlets()

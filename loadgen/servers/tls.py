@@ -51,6 +51,7 @@ from loadgen.protocol.openssl.tls_certificates import CertificateInfo
 from loadgen.protocol.openssl.tls_contexts import TlsContext
 from loadgen.servers.deadlines import Deadlines
 from loadgen.stats.throttle import ThrottledLog, exception_summary
+from loadgen.transport.heap import freeze_while_growing
 from loadgen.transport.tcp import transfer_error
 from loadgen.transport.tcp_close import DelayedClose
 
@@ -161,6 +162,7 @@ class TlsServer:
         self._listener: socket.socket | None = None
         self._acceptor: gevent.Greenlet | None = None
         self._timer: gevent.Greenlet | None = None
+        self._freezer: gevent.Greenlet | None = None
         self._connections: dict[_Connection, None] = {}  # insertion-ordered set
         self._closing: set[DelayedClose] = set()  # closes still flushing what was queued
         # Keyed by a serial (orders entries due at once) and a weak reference: a closed connection
@@ -202,6 +204,10 @@ class TlsServer:
         self._listener = listener
         self._acceptor = gevent.spawn(self._accept_loop)
         self._timer = gevent.spawn(self._deadlines.run)
+        # Connections are long-lived: keep them out of full garbage collections, which otherwise
+        # walk every one. They hold no reference cycles (a frozen cycle is never freed):
+        # tests/test_tls_server.py checks that a closed connection goes by reference counting alone.
+        self._freezer = freeze_while_growing(self._connections.__len__)
         return self
 
     def serve_forever(self) -> None:
@@ -215,10 +221,10 @@ class TlsServer:
         output queued up to ``timeout`` seconds to flush it and see the peer close, then close
         every socket. Never raises for one connection."""
         deadline = time.monotonic() + timeout
-        for greenlet in (self._acceptor, self._timer):
+        for greenlet in (self._acceptor, self._timer, self._freezer):
             if greenlet is not None:
                 greenlet.kill()
-        self._acceptor = self._timer = None
+        self._acceptor = self._timer = self._freezer = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
