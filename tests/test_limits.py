@@ -293,17 +293,67 @@ def test_devices_do_not_reconnect_while_locust_stops_the_users(tmp_path: Path) -
         device.kill()
 
 
+class Attempts:
+    """A sink that keeps when each attempt of ``kind`` began and how each one ended."""
+
+    def __init__(self, kind: str) -> None:
+        from loadgen.stats.facts import Started
+
+        self.facts = (Started, Finished)
+        self._kind, self._started = kind, Started
+        self.began: list[float] = []
+        self.ended: list[Finished] = []
+
+    def record(self, fact: Any) -> None:
+        if fact.kind == self._kind:
+            if type(fact) is self._started:
+                self.began.append(time.monotonic())
+            else:
+                self.ended.append(fact)
+
+
+def stop_slowly(scenario: Any, options: Any, kind: str, users: int, enough: int) -> tuple[Attempts, float]:
+    """Run ``scenario`` on a real local runner until ``enough`` attempts of ``kind`` ended, then stop it
+    slowly, as 100,000 users' stop is: a test_stopping listener after the session's own waits for what
+    is outstanding, then 0.3 s more (15 intervals of 20 ms). Returns the attempts and when the stop began."""
+    from loadgen.locust.environment import make_environment
+    from loadgen.locust.users import Endpoint
+    from loadgen.stats.facts import FanOut
+
+    env, session = make_environment(scenario, [Endpoint(t, (t.host, t.port)) for t in scenario.targets], options)
+    attempts = Attempts(kind)
+    session.sinks["dtls"] = FanOut([*session.sinks["dtls"].sinks, attempts])
+    stop_began: list[float] = []
+
+    def slow_teardown(**_: Any) -> None:
+        stop_began.append(time.monotonic())
+        deadline = time.monotonic() + 10
+        while len(attempts.ended) < len(attempts.began) and time.monotonic() < deadline:
+            gevent.sleep(0.01)  # what was outstanding ends
+        gevent.sleep(0.3)
+
+    env.events.test_stopping.add_listener(slow_teardown)
+    runner = env.create_local_runner()
+    try:
+        runner.start(users, 1000)
+        deadline = time.monotonic() + 10
+        while len(attempts.ended) < enough and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        assert len(attempts.ended) >= enough, f"too few {kind} attempts before the stop"
+        runner.stop()
+    finally:
+        runner.quit()
+    assert stop_began, "Locust's stop did not fire test_stopping"
+    return attempts, stop_began[0]
+
+
 def test_no_request_begins_while_locust_stops_the_users(tmp_path: Path, start_dtls_server: Any) -> None:
     """Stopping 100,000 users is a burst of CPU on every process at once, and pings begun into it
     measured the generator's teardown, not the server: a run's p99 of 2.3-3.7 s against 35-48 ms
     while holding, and 2,955 pings timed out. Once Locust begins to stop the users no request
     begins (devices pinging every 20 ms begin none in a stop that lasts 0.3 s past the last
     reply), and every request begun before it ends answered."""
-    from locust.env import Environment
-
-    from loadgen.locust.environment import make_environment
-    from loadgen.locust.users import Endpoint
-    from loadgen.stats.facts import FanOut, Started
+    from loadgen.locust.environment import LOCAL_RUN
 
     server = start_dtls_server(key_hex=KEY_HEX)
     scenario = load_scenario(write_scenario(tmp_path, "stopping", f"""\
@@ -312,56 +362,17 @@ def test_no_request_begins_while_locust_stops_the_users(tmp_path: Path, start_dt
         run_time: 10s
         ping: {{interval: 20ms, timeout: 5s, expect: echo}}
         """))
-    env, session = make_environment(scenario, [Endpoint(t, (t.host, t.port)) for t in scenario.targets])
-    began: list[float] = []  # when each ping began
-    ended: list[Finished] = []
-
-    class Recorder:
-        facts = (Started, Finished)
-
-        def record(self, fact: Any) -> None:
-            if type(fact) is Started and fact.kind == "ping":
-                began.append(time.monotonic())
-            elif fact.kind == "ping":
-                ended.append(fact)
-
-    session.sinks["dtls"] = FanOut([*session.sinks["dtls"].sinks, Recorder()])
-    stop_began: list[float] = []
-
-    def slow_teardown(environment: Environment, **_: Any) -> None:
-        """After the session's own listener: a stop that takes a while, as 100,000 users' does."""
-        stop_began.append(time.monotonic())
-        deadline = time.monotonic() + 10
-        while len(ended) < len(began) and time.monotonic() < deadline:
-            gevent.sleep(0.01)  # what was in flight gets its reply
-        gevent.sleep(0.3)  # 15 intervals: every device would have pinged again
-
-    env.events.test_stopping.add_listener(slow_teardown)
-    runner = env.create_local_runner()
-    try:
-        runner.start(20, 1000)
-        deadline = time.monotonic() + 10
-        while len(ended) < 200 and time.monotonic() < deadline:
-            gevent.sleep(0.02)
-        assert len(ended) >= 200, "the devices did not ping"
-        runner.stop()
-    finally:
-        runner.quit()
-    assert stop_began, "Locust's stop did not fire test_stopping"
-    late = [t for t in began if t >= stop_began[0]]
+    pings, stop_began = stop_slowly(scenario, LOCAL_RUN, "ping", users=20, enough=200)
+    late = [t for t in pings.began if t >= stop_began]
     assert late == [], f"{len(late)} pings began while the users were being stopped"
-    assert len(ended) == len(began)  # every ping begun ended ...
-    assert [f.error for f in ended if f.error is not None] == []  # ... answered
+    assert len(pings.ended) == len(pings.began)  # every ping begun ended ...
+    assert [f.error for f in pings.ended if f.error is not None] == []  # ... answered
 
 
 def test_no_churn_handshake_begins_while_locust_stops_the_users(tmp_path: Path, start_dtls_server: Any) -> None:
     """The churn workload (``loadgen capacity --workload churn``) too: a handshake per client per
     period, none once the stop has begun, and every one begun before it completed."""
-    from locust.env import Environment
-
-    from loadgen.locust.environment import RunOptions, make_environment
-    from loadgen.locust.users import Endpoint
-    from loadgen.stats.facts import FanOut, Started
+    from loadgen.locust.environment import RunOptions
 
     server = start_dtls_server(key_hex=KEY_HEX)
     scenario = load_scenario(write_scenario(tmp_path, "churning", f"""\
@@ -369,43 +380,9 @@ def test_no_churn_handshake_begins_while_locust_stops_the_users(tmp_path: Path, 
         clients: {{count: 10, spawn_rate: 1000}}
         run_time: 10s
         """))
-    env, session = make_environment(scenario, [Endpoint(t, (t.host, t.port)) for t in scenario.targets],
-                                    RunOptions(workload="churn", period=0.02))
-    began: list[float] = []
-    ended: list[Finished] = []
-
-    class Recorder:
-        facts = (Started, Finished)
-
-        def record(self, fact: Any) -> None:
-            if fact.kind != HANDSHAKE:
-                return
-            if type(fact) is Started:
-                began.append(time.monotonic())
-            else:
-                ended.append(fact)
-
-    session.sinks["dtls"] = FanOut([*session.sinks["dtls"].sinks, Recorder()])
-    stop_began: list[float] = []
-
-    def slow_teardown(environment: Environment, **_: Any) -> None:
-        stop_began.append(time.monotonic())
-        deadline = time.monotonic() + 10
-        while len(ended) < len(began) and time.monotonic() < deadline:
-            gevent.sleep(0.01)
-        gevent.sleep(0.3)  # 15 periods: every client would have handshaken again
-
-    env.events.test_stopping.add_listener(slow_teardown)
-    runner = env.create_local_runner()
-    try:
-        runner.start(10, 1000)
-        deadline = time.monotonic() + 10
-        while len(ended) < 50 and time.monotonic() < deadline:
-            gevent.sleep(0.02)
-        assert len(ended) >= 50, "the clients did not churn"
-        runner.stop()
-    finally:
-        runner.quit()
-    late = [t for t in began if t >= stop_began[0]]
+    handshakes, stop_began = stop_slowly(scenario, RunOptions(workload="churn", period=0.02), HANDSHAKE,
+                                         users=10, enough=50)
+    late = [t for t in handshakes.began if t >= stop_began]
     assert late == [], f"{len(late)} handshakes began while the users were being stopped"
-    assert len(ended) == len(began) and [f.error for f in ended if f.error is not None] == []
+    assert len(handshakes.ended) == len(handshakes.began)
+    assert [f.error for f in handshakes.ended if f.error is not None] == []
