@@ -8,10 +8,10 @@ from pathlib import Path
 
 import gevent
 import pytest
+from lifetimes import assert_freed_when_ended
 from tls_servers import LoadgenTlsServer, Pki, free_tcp_port, make_pki, start_loadgen_tls_server
 
 from loadgen.protocol.credentials import Secret
-from loadgen.protocol.errors import LoadgenError
 from loadgen.protocol.openssl.tls import SessionCache
 from loadgen.protocol.openssl.tls_contexts import TlsContext, TlsOptions, client_context
 from loadgen.scenario.model import Expect, Payload, PingConfig, TlsConfig
@@ -116,34 +116,12 @@ def test_an_ended_association_is_freed_without_a_garbage_collection(start_server
     association's bound method), so every association a reconnect or the churn workload replaced
     leaked (~15 objects each, the engine and OpenSSL's connection among them). Ended by close
     while pinging or mid-handshake, or by a failure, it must go with its last reference."""
-    import gc
-    import weakref
-
     server = start_server(key_hex=KEY_HEX)
     ctx = client_context(TlsOptions(min_version=version, max_version=version), psk_mode=True)
     key = Secret(bytes(16)) if when == "failed" else KEY  # the wrong key: the handshake fails
-    assoc = TlsAssociation("dev-9", "tls-psk", server.address, ctx, StatsSink(), identity=b"dev-9", key=key,
-                           ping=traffic_plan(PingConfig(interval=0.05, jitter=0.0, expect=Expect("echo"))))
-    gc.collect()
-    gc.disable()
-    try:
-        assoc.start()
-        if when == "handshaking":
-            gevent.sleep(0)  # connecting or handshaking, not up yet
-            assert assoc._engine is None or not assoc._engine.handshake_done  # noqa: SLF001
-        else:
-            deadline = time.monotonic() + 10
-            while assoc.bytes_received < 200 and not assoc._done.ready() and time.monotonic() < deadline:  # noqa: SLF001
-                gevent.sleep(0.02)
-        if when == "failed":
-            assert isinstance(assoc._done.get(timeout=10), LoadgenError)  # noqa: SLF001
-        assoc.close()
-        gevent.sleep(0.1)  # the loop's callbacks (the end, the socket's close) have run
-        ref = weakref.ref(assoc)
-        del assoc
-        assert ref() is None, [type(r).__name__ for r in gc.get_referrers(ref())]
-    finally:
-        gc.enable()
+    assert_freed_when_ended(lambda: TlsAssociation(
+        "dev-9", "tls-psk", server.address, ctx, StatsSink(), identity=b"dev-9", key=key,
+        ping=traffic_plan(PingConfig(interval=0.05, jitter=0.0, expect=Expect("echo")))), when, received=200)
 
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])

@@ -6,6 +6,7 @@ import errno
 
 import gevent
 import pytest
+from lifetimes import assert_freed_when_ended
 
 from loadgen.protocol import dtls_contexts
 from loadgen.protocol.credentials import KeyStore, Secret
@@ -177,30 +178,8 @@ def test_an_ended_association_is_freed_without_a_garbage_collection(server: Dtls
     """Load processes freeze their heap, and a frozen object in a reference cycle is never freed:
     an association that ended (closed while pinging or mid-handshake, or failed: its error's
     traceback held its frames, ``self`` among them) must go with its last reference."""
-    import gc
-    import time
-    import weakref
-
-    from loadgen.protocol.errors import LoadgenError
-
     key = Secret(bytes(16)) if when == "failed" else KEY  # the wrong key: the handshake fails
-    assoc = DtlsAssociation("dev-9", "local", server.address, dtls_contexts.client_context(native=native), Recorder(),
-                            identity=b"dev-9", key=key,
-                            ping=traffic_plan(PingConfig(interval=0.05, jitter=0.0, expect=Expect("echo"))))
-    gc.collect()
-    gc.disable()
-    try:
-        assoc.start()
-        if when != "handshaking":
-            deadline = time.monotonic() + 10
-            while assoc.bytes_received < 300 and not assoc._done.ready() and time.monotonic() < deadline:  # noqa: SLF001
-                gevent.sleep(0.02)
-        if when == "failed":
-            assert isinstance(assoc._done.get(timeout=10), LoadgenError)  # noqa: SLF001
-        assoc.close()
-        gevent.sleep(0.1)
-        ref = weakref.ref(assoc)
-        del assoc
-        assert ref() is None, [type(r).__name__ for r in gc.get_referrers(ref())]
-    finally:
-        gc.enable()
+    assert_freed_when_ended(lambda: DtlsAssociation(
+        "dev-9", "local", server.address, dtls_contexts.client_context(native=native), Recorder(),
+        identity=b"dev-9", key=key, ping=traffic_plan(PingConfig(interval=0.05, jitter=0.0, expect=Expect("echo")))),
+        when, received=300)
