@@ -225,9 +225,10 @@ class WorkerWatch:
             # A worker that ends cleanly (status 0) does so because the run told it to quit.
             if worker not in self._died and (code := process.poll()) is not None and code != 0:
                 self._died.add(worker)
-                self.events.append(WorkerEvent(now, worker, "died", how_it_ended(code)))
+                how = how_it_ended(code)
+                self.events.append(WorkerEvent(now, worker, "died", how))
                 log.warning("loadgen: worker %d's process died (%s): its users stopped with it, and what it "
-                            "counted since its last second reached the master is lost", worker, how_it_ended(code))
+                            "counted since its last second reached the master is lost", worker, how)
         for client_id, node in list(self.runner.clients.items()):
             index = self._indexes.get(client_id)
             if index is None:

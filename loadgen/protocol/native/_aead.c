@@ -33,7 +33,7 @@
 static PyObject *invalid_tag; /* cryptography.exceptions.InvalidTag */
 static EVP_MD *sha256, *sha384;  /* fetched once: a fetch per call costs more than the hashing */
 /* p_hash's digest contexts, made once and reused (the GIL serialises the calls): making and
- * freeing three per call cost a third of the PRF. */
+ * freeing three per call cost ~8% of the PRF (a handshake side's 4.26 -> 3.91 us, timeit). */
 static EVP_MD_CTX *prf_inner, *prf_outer, *prf_scratch;
 
 typedef struct {

@@ -241,8 +241,9 @@ class TlsEngine:
 
     def forget_chooser(self) -> None:
         """Drop the PSK chooser (its owner's callback, usually a bound method): a connection that is
-        over, or light (it declines renegotiation), never calls it again, and kept it makes a cycle
-        engine <-> owner that only a full garbage collection frees, never once the heap is frozen."""
+        over never calls it again, and kept it makes a cycle engine <-> owner that only a full
+        garbage collection frees, never once the heap is frozen. Called on close and failure, and
+        by the association when it ends otherwise (a transport error the engine never saw)."""
         self._state.choose = None
 
     def close(self) -> None:
@@ -385,7 +386,6 @@ class TlsEngine:
         # Freed without a shutdown, OpenSSL would mark the session not resumable (ssl_clear_bad_session).
         conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
         del self._conn  # the SSL object and its buffers go with the last reference
-        self.forget_chooser()
 
     def _receive_records(self, layer: TlsRecordLayer, data: bytes) -> None:
         """What a light engine does with received bytes: application data, alerts, and a
