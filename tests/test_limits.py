@@ -34,7 +34,7 @@ from loadgen.protocol.credentials import Secret
 from loadgen.protocol.errors import SocketError, SocketsExhausted, socket_error
 from loadgen.protocol.openssl.tls_contexts import TlsOptions, client_context
 from loadgen.scenario import load_scenario
-from loadgen.stats.facts import HANDSHAKE, Finished
+from loadgen.stats.facts import HANDSHAKE, Finished, Started
 from loadgen.stats.sink import StatsSink
 from loadgen.transport import dtls_association as association
 from loadgen.transport.dtls_association import DtlsAssociation
@@ -296,17 +296,16 @@ def test_devices_do_not_reconnect_while_locust_stops_the_users(tmp_path: Path) -
 class Attempts:
     """A sink that keeps when each attempt of ``kind`` began and how each one ended."""
 
-    def __init__(self, kind: str) -> None:
-        from loadgen.stats.facts import Started
+    facts = (Started, Finished)
 
-        self.facts = (Started, Finished)
-        self._kind, self._started = kind, Started
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
         self.began: list[float] = []
         self.ended: list[Finished] = []
 
     def record(self, fact: Any) -> None:
         if fact.kind == self._kind:
-            if type(fact) is self._started:
+            if type(fact) is Started:
                 self.began.append(time.monotonic())
             else:
                 self.ended.append(fact)
