@@ -21,12 +21,18 @@ from typing import Any, Literal
 import gevent
 from gevent.lock import Semaphore
 from locust.env import Environment
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
 from loadgen.locust.health import LoopLag
 from loadgen.stats.run import RunStats
 from loadgen.stats.sink import SecondDelta, StatsSink
 
 log = logging.getLogger("loadgen")
+
+
+def _started_already(runner: Any) -> bool:
+    """Whether ``runner`` is a worker that fired this test's ``test_start`` already (it is spawning or running)."""
+    return isinstance(runner, WorkerRunner) and runner.worker_state in (STATE_SPAWNING, STATE_RUNNING)
 
 #: Locust custom message carrying one worker's :class:`SecondDelta` to the master.
 SECOND_MESSAGE = "loadgen_second"
@@ -64,6 +70,12 @@ class LiveStats:
             runner = self.environment.runner
             assert runner is not None, "create the master runner first"
             runner.register_message(SECOND_MESSAGE, self._on_message)
+        elif self.role == "worker" and _started_already(self.environment.runner):
+            # Plain `locust --worker` installs this from its init hook, after Locust made the runner; the
+            # runner's own greenlet reads the master's messages while it waits for the ack (and while init
+            # yields), so this test's spawn message, and its test_start, may have come first. Without this
+            # catch-up the ticker never ran: Locust counted the worker's users, loadgen's totals had none.
+            self._on_test_start()
         return self
 
     @property
