@@ -37,6 +37,7 @@ from loadgen.scenario import load_scenario
 from loadgen.stats.facts import HANDSHAKE, Finished, Started
 from loadgen.stats.sink import StatsSink
 from loadgen.transport import dtls_association as association
+from loadgen.transport import fds
 from loadgen.transport.dtls_association import DtlsAssociation
 from loadgen.transport.tls_association import TlsAssociation
 
@@ -145,6 +146,27 @@ def test_tls_client_without_a_socket_fails_its_handshake_as_socket_error(monkeyp
     error = gevent.spawn(assoc.run).get(timeout=5)
     assert isinstance(error, SocketsExhausted) and error.code == "socket-error", repr(error)
     assert (rec.handshakes.attempted, dict(rec.handshakes.failures)) == (1, {"socket-error": 1})
+
+
+def test_the_reserve_follows_the_open_file_limit_as_it_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_room reads the limit once, not per socket; a limit raised since is read again when a
+    socket reaches the old one, and the refusal names the limit it found."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= 400, hard
+    monkeypatch.setattr(fds, "_look_from", 0)  # as in a new process
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
+        fds.check_room(3, "first socket")
+        with pytest.raises(SocketsExhausted, match="open-file limit 200 reached"):
+            fds.check_room(200 - fds.RESERVE, "at the reserve")
+        fds.check_room(200 - fds.RESERVE - 1, "just below it")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard))  # as loadgen's limits.prepare does
+        fds.check_room(200 - fds.RESERVE, "room again")
+        with pytest.raises(SocketsExhausted, match="open-file limit 400 reached") as refused:
+            fds.check_room(400 - fds.RESERVE, "cannot open a TCP socket")
+        assert refused.value.args[0].startswith("cannot open a TCP socket: "), refused.value
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 # -- whole runs ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ client socket that would leave fewer than :data:`RESERVE` files free is refused 
 from __future__ import annotations
 
 import resource
+import sys
 
 from loadgen.protocol.errors import SocketsExhausted
 
@@ -20,7 +21,21 @@ def check_room(fd: int, what: str) -> None:
     """Raise :class:`SocketsExhausted` when the new socket ``fd`` leaves fewer than RESERVE files free.
 
     The kernel hands out the lowest free number, so ``fd`` = k means 0..k-1 are all open."""
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft != resource.RLIM_INFINITY and fd >= soft - RESERVE:
+    global _look_from
+    if fd < _look_from:
+        return  # the common case: far from the limit, and no getrlimit call per socket
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # read again: Locust or the run may have raised it
+    if soft == resource.RLIM_INFINITY:
+        _look_from = sys.maxsize
+        return
+    _look_from = soft - RESERVE
+    if fd >= _look_from:
         raise SocketsExhausted(f"{what}: open-file limit {soft} reached ({RESERVE} kept free for Locust and loadgen)",
                                reason="EMFILE (this process's open-file limit)")
+
+
+#: The lowest file number :func:`check_room` looks at the limit for: below it there is room, as of
+#: the limit it last read (0 before: it reads the limit once at the first socket). A limit raised
+#: since is read when a socket reaches it; a soft limit lowered during a run is not seen before
+#: that, and then ``socket()`` itself fails with EMFILE (a ``socket-error`` too).
+_look_from = 0
