@@ -169,6 +169,70 @@ def test_connection_refused_at_once() -> None:
     assert rec.ended == 0
 
 
+def test_a_connect_still_in_progress_when_connect_returns_completes_and_handshakes(start_server) -> None:
+    """Over loopback connect() usually completes the connection itself (the association then skips
+    the write watcher); where it does not, the write watcher says when. Here a listener whose accept
+    queue is full drops the SYN (the kernel sends it again after ~1 s); once the queue has room, the
+    connection comes up and is relayed to a real server, and the handshake completes."""
+    from gevent import socket
+
+    server = start_server(key_hex=KEY_HEX)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # room for one queued connection: the filler's
+    filler = socket.create_connection(listener.getsockname())
+    rec = Recorder()
+    ctx = client_context(TlsOptions(min_version="1.2", max_version="1.2"), psk_mode=True)
+    assoc = TlsAssociation("dev-15", "t", listener.getsockname(), ctx, rec, identity=b"dev-15", key=KEY,
+                           settings=TlsConfig(handshake_timeout=15))
+    relays: list[gevent.Greenlet] = []
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        while data := source.recv(65536):
+            sink.sendall(data)
+
+    def accept_and_relay() -> None:
+        listener.accept()[0].close()  # the filler: the queue has room for the association's SYN now
+        conn, _ = listener.accept()
+        upstream = socket.create_connection(server.address)
+        relays.extend([gevent.spawn(pipe, conn, upstream), gevent.spawn(pipe, upstream, conn)])
+
+    greenlet = gevent.spawn(assoc.handshake_once)
+    try:
+        gevent.sleep(0.3)
+        assert rec.handshakes.in_flight == 1 and assoc.bytes_sent == 0  # still connecting: nothing sent yet
+        acceptor = gevent.spawn(accept_and_relay)
+        error = greenlet.get(timeout=10)
+        acceptor.get(timeout=1)
+    finally:
+        greenlet.kill()
+        gevent.killall(relays)
+        filler.close()
+        listener.close()
+    assert error is None, error
+    assert rec.handshakes.completed == 1 and not rec.handshakes.failures
+
+
+def test_a_connect_that_never_completes_is_a_connect_timeout() -> None:
+    """A SYN nobody answers (a listener whose accept queue is full drops it) is a connect-timeout,
+    not a handshake-timeout: the handshake begins only once the connection is up."""
+    from gevent import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname())
+    rec = Recorder()
+    try:
+        error = TlsAssociation("dev-16", "t", listener.getsockname(), client_context(), rec,
+                               settings=TlsConfig(handshake_timeout=0.5)).run()
+    finally:
+        filler.close()
+        listener.close()
+    assert error is not None and error.code == "connect-timeout", error
+    assert dict(rec.handshakes.failures) == {"connect-timeout": 1}
+
+
 def test_certificate_check_failure_is_reported(start_server, pki: Pki) -> None:
     server = start_server("--cert", str(pki.other_server_pem))
     rec = Recorder()

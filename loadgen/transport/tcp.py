@@ -129,6 +129,16 @@ def open_stream(family: int, kind: int, proto: int, address: Any, source: str | 
         raise
 
 
+def is_connected(sock: Any) -> bool:
+    """Whether the TCP connection whose non-blocking connect began is up already (Linux answers
+    ENOTCONN while the SYN is out, and for a connect that failed)."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
 def connect_failure(code: int, host: str, port: int) -> LoadgenError:
     """The error for a non-blocking connect that ended with errno ``code``."""
     if code == errno.ECONNREFUSED:

@@ -21,7 +21,6 @@ object per ping. :meth:`run` is the blocking face for a greenlet that waits for 
 
 from __future__ import annotations
 
-import _socket  # the C socket type: never monkey-patched, no wrapper on the hot path
 import random
 import time
 from collections.abc import Hashable
@@ -64,7 +63,7 @@ from loadgen.transport.base import (
     TICKETS,
     WARNING,
 )
-from loadgen.transport.tcp import connect_failure, resolve, take_lines, transfer_error
+from loadgen.transport.tcp import resolve, take_lines, transfer_error
 from loadgen.transport.tcp_close import DelayedClose
 from loadgen.transport.tls_stream import TlsStreamIo
 
@@ -194,14 +193,6 @@ class TlsAssociation(TlsStreamIo):
     # -- phases -------------------------------------------------------------
 
     def _on_connected(self) -> None:
-        self._writer.stop()
-        self._writer = None
-        code = self._sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
-        if code:
-            sock, self._sock = self._sock, None
-            sock.close()
-            self._connect_next(connect_failure(code, *self.address))
-            return
         self._state = HANDSHAKING
         self._say(INFO, "starting a handshake")
         host = self.address[0]
