@@ -163,8 +163,8 @@ def test_the_reserve_follows_the_open_file_limit_as_it_is_raised(monkeypatch: py
         resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard))  # as loadgen's limits.prepare does
         fds.check_room(200 - fds.RESERVE, "room again")
         with pytest.raises(SocketsExhausted, match="open-file limit 400 reached") as refused:
-            fds.check_room(400 - fds.RESERVE, "cannot open a TCP socket")
-        assert refused.value.args[0].startswith("cannot open a TCP socket: "), refused.value
+            fds.check_room(400 - fds.RESERVE, "cannot open a UDP socket", "device-7")
+        assert refused.value.args[0].startswith("device-7: cannot open a UDP socket: "), refused.value
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 

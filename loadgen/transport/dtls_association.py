@@ -144,7 +144,7 @@ class DtlsAssociation(AssociationBase):
             # this attempt's socket-error, not an exception for Locust to print and retry at once.
             # Non-blocking from socket() itself: setblocking() would be two fcntl calls per handshake.
             sock = _socket.socket(family, _socket.SOCK_DGRAM | _socket.SOCK_NONBLOCK)
-            check_room(sock.fileno(), f"{self.name}: cannot open a UDP socket")
+            check_room(sock.fileno(), "cannot open a UDP socket", self.name)
             if self._source:
                 sock.bind((self._source, 0))
             sock.connect((host, port))

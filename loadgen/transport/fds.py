@@ -17,8 +17,9 @@ from loadgen.protocol.errors import SocketsExhausted
 RESERVE = 32
 
 
-def check_room(fd: int, what: str) -> None:
-    """Raise :class:`SocketsExhausted` when the new socket ``fd`` leaves fewer than RESERVE files free.
+def check_room(fd: int, what: str, who: str = "") -> None:
+    """Raise :class:`SocketsExhausted` when the new socket ``fd`` leaves fewer than RESERVE files free;
+    its message is ``who: what: ...`` (``who``, if given, apart: no message is made per socket).
 
     The kernel hands out the lowest free number, so ``fd`` = k means 0..k-1 are all open."""
     global _look_from
@@ -30,7 +31,8 @@ def check_room(fd: int, what: str) -> None:
         return
     _look_from = soft - RESERVE
     if fd >= _look_from:
-        raise SocketsExhausted(f"{what}: open-file limit {soft} reached ({RESERVE} kept free for Locust and loadgen)",
+        where = f"{who}: {what}" if who else what
+        raise SocketsExhausted(f"{where}: open-file limit {soft} reached ({RESERVE} kept free for Locust and loadgen)",
                                reason="EMFILE (this process's open-file limit)")
 
 
