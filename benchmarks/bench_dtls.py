@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import logging
 import resource
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gevent
@@ -147,46 +149,99 @@ def pings(address: tuple[str, int], associations: int, seconds: float, *, plan: 
     return (p1 - p0) / max(c1 - c0, 1e-9), (p1 - p0) / (w1 - w0), totals
 
 
+@dataclass(frozen=True)
+class Round:
+    """One round of the handshake figures: the C floor, the engines in memory and the socket
+    handshakes, measured back to back so that each ratio's two sides share the host's moment."""
+
+    c_client: float | None  # None: the C floor could not be built
+    c_server: float
+    both: float  # the engine-only pair
+    client_engine: float
+    client: float  # per socket handshake, client process CPU
+    rate: float  # socket handshakes per wall second
+    server: float  # the reference server's CPU per socket handshake
+    completed: int
+    failed: int
+    failures: dict[str, int]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--handshakes", type=int, default=3000)
+    parser.add_argument("--handshakes", type=int, default=3000, help="socket handshakes per round")
     parser.add_argument("--engine-handshakes", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--ping-associations", type=int, default=200)
     parser.add_argument("--ping-seconds", type=float, default=10.0)
-    parser.add_argument("--c-handshakes", type=int, default=2000, help="handshakes of the C floor")
+    parser.add_argument("--c-handshakes", type=int, default=2000, help="handshakes of the C floor per round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="the C floor, the engines and the socket handshakes alternate this often; each ratio"
+                             " printed is the median of the rounds' own ratios")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     command = "python benchmarks/bench_dtls.py " + " ".join(sys.argv[1:])
 
-    c_client: float | None = None
-    c_server, c_floor_error = 0.0, ""
+    c_floor: floors.CFloor | None = None
+    c_floor_error = ""
     try:
-        c_client, c_server = floors.c_floor(args.c_handshakes)
+        c_floor = floors.CFloor()
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
-        c_client, c_floor_error = None, str(error)
+        c_floor_error = str(error)
     syscall_floor = floors.udp_round_trip(min(2.0, args.ping_seconds))
-    both, client_engine = engine_only(args.engine_handshakes)
     openssl_both, openssl_client = engine_only(args.engine_handshakes, native=False)
+    rounds: list[Round] = []
     server = ServerProcess(["--psk-hex", QUICKSTART_KEY.value.hex()])
     with server as address:
         assert server.pid is not None
-        s0 = process_cpu(server.pid)
-        per_hs, hs_rate, ht = socket_handshakes(address, args.handshakes, args.concurrency)
+        for _ in range(max(1, args.rounds)):
+            c_client, c_server = None, 0.0
+            if c_floor is not None:
+                try:
+                    c_client, c_server = c_floor.run(args.c_handshakes)
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+                    c_floor, c_floor_error = None, str(error)
+            both, client_engine = engine_only(args.engine_handshakes)
+            s0 = process_cpu(server.pid)
+            per_hs, hs_rate, ht = socket_handshakes(address, args.handshakes, args.concurrency)
+            s1 = process_cpu(server.pid)
+            hs = ht.handshakes
+            rounds.append(Round(c_client, c_server, both, client_engine, per_hs, hs_rate,
+                                (s1 - s0) / max(hs.completed, 1), hs.completed, hs.failed, dict(hs.failures)))
         s1 = process_cpu(server.pid)
         per_cpu, per_wall, pt = pings(address, args.ping_associations, args.ping_seconds)
         s2 = process_cpu(server.pid)
-    server_hs = (s1 - s0) / max(ht.handshakes.completed, 1)
+    if c_floor is not None:
+        c_floor.close()
     server_ping = (s2 - s1) / max(pt.pings.completed, 1)  # includes the ping run's handshakes (few)
+    floored = [(r, r.c_client) for r in rounds if r.c_client is not None]  # with the C client side
 
     us = 1e6
+
+    def spread(values: list[float], unit: str = " us") -> str:
+        """The median, and every round's value in order."""
+        scale = us if unit else 1.0
+        fmt = "{:.1f}" if unit else "{:.2f}"
+        return (fmt.format(median(values) * scale) + unit + " (rounds: " + ", ".join(fmt.format(v * scale)
+                for v in values) + ")")
+
+    both = median([r.both for r in rounds])
+    client_engine = median([r.client_engine for r in rounds])
+    per_hs = median([r.client for r in rounds])
     print(f"# {command}")
-    if c_client is None:
+    print(f"# {len(rounds)} rounds, each: the C floor, the engines in memory, then {args.handshakes} socket handshakes;"
+          " figures are medians, ratios the median of each round's own")
+    if not floored:
         print(f"C floor (OpenSSL in C, DTLS 1.2 PSK pair in memory): not measured: {c_floor_error}")
     else:
-        print(f"C floor (OpenSSL in C, DTLS 1.2 PSK pair in memory) : {(c_client + c_server) * us:8.1f} us CPU"
-              f" (client side {c_client * us:.1f} us, server side {c_server * us:.1f} us)   [floor]")
+        print("C floor (OpenSSL in C, DTLS 1.2 PSK pair in memory) : "
+              f"{median([c + r.c_server for r, c in floored]) * us:8.1f} us CPU"
+              f" (client side {spread([c for _, c in floored])},"
+              f" server side {spread([r.c_server for r, _ in floored])})   [floor]")
     print(f"engine-only handshake (client+server engines, memory): {both * us:8.1f} us CPU   [baseline]")
     print(f"  of which the client engine                         : {client_engine * us:8.1f} us CPU")
     print(f"  the same with OpenSSL's handshake on both sides    : {openssl_both * us:8.1f} us CPU"
@@ -194,16 +249,26 @@ def main() -> int:
           " cheaper on the client")
     print(f"socket handshake + Locust events, client process CPU: {per_hs * us:8.1f} us CPU"
           f"   ratio {per_hs / both:.2f}x baseline, {per_hs / client_engine:.2f}x client engine")
-    if c_client is not None:
-        print(f"  socket handshake client CPU = {per_hs * us:.1f} us = {per_hs / c_client:.2f} x the C client side"
-              " (target <= 3x)")
-    print(f"  handshakes completed {ht.handshakes.completed}/{args.handshakes}, failed {ht.handshakes.failed}"
-          f" {dict(ht.handshakes.failures)}, {hs_rate:.0f} handshakes/s wall ({args.concurrency} concurrent);"
+    if floored:
+        ratios = [r.client / c for r, c in floored]
+        print(f"  socket handshake client CPU = {spread([r.client for r, _ in floored])}"
+              f" = {spread(ratios, '')} x the C client side (target <= 3x)")
+    completed, failed = sum(r.completed for r in rounds), sum(r.failed for r in rounds)
+    failures: dict[str, int] = {}
+    for r in rounds:
+        for code, n in r.failures.items():
+            failures[code] = failures.get(code, 0) + n
+    print(f"  handshakes completed {completed}/{args.handshakes * len(rounds)}, failed {failed} {failures},"
+          f" {median([r.rate for r in rounds]):.0f} handshakes/s wall ({args.concurrency} concurrent);"
           f" client CPU allows {1 / per_hs:.0f}/s")
-    print(f"  reference server CPU per handshake                 : {server_hs * us:8.1f} us"
-          f" (one core allows {1 / max(server_hs, 1e-9):.0f}/s)"
-          + (f"; {server_hs / c_server:.2f} x the C server side (target <= {ISSUE_SERVER_RATIO / 2:.2f}x: half the"
-             f" {ISSUE_SERVER_RATIO:.1f}x measured when the work began)" if c_client is not None and c_server else ""))
+    server_hs = median([r.server for r in rounds])
+    line = (f"  reference server CPU per handshake                 : {spread([r.server for r in rounds])}"
+            f" (one core allows {1 / max(server_hs, 1e-9):.0f}/s)")
+    if floored:
+        ratios = [r.server / r.c_server for r, _ in floored if r.c_server]
+        line += (f"; {spread(ratios, '')} x the C server side (target <= {ISSUE_SERVER_RATIO / 2:.2f}x: half the"
+                 f" {ISSUE_SERVER_RATIO:.1f}x measured when the work began)")
+    print(line)
     print(f"pings per client CPU second                          : {per_cpu:8.0f}"
           f"   ({us / per_cpu:.1f} us CPU per ping; {per_wall:.0f} pings/s wall,"
           f" {args.ping_associations} associations)")

@@ -18,6 +18,7 @@ import argparse
 import datetime
 import ipaddress
 import logging
+import statistics
 import sys
 import tempfile
 import time
@@ -196,20 +197,37 @@ def pings(address: tuple[str, int], associations: int, seconds: float, mode: Mod
 
 
 def handshake_rows(args: argparse.Namespace, full_mode: Mode, resumed_mode: Mode) -> None:
-    """Full and resumed handshakes over loopback against the server, each with its engine-only baseline."""
+    """Full and resumed handshakes over loopback against the server, each with its engine-only baseline,
+    in ``args.rounds`` rounds (each: both engine-only figures, then both socket figures): each ratio
+    printed is the median of the rounds' own, so that its two sides share the host's moment."""
     engine_n = min(args.handshakes, 1000)
+    kinds = (("full", full_mode, False), ("resumed", resumed_mode, True))
+    # Per kind, per round: (engine-only pair, client over loopback, totals).
+    measured: dict[str, list[tuple[float, float, StatsSink]]] = {kind: [] for kind, _, _ in kinds}
     with ServerProcess(full_mode.server_args, protocol="tls") as address:
-        rows = [(kind, mode, engine_only(engine_n, mode, resumed),
-                 *socket_handshakes(address, args.handshakes, args.concurrency, mode, resumed))
-                for kind, mode, resumed in (("full", full_mode, False), ("resumed", resumed_mode, True))]
-    full_baseline = rows[0][2]  # what today's ratios are against: the full handshake's engines
-    for kind, mode, baseline, client, totals in rows:
+        for _ in range(max(1, args.rounds)):
+            baselines = {kind: engine_only(engine_n, mode, resumed) for kind, mode, resumed in kinds}
+            for kind, mode, resumed in kinds:
+                measured[kind].append((baselines[kind],
+                                       *socket_handshakes(address, args.handshakes, args.concurrency, mode, resumed)))
+    full = measured["full"]
+    for kind, mode, _ in kinds:
         label = f"{mode.label} {kind}"
-        print(f"{label + ' engine-only (client+server, memory)':<64}: {baseline * US:8.1f} us CPU [baseline]")
-        print(f"{label + ' over loopback, client CPU':<64}: {client * US:8.1f} us CPU ({client / baseline:.2f}x"
-              f" baseline, {client / full_baseline:.2f}x the full one;"
-              f" {totals.handshakes.completed} ok, {totals.handshakes.failed} failed,"
-              f" {totals.handshakes.resumed} resumed)")
+        runs = measured[kind]
+        baseline = statistics.median(b for b, _, _ in runs)
+        client = statistics.median(c for _, c, _ in runs)
+        ratios = [c / b for b, c, _ in runs]
+        against_full = [c / f[0] for (_, c, _), f in zip(runs, full, strict=True)]
+        ok = sum(t.handshakes.completed for _, _, t in runs)
+        failed = sum(t.handshakes.failed for _, _, t in runs)
+        resumed_count = sum(t.handshakes.resumed for _, _, t in runs)
+        print(f"{label + ' engine-only (client+server, memory)':<64}: {baseline * US:8.1f} us CPU [baseline]"
+              f" (rounds: {', '.join(f'{b * US:.1f}' for b, _, _ in runs)})")
+        print(f"{label + ' over loopback, client CPU':<64}: {client * US:8.1f} us CPU"
+              f" (rounds: {', '.join(f'{c * US:.1f}' for _, c, _ in runs)});"
+              f" {statistics.median(ratios):.2f}x baseline (rounds: {', '.join(f'{r:.2f}' for r in ratios)}),"
+              f" {statistics.median(against_full):.2f}x the full one;"
+              f" {ok} ok, {failed} failed, {resumed_count} resumed")
 
 
 def ping_rows(args: argparse.Namespace, mode: Mode) -> None:
@@ -259,6 +277,8 @@ def main() -> int:
     parser.add_argument("--ping-seconds", type=float, default=6.0)
     parser.add_argument("--ping-rounds", type=int, default=4, help="TLS and DTLS ping phases alternate this often")
     parser.add_argument("--no-certificates", action="store_true", help="PSK figures only")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="engine-only baselines and socket handshakes alternate this often per mode")
     args = parser.parse_args()
     print(f"# python benchmarks/bench_tls.py {' '.join(sys.argv[1:])}")
     handshake_rows(args, psk_mode(args.version, False), psk_mode(args.version, True))
