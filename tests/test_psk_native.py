@@ -213,6 +213,32 @@ def test_native_server_ignores_fragmented_or_foreign_client_hellos():
     assert psk_server.parse_client_hello(hello) is not None  # positive control
 
 
+def test_a_cookieless_client_hello_is_answered_from_its_frame_and_read_whole_only_with_its_cookie():
+    """The HelloVerifyRequest needs the headers and the cookie's place only (the first ClientHello of
+    every handshake, and what a flood is made of); what follows the cookie is read once the cookie
+    checks, and a ClientHello malformed there gets no state and no reply."""
+    server_ctx = native_server()
+    client = native_client()
+    client.start(NOW)
+    (hello,) = client.datagrams_to_send()
+
+    def odd_suites(datagram: bytes) -> bytes:
+        frame = psk_server.hello_frame(datagram)
+        assert frame is not None
+        broken = bytearray(datagram)
+        broken[frame[4] + 1] |= 1  # the suites' length (after the cookie) made odd
+        return bytes(broken)
+
+    assert psk_server.parse_client_hello(odd_suites(hello)) is None
+    engine, replies = dtls_factory.accept(server_ctx, odd_suites(hello), b"peer", NOW)
+    assert engine is None and len(replies) == 1 and len(replies[0]) <= len(hello)  # stateless, no amplification
+    client.receive_datagram(replies[0], NOW)
+    (with_cookie,) = client.datagrams_to_send()
+    assert dtls_factory.accept(server_ctx, odd_suites(with_cookie), b"peer", NOW) == (None, [])
+    engine, replies = dtls_factory.accept(server_ctx, with_cookie, b"peer", NOW)  # positive control
+    assert engine is not None and replies
+
+
 def test_native_server_without_a_shared_suite_fails_with_handshake_failure():
     server_ctx = native_server(ciphers="PSK-AES256-GCM-SHA384")
     wire = Wire(server_ctx, native_client("PSK-AES128-CCM8"))

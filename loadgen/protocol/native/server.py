@@ -112,12 +112,18 @@ _HELLO_HEADERS = struct.Struct("!BHHHIHBBHHBHBH")
 _HEADERS_LEN = records.HEADER_LEN + HS_HEADER_LEN
 
 
-def parse_client_hello(datagram: bytes) -> ClientHello | None:
-    """The ClientHello a datagram starts with, or None (not one, malformed, or fragmented:
-    like OpenSSL's ``DTLSv1_listen``, a ClientHello must arrive whole).
+#: Where a whole ClientHello lies in its datagram (:func:`hello_frame`): record_seq, message_seq, the
+#: message's end, and its cookie's start and end.
+HelloFrame = tuple[int, int, int, int, int]
 
-    The server parses one per datagram from a stranger (each handshake has two): one unpack for
-    both headers, the suites in one more."""
+
+def hello_frame(datagram: bytes) -> HelloFrame | None:
+    """The frame of the ClientHello a datagram starts with, or None (not one, cut short, or
+    fragmented: like OpenSSL's ``DTLSv1_listen``, a ClientHello must arrive whole).
+
+    Reads the headers, the version's first byte and the cookie's place only: all a cookieless
+    ClientHello (the first of every handshake, and what a flood is made of) needs for its
+    HelloVerifyRequest. The rest is read once the cookie checks (:func:`parse_client_hello`)."""
     if len(datagram) < _HEADERS_LEN:
         return None
     (content_type, version, epoch, seq_hi, seq_lo, record_len, msg_type, len_hi, len_lo, message_seq,
@@ -128,21 +134,41 @@ def parse_client_hello(datagram: bytes) -> ClientHello | None:
             or off_hi or off_lo or (frag_hi << 16 | frag_lo) != length or length > MAX_MESSAGE_LEN
             or records.HEADER_LEN + record_len > len(datagram) or end > records.HEADER_LEN + record_len):
         return None  # not a whole ClientHello in its record (fragmented, or cut short)
-    body = datagram[_HEADERS_LEN:end]
     try:
-        cookie_start, cookie_end = hello_cookie_span(body)
-        n_suites = int.from_bytes(body[cookie_end : cookie_end + 2], "big")
-        suites_end = cookie_end + 2 + n_suites
+        if datagram[_HEADERS_LEN] != _DTLS_MAJOR:
+            return None  # a TLS version inside a DTLS record
+        cookie_start, cookie_end = hello_cookie_span(datagram, _HEADERS_LEN)
+    except IndexError:
+        return None
+    if cookie_end > end:
+        return None
+    return seq_hi << 32 | seq_lo, message_seq, end, cookie_start, cookie_end
+
+
+def parse_client_hello(datagram: bytes, frame: HelloFrame | None = None) -> ClientHello | None:
+    """The ClientHello a datagram starts with, or None (not one, malformed, or fragmented);
+    ``frame``: its :func:`hello_frame`, when the caller has it already.
+
+    The server parses one per handshake, once its cookie checked: one unpack for both headers
+    (:func:`hello_frame`), the suites in one more."""
+    if frame is None and (frame := hello_frame(datagram)) is None:
+        return None
+    record_seq, message_seq, end, cookie_start, cookie_end = frame
+    body = datagram[_HEADERS_LEN:end]
+    at = cookie_end - _HEADERS_LEN  # offsets in the body from here
+    try:
+        n_suites = int.from_bytes(body[at : at + 2], "big")
+        suites_end = at + 2 + n_suites
         compression_end = suites_end + 1 + body[suites_end]
-        if compression_end > len(body) or n_suites % 2 or body[0] != _DTLS_MAJOR:
+        if compression_end > len(body) or n_suites % 2:
             return None
         extensions = parse_extensions(body[compression_end:])
     except (IndexError, ValueError):
         return None
     # Whole and unfragmented, the record's payload is the message as the transcript has it.
-    return ClientHello(seq_hi << 32 | seq_lo, message_seq, datagram[records.HEADER_LEN : end],
-                       int.from_bytes(body[:2], "big"), body[2:34], body[cookie_start:cookie_end],
-                       struct.unpack_from(f"!{n_suites // 2}H", body, cookie_end + 2),
+    return ClientHello(record_seq, message_seq, datagram[records.HEADER_LEN : end],
+                       int.from_bytes(body[:2], "big"), body[2:34], datagram[cookie_start:cookie_end],
+                       struct.unpack_from(f"!{n_suites // 2}H", body, at + 2),
                        body[suites_end + 1 : compression_end], extensions)
 
 
@@ -157,12 +183,17 @@ def hello_verify_request(cookie: bytes, record_seq: int) -> bytes:
 def accept(config: ServerConfig, datagram: bytes, peer: bytes, now: float, *, mtu: int = DEFAULT_MTU
            ) -> tuple[PskServerEngine | None, list[bytes]]:
     """Handle a datagram from a peer the server keeps no state for (see :func:`.dtls_factory.accept`)."""
-    hello = parse_client_hello(datagram)
-    if hello is None or hello.message_seq > MAX_HELLO_MESSAGE_SEQ or hello.record_seq > MAX_HELLO_RECORD_SEQ:
+    frame = hello_frame(datagram)
+    if frame is None or frame[1] > MAX_HELLO_MESSAGE_SEQ or frame[0] > MAX_HELLO_RECORD_SEQ:
         return None, []
-    if not hello.cookie or not config.cookies.check(peer, hello.cookie, now):
-        reply = hello_verify_request(config.cookies.make(peer, now), hello.record_seq)
+    record_seq, _, _, cookie_start, cookie_end = frame
+    if cookie_start == cookie_end or not config.cookies.check(peer, datagram[cookie_start:cookie_end], now):
+        # The rest of this ClientHello is read only once it comes back with its cookie.
+        reply = hello_verify_request(config.cookies.make(peer, now), record_seq)
         return None, [reply] if len(reply) <= len(datagram) else []
+    hello = parse_client_hello(datagram, frame)
+    if hello is None:
+        return None, []
     engine = PskServerEngine(config, hello, now, mtu=mtu)
     return engine, engine.datagrams_to_send()
 
