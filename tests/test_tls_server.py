@@ -144,6 +144,53 @@ def test_a_client_that_never_reads_is_closed_at_the_output_bound_while_another_i
     assert sum(server.stats.failures.values()) == 1, server.stats
 
 
+def test_one_read_of_empty_lines_from_a_client_that_never_reads_stays_within_the_output_bound(
+        start_server, client_ctx, monkeypatch: pytest.MonkeyPatch) -> None:
+    """64 KiB of newlines in one go is 65,536 answers, ~2 MB of records from a single read (30 bytes
+    per empty one): the server flushes as it answers, so what it ever holds for a client that does
+    not read stays near max_queued, and past it the rest goes unanswered (not-reading)."""
+    bound = 128 * 1024
+    server = start_server(max_queued=bound)
+    largest = [0]
+    drain = TlsEngine.data_to_send
+
+    def measured(engine: TlsEngine) -> bytes:
+        data = drain(engine)
+        if engine is not client:
+            largest[0] = max(largest[0], len(data))
+        return data
+
+    tcp = stdsocket.socket(stdsocket.AF_INET, stdsocket.SOCK_STREAM)
+    tcp.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_RCVBUF, 4096)  # before the connect: a small window
+    sock = socket.socket(fileno=tcp.detach())
+    try:
+        sock.settimeout(5)
+        sock.connect(server.address)
+        client = TlsEngine.client(client_ctx, server_name="localhost")
+        client.start()
+        sock.sendall(client.data_to_send())
+        while not client.handshake_done:
+            data = sock.recv(65536)
+            assert data, client.error
+            client.receive_data(data)
+            if out := client.data_to_send():
+                sock.sendall(out)
+        monkeypatch.setattr(TlsEngine, "data_to_send", measured)
+        rounds = 0
+        # The kernel's buffers take a few MB of answers first: rounds until the bound is what is left.
+        while server.stats.failures["not-reading"] == 0 and rounds < 16:
+            rounds += 1
+            for _ in range(4):
+                client.send(b"\n" * 16384)  # four full records of empty lines: 65,536 lines
+            sock.sendall(drain(client))
+            assert wait_until(lambda: server.stats.lines == rounds * 65536 or server.stats.failures), server.stats
+    finally:
+        sock.close()
+    assert server.stats.failures == {"not-reading": 1}, (rounds, server.stats)
+    assert largest[0] <= bound, largest[0]  # without flushing as it answers: ~2 MB in one piece
+    assert server.stats.pings < server.stats.lines, server.stats  # past the bound, no more answers
+
+
 def test_fifty_connections_one_hostile_peer_each_way_the_others_answered(start_server, clients,
                                                                           client_ctx) -> None:
     """47 clients ping while three hostile peers share the server: TLS garbage, half a record

@@ -70,6 +70,8 @@ CLOSE_TIMEOUT = 30.0
 #: Accept errors back off from this, doubling, up to a second.
 _ACCEPT_BACKOFF = (0.01, 1.0)
 _RECV_SIZE = 65536
+#: Answers made before the output is flushed (and its bound checked) while one read's lines are answered.
+_FLUSH_LINES = 256
 _READ, _WRITE = 1, 2  # libev EV_READ, EV_WRITE
 
 
@@ -369,11 +371,23 @@ class TlsServer:
         stats, engine = self.stats, conn.engine
         stats.lines += len(lines)
         conn.deadline = time.monotonic() + self.idle_timeout  # the heap entry catches up when it pops
-        for line in lines:
+        if len(lines) <= _FLUSH_LINES:  # the usual case: a line or a few
+            for line in lines:
+                if engine.closed:
+                    continue
+                engine.send(self._answer(conn, line))
+                stats.pings += 1
+            return
+        # One read holds up to 64 KiB of lines: 65,536 empty ones are 65,536 records to answer, ~2 MB
+        # (30 bytes each), all in memory before the output bound saw any. Flushed every few lines, the
+        # bound holds within them: past it (the client does not read) the rest goes unanswered.
+        for i, line in enumerate(lines, 1):
             if engine.closed:
                 continue
             engine.send(self._answer(conn, line))
             stats.pings += 1
+            if not i % _FLUSH_LINES:
+                self._flush(conn)  # raises not-reading past max_queued
 
     def _answer(self, conn: _Connection, line: bytes) -> bytes:
         if self._reply == "echo":
