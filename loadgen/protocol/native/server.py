@@ -11,6 +11,7 @@ Finished fails to decrypt twice: a plaintext decrypt_error alert).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 import struct
@@ -243,23 +244,11 @@ class PskServerEngine(HandshakeEngine):
     # -- flights ------------------------------------------------------------
 
     def _send_server_hello(self, hello: ClientHello, hint: bytes | None) -> None:
-        extensions = b""
-        if self._extended_master_secret:
-            extensions += EXT_EXTENDED_MASTER_SECRET.to_bytes(2, "big") + b"\x00\x00"
-        if RENEGOTIATION_SCSV in hello.suites or EXT_RENEGOTIATION_INFO in hello.extensions:
-            extensions += EXT_RENEGOTIATION_INFO.to_bytes(2, "big") + b"\x00\x01\x00"  # empty: first handshake
-        body = b"".join((
-            VERSION, self._server_random, b"\x00",  # no session id: no resumption
-            self._suite_code.to_bytes(2, "big"), b"\x00",
-            len(extensions).to_bytes(2, "big"), extensions,
-        ))
-        seq = hello.message_seq
-        messages = [handshake_message(SERVER_HELLO, seq, body)]
-        if hint:
-            seq += 1
-            messages.append(handshake_message(SERVER_KEY_EXCHANGE, seq, len(hint).to_bytes(2, "big") + hint))
-        messages.append(handshake_message(SERVER_HELLO_DONE, seq + 1, b""))
-        self._finished_seq = seq + 2
+        renegotiation = RENEGOTIATION_SCSV in hello.suites or EXT_RENEGOTIATION_INFO in hello.extensions
+        head, tail, rest = _server_flight(self._suite_code, self._extended_master_secret, renegotiation, hint,
+                                          hello.message_seq)
+        messages = (head + self._server_random + tail, *rest)
+        self._finished_seq = hello.message_seq + len(messages)
         self._start_transcript(hello.message, *messages)
         self._new_flight([(records.HANDSHAKE, 0, m) for m in messages])
 
@@ -335,3 +324,32 @@ class PskServerEngine(HandshakeEngine):
         self._bad_finished += 1
         if self._bad_finished >= BAD_FINISHED_LIMIT:
             self._fail(PskKeyMismatch("client Finished did not decrypt: the pre-shared keys differ"), DECRYPT_ERROR)
+
+
+@functools.lru_cache(maxsize=256)
+def _server_flight(suite_code: int, extended_master_secret: bool, renegotiation: bool, hint: bytes | None,
+                   seq: int) -> tuple[bytes, bytes, tuple[bytes, ...]]:
+    """The ServerHello flight but the server random: the ServerHello's bytes before it and after it,
+    then the messages after the ServerHello (ServerKeyExchange with the hint, ServerHelloDone).
+
+    The same for every association of a server but its message_seq (the ClientHello's: 1 after a
+    HelloVerifyRequest), so it is made once."""
+    extensions = b""
+    if extended_master_secret:
+        extensions += EXT_EXTENDED_MASTER_SECRET.to_bytes(2, "big") + b"\x00\x00"
+    if renegotiation:
+        extensions += EXT_RENEGOTIATION_INFO.to_bytes(2, "big") + b"\x00\x01\x00"  # empty: first handshake
+    random = bytes(32)  # its place
+    body = b"".join((
+        VERSION, random, b"\x00",  # no session id: no resumption
+        suite_code.to_bytes(2, "big"), b"\x00",
+        len(extensions).to_bytes(2, "big"), extensions,
+    ))
+    hello = handshake_message(SERVER_HELLO, seq, body)
+    at = HS_HEADER_LEN + len(VERSION)
+    rest = []
+    if hint:
+        seq += 1
+        rest.append(handshake_message(SERVER_KEY_EXCHANGE, seq, len(hint).to_bytes(2, "big") + hint))
+    rest.append(handshake_message(SERVER_HELLO_DONE, seq + 1, b""))
+    return hello[:at], hello[at + len(random) :], tuple(rest)
