@@ -211,8 +211,9 @@ class HandshakeEngine(EngineBase):
 
     def _transmit_flight(self, *, retransmission: bool) -> None:
         """Queue the current flight with fresh record sequence numbers (RFC 6347 4.2.4)."""
-        plaintext = sum(1 for _, epoch, _ in self._flight if epoch == 0)
-        if self._epoch0_seq + plaintext - 1 > records.MAX_SEQUENCE:
+        # Counted only near the end of the numbers: a generator per flight was ~0.5 us of every handshake.
+        if (self._epoch0_seq + len(self._flight) - 1 > records.MAX_SEQUENCE
+                and self._epoch0_seq + sum(1 for _, epoch, _ in self._flight if epoch == 0) - 1 > records.MAX_SEQUENCE):
             # Only a peer that started us near 2^48 gets here (the server continues the
             # client's numbering): the flight cannot be numbered, the association is over.
             self._fail(ProtocolViolation("record sequence numbers exhausted (48 bits)"), records.ILLEGAL_PARAMETER)

@@ -61,9 +61,9 @@ def handshake_message(msg_type: int, seq: int, body: bytes) -> bytes:
 
 def fragment_message(message: bytes, room: int) -> list[bytes]:
     """``message`` (one whole handshake message) as fragments of at most ``room`` body bytes."""
+    if len(message) - HS_HEADER_LEN <= room:
+        return [message]  # the usual case: it fits (no slices made)
     header, body = message[:HS_HEADER_LEN], message[HS_HEADER_LEN:]
-    if len(body) <= room:
-        return [message]
     return [header[:6] + offset.to_bytes(3, "big") + len(chunk).to_bytes(3, "big") + chunk
             for offset in range(0, len(body), room) for chunk in (body[offset : offset + room],)]
 
