@@ -9,6 +9,8 @@ secret, and ClientHellos the native server must refuse.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from dtls_wire import C2S, S2C, Wire
 
@@ -237,6 +239,58 @@ def test_a_cookieless_client_hello_is_answered_from_its_frame_and_read_whole_onl
     assert dtls_factory.accept(server_ctx, odd_suites(with_cookie), b"peer", NOW) == (None, [])
     engine, replies = dtls_factory.accept(server_ctx, with_cookie, b"peer", NOW)  # positive control
     assert engine is not None and replies
+
+
+def _to_the_server_flight() -> tuple[psk_client.PskClientEngine, Any, list[bytes]]:
+    """A native client and server through the cookie exchange and the server's flight: the client's
+    ClientKeyExchange flight (ClientKeyExchange, ChangeCipherSpec, Finished under epoch 1) is returned."""
+    server_ctx = native_server()
+    client = native_client()
+    client.start(NOW)
+    _, (hvr,) = dtls_factory.accept(server_ctx, client.datagrams_to_send()[0], b"peer", NOW)
+    client.receive_datagram(hvr, NOW)
+    server, flight = dtls_factory.accept(server_ctx, client.datagrams_to_send()[0], b"peer", NOW)
+    assert server is not None
+    for datagram in flight:
+        client.receive_datagram(datagram, NOW)
+    return client, server, client.datagrams_to_send()
+
+
+def _in_the_clear(message: bytes, seq: int) -> bytes:
+    return records.HEADER.pack(records.HANDSHAKE, records.DTLS_1_2, 0, seq >> 16, seq & 0xFFFF, len(message)) + message
+
+
+def test_a_finished_in_the_clear_is_dropped_by_either_side_and_named_when_the_handshake_times_out() -> None:
+    """The Finished is the first message under the new keys (RFC 5246 7.4.9). A peer with the right
+    keys that sends its true Finished in an epoch-0 record is broken: the native engines counted it
+    as a handshake done. Now each drops it, as DTLS drops a record of the wrong epoch (OpenSSL too),
+    and the same Finished sealed as it should be still completes the handshake. The Finished here
+    is the real one, opened with the real keys and sent again in the clear."""
+    client, server, (flight,) = _to_the_server_flight()
+    (_, cke_epoch, cke_raw), ccs, (_, fin_epoch, sealed) = records.split(flight)
+    assert (cke_epoch, fin_epoch) == (0, 1)
+    server.receive_datagram(cke_raw + ccs[2], NOW)  # the keys are the server's now
+    opened = server._records.open(sealed)  # noqa: SLF001 - the client's true Finished
+    assert opened is not None and opened[0] == records.HANDSHAKE
+    client_finished = opened[1]
+    server.receive_datagram(_in_the_clear(client_finished, 5), NOW)
+    assert not server.handshake_done and not server.closed and server.next_event() is None
+    assert server.datagrams_to_send() == []
+    # The control: the same Finished sealed by the client (a fresh record number: the first one
+    # was opened above, so the replay window has it) completes the handshake.
+    server.receive_datagram(client._records.seal(records.HANDSHAKE, client_finished), NOW)  # noqa: SLF001
+    assert server.handshake_done
+    (final,) = server.datagrams_to_send()
+    *_, (_, epoch, server_sealed) = records.split(final)
+    assert epoch == 1
+    opened = client._records.open(server_sealed)  # noqa: SLF001 - the server's true Finished
+    assert opened is not None
+    client.receive_datagram(_in_the_clear(opened[1], 9), NOW)
+    assert not client.handshake_done and not client.closed and client.next_event() is None
+    error = client.timeout_error()
+    assert error.code == "handshake-timeout" and "sent its Finished unencrypted (epoch 0, 1 times)" in str(error)
+    client.receive_datagram(server._records.seal(records.HANDSHAKE, opened[1]), NOW)  # noqa: SLF001 - the control
+    assert client.handshake_done
 
 
 def test_native_server_without_a_shared_suite_fails_with_handshake_failure():

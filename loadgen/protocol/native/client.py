@@ -76,8 +76,11 @@ def hello_verify_loop(count: int) -> HelloVerifyLoop:
 
 
 def timeout_error(retransmits: int, finished_sent: int, retransmits_before_finished: int,
-                  heard_after_finished: int) -> LoadgenError:
+                  heard_after_finished: int, clear_finished: int = 0) -> LoadgenError:
     """The error for a handshake that ran out of time.
+
+    ``clear_finished``: Finished messages the server sent in the clear (epoch 0), dropped as
+    DTLS drops a record of the wrong epoch: a broken server, named as such before any guess.
 
     DTLS drops records it cannot decrypt, so a wrong key looks like silence after our
     Finished; say so only once it is the likely cause: the Finished went out several
@@ -88,6 +91,9 @@ def timeout_error(retransmits: int, finished_sent: int, retransmits_before_finis
     or it gave up the handshake on its own timeout (the reference server's is 10 s,
     shorter than a lossy path may need) and now ignores a flight it has no state for.
     """
+    if clear_finished:
+        return HandshakeTimeout(f"no handshake after {retransmits} retransmissions: the server sent its Finished "
+                                f"unencrypted (epoch 0, {clear_finished} times), which DTLS drops: a broken server")
     if (finished_sent >= UNANSWERED_FINISHED_LIMIT and retransmits_before_finished == 0
             and heard_after_finished > 0):
         return PskKeyMismatch(
@@ -111,7 +117,7 @@ class PskClientEngine(HandshakeEngine):
     is_client = True
     __slots__ = ("_suites", "_choose", "_cookie", "_hello_verify_requests", "_hello", "_hello_seq", "_inbox",
                  "_hint", "_expected_server_finished", "_finished_sent", "_retransmits_before_finished",
-                 "_heard_after_finished")
+                 "_heard_after_finished", "_clear_finished")
 
     def __init__(self, suites: tuple[int, ...], choose: PskChooser, *, mtu: int = DEFAULT_MTU,
                  retransmit_cap: float | None = DEFAULT_RETRANSMIT_CAP) -> None:
@@ -132,6 +138,7 @@ class PskClientEngine(HandshakeEngine):
         self._finished_sent = 0
         self._retransmits_before_finished = 0
         self._heard_after_finished = 0  # the server's plaintext handshake records since our Finished
+        self._clear_finished = 0  # the server's Finished messages in the clear (dropped)
 
     def start(self, now: float) -> None:
         """Begin the handshake at ``now`` (the transport's clock): queues the ClientHello."""
@@ -145,7 +152,7 @@ class PskClientEngine(HandshakeEngine):
     def timeout_error(self) -> LoadgenError:
         """The error to report when the transport's handshake deadline passes."""
         return timeout_error(self.retransmits, self._finished_sent, self._retransmits_before_finished,
-                             self._heard_after_finished)
+                             self._heard_after_finished, self._clear_finished)
 
     # -- flights ------------------------------------------------------------
 
@@ -182,13 +189,20 @@ class PskClientEngine(HandshakeEngine):
 
     def _on_handshake_record(self, payload: bytes, start: int = 0, *, encrypted: bool) -> int:
         repeated = False
-        if self._state == _FINISHED and not encrypted:
-            self._heard_after_finished += 1  # the server repeats its flight: alive, still handshaking
+        heard = self._state == _FINISHED and not encrypted  # the server repeats its flight: alive, handshaking
         for fragment in fragments(payload[start:] if start else payload):
             if fragment[0] == HELLO_VERIFY_REQUEST and not encrypted:
                 repeated |= self._on_hello_verify_request(fragment)
+            elif fragment[0] == FINISHED and not encrypted:
+                # The Finished is the first message under the new keys (RFC 5246 7.4.9): one in the
+                # clear is dropped, as a record of the wrong epoch (RFC 6347 4.1.2.7; OpenSSL drops it
+                # too), and counted: a handshake that times out on it says why.
+                self._clear_finished += 1
+                heard = False  # not a repeat of the server's first flight
             else:
                 repeated |= self._inbox.add(fragment)
+        if heard:
+            self._heard_after_finished += 1
         return READY | (REPEATED if repeated else 0)  # READY: the client's _advance also looks for its ServerHello
 
     def _on_hello_verify_request(self, fragment: Fragment) -> bool:

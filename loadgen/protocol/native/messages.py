@@ -178,10 +178,11 @@ class Reassembler:
         msg_type, length, seq, offset, data = fragment
         return bool(self._file(msg_type, length, seq, offset, data, 0, len(data)) & REPEATED)
 
-    def add_record(self, payload: bytes, start: int = 0) -> int:
+    def add_record(self, payload: bytes, start: int = 0, skip: int = -1) -> int:
         """File the handshake fragments of one record's payload (``payload[start:]``), as
         :func:`fragments` finds them; returns :data:`REPEATED`, :data:`READY` and
-        :data:`REFUSED` bits. Stops at the first fragment a cap refused.
+        :data:`REFUSED` bits. Stops at the first fragment a cap refused. Fragments of message
+        type ``skip`` are dropped (the record's epoch may not carry that message).
 
         The server's hot path for hostile input (a datagram of tiny fragments): fragments are
         filed as they are parsed, and a duplicate's bytes are never copied.
@@ -200,6 +201,8 @@ class Reassembler:
             count += 1
             if offset > end or frag_offset + frag_len > length or length > MAX_MESSAGE_LEN:
                 break
+            if msg_type == skip:
+                continue
             # Inline, the case a flood is made of: bytes of a partial message already here.
             # (A partial message is always inside the window of message numbers.)
             partial = partials.get(seq)

@@ -262,7 +262,9 @@ class PskServerEngine(HandshakeEngine):
     # -- client messages ----------------------------------------------------
 
     def _on_handshake_record(self, payload: bytes, start: int = 0, *, encrypted: bool) -> int:
-        return self._inbox.add_record(payload, start)
+        # The Finished is the first message under the new keys (RFC 5246 7.4.9): one in the clear
+        # is dropped, as a record of the wrong epoch (RFC 6347 4.1.2.7; OpenSSL drops it too).
+        return self._inbox.add_record(payload, start, skip=-1 if encrypted else FINISHED)
 
     def _advance(self) -> None:
         while not self.closed and not self.handshake_done and (message := self._inbox.pop()) is not None:
