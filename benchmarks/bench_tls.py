@@ -162,13 +162,12 @@ def socket_handshakes(address: tuple[str, int], n: int, concurrency: int, mode: 
                               sessions=caches[w] if resumed else None, message_level=logging.WARNING)
 
     def worker(w: int) -> None:
-        if resumed:  # a first, full handshake leaves the session to resume (not measured)
-            association(w, StatsSink()).handshake_once()
         for _ in todo:
             association(w, sink).handshake_once()
 
+    if resumed:  # a first, full handshake per device leaves the session to resume: done before the clock starts
+        gevent.joinall([gevent.spawn(association(w, StatsSink()).handshake_once) for w in range(concurrency)])
     greenlets = [gevent.spawn(worker, w) for w in range(concurrency)]
-    gevent.sleep(0)
     c0 = time.process_time()
     gevent.joinall(greenlets)
     return (time.process_time() - c0) / max(totals.handshakes.completed, 1), totals
