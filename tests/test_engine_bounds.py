@@ -919,3 +919,52 @@ def test_fragments_numbered_far_ahead_never_reach_openssl_buffers():
 def _rss_kib() -> int:
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+# -- the client's one-pass server flight: what the general path would have done ---------------
+
+
+def _outcome(engine: psk_client.PskClientEngine) -> tuple:
+    """What a user of the engine can see after a datagram: what it sends, its events, its state."""
+    happened = [(type(e).__name__, getattr(getattr(e, "error", None), "code", None), str(getattr(e, "error", "")))
+                for e in events(engine)]
+    inbox = getattr(engine, "_inbox", None)
+    return (engine.datagrams_to_send(), happened, engine.closed, engine.handshake_done, engine._state,  # noqa: SLF001
+            inbox.next_seq if inbox is not None else None, engine.get_timer(), str(engine.timeout_error()))
+
+
+@pytest.mark.parametrize("hint", [HINT, None])
+def test_the_server_flight_in_one_pass_does_what_the_general_path_does(monkeypatch: pytest.MonkeyPatch,
+                                                                       hint: bytes | None) -> None:
+    """The client takes the server's flight (whole messages, a record each) in one pass, skipping the
+    record split, the fragment parser and the reassembler. Two clients with the same random get the
+    same datagram, the real flight and 400 hostile variants of it; one may take the one-pass path,
+    the other is made to take the general one: what they send, their events and their state are the
+    same every time. Seeded: the mutations and every random are the same on every run."""
+    rng = random.Random(20261204)
+    monkeypatch.setattr(os, "urandom", rng.randbytes)
+    ctx = server_ctx(hint=hint)
+    one_pass = 0
+    for case in range(400):
+        fast, general = client(), client()
+        general._client_random = fast._client_random  # noqa: SLF001 - byte-for-byte the same flights
+        fast.start(NOW)
+        general.start(NOW)
+        (hello,) = fast.datagrams_to_send()
+        assert general.datagrams_to_send() == [hello]
+        _, (hvr,) = dtls_factory.accept(ctx, hello, PEER, NOW)
+        fast.receive_datagram(hvr, NOW)
+        general.receive_datagram(hvr, NOW)
+        (hello,) = fast.datagrams_to_send()
+        assert general.datagrams_to_send() == [hello]
+        _, (flight,) = dtls_factory.accept(ctx, hello, PEER, NOW)
+        datagram = flight if case == 0 else _mutate(rng, flight)
+        one_pass += handshake_messages.whole_messages(datagram) is not None and datagram[13] == 2
+        fast.receive_datagram(datagram, NOW)
+        with monkeypatch.context() as general_only:
+            general_only.setattr(psk_client, "whole_messages", lambda *_: None)
+            general.receive_datagram(datagram, NOW)
+        assert _outcome(fast) == _outcome(general), (case, datagram.hex())
+        if case == 0:
+            assert fast._state == psk_client._FINISHED  # noqa: SLF001 - the real flight: answered
+    assert one_pass >= 50, one_pass  # the variants reach the one-pass path (72 and 76 of 400), not only the general one

@@ -41,9 +41,11 @@ from loadgen.protocol.native.messages import (
     VERSION,
     Fragment,
     Reassembler,
+    WholeMessage,
     fragments,
     handshake_message,
     parse_extensions,
+    whole_messages,
 )
 from loadgen.protocol.native.records import (
     DECODE_ERROR,
@@ -109,6 +111,10 @@ def timeout_error(retransmits: int, finished_sent: int, retransmits_before_finis
 
 # Client states.
 _HELLO, _SERVER_FLIGHT, _FINISHED, _DONE = range(4)
+#: The server's flight, by message type, with the PSK hint's ServerKeyExchange and without.
+_FLIGHT_WITH_HINT = [SERVER_HELLO, SERVER_KEY_EXCHANGE, SERVER_HELLO_DONE]
+_FLIGHT_WITHOUT_HINT = [SERVER_HELLO, SERVER_HELLO_DONE]
+_SERVER_HELLO_BYTE = bytes((SERVER_HELLO,))
 
 
 class PskClientEngine(HandshakeEngine):
@@ -186,6 +192,44 @@ class PskClientEngine(HandshakeEngine):
             del self._choose
 
     # -- server messages ----------------------------------------------------
+
+    def receive_datagram(self, datagram: bytes, now: float) -> None:
+        """Feed one datagram from the peer, received at ``now`` (see :class:`HandshakeEngine`)."""
+        # The server's flight, as every server sends it: one datagram of whole messages, a record each.
+        # Taken in one pass, it skips the record split, the fragment parser and the reassembler (a
+        # fifth of the client's handshake in memory); anything else takes the general path.
+        if (self._state == _HELLO and datagram[13:14] == _SERVER_HELLO_BYTE and not self.closed
+                and self._inbox.empty):  # byte 13: the first record's first message type
+            messages = whole_messages(datagram)
+            if messages is not None and self._take_server_flight(messages, now):
+                return
+        super().receive_datagram(datagram, now)
+
+    def _take_server_flight(self, messages: list[WholeMessage], now: float) -> bool:
+        """Handle ``messages`` as the general path would, if they are exactly the server's flight in
+        order (ServerHello, its key exchange if any, ServerHelloDone, numbered one after the other);
+        False, and nothing done, otherwise."""
+        types = [m[0] for m in messages]
+        if types != _FLIGHT_WITH_HINT and types != _FLIGHT_WITHOUT_HINT:
+            return False
+        first = messages[0][1]
+        if first > _MAX_SERVER_HELLO_SEQ or any(m[1] != first + i for i, m in enumerate(messages)):
+            return False  # the general path says why, or waits for what is missing
+        self._now = now
+        inbox = self._inbox
+        for msg_type, seq, body, whole in messages:
+            inbox.next_seq = seq + 1  # as if the reassembler had handed it out
+            if msg_type == SERVER_HELLO:
+                self._on_server_hello(whole, body)
+            elif msg_type == SERVER_KEY_EXCHANGE:
+                self._hash.update(whole)
+                self._on_server_key_exchange(body)
+            else:
+                self._hash.update(whole)
+                self._on_server_hello_done()
+            if self.closed:
+                break
+        return True
 
     def _on_handshake_record(self, payload: bytes, start: int = 0, *, encrypted: bool) -> int:
         repeated = False

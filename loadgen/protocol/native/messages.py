@@ -113,6 +113,39 @@ def fragments(data: bytes, limit: int = MAX_FRAGMENTS_PER_RECORD) -> list[Fragme
     return found
 
 
+#: A record header and the handshake header of the message it holds, in one unpack: type, version,
+#: epoch, sequence (32 + 16 bits), length; msg_type, length (8 + 16 bits), message_seq, fragment
+#: offset (8 + 16), fragment length (8 + 16).
+_RECORD_AND_MESSAGE = struct.Struct("!BHHIHHBBHHBHBH")
+_RECORD_HEADER_LEN = 13
+#: ``(msg_type, message_seq, body, whole message)``
+WholeMessage = tuple[int, int, bytes, bytes]
+
+
+def whole_messages(datagram: bytes, limit: int = MAX_RECORDS_PER_DATAGRAM) -> list[WholeMessage] | None:
+    """The messages of a datagram made only of epoch-0 handshake records that each hold one whole,
+    unfragmented message (a flight as every peer sends it), in one pass; None for any other datagram,
+    which the general path (records, fragments, the :class:`Reassembler`) then takes."""
+    found: list[WholeMessage] = []
+    offset = 0
+    end = len(datagram)
+    unpack = _RECORD_AND_MESSAGE.unpack_from
+    while offset < end:
+        if offset + _RECORD_AND_MESSAGE.size > end or len(found) >= limit:
+            return None
+        (content_type, _, epoch, _, _, record_len, msg_type, len_hi, len_lo, seq, off_hi, off_lo, frag_hi,
+         frag_lo) = unpack(datagram, offset)
+        length = len_hi << 16 | len_lo
+        stop = offset + _RECORD_HEADER_LEN + record_len
+        if (content_type != 22 or epoch or record_len != HS_HEADER_LEN + length or off_hi or off_lo
+                or (frag_hi << 16 | frag_lo) != length or length > MAX_MESSAGE_LEN or stop > end):
+            return None
+        whole = datagram[offset + _RECORD_HEADER_LEN : stop]
+        found.append((msg_type, seq, whole[HS_HEADER_LEN:], whole))
+        offset = stop
+    return found or None
+
+
 #: What filing a record's fragments reports (:meth:`Reassembler.add_record`), as bits: a fragment
 #: of a message already handed out (the peer repeated a flight), a message became whole (there
 #: may be one to hand out), a cap refused a fragment (the rest of the datagram is not read).
@@ -166,6 +199,11 @@ class Reassembler:
         self.next_seq = next_seq
         self._complete: dict[int, tuple[int, bytes]] = {}
         self._partial: dict[int, _Partial] = {}
+
+    @property
+    def empty(self) -> bool:
+        """Nothing held, whole or partial."""
+        return not self._complete and not self._partial
 
     @property
     def buffered(self) -> int:
