@@ -270,21 +270,21 @@ class PskClientEngine(HandshakeEngine):
             return
         while not self.closed and not self.handshake_done and (message := self._inbox.pop()) is not None:
             msg_type, seq, body = message
-            whole = handshake_message(msg_type, seq, body)
-            if self._state == _HELLO and msg_type == SERVER_HELLO:
+            # The whole message (what the transcript hashes) is made only where it is hashed.
+            if self._state == _FINISHED and msg_type == FINISHED:
+                self._on_server_finished(body)
+            elif self._state == _HELLO and msg_type == SERVER_HELLO:
                 if seq > _MAX_SERVER_HELLO_SEQ:
                     self._fail(ProtocolViolation(f"ServerHello numbered {seq}: the rest of the handshake "
                                                  "cannot be numbered in 16 bits"), ILLEGAL_PARAMETER)
                     return
-                self._on_server_hello(whole, body)
+                self._on_server_hello(handshake_message(msg_type, seq, body), body)
             elif self._state == _SERVER_FLIGHT and msg_type == SERVER_KEY_EXCHANGE:
-                self._hash.update(whole)
+                self._hash.update(handshake_message(msg_type, seq, body))
                 self._on_server_key_exchange(body)
             elif self._state == _SERVER_FLIGHT and msg_type == SERVER_HELLO_DONE:
-                self._hash.update(whole)
+                self._hash.update(handshake_message(msg_type, seq, body))
                 self._on_server_hello_done()
-            elif self._state == _FINISHED and msg_type == FINISHED:
-                self._on_server_finished(body)
             else:
                 self._fail_local("unexpected message", UNEXPECTED_MESSAGE)
 
