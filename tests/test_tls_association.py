@@ -213,26 +213,6 @@ def test_a_connect_still_in_progress_when_connect_returns_completes_and_handshak
     assert rec.handshakes.completed == 1 and not rec.handshakes.failures
 
 
-def test_a_connect_that_never_completes_is_a_connect_timeout() -> None:
-    """A SYN nobody answers (a listener whose accept queue is full drops it) is a connect-timeout,
-    not a handshake-timeout: the handshake begins only once the connection is up."""
-    from gevent import socket
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    filler = socket.create_connection(listener.getsockname())
-    rec = Recorder()
-    try:
-        error = TlsAssociation("dev-16", "t", listener.getsockname(), client_context(), rec,
-                               settings=TlsConfig(handshake_timeout=0.5)).run()
-    finally:
-        filler.close()
-        listener.close()
-    assert error is not None and error.code == "connect-timeout", error
-    assert dict(rec.handshakes.failures) == {"connect-timeout": 1}
-
-
 def test_certificate_check_failure_is_reported(start_server, pki: Pki) -> None:
     server = start_server("--cert", str(pki.other_server_pem))
     rec = Recorder()
@@ -271,20 +251,27 @@ def test_payload_with_newline_is_refused(start_server, pki: Pki) -> None:
     assert rec.pings.failed == 1 and rec.pings.in_flight == 0
 
 
-def test_handshake_timeout(start_server) -> None:
+@pytest.mark.parametrize(("queue_full", "code"), [(False, "handshake-timeout"), (True, "connect-timeout")])
+def test_a_timeout_names_the_phase_it_ran_out_in(queue_full: bool, code: str) -> None:
+    """A listener the kernel accepts for but nobody answers: a handshake-timeout. A SYN nobody answers
+    (the listener's accept queue is full, so the kernel drops it): a connect-timeout, not a
+    handshake-timeout, since the handshake begins only once the connection is up."""
     from gevent import socket
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(1)  # the kernel accepts; nobody ever answers
+    listener.listen(0 if queue_full else 1)
+    filler = socket.create_connection(listener.getsockname()) if queue_full else None  # takes the one place
     rec = Recorder()
     try:
         error = TlsAssociation("dev-9", "t", listener.getsockname(), client_context(), rec,
-                               settings=TlsConfig(handshake_timeout=0.3)).run()
+                               settings=TlsConfig(handshake_timeout=0.5 if queue_full else 0.3)).run()
     finally:
+        if filler is not None:
+            filler.close()
         listener.close()
-    assert error is not None and error.code == "handshake-timeout"
-    assert dict(rec.handshakes.failures) == {"handshake-timeout": 1}
+    assert error is not None and error.code == code, error
+    assert dict(rec.handshakes.failures) == {code: 1}
 
 
 def test_start_wait_and_close_from_outside(start_server, pki: Pki) -> None:

@@ -371,23 +371,17 @@ class TlsServer:
         stats, engine = self.stats, conn.engine
         stats.lines += len(lines)
         conn.deadline = time.monotonic() + self.idle_timeout  # the heap entry catches up when it pops
-        if len(lines) <= _FLUSH_LINES:  # the usual case: a line or a few
-            for line in lines:
+        # One read holds up to 64 KiB of lines: 65,536 empty ones are 65,536 records to answer, ~2 MB
+        # (30 bytes each), all in memory before the output bound saw any. Flushed between chunks, the
+        # bound holds within them: past it (the client does not read) the rest goes unanswered.
+        for start in range(0, len(lines), _FLUSH_LINES):
+            if start:
+                self._flush(conn)  # raises not-reading past max_queued
+            for line in lines[start : start + _FLUSH_LINES]:
                 if engine.closed:
                     continue
                 engine.send(self._answer(conn, line))
                 stats.pings += 1
-            return
-        # One read holds up to 64 KiB of lines: 65,536 empty ones are 65,536 records to answer, ~2 MB
-        # (30 bytes each), all in memory before the output bound saw any. Flushed every few lines, the
-        # bound holds within them: past it (the client does not read) the rest goes unanswered.
-        for i, line in enumerate(lines, 1):
-            if engine.closed:
-                continue
-            engine.send(self._answer(conn, line))
-            stats.pings += 1
-            if not i % _FLUSH_LINES:
-                self._flush(conn)  # raises not-reading past max_queued
 
     def _answer(self, conn: _Connection, line: bytes) -> bytes:
         if self._reply == "echo":

@@ -29,15 +29,15 @@ from loadgen.stats.sink import SecondDelta, StatsSink
 
 log = logging.getLogger("loadgen")
 
-
-def _started_already(runner: Any) -> bool:
-    """Whether ``runner`` is a worker that fired this test's ``test_start`` already (it is spawning or running)."""
-    return isinstance(runner, WorkerRunner) and runner.worker_state in (STATE_SPAWNING, STATE_RUNNING)
-
 #: Locust custom message carrying one worker's :class:`SecondDelta` to the master.
 SECOND_MESSAGE = "loadgen_second"
 
 Role = Literal["local", "worker", "master"]
+
+
+def _started_already(runner: Any) -> bool:
+    """Whether ``runner`` is a worker that fired this test's ``test_start`` already (it is spawning or running)."""
+    return isinstance(runner, WorkerRunner) and runner.worker_state in (STATE_SPAWNING, STATE_RUNNING)
 
 
 class LiveStats:

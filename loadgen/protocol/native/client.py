@@ -115,6 +115,7 @@ _HELLO, _SERVER_FLIGHT, _FINISHED, _DONE = range(4)
 _FLIGHT_WITH_HINT = [SERVER_HELLO, SERVER_KEY_EXCHANGE, SERVER_HELLO_DONE]
 _FLIGHT_WITHOUT_HINT = [SERVER_HELLO, SERVER_HELLO_DONE]
 _SERVER_HELLO_BYTE = bytes((SERVER_HELLO,))
+_FIRST_TYPE = records.HEADER_LEN  # where a datagram's first record's first message type is
 
 
 class PskClientEngine(HandshakeEngine):
@@ -198,8 +199,8 @@ class PskClientEngine(HandshakeEngine):
         # The server's flight, as every server sends it: one datagram of whole messages, a record each.
         # Taken in one pass, it skips the record split, the fragment parser and the reassembler (5 us
         # of the client's 32 in memory); anything else takes the general path.
-        if (self._state == _HELLO and datagram[13:14] == _SERVER_HELLO_BYTE and not self.closed
-                and self._inbox.empty):  # byte 13: the first record's first message type
+        if (self._state == _HELLO and datagram[_FIRST_TYPE : _FIRST_TYPE + 1] == _SERVER_HELLO_BYTE
+                and not self.closed and self._inbox.empty):
             messages = whole_messages(datagram)
             if messages is not None and self._take_server_flight(messages, now):
                 return

@@ -113,11 +113,10 @@ def fragments(data: bytes, limit: int = MAX_FRAGMENTS_PER_RECORD) -> list[Fragme
     return found
 
 
-#: A record header and the handshake header of the message it holds, in one unpack: type, version,
-#: epoch, sequence (32 + 16 bits), length; msg_type, length (8 + 16 bits), message_seq, fragment
-#: offset (8 + 16), fragment length (8 + 16).
-_RECORD_AND_MESSAGE = struct.Struct("!BHHIHHBBHHBHBH")
-_RECORD_HEADER_LEN = 13
+#: A record header and the handshake header of the (first) message it holds, in one unpack: type,
+#: version, epoch, sequence (16 + 32 bits), length; msg_type, length (8 + 16 bits), message_seq,
+#: fragment offset (8 + 16), fragment length (8 + 16). The server's ClientHello parse uses it too.
+RECORD_AND_MESSAGE_HEADERS = struct.Struct("!BHHHIHBBHHBHBH")
 #: ``(msg_type, message_seq, body, whole message)``
 WholeMessage = tuple[int, int, bytes, bytes]
 
@@ -129,18 +128,18 @@ def whole_messages(datagram: bytes, limit: int = MAX_RECORDS_PER_DATAGRAM) -> li
     found: list[WholeMessage] = []
     offset = 0
     end = len(datagram)
-    unpack = _RECORD_AND_MESSAGE.unpack_from
+    unpack = RECORD_AND_MESSAGE_HEADERS.unpack_from
     while offset < end:
-        if offset + _RECORD_AND_MESSAGE.size > end or len(found) >= limit:
+        if offset + RECORD_AND_MESSAGE_HEADERS.size > end or len(found) >= limit:
             return None
         (content_type, _, epoch, _, _, record_len, msg_type, len_hi, len_lo, seq, off_hi, off_lo, frag_hi,
          frag_lo) = unpack(datagram, offset)
         length = len_hi << 16 | len_lo
-        stop = offset + _RECORD_HEADER_LEN + record_len
-        if (content_type != 22 or epoch or record_len != HS_HEADER_LEN + length or off_hi or off_lo
+        stop = offset + records.HEADER_LEN + record_len
+        if (content_type != records.HANDSHAKE or epoch or record_len != HS_HEADER_LEN + length or off_hi or off_lo
                 or (frag_hi << 16 | frag_lo) != length or length > MAX_MESSAGE_LEN or stop > end):
             return None
-        whole = datagram[offset + _RECORD_HEADER_LEN : stop]
+        whole = datagram[offset + records.HEADER_LEN : stop]
         found.append((msg_type, seq, whole[HS_HEADER_LEN:], whole))
         offset = stop
     return found or None

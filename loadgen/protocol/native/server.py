@@ -33,6 +33,7 @@ from loadgen.protocol.native.messages import (
     HS_HEADER_LEN,
     MAX_MESSAGE_LEN,
     MAX_MESSAGE_SEQ,
+    RECORD_AND_MESSAGE_HEADERS,
     RENEGOTIATION_SCSV,
     SERVER_HELLO,
     SERVER_HELLO_DONE,
@@ -106,10 +107,6 @@ def hello_cookie_span(data: bytes, at: int = 0) -> tuple[int, int]:
     return sid_end + 1, sid_end + 1 + data[sid_end]
 
 
-#: The record header and the handshake header of a ClientHello's first record, in one unpack:
-#: type, version, epoch, sequence (16 + 32 bits), length; msg_type, length (8 + 16 bits),
-#: message_seq, fragment offset (8 + 16), fragment length (8 + 16).
-_HELLO_HEADERS = struct.Struct("!BHHHIHBBHHBHBH")
 _HEADERS_LEN = records.HEADER_LEN + HS_HEADER_LEN
 
 
@@ -128,7 +125,7 @@ def hello_frame(datagram: bytes) -> HelloFrame | None:
     if len(datagram) < _HEADERS_LEN:
         return None
     (content_type, version, epoch, seq_hi, seq_lo, record_len, msg_type, len_hi, len_lo, message_seq,
-     off_hi, off_lo, frag_hi, frag_lo) = _HELLO_HEADERS.unpack_from(datagram)
+     off_hi, off_lo, frag_hi, frag_lo) = RECORD_AND_MESSAGE_HEADERS.unpack_from(datagram)
     length = len_hi << 16 | len_lo
     end = _HEADERS_LEN + length
     if (content_type != records.HANDSHAKE or epoch or msg_type != 1 or version >> 8 != _DTLS_MAJOR
